@@ -1,0 +1,25 @@
+//! The Ridesaga contract: what every service, `ridectl` and any non-Rust client agree on.
+//!
+//! # Layout
+//! - [`ids`]: id newtypes that refuse anything that is not a valid subject token.
+//! - [`geo`]: positions and great-circle distance.
+//! - [`messages`]: every command and event payload, and the table of their subjects.
+//! - [`envelope`]: the common envelope, JSON encoding, and decoding that checks everything.
+//! - [`subject`]: subject builders and parsers.
+//! - [`streams`]: stream and consumer definitions, and provisioning.
+//! - [`json_schema`]: the JSON Schema of every message, as committed under `schemas/json/`.
+
+pub mod envelope;
+pub mod geo;
+pub mod ids;
+pub mod json_schema;
+pub mod messages;
+pub mod streams;
+pub mod subject;
+
+pub use envelope::{DecodeError, Envelope, MAX_MESSAGE_BYTES, SCHEMA_VERSION};
+pub use geo::{GeoError, GeoPoint};
+pub use ids::{DriverId, IdError, MessageId, RideId, RiderId};
+pub use messages::*;
+pub use streams::Service;
+pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};

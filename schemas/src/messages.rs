@@ -1,0 +1,447 @@
+//! Every command and event of the saga: the payload types, and the one table that ties each to
+//! its subject prefix and to the kind of id its subject ends with.
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::geo::GeoPoint;
+use crate::ids::{DriverId, RiderId};
+
+/// A point in time, written as RFC 3339 in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] pub OffsetDateTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(OffsetDateTime::now_utc())
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_millis(self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    pub fn from_unix_millis(ms: i64) -> Self {
+        Timestamp(
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        )
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use time::format_description::well_known::Rfc3339;
+        match self.0.format(&Rfc3339) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Timestamp")
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "date-time" })
+    }
+}
+
+/// Why a ride was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The rider cancelled.
+    Rider,
+    /// No driver was found within the match deadline.
+    NoDriver,
+    /// The payment hold was declined.
+    PaymentDeclined,
+    /// The ride was not confirmed in time.
+    Expired,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Rider => "rider",
+            CancelReason::NoDriver => "no_driver",
+            CancelReason::PaymentDeclined => "payment_declined",
+            CancelReason::Expired => "expired",
+        }
+    }
+}
+
+/// Who a notification is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipient {
+    Rider,
+    Driver,
+}
+
+/// What a notification says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    DriverAssigned,
+    RideConfirmed,
+    RideCancelled,
+    RideRejected,
+    Receipt,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::DriverAssigned => "driver_assigned",
+            NotificationKind::RideConfirmed => "ride_confirmed",
+            NotificationKind::RideCancelled => "ride_cancelled",
+            NotificationKind::RideRejected => "ride_rejected",
+            NotificationKind::Receipt => "receipt",
+        }
+    }
+}
+
+macro_rules! payload {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name { $($(#[$fdoc])* pub $field: $ty,)* }
+    };
+}
+
+// ---- commands -------------------------------------------------------------------------------
+
+payload!(
+    /// A rider asks for a ride. The publisher chooses the ride id (the subject's last token), so
+    /// a retried command is the same command.
+    RequestRide {
+        rider_id: RiderId,
+        pickup: GeoPoint,
+        dropoff: GeoPoint,
+        /// The payment method, as a gateway token (never a card number).
+        payment_token: String,
+    }
+);
+payload!(
+    /// The rider cancels the ride.
+    CancelRide {}
+);
+payload!(
+    /// The driver picked the rider up.
+    StartRide {}
+);
+payload!(
+    /// The driver dropped the rider off. Distance and duration default to the planned route
+    /// and the time since the start.
+    CompleteRide {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        distance_km: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_min: Option<f64>,
+    }
+);
+payload!(
+    /// Registers (or renames and relocates) a driver; a new driver starts offline.
+    RegisterDriver { driver_id: DriverId, name: String, location: GeoPoint }
+);
+payload!(
+    /// The driver is available for rides, optionally at a new position.
+    DriverOnline {
+        driver_id: DriverId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<GeoPoint>,
+    }
+);
+payload!(
+    /// The driver takes no new rides.
+    DriverOffline { driver_id: DriverId }
+);
+payload!(
+    /// The driver's position changed.
+    MoveDriver { driver_id: DriverId, location: GeoPoint }
+);
+payload!(
+    /// Blocks a rider: every later request of theirs is flagged.
+    BlockRider {
+        rider_id: RiderId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    }
+);
+payload!(
+    /// Lifts a block.
+    UnblockRider { rider_id: RiderId }
+);
+
+// ---- events ---------------------------------------------------------------------------------
+
+payload!(
+    /// A ride was accepted for processing.
+    RideRequested {
+        rider_id: RiderId,
+        pickup: GeoPoint,
+        dropoff: GeoPoint,
+        payment_token: String,
+        /// Great-circle distance of the trip.
+        estimated_distance_km: f64,
+        /// The fare for the planned trip, in cents; the payment hold.
+        estimated_fare_cents: u64,
+        /// A driver must be assigned before this instant, or the ride is cancelled (no_driver).
+        match_deadline: Timestamp,
+    }
+);
+payload!(
+    /// Fraud checks passed.
+    FraudCleared { rider_id: RiderId, score: u32, reasons: Vec<String> }
+);
+payload!(
+    /// Fraud checks failed: the ride is rejected, nothing is reserved or charged.
+    FraudFlagged { rider_id: RiderId, score: u32, reasons: Vec<String> }
+);
+payload!(
+    /// A rider was blocked or unblocked.
+    RiderBlockChanged {
+        rider_id: RiderId,
+        blocked: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    }
+);
+payload!(
+    /// A driver was reserved for the ride.
+    DriverAssigned {
+        rider_id: RiderId,
+        driver_id: DriverId,
+        driver_name: String,
+        /// Distance from the driver to the pickup.
+        pickup_distance_km: f64,
+    }
+);
+payload!(
+    /// No driver could be reserved before the match deadline.
+    DriverUnavailable { rider_id: RiderId, reason: String }
+);
+payload!(
+    /// A driver reserved for the ride is free again.
+    DriverReleased { driver_id: DriverId, reason: String }
+);
+payload!(
+    /// A driver's registration, availability or position changed.
+    DriverUpdated { driver_id: DriverId, name: String, online: bool, location: GeoPoint }
+);
+payload!(
+    /// A hold for the estimated fare was placed.
+    PaymentAuthorized { rider_id: RiderId, hold_id: String, amount_cents: u64 }
+);
+payload!(
+    /// The hold was declined.
+    PaymentDeclined { rider_id: RiderId, code: String, message: String }
+);
+payload!(
+    /// The final fare was captured.
+    PaymentCaptured { rider_id: RiderId, hold_id: String, amount_cents: u64 }
+);
+payload!(
+    /// The hold was released without charge.
+    PaymentVoided { rider_id: RiderId, hold_id: String, amount_cents: u64 }
+);
+payload!(
+    /// Capturing failed after every retry; an operator must act.
+    PaymentCaptureFailed { rider_id: RiderId, hold_id: String, amount_cents: u64, error: String }
+);
+payload!(
+    /// The ride is confirmed: driver reserved and payment held.
+    RideConfirmed { rider_id: RiderId, driver_id: DriverId, estimated_fare_cents: u64 }
+);
+payload!(
+    /// The rider was picked up.
+    RideStarted { rider_id: RiderId, driver_id: DriverId }
+);
+payload!(
+    /// The rider was dropped off; `fare_cents` is what is captured.
+    RideCompleted {
+        rider_id: RiderId,
+        driver_id: DriverId,
+        distance_km: f64,
+        duration_min: f64,
+        fare_cents: u64,
+    }
+);
+payload!(
+    /// The ride was cancelled; every step already taken is compensated.
+    RideCancelled {
+        rider_id: RiderId,
+        reason: CancelReason,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        driver_id: Option<DriverId>,
+    }
+);
+payload!(
+    /// The ride was rejected by fraud checks.
+    RideRejected { rider_id: RiderId, score: u32, reasons: Vec<String> }
+);
+payload!(
+    /// A command was refused (unknown ride, or not allowed in the ride's state).
+    RideCommandRefused {
+        /// The refused command's type, e.g. `cmd.ride.start`.
+        command: String,
+        reason: String,
+    }
+);
+payload!(
+    /// A notification was delivered through a channel.
+    NotificationSent {
+        recipient: Recipient,
+        recipient_id: String,
+        kind: NotificationKind,
+        channel: String,
+        text: String,
+    }
+);
+
+/// Which id a message's subject ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The ride (saga) id; the envelope's `saga_id` carries it.
+    Ride,
+    /// A driver id, also in the payload's `driver_id`.
+    Driver,
+    /// A rider id, also in the payload's `rider_id`.
+    Rider,
+}
+
+macro_rules! contract {
+    ($($variant:ident($payload:ident) = $subject:literal, $key:ident;)*) => {
+        /// The type of a message: its subject without the id.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum MessageKind { $($variant,)* }
+
+        impl MessageKind {
+            /// Every message type, commands first.
+            pub const ALL: &'static [MessageKind] = &[$(MessageKind::$variant,)*];
+
+            /// The subject prefix, e.g. `evt.ride.requested`; also the envelope's `type`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(MessageKind::$variant => $subject,)* }
+            }
+
+            /// Which id the subject ends with.
+            pub fn key_kind(self) -> KeyKind {
+                match self { $(MessageKind::$variant => KeyKind::$key,)* }
+            }
+
+            pub(crate) fn payload_schema(self, generator: &mut SchemaGenerator) -> Schema {
+                match self { $(MessageKind::$variant => generator.subschema_for::<$payload>(),)* }
+            }
+        }
+
+        /// Any message's payload.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum Message { $($variant($payload),)* }
+
+        impl Message {
+            pub fn kind(&self) -> MessageKind {
+                match self { $(Message::$variant(_) => MessageKind::$variant,)* }
+            }
+
+            pub(crate) fn decode_data(
+                kind: MessageKind,
+                raw: &str,
+            ) -> Result<Message, serde_json::Error> {
+                Ok(match kind {
+                    $(MessageKind::$variant => Message::$variant(serde_json::from_str(raw)?),)*
+                })
+            }
+        }
+
+        $(impl From<$payload> for Message {
+            fn from(payload: $payload) -> Message { Message::$variant(payload) }
+        })*
+    };
+}
+
+contract! {
+    RequestRide(RequestRide) = "cmd.ride.request", Ride;
+    CancelRide(CancelRide) = "cmd.ride.cancel", Ride;
+    StartRide(StartRide) = "cmd.ride.start", Ride;
+    CompleteRide(CompleteRide) = "cmd.ride.complete", Ride;
+    RegisterDriver(RegisterDriver) = "cmd.driver.register", Driver;
+    DriverOnline(DriverOnline) = "cmd.driver.online", Driver;
+    DriverOffline(DriverOffline) = "cmd.driver.offline", Driver;
+    MoveDriver(MoveDriver) = "cmd.driver.move", Driver;
+    BlockRider(BlockRider) = "cmd.fraud.block", Rider;
+    UnblockRider(UnblockRider) = "cmd.fraud.unblock", Rider;
+    RideRequested(RideRequested) = "evt.ride.requested", Ride;
+    RideConfirmed(RideConfirmed) = "evt.ride.confirmed", Ride;
+    RideStarted(RideStarted) = "evt.ride.started", Ride;
+    RideCompleted(RideCompleted) = "evt.ride.completed", Ride;
+    RideCancelled(RideCancelled) = "evt.ride.cancelled", Ride;
+    RideRejected(RideRejected) = "evt.ride.rejected", Ride;
+    RideCommandRefused(RideCommandRefused) = "evt.ride.refused", Ride;
+    FraudCleared(FraudCleared) = "evt.fraud.cleared", Ride;
+    FraudFlagged(FraudFlagged) = "evt.fraud.flagged", Ride;
+    RiderBlockChanged(RiderBlockChanged) = "evt.fraud.blocklist", Rider;
+    DriverAssigned(DriverAssigned) = "evt.driver.assigned", Ride;
+    DriverUnavailable(DriverUnavailable) = "evt.driver.unavailable", Ride;
+    DriverReleased(DriverReleased) = "evt.driver.released", Ride;
+    DriverUpdated(DriverUpdated) = "evt.driver.updated", Driver;
+    PaymentAuthorized(PaymentAuthorized) = "evt.payment.authorized", Ride;
+    PaymentDeclined(PaymentDeclined) = "evt.payment.declined", Ride;
+    PaymentCaptured(PaymentCaptured) = "evt.payment.captured", Ride;
+    PaymentVoided(PaymentVoided) = "evt.payment.voided", Ride;
+    PaymentCaptureFailed(PaymentCaptureFailed) = "evt.payment.capture_failed", Ride;
+    NotificationSent(NotificationSent) = "evt.notification.sent", Ride;
+}
+
+impl MessageKind {
+    /// Parses a type such as `evt.ride.requested`.
+    pub fn parse(s: &str) -> Option<MessageKind> {
+        MessageKind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+
+    pub fn is_command(self) -> bool {
+        self.as_str().starts_with("cmd.")
+    }
+
+    /// The domain (second subject token): ride, driver, fraud, payment, notification.
+    pub fn domain(self) -> &'static str {
+        self.as_str().split('.').nth(1).unwrap_or_default()
+    }
+
+    /// The verb or fact (third subject token).
+    pub fn name(self) -> &'static str {
+        self.as_str().split('.').nth(2).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Message {
+    /// The id the subject ends with for messages not keyed by a ride.
+    pub(crate) fn entity_id(&self) -> Option<&str> {
+        Some(match self {
+            Message::RegisterDriver(m) => m.driver_id.as_str(),
+            Message::DriverOnline(m) => m.driver_id.as_str(),
+            Message::DriverOffline(m) => m.driver_id.as_str(),
+            Message::MoveDriver(m) => m.driver_id.as_str(),
+            Message::DriverUpdated(m) => m.driver_id.as_str(),
+            Message::BlockRider(m) => m.rider_id.as_str(),
+            Message::UnblockRider(m) => m.rider_id.as_str(),
+            Message::RiderBlockChanged(m) => m.rider_id.as_str(),
+            _ => return None,
+        })
+    }
+}

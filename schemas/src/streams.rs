@@ -1,0 +1,269 @@
+//! Streams and consumers, defined once: names, subjects, filter subjects, delivery limits,
+//! backoff, ack wait and the duplicate window. `provision` creates or updates them; workers only
+//! bind to their consumer by name.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+
+/// The stream that holds every command and event of every saga, in one total order.
+pub const SAGA_STREAM: &str = "RIDESAGA";
+/// The stream of dead-letter records: the server's MAX_DELIVERIES and MSG_TERMINATED advisories
+/// for the saga stream, and the records workers publish (with the reason) before terminating a
+/// message.
+pub const DEAD_LETTER_STREAM: &str = "RIDESAGA_DLQ";
+/// Subject prefix of the dead-letter records workers publish: `dlq.<service>.<stream seq>`.
+pub const DEAD_LETTER_PREFIX: &str = "dlq";
+
+/// How long the saga stream remembers `Nats-Msg-Id`s to drop duplicate publishes. A short-term
+/// guard only: lasting idempotency is each service's inbox table.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Deliveries of one message before the server gives up and emits a MAX_DELIVERIES advisory.
+pub const MAX_DELIVER: i64 = 6;
+/// Redelivery delays after an ack timeout, one per delivery (the last repeats). Handlers that
+/// fail transiently nak with their own delay; see the workers' runtime.
+pub const BACKOFF: [Duration; 4] = [
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
+/// Messages a service may hold unacknowledged across all its replicas.
+pub const MAX_ACK_PENDING: i64 = 1024;
+
+/// The five saga services. Each has exactly one durable pull consumer on the saga stream, shared
+/// by all its replicas; that consumer's pending + ack pending is the service's lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Ride,
+    Driver,
+    Fraud,
+    Payment,
+    Notification,
+}
+
+impl Service {
+    pub const ALL: [Service; 5] = [
+        Service::Ride,
+        Service::Driver,
+        Service::Fraud,
+        Service::Payment,
+        Service::Notification,
+    ];
+
+    /// Lower-case name, used in consumer names, logs, `producer` fields and binaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Ride => "ride",
+            Service::Driver => "driver",
+            Service::Fraud => "fraud",
+            Service::Payment => "payment",
+            Service::Notification => "notification",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The durable consumer's name.
+    pub fn consumer_name(self) -> String {
+        format!("{}-worker", self.name())
+    }
+
+    /// Exactly the subjects this service reacts to.
+    pub fn filter_subjects(self) -> &'static [&'static str] {
+        match self {
+            Service::Ride => &[
+                "cmd.ride.*.*",
+                "evt.fraud.flagged.*",
+                "evt.driver.assigned.*",
+                "evt.driver.unavailable.*",
+                "evt.payment.authorized.*",
+                "evt.payment.declined.*",
+            ],
+            Service::Driver => &[
+                "cmd.driver.*.*",
+                "evt.ride.requested.*",
+                "evt.fraud.cleared.*",
+                "evt.ride.cancelled.*",
+                "evt.ride.rejected.*",
+                "evt.ride.completed.*",
+                "evt.payment.declined.*",
+            ],
+            Service::Fraud => &[
+                "cmd.fraud.*.*",
+                "evt.ride.requested.*",
+                "evt.payment.declined.*",
+            ],
+            Service::Payment => &[
+                "evt.ride.requested.*",
+                "evt.driver.assigned.*",
+                "evt.ride.completed.*",
+                "evt.ride.cancelled.*",
+            ],
+            Service::Notification => &[
+                "evt.driver.assigned.*",
+                "evt.ride.confirmed.*",
+                "evt.ride.cancelled.*",
+                "evt.ride.rejected.*",
+                "evt.payment.captured.*",
+            ],
+        }
+    }
+
+    /// The consumer's full definition.
+    pub fn consumer_config(self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(self.consumer_name()),
+            description: Some(format!(
+                "{} worker: every replica pulls from here",
+                self.name()
+            )),
+            filter_subjects: self
+                .filter_subjects()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_wait: BACKOFF[0],
+            max_deliver: MAX_DELIVER,
+            backoff: BACKOFF.to_vec(),
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The saga stream: file storage, limits retention so history stays inspectable.
+pub fn saga_stream_config() -> stream::Config {
+    stream::Config {
+        name: SAGA_STREAM.to_string(),
+        description: Some("Ridesaga commands and events, one total order for every saga".into()),
+        subjects: vec!["cmd.>".into(), "evt.>".into()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        max_bytes: 8 * 1024 * 1024 * 1024,
+        max_message_size: crate::MAX_MESSAGE_BYTES as i32,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The dead-letter stream.
+pub fn dead_letter_stream_config() -> stream::Config {
+    stream::Config {
+        name: DEAD_LETTER_STREAM.to_string(),
+        description: Some("Ridesaga dead letters: advisories and records with reasons".into()),
+        subjects: vec![
+            format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{SAGA_STREAM}.*"),
+            format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{SAGA_STREAM}.*"),
+            format!("{DEAD_LETTER_PREFIX}.>"),
+        ],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// What provisioning did.
+#[derive(Debug, Clone, Default)]
+pub struct ProvisionReport {
+    pub streams: Vec<String>,
+    pub consumers: Vec<String>,
+}
+
+/// Why provisioning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("could not create or update stream {name}: {source}")]
+    Stream {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("could not create or update consumer {name}: {source}")]
+    Consumer {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `num_replicas` to use: 1 on a single server, 3 on a cluster. Provisioning takes it as a
+/// parameter so a clustered deployment needs no code change.
+#[derive(Debug, Clone, Copy)]
+pub struct ProvisionOptions {
+    pub replicas: usize,
+}
+
+impl Default for ProvisionOptions {
+    fn default() -> Self {
+        Self { replicas: 1 }
+    }
+}
+
+/// Creates or updates both streams and the five consumers. Idempotent.
+pub async fn provision(
+    js: &jetstream::Context,
+    options: ProvisionOptions,
+) -> Result<ProvisionReport, ProvisionError> {
+    let mut report = ProvisionReport::default();
+    for mut config in [saga_stream_config(), dead_letter_stream_config()] {
+        config.num_replicas = options.replicas;
+        let name = config.name.clone();
+        let result = match js.get_stream(&name).await {
+            Ok(_) => js
+                .update_stream(config)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+            Err(_) => js
+                .create_stream(config)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+        };
+        result.map_err(|source| ProvisionError::Stream {
+            name: name.clone(),
+            source,
+        })?;
+        report.streams.push(name);
+    }
+    let stream = js
+        .get_stream(SAGA_STREAM)
+        .await
+        .map_err(|e| ProvisionError::Stream {
+            name: SAGA_STREAM.into(),
+            source: e.into(),
+        })?;
+    for service in Service::ALL {
+        let mut config = service.consumer_config();
+        config.num_replicas = options.replicas;
+        let name = service.consumer_name();
+        // create_consumer creates, or updates in place when the durable already exists with
+        // an updatable difference.
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| ProvisionError::Consumer {
+                name: name.clone(),
+                source: e.into(),
+            })?;
+        report.consumers.push(name);
+    }
+    Ok(report)
+}
