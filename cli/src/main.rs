@@ -1,0 +1,2 @@
+//! ridectl
+fn main() {}
