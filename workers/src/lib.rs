@@ -1,1 +1,12 @@
-//! placeholder
+//! Ridesaga's workers: five stateless services that run the ride saga over NATS JetStream.
+//!
+//! # Layout
+//! - [`config`]: typed settings from the environment.
+//! - [`runtime`]: what every service shares (consumer loop, inbox/outbox, relay, timers,
+//!   dead letters, metrics, health, graceful shutdown).
+//! - [`services`]: one module per service with its pure domain logic and its storage.
+//! - `src/bin/*-worker.rs`: one thin binary per service.
+
+pub mod config;
+pub mod runtime;
+pub mod services;

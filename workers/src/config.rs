@@ -1,0 +1,253 @@
+//! Typed configuration, read from the environment once at start-up. A bad setting fails fast
+//! with a message that names it; secrets are wrapped so they never reach logs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}={value:?}: {problem}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub problem: String,
+}
+
+/// Where settings come from: the process environment, or a fixed list in tests.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    overrides: Vec<(String, String)>,
+    use_env: bool,
+}
+
+impl Settings {
+    /// Settings from the process environment.
+    pub fn from_env() -> Self {
+        Settings { overrides: Vec::new(), use_env: true }
+    }
+
+    /// Only the given settings (tests); everything else takes its default.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Settings {
+            overrides: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            use_env: false,
+        }
+    }
+
+    /// Adds or replaces one setting.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.overrides.retain(|(k, _)| k != name);
+        self.overrides.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// The raw value of a setting, if set.
+    pub fn raw(&self, name: &str) -> Option<String> {
+        if let Some((_, v)) = self.overrides.iter().rev().find(|(k, _)| k == name) {
+            return Some(v.clone());
+        }
+        if self.use_env { std::env::var(name).ok().filter(|v| !v.is_empty()) } else { None }
+    }
+
+    /// A setting parsed with `FromStr`, or `default` when unset.
+    pub fn get<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+                name: name.to_owned(),
+                problem: e.to_string(),
+                value,
+            }),
+        }
+    }
+
+    /// A duration such as `30s`, `250ms`, `2m` or `1h`, or `default` when unset.
+    pub fn duration(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.raw(name) {
+            None => Ok(default),
+            Some(value) => parse_duration(&value).map_err(|problem| ConfigError {
+                name: name.to_owned(),
+                value,
+                problem,
+            }),
+        }
+    }
+
+    /// A secret, never printed.
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.raw(name).map(Secret)
+    }
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 30s or 250ms, got {text:?}"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("duration out of range: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A secret value: `Debug` and `Display` print a placeholder.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How a worker connects to NATS.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `NATS_URL`, comma-separated for several servers of a cluster.
+    pub url: String,
+    /// `NATS_USER` and `NATS_PASSWORD`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// `NATS_CREDS`: path to a credentials file.
+    pub creds_file: Option<String>,
+}
+
+impl NatsConfig {
+    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+        Ok(NatsConfig {
+            url: s.get("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
+            user: s.raw("NATS_USER"),
+            password: s.secret("NATS_PASSWORD"),
+            creds_file: s.raw("NATS_CREDS"),
+        })
+    }
+
+    /// Connects, retrying in the background if the server is not up yet.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None);
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        if let Some(path) = &self.creds_file {
+            options = options.credentials_file(path).await?;
+        }
+        let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        options.connect(servers).await
+    }
+}
+
+/// Settings of the shared runtime, the same for every service.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub nats: NatsConfig,
+    /// `DATABASE_URL`, default `sqlite://.run/data/<service>.db`.
+    pub database_url: String,
+    /// `RIDESAGA_DB_POOL`: database connections.
+    pub db_pool: u32,
+    /// `RIDESAGA_BATCH`: messages requested per pull.
+    pub batch: usize,
+    /// `RIDESAGA_MAX_IN_FLIGHT`: messages handled concurrently by one replica.
+    pub max_in_flight: usize,
+    /// `RIDESAGA_TICK`: how often timers (deadlines) are checked.
+    pub tick: Duration,
+    /// `RIDESAGA_RELAY_INTERVAL`: how often the outbox relay looks for rows left behind.
+    pub relay_interval: Duration,
+    /// `RIDESAGA_HTTP_ADDR`: `/healthz` and `/metrics`; port 0 picks a free port; `off` disables.
+    pub http_addr: Option<SocketAddr>,
+    /// `RIDESAGA_DRAIN_TIMEOUT`: how long in-flight messages may take after SIGTERM.
+    pub drain_timeout: Duration,
+    /// `RIDESAGA_INSTANCE`: this replica's name (default: host name and pid).
+    pub instance: String,
+}
+
+impl RuntimeConfig {
+    pub fn load(service: &str, s: &Settings) -> Result<Self, ConfigError> {
+        let http_addr = match s.raw("RIDESAGA_HTTP_ADDR").as_deref() {
+            Some("off") => None,
+            _ => Some(s.get("RIDESAGA_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 0)))?),
+        };
+        let positive = |name: &str, value: usize| {
+            if value == 0 {
+                Err(ConfigError {
+                    name: name.into(),
+                    value: "0".into(),
+                    problem: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        Ok(RuntimeConfig {
+            nats: NatsConfig::load(s)?,
+            database_url: s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?,
+            db_pool: s.get("RIDESAGA_DB_POOL", 4)?,
+            batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", 128)?)?,
+            max_in_flight: positive("RIDESAGA_MAX_IN_FLIGHT", s.get("RIDESAGA_MAX_IN_FLIGHT", 64)?)?,
+            tick: s.duration("RIDESAGA_TICK", Duration::from_millis(250))?,
+            relay_interval: s.duration("RIDESAGA_RELAY_INTERVAL", Duration::from_secs(1))?,
+            http_addr,
+            drain_timeout: s.duration("RIDESAGA_DRAIN_TIMEOUT", Duration::from_secs(20))?,
+            instance: s.get(
+                "RIDESAGA_INSTANCE",
+                format!("{service}-{}", std::process::id()),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3 weeks").unwrap_err().contains("unit"));
+    }
+
+    #[test]
+    fn a_bad_setting_is_named_in_the_error() {
+        let s = Settings::from_pairs([("RIDESAGA_BATCH", "lots")]);
+        let err = RuntimeConfig::load("ride", &s).unwrap_err().to_string();
+        assert!(err.starts_with("invalid setting RIDESAGA_BATCH=\"lots\""), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::from_pairs([("NATS_PASSWORD", "hunter2")]);
+        let config = NatsConfig::load(&s).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,1 @@
+//! The fraud service (being written).

@@ -1,0 +1,1 @@
+//! The ride service (being written).
