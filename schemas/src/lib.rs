@@ -6,9 +6,11 @@
 //! - [`messages`]: every command and event payload, and the table of their subjects.
 //! - [`envelope`]: the common envelope, JSON encoding, and decoding that checks everything.
 //! - [`subject`]: subject builders and parsers.
+//! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
 //! - [`streams`]: stream and consumer definitions, and provisioning.
 //! - [`json_schema`]: the JSON Schema of every message, as committed under `schemas/json/`.
 
+pub mod dead_letter;
 pub mod envelope;
 pub mod geo;
 pub mod ids;
@@ -17,6 +19,7 @@ pub mod messages;
 pub mod streams;
 pub mod subject;
 
+pub use dead_letter::DeadLetter;
 pub use envelope::{DecodeError, Envelope, MAX_MESSAGE_BYTES, SCHEMA_VERSION};
 pub use geo::{GeoError, GeoPoint};
 pub use ids::{DriverId, IdError, MessageId, RideId, RiderId};
