@@ -5,8 +5,10 @@
 //! - [`runtime`]: what every service shares (consumer loop, inbox/outbox, relay, timers,
 //!   dead letters, metrics, health, graceful shutdown).
 //! - [`services`]: one module per service with its pure domain logic and its storage.
+//! - [`telemetry`]: log set-up.
 //! - `src/bin/*-worker.rs`: one thin binary per service.
 
 pub mod config;
 pub mod runtime;
 pub mod services;
+pub mod telemetry;

@@ -1,6 +1,21 @@
 //! The runtime every service shares: consume, dedupe, outbox, retry, dead letter, metrics,
 //! health and shutdown, written once.
+//!
+//! # Layout
+//! - `handler`: the [`Worker`] trait a service implements and [`HandleError`].
+//! - `store`: the database (WAL SQLite), migrations, inbox and outbox.
+//! - `process`: one input from delivery to ack; every ack decision is made there.
+//! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
+//! - `run`: the consumer loop with bounded concurrency, relay, timers, drain on shutdown.
+//! - `metrics`, `http`: counters, `/metrics` and `/healthz`.
 
 mod handler;
+pub mod http;
+pub mod metrics;
+pub mod process;
+pub mod publish;
+mod run;
+pub mod store;
 
 pub use handler::{HandleError, Worker};
+pub use run::{RunError, run};

@@ -1,0 +1,206 @@
+//! Handling one input, from delivery to ack: decode, apply inside one transaction (inbox check,
+//! state change, outbox rows), publish the outputs, then decide the ack. Every ack decision is
+//! made here, in one place.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
+use sqlx::SqlitePool;
+
+use super::handler::{HandleError, Worker};
+use super::metrics::Metrics;
+use super::publish::Publisher;
+use super::store::{self, OutboxRow};
+
+/// Everything the handling of one message needs; shared by all in-flight tasks.
+#[derive(Debug)]
+pub struct Shared<W> {
+    pub worker: W,
+    pub service: Service,
+    pub instance: String,
+    pub pool: SqlitePool,
+    pub js: jetstream::Context,
+    pub publisher: Publisher,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What happens to a delivered message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Applied (or already applied) and its outputs are stored by the server.
+    Ack,
+    /// Try again after the delay.
+    Retry { delay: Duration, reason: String },
+    /// Give up: record a dead letter with the reason, then terminate the message.
+    DeadLetter { reason: String },
+}
+
+/// The outcome of the transactional part.
+#[derive(Debug)]
+pub enum Applied {
+    /// First time: these outputs were committed to the outbox.
+    New(Vec<OutboxRow>),
+    /// Already applied before; these outputs of it are still waiting in the outbox.
+    Duplicate(Vec<OutboxRow>),
+}
+
+/// Delay before the next attempt after a transient failure: 1 s, 2 s, 4 s ... capped at 30 s.
+pub fn retry_delay(delivered: i64) -> Duration {
+    let exp = delivered.clamp(1, 6) as u32 - 1;
+    Duration::from_secs((1u64 << exp).min(30))
+}
+
+impl<W: Worker> Shared<W> {
+    /// Inbox check, state change and outbox rows, in one transaction.
+    pub async fn apply(&self, input: &Envelope, now: Timestamp) -> Result<Applied, HandleError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if !store::inbox_insert(&mut tx, &input.id, &input.subject(), now).await? {
+            drop(tx);
+            return Ok(Applied::Duplicate(store::outbox_for_cause(&self.pool, &input.id).await?));
+        }
+        let outputs = self.worker.apply(&mut tx, input, now).await?;
+        let rows = to_rows(&outputs)?;
+        store::outbox_insert(&mut tx, Some(&input.id), &rows, now).await?;
+        tx.commit().await?;
+        Ok(Applied::New(rows))
+    }
+
+    /// Runs the service's timers in one transaction and returns what they produced.
+    pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let outputs = self.worker.tick(&mut tx, now).await?;
+        if outputs.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let rows = to_rows(&outputs)?;
+        store::outbox_insert(&mut tx, None, &rows, now).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Decides what to do with one delivery. `delivered` counts deliveries, 1 the first.
+    pub async fn handle(&self, subject: &str, payload: &[u8], delivered: i64) -> Verdict {
+        let input = match Envelope::decode(subject, payload) {
+            Ok(input) => input,
+            Err(e) => return Verdict::DeadLetter { reason: format!("undecodable message: {e}") },
+        };
+        let started = Instant::now();
+        let verdict = match self.apply(&input, Timestamp::now()).await {
+            Ok(Applied::New(rows)) => {
+                Metrics::inc(&self.metrics.handled);
+                self.publish_then_ack(&rows).await
+            }
+            Ok(Applied::Duplicate(rows)) => {
+                Metrics::inc(&self.metrics.duplicates);
+                self.publish_then_ack(&rows).await
+            }
+            Err(HandleError::Permanent(reason)) => Verdict::DeadLetter { reason },
+            Err(HandleError::Transient(reason)) => {
+                Metrics::inc(&self.metrics.failed);
+                if delivered >= streams::MAX_DELIVER {
+                    Verdict::DeadLetter {
+                        reason: format!("gave up after {delivered} deliveries: {reason}"),
+                    }
+                } else {
+                    Verdict::Retry { delay: retry_delay(delivered), reason }
+                }
+            }
+        };
+        self.metrics.observe(started.elapsed());
+        tracing::debug!(%subject, id = %input.id, delivered, ?verdict, "handled");
+        verdict
+    }
+
+    async fn publish_then_ack(&self, rows: &[OutboxRow]) -> Verdict {
+        match self.publisher.publish(rows).await {
+            Ok(()) => Verdict::Ack,
+            // The outputs are safe in the outbox; retrying the input republishes them.
+            Err(e) => Verdict::Retry { delay: Duration::from_secs(1), reason: e.to_string() },
+        }
+    }
+
+    /// Carries out a verdict on a JetStream message.
+    pub async fn settle(&self, message: &jetstream::Message, verdict: Verdict) {
+        let info = message.info().ok();
+        let (sequence, delivered) =
+            info.map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 0));
+        let result = match verdict {
+            Verdict::Ack => message.ack().await,
+            Verdict::Retry { delay, reason } => {
+                tracing::warn!(subject = %message.subject, delivered, %reason, ?delay, "will retry");
+                message.ack_with(AckKind::Nak(Some(delay))).await
+            }
+            Verdict::DeadLetter { reason } => {
+                tracing::error!(subject = %message.subject, delivered, %reason, "dead letter");
+                let record = DeadLetter {
+                    service: self.service.name().to_owned(),
+                    instance: self.instance.clone(),
+                    subject: message.subject.to_string(),
+                    stream_sequence: sequence,
+                    deliveries: delivered.max(0) as u64,
+                    message_id: message_id_of(&message.payload),
+                    reason,
+                    payload: String::from_utf8_lossy(&message.payload).into_owned(),
+                    failed_at: Timestamp::now(),
+                };
+                match self.record_dead_letter(&record).await {
+                    Ok(()) => {
+                        Metrics::inc(&self.metrics.dead_lettered);
+                        message.ack_with(AckKind::Term).await
+                    }
+                    Err(e) => {
+                        // Never drop a message unrecorded: leave it for redelivery.
+                        tracing::error!(error = %e, "could not record dead letter; will retry");
+                        message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, subject = %message.subject, "ack failed; the server will redeliver");
+        }
+    }
+
+    async fn record_dead_letter(&self, record: &DeadLetter) -> Result<(), String> {
+        let subject = DeadLetter::subject_for(self.service.name(), record.stream_sequence);
+        let body = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        let message = jetstream::message::PublishMessage::build()
+            .payload(body.into())
+            .message_id(format!("dlq-{}-{}", self.service, record.stream_sequence))
+            .header(ridesaga_schemas::dead_letter::REASON_HEADER, record.reason.replace(['\r', '\n'], " ").as_str());
+        let ack = self.js.send_publish(subject, message).await.map_err(|e| e.to_string())?;
+        ack.await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+fn to_rows(outputs: &[Envelope]) -> Result<Vec<OutboxRow>, HandleError> {
+    outputs
+        .iter()
+        .map(|e| {
+            e.validate().map_err(|err| HandleError::Permanent(format!("invalid output: {err}")))?;
+            Ok(OutboxRow::from_envelope(e))
+        })
+        .collect()
+}
+
+/// The envelope id of a payload that may not decode, for the dead-letter record.
+fn message_id_of(payload: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    value.get("id")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(4));
+        assert_eq!(retry_delay(50), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,85 @@
+//! Publishing outbox rows to JetStream with their `Nats-Msg-Id`, awaiting the server's acks,
+//! with bounded retries for the moments a stream has no leader (publishes then answer "no
+//! responders"). Retrying is safe: the same ids are dropped by the duplicate window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use sqlx::SqlitePool;
+
+use super::metrics::Metrics;
+use super::store::{self, OutboxRow};
+
+/// Attempts per batch before giving up (the input is then nak'ed and the relay tries again).
+const ATTEMPTS: u32 = 4;
+
+/// Publishes outbox rows and forgets them once stored.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+    pool: SqlitePool,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a batch was not stored.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing {subject} failed after {ATTEMPTS} attempts: {error}")]
+pub struct PublishFailed {
+    pub subject: String,
+    pub error: String,
+}
+
+impl Publisher {
+    pub fn new(js: jetstream::Context, pool: SqlitePool, metrics: Arc<Metrics>) -> Self {
+        Publisher { js, pool, metrics }
+    }
+
+    /// Publishes every row, pipelined, and returns once the server stored them all. Then
+    /// deletes them from the outbox (a failure there only means the relay publishes them again,
+    /// which the duplicate window and the consumers' inboxes absorb).
+    pub async fn publish(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.publish_once(rows).await {
+                Ok(()) => break,
+                Err(failure) if attempt >= ATTEMPTS => return Err(failure),
+                Err(failure) => {
+                    tracing::debug!(attempt, error = %failure.error, "publish failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        self.metrics.published.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+        if let Err(e) = store::outbox_delete(&self.pool, &ids).await {
+            tracing::warn!(error = %e, "could not clear published outbox rows; the relay will republish them");
+        }
+        Ok(())
+    }
+
+    async fn publish_once(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
+        let mut acks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let message = PublishMessage::build()
+                .payload(Bytes::from(row.payload.clone()))
+                .message_id(&row.message_id);
+            let ack = self
+                .js
+                .send_publish(row.subject.clone(), message)
+                .await
+                .map_err(|e| PublishFailed { subject: row.subject.clone(), error: e.to_string() })?;
+            acks.push((row, ack));
+        }
+        for (row, ack) in acks {
+            ack.await
+                .map_err(|e| PublishFailed { subject: row.subject.clone(), error: e.to_string() })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! Running one service: open the database, bind the durable consumer, then pull with bounded
+//! concurrency until shutdown, with the relay, the timers, the NATS service API and the HTTP
+//! endpoints beside it. On shutdown: stop pulling, finish and ack what is in flight, exit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::service::ServiceExt;
+use futures_util::StreamExt;
+use ridesaga_schemas::{Timestamp, streams};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::Worker;
+use super::http::{self, HttpState};
+use super::metrics::Metrics;
+use super::process::Shared;
+use super::publish::Publisher;
+use super::store;
+use crate::config::RuntimeConfig;
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("database {url}: {source}")]
+    Database { url: String, source: sqlx::Error },
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("connecting to NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error(
+        "consumer {consumer} on stream {stream} is not available ({error}); \
+         provision it first with `ridectl provision`"
+    )]
+    Consumer { consumer: String, stream: String, error: String },
+    #[error("pulling messages: {0}")]
+    Pull(String),
+    #[error("HTTP endpoint on {addr}: {source}")]
+    Http { addr: SocketAddr, source: std::io::Error },
+    #[error("registering the NATS service: {0}")]
+    Service(String),
+}
+
+/// How long to keep trying to bind the consumer before giving up (it may be provisioned by a
+/// job that starts at the same time).
+const BIND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `worker` until `shutdown` is cancelled.
+pub async fn run<W: Worker>(
+    worker: W,
+    config: RuntimeConfig,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let service = worker.service();
+    let pool = store::open(&config.database_url, config.db_pool)
+        .await
+        .map_err(|source| RunError::Database { url: config.database_url.clone(), source })?;
+    store::migrate(&pool, worker.migrator()).await?;
+
+    let client = config
+        .nats
+        .connect(&config.instance)
+        .await
+        .map_err(|source| RunError::Connect { url: config.nats.url.clone(), source })?;
+    let js = jetstream::new(client.clone());
+    let consumer = bind_consumer(&js, service.consumer_name(), &shutdown).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let publisher = Publisher::new(js.clone(), pool.clone(), metrics.clone());
+    let shared = Arc::new(Shared {
+        worker,
+        service,
+        instance: config.instance.clone(),
+        pool: pool.clone(),
+        js: js.clone(),
+        publisher,
+        metrics: metrics.clone(),
+    });
+
+    // Background tasks stop on `background`, which is cancelled only after in-flight work
+    // drained, so their last outputs still go out.
+    let background = CancellationToken::new();
+    if let Some(addr) = config.http_addr {
+        let state = HttpState {
+            service: service.name(),
+            instance: config.instance.clone(),
+            metrics: metrics.clone(),
+            nats: client.clone(),
+        };
+        let bound = http::serve(addr, state, background.clone())
+            .await
+            .map_err(|source| RunError::Http { addr, source })?;
+        tracing::info!(%bound, "serving /healthz and /metrics");
+    }
+    let nats_service =
+        register_service(&client, service.name(), &config.instance, metrics.clone()).await?;
+    let tasks = TaskTracker::new();
+    tasks.spawn(relay_loop(shared.clone(), config.relay_interval, background.clone()));
+    tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
+    tasks.spawn(lag_loop(consumer.clone(), metrics.clone(), background.clone()));
+
+    tracing::info!(service = %service, instance = %config.instance, "worker started");
+    let result = consume(shared.clone(), consumer, &config, &shutdown).await;
+
+    tracing::info!("draining");
+    let _ = nats_service.stop().await;
+    background.cancel();
+    tasks.close();
+    if tokio::time::timeout(config.drain_timeout, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    let _ = client.flush().await;
+    let _ = client.drain().await;
+    pool.close().await;
+    tracing::info!("worker stopped");
+    result
+}
+
+async fn bind_consumer(
+    js: &jetstream::Context,
+    name: String,
+    shutdown: &CancellationToken,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, RunError> {
+    let deadline = tokio::time::Instant::now() + BIND_PATIENCE;
+    loop {
+        let attempt = async {
+            let stream = js.get_stream(streams::SAGA_STREAM).await.map_err(|e| e.to_string())?;
+            stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(consumer) => return Ok(consumer),
+            Err(error) if tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() => {
+                return Err(RunError::Consumer {
+                    consumer: name,
+                    stream: streams::SAGA_STREAM.into(),
+                    error,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %name, %error, "consumer not available yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Pulls messages and handles each in its own task, at most `max_in_flight` at a time.
+async fn consume<W: Worker>(
+    shared: Arc<Shared<W>>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    config: &RuntimeConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let limit = Arc::new(Semaphore::new(config.max_in_flight));
+    let in_flight = TaskTracker::new();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| RunError::Pull(e.to_string()))?;
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                // Missed heartbeats and the like: the stream recovers by itself.
+                tracing::warn!(error = %e, "pull stream error; continuing");
+                continue;
+            }
+            None => return Err(RunError::Pull("message stream ended".into())),
+        };
+        let shared = shared.clone();
+        in_flight.spawn(async move {
+            let _permit = permit;
+            shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            if delivered > 1 {
+                Metrics::inc(&shared.metrics.redelivered);
+            }
+            let verdict = shared.handle(&message.subject, &message.payload, delivered).await;
+            shared.settle(&message, verdict).await;
+            shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    // Stop pulling: messages buffered but not started are not acked and will be redelivered
+    // to another replica after ack_wait.
+    drop(messages);
+    in_flight.close();
+    if tokio::time::timeout(config.drain_timeout, in_flight.wait()).await.is_err() {
+        tracing::warn!("in-flight messages did not finish within the drain timeout");
+    }
+    Ok(())
+}
+
+/// Publishes outbox rows left behind (a crash between commit and publish, a failed publish).
+async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        // Rows younger than this are still being published by the task that wrote them.
+        let settled = Timestamp::now().unix_millis() - 2 * every.as_millis() as i64;
+        match store::outbox_stale(&shared.pool, settled, 500).await {
+            Ok(rows) if !rows.is_empty() => match shared.publisher.publish(&rows).await {
+                Ok(()) => {
+                    shared.metrics.relayed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    tracing::info!(count = rows.len(), "relayed outbox rows");
+                }
+                Err(e) => tracing::warn!(error = %e, "relay could not publish"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "relay could not read the outbox"),
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = tokio::time::Instant::now();
+            let week_ago = Timestamp::now().unix_millis() - 7 * 24 * 3600 * 1000;
+            if let Err(e) = store::inbox_prune(&shared.pool, week_ago).await {
+                tracing::warn!(error = %e, "could not prune the inbox");
+            }
+        }
+    }
+}
+
+/// Runs the service's timers.
+async fn tick_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match shared.tick(Timestamp::now()).await {
+            Ok(rows) if !rows.is_empty() => {
+                if let Err(e) = shared.publisher.publish(&rows).await {
+                    tracing::warn!(error = %e, "timer outputs left to the relay");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "timers failed; retrying next tick"),
+        }
+    }
+}
+
+/// Keeps the lag gauge (pending + ack pending, what an autoscaler watches) fresh.
+async fn lag_loop(
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Ok(info) = consumer.info().await {
+            let lag = info.num_pending as i64 + info.num_ack_pending as i64;
+            metrics.consumer_lag.store(lag, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Registers this replica with the NATS service API (`$SRV.PING|INFO|STATS`), so `ridectl
+/// services` lists it, with an endpoint `status` that answers with the replica's figures.
+async fn register_service(
+    client: &async_nats::Client,
+    service: &str,
+    instance: &str,
+    metrics: Arc<Metrics>,
+) -> Result<async_nats::service::Service, RunError> {
+    let stats_metrics = metrics.clone();
+    let nats_service = client
+        .service_builder()
+        .description(format!("Ridesaga {service} worker"))
+        .metadata(HashMap::from([
+            ("service".to_owned(), service.to_owned()),
+            ("instance".to_owned(), instance.to_owned()),
+        ]))
+        .stats_handler(move |_endpoint, _stats| stats_metrics.to_json())
+        .start(format!("ridesaga-{service}"), env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| RunError::Service(e.to_string()))?;
+    let mut endpoint = nats_service
+        .endpoint_builder()
+        .name("status")
+        .add(format!("ridesaga.status.{service}"))
+        .await
+        .map_err(|e| RunError::Service(e.to_string()))?;
+    tokio::spawn(async move {
+        while let Some(request) = endpoint.next().await {
+            let body = serde_json::to_vec(&metrics.to_json()).unwrap_or_default();
+            let _ = request.respond(Ok(body.into())).await;
+        }
+    });
+    Ok(nats_service)
+}

@@ -1,0 +1,155 @@
+//! The service database: opening it (WAL, so local replicas can share one file), migrations,
+//! and the runtime's inbox and outbox.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use ridesaga_schemas::{Envelope, MessageId, Timestamp};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/runtime");
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub message_id: String,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxRow {
+    pub fn from_envelope(envelope: &Envelope) -> Self {
+        OutboxRow {
+            message_id: envelope.id.to_string(),
+            subject: envelope.subject(),
+            payload: envelope.encode(),
+        }
+    }
+}
+
+/// Opens (creating if needed) the database at `url` with WAL journaling, a busy timeout long
+/// enough for several replicas to take turns, and `max_connections` connections.
+pub async fn open(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL in WAL mode is durable against process crashes (the ones redelivery must
+        // survive); only an OS crash can lose the last transactions, which JetStream then
+        // redelivers because their inputs were never acked.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    if let Some(path) = options.get_filename().parent()
+        && !path.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(path).map_err(sqlx::Error::Io)?;
+    }
+    SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await
+}
+
+/// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
+/// set, so they share one migrations table without tripping over each other.
+pub async fn migrate(pool: &SqlitePool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+    let all = RUNTIME_MIGRATOR.iter().chain(service.iter()).cloned().collect();
+    Migrator::with_migrations(all).run(pool).await
+}
+
+/// Records `id` as applied; false when it already was (a duplicate or redelivery).
+pub async fn inbox_insert(
+    conn: &mut SqliteConnection,
+    id: &MessageId,
+    subject: &str,
+    now: Timestamp,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO inbox (message_id, subject, received_at) VALUES (?, ?, ?) \
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(subject)
+    .bind(now.unix_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stores outputs; an output already stored (same id) is kept once.
+pub async fn outbox_insert(
+    conn: &mut SqliteConnection,
+    cause: Option<&MessageId>,
+    rows: &[OutboxRow],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    for row in rows {
+        sqlx::query(
+            "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(&row.message_id)
+        .bind(cause.map(MessageId::as_str))
+        .bind(&row.subject)
+        .bind(&row.payload)
+        .bind(now.unix_millis())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Outputs of `cause` still waiting to be published (after a crash between commit and publish).
+pub async fn outbox_for_cause(pool: &SqlitePool, cause: &MessageId) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT message_id, subject, payload FROM outbox WHERE cause_id = ?")
+        .bind(cause.as_str())
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.iter().map(row_to_outbox).collect())
+}
+
+/// Rows older than `older_than_ms`, oldest first: what the relay publishes.
+pub async fn outbox_stale(
+    pool: &SqlitePool,
+    older_than_ms: i64,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT message_id, subject, payload FROM outbox WHERE created_at <= ? \
+         ORDER BY created_at LIMIT ?",
+    )
+    .bind(older_than_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(row_to_outbox).collect())
+}
+
+fn row_to_outbox(row: &sqlx::sqlite::SqliteRow) -> OutboxRow {
+    OutboxRow {
+        message_id: row.get("message_id"),
+        subject: row.get("subject"),
+        payload: row.get("payload"),
+    }
+}
+
+/// Forgets rows the server has stored.
+pub async fn outbox_delete(pool: &SqlitePool, ids: &[String]) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(200) {
+        let placeholders = vec!["?"; chunk.len()].join(",");
+        let sql = format!("DELETE FROM outbox WHERE message_id IN ({placeholders})");
+        // Only placeholders are formatted in; the ids are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        query.execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// Drops inbox entries older than the retention: no redelivery comes that late (the stream's
+/// consumers ack within minutes), so the table stays bounded.
+pub async fn inbox_prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM inbox WHERE received_at < ?").bind(before_ms).execute(pool).await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,283 @@
+//! The shared runtime against a real nats-server, with a small test service: effects happen
+//! once under redelivery and duplicates, outputs left behind by a crash are relayed, poison
+//! messages are dead-lettered with their reason, and transient failures are retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures_util::StreamExt;
+use ridesaga_schemas::*;
+use ridesaga_testkit::NatsServer;
+use ridesaga_workers::config::{RuntimeConfig, Settings};
+use ridesaga_workers::runtime::{self, HandleError, Worker, store};
+use sqlx::SqliteConnection;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
+
+/// Answers every `cmd.fraud.block` with `evt.fraud.blocklist`, counting the effect in its
+/// database; fails transiently for riders named `u_flaky*` on the first deliveries, and
+/// permanently for `u_poison*`.
+#[derive(Clone, Default)]
+struct Blocklist {
+    attempts: Arc<AtomicU32>,
+}
+
+impl Worker for Blocklist {
+    fn service(&self) -> Service {
+        Service::Fraud
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        &NO_MIGRATIONS
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        input: &'a Envelope,
+        _now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
+        async move {
+            let Message::BlockRider(block) = &input.message else {
+                return Ok(Vec::new());
+            };
+            let rider = block.rider_id.as_str();
+            if rider.starts_with("u_poison") {
+                return Err(HandleError::Permanent(format!("{rider} is poison")));
+            }
+            if rider.starts_with("u_flaky") && self.attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+                return Err(HandleError::Transient("gateway timeout".into()));
+            }
+            sqlx::query("CREATE TABLE IF NOT EXISTS effects (rider TEXT NOT NULL)")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("INSERT INTO effects (rider) VALUES (?)")
+                .bind(rider)
+                .execute(&mut *conn)
+                .await?;
+            let out = RiderBlockChanged {
+                rider_id: block.rider_id.clone(),
+                blocked: true,
+                reason: block.reason.clone(),
+            };
+            Ok(vec![Envelope::caused_by(input, out, "", "fraud")])
+        }
+    }
+}
+
+struct Harness {
+    server: NatsServer,
+    js: jetstream::Context,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        if std::env::var_os("RUST_LOG").is_some() {
+            ridesaga_workers::telemetry::init("info");
+        }
+        let server = NatsServer::start().await.unwrap();
+        let js = jetstream::new(server.client().await.unwrap());
+        streams::provision(&js, streams::ProvisionOptions::default()).await.unwrap();
+        Harness { server, js, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("fraud.db").display())
+    }
+
+    fn spawn(&self, worker: Blocklist) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let settings = Settings::from_pairs([
+            ("NATS_URL", self.server.url()),
+            ("DATABASE_URL", self.database_url()),
+            ("RIDESAGA_HTTP_ADDR", "off".to_string()),
+            ("RIDESAGA_RELAY_INTERVAL", "100ms".to_string()),
+        ]);
+        let config = RuntimeConfig::load("fraud", &settings).unwrap();
+        let token = CancellationToken::new();
+        let handle = tokio::spawn({
+            let token = token.clone();
+            async move { runtime::run(worker, config, token).await.unwrap() }
+        });
+        (token, handle)
+    }
+
+    async fn publish(&self, envelope: &Envelope, msg_id: &str) {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(envelope.encode().into())
+            .message_id(msg_id);
+        self.js.send_publish(envelope.subject(), msg).await.unwrap().await.unwrap();
+    }
+
+    async fn effects(&self, rider: &str) -> i64 {
+        let pool = store::open(&self.database_url(), 1).await.unwrap();
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM effects WHERE rider = ?")
+            .bind(rider)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        pool.close().await;
+        count
+    }
+
+    /// The messages stored on `subject`, once there are at least `expected` (or after 20 s),
+    /// plus a short grace so that an unwanted extra copy would show up too.
+    async fn stored(&self, subject: &str, expected: usize) -> Vec<jetstream::Message> {
+        let stream = self.js.get_stream(streams::SAGA_STREAM).await.unwrap();
+        self.poll(&stream, subject, expected).await
+    }
+
+    async fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
+        let stream = self.js.get_stream(streams::DEAD_LETTER_STREAM).await.unwrap();
+        self.poll(&stream, "dlq.>", expected)
+            .await
+            .iter()
+            .map(|m| serde_json::from_slice(&m.payload).unwrap())
+            .collect()
+    }
+
+    async fn poll(
+        &self,
+        stream: &jetstream::stream::Stream,
+        subject: &str,
+        expected: usize,
+    ) -> Vec<jetstream::Message> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.read(stream, subject).await;
+            if found.len() >= expected || tokio::time::Instant::now() > deadline {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return self.read(stream, subject).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn read(&self, stream: &jetstream::stream::Stream, subject: &str) -> Vec<jetstream::Message> {
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: subject.to_string(),
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = consumer.fetch().max_messages(1000).messages().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(m)) = batch.next().await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+fn block(rider: &str) -> Envelope {
+    let rider_id = RiderId::parse(rider).unwrap();
+    Envelope::new(BlockRider { rider_id, reason: None }, None, "test")
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_takes_effect_once_and_emits_once() {
+    let h = Harness::start().await;
+    let (stop, task) = h.spawn(Blocklist::default());
+    let cmd = block("u_twice");
+    // The same envelope under two different Nats-Msg-Ids: the stream stores both, so the
+    // worker receives it twice and only its inbox can tell.
+    h.publish(&cmd, "first").await;
+    h.publish(&cmd, "second").await;
+    let out = h.stored("evt.fraud.blocklist.u_twice", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 1, "one output for two deliveries");
+    assert_eq!(h.effects("u_twice").await, 1, "one effect for two deliveries");
+}
+
+#[tokio::test]
+async fn outputs_left_in_the_outbox_by_a_crash_are_relayed() {
+    let h = Harness::start().await;
+    // A previous replica committed an output and died before publishing it.
+    let pool = store::open(&h.database_url(), 1).await.unwrap();
+    store::migrate(&pool, &NO_MIGRATIONS).await.unwrap();
+    let cmd = block("u_crashed");
+    let output = Envelope::caused_by(
+        &cmd,
+        RiderBlockChanged { rider_id: RiderId::parse("u_crashed").unwrap(), blocked: true, reason: None },
+        "",
+        "fraud",
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    store::inbox_insert(&mut conn, &cmd.id, &cmd.subject(), Timestamp::from_unix_millis(0)).await.unwrap();
+    store::outbox_insert(&mut conn, Some(&cmd.id), &[store::OutboxRow::from_envelope(&output)], Timestamp::from_unix_millis(0))
+        .await
+        .unwrap();
+    drop(conn);
+    pool.close().await;
+
+    let (stop, task) = h.spawn(Blocklist::default());
+    // The input is redelivered too: it must not apply again, and the output is stored once.
+    h.publish(&cmd, "redelivered").await;
+    let out = h.stored("evt.fraud.blocklist.u_crashed", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(Envelope::decode(&out[0].subject, &out[0].payload).unwrap().id, output.id);
+    assert_eq!(h.effects("u_crashed").await, 0, "the redelivered input was not applied again");
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_with_its_reason_and_not_retried() {
+    let h = Harness::start().await;
+    let worker = Blocklist::default();
+    let (stop, task) = h.spawn(worker);
+    h.publish(&block("u_poison1"), "p1").await;
+    // Undecodable: a payload that is not an envelope at all.
+    h.js.publish("cmd.fraud.block.u_garbage", "not json".into()).await.unwrap().await.unwrap();
+    let letters = h.dead_letters(2).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let poison = letters.iter().find(|l| l.subject.ends_with("u_poison1")).unwrap();
+    assert!(poison.reason.contains("u_poison1 is poison"), "{}", poison.reason);
+    assert_eq!(poison.deliveries, 1, "terminated at once, not retried");
+    let garbage = letters.iter().find(|l| l.subject.ends_with("u_garbage")).unwrap();
+    assert!(garbage.reason.starts_with("undecodable message: malformed envelope"), "{}", garbage.reason);
+    assert_eq!(garbage.payload, "not json");
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_until_it_succeeds_once() {
+    let h = Harness::start().await;
+    let worker = Blocklist::default();
+    let attempts = worker.attempts.clone();
+    let (stop, task) = h.spawn(worker);
+    h.publish(&block("u_flaky"), "f1").await;
+    // Two failures, each nak'ed with a delay, then success.
+    let out = h.stored("evt.fraud.blocklist.u_flaky", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(out.len(), 1);
+    assert_eq!(h.effects("u_flaky").await, 1);
+    assert!(h.dead_letters(0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_worker_resumes_after_the_server_restarts() {
+    let mut h = Harness::start().await;
+    let (stop, task) = h.spawn(Blocklist::default());
+    h.publish(&block("u_before"), "b1").await;
+    assert_eq!(h.stored("evt.fraud.blocklist.u_before", 1).await.len(), 1);
+    h.server.stop();
+    h.server.restart().await.unwrap();
+    let js = jetstream::new(h.server.client().await.unwrap());
+    h.js = js;
+    h.publish(&block("u_after"), "a1").await;
+    let out = h.stored("evt.fraud.blocklist.u_after", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 1);
+}
