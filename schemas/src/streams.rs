@@ -102,6 +102,7 @@ impl Service {
                 "evt.driver.assigned.*",
                 "evt.ride.completed.*",
                 "evt.ride.cancelled.*",
+                "evt.ride.rejected.*",
             ],
             Service::Notification => &[
                 "evt.driver.assigned.*",

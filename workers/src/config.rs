@@ -105,10 +105,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => number * 3600.0,
         other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
     };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("duration out of range: {text:?}"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration out of range: {text:?}"))
 }
 
 /// A secret value: `Debug` and `Display` print a placeholder.
@@ -235,6 +232,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("3 weeks").unwrap_err().contains("unit"));
+        assert!(parse_duration("99999999999999999999h").unwrap_err().contains("out of range"));
     }
 
     #[test]

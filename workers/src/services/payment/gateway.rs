@@ -1,0 +1,303 @@
+//! The payment gateway behind a trait, and the built-in simulated gateway that follows test
+//! card tokens, with optional latency and transient outages.
+//!
+//! Every call carries an idempotency key (ride id + operation) that the gateway honours: the
+//! same key always gets the same answer and never moves money twice. The simulated gateway is
+//! deterministic (hold ids and decisions derive from the key and the token), so replicas that
+//! share nothing still agree; it also keeps a per-process ledger so tests can count calls.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::config::{ConfigError, Settings};
+
+/// Places a hold for `amount_cents` on the card behind `token`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldRequest {
+    pub idempotency_key: String,
+    pub token: String,
+    pub amount_cents: u64,
+}
+
+/// The gateway's answer to a hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HoldOutcome {
+    Approved { hold_id: String },
+    Declined { code: String, message: String },
+}
+
+/// Captures (`capture`) or releases (`void`) a hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettleRequest {
+    pub idempotency_key: String,
+    pub hold_id: String,
+    pub amount_cents: u64,
+}
+
+/// Why a gateway call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GatewayError {
+    /// Timeouts, outages: try again later with the same idempotency key.
+    #[error("payment gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway answered and refused; asking again gets the same answer.
+    #[error("payment gateway refused ({code}): {message}")]
+    Refused { code: String, message: String },
+}
+
+/// A payment gateway.
+pub trait Gateway: Send + Sync + 'static {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+
+    fn hold(
+        &self,
+        request: &HoldRequest,
+    ) -> impl Future<Output = Result<HoldOutcome, GatewayError>> + Send;
+
+    fn capture(
+        &self,
+        request: &SettleRequest,
+    ) -> impl Future<Output = Result<(), GatewayError>> + Send;
+
+    fn void(
+        &self,
+        request: &SettleRequest,
+    ) -> impl Future<Output = Result<(), GatewayError>> + Send;
+}
+
+/// A token whose holds succeed but whose captures are refused (to exercise the alert path).
+pub const CAPTURE_FAILS_TOKEN: &str = "tok_capture_fails";
+
+/// Prefix of the hold ids placed on [`CAPTURE_FAILS_TOKEN`].
+const FRAGILE_HOLD: &str = "hold_fragile_";
+
+/// What the simulated gateway decides for a hold on `token`: `tok_chargeDeclined` and
+/// `tok_insufficient_funds` decline, anything else that starts with `tok_` approves (holds on
+/// [`CAPTURE_FAILS_TOKEN`] cannot be captured later), and anything else is not a token.
+pub fn decide_hold(idempotency_key: &str, token: &str) -> HoldOutcome {
+    let declined = |code: &str, message: &str| HoldOutcome::Declined {
+        code: code.into(),
+        message: message.into(),
+    };
+    match token {
+        "tok_chargeDeclined" => declined("card_declined", "Your card was declined."),
+        "tok_insufficient_funds" => {
+            declined("insufficient_funds", "Your card has insufficient funds.")
+        }
+        t if t.starts_with("tok_") => {
+            // The hold id says whether its capture will fail, so the gateway needs no memory.
+            let prefix = if t == CAPTURE_FAILS_TOKEN {
+                FRAGILE_HOLD
+            } else {
+                "hold_"
+            };
+            let hash = fnv1a(&[idempotency_key.as_bytes()]);
+            HoldOutcome::Approved {
+                hold_id: format!("{prefix}{hash:016x}"),
+            }
+        }
+        _ => declined("invalid_token", "The payment method is not a known token."),
+    }
+}
+
+/// `RIDESAGA_GATEWAY_LATENCY` and `RIDESAGA_GATEWAY_FAILURE_RATE`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayConfig {
+    /// Added to every call.
+    pub latency: Duration,
+    /// Share of calls (0.0 to 1.0) that fail as if the gateway were down; deterministic per
+    /// idempotency key and attempt, so 1.0 always fails and 0.0 never does.
+    pub failure_rate: f64,
+}
+
+impl GatewayConfig {
+    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+        let name = "RIDESAGA_GATEWAY_FAILURE_RATE";
+        let failure_rate: f64 = s.get(name, 0.0)?;
+        if !(0.0..=1.0).contains(&failure_rate) {
+            return Err(ConfigError {
+                name: name.into(),
+                value: failure_rate.to_string(),
+                problem: "must be between 0.0 and 1.0".into(),
+            });
+        }
+        Ok(GatewayConfig {
+            latency: s.duration("RIDESAGA_GATEWAY_LATENCY", Duration::ZERO)?,
+            failure_rate,
+        })
+    }
+}
+
+/// Idempotency keys the ledger remembers before it starts over (bounded memory; answers do not
+/// depend on it).
+const LEDGER_LIMIT: usize = 100_000;
+
+/// The built-in gateway: test tokens, injected latency and outages, and a ledger of calls.
+#[derive(Debug, Default)]
+pub struct SimulatedGateway {
+    config: GatewayConfig,
+    /// Calls per idempotency key in this process (the "attempt" the outage hash uses).
+    calls: Mutex<HashMap<String, u32>>,
+}
+
+impl SimulatedGateway {
+    pub fn new(config: GatewayConfig) -> Self {
+        SimulatedGateway {
+            config,
+            calls: Mutex::default(),
+        }
+    }
+
+    /// How often this process called the gateway with `idempotency_key` (failed calls too).
+    pub fn calls(&self, idempotency_key: &str) -> u32 {
+        let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        calls.get(idempotency_key).copied().unwrap_or(0)
+    }
+
+    /// Latency, then an outage if this attempt is one of the unlucky ones.
+    async fn call(&self, idempotency_key: &str) -> Result<(), GatewayError> {
+        if !self.config.latency.is_zero() {
+            tokio::time::sleep(self.config.latency).await;
+        }
+        let attempt = {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            if calls.len() >= LEDGER_LIMIT {
+                calls.clear();
+            }
+            let count = calls.entry(idempotency_key.to_owned()).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let roll =
+            fnv1a(&[idempotency_key.as_bytes(), &attempt.to_le_bytes()]) as f64 / u64::MAX as f64;
+        if self.config.failure_rate >= 1.0 || roll < self.config.failure_rate {
+            return Err(GatewayError::Unavailable(format!(
+                "simulated outage on attempt {attempt} of {idempotency_key}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Gateway for SimulatedGateway {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+
+    async fn hold(&self, request: &HoldRequest) -> Result<HoldOutcome, GatewayError> {
+        self.call(&request.idempotency_key).await?;
+        Ok(decide_hold(&request.idempotency_key, &request.token))
+    }
+
+    async fn capture(&self, request: &SettleRequest) -> Result<(), GatewayError> {
+        self.call(&request.idempotency_key).await?;
+        if request.hold_id.starts_with(FRAGILE_HOLD) {
+            return Err(GatewayError::Refused {
+                code: "capture_refused".into(),
+                message: "The issuer refused the capture.".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn void(&self, request: &SettleRequest) -> Result<(), GatewayError> {
+        self.call(&request.idempotency_key).await
+    }
+}
+
+/// FNV-1a, 64-bit: stable across builds, enough to spread keys (not a security boundary).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.iter().flat_map(|p| p.iter()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(token: &str) -> HoldRequest {
+        HoldRequest {
+            idempotency_key: "r_1/hold".into(),
+            token: token.into(),
+            amount_cents: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn test_tokens_approve_or_decline_with_their_codes() {
+        let gateway = SimulatedGateway::default();
+        for (token, code) in [
+            ("tok_chargeDeclined", "card_declined"),
+            ("tok_insufficient_funds", "insufficient_funds"),
+            ("visa", "invalid_token"),
+        ] {
+            let outcome = gateway.hold(&hold(token)).await.unwrap();
+            assert!(matches!(outcome, HoldOutcome::Declined { code: c, .. } if c == code));
+        }
+        for token in ["tok_visa", "tok_mastercard"] {
+            let outcome = gateway.hold(&hold(token)).await.unwrap();
+            assert!(matches!(outcome, HoldOutcome::Approved { .. }), "{token}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_idempotency_key_gets_the_same_hold() {
+        let gateway = SimulatedGateway::default();
+        let first = gateway.hold(&hold("tok_visa")).await.unwrap();
+        let again = SimulatedGateway::default().hold(&hold("tok_visa")).await;
+        assert_eq!(again.unwrap(), first);
+        assert_eq!(gateway.calls("r_1/hold"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_rate_of_one_always_fails_and_zero_never_does() {
+        let down = SimulatedGateway::new(GatewayConfig {
+            latency: Duration::ZERO,
+            failure_rate: 1.0,
+        });
+        for _ in 0..3 {
+            let err = down.hold(&hold("tok_visa")).await.unwrap_err();
+            assert!(matches!(err, GatewayError::Unavailable(_)));
+        }
+        assert_eq!(down.calls("r_1/hold"), 3);
+        assert!(
+            SimulatedGateway::default()
+                .hold(&hold("tok_visa"))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partial_failure_rate_eventually_lets_a_retry_through() {
+        let flaky = SimulatedGateway::new(GatewayConfig {
+            latency: Duration::ZERO,
+            failure_rate: 0.5,
+        });
+        let mut attempts = 0;
+        while flaky.hold(&hold("tok_visa")).await.is_err() {
+            attempts += 1;
+            assert!(attempts < 64, "never succeeded");
+        }
+    }
+
+    #[test]
+    fn the_failure_rate_setting_is_checked() {
+        let s = Settings::from_pairs([("RIDESAGA_GATEWAY_FAILURE_RATE", "1.5")]);
+        let err = GatewayConfig::load(&s).unwrap_err().to_string();
+        assert!(err.contains("RIDESAGA_GATEWAY_FAILURE_RATE"), "{err}");
+        let s = Settings::from_pairs([
+            ("RIDESAGA_GATEWAY_FAILURE_RATE", "0.25"),
+            ("RIDESAGA_GATEWAY_LATENCY", "20ms"),
+        ]);
+        let config = GatewayConfig::load(&s).unwrap();
+        assert_eq!(config.failure_rate, 0.25);
+        assert_eq!(config.latency, Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,132 @@
+//! The ride service's settings: how long a ride may wait for a driver and a payment hold, the
+//! fare table, and the sanity limits a request must pass.
+
+use std::time::Duration;
+
+use crate::config::{ConfigError, Settings};
+
+/// Average speed assumed to turn a planned distance into a planned duration for the estimate.
+pub const ESTIMATE_SPEED_KMH: f64 = 30.0;
+/// Pickup and dropoff closer than this are the same place, not a trip.
+pub const MIN_TRIP_KM: f64 = 0.05;
+
+/// What a ride costs: a base fare plus a price per kilometre and per minute, in cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fares {
+    pub base_cents: u64,
+    pub per_km_cents: u64,
+    pub per_min_cents: u64,
+}
+
+impl Fares {
+    /// The fare for a trip, rounded to the nearest cent.
+    pub fn fare_cents(&self, distance_km: f64, duration_min: f64) -> u64 {
+        let cents = self.base_cents as f64
+            + self.per_km_cents as f64 * distance_km.max(0.0)
+            + self.per_min_cents as f64 * duration_min.max(0.0);
+        // `as` saturates, and the inputs are validated to be finite and bounded.
+        cents.round() as u64
+    }
+
+    /// The fare for the planned route at [`ESTIMATE_SPEED_KMH`]: the amount held.
+    pub fn estimate_cents(&self, distance_km: f64) -> u64 {
+        self.fare_cents(distance_km, distance_km / ESTIMATE_SPEED_KMH * 60.0)
+    }
+}
+
+/// Everything the ride state machine is parameterised by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RideConfig {
+    /// `RIDESAGA_MATCH_DEADLINE`: a driver must be assigned within this time of the request.
+    pub match_deadline: Duration,
+    /// `RIDESAGA_CONFIRM_GRACE`: extra time after the match deadline for the payment hold;
+    /// a ride still unconfirmed then expires.
+    pub confirm_grace: Duration,
+    /// `RIDESAGA_FARE_BASE_CENTS`, `RIDESAGA_FARE_PER_KM_CENTS`, `RIDESAGA_FARE_PER_MIN_CENTS`.
+    pub fares: Fares,
+    /// `RIDESAGA_MAX_TRIP_KM`: longest planned trip accepted (great-circle distance).
+    pub max_trip_km: f64,
+}
+
+impl Default for RideConfig {
+    fn default() -> Self {
+        RideConfig {
+            match_deadline: Duration::from_secs(30),
+            confirm_grace: Duration::from_secs(15),
+            fares: Fares {
+                base_cents: 250,
+                per_km_cents: 120,
+                per_min_cents: 30,
+            },
+            max_trip_km: 200.0,
+        }
+    }
+}
+
+impl RideConfig {
+    /// Reads the settings, each defaulting to [`RideConfig::default`].
+    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+        let d = RideConfig::default();
+        let max_trip_km: f64 = s.get("RIDESAGA_MAX_TRIP_KM", d.max_trip_km)?;
+        if !max_trip_km.is_finite() || max_trip_km < MIN_TRIP_KM {
+            return Err(ConfigError {
+                name: "RIDESAGA_MAX_TRIP_KM".into(),
+                value: max_trip_km.to_string(),
+                problem: format!("must be a number of kilometres of at least {MIN_TRIP_KM}"),
+            });
+        }
+        Ok(RideConfig {
+            match_deadline: s.duration("RIDESAGA_MATCH_DEADLINE", d.match_deadline)?,
+            confirm_grace: s.duration("RIDESAGA_CONFIRM_GRACE", d.confirm_grace)?,
+            fares: Fares {
+                base_cents: s.get("RIDESAGA_FARE_BASE_CENTS", d.fares.base_cents)?,
+                per_km_cents: s.get("RIDESAGA_FARE_PER_KM_CENTS", d.fares.per_km_cents)?,
+                per_min_cents: s.get("RIDESAGA_FARE_PER_MIN_CENTS", d.fares.per_min_cents)?,
+            },
+            max_trip_km,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = RideConfig::load(&Settings::from_pairs(Vec::<(String, String)>::new()));
+        assert_eq!(config.unwrap(), RideConfig::default());
+    }
+
+    #[test]
+    fn settings_override_the_defaults_and_bad_ones_are_named() {
+        let s = Settings::from_pairs([
+            ("RIDESAGA_MATCH_DEADLINE", "2s"),
+            ("RIDESAGA_FARE_PER_KM_CENTS", "99"),
+        ]);
+        let config = RideConfig::load(&s).unwrap();
+        assert_eq!(config.match_deadline, Duration::from_secs(2));
+        assert_eq!(config.fares.per_km_cents, 99);
+
+        let err = RideConfig::load(&s.with("RIDESAGA_FARE_BASE_CENTS", "-1")).unwrap_err();
+        assert!(
+            err.to_string().contains("RIDESAGA_FARE_BASE_CENTS"),
+            "{err}"
+        );
+        let err = RideConfig::load(&Settings::from_pairs([("RIDESAGA_MAX_TRIP_KM", "0")]));
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("RIDESAGA_MAX_TRIP_KM")
+        );
+    }
+
+    #[test]
+    fn the_fare_is_base_plus_distance_plus_time() {
+        let fares = RideConfig::default().fares;
+        assert_eq!(fares.fare_cents(10.0, 20.0), 250 + 1200 + 600);
+        assert_eq!(fares.fare_cents(0.0, 0.0), 250);
+        // 15 km at 30 km/h is 30 minutes.
+        assert_eq!(fares.estimate_cents(15.0), 250 + 1800 + 900);
+    }
+}
