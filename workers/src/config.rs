@@ -25,7 +25,10 @@ pub struct Settings {
 impl Settings {
     /// Settings from the process environment.
     pub fn from_env() -> Self {
-        Settings { overrides: Vec::new(), use_env: true }
+        Settings {
+            overrides: Vec::new(),
+            use_env: true,
+        }
     }
 
     /// Only the given settings (tests); everything else takes its default.
@@ -36,7 +39,10 @@ impl Settings {
         V: Into<String>,
     {
         Settings {
-            overrides: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            overrides: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             use_env: false,
         }
     }
@@ -53,7 +59,11 @@ impl Settings {
         if let Some((_, v)) = self.overrides.iter().rev().find(|(k, _)| k == name) {
             return Some(v.clone());
         }
-        if self.use_env { std::env::var(name).ok().filter(|v| !v.is_empty()) } else { None }
+        if self.use_env {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        } else {
+            None
+        }
     }
 
     /// A setting parsed with `FromStr`, or `default` when unset.
@@ -93,7 +103,9 @@ impl Settings {
 /// Parses `250ms`, `30s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: f64 = number
         .parse()
@@ -103,7 +115,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => number,
         "m" => number * 60.0,
         "h" => number * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration out of range: {text:?}"))
 }
@@ -147,7 +163,10 @@ impl NatsConfig {
     }
 
     /// Connects, retrying in the background if the server is not up yet.
-    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    pub async fn connect(
+        &self,
+        name: &str,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
@@ -209,7 +228,10 @@ impl RuntimeConfig {
             database_url: s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?,
             db_pool: s.get("RIDESAGA_DB_POOL", 4)?,
             batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", 128)?)?,
-            max_in_flight: positive("RIDESAGA_MAX_IN_FLIGHT", s.get("RIDESAGA_MAX_IN_FLIGHT", 64)?)?,
+            max_in_flight: positive(
+                "RIDESAGA_MAX_IN_FLIGHT",
+                s.get("RIDESAGA_MAX_IN_FLIGHT", 64)?,
+            )?,
             tick: s.duration("RIDESAGA_TICK", Duration::from_millis(250))?,
             relay_interval: s.duration("RIDESAGA_RELAY_INTERVAL", Duration::from_secs(1))?,
             http_addr,
@@ -232,14 +254,21 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("3 weeks").unwrap_err().contains("unit"));
-        assert!(parse_duration("99999999999999999999h").unwrap_err().contains("out of range"));
+        assert!(
+            parse_duration("99999999999999999999h")
+                .unwrap_err()
+                .contains("out of range")
+        );
     }
 
     #[test]
     fn a_bad_setting_is_named_in_the_error() {
         let s = Settings::from_pairs([("RIDESAGA_BATCH", "lots")]);
         let err = RuntimeConfig::load("ride", &s).unwrap_err().to_string();
-        assert!(err.starts_with("invalid setting RIDESAGA_BATCH=\"lots\""), "{err}");
+        assert!(
+            err.starts_with("invalid setting RIDESAGA_BATCH=\"lots\""),
+            "{err}"
+        );
     }
 
     #[test]

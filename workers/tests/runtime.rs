@@ -35,37 +35,35 @@ impl Worker for Blocklist {
         &NO_MIGRATIONS
     }
 
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut SqliteConnection,
-        input: &'a Envelope,
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        input: &Envelope,
         _now: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        async move {
-            let Message::BlockRider(block) = &input.message else {
-                return Ok(Vec::new());
-            };
-            let rider = block.rider_id.as_str();
-            if rider.starts_with("u_poison") {
-                return Err(HandleError::Permanent(format!("{rider} is poison")));
-            }
-            if rider.starts_with("u_flaky") && self.attempts.fetch_add(1, Ordering::SeqCst) < 2 {
-                return Err(HandleError::Transient("gateway timeout".into()));
-            }
-            sqlx::query("CREATE TABLE IF NOT EXISTS effects (rider TEXT NOT NULL)")
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("INSERT INTO effects (rider) VALUES (?)")
-                .bind(rider)
-                .execute(&mut *conn)
-                .await?;
-            let out = RiderBlockChanged {
-                rider_id: block.rider_id.clone(),
-                blocked: true,
-                reason: block.reason.clone(),
-            };
-            Ok(vec![Envelope::caused_by(input, out, "", "fraud")])
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let Message::BlockRider(block) = &input.message else {
+            return Ok(Vec::new());
+        };
+        let rider = block.rider_id.as_str();
+        if rider.starts_with("u_poison") {
+            return Err(HandleError::Permanent(format!("{rider} is poison")));
         }
+        if rider.starts_with("u_flaky") && self.attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err(HandleError::Transient("gateway timeout".into()));
+        }
+        sqlx::query("CREATE TABLE IF NOT EXISTS effects (rider TEXT NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("INSERT INTO effects (rider) VALUES (?)")
+            .bind(rider)
+            .execute(&mut *conn)
+            .await?;
+        let out = RiderBlockChanged {
+            rider_id: block.rider_id.clone(),
+            blocked: true,
+            reason: block.reason.clone(),
+        };
+        Ok(vec![Envelope::caused_by(input, out, "", "fraud")])
     }
 }
 
@@ -82,8 +80,14 @@ impl Harness {
         }
         let server = NatsServer::start().await.unwrap();
         let js = jetstream::new(server.client().await.unwrap());
-        streams::provision(&js, streams::ProvisionOptions::default()).await.unwrap();
-        Harness { server, js, dir: tempfile::tempdir().unwrap() }
+        streams::provision(&js, streams::ProvisionOptions::default())
+            .await
+            .unwrap();
+        Harness {
+            server,
+            js,
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn database_url(&self) -> String {
@@ -110,7 +114,12 @@ impl Harness {
         let msg = jetstream::message::PublishMessage::build()
             .payload(envelope.encode().into())
             .message_id(msg_id);
-        self.js.send_publish(envelope.subject(), msg).await.unwrap().await.unwrap();
+        self.js
+            .send_publish(envelope.subject(), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 
     async fn effects(&self, rider: &str) -> i64 {
@@ -132,7 +141,11 @@ impl Harness {
     }
 
     async fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
-        let stream = self.js.get_stream(streams::DEAD_LETTER_STREAM).await.unwrap();
+        let stream = self
+            .js
+            .get_stream(streams::DEAD_LETTER_STREAM)
+            .await
+            .unwrap();
         self.poll(&stream, "dlq.>", expected)
             .await
             .iter()
@@ -157,7 +170,11 @@ impl Harness {
         }
     }
 
-    async fn read(&self, stream: &jetstream::stream::Stream, subject: &str) -> Vec<jetstream::Message> {
+    async fn read(
+        &self,
+        stream: &jetstream::stream::Stream,
+        subject: &str,
+    ) -> Vec<jetstream::Message> {
         let consumer = stream
             .create_consumer(pull::Config {
                 filter_subject: subject.to_string(),
@@ -166,7 +183,12 @@ impl Harness {
             })
             .await
             .unwrap();
-        let mut batch = consumer.fetch().max_messages(1000).messages().await.unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .messages()
+            .await
+            .unwrap();
         let mut out = Vec::new();
         while let Some(Ok(m)) = batch.next().await {
             out.push(m);
@@ -177,7 +199,14 @@ impl Harness {
 
 fn block(rider: &str) -> Envelope {
     let rider_id = RiderId::parse(rider).unwrap();
-    Envelope::new(BlockRider { rider_id, reason: None }, None, "test")
+    Envelope::new(
+        BlockRider {
+            rider_id,
+            reason: None,
+        },
+        None,
+        "test",
+    )
 }
 
 #[tokio::test]
@@ -193,7 +222,11 @@ async fn a_message_delivered_twice_takes_effect_once_and_emits_once() {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(out.len(), 1, "one output for two deliveries");
-    assert_eq!(h.effects("u_twice").await, 1, "one effect for two deliveries");
+    assert_eq!(
+        h.effects("u_twice").await,
+        1,
+        "one effect for two deliveries"
+    );
 }
 
 #[tokio::test]
@@ -205,15 +238,31 @@ async fn outputs_left_in_the_outbox_by_a_crash_are_relayed() {
     let cmd = block("u_crashed");
     let output = Envelope::caused_by(
         &cmd,
-        RiderBlockChanged { rider_id: RiderId::parse("u_crashed").unwrap(), blocked: true, reason: None },
+        RiderBlockChanged {
+            rider_id: RiderId::parse("u_crashed").unwrap(),
+            blocked: true,
+            reason: None,
+        },
         "",
         "fraud",
     );
     let mut conn = pool.acquire().await.unwrap();
-    store::inbox_insert(&mut conn, &cmd.id, &cmd.subject(), Timestamp::from_unix_millis(0)).await.unwrap();
-    store::outbox_insert(&mut conn, Some(&cmd.id), &[store::OutboxRow::from_envelope(&output)], Timestamp::from_unix_millis(0))
-        .await
-        .unwrap();
+    store::inbox_insert(
+        &mut conn,
+        &cmd.id,
+        &cmd.subject(),
+        Timestamp::from_unix_millis(0),
+    )
+    .await
+    .unwrap();
+    store::outbox_insert(
+        &mut conn,
+        Some(&cmd.id),
+        &[store::OutboxRow::from_envelope(&output)],
+        Timestamp::from_unix_millis(0),
+    )
+    .await
+    .unwrap();
     drop(conn);
     pool.close().await;
 
@@ -224,8 +273,17 @@ async fn outputs_left_in_the_outbox_by_a_crash_are_relayed() {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(out.len(), 1);
-    assert_eq!(Envelope::decode(&out[0].subject, &out[0].payload).unwrap().id, output.id);
-    assert_eq!(h.effects("u_crashed").await, 0, "the redelivered input was not applied again");
+    assert_eq!(
+        Envelope::decode(&out[0].subject, &out[0].payload)
+            .unwrap()
+            .id,
+        output.id
+    );
+    assert_eq!(
+        h.effects("u_crashed").await,
+        0,
+        "the redelivered input was not applied again"
+    );
 }
 
 #[tokio::test]
@@ -235,16 +293,36 @@ async fn a_poison_message_is_dead_lettered_with_its_reason_and_not_retried() {
     let (stop, task) = h.spawn(worker);
     h.publish(&block("u_poison1"), "p1").await;
     // Undecodable: a payload that is not an envelope at all.
-    h.js.publish("cmd.fraud.block.u_garbage", "not json".into()).await.unwrap().await.unwrap();
+    h.js.publish("cmd.fraud.block.u_garbage", "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let letters = h.dead_letters(2).await;
     stop.cancel();
     task.await.unwrap();
     assert_eq!(letters.len(), 2, "{letters:?}");
-    let poison = letters.iter().find(|l| l.subject.ends_with("u_poison1")).unwrap();
-    assert!(poison.reason.contains("u_poison1 is poison"), "{}", poison.reason);
+    let poison = letters
+        .iter()
+        .find(|l| l.subject.ends_with("u_poison1"))
+        .unwrap();
+    assert!(
+        poison.reason.contains("u_poison1 is poison"),
+        "{}",
+        poison.reason
+    );
     assert_eq!(poison.deliveries, 1, "terminated at once, not retried");
-    let garbage = letters.iter().find(|l| l.subject.ends_with("u_garbage")).unwrap();
-    assert!(garbage.reason.starts_with("undecodable message: malformed envelope"), "{}", garbage.reason);
+    let garbage = letters
+        .iter()
+        .find(|l| l.subject.ends_with("u_garbage"))
+        .unwrap();
+    assert!(
+        garbage
+            .reason
+            .starts_with("undecodable message: malformed envelope"),
+        "{}",
+        garbage.reason
+    );
     assert_eq!(garbage.payload, "not json");
 }
 

@@ -37,7 +37,8 @@ pub async fn serve(
             if let Ok((stream, _)) = accepted {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), respond(stream, state)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), respond(stream, state)).await;
                 });
             }
         }
@@ -50,7 +51,13 @@ async fn respond(mut stream: TcpStream, state: HttpState) -> std::io::Result<()>
     let mut len = 0;
     while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
         if len == buf.len() {
-            return write(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+            return write(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await;
         }
         let n = stream.read(&mut buf[len..]).await?;
         if n == 0 {
@@ -62,7 +69,13 @@ async fn respond(mut stream: TcpStream, state: HttpState) -> std::io::Result<()>
     let mut parts = request.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "GET" {
-        return write(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+        return write(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n",
+        )
+        .await;
     }
     match path.split('?').next().unwrap_or("") {
         "/healthz" => {
@@ -71,7 +84,13 @@ async fn respond(mut stream: TcpStream, state: HttpState) -> std::io::Result<()>
             if connected {
                 write(&mut stream, "200 OK", "text/plain", "ok\n").await
             } else {
-                write(&mut stream, "503 Service Unavailable", "text/plain", "nats disconnected\n").await
+                write(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "nats disconnected\n",
+                )
+                .await
             }
         }
         "/metrics" => {
@@ -82,7 +101,12 @@ async fn respond(mut stream: TcpStream, state: HttpState) -> std::io::Result<()>
     }
 }
 
-async fn write(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+async fn write(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the handler latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 /// One replica's figures. Shared by reference (`Arc`) between the tasks that update it.
 #[derive(Debug, Default)]
@@ -46,7 +48,8 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// The stats the NATS service API reports for this replica.
@@ -68,34 +71,83 @@ impl Metrics {
         let labels = format!("service=\"{service}\",instance=\"{instance}\"");
         let mut out = String::new();
         let counters = [
-            ("ridesaga_messages_handled_total", "Inputs applied", &self.handled),
-            ("ridesaga_messages_duplicate_total", "Inputs already applied (inbox hits)", &self.duplicates),
-            ("ridesaga_messages_failed_total", "Transient handler failures (nak'ed)", &self.failed),
-            ("ridesaga_messages_redelivered_total", "Deliveries after the first", &self.redelivered),
-            ("ridesaga_messages_dead_lettered_total", "Inputs sent to the dead-letter path", &self.dead_lettered),
-            ("ridesaga_messages_published_total", "Outputs stored by the server", &self.published),
-            ("ridesaga_outbox_relayed_total", "Outputs published by the relay", &self.relayed),
+            (
+                "ridesaga_messages_handled_total",
+                "Inputs applied",
+                &self.handled,
+            ),
+            (
+                "ridesaga_messages_duplicate_total",
+                "Inputs already applied (inbox hits)",
+                &self.duplicates,
+            ),
+            (
+                "ridesaga_messages_failed_total",
+                "Transient handler failures (nak'ed)",
+                &self.failed,
+            ),
+            (
+                "ridesaga_messages_redelivered_total",
+                "Deliveries after the first",
+                &self.redelivered,
+            ),
+            (
+                "ridesaga_messages_dead_lettered_total",
+                "Inputs sent to the dead-letter path",
+                &self.dead_lettered,
+            ),
+            (
+                "ridesaga_messages_published_total",
+                "Outputs stored by the server",
+                &self.published,
+            ),
+            (
+                "ridesaga_outbox_relayed_total",
+                "Outputs published by the relay",
+                &self.relayed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{{labels}}} {}", value.load(Ordering::Relaxed));
         }
         let gauges = [
-            ("ridesaga_messages_in_flight", "Inputs being handled", self.in_flight.load(Ordering::Relaxed)),
-            ("ridesaga_consumer_lag", "Consumer pending + ack pending (-1 unknown)", self.consumer_lag.load(Ordering::Relaxed)),
+            (
+                "ridesaga_messages_in_flight",
+                "Inputs being handled",
+                self.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "ridesaga_consumer_lag",
+                "Consumer pending + ack pending (-1 unknown)",
+                self.consumer_lag.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}"
+            );
         }
         let name = "ridesaga_handler_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to apply one input\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to apply one input\n# TYPE {name} histogram"
+        );
         for (bucket, bound) in self.latency_buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
         }
         let count = self.latency_count.load(Ordering::Relaxed);
         let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
+        );
         out
     }
 }

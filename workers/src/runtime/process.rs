@@ -58,7 +58,9 @@ impl<W: Worker> Shared<W> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if !store::inbox_insert(&mut tx, &input.id, &input.subject(), now).await? {
             drop(tx);
-            return Ok(Applied::Duplicate(store::outbox_for_cause(&self.pool, &input.id).await?));
+            return Ok(Applied::Duplicate(
+                store::outbox_for_cause(&self.pool, &input.id).await?,
+            ));
         }
         let outputs = self.worker.apply(&mut tx, input, now).await?;
         let rows = to_rows(&outputs)?;
@@ -85,7 +87,11 @@ impl<W: Worker> Shared<W> {
     pub async fn handle(&self, subject: &str, payload: &[u8], delivered: i64) -> Verdict {
         let input = match Envelope::decode(subject, payload) {
             Ok(input) => input,
-            Err(e) => return Verdict::DeadLetter { reason: format!("undecodable message: {e}") },
+            Err(e) => {
+                return Verdict::DeadLetter {
+                    reason: format!("undecodable message: {e}"),
+                };
+            }
         };
         let started = Instant::now();
         let verdict = match self.apply(&input, Timestamp::now()).await {
@@ -105,7 +111,10 @@ impl<W: Worker> Shared<W> {
                         reason: format!("gave up after {delivered} deliveries: {reason}"),
                     }
                 } else {
-                    Verdict::Retry { delay: retry_delay(delivered), reason }
+                    Verdict::Retry {
+                        delay: retry_delay(delivered),
+                        reason,
+                    }
                 }
             }
         };
@@ -118,15 +127,19 @@ impl<W: Worker> Shared<W> {
         match self.publisher.publish(rows).await {
             Ok(()) => Verdict::Ack,
             // The outputs are safe in the outbox; retrying the input republishes them.
-            Err(e) => Verdict::Retry { delay: Duration::from_secs(1), reason: e.to_string() },
+            Err(e) => Verdict::Retry {
+                delay: Duration::from_secs(1),
+                reason: e.to_string(),
+            },
         }
     }
 
     /// Carries out a verdict on a JetStream message.
     pub async fn settle(&self, message: &jetstream::Message, verdict: Verdict) {
         let info = message.info().ok();
-        let (sequence, delivered) =
-            info.map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 0));
+        let (sequence, delivered) = info
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 0));
         let result = match verdict {
             Verdict::Ack => message.ack().await,
             Verdict::Retry { delay, reason } => {
@@ -154,7 +167,9 @@ impl<W: Worker> Shared<W> {
                     Err(e) => {
                         // Never drop a message unrecorded: leave it for redelivery.
                         tracing::error!(error = %e, "could not record dead letter; will retry");
-                        message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
+                        message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                            .await
                     }
                 }
             }
@@ -170,8 +185,15 @@ impl<W: Worker> Shared<W> {
         let message = jetstream::message::PublishMessage::build()
             .payload(body.into())
             .message_id(format!("dlq-{}-{}", self.service, record.stream_sequence))
-            .header(ridesaga_schemas::dead_letter::REASON_HEADER, record.reason.replace(['\r', '\n'], " ").as_str());
-        let ack = self.js.send_publish(subject, message).await.map_err(|e| e.to_string())?;
+            .header(
+                ridesaga_schemas::dead_letter::REASON_HEADER,
+                record.reason.replace(['\r', '\n'], " ").as_str(),
+            );
+        let ack = self
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| e.to_string())?;
         ack.await.map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -181,7 +203,8 @@ fn to_rows(outputs: &[Envelope]) -> Result<Vec<OutboxRow>, HandleError> {
     outputs
         .iter()
         .map(|e| {
-            e.validate().map_err(|err| HandleError::Permanent(format!("invalid output: {err}")))?;
+            e.validate()
+                .map_err(|err| HandleError::Permanent(format!("invalid output: {err}")))?;
             Ok(OutboxRow::from_envelope(e))
         })
         .collect()

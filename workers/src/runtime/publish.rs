@@ -55,7 +55,9 @@ impl Publisher {
                 }
             }
         }
-        self.metrics.published.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .published
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
         if let Err(e) = store::outbox_delete(&self.pool, &ids).await {
             tracing::warn!(error = %e, "could not clear published outbox rows; the relay will republish them");
@@ -73,12 +75,17 @@ impl Publisher {
                 .js
                 .send_publish(row.subject.clone(), message)
                 .await
-                .map_err(|e| PublishFailed { subject: row.subject.clone(), error: e.to_string() })?;
+                .map_err(|e| PublishFailed {
+                    subject: row.subject.clone(),
+                    error: e.to_string(),
+                })?;
             acks.push((row, ack));
         }
         for (row, ack) in acks {
-            ack.await
-                .map_err(|e| PublishFailed { subject: row.subject.clone(), error: e.to_string() })?;
+            ack.await.map_err(|e| PublishFailed {
+                subject: row.subject.clone(),
+                error: e.to_string(),
+            })?;
         }
         Ok(())
     }

@@ -32,16 +32,26 @@ pub enum RunError {
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("connecting to NATS at {url}: {source}")]
-    Connect { url: String, source: async_nats::ConnectError },
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
     #[error(
         "consumer {consumer} on stream {stream} is not available ({error}); \
          provision it first with `ridectl provision`"
     )]
-    Consumer { consumer: String, stream: String, error: String },
+    Consumer {
+        consumer: String,
+        stream: String,
+        error: String,
+    },
     #[error("pulling messages: {0}")]
     Pull(String),
     #[error("HTTP endpoint on {addr}: {source}")]
-    Http { addr: SocketAddr, source: std::io::Error },
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("registering the NATS service: {0}")]
     Service(String),
 }
@@ -59,14 +69,20 @@ pub async fn run<W: Worker>(
     let service = worker.service();
     let pool = store::open(&config.database_url, config.db_pool)
         .await
-        .map_err(|source| RunError::Database { url: config.database_url.clone(), source })?;
+        .map_err(|source| RunError::Database {
+            url: config.database_url.clone(),
+            source,
+        })?;
     store::migrate(&pool, worker.migrator()).await?;
 
     let client = config
         .nats
         .connect(&config.instance)
         .await
-        .map_err(|source| RunError::Connect { url: config.nats.url.clone(), source })?;
+        .map_err(|source| RunError::Connect {
+            url: config.nats.url.clone(),
+            source,
+        })?;
     let js = jetstream::new(client.clone());
     let consumer = bind_consumer(&js, service.consumer_name(), &shutdown).await?;
 
@@ -100,9 +116,17 @@ pub async fn run<W: Worker>(
     let nats_service =
         register_service(&client, service.name(), &config.instance, metrics.clone()).await?;
     let tasks = TaskTracker::new();
-    tasks.spawn(relay_loop(shared.clone(), config.relay_interval, background.clone()));
+    tasks.spawn(relay_loop(
+        shared.clone(),
+        config.relay_interval,
+        background.clone(),
+    ));
     tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
-    tasks.spawn(lag_loop(consumer.clone(), metrics.clone(), background.clone()));
+    tasks.spawn(lag_loop(
+        consumer.clone(),
+        metrics.clone(),
+        background.clone(),
+    ));
 
     tracing::info!(service = %service, instance = %config.instance, "worker started");
     let result = consume(shared.clone(), consumer, &config, &shutdown).await;
@@ -111,7 +135,10 @@ pub async fn run<W: Worker>(
     let _ = nats_service.stop().await;
     background.cancel();
     tasks.close();
-    if tokio::time::timeout(config.drain_timeout, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("background tasks did not stop in time");
     }
     let _ = client.flush().await;
@@ -129,8 +156,14 @@ async fn bind_consumer(
     let deadline = tokio::time::Instant::now() + BIND_PATIENCE;
     loop {
         let attempt = async {
-            let stream = js.get_stream(streams::SAGA_STREAM).await.map_err(|e| e.to_string())?;
-            stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string())
+            let stream = js
+                .get_stream(streams::SAGA_STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .get_consumer::<pull::Config>(&name)
+                .await
+                .map_err(|e| e.to_string())
         };
         match attempt.await {
             Ok(consumer) => return Ok(consumer),
@@ -195,7 +228,9 @@ async fn consume<W: Worker>(
             if delivered > 1 {
                 Metrics::inc(&shared.metrics.redelivered);
             }
-            let verdict = shared.handle(&message.subject, &message.payload, delivered).await;
+            let verdict = shared
+                .handle(&message.subject, &message.payload, delivered)
+                .await;
             shared.settle(&message, verdict).await;
             shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
@@ -204,7 +239,10 @@ async fn consume<W: Worker>(
     // to another replica after ack_wait.
     drop(messages);
     in_flight.close();
-    if tokio::time::timeout(config.drain_timeout, in_flight.wait()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout, in_flight.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight messages did not finish within the drain timeout");
     }
     Ok(())
@@ -225,7 +263,10 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
         match store::outbox_stale(&shared.pool, settled, 500).await {
             Ok(rows) if !rows.is_empty() => match shared.publisher.publish(&rows).await {
                 Ok(()) => {
-                    shared.metrics.relayed.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .relayed
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
                     tracing::info!(count = rows.len(), "relayed outbox rows");
                 }
                 Err(e) => tracing::warn!(error = %e, "relay could not publish"),

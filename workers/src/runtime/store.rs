@@ -46,13 +46,23 @@ pub async fn open(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::E
     {
         std::fs::create_dir_all(path).map_err(sqlx::Error::Io)?;
     }
-    SqlitePoolOptions::new().max_connections(max_connections.max(1)).connect_with(options).await
+    SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .connect_with(options)
+        .await
 }
 
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
 /// set, so they share one migrations table without tripping over each other.
-pub async fn migrate(pool: &SqlitePool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
-    let all = RUNTIME_MIGRATOR.iter().chain(service.iter()).cloned().collect();
+pub async fn migrate(
+    pool: &SqlitePool,
+    service: &Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let all = RUNTIME_MIGRATOR
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
     Migrator::with_migrations(all).run(pool).await
 }
 
@@ -99,7 +109,10 @@ pub async fn outbox_insert(
 }
 
 /// Outputs of `cause` still waiting to be published (after a crash between commit and publish).
-pub async fn outbox_for_cause(pool: &SqlitePool, cause: &MessageId) -> Result<Vec<OutboxRow>, sqlx::Error> {
+pub async fn outbox_for_cause(
+    pool: &SqlitePool,
+    cause: &MessageId,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows = sqlx::query("SELECT message_id, subject, payload FROM outbox WHERE cause_id = ?")
         .bind(cause.as_str())
         .fetch_all(pool)
@@ -150,6 +163,9 @@ pub async fn outbox_delete(pool: &SqlitePool, ids: &[String]) -> Result<(), sqlx
 /// Drops inbox entries older than the retention: no redelivery comes that late (the stream's
 /// consumers ack within minutes), so the table stays bounded.
 pub async fn inbox_prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM inbox WHERE received_at < ?").bind(before_ms).execute(pool).await?;
+    let done = sqlx::query("DELETE FROM inbox WHERE received_at < ?")
+        .bind(before_ms)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }

@@ -1,1 +1,372 @@
-//! The driver service (being written).
+//! The driver service: registers drivers, tracks whether they are online and where, and
+//! reserves the nearest available driver for each ride that fraud cleared.
+//!
+//! Consumes `cmd.driver.{register,online,offline,move}`, `evt.ride.requested`,
+//! `evt.fraud.cleared`, and, to release the driver, `evt.ride.{cancelled,rejected,completed}`
+//! and `evt.payment.declined`. Publishes `evt.driver.updated` for every driver command, and
+//! `evt.driver.{assigned,released,unavailable}` at most once per ride each: their ids derive
+//! from the ride and the event type, so the same fact reached by two paths (an input, a timer
+//! in another replica) is one message.
+//!
+//! - [`domain`]: the rules, pure.
+//! - `store`: the tables (`migrations/driver`).
+//!
+//! Settings: `RIDESAGA_MATCH_RADIUS_KM` (default 10), `RIDESAGA_DRIVER_TICK_BATCH` (rides each
+//! timer run looks at, default 50), `RIDESAGA_DRIVER_RETENTION` (how long ended rides are kept
+//! as tombstones, default 31 days: longer than the saga stream's 30-day history).
+
+pub mod domain;
+mod store;
+
+use std::time::Duration;
+
+use ridesaga_schemas::{
+    CancelReason, DriverAssigned, DriverReleased, DriverUnavailable, DriverUpdated, Envelope,
+    Message, MessageId, RideId, Service, Timestamp,
+};
+use sqlx::SqliteConnection;
+use sqlx::migrate::Migrator;
+use tracing::{debug, info, warn};
+
+use crate::config::{ConfigError, Settings};
+use crate::runtime::{HandleError, Worker};
+use domain::{DriverError, Effect, Input, MatchRules, RideRequest};
+use store::StoreError;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/driver");
+
+/// Ended rides pruned per timer run.
+const PRUNE_BATCH: i64 = 500;
+
+/// The driver service's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverConfig {
+    pub rules: MatchRules,
+    /// Waiting rides each timer run examines (expiry and retry, each).
+    pub tick_batch: u32,
+    /// How long an ended ride's row is kept: its tombstone must outlive any redelivery.
+    pub retention: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            rules: MatchRules { radius_km: 10.0 },
+            tick_batch: 50,
+            retention: Duration::from_secs(31 * 24 * 3600),
+        }
+    }
+}
+
+impl DriverConfig {
+    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+        let d = DriverConfig::default();
+        let radius_km: f64 = s.get("RIDESAGA_MATCH_RADIUS_KM", d.rules.radius_km)?;
+        if !(radius_km.is_finite() && radius_km > 0.0 && radius_km <= 1000.0) {
+            return Err(ConfigError {
+                name: "RIDESAGA_MATCH_RADIUS_KM".into(),
+                value: radius_km.to_string(),
+                problem: "must be a distance in kilometres above 0 and at most 1000".into(),
+            });
+        }
+        let tick_batch: u32 = s.get("RIDESAGA_DRIVER_TICK_BATCH", d.tick_batch)?;
+        if tick_batch == 0 {
+            return Err(ConfigError {
+                name: "RIDESAGA_DRIVER_TICK_BATCH".into(),
+                value: "0".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(DriverConfig {
+            rules: MatchRules { radius_km },
+            tick_batch,
+            retention: s.duration("RIDESAGA_DRIVER_RETENTION", d.retention)?,
+        })
+    }
+}
+
+/// The driver service as the runtime runs it.
+#[derive(Debug, Clone)]
+pub struct DriverService {
+    config: DriverConfig,
+}
+
+impl DriverService {
+    pub fn load(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(DriverService::new(DriverConfig::load(settings)?))
+    }
+
+    pub fn new(config: DriverConfig) -> Self {
+        DriverService { config }
+    }
+
+    pub fn config(&self) -> &DriverConfig {
+        &self.config
+    }
+}
+
+const PRODUCER: &str = "driver";
+
+impl Worker for DriverService {
+    fn service(&self) -> Service {
+        Service::Driver
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    async fn apply<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        input: &'a Envelope,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let event = input_of(input)?;
+        let rules = &self.config.rules;
+        let mut state = store::load_for_input(conn, &event, now, rules)
+            .await
+            .map_err(store_failed)?;
+        let before = state.clone();
+        let effects = domain::handle(&mut state, &event, now, rules).map_err(|e| match e {
+            DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
+        })?;
+        store::save(conn, &before, &state, now)
+            .await
+            .map_err(store_failed)?;
+        if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = &event {
+            store::remember_correlation(conn, ride_id, &input.correlation_id)
+                .await
+                .map_err(store_failed)?;
+        }
+        envelopes(conn, effects, Some(input), now).await
+    }
+
+    async fn tick<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let rules = &self.config.rules;
+        let batch = i64::from(self.config.tick_batch);
+        let mut state = store::load_for_tick(conn, now, rules, batch)
+            .await
+            .map_err(store_failed)?;
+        let before = state.clone();
+        let effects = domain::tick(&mut state, now, rules);
+        store::save(conn, &before, &state, now)
+            .await
+            .map_err(store_failed)?;
+        let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
+            .await
+            .map_err(store_failed)?;
+        if pruned > 0 {
+            debug!(pruned, "ended rides past retention deleted");
+        }
+        envelopes(conn, effects, None, now).await
+    }
+}
+
+/// `age` before `now`; the epoch if that is earlier (a retention of centuries prunes nothing).
+fn age_before(now: Timestamp, age: Duration) -> Timestamp {
+    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    Timestamp::from_unix_millis(now.unix_millis().saturating_sub(age_ms).max(0))
+}
+
+/// The domain's view of an envelope.
+fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
+    let at = envelope.occurred_at.unix_millis();
+    let ride_id = || -> Result<RideId, HandleError> {
+        envelope
+            .saga_id
+            .clone()
+            .ok_or_else(|| HandleError::Permanent(format!("{} without a saga id", envelope.kind())))
+    };
+    let ended = |reason: String| -> Result<Input, HandleError> {
+        Ok(Input::Ended {
+            ride_id: ride_id()?,
+            reason,
+        })
+    };
+    match &envelope.message {
+        Message::RegisterDriver(m) => Ok(Input::Register {
+            driver_id: m.driver_id.clone(),
+            name: m.name.clone(),
+            location: m.location,
+            at,
+        }),
+        Message::DriverOnline(m) => Ok(Input::Online {
+            driver_id: m.driver_id.clone(),
+            location: m.location,
+            at,
+        }),
+        Message::DriverOffline(m) => Ok(Input::Offline {
+            driver_id: m.driver_id.clone(),
+            at,
+        }),
+        Message::MoveDriver(m) => Ok(Input::Move {
+            driver_id: m.driver_id.clone(),
+            location: m.location,
+            at,
+        }),
+        Message::RideRequested(m) => Ok(Input::Requested {
+            ride_id: ride_id()?,
+            request: RideRequest {
+                rider_id: m.rider_id.clone(),
+                pickup: m.pickup,
+                // Whole milliseconds, as stored, so a reloaded ride compares equal.
+                match_deadline: Timestamp::from_unix_millis(m.match_deadline.unix_millis()),
+            },
+        }),
+        Message::FraudCleared(_) => Ok(Input::Cleared {
+            ride_id: ride_id()?,
+        }),
+        // A decline and the cancel it causes give the same reason, so the release reads the
+        // same whichever arrives first.
+        Message::RideCancelled(m) => match m.reason {
+            CancelReason::PaymentDeclined => ended("payment_declined".to_owned()),
+            reason => ended(format!("cancelled:{}", reason.as_str())),
+        },
+        Message::RideRejected(_) => ended("rejected".to_owned()),
+        Message::RideCompleted(_) => ended("completed".to_owned()),
+        Message::PaymentDeclined(_) => ended("payment_declined".to_owned()),
+        other => Err(HandleError::Permanent(format!(
+            "the driver service does not handle {}",
+            other.kind()
+        ))),
+    }
+}
+
+fn store_failed(e: StoreError) -> HandleError {
+    match e {
+        StoreError::Database(e) => HandleError::from(e),
+        StoreError::Conflict { .. } => HandleError::Transient(e.to_string()),
+        StoreError::Corrupt { .. } => HandleError::Permanent(e.to_string()),
+    }
+}
+
+/// The messages for `effects`: caused by `cause`, or (timer runs) starting a chain of their own.
+async fn envelopes(
+    conn: &mut SqliteConnection,
+    effects: Vec<Effect>,
+    cause: Option<&Envelope>,
+    now: Timestamp,
+) -> Result<Vec<Envelope>, HandleError> {
+    let mut out = Vec::with_capacity(effects.len());
+    for effect in effects {
+        let (message, ride_id): (Message, Option<RideId>) = match effect {
+            Effect::DriverUpdated {
+                driver_id,
+                name,
+                online,
+                location,
+            } => {
+                debug!(%driver_id, online, %location, "driver updated");
+                (
+                    DriverUpdated {
+                        driver_id,
+                        name,
+                        online,
+                        location,
+                    }
+                    .into(),
+                    None,
+                )
+            }
+            Effect::Assigned {
+                ride_id,
+                rider_id,
+                driver_id,
+                driver_name,
+                pickup_distance_km,
+            } => {
+                info!(%ride_id, %driver_id, pickup_distance_km, "driver assigned");
+                let m = DriverAssigned {
+                    rider_id,
+                    driver_id,
+                    driver_name,
+                    pickup_distance_km,
+                };
+                (m.into(), Some(ride_id))
+            }
+            Effect::Released {
+                ride_id,
+                driver_id,
+                reason,
+            } => {
+                info!(%ride_id, %driver_id, %reason, "driver released");
+                (DriverReleased { driver_id, reason }.into(), Some(ride_id))
+            }
+            Effect::Unavailable {
+                ride_id,
+                rider_id,
+                reason,
+            } => {
+                warn!(%ride_id, %reason, "no driver for the ride");
+                (DriverUnavailable { rider_id, reason }.into(), Some(ride_id))
+            }
+        };
+        let mut envelope = match cause {
+            Some(cause) => Envelope::caused_by(cause, message, "", PRODUCER),
+            None => Envelope::new(message, None, PRODUCER),
+        };
+        envelope.saga_id = ride_id.clone();
+        if let Some(ride_id) = ride_id {
+            // At most one of each per ride, whichever input or timer gets there.
+            envelope.id = MessageId::derive_from_key(&format!("{ride_id}/{}", envelope.kind()));
+            envelope.occurred_at = now;
+            if let Some(correlation) = store::correlation_of(conn, &ride_id)
+                .await
+                .map_err(store_failed)?
+            {
+                envelope.correlation_id = correlation;
+            }
+        }
+        out.push(envelope);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_have_defaults_and_bad_ones_are_named() {
+        assert_eq!(
+            DriverConfig::load(&Settings::default()).unwrap(),
+            DriverConfig::default()
+        );
+        let s = Settings::from_pairs([("RIDESAGA_MATCH_RADIUS_KM", "2.5")]);
+        assert_eq!(DriverConfig::load(&s).unwrap().rules.radius_km, 2.5);
+        for (name, value) in [
+            ("RIDESAGA_MATCH_RADIUS_KM", "-1"),
+            ("RIDESAGA_MATCH_RADIUS_KM", "NaN"),
+            ("RIDESAGA_MATCH_RADIUS_KM", "far"),
+            ("RIDESAGA_DRIVER_TICK_BATCH", "0"),
+            ("RIDESAGA_DRIVER_RETENTION", "forever"),
+        ] {
+            let err = DriverConfig::load(&Settings::from_pairs([(name, value)])).unwrap_err();
+            assert_eq!(err.name, name, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_decline_and_the_cancel_it_causes_release_for_the_same_reason() {
+        let rider = ridesaga_schemas::RiderId::parse("u_1").unwrap();
+        let ride = Some(RideId::parse("r_1").unwrap());
+        let declined = ridesaga_schemas::PaymentDeclined {
+            rider_id: rider.clone(),
+            code: "card_declined".into(),
+            message: "declined".into(),
+        };
+        let cancelled = ridesaga_schemas::RideCancelled {
+            rider_id: rider,
+            reason: CancelReason::PaymentDeclined,
+            driver_id: None,
+        };
+        let a = input_of(&Envelope::new(declined, ride.clone(), "payment")).unwrap();
+        let b = input_of(&Envelope::new(cancelled, ride, "ride")).unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,1 +1,321 @@
-//! The fraud service (being written).
+//! The fraud service: scores every ride request with deterministic rules (blocked riders,
+//! request velocity, impossible trips, repeated payment declines; see [`domain`]) and keeps
+//! the blocklist.
+//!
+//! Consumes `evt.ride.requested`, `evt.payment.declined` (counted per rider) and
+//! `cmd.fraud.{block,unblock}`. Publishes `evt.fraud.cleared` or `evt.fraud.flagged` once per
+//! ride (the id derives from the ride and the event type) and `evt.fraud.blocklist` for every
+//! block or unblock command (the rider's entry after it).
+//!
+//! Settings (defaults): `RIDESAGA_FRAUD_MAX_REQUESTS` (5) per `RIDESAGA_FRAUD_WINDOW` (60s),
+//! `RIDESAGA_FRAUD_MAX_TRIP_KM` (200), `RIDESAGA_FRAUD_MAX_DECLINES` (3) per
+//! `RIDESAGA_FRAUD_DECLINE_WINDOW` (24h), `RIDESAGA_FRAUD_FLAG_SCORE` (50), and
+//! `RIDESAGA_FRAUD_RETENTION` (31 days: decisions are kept longer than the saga stream's
+//! 30-day history, so a replayed request is still recognised).
+
+pub mod domain;
+mod store;
+
+use std::time::Duration;
+
+use ridesaga_schemas::{
+    Envelope, FraudCleared, FraudFlagged, Message, MessageId, RiderBlockChanged, Service, Timestamp,
+};
+use sqlx::SqliteConnection;
+use sqlx::migrate::Migrator;
+use tracing::{debug, info};
+
+use crate::config::{ConfigError, Settings};
+use crate::runtime::{HandleError, Worker};
+use domain::{Effect, FraudRules, Input};
+use store::StoreError;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/fraud");
+
+const PRODUCER: &str = "fraud";
+/// Rows pruned per timer run, per table.
+const PRUNE_BATCH: i64 = 500;
+
+/// The fraud service's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FraudConfig {
+    pub rules: FraudRules,
+    /// How long decisions and declines are kept.
+    pub retention: Duration,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        FraudConfig {
+            rules: FraudRules::default(),
+            retention: Duration::from_secs(31 * 24 * 3600),
+        }
+    }
+}
+
+impl FraudConfig {
+    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+        let d = FraudRules::default();
+        let millis = |name: &str, default_ms: i64| -> Result<i64, ConfigError> {
+            let default = Duration::from_millis(default_ms.unsigned_abs());
+            let value = s.duration(name, default)?;
+            match i64::try_from(value.as_millis()) {
+                Ok(ms) if ms > 0 => Ok(ms),
+                _ => Err(invalid(
+                    name,
+                    format!("{value:?}"),
+                    "must be above 0 and below 292 million years",
+                )),
+            }
+        };
+        let max_trip_km: f64 = s.get("RIDESAGA_FRAUD_MAX_TRIP_KM", d.max_trip_km)?;
+        if !(max_trip_km.is_finite() && max_trip_km > 0.0) {
+            return Err(invalid(
+                "RIDESAGA_FRAUD_MAX_TRIP_KM",
+                max_trip_km.to_string(),
+                "must be a distance above 0",
+            ));
+        }
+        let max_declines: u32 = s.get("RIDESAGA_FRAUD_MAX_DECLINES", d.max_declines)?;
+        if max_declines == 0 {
+            return Err(invalid(
+                "RIDESAGA_FRAUD_MAX_DECLINES",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        let flag_score: u32 = s.get("RIDESAGA_FRAUD_FLAG_SCORE", d.flag_score)?;
+        if !(1..=domain::MAX_SCORE).contains(&flag_score) {
+            return Err(invalid(
+                "RIDESAGA_FRAUD_FLAG_SCORE",
+                flag_score.to_string(),
+                "must be between 1 and 100",
+            ));
+        }
+        let rules = FraudRules {
+            max_requests: s.get("RIDESAGA_FRAUD_MAX_REQUESTS", d.max_requests)?,
+            window_ms: millis("RIDESAGA_FRAUD_WINDOW", d.window_ms)?,
+            max_trip_km,
+            max_declines,
+            decline_window_ms: millis("RIDESAGA_FRAUD_DECLINE_WINDOW", d.decline_window_ms)?,
+            flag_score,
+        };
+        let retention = s.duration("RIDESAGA_FRAUD_RETENTION", FraudConfig::default().retention)?;
+        let longest =
+            Duration::from_millis(rules.window_ms.max(rules.decline_window_ms).unsigned_abs());
+        if retention < longest {
+            return Err(invalid(
+                "RIDESAGA_FRAUD_RETENTION",
+                format!("{retention:?}"),
+                "must be at least as long as the fraud windows",
+            ));
+        }
+        Ok(FraudConfig { rules, retention })
+    }
+}
+
+fn invalid(name: &str, value: String, problem: &str) -> ConfigError {
+    ConfigError {
+        name: name.to_owned(),
+        value,
+        problem: problem.to_owned(),
+    }
+}
+
+/// The fraud service as the runtime runs it.
+#[derive(Debug, Clone)]
+pub struct FraudService {
+    config: FraudConfig,
+}
+
+impl FraudService {
+    pub fn load(settings: &Settings) -> Result<Self, ConfigError> {
+        Ok(FraudService::new(FraudConfig::load(settings)?))
+    }
+
+    pub fn new(config: FraudConfig) -> Self {
+        FraudService { config }
+    }
+
+    pub fn config(&self) -> &FraudConfig {
+        &self.config
+    }
+}
+
+impl Worker for FraudService {
+    fn service(&self) -> Service {
+        Service::Fraud
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    async fn apply<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        input: &'a Envelope,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let event = input_of(input)?;
+        let rules = &self.config.rules;
+        let mut state = store::load_for_input(conn, &event, rules)
+            .await
+            .map_err(store_failed)?;
+        let before = state.clone();
+        let effects = domain::handle(&mut state, &event, rules);
+        store::save(conn, &before, &state, now)
+            .await
+            .map_err(store_failed)?;
+        Ok(effects
+            .into_iter()
+            .map(|effect| envelope(input, effect))
+            .collect())
+    }
+
+    async fn tick<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
+            .await
+            .map_err(store_failed)?;
+        if pruned > 0 {
+            debug!(pruned, "fraud rows past retention deleted");
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// `age` before `now`; the epoch if that is earlier (a retention of centuries prunes nothing).
+fn age_before(now: Timestamp, age: Duration) -> Timestamp {
+    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    Timestamp::from_unix_millis(now.unix_millis().saturating_sub(age_ms).max(0))
+}
+
+/// The domain's view of an envelope.
+fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
+    let at = envelope.occurred_at.unix_millis();
+    let ride_id = || {
+        envelope
+            .saga_id
+            .clone()
+            .ok_or_else(|| HandleError::Permanent(format!("{} without a saga id", envelope.kind())))
+    };
+    match &envelope.message {
+        Message::RideRequested(m) => Ok(Input::Requested {
+            ride_id: ride_id()?,
+            rider_id: m.rider_id.clone(),
+            estimated_distance_km: m.estimated_distance_km,
+            at,
+        }),
+        Message::PaymentDeclined(m) => Ok(Input::Declined {
+            ride_id: ride_id()?,
+            rider_id: m.rider_id.clone(),
+            at,
+        }),
+        Message::BlockRider(m) => Ok(Input::Block {
+            rider_id: m.rider_id.clone(),
+            reason: m.reason.clone(),
+            at,
+        }),
+        Message::UnblockRider(m) => Ok(Input::Unblock {
+            rider_id: m.rider_id.clone(),
+            at,
+        }),
+        other => Err(HandleError::Permanent(format!(
+            "the fraud service does not handle {}",
+            other.kind()
+        ))),
+    }
+}
+
+fn store_failed(e: StoreError) -> HandleError {
+    match e {
+        StoreError::Database(e) => HandleError::from(e),
+        StoreError::Corrupt { .. } => HandleError::Permanent(e.to_string()),
+    }
+}
+
+fn envelope(cause: &Envelope, effect: Effect) -> Envelope {
+    match effect {
+        Effect::Scored {
+            ride_id,
+            rider_id,
+            assessment,
+        } => {
+            let (score, reasons) = (assessment.score, assessment.reasons);
+            let message: Message = if assessment.flagged {
+                info!(%ride_id, %rider_id, score, ?reasons, "ride flagged");
+                FraudFlagged {
+                    rider_id,
+                    score,
+                    reasons,
+                }
+                .into()
+            } else {
+                debug!(%ride_id, %rider_id, score, "ride cleared");
+                FraudCleared {
+                    rider_id,
+                    score,
+                    reasons,
+                }
+                .into()
+            };
+            let mut envelope = Envelope::caused_by(cause, message, "", PRODUCER);
+            // One decision per ride, whichever copy of the request made it.
+            envelope.id = MessageId::derive_from_key(&format!("{ride_id}/{}", envelope.kind()));
+            envelope.saga_id = Some(ride_id);
+            envelope
+        }
+        Effect::BlocklistChanged {
+            rider_id,
+            blocked,
+            reason,
+        } => {
+            info!(%rider_id, blocked, "blocklist changed");
+            let message = RiderBlockChanged {
+                rider_id,
+                blocked,
+                reason,
+            };
+            let mut envelope = Envelope::caused_by(cause, message, "", PRODUCER);
+            envelope.saga_id = None;
+            envelope
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_have_defaults_and_bad_ones_are_named() {
+        assert_eq!(
+            FraudConfig::load(&Settings::default()).unwrap(),
+            FraudConfig::default()
+        );
+        let s = Settings::from_pairs([
+            ("RIDESAGA_FRAUD_MAX_REQUESTS", "10"),
+            ("RIDESAGA_FRAUD_WINDOW", "2m"),
+            ("RIDESAGA_FRAUD_DECLINE_WINDOW", "1h"),
+            ("RIDESAGA_FRAUD_FLAG_SCORE", "70"),
+        ]);
+        let rules = FraudConfig::load(&s).unwrap().rules;
+        assert_eq!((rules.max_requests, rules.window_ms), (10, 120_000));
+        assert_eq!((rules.decline_window_ms, rules.flag_score), (3_600_000, 70));
+        for (name, value) in [
+            ("RIDESAGA_FRAUD_MAX_REQUESTS", "-1"),
+            ("RIDESAGA_FRAUD_WINDOW", "0s"),
+            ("RIDESAGA_FRAUD_MAX_TRIP_KM", "inf"),
+            ("RIDESAGA_FRAUD_MAX_DECLINES", "0"),
+            ("RIDESAGA_FRAUD_FLAG_SCORE", "101"),
+            ("RIDESAGA_FRAUD_RETENTION", "1h"),
+        ] {
+            let err = FraudConfig::load(&Settings::from_pairs([(name, value)])).unwrap_err();
+            assert_eq!(err.name, name, "{err}");
+        }
+    }
+}

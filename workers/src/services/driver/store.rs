@@ -1,0 +1,1023 @@
+//! The driver service's tables (`migrations/driver`): load the slice of state an input or a
+//! timer can touch, and write back what changed. Reservations are written with guards
+//! (`current_ride IS NULL` to reserve, `= ride` to release) on top of the schema's uniqueness,
+//! so a logic slip or a concurrent writer fails the transaction instead of double-booking.
+//!
+//! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, partial indexes).
+
+use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::domain::{BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row this code cannot read back.
+    #[error("unreadable row in {table}: {problem}")]
+    Corrupt {
+        table: &'static str,
+        problem: String,
+    },
+    /// A reservation guard found the driver's row in another state than the one loaded.
+    #[error("driver {driver_id} changed underneath this transaction ({what})")]
+    Conflict {
+        driver_id: DriverId,
+        what: &'static str,
+    },
+}
+
+/// Most drivers (nearest first, by a flat-earth estimate) or rides (earliest deadline first)
+/// loaded around one point; the exact great-circle choice is made among them.
+const NEARBY_LIMIT: i64 = 64;
+
+macro_rules! driver_columns {
+    () => {
+        "driver_id, name, lat, lng, online, current_ride, name_at_ms, online_at_ms, location_at_ms"
+    };
+}
+macro_rules! ride_columns {
+    () => {
+        "ride_id, rider_id, pickup_lat, pickup_lng, match_deadline_ms, cleared, stage, driver_id, \
+         reason"
+    };
+}
+
+/// What `input` can read or change: the driver it names and the waiting rides near them, or
+/// the ride it names, that ride's driver (and the rides near them, for a release) and the
+/// available drivers near its pickup.
+pub async fn load_for_input(
+    conn: &mut SqliteConnection,
+    input: &Input,
+    now: Timestamp,
+    rules: &MatchRules,
+) -> Result<State, StoreError> {
+    let mut state = State::default();
+    match input {
+        Input::Register {
+            driver_id,
+            location,
+            ..
+        }
+        | Input::Move {
+            driver_id,
+            location,
+            ..
+        } => {
+            load_driver_side(conn, &mut state, driver_id, Some(*location), now, rules).await?;
+        }
+        Input::Online {
+            driver_id,
+            location,
+            ..
+        } => {
+            load_driver_side(conn, &mut state, driver_id, *location, now, rules).await?;
+        }
+        Input::Offline { driver_id, .. } => {
+            if let Some(driver) = find_driver(conn, driver_id).await? {
+                state.drivers.insert(driver.id.clone(), driver);
+            }
+        }
+        Input::Requested { ride_id, request } => {
+            load_ride_side(conn, &mut state, ride_id, Some(request.pickup), now, rules).await?;
+        }
+        Input::Cleared { ride_id } | Input::Ended { ride_id, .. } => {
+            load_ride_side(conn, &mut state, ride_id, None, now, rules).await?;
+        }
+    }
+    Ok(state)
+}
+
+/// What a timer run can touch: up to `batch` waiting rides past their deadline, up to `batch`
+/// waiting cleared rides before it (earliest first) and the available drivers near each.
+pub async fn load_for_tick(
+    conn: &mut SqliteConnection,
+    now: Timestamp,
+    rules: &MatchRules,
+    batch: i64,
+) -> Result<State, StoreError> {
+    let mut state = State::default();
+    let due = sqlx::query(concat!(
+        "SELECT ",
+        ride_columns!(),
+        " FROM driver_rides WHERE stage = 'waiting' AND match_deadline_ms <= $1 \
+         ORDER BY match_deadline_ms, ride_id LIMIT $2"
+    ))
+    .bind(now.unix_millis())
+    .bind(batch)
+    .fetch_all(&mut *conn)
+    .await?;
+    let waiting = sqlx::query(concat!(
+        "SELECT ",
+        ride_columns!(),
+        " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
+         ORDER BY match_deadline_ms, ride_id LIMIT $2"
+    ))
+    .bind(now.unix_millis())
+    .bind(batch)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in due.iter().chain(&waiting) {
+        let ride = ride_from_row(row)?;
+        state.rides.insert(ride.id.clone(), ride);
+    }
+    let pickups: Vec<GeoPoint> = state
+        .rides
+        .values()
+        .filter_map(|r| r.matchable(now).map(|q| q.pickup))
+        .collect();
+    for pickup in pickups {
+        add_available_drivers_near(conn, &mut state, pickup, rules).await?;
+    }
+    Ok(state)
+}
+
+async fn load_driver_side(
+    conn: &mut SqliteConnection,
+    state: &mut State,
+    driver_id: &DriverId,
+    new_location: Option<GeoPoint>,
+    now: Timestamp,
+    rules: &MatchRules,
+) -> Result<(), StoreError> {
+    let stored = find_driver(conn, driver_id).await?;
+    // Around both positions: a late command leaves the stored one in force.
+    let places: Vec<GeoPoint> = stored
+        .iter()
+        .map(|d| d.location)
+        .chain(new_location)
+        .collect();
+    if let Some(driver) = stored {
+        state.drivers.insert(driver.id.clone(), driver);
+    }
+    for place in places {
+        add_waiting_rides_near(conn, state, place, now, rules).await?;
+    }
+    Ok(())
+}
+
+async fn load_ride_side(
+    conn: &mut SqliteConnection,
+    state: &mut State,
+    ride_id: &RideId,
+    pickup: Option<GeoPoint>,
+    now: Timestamp,
+    rules: &MatchRules,
+) -> Result<(), StoreError> {
+    let ride = find_ride(conn, ride_id).await?;
+    if let Some(Ride {
+        stage: Stage::Assigned { driver_id },
+        ..
+    }) = &ride
+    {
+        // The driver a release frees, and the rides they may take next.
+        load_driver_side(conn, state, driver_id, None, now, rules).await?;
+    }
+    let pickup = ride
+        .as_ref()
+        .and_then(|r| r.request.as_ref())
+        .map(|q| q.pickup)
+        .or(pickup);
+    if let Some(ride) = ride {
+        state.rides.insert(ride.id.clone(), ride);
+    }
+    if let Some(pickup) = pickup {
+        add_available_drivers_near(conn, state, pickup, rules).await?;
+    }
+    Ok(())
+}
+
+async fn find_driver(
+    conn: &mut SqliteConnection,
+    driver_id: &DriverId,
+) -> Result<Option<Driver>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        driver_columns!(),
+        " FROM drivers WHERE driver_id = $1"
+    ))
+    .bind(driver_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(driver_from_row).transpose()
+}
+
+async fn find_ride(
+    conn: &mut SqliteConnection,
+    ride_id: &RideId,
+) -> Result<Option<Ride>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        ride_columns!(),
+        " FROM driver_rides WHERE ride_id = $1"
+    ))
+    .bind(ride_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(ride_from_row).transpose()
+}
+
+/// Available drivers in the box around `pickup`, nearest first by an equirectangular estimate
+/// (exact enough to keep the true nearest among the first [`NEARBY_LIMIT`]).
+async fn add_available_drivers_near(
+    conn: &mut SqliteConnection,
+    state: &mut State,
+    pickup: GeoPoint,
+    rules: &MatchRules,
+) -> Result<(), StoreError> {
+    let bbox = BoundingBox::around(pickup, rules.radius_km);
+    let lng_scale = pickup.lat.to_radians().cos().powi(2);
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        driver_columns!(),
+        " FROM drivers WHERE online AND current_ride IS NULL \
+         AND lat BETWEEN $1 AND $2 AND lng BETWEEN $3 AND $4 \
+         ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id LIMIT $8"
+    ))
+    .bind(bbox.min_lat)
+    .bind(bbox.max_lat)
+    .bind(bbox.min_lng)
+    .bind(bbox.max_lng)
+    .bind(pickup.lat)
+    .bind(pickup.lng)
+    .bind(lng_scale)
+    .bind(NEARBY_LIMIT)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let driver = driver_from_row(row)?;
+        state.drivers.entry(driver.id.clone()).or_insert(driver);
+    }
+    Ok(())
+}
+
+/// Waiting cleared rides before their deadline in the box around `place`, earliest first.
+async fn add_waiting_rides_near(
+    conn: &mut SqliteConnection,
+    state: &mut State,
+    place: GeoPoint,
+    now: Timestamp,
+    rules: &MatchRules,
+) -> Result<(), StoreError> {
+    let bbox = BoundingBox::around(place, rules.radius_km);
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        ride_columns!(),
+        " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
+         AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
+         ORDER BY match_deadline_ms, ride_id LIMIT $6"
+    ))
+    .bind(now.unix_millis())
+    .bind(bbox.min_lat)
+    .bind(bbox.max_lat)
+    .bind(bbox.min_lng)
+    .bind(bbox.max_lng)
+    .bind(NEARBY_LIMIT)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let ride = ride_from_row(row)?;
+        state.rides.entry(ride.id.clone()).or_insert(ride);
+    }
+    Ok(())
+}
+
+/// Writes every ride and driver that differs between `before` (as loaded) and `after`.
+pub async fn save(
+    conn: &mut SqliteConnection,
+    before: &State,
+    after: &State,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for (id, ride) in &after.rides {
+        if before.rides.get(id) != Some(ride) {
+            upsert_ride(conn, ride, now).await?;
+        }
+    }
+    for (id, driver) in &after.drivers {
+        match before.drivers.get(id) {
+            None => insert_driver(conn, driver).await?,
+            Some(old) if old != driver => update_driver(conn, old, driver).await?,
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn upsert_ride(
+    conn: &mut SqliteConnection,
+    ride: &Ride,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let request = ride.request.as_ref();
+    let (driver_id, reason) = match &ride.stage {
+        Stage::Waiting | Stage::Unavailable => (None, None),
+        Stage::Assigned { driver_id } => (Some(driver_id.as_str()), None),
+        Stage::Released { driver_id, reason } => (Some(driver_id.as_str()), Some(reason.as_str())),
+        Stage::Closed { reason } => (None, Some(reason.as_str())),
+    };
+    sqlx::query(
+        "INSERT INTO driver_rides (ride_id, rider_id, pickup_lat, pickup_lng, match_deadline_ms, \
+         cleared, stage, driver_id, reason, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
+         pickup_lat = excluded.pickup_lat, pickup_lng = excluded.pickup_lng, \
+         match_deadline_ms = excluded.match_deadline_ms, cleared = excluded.cleared, \
+         stage = excluded.stage, driver_id = excluded.driver_id, reason = excluded.reason, \
+         updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(ride.id.as_str())
+    .bind(request.map(|q| q.rider_id.as_str()))
+    .bind(request.map(|q| q.pickup.lat))
+    .bind(request.map(|q| q.pickup.lng))
+    .bind(request.map(|q| q.match_deadline.unix_millis()))
+    .bind(ride.cleared)
+    .bind(ride.stage.as_str())
+    .bind(driver_id)
+    .bind(reason)
+    .bind(now.unix_millis())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_driver(conn: &mut SqliteConnection, d: &Driver) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO drivers (",
+        driver_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(d.id.as_str())
+    .bind(&d.name)
+    .bind(d.location.lat)
+    .bind(d.location.lng)
+    .bind(d.online)
+    .bind(d.current_ride.as_ref().map(RideId::as_str))
+    .bind(d.name_at)
+    .bind(d.online_at)
+    .bind(d.location_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn update_driver(
+    conn: &mut SqliteConnection,
+    old: &Driver,
+    new: &Driver,
+) -> Result<(), StoreError> {
+    let conflict = |what| StoreError::Conflict {
+        driver_id: new.id.clone(),
+        what,
+    };
+    let done = sqlx::query(
+        "UPDATE drivers SET name = $2, lat = $3, lng = $4, online = $5, name_at_ms = $6, \
+         online_at_ms = $7, location_at_ms = $8 WHERE driver_id = $1",
+    )
+    .bind(new.id.as_str())
+    .bind(&new.name)
+    .bind(new.location.lat)
+    .bind(new.location.lng)
+    .bind(new.online)
+    .bind(new.name_at)
+    .bind(new.online_at)
+    .bind(new.location_at)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(conflict("row gone"));
+    }
+    let new_ride = new.current_ride.as_ref().map(RideId::as_str);
+    let (done, what) = match &old.current_ride {
+        old_ride if *old_ride == new.current_ride => return Ok(()),
+        None => {
+            let sql = "UPDATE drivers SET current_ride = $2 \
+                       WHERE driver_id = $1 AND current_ride IS NULL";
+            let done = sqlx::query(sql).bind(new.id.as_str()).bind(new_ride);
+            (done.execute(&mut *conn).await?, "reserve")
+        }
+        Some(old_ride) => {
+            let sql = "UPDATE drivers SET current_ride = $3 \
+                       WHERE driver_id = $1 AND current_ride = $2";
+            let done = sqlx::query(sql)
+                .bind(new.id.as_str())
+                .bind(old_ride.as_str())
+                .bind(new_ride);
+            (done.execute(&mut *conn).await?, "release")
+        }
+    };
+    if done.rows_affected() != 1 {
+        return Err(conflict(what));
+    }
+    Ok(())
+}
+
+/// Keeps the saga's correlation id for the events published about the ride (the first one
+/// seen wins; requested and cleared share it).
+pub async fn remember_correlation(
+    conn: &mut SqliteConnection,
+    ride_id: &RideId,
+    correlation_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE driver_rides SET correlation_id = $2 WHERE ride_id = $1 AND correlation_id IS NULL",
+    )
+    .bind(ride_id.as_str())
+    .bind(correlation_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn correlation_of(
+    conn: &mut SqliteConnection,
+    ride_id: &RideId,
+) -> Result<Option<String>, StoreError> {
+    let found: Option<Option<String>> =
+        sqlx::query_scalar("SELECT correlation_id FROM driver_rides WHERE ride_id = $1")
+            .bind(ride_id.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.flatten())
+}
+
+/// Deletes up to `limit` ended rides last changed before `before`; returns how many.
+pub async fn prune(
+    conn: &mut SqliteConnection,
+    before: Timestamp,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM driver_rides WHERE ride_id IN (SELECT ride_id FROM driver_rides \
+         WHERE stage IN ('released', 'closed', 'unavailable') AND updated_at_ms < $1 \
+         ORDER BY updated_at_ms LIMIT $2)",
+    )
+    .bind(before.unix_millis())
+    .bind(limit)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        problem: problem.to_string(),
+    }
+}
+
+fn driver_from_row(row: &SqliteRow) -> Result<Driver, StoreError> {
+    let bad = |e: &dyn ToString| corrupt("drivers", e.to_string());
+    let location = GeoPoint::new(row.try_get("lat")?, row.try_get("lng")?).map_err(|e| bad(&e))?;
+    let current_ride: Option<String> = row.try_get("current_ride")?;
+    Ok(Driver {
+        id: DriverId::parse(row.try_get::<String, _>("driver_id")?).map_err(|e| bad(&e))?,
+        name: row.try_get("name")?,
+        location,
+        online: row.try_get("online")?,
+        current_ride: current_ride
+            .map(RideId::parse)
+            .transpose()
+            .map_err(|e| bad(&e))?,
+        name_at: row.try_get("name_at_ms")?,
+        online_at: row.try_get("online_at_ms")?,
+        location_at: row.try_get("location_at_ms")?,
+    })
+}
+
+fn ride_from_row(row: &SqliteRow) -> Result<Ride, StoreError> {
+    let bad = |e: &dyn ToString| corrupt("driver_rides", e.to_string());
+    let id = RideId::parse(row.try_get::<String, _>("ride_id")?).map_err(|e| bad(&e))?;
+    let rider: Option<String> = row.try_get("rider_id")?;
+    let lat: Option<f64> = row.try_get("pickup_lat")?;
+    let lng: Option<f64> = row.try_get("pickup_lng")?;
+    let deadline: Option<i64> = row.try_get("match_deadline_ms")?;
+    let request = match (rider, lat, lng, deadline) {
+        (Some(rider), Some(lat), Some(lng), Some(deadline)) => Some(RideRequest {
+            rider_id: RiderId::parse(rider).map_err(|e| bad(&e))?,
+            pickup: GeoPoint::new(lat, lng).map_err(|e| bad(&e))?,
+            match_deadline: Timestamp::from_unix_millis(deadline),
+        }),
+        _ => None,
+    };
+    let driver: Option<String> = row.try_get("driver_id")?;
+    let driver = driver
+        .map(DriverId::parse)
+        .transpose()
+        .map_err(|e| bad(&e))?;
+    let reason: Option<String> = row.try_get("reason")?;
+    let stage: String = row.try_get("stage")?;
+    let stage = match (stage.as_str(), driver, reason) {
+        ("waiting", _, _) => Stage::Waiting,
+        ("assigned", Some(driver_id), _) => Stage::Assigned { driver_id },
+        ("released", Some(driver_id), reason) => Stage::Released {
+            driver_id,
+            reason: reason.unwrap_or_default(),
+        },
+        ("closed", _, reason) => Stage::Closed {
+            reason: reason.unwrap_or_default(),
+        },
+        ("unavailable", _, _) => Stage::Unavailable,
+        (other, _, _) => return Err(bad(&format!("ride {id} has stage {other:?}"))),
+    };
+    Ok(Ride {
+        id,
+        request,
+        cleared: row.try_get("cleared")?,
+        stage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use ridesaga_schemas::{
+        CancelReason, DriverOffline, DriverOnline, Envelope, FraudCleared, Message, MessageId,
+        MessageKind, MoveDriver, PaymentDeclined, RegisterDriver, RideCancelled, RideCompleted,
+        RideRejected, RideRequested,
+    };
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::super::{DriverConfig, DriverService, domain, input_of};
+    use super::*;
+    use crate::runtime::{HandleError, Worker};
+
+    /// A fresh database file with the driver tables, deleted on drop.
+    struct Db {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        conn: SqliteConnection,
+    }
+
+    async fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("driver.db");
+        let mut conn = connect(&path).await;
+        service().migrator().run(&mut conn).await.unwrap();
+        Db {
+            _dir: dir,
+            path,
+            conn,
+        }
+    }
+
+    async fn connect(path: &std::path::Path) -> SqliteConnection {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        SqliteConnection::connect_with(&options).await.unwrap()
+    }
+
+    fn service() -> DriverService {
+        DriverService::new(DriverConfig::default())
+    }
+
+    /// One input as the runtime applies it: in its own transaction, committed on success.
+    async fn apply(
+        conn: &mut SqliteConnection,
+        input: &Envelope,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let mut tx = conn.begin().await.unwrap();
+        let out = service().apply(&mut tx, input, now).await?;
+        tx.commit().await.unwrap();
+        Ok(out)
+    }
+
+    async fn tick(conn: &mut SqliteConnection, now: Timestamp) -> Vec<Envelope> {
+        let mut tx = conn.begin().await.unwrap();
+        let out = service().tick(&mut tx, now).await.unwrap();
+        tx.commit().await.unwrap();
+        out
+    }
+
+    fn kinds(out: &[Envelope]) -> Vec<(MessageKind, String)> {
+        out.iter()
+            .map(|e| (e.kind(), e.subject_id().to_owned()))
+            .collect()
+    }
+
+    async fn reserved_drivers(conn: &mut SqliteConnection) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT driver_id, current_ride FROM drivers WHERE current_ride IS NOT NULL")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    }
+
+    /// Every driver and ride in the tables, as the domain sees them.
+    async fn load_all(conn: &mut SqliteConnection) -> State {
+        let mut state = State::default();
+        let q = concat!("SELECT ", driver_columns!(), " FROM drivers");
+        for row in sqlx::query(q).fetch_all(&mut *conn).await.unwrap() {
+            let d = driver_from_row(&row).unwrap();
+            state.drivers.insert(d.id.clone(), d);
+        }
+        let q = concat!("SELECT ", ride_columns!(), " FROM driver_rides");
+        for row in sqlx::query(q).fetch_all(&mut *conn).await.unwrap() {
+            let r = ride_from_row(&row).unwrap();
+            state.rides.insert(r.id.clone(), r);
+        }
+        state
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_millis(1_700_000_000_000 + seconds * 1000)
+    }
+    fn near(dlat: f64, dlng: f64) -> GeoPoint {
+        GeoPoint::new(52.52 + dlat, 13.41 + dlng).unwrap()
+    }
+    fn rid(n: usize) -> RideId {
+        RideId::parse(format!("r_{n}")).unwrap()
+    }
+    fn did(n: usize) -> DriverId {
+        DriverId::parse(format!("d_{n}")).unwrap()
+    }
+    fn uid(n: usize) -> RiderId {
+        RiderId::parse(format!("u_{n}")).unwrap()
+    }
+
+    /// A message as its producer would publish it, `occurred` seconds into the test.
+    fn msg(message: impl Into<Message>, ride: Option<usize>, occurred: i64) -> Envelope {
+        let mut e = Envelope::new(message, ride.map(rid), "test");
+        e.occurred_at = at(occurred);
+        e
+    }
+    fn register(n: usize, location: GeoPoint, t: i64) -> Envelope {
+        msg(
+            RegisterDriver {
+                driver_id: did(n),
+                name: format!("Driver {n}"),
+                location,
+            },
+            None,
+            t,
+        )
+    }
+    fn online(n: usize, t: i64) -> Envelope {
+        msg(
+            DriverOnline {
+                driver_id: did(n),
+                location: None,
+            },
+            None,
+            t,
+        )
+    }
+    fn requested(n: usize, pickup: GeoPoint, deadline: Timestamp) -> Envelope {
+        let m = RideRequested {
+            rider_id: uid(n),
+            pickup,
+            dropoff: pickup,
+            payment_token: "tok_visa".into(),
+            estimated_distance_km: 3.0,
+            estimated_fare_cents: 1200,
+            match_deadline: deadline,
+        };
+        msg(m, Some(n), 0)
+    }
+    fn cleared(n: usize) -> Envelope {
+        msg(
+            FraudCleared {
+                rider_id: uid(n),
+                score: 0,
+                reasons: vec![],
+            },
+            Some(n),
+            0,
+        )
+    }
+    fn completed(n: usize) -> Envelope {
+        let m = RideCompleted {
+            rider_id: uid(n),
+            driver_id: did(0),
+            distance_km: 3.0,
+            duration_min: 9.0,
+            fare_cents: 1200,
+        };
+        msg(m, Some(n), 0)
+    }
+    fn cancelled(n: usize, reason: CancelReason) -> Envelope {
+        msg(
+            RideCancelled {
+                rider_id: uid(n),
+                reason,
+                driver_id: None,
+            },
+            Some(n),
+            0,
+        )
+    }
+    fn declined(n: usize) -> Envelope {
+        let m = PaymentDeclined {
+            rider_id: uid(n),
+            code: "card_declined".into(),
+            message: "no".into(),
+        };
+        msg(m, Some(n), 0)
+    }
+    fn rejected(n: usize) -> Envelope {
+        msg(
+            RideRejected {
+                rider_id: uid(n),
+                score: 100,
+                reasons: vec!["rider_blocked".into()],
+            },
+            Some(n),
+            0,
+        )
+    }
+
+    async fn drivers_online(conn: &mut SqliteConnection, positions: &[(f64, f64)]) {
+        for (n, (dlat, dlng)) in positions.iter().enumerate() {
+            apply(conn, &register(n, near(*dlat, *dlng), -10), at(0))
+                .await
+                .unwrap();
+            apply(conn, &online(n, -9), at(0)).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_cleared_event_reserves_one_driver() {
+        let mut db = db().await;
+        drivers_online(&mut db.conn, &[(0.02, 0.0), (0.01, 0.0)]).await;
+        let request = requested(1, near(0.0, 0.0), at(60));
+        assert!(
+            apply(&mut db.conn, &request, at(0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let clearance = cleared(1);
+        let out = apply(&mut db.conn, &clearance, at(0)).await.unwrap();
+        assert_eq!(
+            kinds(&out),
+            [(MessageKind::DriverAssigned, "r_1".to_owned())]
+        );
+        let Message::DriverAssigned(assigned) = &out[0].message else {
+            panic!()
+        };
+        assert_eq!(
+            (assigned.driver_id.as_str(), assigned.rider_id.as_str()),
+            ("d_1", "u_1")
+        );
+        assert_eq!(
+            out[0].id,
+            MessageId::derive_from_key("r_1/evt.driver.assigned")
+        );
+        assert_eq!(
+            out[0].correlation_id, request.correlation_id,
+            "the saga's correlation id"
+        );
+        assert_eq!(out[0].causation_id.as_ref(), Some(&clearance.id));
+        out[0].validate().unwrap();
+
+        // The same message past the inbox, and a copy under another id: nothing more.
+        assert!(
+            apply(&mut db.conn, &clearance, at(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            apply(&mut db.conn, &cleared(1), at(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            reserved_drivers(&mut db.conn).await,
+            [("d_1".to_owned(), "r_1".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unmatched_ride_gets_unavailable_at_its_deadline_once() {
+        let mut db = db().await;
+        drivers_online(&mut db.conn, &[(0.5, 0.0)]).await;
+        apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+            .await
+            .unwrap();
+        assert!(
+            apply(&mut db.conn, &cleared(1), at(0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(tick(&mut db.conn, at(59)).await.is_empty());
+
+        // A second replica on the same file races the first.
+        let mut replica = connect(&db.path).await;
+        let out = tick(&mut db.conn, at(60)).await;
+        assert_eq!(
+            kinds(&out),
+            [(MessageKind::DriverUnavailable, "r_1".to_owned())]
+        );
+        assert_eq!(
+            out[0].id,
+            MessageId::derive_from_key("r_1/evt.driver.unavailable")
+        );
+        out[0].validate().unwrap();
+        assert!(tick(&mut replica, at(61)).await.is_empty());
+        assert!(tick(&mut db.conn, at(62)).await.is_empty());
+        let late = apply(&mut db.conn, &cancelled(1, CancelReason::NoDriver), at(63))
+            .await
+            .unwrap();
+        assert!(late.is_empty(), "nothing to release");
+    }
+
+    #[tokio::test]
+    async fn a_release_hands_the_driver_to_the_next_waiting_ride() {
+        let mut db = db().await;
+        drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+        let mut requests = Vec::new();
+        for n in 1..=2 {
+            requests.push(requested(n, near(0.0, 0.0), at(60)));
+            apply(&mut db.conn, &requests[n - 1], at(0)).await.unwrap();
+            apply(&mut db.conn, &cleared(n), at(0)).await.unwrap();
+        }
+        let out = apply(&mut db.conn, &completed(1), at(5)).await.unwrap();
+        assert_eq!(
+            kinds(&out),
+            [
+                (MessageKind::DriverReleased, "r_1".to_owned()),
+                (MessageKind::DriverAssigned, "r_2".to_owned())
+            ]
+        );
+        // Ride 2's assignment carries ride 2's saga and correlation, not the completion's.
+        assert_eq!(out[1].saga_id, Some(rid(2)));
+        assert_eq!(out[1].correlation_id, requests[1].correlation_id);
+        assert_eq!(
+            reserved_drivers(&mut db.conn).await,
+            [("d_0".to_owned(), "r_2".to_owned())]
+        );
+        assert!(
+            apply(&mut db.conn, &cancelled(1, CancelReason::Rider), at(6))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_the_clearance_leaves_a_tombstone() {
+        let mut db = db().await;
+        drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+        apply(&mut db.conn, &cancelled(1, CancelReason::Rider), at(0))
+            .await
+            .unwrap();
+        apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+            .await
+            .unwrap();
+        assert!(
+            apply(&mut db.conn, &cleared(1), at(0))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(tick(&mut db.conn, at(90)).await.is_empty());
+        assert!(reserved_drivers(&mut db.conn).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_command_for_an_unregistered_driver_is_retried_later() {
+        let mut db = db().await;
+        let err = apply(&mut db.conn, &online(3, 0), at(0)).await.unwrap_err();
+        assert!(
+            matches!(err, HandleError::Transient(ref m) if m.contains("d_3")),
+            "{err}"
+        );
+        let wrong = msg(ridesaga_schemas::CancelRide {}, Some(1), 0);
+        assert!(matches!(
+            apply(&mut db.conn, &wrong, at(0)).await,
+            Err(HandleError::Permanent(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_schema_refuses_a_second_driver_for_one_ride() {
+        let mut db = db().await;
+        drivers_online(&mut db.conn, &[(0.0, 0.0), (0.5, 0.0)]).await;
+        apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+            .await
+            .unwrap();
+        apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
+        let double = sqlx::query("UPDATE drivers SET current_ride = 'r_1' WHERE driver_id = 'd_1'")
+            .execute(&mut db.conn)
+            .await;
+        assert!(double.is_err(), "the unique index must refuse it");
+    }
+
+    #[tokio::test]
+    async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
+        let mut db = db().await;
+        drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+        apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+            .await
+            .unwrap();
+        // Loaded while the driver is free...
+        let event = input_of(&cleared(1)).unwrap();
+        let rules = DriverConfig::default().rules;
+        let mut tx = db.conn.begin().await.unwrap();
+        let mut state = load_for_input(&mut tx, &event, at(0), &rules)
+            .await
+            .unwrap();
+        let before = state.clone();
+        domain::handle(&mut state, &event, at(0), &rules).unwrap();
+        // ...but someone reserved them meanwhile.
+        sqlx::query("UPDATE drivers SET current_ride = 'r_9' WHERE driver_id = 'd_0'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let err = save(&mut tx, &before, &state, at(0)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    }
+
+    /// An input for the store-versus-domain property.
+    fn scripted(choice: (u8, usize, f64, f64), t: i64) -> Envelope {
+        let (kind, n, dlat, dlng) = choice;
+        let (ride, driver) = (n % 4, n % 3);
+        match kind {
+            0 => register(driver, near(dlat, dlng), t),
+            1 => online(driver, t),
+            2 => msg(
+                DriverOffline {
+                    driver_id: did(driver),
+                },
+                None,
+                t,
+            ),
+            3 => msg(
+                MoveDriver {
+                    driver_id: did(driver),
+                    location: near(dlat, dlng),
+                },
+                None,
+                t,
+            ),
+            4 | 5 => requested(ride, near(dlat, dlng), at(60)),
+            6 | 7 => cleared(ride),
+            8 => completed(ride),
+            9 => cancelled(ride, CancelReason::Rider),
+            10 => declined(ride),
+            _ => rejected(ride),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The store loads only a slice of the state for each input; the domain run over all of
+        /// it in memory must decide the same. Random inputs (drivers registering, going online
+        /// and offline, moving; rides requested, cleared and ended) go through
+        /// `Worker::apply` on a real SQLite file and through [`domain::handle`] over a full
+        /// in-memory state: same outputs, and the same state at the end (after a timer past
+        /// every deadline).
+        #[test]
+        fn the_tables_hold_what_the_domain_decides(
+            script in prop::collection::vec((0u8..12, 0usize..12, -0.08f64..0.08, -0.08f64..0.08), 1..40),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut db = db().await;
+                let mut memory = State::default();
+                let rules = DriverConfig::default().rules;
+                for (t, choice) in script.into_iter().enumerate() {
+                    let input = scripted(choice, t as i64);
+                    let from_db = apply(&mut db.conn, &input, at(1)).await.map(|out| kinds(&out));
+                    let event = input_of(&input).unwrap();
+                    match domain::handle(&mut memory, &event, at(1), &rules) {
+                        Ok(effects) => {
+                            let expected: Vec<_> = effects.iter().map(effect_key).collect();
+                            assert_eq!(from_db.unwrap(), expected);
+                        }
+                        Err(_) => assert!(matches!(from_db, Err(HandleError::Transient(_)))),
+                    }
+                }
+                let expected: Vec<_> = domain::tick(&mut memory, at(120), &rules).iter().map(effect_key).collect();
+                assert_eq!(kinds(&tick(&mut db.conn, at(120)).await), expected);
+                assert_eq!(load_all(&mut db.conn).await, memory);
+            });
+        }
+    }
+
+    fn effect_key(effect: &domain::Effect) -> (MessageKind, String) {
+        match effect {
+            domain::Effect::DriverUpdated { driver_id, .. } => {
+                (MessageKind::DriverUpdated, driver_id.to_string())
+            }
+            domain::Effect::Assigned { ride_id, .. } => {
+                (MessageKind::DriverAssigned, ride_id.to_string())
+            }
+            domain::Effect::Released { ride_id, .. } => {
+                (MessageKind::DriverReleased, ride_id.to_string())
+            }
+            domain::Effect::Unavailable { ride_id, .. } => {
+                (MessageKind::DriverUnavailable, ride_id.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The ride saga end to end: all five workers against a real nats-server, one test per path.
+
+mod support;
+
+use std::time::Duration;
+
+use ridesaga_schemas::*;
+use support::{System, count, describe, find};
+
+const PICKUP: (f64, f64) = (52.5200, 13.4050);
+const DROPOFF: (f64, f64) = (52.5000, 13.4500);
+const NEARBY: (f64, f64) = (52.5230, 13.4100);
+const FAR_AWAY: (f64, f64) = (48.1374, 11.5755);
+
+async fn confirmed_ride(sys: &System, rider: &str) -> RideId {
+    let ride = sys.request(rider, PICKUP, DROPOFF, "tok_visa").await;
+    sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
+        .await;
+    ride
+}
+
+#[tokio::test]
+async fn happy_path_completes_and_captures_the_fare() {
+    let sys = System::start().await;
+    let driver = sys.driver("d_ann", "Ann", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_happy").await;
+    sys.command(StartRide {}, Some(&ride)).await;
+    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
+    sys.command(
+        CompleteRide {
+            distance_km: Some(5.0),
+            duration_min: Some(12.0),
+        },
+        Some(&ride),
+    )
+    .await;
+    let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
+    sys.wait_for(&ride, MessageKind::DriverReleased, Duration::from_secs(10))
+        .await;
+    let saga_with_receipt = sys
+        .wait_for(&ride, MessageKind::NotificationSent, Duration::from_secs(5))
+        .await;
+
+    let Message::RideCompleted(done) = find(&saga, MessageKind::RideCompleted) else {
+        unreachable!()
+    };
+    let Message::PaymentCaptured(captured) = find(&saga, MessageKind::PaymentCaptured) else {
+        unreachable!()
+    };
+    assert_eq!(done.driver_id, driver);
+    assert_eq!(
+        captured.amount_cents, done.fare_cents,
+        "capture equals the fare"
+    );
+    // Defaults: 250 + 120/km + 30/min.
+    assert_eq!(done.fare_cents, 250 + 5 * 120 + 12 * 30);
+    for kind in [
+        MessageKind::RideRequested,
+        MessageKind::FraudCleared,
+        MessageKind::DriverAssigned,
+        MessageKind::PaymentAuthorized,
+        MessageKind::RideConfirmed,
+        MessageKind::RideCompleted,
+        MessageKind::PaymentCaptured,
+    ] {
+        assert_eq!(count(&saga, kind), 1, "{kind} once in\n{}", describe(&saga));
+    }
+    assert_eq!(count(&saga, MessageKind::PaymentVoided), 0);
+    assert!(count(&saga_with_receipt, MessageKind::NotificationSent) >= 1);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn fraud_flagged_rejects_with_nothing_reserved_or_charged() {
+    let sys = System::start().await;
+    sys.driver("d_bea", "Bea", NEARBY).await;
+    let rider = RiderId::parse("u_blocked").unwrap();
+    sys.command(
+        BlockRider {
+            rider_id: rider.clone(),
+            reason: Some("chargebacks".into()),
+        },
+        None,
+    )
+    .await;
+    // Requests are scored concurrently, so wait until the block took effect.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sys.read("evt.fraud.blocklist.u_blocked").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "block never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ride = sys.request("u_blocked", PICKUP, DROPOFF, "tok_visa").await;
+    let saga = sys.settle(&ride, MessageKind::RideRejected).await;
+    assert_eq!(count(&saga, MessageKind::FraudFlagged), 1);
+    assert_eq!(
+        count(&saga, MessageKind::DriverAssigned),
+        0,
+        "{}",
+        describe(&saga)
+    );
+    assert_eq!(count(&saga, MessageKind::PaymentAuthorized), 0);
+    assert_eq!(count(&saga, MessageKind::PaymentCaptured), 0);
+    // The driver is still free for someone else.
+    confirmed_ride(&sys, "u_honest").await;
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_driver_in_range_cancels_after_the_deadline() {
+    let sys = System::start().await;
+    sys.driver("d_far", "Far", FAR_AWAY).await;
+    let ride = sys.request("u_lonely", PICKUP, DROPOFF, "tok_visa").await;
+    let saga = sys.settle(&ride, MessageKind::RideCancelled).await;
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::NoDriver);
+    assert_eq!(count(&saga, MessageKind::DriverUnavailable), 1);
+    assert_eq!(count(&saga, MessageKind::PaymentAuthorized), 0);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn card_declined_releases_the_driver_and_cancels_the_ride() {
+    let sys = System::start().await;
+    let driver = sys.driver("d_cid", "Cid", NEARBY).await;
+    let ride = sys
+        .request("u_broke", PICKUP, DROPOFF, "tok_chargeDeclined")
+        .await;
+    let saga = sys.settle(&ride, MessageKind::RideCancelled).await;
+    sys.wait_for(&ride, MessageKind::DriverReleased, Duration::from_secs(10))
+        .await;
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::PaymentDeclined);
+    assert_eq!(count(&saga, MessageKind::PaymentDeclined), 1);
+    assert_eq!(count(&saga, MessageKind::RideConfirmed), 0);
+    // The released driver takes the next ride.
+    let next = confirmed_ride(&sys, "u_solvent").await;
+    let next_saga = sys.saga(&next).await;
+    let Message::DriverAssigned(assigned) = find(&next_saga, MessageKind::DriverAssigned) else {
+        unreachable!()
+    };
+    assert_eq!(assigned.driver_id, driver);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn rider_cancel_after_confirmation_voids_the_hold_and_frees_the_driver() {
+    let sys = System::start().await;
+    let driver = sys.driver("d_dot", "Dot", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_fickle").await;
+    sys.command(CancelRide {}, Some(&ride)).await;
+    let saga = sys.settle(&ride, MessageKind::PaymentVoided).await;
+    sys.wait_for(&ride, MessageKind::DriverReleased, Duration::from_secs(10))
+        .await;
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::Rider);
+    let Message::PaymentVoided(voided) = find(&saga, MessageKind::PaymentVoided) else {
+        unreachable!()
+    };
+    let Message::PaymentAuthorized(held) = find(&saga, MessageKind::PaymentAuthorized) else {
+        unreachable!()
+    };
+    assert_eq!(voided.amount_cents, held.amount_cents);
+    assert_eq!(count(&saga, MessageKind::PaymentCaptured), 0);
+    let next = confirmed_ride(&sys, "u_next").await;
+    let Message::DriverAssigned(assigned) =
+        find(&sys.saga(&next).await, MessageKind::DriverAssigned).clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(assigned.driver_id, driver);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_concurrent_requests_and_one_driver_confirm_exactly_one() {
+    let sys = System::start().await;
+    sys.driver("d_eve", "Eve", NEARBY).await;
+    let (a, b) = tokio::join!(
+        sys.request("u_first", PICKUP, DROPOFF, "tok_visa"),
+        sys.request("u_second", PICKUP, DROPOFF, "tok_visa"),
+    );
+    // One is confirmed; the other finds no driver before its deadline.
+    let mut outcomes = Vec::new();
+    for ride in [&a, &b] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let saga = sys.saga(ride).await;
+            if count(&saga, MessageKind::RideConfirmed) == 1 {
+                outcomes.push("confirmed");
+                break;
+            }
+            if count(&saga, MessageKind::RideCancelled) == 1 {
+                outcomes.push("cancelled");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{ride} never settled:\n{}",
+                describe(&saga)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, ["cancelled", "confirmed"]);
+    let assigned = sys.read("evt.driver.assigned.*").await;
+    assert_eq!(assigned.len(), 1, "one driver, one assignment");
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_request_with_the_same_ride_id_creates_one_ride() {
+    let sys = System::start().await;
+    sys.driver("d_fay", "Fay", NEARBY).await;
+    let ride = RideId::generate();
+    // Two distinct commands (a retried ridectl call) for the same ride id.
+    sys.request_as(&ride, "u_retry", PICKUP, DROPOFF, "tok_visa")
+        .await;
+    sys.request_as(&ride, "u_retry", PICKUP, DROPOFF, "tok_visa")
+        .await;
+    let saga = sys.settle(&ride, MessageKind::RideConfirmed).await;
+    assert_eq!(count(&saga, MessageKind::RequestRide), 2);
+    assert_eq!(
+        count(&saga, MessageKind::RideRequested),
+        1,
+        "{}",
+        describe(&saga)
+    );
+    assert_eq!(count(&saga, MessageKind::PaymentAuthorized), 1);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_saga_survives_workers_crashing_mid_flight() {
+    let mut sys = System::start().await;
+    sys.driver("d_gus", "Gus", NEARBY).await;
+    // Payment is down when the ride is requested; ride and driver crash right after.
+    sys.kill_worker(Service::Payment).await;
+    let ride = sys.request("u_chaos", PICKUP, DROPOFF, "tok_visa").await;
+    sys.wait_for(&ride, MessageKind::DriverAssigned, Duration::from_secs(10))
+        .await;
+    sys.kill_worker(Service::Ride).await;
+    sys.kill_worker(Service::Driver).await;
+    sys.start_worker(Service::Payment);
+    sys.start_worker(Service::Ride);
+    sys.start_worker(Service::Driver);
+    let saga = sys.settle(&ride, MessageKind::RideConfirmed).await;
+    assert_eq!(
+        count(&saga, MessageKind::PaymentAuthorized),
+        1,
+        "{}",
+        describe(&saga)
+    );
+    assert_eq!(count(&saga, MessageKind::DriverAssigned), 1);
+    sys.shutdown().await;
+}

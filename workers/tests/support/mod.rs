@@ -1,0 +1,269 @@
+//! A whole Ridesaga in one test: a real nats-server, provisioned streams, and the five workers
+//! running in-process on temporary databases, each of which can be stopped and restarted.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures_util::StreamExt;
+use ridesaga_schemas::*;
+use ridesaga_testkit::NatsServer;
+use ridesaga_workers::app;
+use ridesaga_workers::config::Settings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct System {
+    pub server: NatsServer,
+    pub js: jetstream::Context,
+    pub dir: tempfile::TempDir,
+    workers: HashMap<Service, (CancellationToken, JoinHandle<()>)>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl System {
+    /// Starts everything with short deadlines: a ride must find a driver within `match_deadline`.
+    pub async fn start() -> System {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[(&str, &str)]) -> System {
+        if std::env::var_os("RUST_LOG").is_some() {
+            ridesaga_workers::telemetry::init("info");
+        }
+        let server = NatsServer::start().await.expect("nats-server starts");
+        let js = jetstream::new(server.client().await.expect("connects"));
+        streams::provision(&js, streams::ProvisionOptions::default())
+            .await
+            .expect("provisions");
+        let mut system = System {
+            server,
+            js,
+            dir: tempfile::tempdir().expect("temp dir"),
+            workers: HashMap::new(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        for service in Service::ALL {
+            system.start_worker(service);
+        }
+        system
+    }
+
+    pub fn settings(&self, service: Service) -> Settings {
+        let db = self.dir.path().join(format!("{service}.db"));
+        let mut settings = Settings::from_pairs([
+            ("NATS_URL", self.server.url()),
+            ("DATABASE_URL", format!("sqlite://{}", db.display())),
+            ("RIDESAGA_HTTP_ADDR", "off".into()),
+            ("RIDESAGA_TICK", "100ms".into()),
+            ("RIDESAGA_RELAY_INTERVAL", "200ms".into()),
+            ("RIDESAGA_MATCH_DEADLINE", "3s".into()),
+            ("RIDESAGA_CONFIRM_GRACE", "2s".into()),
+            (
+                "RIDESAGA_NOTIFY_LOG",
+                self.dir
+                    .path()
+                    .join("notifications.jsonl")
+                    .display()
+                    .to_string(),
+            ),
+        ]);
+        for (k, v) in &self.extra {
+            settings = settings.with(k, v.clone());
+        }
+        settings
+    }
+
+    pub fn start_worker(&mut self, service: Service) {
+        let token = CancellationToken::new();
+        let settings = self.settings(service);
+        let handle = tokio::spawn({
+            let token = token.clone();
+            async move {
+                if let Err(e) = app::run(service, settings, token).await {
+                    panic!("{service} worker failed: {e:#}");
+                }
+            }
+        });
+        self.workers.insert(service, (token, handle));
+    }
+
+    /// Stops a worker the way SIGTERM does (drain) and waits for it.
+    pub async fn stop_worker(&mut self, service: Service) {
+        if let Some((token, handle)) = self.workers.remove(&service) {
+            token.cancel();
+            handle.await.expect("worker task");
+        }
+    }
+
+    /// Kills a worker without draining: its task is aborted mid-flight, like a crashed pod.
+    pub async fn kill_worker(&mut self, service: Service) {
+        if let Some((_, handle)) = self.workers.remove(&service) {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for service in Service::ALL {
+            self.stop_worker(service).await;
+        }
+    }
+
+    /// Publishes a command (or any message) and waits for the server to store it.
+    pub async fn send(&self, envelope: &Envelope) {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(envelope.encode().into())
+            .message_id(envelope.id.as_str());
+        self.js
+            .send_publish(envelope.subject(), msg)
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    pub async fn command(&self, message: impl Into<Message>, ride: Option<&RideId>) -> Envelope {
+        let envelope = Envelope::new(message, ride.cloned(), "test");
+        self.send(&envelope).await;
+        envelope
+    }
+
+    pub async fn driver(&self, id: &str, name: &str, at: (f64, f64)) -> DriverId {
+        let driver_id = DriverId::parse(id).unwrap();
+        let location = GeoPoint::new(at.0, at.1).unwrap();
+        self.command(
+            RegisterDriver {
+                driver_id: driver_id.clone(),
+                name: name.into(),
+                location,
+            },
+            None,
+        )
+        .await;
+        self.command(
+            DriverOnline {
+                driver_id: driver_id.clone(),
+                location: None,
+            },
+            None,
+        )
+        .await;
+        driver_id
+    }
+
+    pub async fn request(
+        &self,
+        rider: &str,
+        from: (f64, f64),
+        to: (f64, f64),
+        card: &str,
+    ) -> RideId {
+        let ride = RideId::generate();
+        self.request_as(&ride, rider, from, to, card).await;
+        ride
+    }
+
+    pub async fn request_as(
+        &self,
+        ride: &RideId,
+        rider: &str,
+        from: (f64, f64),
+        to: (f64, f64),
+        card: &str,
+    ) -> Envelope {
+        let request = RequestRide {
+            rider_id: RiderId::parse(rider).unwrap(),
+            pickup: GeoPoint::new(from.0, from.1).unwrap(),
+            dropoff: GeoPoint::new(to.0, to.1).unwrap(),
+            payment_token: card.into(),
+        };
+        self.command(request, Some(ride)).await
+    }
+
+    /// Every message stored for one ride, in stream order.
+    pub async fn saga(&self, ride: &RideId) -> Vec<Envelope> {
+        self.read(&saga_filter(ride.as_str())).await
+    }
+
+    pub async fn read(&self, filter: &str) -> Vec<Envelope> {
+        let stream = self
+            .js
+            .get_stream(streams::SAGA_STREAM)
+            .await
+            .expect("stream");
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter.to_string(),
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut out = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(10_000)
+            .messages()
+            .await
+            .expect("fetch");
+        while let Some(Ok(m)) = batch.next().await {
+            out.push(Envelope::decode(&m.subject, &m.payload).expect("decodes"));
+        }
+        out
+    }
+
+    /// Waits until the ride's saga has a message of `kind`, then returns the whole saga.
+    pub async fn wait_for(
+        &self,
+        ride: &RideId,
+        kind: MessageKind,
+        timeout: Duration,
+    ) -> Vec<Envelope> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let saga = self.saga(ride).await;
+            if saga.iter().any(|e| e.kind() == kind) {
+                return saga;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{ride}: no {kind} within {timeout:?}; saga so far:\n{}",
+                    describe(&saga)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for `kind`, then a little longer, so that any unwanted extra message shows up.
+    pub async fn settle(&self, ride: &RideId, kind: MessageKind) -> Vec<Envelope> {
+        self.wait_for(ride, kind, Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        self.saga(ride).await
+    }
+}
+
+pub fn count(saga: &[Envelope], kind: MessageKind) -> usize {
+    saga.iter().filter(|e| e.kind() == kind).count()
+}
+
+pub fn describe(saga: &[Envelope]) -> String {
+    saga.iter()
+        .map(|e| format!("  {} ({})\n", e.subject(), e.producer))
+        .collect()
+}
+
+pub fn find(saga: &[Envelope], kind: MessageKind) -> &Message {
+    &saga
+        .iter()
+        .find(|e| e.kind() == kind)
+        .unwrap_or_else(|| panic!("no {kind} in\n{}", describe(saga)))
+        .message
+}
