@@ -95,12 +95,23 @@ impl Harness {
     }
 
     fn spawn(&self, worker: Blocklist) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let settings = Settings::from_pairs([
+        self.spawn_with(worker, &[])
+    }
+
+    fn spawn_with(
+        &self,
+        worker: Blocklist,
+        extra: &[(&str, String)],
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let mut settings = Settings::from_pairs([
             ("NATS_URL", self.server.url()),
             ("DATABASE_URL", self.database_url()),
             ("RIDESAGA_HTTP_ADDR", "off".to_string()),
             ("RIDESAGA_RELAY_INTERVAL", "100ms".to_string()),
         ]);
+        for (name, value) in extra {
+            settings = settings.with(name, value.clone());
+        }
         let config = RuntimeConfig::load("fraud", &settings).unwrap();
         let token = CancellationToken::new();
         let handle = tokio::spawn({
@@ -358,4 +369,48 @@ async fn a_worker_resumes_after_the_server_restarts() {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(out.len(), 1);
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_served_over_http() {
+    let h = Harness::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (stop, task) = h.spawn_with(
+        Blocklist::default(),
+        &[("RIDESAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))],
+    );
+    h.publish(&block("u_counted"), "c1").await;
+    assert_eq!(h.stored("evt.fraud.blocklist.u_counted", 1).await.len(), 1);
+    let health = http_get(port, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+    let metrics = http_get(port, "/metrics").await;
+    assert!(
+        metrics.contains("ridesaga_messages_handled_total{service=\"fraud\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ridesaga_handler_seconds_count"),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/nope").await.starts_with("HTTP/1.1 404"));
+    stop.cancel();
+    task.await.unwrap();
 }

@@ -264,3 +264,174 @@ async fn a_saga_survives_workers_crashing_mid_flight() {
     assert_eq!(count(&saga, MessageKind::DriverAssigned), 1);
     sys.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_ride_not_confirmed_in_time_expires_and_releases_its_driver() {
+    let mut sys = System::start().await;
+    sys.driver("d_hal", "Hal", NEARBY).await;
+    // Without payment nothing confirms the ride: it expires at match deadline + grace.
+    sys.stop_worker(Service::Payment).await;
+    let ride = sys.request("u_waiting", PICKUP, DROPOFF, "tok_visa").await;
+    let saga = sys.settle(&ride, MessageKind::DriverReleased).await;
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::Expired);
+    // Payment comes back, sees the assignment and the cancellation: no hold survives.
+    sys.start_worker(Service::Payment);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let saga = sys.saga(&ride).await;
+    let held = count(&saga, MessageKind::PaymentAuthorized);
+    assert_eq!(
+        held,
+        count(&saga, MessageKind::PaymentVoided),
+        "{}",
+        describe(&saga)
+    );
+    assert_eq!(count(&saga, MessageKind::RideConfirmed), 0);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn replaying_a_finished_saga_changes_nothing() {
+    let sys = System::start().await;
+    sys.driver("d_ida", "Ida", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_replay").await;
+    sys.command(StartRide {}, Some(&ride)).await;
+    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
+    sys.command(
+        CompleteRide {
+            distance_km: None,
+            duration_min: None,
+        },
+        Some(&ride),
+    )
+    .await;
+    sys.wait_for(&ride, MessageKind::PaymentCaptured, Duration::from_secs(10))
+        .await;
+    let before = sys.settle(&ride, MessageKind::DriverReleased).await;
+    sys.wait_for(&ride, MessageKind::NotificationSent, Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = sys.saga(&ride).await;
+    let effects_before = effects(&sys).await;
+
+    // Every message again, as a redelivery would bring it: same envelope, new Nats-Msg-Id, so
+    // the stream stores the copies and only the services' inboxes can tell.
+    for envelope in &before {
+        let msg = async_nats::jetstream::message::PublishMessage::build()
+            .payload(envelope.encode().into())
+            .message_id(format!("{}-again", envelope.id));
+        sys.js
+            .send_publish(envelope.subject(), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = sys.saga(&ride).await;
+    assert_eq!(
+        after.len(),
+        2 * before.len(),
+        "only the copies were added:\n{}",
+        describe(&after)
+    );
+    let kinds = |saga: &[Envelope]| {
+        let mut ids: Vec<String> = saga.iter().map(|e| e.id.to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(kinds(&after), kinds(&before), "no new message id");
+    assert_eq!(
+        effects(&sys).await,
+        effects_before,
+        "no effect happened twice"
+    );
+    sys.shutdown().await;
+}
+
+/// Side effects as the services recorded them: gateway operations, notifications written to
+/// the channel log, and inputs applied per service.
+async fn effects(sys: &System) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for (service, sql) in [
+        (Service::Payment, "SELECT COUNT(*) FROM payment_operations"),
+        (Service::Notification, "SELECT COUNT(*) FROM notifications"),
+        (Service::Driver, "SELECT COUNT(*) FROM driver_rides"),
+    ] {
+        let url = format!(
+            "sqlite://{}",
+            sys.dir.path().join(format!("{service}.db")).display()
+        );
+        let pool = ridesaga_workers::runtime::store::open(&url, 1)
+            .await
+            .unwrap();
+        out.push((
+            sql.to_string(),
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap(),
+        ));
+        let applied = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        out.push((format!("{service} inbox"), applied));
+        pool.close().await;
+    }
+    let log = std::fs::read_to_string(sys.dir.path().join("notifications.jsonl")).unwrap();
+    out.push(("notification log lines".into(), log.lines().count() as i64));
+    out
+}
+
+#[tokio::test]
+async fn every_notification_is_sent_exactly_once() {
+    let sys = System::start().await;
+    sys.driver("d_jo", "Jo", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_told").await;
+    sys.command(StartRide {}, Some(&ride)).await;
+    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
+    sys.command(
+        CompleteRide {
+            distance_km: Some(3.0),
+            duration_min: Some(9.0),
+        },
+        Some(&ride),
+    )
+    .await;
+    sys.wait_for(&ride, MessageKind::PaymentCaptured, Duration::from_secs(10))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut sent = loop {
+        let saga = sys.saga(&ride).await;
+        let sent: Vec<(NotificationKind, Recipient)> = saga
+            .iter()
+            .filter_map(|e| match &e.message {
+                Message::NotificationSent(n) => Some((n.kind, n.recipient)),
+                _ => None,
+            })
+            .collect();
+        if sent.iter().any(|(k, _)| *k == NotificationKind::Receipt)
+            || tokio::time::Instant::now() > deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sent.sort_by_key(|(k, r)| (k.as_str(), *r == Recipient::Driver));
+    assert_eq!(
+        sent,
+        [
+            (NotificationKind::DriverAssigned, Recipient::Rider),
+            (NotificationKind::DriverAssigned, Recipient::Driver),
+            (NotificationKind::Receipt, Recipient::Rider),
+            (NotificationKind::RideConfirmed, Recipient::Rider),
+        ]
+    );
+    let log = std::fs::read_to_string(sys.dir.path().join("notifications.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 4, "{log}");
+    sys.shutdown().await;
+}

@@ -1,0 +1,438 @@
+//! Every command, flag and argument of `ridectl`, in one place (clap derive). The modules under
+//! `commands/` carry them out; nothing here talks to NATS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId};
+
+use crate::duration::parse_duration;
+use crate::saga::Expectation;
+
+const ABOUT: &str = "Operate Ridesaga: publish ride and driver commands, follow sagas live, \
+inspect streams, consumers, workers and dead letters, and audit the saga invariants.";
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  error (unreachable server, missing ride, refused command, audit violations, ...)
+  2  usage error (bad flag or value; nothing was published)
+  3  a saga came to rest in a state other than the one given with --expect
+  4  timed out (--timeout) before the saga came to rest
+
+Output is a table on a terminal and JSON when stdout is not a terminal or with --output json.
+Diagnostics go to stderr. NO_COLOR turns colours off.";
+
+/// `ridectl`: the Ridesaga control plane.
+#[derive(Debug, Parser)]
+#[command(name = "ridectl", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten, next_help_heading = "Global options")]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection and output options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// NATS server URL; several separated by commas.
+    #[arg(
+        long,
+        short = 's',
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// User name for NATS.
+    #[arg(long, global = true, env = "NATS_USER", value_name = "USER")]
+    pub user: Option<String>,
+    /// Password for NATS (with --user).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: Option<String>,
+    /// NATS credentials file (JWT and NKey seed).
+    #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// Output format [default: table on a terminal, json otherwise].
+    #[arg(long, short = 'o', global = true, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+    /// How long to try to reach the server.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+}
+
+/// How results are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts: one document, or one line per item for live streams.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register drivers and change their availability or position.
+    #[command(subcommand)]
+    Driver(DriverCommand),
+    /// Request, cancel, start, complete and show rides.
+    #[command(subcommand)]
+    Ride(RideCommand),
+    /// Block and unblock riders.
+    #[command(subcommand)]
+    Fraud(FraudCommand),
+    /// Saga timelines and lists, rebuilt from the stream.
+    #[command(subcommand)]
+    Saga(SagaCommand),
+    /// Show the streams: messages, bytes, first and last message time, subjects.
+    Streams,
+    /// Show each service's consumer: pending, ack pending, redelivered, lag, last delivery.
+    Consumers,
+    /// Print commands and events as they are stored.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Show the running worker instances and their stats (NATS service discovery).
+    Services(ServicesArgs),
+    /// Replay the event log and check the saga invariants; exit 0 only when none is violated.
+    Audit(AuditArgs),
+    /// Create or update the streams and consumers from the contract (idempotent).
+    Provision(ProvisionArgs),
+    /// Inspect and replay dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriverCommand {
+    /// Register a driver (or rename and relocate one); a new driver starts offline.
+    Register {
+        /// The driver id, e.g. d_berlin_1.
+        id: DriverId,
+        /// The driver's display name.
+        #[arg(long)]
+        name: String,
+        /// Position as LAT,LNG in decimal degrees.
+        #[arg(long, value_name = "LAT,LNG")]
+        at: GeoPoint,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+    /// Make a driver available for rides, optionally at a new position.
+    Online {
+        /// The driver id.
+        id: DriverId,
+        /// New position as LAT,LNG.
+        #[arg(long, value_name = "LAT,LNG")]
+        at: Option<GeoPoint>,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+    /// Stop a driver from taking new rides.
+    Offline {
+        /// The driver id.
+        id: DriverId,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+    /// Move a driver.
+    Move {
+        /// The driver id.
+        id: DriverId,
+        /// New position as LAT,LNG.
+        #[arg(long, value_name = "LAT,LNG")]
+        at: GeoPoint,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+}
+
+/// Waiting for the driver service to apply a driver or fraud command.
+#[derive(Debug, Clone, Args)]
+pub struct DriverWaitArgs {
+    /// Wait until the owning service has applied the command (its update event is stored).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RideCommand {
+    /// Request a ride; prints the ride id.
+    Request(RequestArgs),
+    /// Cancel a ride (the rider cancels); whatever was done is undone.
+    Cancel(RideActionArgs),
+    /// Start a ride (the driver picked the rider up).
+    Start(RideActionArgs),
+    /// Complete a ride (the driver dropped the rider off); the fare is captured.
+    Complete(CompleteArgs),
+    /// Show a ride's state, reason, driver, fare and amounts, rebuilt from the stream.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The rider asking for the ride.
+    #[arg(long, value_name = "RIDER_ID")]
+    pub rider: RiderId,
+    /// Pickup as LAT,LNG.
+    #[arg(long, value_name = "LAT,LNG")]
+    pub from: GeoPoint,
+    /// Drop-off as LAT,LNG.
+    #[arg(long, value_name = "LAT,LNG")]
+    pub to: GeoPoint,
+    /// Payment token, e.g. tok_visa or tok_chargeDeclined.
+    #[arg(long, value_name = "TOKEN", value_parser = parse_card_token)]
+    pub card: String,
+    /// Ride id to use (default: a new one). Retrying with the same id sends the same command,
+    /// which the stream drops as a duplicate.
+    #[arg(long, value_name = "RIDE_ID")]
+    pub id: Option<RideId>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RideActionArgs {
+    /// The ride.
+    pub ride: RideId,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// The ride.
+    pub ride: RideId,
+    /// Distance driven in km (default: the planned route).
+    #[arg(long, value_name = "KM", value_parser = parse_non_negative)]
+    pub distance_km: Option<f64>,
+    /// Duration in minutes (default: the time since the start).
+    #[arg(long, value_name = "MIN", value_parser = parse_non_negative)]
+    pub duration_min: Option<f64>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Following a ride's saga after a command.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Follow the saga live, one line per step, until it comes to rest (confirmed, started,
+    /// completed with the payment captured, cancelled, rejected or expired).
+    #[arg(long)]
+    pub wait: bool,
+    /// Exit with code 3 unless the saga comes to rest in this state (implies --wait).
+    /// STATE[:REASON], e.g. confirmed, completed, cancelled:no_driver, rejected, expired.
+    #[arg(long, value_name = "STATE")]
+    pub expect: Option<Expectation>,
+    /// How long --wait may take before exiting with code 4.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+impl WaitArgs {
+    pub fn enabled(&self) -> bool {
+        self.wait || self.expect.is_some()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The ride.
+    pub ride: RideId,
+    /// Exit with code 3 unless the ride is in this state (STATE[:REASON]).
+    #[arg(long, value_name = "STATE")]
+    pub expect: Option<Expectation>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FraudCommand {
+    /// Block a rider: every later request of theirs is flagged and rejected.
+    Block {
+        /// The rider.
+        rider: RiderId,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+    /// Lift a rider's block.
+    Unblock {
+        /// The rider.
+        rider: RiderId,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SagaCommand {
+    /// Every command and event of a ride in order: time, producer, delta, compensations.
+    Trace {
+        /// The ride.
+        ride: RideId,
+    },
+    /// List sagas with their state, rebuilt from the ride events.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only sagas in this class.
+    #[arg(long, value_enum)]
+    pub state: Option<StateClass>,
+    /// Only sagas with ride events in this recent window, e.g. 10m.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// A saga that is not terminal and idle for longer than this is stuck.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub stuck_after: Duration,
+}
+
+/// Classes of sagas for `saga list --state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateClass {
+    /// Not terminal, with recent activity.
+    Active,
+    /// Not terminal and idle past --stuck-after.
+    Stuck,
+    /// Completed, cancelled, rejected or expired.
+    Terminal,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print messages as they are stored, following new ones until interrupted.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Subject filter, e.g. 'evt.payment.>' or '*.*.*.r_123' [default: everything].
+    #[arg(value_name = "SUBJECT-FILTER")]
+    pub filter: Option<String>,
+    /// Start this far back instead of with new messages only, e.g. 5m.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+    /// Stop after printing what is stored instead of following new messages.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// How long to collect answers from the workers.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Sagas idle for less than this are still in flight: only safety invariants are checked
+    /// for them (nothing twice, no double assignment), not that they finished.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub settle: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Stream and consumer replicas: 1 on a single server, 3 on a cluster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: worker records with reasons and server advisories.
+    List,
+    /// Show one dead letter and the original message.
+    Show {
+        /// The dead letter's sequence in the dead-letter stream (see `dlq list`).
+        seq: u64,
+    },
+    /// Republish a dead letter's original message to its subject with a fresh Nats-Msg-Id.
+    Replay {
+        /// The dead letter's sequence in the dead-letter stream.
+        seq: u64,
+    },
+}
+
+fn parse_card_token(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("a payment token is 1-64 letters, digits, '_' or '-', e.g. tok_visa".into())
+    }
+}
+
+fn parse_non_negative(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number of at least 0, got {value:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_position_is_refused_naming_the_flag_and_the_problem() {
+        let err = Cli::try_parse_from([
+            "ridectl", "ride", "request", "--rider", "u_1", "--from", "91,0", "--to", "1,1",
+            "--card", "tok_visa",
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--from") && text.contains("latitude out of range"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn expect_implies_wait() {
+        let cli = Cli::try_parse_from(["ridectl", "ride", "start", "r_1", "--expect", "started"])
+            .unwrap();
+        let Command::Ride(RideCommand::Start(args)) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        assert!(args.wait.enabled());
+    }
+
+    #[test]
+    fn card_tokens_and_distances_are_checked() {
+        assert!(parse_card_token("tok_visa").is_ok());
+        assert!(parse_card_token("4242 4242").is_err());
+        assert!(parse_non_negative("-1").is_err());
+        assert_eq!(parse_non_negative("2.5"), Ok(2.5));
+    }
+}

@@ -1,0 +1,285 @@
+//! Talking to NATS: connecting with the global options, publishing commands with their
+//! `Nats-Msg-Id`, and reading the saga stream through ordered (ephemeral, unacknowledged)
+//! consumers, either up to what is stored now ([`scan`]) or live ([`follow`]).
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use async_nats::jetstream::{
+    self, consumer,
+    message::PublishMessage,
+    publish::PublishAck,
+    stream::{LastRawMessageErrorKind, Stream as JsStream},
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use ridesaga_schemas::{Envelope, streams::SAGA_STREAM};
+use time::OffsetDateTime;
+
+use crate::cli::GlobalArgs;
+use crate::exit::HintExt;
+use crate::output::warn;
+use crate::saga::Step;
+
+/// How long one read from a consumer may stall before a scan gives up.
+const READ_STALL: Duration = Duration::from_secs(10);
+
+/// A connection and its JetStream context.
+#[derive(Debug, Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// Connects with `--server`, `--user/--password` or `--creds`, failing fast when unreachable.
+pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Nats> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("ridectl")
+        .connection_timeout(global.connect_timeout);
+    match (&global.user, &global.password) {
+        (Some(user), Some(password)) => {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        (Some(_), None) => return Err(anyhow!("--user needs --password (or NATS_PASSWORD)")),
+        _ => {}
+    }
+    if let Some(path) = &global.creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .with_context(|| format!("could not read credentials file {}", path.display()))?;
+    }
+    let servers: Vec<&str> = global.server.split(',').map(str::trim).collect();
+    let attempt = tokio::time::timeout(
+        global.connect_timeout + Duration::from_secs(1),
+        options.connect(servers.as_slice()),
+    );
+    let client = attempt
+        .await
+        .map_err(|_| anyhow!("no answer within {:?}", global.connect_timeout))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("could not connect to {}", global.server))?;
+    let js = jetstream::new(client.clone());
+    Ok(Nats { client, js })
+}
+
+impl Nats {
+    /// The saga stream, with a hint when it does not exist yet.
+    pub async fn saga_stream(&self) -> anyhow::Result<JsStream> {
+        self.stream(SAGA_STREAM).await
+    }
+
+    /// A stream by name, with a hint when it does not exist yet.
+    pub async fn stream(&self, name: &str) -> anyhow::Result<JsStream> {
+        self.js
+            .get_stream(name)
+            .await
+            .with_context(|| format!("could not open stream {name}"))
+            .hint("create the streams and consumers with `ridectl provision`")
+    }
+
+    /// Publishes an envelope on its subject with its id as `Nats-Msg-Id` and waits for the
+    /// stream's acknowledgement.
+    pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<PublishAck> {
+        envelope.validate()?;
+        self.publish_raw(
+            envelope.subject(),
+            Bytes::from(envelope.encode()),
+            envelope.id.as_str(),
+        )
+        .await
+    }
+
+    /// Publishes bytes with a message id and waits for the stream's acknowledgement.
+    pub async fn publish_raw(
+        &self,
+        subject: String,
+        payload: Bytes,
+        message_id: &str,
+    ) -> anyhow::Result<PublishAck> {
+        let message = PublishMessage::build()
+            .payload(payload)
+            .message_id(message_id);
+        let ack = self
+            .js
+            .send_publish(subject.clone(), message)
+            .await
+            .with_context(|| format!("could not publish {subject}"))?
+            .await
+            .with_context(|| format!("no acknowledgement from the stream for {subject}"))
+            .hint("the stream may not exist: run `ridectl provision`")?;
+        Ok(ack)
+    }
+}
+
+/// Whether the stream holds any message on `subject`.
+pub async fn has_subject(stream: &JsStream, subject: &str) -> anyhow::Result<bool> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("could not look up {subject}")),
+    }
+}
+
+/// A stored message, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: u64,
+    pub time: OffsetDateTime,
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+impl Record {
+    /// Decodes the envelope; `None` (with a warning) for messages this build cannot read.
+    pub fn step(&self) -> Option<Step> {
+        match Envelope::decode(&self.subject, &self.payload) {
+            Ok(envelope) => Some(Step {
+                seq: self.seq,
+                time: self.time,
+                envelope,
+            }),
+            Err(e) => {
+                warn(format!(
+                    "skipping message {} on {}: {e}",
+                    self.seq, self.subject
+                ));
+                None
+            }
+        }
+    }
+}
+
+fn ordered_config(
+    filters: &[String],
+    deliver: consumer::DeliverPolicy,
+) -> consumer::pull::OrderedConfig {
+    let mut config = consumer::pull::OrderedConfig {
+        deliver_policy: deliver,
+        ..Default::default()
+    };
+    match filters {
+        [] => {}
+        [one] => config.filter_subject = one.clone(),
+        many => config.filter_subjects = many.to_vec(),
+    }
+    config
+}
+
+/// Every stored message matching `filters` from `deliver` on, up to the last one stored when
+/// the scan began.
+pub async fn scan(
+    stream: &JsStream,
+    filters: &[String],
+    deliver: consumer::DeliverPolicy,
+) -> anyhow::Result<Vec<Record>> {
+    let mut stream = stream.clone();
+    let last = stream
+        .info()
+        .await
+        .context("could not read the stream's state")?
+        .state
+        .last_sequence;
+    let consumer = stream
+        .create_consumer(ordered_config(filters, deliver))
+        .await
+        .context("could not create a consumer to read the stream")?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("could not read the stream")?;
+    let mut records = Vec::new();
+    loop {
+        let next = tokio::time::timeout(READ_STALL, messages.next())
+            .await
+            .map_err(|_| anyhow!("reading the stream stalled for {READ_STALL:?}"))?;
+        let Some(message) = next else { break };
+        let message = message.context("could not read the stream")?;
+        let info = message
+            .info()
+            .map_err(|e| anyhow!("message without stream metadata: {e}"))?;
+        let (seq, pending, time) = (info.stream_sequence, info.pending, info.published);
+        records.push(Record {
+            seq,
+            time,
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+        });
+        if pending == 0 || seq >= last {
+            break;
+        }
+    }
+    Ok(records)
+}
+
+/// Decoded steps of everything matching `filters`.
+pub async fn scan_steps(
+    stream: &JsStream,
+    filters: &[String],
+    deliver: consumer::DeliverPolicy,
+) -> anyhow::Result<Vec<Step>> {
+    Ok(scan(stream, filters, deliver)
+        .await?
+        .iter()
+        .filter_map(Record::step)
+        .collect())
+}
+
+/// A live feed of messages matching `filters` from `deliver` on.
+pub struct Feed {
+    messages: consumer::pull::Ordered,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Feed")
+    }
+}
+
+impl Feed {
+    /// The next message; `None` when the feed ended.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Record>> {
+        loop {
+            let Some(message) = self.messages.next().await else {
+                return Ok(None);
+            };
+            let message = match message {
+                Ok(message) => message,
+                // The ordered consumer recreates itself; a missed heartbeat is worth a note.
+                Err(e) => {
+                    tracing::debug!("feed: {e}");
+                    continue;
+                }
+            };
+            let info = message
+                .info()
+                .map_err(|e| anyhow!("message without stream metadata: {e}"))?;
+            return Ok(Some(Record {
+                seq: info.stream_sequence,
+                time: info.published,
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+            }));
+        }
+    }
+}
+
+/// Follows messages matching `filters` as they are stored.
+pub async fn follow(
+    stream: &JsStream,
+    filters: &[String],
+    deliver: consumer::DeliverPolicy,
+) -> anyhow::Result<Feed> {
+    let consumer = stream
+        .create_consumer(ordered_config(filters, deliver))
+        .await
+        .context("could not create a consumer to follow the stream")?;
+    let messages = consumer
+        .messages()
+        .await
+        .context("could not follow the stream")?;
+    Ok(Feed { messages })
+}

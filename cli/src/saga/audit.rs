@@ -1,0 +1,409 @@
+//! The saga invariants of DESIGN.md, checked over an event log in stream order.
+//!
+//! Safety invariants (nothing twice, no double assignment, nothing for a flagged ride) are
+//! checked for every saga. Liveness invariants (every saga ends, holds are voided, the rider is
+//! told) only for sagas idle longer than the settle time, so an audit during traffic does not
+//! report rides that are simply still running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ridesaga_schemas::{Message, NotificationKind, Recipient};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{RideState, Saga, Step};
+use crate::duration::format_duration;
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub ride_id: String,
+    /// The invariant's number in DESIGN.md (1-5).
+    pub invariant: u8,
+    pub message: String,
+}
+
+/// What the audit looked at and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub sagas: usize,
+    pub terminal: usize,
+    pub in_flight: usize,
+    pub violations: Vec<Violation>,
+}
+
+/// Checks every invariant over `steps` (in stream order) as of `now`.
+pub fn audit(steps: &[Step], now: OffsetDateTime, settle: Duration) -> Report {
+    let mut sagas: BTreeMap<&str, Saga> = BTreeMap::new();
+    for step in steps {
+        if let Some(ride) = step.ride() {
+            sagas
+                .entry(ride)
+                .or_insert_with(|| Saga::new(ride))
+                .apply(step);
+        }
+    }
+    let mut violations = drivers_never_double_booked(steps);
+    let mut report = Report {
+        sagas: 0,
+        terminal: 0,
+        in_flight: 0,
+        violations: Vec::new(),
+    };
+    for saga in sagas.values() {
+        // Messages about a ride that was never requested (e.g. a refused command) are no saga.
+        if saga.state == RideState::Unknown {
+            continue;
+        }
+        report.sagas += 1;
+        if saga.state.is_terminal() {
+            report.terminal += 1;
+        }
+        let settled = saga.idle(now) >= settle;
+        if !settled {
+            report.in_flight += 1;
+        }
+        check_saga(saga, settled, now, &mut violations);
+    }
+    violations.sort_by(|a, b| (&a.ride_id, a.invariant).cmp(&(&b.ride_id, b.invariant)));
+    report.violations = violations;
+    report
+}
+
+fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Violation>) {
+    let mut violate = |invariant: u8, message: String| {
+        out.push(Violation {
+            ride_id: saga.ride_id.clone(),
+            invariant,
+            message,
+        })
+    };
+
+    // 1. exactly one terminal state, none stuck.
+    if saga.terminal_events.len() > 1 {
+        violate(
+            1,
+            format!("ended more than once: {}", saga.terminal_events.join(", ")),
+        );
+    }
+    for late in &saga.late_transitions {
+        violate(1, format!("state changed after the saga ended: {late}"));
+    }
+    if settled && !saga.state.is_terminal() {
+        violate(
+            1,
+            format!(
+                "stuck in {} (idle for {})",
+                saga.state,
+                format_duration(saga.idle(now))
+            ),
+        );
+    }
+
+    // 2. one capture equal to the fare; holds of rides that did not complete voided.
+    let captures: u32 = saga.holds.iter().map(|h| h.captures).sum();
+    if captures > 1 {
+        violate(2, format!("captured {captures} times"));
+    }
+    if captures > 0 && saga.state != RideState::Completed {
+        violate(
+            2,
+            format!("payment captured but the ride is {}", saga.label()),
+        );
+    }
+    if let (Some(fare), true) = (saga.fare_cents, captures == 1)
+        && saga.captured_cents != fare
+    {
+        violate(
+            2,
+            format!(
+                "captured {} but the fare is {}",
+                crate::output::money(saga.captured_cents),
+                crate::output::money(fare)
+            ),
+        );
+    }
+    if settled && saga.state == RideState::Completed && captures == 0 {
+        match &saga.capture_failed {
+            Some(error) => violate(2, format!("completed but the capture failed: {error}")),
+            None => violate(2, "completed but never captured".into()),
+        }
+    }
+    if settled && saga.state != RideState::Completed {
+        for hold in saga.holds.iter().filter(|h| !h.voided && h.captures == 0) {
+            violate(
+                2,
+                format!(
+                    "hold {} of a {} ride was never voided",
+                    hold.hold_id, saga.state
+                ),
+            );
+        }
+    }
+
+    // 4. each notification at most once; every terminal ride told its rider.
+    let mut seen: HashMap<(NotificationKind, Recipient), u32> = HashMap::new();
+    for notice in &saga.notifications {
+        *seen.entry((notice.kind, notice.recipient)).or_default() += 1;
+    }
+    let mut duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    duplicates.sort_by_key(|((kind, _), _)| kind.as_str());
+    for ((kind, recipient), n) in duplicates {
+        violate(
+            4,
+            format!(
+                "notification {} sent to the {recipient:?} {n} times",
+                kind.as_str()
+            )
+            .to_lowercase(),
+        );
+    }
+    let told = |kind| seen.contains_key(&(kind, Recipient::Rider));
+    let owed = match saga.state {
+        RideState::Completed if saga.payment_settled() && saga.capture_failed.is_none() => {
+            Some(NotificationKind::Receipt)
+        }
+        RideState::Cancelled | RideState::Expired => Some(NotificationKind::RideCancelled),
+        RideState::Rejected => Some(NotificationKind::RideRejected),
+        _ => None,
+    };
+    if let (true, Some(kind)) = (settled, owed)
+        && !told(kind)
+    {
+        violate(
+            4,
+            format!(
+                "the rider was never told ({} not sent) although the ride is {}",
+                kind.as_str(),
+                saga.state
+            ),
+        );
+    }
+
+    // 5. a flagged ride never gets a driver or a hold.
+    if saga.flagged {
+        if let Some(driver) = &saga.driver_id {
+            violate(
+                5,
+                format!("flagged by fraud but driver {driver} was assigned"),
+            );
+        }
+        if saga.held_cents > 0 {
+            violate(
+                5,
+                format!(
+                    "flagged by fraud but {} was held",
+                    crate::output::money(saga.held_cents)
+                ),
+            );
+        }
+    }
+}
+
+/// Invariant 3: a driver is never assigned to two active rides at once. A driver counts as free
+/// from the first sign that its ride let go: released, the ride completed, cancelled or
+/// rejected, or its payment declined (the release that follows may be published later than a
+/// new assignment).
+fn drivers_never_double_booked(steps: &[Step]) -> Vec<Violation> {
+    let mut busy: HashMap<String, String> = HashMap::new(); // driver -> ride
+    let mut violations = Vec::new();
+    for step in steps {
+        let Some(ride) = step.ride() else { continue };
+        let free_ride = |busy: &mut HashMap<String, String>| busy.retain(|_, r| r != ride);
+        match &step.envelope.message {
+            Message::DriverAssigned(m) => {
+                let driver = m.driver_id.to_string();
+                if let Some(other) = busy.get(&driver)
+                    && other != ride
+                {
+                    violations.push(Violation {
+                        ride_id: ride.to_owned(),
+                        invariant: 3,
+                        message: format!(
+                            "driver {driver} assigned while still assigned to ride {other}"
+                        ),
+                    });
+                }
+                busy.insert(driver, ride.to_owned());
+            }
+            Message::DriverReleased(m)
+                if busy.get(m.driver_id.as_str()).is_some_and(|r| r == ride) =>
+            {
+                busy.remove(m.driver_id.as_str());
+            }
+            Message::RideCompleted(_)
+            | Message::RideCancelled(_)
+            | Message::RideRejected(_)
+            | Message::PaymentDeclined(_) => free_ride(&mut busy),
+            _ => {}
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::Log;
+    use super::*;
+    use ridesaga_schemas::{CancelReason, FraudFlagged, NotificationKind, Recipient};
+
+    const SETTLE: Duration = Duration::from_secs(30);
+
+    fn far_later(log: &Log) -> OffsetDateTime {
+        log.start + time::Duration::hours(1)
+    }
+
+    fn happy(ride: &str, driver: &str) -> Log {
+        let mut log = Log::new(ride);
+        log.requested()
+            .cleared()
+            .assigned(driver)
+            .authorized(1200)
+            .confirmed(driver);
+        log.notified(NotificationKind::RideConfirmed, Recipient::Rider);
+        log.completed(driver, 1100).captured(1100);
+        log.notified(NotificationKind::Receipt, Recipient::Rider);
+        log
+    }
+
+    fn invariants(report: &Report) -> Vec<u8> {
+        report.violations.iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_clean_log_has_no_violations() {
+        let log = happy("r_1", "d_1");
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(report.violations, vec![]);
+        assert_eq!((report.sagas, report.terminal), (1, 1));
+    }
+
+    #[test]
+    fn a_stuck_saga_is_reported_once_settled_but_not_while_in_flight() {
+        let mut log = Log::new("r_2");
+        log.requested().cleared();
+        let just_now = log.start + time::Duration::seconds(3);
+        assert_eq!(audit(&log.steps, just_now, SETTLE).violations, vec![]);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&report), vec![1]);
+        assert!(
+            report.violations[0]
+                .message
+                .starts_with("stuck in requested")
+        );
+    }
+
+    #[test]
+    fn a_double_capture_and_a_wrong_amount_are_reported() {
+        let mut log = happy("r_3", "d_1");
+        log.captured(1100);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.message == "captured 2 times")
+        );
+
+        let mut log = Log::new("r_4");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.completed("d_1", 1100).captured(1200);
+        log.notified(NotificationKind::Receipt, Recipient::Rider);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(
+            report.violations[0].message,
+            "captured 12.00 but the fare is 11.00"
+        );
+    }
+
+    #[test]
+    fn a_hold_of_a_cancelled_ride_must_be_voided() {
+        let mut log = Log::new("r_5");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.cancelled(CancelReason::Rider, Some("d_1"))
+            .released("d_1");
+        log.notified(NotificationKind::RideCancelled, Recipient::Rider);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&report), vec![2]);
+        log.voided(1200);
+        assert_eq!(
+            audit(&log.steps, far_later(&log), SETTLE).violations,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_driver_on_two_active_rides_is_reported() {
+        let mut a = Log::new("r_a");
+        a.requested().cleared().assigned("d_1");
+        let mut b = Log::new("r_b");
+        b.requested().cleared().assigned("d_1");
+        let mut steps = a.steps.clone();
+        steps.extend(b.steps.clone());
+        for (i, step) in steps.iter_mut().enumerate() {
+            step.seq = i as u64 + 1;
+        }
+        let violations = drivers_never_double_booked(&steps);
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].ride_id, "r_b");
+        assert!(violations[0].message.contains("still assigned to ride r_a"));
+    }
+
+    #[test]
+    fn a_driver_freed_by_a_cancellation_may_take_the_next_ride() {
+        let mut steps = Vec::new();
+        let mut a = Log::new("r_a");
+        a.requested()
+            .cleared()
+            .assigned("d_1")
+            .cancelled(CancelReason::Rider, Some("d_1"));
+        steps.extend(a.steps);
+        let mut b = Log::new("r_b");
+        b.requested().cleared().assigned("d_1");
+        steps.extend(b.steps);
+        assert_eq!(drivers_never_double_booked(&steps), vec![]);
+    }
+
+    #[test]
+    fn a_duplicate_notification_and_a_silent_ending_are_reported() {
+        let mut log = Log::new("r_6");
+        log.requested()
+            .cleared()
+            .cancelled(CancelReason::NoDriver, None);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&report), vec![4]);
+        log.notified(NotificationKind::RideCancelled, Recipient::Rider);
+        log.notified(NotificationKind::RideCancelled, Recipient::Rider);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(
+            report.violations[0].message,
+            "notification ride_cancelled sent to the rider 2 times"
+        );
+    }
+
+    #[test]
+    fn a_flagged_ride_with_a_driver_is_reported() {
+        let mut log = Log::new("r_7");
+        log.requested();
+        log.push(
+            FraudFlagged {
+                rider_id: Log::rider(),
+                score: 90,
+                reasons: vec!["blocked".into()],
+            },
+            "fraud",
+        );
+        log.assigned("d_1");
+        let report = audit(&log.steps, log.start, SETTLE);
+        assert_eq!(invariants(&report), vec![5]);
+    }
+}

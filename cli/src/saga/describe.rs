@@ -1,0 +1,144 @@
+//! One-line summaries of each command and event, for timelines and `--wait`.
+
+use ridesaga_schemas::{Message, MessageKind, Recipient};
+
+use super::RideState;
+use crate::output::money;
+
+/// Whether a message undoes or ends a saga on its unhappy path (marked in timelines), given the
+/// ride's state just before it: a driver released after a completed ride is the happy path.
+pub fn is_compensation(kind: MessageKind, state_before: RideState) -> bool {
+    match kind {
+        MessageKind::DriverReleased => state_before != RideState::Completed,
+        MessageKind::PaymentVoided
+        | MessageKind::RideCancelled
+        | MessageKind::RideRejected
+        | MessageKind::CancelRide => true,
+        _ => false,
+    }
+}
+
+/// A short description of what a message says.
+pub fn summary(message: &Message) -> String {
+    match message {
+        Message::RequestRide(m) => format!(
+            "rider {} from {} to {}, card {}",
+            m.rider_id, m.pickup, m.dropoff, m.payment_token
+        ),
+        Message::CancelRide(_) => "rider cancels".into(),
+        Message::StartRide(_) => "rider picked up".into(),
+        Message::CompleteRide(m) => {
+            let distance = m
+                .distance_km
+                .map_or("planned".into(), |d| format!("{d:.1} km"));
+            let duration = m
+                .duration_min
+                .map_or("measured".into(), |d| format!("{d:.1} min"));
+            format!("distance {distance}, duration {duration}")
+        }
+        Message::RegisterDriver(m) => format!("{} ({}) at {}", m.driver_id, m.name, m.location),
+        Message::DriverOnline(m) => match m.location {
+            Some(at) => format!("{} online at {at}", m.driver_id),
+            None => format!("{} online", m.driver_id),
+        },
+        Message::DriverOffline(m) => format!("{} offline", m.driver_id),
+        Message::MoveDriver(m) => format!("{} to {}", m.driver_id, m.location),
+        Message::BlockRider(m) => match &m.reason {
+            Some(reason) => format!("block {}: {reason}", m.rider_id),
+            None => format!("block {}", m.rider_id),
+        },
+        Message::UnblockRider(m) => format!("unblock {}", m.rider_id),
+        Message::RideRequested(m) => format!(
+            "{:.1} km, estimated fare {}",
+            m.estimated_distance_km,
+            money(m.estimated_fare_cents)
+        ),
+        Message::RideConfirmed(m) => format!(
+            "driver {}, estimated fare {}",
+            m.driver_id,
+            money(m.estimated_fare_cents)
+        ),
+        Message::RideStarted(m) => format!("driver {}", m.driver_id),
+        Message::RideCompleted(m) => format!(
+            "{:.1} km, {:.1} min, fare {}",
+            m.distance_km,
+            m.duration_min,
+            money(m.fare_cents)
+        ),
+        Message::RideCancelled(m) => format!("reason {}", m.reason.as_str()),
+        Message::RideRejected(m) => format!("score {}: {}", m.score, m.reasons.join(", ")),
+        Message::RideCommandRefused(m) => format!("{} refused: {}", m.command, m.reason),
+        Message::FraudCleared(m) => format!("score {}", m.score),
+        Message::FraudFlagged(m) => format!("score {}: {}", m.score, m.reasons.join(", ")),
+        Message::RiderBlockChanged(m) => {
+            let verb = if m.blocked { "blocked" } else { "unblocked" };
+            format!("{} {verb}", m.rider_id)
+        }
+        Message::DriverAssigned(m) => format!(
+            "driver {} ({}), {:.1} km from pickup",
+            m.driver_id, m.driver_name, m.pickup_distance_km
+        ),
+        Message::DriverUnavailable(m) => m.reason.clone(),
+        Message::DriverReleased(m) => format!("driver {}: {}", m.driver_id, m.reason),
+        Message::DriverUpdated(m) => format!(
+            "{} ({}) {} at {}",
+            m.driver_id,
+            m.name,
+            if m.online { "online" } else { "offline" },
+            m.location
+        ),
+        Message::PaymentAuthorized(m) => {
+            format!("hold {} for {}", m.hold_id, money(m.amount_cents))
+        }
+        Message::PaymentDeclined(m) => format!("{}: {}", m.code, m.message),
+        Message::PaymentCaptured(m) => {
+            format!("captured {} on hold {}", money(m.amount_cents), m.hold_id)
+        }
+        Message::PaymentVoided(m) => {
+            format!("voided hold {} ({})", m.hold_id, money(m.amount_cents))
+        }
+        Message::PaymentCaptureFailed(m) => {
+            format!("capture of {} failed: {}", money(m.amount_cents), m.error)
+        }
+        Message::NotificationSent(m) => {
+            let who = match m.recipient {
+                Recipient::Rider => "rider",
+                Recipient::Driver => "driver",
+            };
+            format!(
+                "{} to {who} {} via {}",
+                m.kind.as_str(),
+                m.recipient_id,
+                m.channel
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ridesaga_schemas::{CancelReason, PaymentCaptured, RideCancelled, RiderId};
+
+    #[test]
+    fn summaries_name_the_facts_that_matter() {
+        let rider = RiderId::parse("u_1").unwrap();
+        let captured = Message::from(PaymentCaptured {
+            rider_id: rider.clone(),
+            hold_id: "h_1".into(),
+            amount_cents: 1234,
+        });
+        assert_eq!(summary(&captured), "captured 12.34 on hold h_1");
+        let cancelled = Message::from(RideCancelled {
+            rider_id: rider,
+            reason: CancelReason::NoDriver,
+            driver_id: None,
+        });
+        assert_eq!(summary(&cancelled), "reason no_driver");
+        assert!(is_compensation(cancelled.kind(), RideState::Confirmed));
+        assert!(!is_compensation(captured.kind(), RideState::Completed));
+        let released = MessageKind::DriverReleased;
+        assert!(is_compensation(released, RideState::Requested));
+        assert!(!is_compensation(released, RideState::Completed));
+    }
+}

@@ -1,0 +1,471 @@
+//! Saga state rebuilt from the stream: pure functions over the commands and events of rides, in
+//! stream order. `ride show`, `saga trace`, `saga list`, `audit` and `--wait` all fold through
+//! here, so they agree on what a saga's state is.
+//!
+//! # Layout
+//! - this file: [`Step`] (one stored message), [`RideState`] and the fold into [`Saga`].
+//! - [`rest`]: when a saga comes to rest after a command, and `--expect` expectations.
+//! - [`describe`]: one-line summaries of each message for timelines.
+//! - [`audit`]: the invariants of DESIGN.md, checked over an event log.
+
+pub mod audit;
+pub mod describe;
+pub mod rest;
+
+use ridesaga_schemas::{CancelReason, Envelope, Message, MessageKind, NotificationKind, Recipient};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+pub use rest::{Expectation, Goal, Rest};
+
+/// One stored message of the saga stream, decoded.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Its sequence in the saga stream: the total order of all sagas.
+    pub seq: u64,
+    /// When the stream stored it.
+    pub time: OffsetDateTime,
+    pub envelope: Envelope,
+}
+
+impl Step {
+    pub fn kind(&self) -> MessageKind {
+        self.envelope.kind()
+    }
+
+    /// The ride it belongs to, if any.
+    pub fn ride(&self) -> Option<&str> {
+        self.envelope.saga_id.as_ref().map(|r| r.as_str())
+    }
+}
+
+/// Where a ride is, as far as the stream tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RideState {
+    /// Nothing of this ride is stored.
+    #[default]
+    Unknown,
+    /// The request command is stored; the ride service has not accepted it yet.
+    Pending,
+    Requested,
+    Confirmed,
+    Started,
+    Completed,
+    Cancelled,
+    Rejected,
+    /// Cancelled because it waited too long.
+    Expired,
+}
+
+impl RideState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RideState::Unknown => "unknown",
+            RideState::Pending => "pending",
+            RideState::Requested => "requested",
+            RideState::Confirmed => "confirmed",
+            RideState::Started => "started",
+            RideState::Completed => "completed",
+            RideState::Cancelled => "cancelled",
+            RideState::Rejected => "rejected",
+            RideState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RideState> {
+        [
+            RideState::Pending,
+            RideState::Requested,
+            RideState::Confirmed,
+            RideState::Started,
+            RideState::Completed,
+            RideState::Cancelled,
+            RideState::Rejected,
+            RideState::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Completed, cancelled, rejected or expired: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RideState::Completed | RideState::Cancelled | RideState::Rejected | RideState::Expired
+        )
+    }
+}
+
+impl std::fmt::Display for RideState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payment hold and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hold {
+    pub hold_id: String,
+    pub authorized_cents: u64,
+    pub captured_cents: u64,
+    pub captures: u32,
+    pub voided: bool,
+}
+
+/// A command the ride service refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refusal {
+    pub command: String,
+    pub reason: String,
+    /// The refused command's message id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
+/// A notification as recorded in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Notice {
+    pub kind: NotificationKind,
+    pub recipient: Recipient,
+}
+
+/// Everything known about one ride, folded from its messages in stream order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Saga {
+    pub ride_id: String,
+    pub state: RideState,
+    /// Why it was cancelled or rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rider_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_name: Option<String>,
+    /// The driver was released again (a compensation).
+    pub driver_released: bool,
+    /// Fraud flagged the request.
+    pub flagged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_fare_cents: Option<u64>,
+    /// The final fare (completed rides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fare_cents: Option<u64>,
+    /// Sum of every hold placed.
+    pub held_cents: u64,
+    pub captured_cents: u64,
+    pub voided_cents: u64,
+    pub holds: Vec<Hold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_failed: Option<String>,
+    pub refusals: Vec<Refusal>,
+    pub notifications: Vec<Notice>,
+    /// Terminal events seen, in order; more than one is a bug.
+    pub terminal_events: Vec<String>,
+    /// State changes that arrived after the saga had ended; each is a bug.
+    pub late_transitions: Vec<String>,
+    pub steps: usize,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub first_at: Option<OffsetDateTime>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub last_at: Option<OffsetDateTime>,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+impl Saga {
+    pub fn new(ride_id: impl Into<String>) -> Saga {
+        Saga {
+            ride_id: ride_id.into(),
+            ..Saga::default()
+        }
+    }
+
+    /// Folds a whole list of steps.
+    pub fn fold<'a>(ride_id: &str, steps: impl IntoIterator<Item = &'a Step>) -> Saga {
+        let mut saga = Saga::new(ride_id);
+        for step in steps {
+            saga.apply(step);
+        }
+        saga
+    }
+
+    /// `cancelled (payment_declined)`, `completed`.
+    pub fn label(&self) -> String {
+        match (&self.reason, self.state) {
+            (Some(reason), RideState::Cancelled) => format!("{} ({reason})", self.state),
+            _ => self.state.to_string(),
+        }
+    }
+
+    /// How long since the saga's last step.
+    pub fn idle(&self, now: OffsetDateTime) -> std::time::Duration {
+        self.last_at
+            .map(|t| (now - t).try_into().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// True once every step taken for a ride that did not complete has been undone: an
+    /// assigned driver released and every hold voided.
+    pub fn compensated(&self) -> bool {
+        let driver_free = self.driver_id.is_none() || self.driver_released;
+        let holds_done = self.holds.iter().all(|h| h.voided || h.captures > 0);
+        driver_free && holds_done
+    }
+
+    /// True once a completed ride's payment is final: captured, or given up on.
+    pub fn payment_settled(&self) -> bool {
+        self.holds.iter().any(|h| h.captures > 0) || self.capture_failed.is_some()
+    }
+
+    /// Applies one message of this ride.
+    pub fn apply(&mut self, step: &Step) {
+        if self.steps == 0 {
+            self.first_seq = step.seq;
+            self.first_at = Some(step.time);
+        }
+        self.steps += 1;
+        self.last_seq = step.seq;
+        self.last_at = Some(step.time);
+        match &step.envelope.message {
+            Message::RequestRide(m) => {
+                self.rider_id.get_or_insert_with(|| m.rider_id.to_string());
+                if self.state == RideState::Unknown {
+                    self.state = RideState::Pending;
+                }
+            }
+            Message::RideRequested(m) => {
+                self.rider_id = Some(m.rider_id.to_string());
+                self.estimated_fare_cents = Some(m.estimated_fare_cents);
+                if matches!(self.state, RideState::Unknown | RideState::Pending) {
+                    self.state = RideState::Requested;
+                }
+            }
+            Message::FraudFlagged(m) => {
+                self.flagged = true;
+                self.reason.get_or_insert_with(|| m.reasons.join(", "));
+            }
+            Message::DriverAssigned(m) => {
+                self.driver_id = Some(m.driver_id.to_string());
+                self.driver_name = Some(m.driver_name.clone());
+                self.driver_released = false;
+            }
+            Message::DriverReleased(_) => self.driver_released = true,
+            Message::PaymentAuthorized(m) => {
+                self.held_cents += m.amount_cents;
+                self.holds.push(Hold {
+                    hold_id: m.hold_id.clone(),
+                    authorized_cents: m.amount_cents,
+                    captured_cents: 0,
+                    captures: 0,
+                    voided: false,
+                });
+            }
+            Message::PaymentCaptured(m) => {
+                self.captured_cents += m.amount_cents;
+                let hold = self.hold_mut(&m.hold_id);
+                hold.captured_cents += m.amount_cents;
+                hold.captures += 1;
+            }
+            Message::PaymentVoided(m) => {
+                self.voided_cents += m.amount_cents;
+                self.hold_mut(&m.hold_id).voided = true;
+            }
+            Message::PaymentCaptureFailed(m) => self.capture_failed = Some(m.error.clone()),
+            Message::RideConfirmed(m) => {
+                self.driver_id = Some(m.driver_id.to_string());
+                self.estimated_fare_cents = Some(m.estimated_fare_cents);
+                self.advance(RideState::Confirmed, step);
+            }
+            Message::RideStarted(_) => self.advance(RideState::Started, step),
+            Message::RideCompleted(m) => {
+                self.fare_cents = Some(m.fare_cents);
+                self.finish(RideState::Completed, None);
+            }
+            Message::RideCancelled(m) => {
+                let state = if m.reason == CancelReason::Expired {
+                    RideState::Expired
+                } else {
+                    RideState::Cancelled
+                };
+                self.finish(state, Some(m.reason.as_str().to_owned()));
+            }
+            Message::RideRejected(m) => {
+                self.finish(RideState::Rejected, Some(m.reasons.join(", ")));
+            }
+            Message::RideCommandRefused(m) => self.refusals.push(Refusal {
+                command: m.command.clone(),
+                reason: m.reason.clone(),
+                causation_id: step.envelope.causation_id.as_ref().map(ToString::to_string),
+            }),
+            Message::NotificationSent(m) => self.notifications.push(Notice {
+                kind: m.kind,
+                recipient: m.recipient,
+            }),
+            _ => {}
+        }
+    }
+
+    fn hold_mut(&mut self, hold_id: &str) -> &mut Hold {
+        let index = match self.holds.iter().position(|h| h.hold_id == hold_id) {
+            Some(index) => index,
+            None => {
+                // A capture or void of a hold whose authorization is not in the log.
+                self.holds.push(Hold {
+                    hold_id: hold_id.to_owned(),
+                    authorized_cents: 0,
+                    captured_cents: 0,
+                    captures: 0,
+                    voided: false,
+                });
+                self.holds.len() - 1
+            }
+        };
+        &mut self.holds[index]
+    }
+
+    fn advance(&mut self, state: RideState, step: &Step) {
+        if self.state.is_terminal() {
+            self.late_transitions
+                .push(format!("{} after {}", step.kind(), self.state));
+        } else {
+            self.state = state;
+        }
+    }
+
+    fn finish(&mut self, state: RideState, reason: Option<String>) {
+        let label = match &reason {
+            Some(reason) if state != RideState::Rejected => format!("{state} ({reason})"),
+            _ => state.to_string(),
+        };
+        self.terminal_events.push(label);
+        if !self.state.is_terminal() {
+            self.state = state;
+            if state == RideState::Completed {
+                self.reason = None;
+            } else if reason.is_some() {
+                self.reason = reason;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::Log;
+    use super::*;
+    use ridesaga_schemas::*;
+
+    #[test]
+    fn a_happy_ride_folds_to_completed_with_its_capture() {
+        let mut log = Log::new("r_1");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        assert_eq!(log.saga().state, RideState::Confirmed);
+        log.completed("d_1", 1100).captured(1100);
+        let saga = log.saga();
+        assert_eq!(saga.state, RideState::Completed);
+        assert_eq!(saga.driver_id.as_deref(), Some("d_1"));
+        assert_eq!((saga.held_cents, saga.captured_cents), (1200, 1100));
+        assert_eq!(saga.fare_cents, Some(1100));
+        assert!(saga.payment_settled());
+        assert_eq!(saga.steps, 9);
+    }
+
+    #[test]
+    fn a_command_alone_is_pending() {
+        let mut log = Log::new("r_1");
+        log.requested();
+        log.steps.truncate(1);
+        assert_eq!(log.saga().state, RideState::Pending);
+    }
+
+    #[test]
+    fn a_declined_card_cancels_and_needs_the_driver_released() {
+        let mut log = Log::new("r_2");
+        log.requested().cleared().assigned("d_1");
+        log.push(
+            PaymentDeclined {
+                rider_id: Log::rider(),
+                code: "card_declined".into(),
+                message: "declined".into(),
+            },
+            "payment",
+        );
+        log.cancelled(CancelReason::PaymentDeclined, Some("d_1"));
+        let saga = log.saga();
+        assert_eq!(saga.label(), "cancelled (payment_declined)");
+        assert!(!saga.compensated());
+        log.released("d_1");
+        assert!(log.saga().compensated());
+    }
+
+    #[test]
+    fn an_expiry_is_its_own_state() {
+        let mut log = Log::new("r_3");
+        log.requested().cancelled(CancelReason::Expired, None);
+        let saga = log.saga();
+        assert_eq!(saga.state, RideState::Expired);
+        assert_eq!(saga.reason.as_deref(), Some("expired"));
+    }
+
+    #[test]
+    fn the_first_terminal_event_wins_and_later_ones_are_recorded() {
+        let mut log = Log::new("r_4");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.cancelled(CancelReason::Rider, Some("d_1"));
+        log.completed("d_1", 1200);
+        let saga = log.saga();
+        assert_eq!(saga.state, RideState::Cancelled);
+        assert_eq!(saga.terminal_events.len(), 2);
+        assert_eq!(
+            saga.late_transitions,
+            vec!["evt.ride.started after cancelled"]
+        );
+    }
+
+    #[test]
+    fn a_flagged_request_is_rejected_with_its_reasons() {
+        let mut log = Log::new("r_5");
+        log.requested();
+        log.push(
+            FraudFlagged {
+                rider_id: Log::rider(),
+                score: 100,
+                reasons: vec!["blocked".into()],
+            },
+            "fraud",
+        );
+        log.push(
+            RideRejected {
+                rider_id: Log::rider(),
+                score: 100,
+                reasons: vec!["blocked".into()],
+            },
+            "ride",
+        );
+        let saga = log.saga();
+        assert!(saga.flagged);
+        assert_eq!(saga.state, RideState::Rejected);
+        assert_eq!(saga.reason.as_deref(), Some("blocked"));
+        assert!(saga.compensated());
+    }
+}

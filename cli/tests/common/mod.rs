@@ -1,0 +1,109 @@
+//! Shared by the integration tests: a real nats-server per test (from the testkit) with the
+//! streams and consumers provisioned, and the `ridectl` binary run against it.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::process::Output;
+
+use assert_cmd::Command;
+use async_nats::jetstream;
+use ridesaga_schemas::streams::{ProvisionOptions, SAGA_STREAM, provision};
+use ridesaga_testkit::NatsServer;
+
+/// A server with the Ridesaga streams, and a way to run `ridectl` against it.
+pub struct Harness {
+    pub server: NatsServer,
+    pub js: jetstream::Context,
+}
+
+impl Harness {
+    /// A fresh server with streams and consumers provisioned.
+    pub async fn provisioned() -> Harness {
+        let harness = Harness::bare().await;
+        provision(&harness.js, ProvisionOptions::default())
+            .await
+            .expect("provisioning succeeds");
+        harness
+    }
+
+    /// A fresh server with nothing provisioned.
+    pub async fn bare() -> Harness {
+        let server = NatsServer::start().await.expect("nats-server starts");
+        let js = server.jetstream().await.expect("client connects");
+        Harness { server, js }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Runs `ridectl args...` against this server (blocking work off the async runtime).
+    pub async fn ridectl(&self, args: &[&str]) -> Output {
+        run_ridectl(Some(&self.url()), args).await
+    }
+
+    /// Messages stored in the saga stream.
+    pub async fn saga_messages(&self) -> u64 {
+        let mut stream = self.js.get_stream(SAGA_STREAM).await.expect("saga stream");
+        stream.info().await.expect("stream info").state.messages
+    }
+}
+
+/// Runs `ridectl` with `NATS_URL` set (when given), no colours, stdout captured (so JSON).
+pub async fn run_ridectl(url: Option<&str>, args: &[&str]) -> Output {
+    let url = url.map(str::to_owned);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::cargo_bin("ridectl").expect("the ridectl binary is built");
+        cmd.env_remove("NATS_URL")
+            .env_remove("NATS_USER")
+            .env_remove("NATS_PASSWORD")
+            .env_remove("NATS_CREDS")
+            .env("NO_COLOR", "1")
+            .args(&args);
+        if let Some(url) = url {
+            cmd.env("NATS_URL", url);
+        }
+        cmd.output().expect("ridectl runs")
+    })
+    .await
+    .expect("the ridectl task completes")
+}
+
+/// The exit code, with stdout and stderr in the panic message when it is not `want`.
+pub fn assert_code(output: &Output, want: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(want),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Parses stdout as one JSON document.
+pub fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e})\n--- stdout\n{}\n--- stderr\n{}",
+            stdout(output),
+            stderr(output)
+        )
+    })
+}
+
+/// Parses stdout as JSON lines.
+pub fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    stdout(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}

@@ -1,0 +1,172 @@
+//! Whole sagas with the five real workers running in-process (`ridesaga_workers::app::run`,
+//! short deadlines, a temporary SQLite file per service) and `ridectl` driving them: the exit
+//! codes 0 and 3 on real outcomes, JSON parsed by the test, and a clean audit afterwards.
+
+mod common;
+
+use common::{Harness, assert_code, json, stderr};
+use ridesaga_schemas::Service;
+use ridesaga_workers::config::Settings;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// A server, the streams, and one replica of each service; stopped when dropped.
+struct System {
+    h: Harness,
+    shutdown: CancellationToken,
+    _data: TempDir,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn system(match_deadline: &str) -> System {
+    let h = Harness::provisioned().await;
+    let data = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    for service in Service::ALL {
+        let database = format!("sqlite://{}/{}.db", data.path().display(), service.name());
+        let settings = Settings::from_pairs([
+            ("NATS_URL", h.url()),
+            ("DATABASE_URL", database),
+            ("RIDESAGA_MATCH_DEADLINE", match_deadline.to_owned()),
+            ("RIDESAGA_HTTP_ADDR", "off".to_owned()),
+            ("RIDESAGA_TICK", "100ms".to_owned()),
+            ("RIDESAGA_RELAY_INTERVAL", "200ms".to_owned()),
+            ("RIDESAGA_INSTANCE", format!("{}-test", service.name())),
+            (
+                "RIDESAGA_NOTIFY_LOG",
+                format!("{}/notifications.jsonl", data.path().display()),
+            ),
+        ]);
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ridesaga_workers::app::run(service, settings, token).await {
+                panic!("{service} worker failed: {e}");
+            }
+        });
+    }
+    System {
+        h,
+        shutdown,
+        _data: data,
+    }
+}
+
+impl System {
+    async fn ridectl(&self, args: &[&str]) -> std::process::Output {
+        self.h.ridectl(args).await
+    }
+
+    async fn driver_online(&self, id: &str, at: &str) {
+        let register = [
+            "driver", "register", id, "--name", "Test", "--at", at, "--wait",
+        ];
+        assert_code(&self.ridectl(&register).await, 0);
+        assert_code(&self.ridectl(&["driver", "online", id, "--wait"]).await, 0);
+    }
+}
+
+fn request<'a>(rider: &'a str, card: &'a str, expect: &'a str) -> Vec<&'a str> {
+    vec![
+        "ride",
+        "request",
+        "--rider",
+        rider,
+        "--from",
+        "52.5200,13.4050",
+        "--to",
+        "52.5100,13.4300",
+        "--card",
+        card,
+        "--expect",
+        expect,
+        "--timeout",
+        "30s",
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ride_is_confirmed_completed_and_captured_for_its_fare() {
+    let s = system("10s").await;
+    s.driver_online("d_happy", "52.5205,13.4060").await;
+
+    let out = s
+        .ridectl(&request("u_happy", "tok_visa", "confirmed"))
+        .await;
+    assert_code(&out, 0);
+    let ride = json(&out)["ride_id"].as_str().unwrap().to_owned();
+    assert_eq!(json(&out)["driver_id"], "d_happy");
+
+    let out = s
+        .ridectl(&["ride", "start", &ride, "--expect", "started"])
+        .await;
+    assert_code(&out, 0);
+    let out = s
+        .ridectl(&[
+            "ride",
+            "complete",
+            &ride,
+            "--expect",
+            "completed",
+            "--timeout",
+            "30s",
+        ])
+        .await;
+    assert_code(&out, 0);
+    let saga = json(&out);
+    assert_eq!(saga["captured_cents"], saga["fare_cents"]);
+
+    let services = json(&s.ridectl(&["services", "--wait", "1s"]).await);
+    assert_eq!(services.as_array().unwrap().len(), 5, "{services}");
+    let audit = s.ridectl(&["audit"]).await;
+    assert_code(&audit, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declined_card_expected_to_confirm_exits_3_and_frees_the_driver() {
+    let s = system("10s").await;
+    s.driver_online("d_decl", "52.5205,13.4060").await;
+
+    let out = s
+        .ridectl(&request("u_decl", "tok_chargeDeclined", "confirmed"))
+        .await;
+    assert_code(&out, 3);
+    assert!(
+        stderr(&out).contains("payment_declined"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(json(&out)["driver_released"], true);
+
+    let out = s.ridectl(&request("u_next", "tok_visa", "confirmed")).await;
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["driver_id"], "d_decl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_drivers_the_ride_is_cancelled_after_the_match_deadline() {
+    let s = system("2s").await;
+    let out = s
+        .ridectl(&request("u_alone", "tok_visa", "cancelled:no_driver"))
+        .await;
+    assert_code(&out, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_rider_is_rejected_and_nothing_is_held() {
+    let s = system("10s").await;
+    s.driver_online("d_fraud", "52.5205,13.4060").await;
+    let block = ["fraud", "block", "u_blocked", "--reason", "test", "--wait"];
+    assert_code(&s.ridectl(&block).await, 0);
+    let out = s
+        .ridectl(&request("u_blocked", "tok_visa", "rejected"))
+        .await;
+    assert_code(&out, 0);
+    let saga = json(&out);
+    assert_eq!(saga["held_cents"], 0);
+    assert!(saga.get("driver_id").is_none());
+}

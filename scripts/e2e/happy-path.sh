@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Happy path: a ride is requested, confirmed, started and completed; the captured amount equals
+# the fare. Uses ridectl only; needs NATS_URL and ridectl (or RIDECTL). City: Berlin.
+set -euo pipefail
+USAGE="scripts/e2e/happy-path.sh"
+source "$(dirname "$0")/lib.bash"
+usage_check "$@"
+
+at="$(near 52.5200 13.4050)"
+driver="d_hp_$RUN_ID"
+driver_online "$driver" "Happy $RUN_ID" "$at"
+
+ride="$(rc ride request --rider "u_hp_$RUN_ID" --from "$at" --to "$(near 52.5100 13.4300)" \
+  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+log "ride $ride confirmed"
+rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
+done="$(rc ride complete "$ride" --expect completed --timeout "$E2E_TIMEOUT")"
+
+expect_eq "driver" "$(json_field "$done" .driver_id)" "$driver"
+fare="$(json_field "$done" .fare_cents)"
+[[ "$fare" =~ ^[0-9]+$ && "$fare" -gt 0 ]] || fail "no fare on the completed ride: $fare"
+expect_eq "captured cents" "$(json_field "$done" .captured_cents)" "$fare"
+finish

@@ -1,0 +1,69 @@
+# Shared by the end-to-end saga scripts (sourced, not run). Every script drives the system only
+# through ridectl, with --output json and exit codes (--expect), uses ids unique to the run and
+# drivers in its own city, so the scripts can run at the same time against one shared system.
+#
+# Needs: NATS_URL (e.g. `source .run/env`), ridectl on PATH or RIDECTL=/path/to/ridectl, jq.
+# E2E_TIMEOUT bounds each wait (default 60s).
+
+SCRIPT="$(basename "$0")"
+RIDECTL="${RIDECTL:-ridectl}"
+E2E_TIMEOUT="${E2E_TIMEOUT:-60s}"
+RUN_ID="$RANDOM$$"
+DRIVERS=()
+
+log() { printf '%s: %s\n' "$SCRIPT" "$*" >&2; }
+fail() { log "FAIL: $*"; exit 1; }
+
+usage_check() {
+  case "${1:-}" in
+    -h|--help) sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;;
+    "") ;;
+    *) printf 'usage: %s\n' "$USAGE" >&2; exit 2 ;;
+  esac
+  command -v "$RIDECTL" >/dev/null 2>&1 || fail "ridectl not found: put it on PATH or set RIDECTL"
+  command -v jq >/dev/null 2>&1 || fail "jq is needed to read ridectl's JSON"
+  [[ -n "${NATS_URL:-}" ]] || fail "NATS_URL is not set (source .run/env)"
+}
+
+# ridectl with JSON output.
+rc() { "$RIDECTL" --output json "$@"; }
+
+# A point near LAT,LNG, shifted by this run's id so runs of the same script do not share
+# positions (about 50 m steps, at most ~5 km).
+near() {
+  awk -v lat="$1" -v lng="$2" -v n="$((RUN_ID % 100))" \
+    'BEGIN { printf "%.5f,%.5f", lat + n * 0.0005, lng + n * 0.0005 }'
+}
+
+# Registers a driver at a point and puts it online, waiting until the driver service has both.
+driver_online() {
+  local id="$1" name="$2" at="$3"
+  rc driver register "$id" --name "$name" --at "$at" --wait --timeout "$E2E_TIMEOUT" >/dev/null
+  rc driver online "$id" --wait --timeout "$E2E_TIMEOUT" >/dev/null
+  DRIVERS+=("$id")
+  log "driver $id online at $at"
+}
+
+# Takes this run's drivers offline again so later runs do not match them.
+drivers_offline() {
+  local id
+  for id in "${DRIVERS[@]}"; do
+    rc driver offline "$id" --wait --timeout 10s >/dev/null 2>&1 || log "could not take $id offline"
+  done
+}
+trap drivers_offline EXIT
+
+# Reads one field from a JSON document: json_field DOC FILTER.
+json_field() { jq -r "$2" <<<"$1"; }
+
+expect_eq() {
+  local what="$1" got="$2" want="$3"
+  [[ "$got" == "$want" ]] || fail "$what: got $got, want $want"
+  log "ok: $what = $got"
+}
+
+# The audit of the whole event log must pass.
+finish() {
+  rc audit >/dev/null || fail "ridectl audit found invariant violations (see above)"
+  log "PASS"
+}
