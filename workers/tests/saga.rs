@@ -310,7 +310,7 @@ async fn replaying_a_finished_saga_changes_nothing() {
     .await;
     sys.wait_for(&ride, MessageKind::PaymentCaptured, Duration::from_secs(10))
         .await;
-    let before = sys.settle(&ride, MessageKind::DriverReleased).await;
+    sys.settle(&ride, MessageKind::DriverReleased).await;
     sys.wait_for(&ride, MessageKind::NotificationSent, Duration::from_secs(5))
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
