@@ -36,6 +36,9 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// The subject it is published on.
     pub fn subject_for(service: &str, stream_sequence: u64) -> String {
-        format!("{}.{service}.{stream_sequence}", crate::streams::DEAD_LETTER_PREFIX)
+        format!(
+            "{}.{service}.{stream_sequence}",
+            crate::streams::DEAD_LETTER_PREFIX
+        )
     }
 }

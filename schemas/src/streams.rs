@@ -155,7 +155,8 @@ pub fn saga_stream_config() -> stream::Config {
         discard: stream::DiscardPolicy::Old,
         duplicate_window: DUPLICATE_WINDOW,
         max_age: Duration::from_secs(30 * 24 * 3600),
-        max_bytes: 8 * 1024 * 1024 * 1024,
+        // Reserved up front by the server: keep it modest; operators raise it per deployment.
+        max_bytes: 1024 * 1024 * 1024,
         max_message_size: crate::MAX_MESSAGE_BYTES as i32,
         num_replicas: 1,
         ..Default::default()

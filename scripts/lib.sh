@@ -1,0 +1,163 @@
+# shellcheck shell=bash disable=SC2034 # the variables are for the scripts that source this
+# Shared helpers for scripts/up, down, demo and test; sourced, never run.
+#
+# Environment (all optional):
+#   RIDESAGA_RUN_DIR       where a running system keeps pids, logs, data and env (default .run)
+#   RIDESAGA_NATS_PORT     client port (default 4222)
+#   RIDESAGA_MONITOR_PORT  HTTP monitoring port (default 8222)
+#   RIDESAGA_PROFILE       cargo profile of the binaries to run: debug (default) or release
+#   RIDESAGA_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (default 10)
+#   CARGO_TARGET_DIR       honoured when looking for binaries
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NATS_BIN="${NATS_SERVER_BIN:-$ROOT/.tools/bin/nats-server}"
+NATS_PORT="${RIDESAGA_NATS_PORT:-4222}"
+MONITOR_PORT="${RIDESAGA_MONITOR_PORT:-8222}"
+PROFILE="${RIDESAGA_PROFILE:-debug}"
+STOP_TIMEOUT="${RIDESAGA_STOP_TIMEOUT:-10}"
+
+case "$PROFILE" in
+  debug|release) ;;
+  *) printf 'RIDESAGA_PROFILE must be debug or release, not %q\n' "$PROFILE" >&2; exit 2 ;;
+esac
+
+# The run directory, absolute and normalised: processes are recognised by it.
+RUN_DIR="$(realpath -m -- "${RIDESAGA_RUN_DIR:-$ROOT/.run}")"
+PID_DIR="$RUN_DIR/pids"
+LOG_DIR="$RUN_DIR/logs"
+DATA_DIR="$RUN_DIR/data"
+STORE_DIR="$RUN_DIR/nats"
+NATS_LOG="$RUN_DIR/nats.log"
+ENV_FILE="$RUN_DIR/env"
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+BIN_DIR="$TARGET_DIR/$PROFILE"
+RIDECTL="$BIN_DIR/ridectl"
+
+SCRIPT_NAME="$(basename "$0")"
+log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+warn() { printf '%s: warning: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
+
+# Prints the comment block after the shebang (the usage text) and exits.
+usage() {
+  sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p}}' "$0"
+  exit "${1:-0}"
+}
+
+# is_alive PID: the process exists and is not a zombie.
+is_alive() {
+  local pid="$1" state
+  kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -r "/proc/$pid/stat" ]]; then
+    state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+    [[ "$state" != Z && -n "$state" ]]
+  fi
+}
+
+# is_zombie PID: the process has exited but has not been reaped yet.
+is_zombie() {
+  [[ -r "/proc/$1/stat" ]] || return 1
+  [[ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" == Z ]]
+}
+
+# is_ours PID [EXE_NAME]: alive, started by scripts/up for this run directory (its environment
+# holds our RIDESAGA_RUN_DIR) and, when EXE_NAME is given, running a binary of that name. Guards
+# against recycled pids and against another run directory's processes (scripts/test runs a
+# second system beside the one you may have up).
+is_ours() {
+  local pid="$1" name="${2:-}" exe
+  is_alive "$pid" || return 1
+  [[ -d "/proc/$pid" ]] || return 0 # no procfs: trust the pid file
+  local environ
+  environ="$({ tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null)" || return 1
+  grep -qxF "RIDESAGA_RUN_DIR=$RUN_DIR" <<<"$environ" || return 1
+  [[ -z "$name" ]] && return 0
+  exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+  exe="${exe% (deleted)}" # a rebuilt binary shows up as deleted
+  [[ "$(basename "$exe")" == "$name" ]]
+}
+
+# pid_from FILE: the pid recorded in FILE, or nothing.
+pid_from() {
+  [[ -f "$1" ]] && tr -dc '0-9' <"$1"
+}
+
+# running NAME [EXE_NAME]: the pid of our process recorded as NAME, if it is running; a stale
+# pid file is removed.
+running() {
+  local file="$PID_DIR/$1.pid" pid
+  pid="$(pid_from "$file")" || return 1
+  if [[ -n "$pid" ]] && is_ours "$pid" "${2:-}"; then
+    printf '%s\n' "$pid"
+    return 0
+  fi
+  rm -f "$file"
+  return 1
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# http_get PORT PATH: the body of an HTTP GET on 127.0.0.1:PORT (curl if present, else bash).
+http_get() {
+  local port="$1" path="$2"
+  if command -v curl >/dev/null; then
+    curl -fsS --max-time 5 "http://127.0.0.1:$port$path"
+    return
+  fi
+  local response
+  exec 3<>"/dev/tcp/127.0.0.1/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$path" >&3
+  response="$(timeout 5 cat <&3)" || { exec 3<&-; return 1; }
+  exec 3<&-
+  [[ "$response" == "HTTP/1."?" 200"* ]] || return 1
+  printf '%s\n' "${response#*$'\r\n\r\n'}"
+}
+
+# nats_healthy: the monitoring port reports the server (and JetStream) healthy.
+nats_healthy() {
+  http_get "$MONITOR_PORT" /healthz >/dev/null 2>&1
+}
+
+# tail_log FILE: the last lines of a log, indented, for error messages.
+tail_log() {
+  [[ -f "$1" ]] || { printf '    (no log at %s)\n' "$1"; return; }
+  tail -n "${2:-20}" "$1" | sed 's/^/    /'
+}
+
+# worker_binaries: every built `*-worker` binary of the workers package, one path a line.
+# The names come from `cargo metadata` (the package's bin targets), so nothing is hard-coded;
+# if cargo metadata cannot answer, every `*-worker` executable in the profile directory is taken.
+worker_binaries() {
+  local metadata names name path
+  if metadata="$(cd "$ROOT" && cargo metadata --no-deps --format-version 1 --offline 2>/dev/null)" &&
+    names="$(python3 -c '
+import json, sys
+for package in json.load(sys.stdin)["packages"]:
+    if package["name"] == "ridesaga-workers":
+        for target in package["targets"]:
+            if "bin" in target["kind"] and target["name"].endswith("-worker"):
+                print(target["name"])
+' <<<"$metadata")"; then
+    while read -r name; do
+      [[ -n "$name" && -x "$BIN_DIR/$name" ]] && printf '%s\n' "$BIN_DIR/$name"
+    done <<<"$names"
+  else
+    for path in "$BIN_DIR"/*-worker; do
+      [[ -f "$path" && -x "$path" ]] && printf '%s\n' "$path"
+    done
+  fi
+  return 0
+}
+
+# ridectl_has COMMAND: ridectl is built and lists COMMAND in its help.
+ridectl_has() {
+  [[ -x "$RIDECTL" ]] || return 1
+  local help
+  help="$("$RIDECTL" --help 2>/dev/null)" || return 1
+  grep -qE "^ +$1( |$)" <<<"$help"
+}
