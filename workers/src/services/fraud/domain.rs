@@ -273,7 +273,11 @@ fn set_block(
         reason: None,
         at,
     });
-    if at >= entry.at {
+    // Last writer wins by occurred_at. Commands of the same millisecond are ordered by
+    // (blocked, reason), so the outcome does not depend on arrival order: a block beats an
+    // unblock issued at the same instant, the conservative choice for fraud.
+    let key = |b: bool, r: &Option<String>| (at, b, r.clone());
+    if key(blocked, &reason) > (entry.at, entry.blocked, entry.reason.clone()) {
         *entry = Block {
             blocked,
             reason,
