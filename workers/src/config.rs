@@ -188,7 +188,10 @@ pub struct RuntimeConfig {
     pub nats: NatsConfig,
     /// `DATABASE_URL`, default `sqlite://.run/data/<service>.db`.
     pub database_url: String,
-    /// `RIDESAGA_DB_POOL`: database connections.
+    /// `RIDESAGA_DB_POOL`: database connections. Default 1 for SQLite: every input is a write
+    /// transaction, and SQLite admits one writer at a time; with more connections the others
+    /// wait in SQLite's busy handler, which sleeps in steps of milliseconds, instead of queueing
+    /// on the pool. Raise it for PostgreSQL.
     pub db_pool: u32,
     /// `RIDESAGA_BATCH`: messages requested per pull.
     pub batch: usize,
@@ -226,7 +229,7 @@ impl RuntimeConfig {
         Ok(RuntimeConfig {
             nats: NatsConfig::load(s)?,
             database_url: s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?,
-            db_pool: s.get("RIDESAGA_DB_POOL", 4)?,
+            db_pool: s.get("RIDESAGA_DB_POOL", 1)?,
             batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", 128)?)?,
             max_in_flight: positive(
                 "RIDESAGA_MAX_IN_FLIGHT",

@@ -2,7 +2,7 @@
 //! with bounded retries for the moments a stream has no leader (publishes then answer "no
 //! responders"). Retrying is safe: the same ids are dropped by the duplicate window.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -15,12 +15,14 @@ use super::store::{self, OutboxRow};
 /// Attempts per batch before giving up (the input is then nak'ed and the relay tries again).
 const ATTEMPTS: u32 = 4;
 
-/// Publishes outbox rows and forgets them once stored.
+/// Publishes outbox rows and remembers which ones the server stored, so the next write
+/// transaction deletes them (one delete per batch instead of a transaction per message).
 #[derive(Debug, Clone)]
 pub struct Publisher {
     js: jetstream::Context,
     pool: SqlitePool,
     metrics: Arc<Metrics>,
+    stored: Arc<Mutex<Vec<String>>>,
 }
 
 /// Why a batch was not stored.
@@ -33,12 +35,18 @@ pub struct PublishFailed {
 
 impl Publisher {
     pub fn new(js: jetstream::Context, pool: SqlitePool, metrics: Arc<Metrics>) -> Self {
-        Publisher { js, pool, metrics }
+        Publisher {
+            js,
+            pool,
+            metrics,
+            stored: Arc::default(),
+        }
     }
 
-    /// Publishes every row, pipelined, and returns once the server stored them all. Then
-    /// deletes them from the outbox (a failure there only means the relay publishes them again,
-    /// which the duplicate window and the consumers' inboxes absorb).
+    /// Publishes every row, pipelined, and returns once the server stored them all. They are
+    /// then deleted from the outbox by the next write transaction or the relay's next round; a
+    /// crash before that only means the relay publishes them again, which the duplicate window
+    /// and the consumers' inboxes absorb.
     pub async fn publish(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
         if rows.is_empty() {
             return Ok(());
@@ -58,11 +66,43 @@ impl Publisher {
         self.metrics
             .published
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
-        if let Err(e) = store::outbox_delete(&self.pool, &ids).await {
-            tracing::warn!(error = %e, "could not clear published outbox rows; the relay will republish them");
+        if let Ok(mut stored) = self.stored.lock() {
+            stored.extend(rows.iter().map(|r| r.message_id.clone()));
         }
         Ok(())
+    }
+
+    /// Takes the ids stored since the last call, for deletion from the outbox.
+    pub fn take_stored(&self) -> Vec<String> {
+        self.stored
+            .lock()
+            .map(|mut ids| std::mem::take(&mut *ids))
+            .unwrap_or_default()
+    }
+
+    /// Gives ids back after a failed delete, so a later one retries them.
+    pub fn restore_stored(&self, ids: Vec<String>) {
+        if let Ok(mut stored) = self.stored.lock() {
+            stored.extend(ids);
+        }
+    }
+
+    /// Deletes the stored rows in a transaction of their own (when no batch is coming).
+    pub async fn forget_stored(&self) -> Result<(), sqlx::Error> {
+        let ids = self.take_stored();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let result = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            store::outbox_delete(&mut tx, &ids).await?;
+            tx.commit().await
+        }
+        .await;
+        if result.is_err() {
+            self.restore_stored(ids);
+        }
+        result
     }
 
     async fn publish_once(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {

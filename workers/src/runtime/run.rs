@@ -88,6 +88,7 @@ pub async fn run<W: Worker>(
 
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(js.clone(), pool.clone(), metrics.clone());
+    let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
     let shared = Arc::new(Shared {
         worker,
         service,
@@ -96,6 +97,7 @@ pub async fn run<W: Worker>(
         js: js.clone(),
         publisher,
         metrics: metrics.clone(),
+        writes,
     });
 
     // Background tasks stop on `background`, which is cancelled only after in-flight work
@@ -116,6 +118,10 @@ pub async fn run<W: Worker>(
     let nats_service =
         register_service(&client, service.name(), &config.instance, metrics.clone()).await?;
     let tasks = TaskTracker::new();
+    tasks.spawn({
+        let (shared, stop, max) = (shared.clone(), background.clone(), config.max_in_flight);
+        async move { shared.write_loop(write_requests, max, stop).await }
+    });
     tasks.spawn(relay_loop(
         shared.clone(),
         config.relay_interval,
@@ -228,9 +234,8 @@ async fn consume<W: Worker>(
             if delivered > 1 {
                 Metrics::inc(&shared.metrics.redelivered);
             }
-            let verdict = shared
-                .handle(&message.subject, &message.payload, delivered)
-                .await;
+            let handling = shared.handle(&message.subject, &message.payload, delivered);
+            let verdict = with_progress(&message, handling).await;
             shared.settle(&message, verdict).await;
             shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
@@ -248,6 +253,24 @@ async fn consume<W: Worker>(
     Ok(())
 }
 
+/// Tells the server the message is still being worked on (a slow gateway, a busy database)
+/// every half ack wait, so it is not redelivered to another replica meanwhile.
+async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::Output {
+    let every = streams::BACKOFF[0] / 2;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = progress.tick() => {
+                if let Err(e) = message.ack_with(jetstream::AckKind::Progress).await {
+                    tracing::debug!(error = %e, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
 /// Publishes outbox rows left behind (a crash between commit and publish, a failed publish).
 async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
@@ -257,6 +280,9 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if let Err(e) = shared.publisher.forget_stored().await {
+            tracing::warn!(error = %e, "could not clear published outbox rows");
         }
         // Rows younger than this are still being published by the task that wrote them.
         let settled = Timestamp::now().unix_millis() - 2 * every.as_millis() as i64;

@@ -110,12 +110,12 @@ pub async fn outbox_insert(
 
 /// Outputs of `cause` still waiting to be published (after a crash between commit and publish).
 pub async fn outbox_for_cause(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     cause: &MessageId,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows = sqlx::query("SELECT message_id, subject, payload FROM outbox WHERE cause_id = ?")
         .bind(cause.as_str())
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     Ok(rows.iter().map(row_to_outbox).collect())
 }
@@ -146,7 +146,7 @@ fn row_to_outbox(row: &sqlx::sqlite::SqliteRow) -> OutboxRow {
 }
 
 /// Forgets rows the server has stored.
-pub async fn outbox_delete(pool: &SqlitePool, ids: &[String]) -> Result<(), sqlx::Error> {
+pub async fn outbox_delete(conn: &mut SqliteConnection, ids: &[String]) -> Result<(), sqlx::Error> {
     for chunk in ids.chunks(200) {
         let placeholders = vec!["?"; chunk.len()].join(",");
         let sql = format!("DELETE FROM outbox WHERE message_id IN ({placeholders})");
@@ -155,7 +155,7 @@ pub async fn outbox_delete(pool: &SqlitePool, ids: &[String]) -> Result<(), sqlx
         for id in chunk {
             query = query.bind(id);
         }
-        query.execute(pool).await?;
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
