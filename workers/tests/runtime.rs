@@ -45,9 +45,6 @@ impl Worker for Blocklist {
             return Ok(Vec::new());
         };
         let rider = block.rider_id.as_str();
-        if rider.starts_with("u_poison") {
-            return Err(HandleError::Permanent(format!("{rider} is poison")));
-        }
         if rider.starts_with("u_flaky") && self.attempts.fetch_add(1, Ordering::SeqCst) < 2 {
             return Err(HandleError::Transient("gateway timeout".into()));
         }
@@ -58,6 +55,10 @@ impl Worker for Blocklist {
             .bind(rider)
             .execute(&mut *conn)
             .await?;
+        // A poison input fails after writing: its savepoint must roll the write back.
+        if rider.starts_with("u_poison") {
+            return Err(HandleError::Permanent(format!("{rider} is poison")));
+        }
         let out = RiderBlockChanged {
             rider_id: block.rider_id.clone(),
             blocked: true,
@@ -413,4 +414,27 @@ async fn health_and_metrics_are_served_over_http() {
     assert!(http_get(port, "/nope").await.starts_with("HTTP/1.1 404"));
     stop.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_input_in_a_batch_rolls_back_alone() {
+    let h = Harness::start().await;
+    // Published before the worker starts, so they arrive together and share batches.
+    for n in 0..20 {
+        h.publish(&block(&format!("u_good{n}")), &format!("g{n}"))
+            .await;
+        h.publish(&block(&format!("u_poison{n}")), &format!("p{n}"))
+            .await;
+    }
+    let (stop, task) = h.spawn(Blocklist::default());
+    let out = h.stored("evt.fraud.blocklist.*", 20).await;
+    let letters = h.dead_letters(20).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 20);
+    assert_eq!(letters.len(), 20);
+    for n in 0..20 {
+        assert_eq!(h.effects(&format!("u_good{n}")).await, 1, "u_good{n}");
+        assert_eq!(h.effects(&format!("u_poison{n}")).await, 0, "u_poison{n}");
+    }
 }
