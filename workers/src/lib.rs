@@ -14,3 +14,5 @@ pub mod config;
 pub mod runtime;
 pub mod services;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;

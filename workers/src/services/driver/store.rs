@@ -539,12 +539,12 @@ mod tests {
         MessageKind, MoveDriver, PaymentDeclined, RegisterDriver, RideCancelled, RideCompleted,
         RideRejected, RideRequested,
     };
-    use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{Connection, SqliteConnection};
 
     use super::super::{DriverConfig, DriverService, domain, input_of};
     use super::*;
     use crate::runtime::{HandleError, Worker};
+    use crate::testing::{apply_in_tx, connect, database, database_file, tick_in_tx};
 
     /// A fresh database file with the driver tables, deleted on drop.
     struct Db {
@@ -554,22 +554,13 @@ mod tests {
     }
 
     async fn db() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("driver.db");
-        let mut conn = connect(&path).await;
-        service().migrator().run(&mut conn).await.unwrap();
+        let (dir, conn) = database(service().migrator()).await;
+        let path = database_file(&dir);
         Db {
             _dir: dir,
             path,
             conn,
         }
-    }
-
-    async fn connect(path: &std::path::Path) -> SqliteConnection {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true);
-        SqliteConnection::connect_with(&options).await.unwrap()
     }
 
     fn service() -> DriverService {
@@ -582,17 +573,11 @@ mod tests {
         input: &Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let mut tx = conn.begin().await.unwrap();
-        let out = service().apply(&mut tx, input, now).await?;
-        tx.commit().await.unwrap();
-        Ok(out)
+        apply_in_tx(&service(), conn, input, now).await
     }
 
     async fn tick(conn: &mut SqliteConnection, now: Timestamp) -> Vec<Envelope> {
-        let mut tx = conn.begin().await.unwrap();
-        let out = service().tick(&mut tx, now).await.unwrap();
-        tx.commit().await.unwrap();
-        out
+        tick_in_tx(&service(), conn, now).await.unwrap()
     }
 
     fn kinds(out: &[Envelope]) -> Vec<(MessageKind, String)> {

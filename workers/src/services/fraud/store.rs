@@ -260,12 +260,12 @@ mod tests {
         BlockRider, Envelope, Message, MessageId, MessageKind, PaymentDeclined, RideRequested,
         UnblockRider,
     };
-    use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{Connection, SqliteConnection};
 
     use super::super::{FraudConfig, FraudService, domain, input_of};
     use super::*;
     use crate::runtime::Worker;
+    use crate::testing::{apply_in_tx, database};
 
     /// A fresh database file with the fraud tables, deleted on drop.
     struct Db {
@@ -274,12 +274,7 @@ mod tests {
     }
 
     async fn db() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("fraud.db"))
-            .create_if_missing(true);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        service().migrator().run(&mut conn).await.unwrap();
+        let (dir, conn) = database(service().migrator()).await;
         Db { _dir: dir, conn }
     }
 
@@ -289,9 +284,7 @@ mod tests {
 
     /// One input as the runtime applies it: in its own transaction, committed.
     async fn apply(conn: &mut SqliteConnection, input: &Envelope) -> Vec<Envelope> {
-        let mut tx = conn.begin().await.unwrap();
-        let out = service().apply(&mut tx, input, at(0)).await.unwrap();
-        tx.commit().await.unwrap();
+        let out = apply_in_tx(&service(), conn, input, at(0)).await.unwrap();
         for e in &out {
             e.validate().unwrap();
         }

@@ -125,12 +125,10 @@ mod tests {
     use ridesaga_schemas::{
         CancelReason, DriverAssigned, DriverId, Message, MessageId, RideCancelled, RideId, RiderId,
     };
-    use sqlx::Connection;
-    use sqlx::sqlite::SqliteConnectOptions;
-    use tempfile::TempDir;
 
     use super::channel::ChannelError;
     use super::*;
+    use crate::testing::{apply_in_tx, database, epoch};
 
     /// A channel that fails its first delivery, and remembers the ids it delivered.
     #[derive(Debug, Default)]
@@ -155,33 +153,6 @@ mod tests {
             self.delivered.lock().unwrap().push(delivery.id.clone());
             Ok(())
         }
-    }
-
-    async fn database() -> (TempDir, SqliteConnection) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("notification.db"))
-            .create_if_missing(true);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        MIGRATOR.run(&mut conn).await.unwrap();
-        (dir, conn)
-    }
-
-    /// One transaction, as the runtime runs it (without the inbox).
-    async fn apply<C: Channel>(
-        service: &NotificationService<C>,
-        conn: &mut SqliteConnection,
-        input: &Envelope,
-    ) -> Result<Vec<Envelope>, HandleError> {
-        let mut tx = conn.begin().await.unwrap();
-        let result = service
-            .apply(&mut tx, input, Timestamp::from_unix_millis(0))
-            .await;
-        match result {
-            Ok(_) => tx.commit().await.unwrap(),
-            Err(_) => tx.rollback().await.unwrap(),
-        }
-        result
     }
 
     fn ride_id() -> RideId {
@@ -217,10 +188,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_redelivered_assignment_notifies_rider_and_driver_once() {
-        let (dir, mut conn) = database().await;
+        let (dir, mut conn) = database(&MIGRATOR).await;
         let service = NotificationService::new(LogChannel::new(dir.path().join("log/n.jsonl")));
         let input = assigned();
-        let out = apply(&service, &mut conn, &input).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap();
         let subjects: Vec<String> = out.iter().map(Envelope::subject).collect();
         assert_eq!(subjects, ["evt.notification.sent.r_1"; 2]);
         assert_eq!(
@@ -230,18 +203,27 @@ mod tests {
         let ids: Vec<String> = out.iter().map(|e| e.id.to_string()).collect();
         assert_eq!(log_ids(&service), ids);
 
-        assert!(apply(&service, &mut conn, &input).await.unwrap().is_empty());
+        assert!(
+            apply_in_tx(&service, &mut conn, &input, epoch())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);
         assert_eq!(log_ids(&service).len(), 2);
     }
 
     #[tokio::test]
     async fn a_cancel_before_the_assignment_still_tells_the_driver_once() {
-        let (dir, mut conn) = database().await;
+        let (dir, mut conn) = database(&MIGRATOR).await;
         let service = NotificationService::new(LogChannel::new(dir.path().join("n.jsonl")));
-        let out = apply(&service, &mut conn, &cancelled()).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &cancelled(), epoch())
+            .await
+            .unwrap();
         assert_eq!(out.len(), 1);
-        let out = apply(&service, &mut conn, &assigned()).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &assigned(), epoch())
+            .await
+            .unwrap();
         let to_driver: Vec<&NotificationSent> = out
             .iter()
             .filter_map(|e| match &e.message {
@@ -255,14 +237,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_delivery_rolls_back_and_the_retry_sends_the_same_notifications() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = NotificationService::new(Flaky::default());
         let input = assigned();
-        let err = apply(&service, &mut conn, &input).await.unwrap_err();
+        let err = apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandleError::Transient(_)), "{err}");
         assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 0);
 
-        let out = apply(&service, &mut conn, &input).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap();
         let ids: Vec<MessageId> = out.iter().map(|e| e.id.clone()).collect();
         assert_eq!(*service.channel().delivered.lock().unwrap(), ids);
         assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);

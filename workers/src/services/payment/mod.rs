@@ -185,12 +185,10 @@ mod tests {
         CancelReason, DriverAssigned, DriverId, GeoPoint, Message, MessageId, RideCancelled,
         RideCompleted, RideId, RideRequested, RiderId,
     };
-    use sqlx::Connection;
-    use sqlx::sqlite::SqliteConnectOptions;
-    use tempfile::TempDir;
 
     use super::domain::{Hold, Settlement};
     use super::*;
+    use crate::testing::{apply_in_tx, database, epoch};
 
     /// The simulated gateway behind an outage that swallows the first `down_for` calls.
     #[derive(Debug, Default)]
@@ -226,34 +224,6 @@ mod tests {
             self.failing()?;
             self.inner.void(request).await
         }
-    }
-
-    async fn database() -> (TempDir, SqliteConnection) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("payment.db"))
-            .create_if_missing(true);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        MIGRATOR.run(&mut conn).await.unwrap();
-        (dir, conn)
-    }
-
-    /// One transaction, as the runtime runs it (without the inbox): commits on success, rolls
-    /// back on error.
-    async fn apply<G: Gateway>(
-        service: &PaymentService<G>,
-        conn: &mut SqliteConnection,
-        input: &Envelope,
-    ) -> Result<Vec<Envelope>, HandleError> {
-        let mut tx = conn.begin().await.unwrap();
-        let result = service
-            .apply(&mut tx, input, Timestamp::from_unix_millis(0))
-            .await;
-        match result {
-            Ok(_) => tx.commit().await.unwrap(),
-            Err(_) => tx.rollback().await.unwrap(),
-        }
-        result
     }
 
     fn ride_id() -> RideId {
@@ -317,20 +287,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_redelivered_assigned_event_places_one_hold() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = PaymentService::new(GatewayConfig::default());
-        apply(&service, &mut conn, &requested("tok_visa"))
+        apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
             .await
             .unwrap();
         let assigned = assigned();
-        let out = apply(&service, &mut conn, &assigned).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &assigned, epoch())
+            .await
+            .unwrap();
         assert_eq!(subjects(&out), ["evt.payment.authorized.r_1"]);
         assert_eq!(
             out[0].id,
             MessageId::derive(&assigned.id, "evt.payment.authorized/")
         );
 
-        let again = apply(&service, &mut conn, &assigned).await.unwrap();
+        let again = apply_in_tx(&service, &mut conn, &assigned, epoch())
+            .await
+            .unwrap();
         assert!(again.is_empty());
         assert_eq!(service.gateway().calls("r_1/hold"), 1);
         assert_eq!(journal(&mut conn).await, [("hold".into(), "held".into())]);
@@ -338,23 +312,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = PaymentService::with_gateway(Outage {
             down_for: AtomicU32::new(2),
             inner: SimulatedGateway::default(),
         });
         let assigned = assigned();
-        apply(&service, &mut conn, &assigned).await.unwrap();
+        apply_in_tx(&service, &mut conn, &assigned, epoch())
+            .await
+            .unwrap();
         let requested = requested("tok_visa");
         for _ in 0..2 {
-            let err = apply(&service, &mut conn, &requested).await.unwrap_err();
+            let err = apply_in_tx(&service, &mut conn, &requested, epoch())
+                .await
+                .unwrap_err();
             assert!(matches!(err, HandleError::Transient(_)), "{err}");
             assert_eq!(
                 store::load(&mut conn, &ride_id()).await.unwrap().hold,
                 Hold::None
             );
         }
-        let out = apply(&service, &mut conn, &requested).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &requested, epoch())
+            .await
+            .unwrap();
         assert_eq!(subjects(&out), ["evt.payment.authorized.r_1"]);
         assert_eq!(
             out[0].id,
@@ -365,18 +345,27 @@ mod tests {
 
     #[tokio::test]
     async fn completion_captures_the_fare_once() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = PaymentService::new(GatewayConfig::default());
         for input in [requested("tok_visa"), assigned()] {
-            apply(&service, &mut conn, &input).await.unwrap();
+            apply_in_tx(&service, &mut conn, &input, epoch())
+                .await
+                .unwrap();
         }
         let done = completed(1534);
-        let out = apply(&service, &mut conn, &done).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &done, epoch())
+            .await
+            .unwrap();
         assert!(matches!(
             &out[0].message,
             Message::PaymentCaptured(c) if c.amount_cents == 1534
         ));
-        assert!(apply(&service, &mut conn, &done).await.unwrap().is_empty());
+        assert!(
+            apply_in_tx(&service, &mut conn, &done, epoch())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(service.gateway().calls("r_1/capture"), 1);
         let payment = store::load(&mut conn, &ride_id()).await.unwrap();
         assert_eq!(
@@ -387,15 +376,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_capture_is_announced_for_operators_once() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = PaymentService::new(GatewayConfig::default());
         for input in [requested(gateway::CAPTURE_FAILS_TOKEN), assigned()] {
-            apply(&service, &mut conn, &input).await.unwrap();
+            apply_in_tx(&service, &mut conn, &input, epoch())
+                .await
+                .unwrap();
         }
-        let out = apply(&service, &mut conn, &completed(1500)).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &completed(1500), epoch())
+            .await
+            .unwrap();
         assert_eq!(subjects(&out), ["evt.payment.capture_failed.r_1"]);
         assert!(
-            apply(&service, &mut conn, &completed(1500))
+            apply_in_tx(&service, &mut conn, &completed(1500), epoch())
                 .await
                 .unwrap()
                 .is_empty()
@@ -406,10 +399,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_before_the_assignment_means_no_hold_is_ever_placed() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = PaymentService::new(GatewayConfig::default());
         for input in [cancelled(), requested("tok_visa"), assigned()] {
-            assert!(apply(&service, &mut conn, &input).await.unwrap().is_empty());
+            assert!(
+                apply_in_tx(&service, &mut conn, &input, epoch())
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
         assert_eq!(service.gateway().calls("r_1/hold"), 0);
         assert!(journal(&mut conn).await.is_empty());
@@ -417,12 +415,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_after_the_hold_voids_it() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let service = PaymentService::new(GatewayConfig::default());
         for input in [requested("tok_visa"), assigned()] {
-            apply(&service, &mut conn, &input).await.unwrap();
+            apply_in_tx(&service, &mut conn, &input, epoch())
+                .await
+                .unwrap();
         }
-        let out = apply(&service, &mut conn, &cancelled()).await.unwrap();
+        let out = apply_in_tx(&service, &mut conn, &cancelled(), epoch())
+            .await
+            .unwrap();
         assert_eq!(subjects(&out), ["evt.payment.voided.r_1"]);
         let payment = store::load(&mut conn, &ride_id()).await.unwrap();
         assert_eq!(payment.settlement, Settlement::Voided);

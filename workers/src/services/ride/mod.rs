@@ -142,12 +142,10 @@ mod tests {
         CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide, RiderId,
         StartRide,
     };
-    use sqlx::Connection;
-    use sqlx::sqlite::SqliteConnectOptions;
-    use tempfile::TempDir;
 
     use super::domain::Status;
     use super::*;
+    use crate::testing::{apply_in_tx, database, tick_in_tx};
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -155,31 +153,17 @@ mod tests {
         Timestamp::from_unix_millis(T0 + seconds * 1000)
     }
 
-    async fn database() -> (TempDir, SqliteConnection) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("ride.db"))
-            .create_if_missing(true);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        MIGRATOR.run(&mut conn).await.unwrap();
-        (dir, conn)
+    fn service() -> RideService {
+        RideService::new(RideConfig::default())
     }
 
     /// One transaction, as the runtime runs it (without the inbox).
     async fn apply(conn: &mut SqliteConnection, input: &Envelope, now: Timestamp) -> Vec<Envelope> {
-        let service = RideService::new(RideConfig::default());
-        let mut tx = conn.begin().await.unwrap();
-        let outputs = service.apply(&mut tx, input, now).await.unwrap();
-        tx.commit().await.unwrap();
-        outputs
+        apply_in_tx(&service(), conn, input, now).await.unwrap()
     }
 
     async fn tick(conn: &mut SqliteConnection, now: Timestamp) -> Vec<Envelope> {
-        let service = RideService::new(RideConfig::default());
-        let mut tx = conn.begin().await.unwrap();
-        let outputs = service.tick(&mut tx, now).await.unwrap();
-        tx.commit().await.unwrap();
-        outputs
+        tick_in_tx(&service(), conn, now).await.unwrap()
     }
 
     fn ride(id: &str) -> Option<RideId> {
@@ -225,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_ride_survives_between_transactions_until_it_is_confirmed() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let input = request("r_1");
         let out = apply(&mut conn, &input, at(0)).await;
         assert_eq!(out.len(), 1);
@@ -251,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_command_stores_nothing() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let start = Envelope::new(StartRide {}, ride("r_ghost"), "ridectl");
         let out = apply(&mut conn, &start, at(0)).await;
         assert_eq!(out[0].subject(), "evt.ride.refused.r_ghost");
@@ -260,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_tick_expires_due_rides_once_with_a_timer_id() {
-        let (_dir, mut conn) = database().await;
+        let (_dir, mut conn) = database(&MIGRATOR).await;
         let early = request("r_early");
         apply(&mut conn, &early, at(0)).await;
         apply(&mut conn, &request("r_late"), at(10)).await;
