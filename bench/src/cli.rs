@@ -1,0 +1,172 @@
+//! Command-line options, and the durations and sizes they resolve to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Measures Ridesaga's saga throughput, latency and cost against the broker's own relay
+/// ceiling, on one nats-server started for the run. Normally run through `scripts/bench`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ridesaga-bench", version, max_term_width = 100)]
+pub struct Cli {
+    /// Short phases for a smoke run (about a minute of load).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Measure only the relay ceiling (needs only nats-server).
+    #[arg(long)]
+    pub relay_only: bool,
+
+    /// Skip the phase with two replicas of every worker.
+    #[arg(long)]
+    pub no_scaling: bool,
+
+    /// Record a flat CPU profile of the maximum-rate phase with `perf` and add it to the report.
+    #[arg(long)]
+    pub perf: bool,
+
+    /// Leave BENCHMARKS.md alone and write the report under `<results-dir>/unrecorded/`
+    /// (ignored by git) instead.
+    #[arg(long)]
+    pub no_record: bool,
+
+    /// Keep the run's directory (server store, worker databases and logs) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// The nats-server binary.
+    #[arg(
+        long,
+        env = "NATS_SERVER_BIN",
+        default_value = ".tools/bin/nats-server"
+    )]
+    pub nats_server: PathBuf,
+
+    /// The server configuration the system runs with.
+    #[arg(long, default_value = "nats.conf")]
+    pub nats_conf: PathBuf,
+
+    /// Where the `<service>-worker` release binaries are.
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: PathBuf,
+
+    /// Where reports are written, as `<date>.md` (`<date>-quick.md` with --quick, `-relay`
+    /// with --relay-only).
+    #[arg(long, default_value = "bench/results")]
+    pub results_dir: PathBuf,
+
+    /// The document whose latest-figures block is replaced.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub benchmarks_file: PathBuf,
+
+    /// Seconds of load in each maximum-rate phase [default: 30, quick 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub phase_secs: Option<u64>,
+
+    /// Seconds of load in the half-rate latency phase [default: 30, quick 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub latency_secs: Option<u64>,
+
+    /// Seconds of unmeasured load before each maximum-rate phase [default: 5, quick 2].
+    #[arg(long, value_name = "SECONDS")]
+    pub warmup_secs: Option<u64>,
+
+    /// Messages per relay run; the relay runs before and after the one-replica phases
+    /// [default: 200000, quick 50000].
+    #[arg(long, value_name = "COUNT")]
+    pub relay_messages: Option<u64>,
+
+    /// Sagas kept in flight at the maximum rate.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+
+    /// Drivers brought online before the load [default: twice the window].
+    #[arg(long)]
+    pub drivers: Option<usize>,
+
+    /// Messages per pull, for the workers and the relay alike.
+    #[arg(long, env = "RIDESAGA_BATCH", default_value_t = 128)]
+    pub batch: usize,
+
+    /// Messages handled at once per worker replica, and by the relay.
+    #[arg(long, env = "RIDESAGA_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// The command line to record in the report [default: this process's arguments].
+    #[arg(long)]
+    pub command: Option<String>,
+
+    /// Create the run's directory inside this one [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Append `pid name` of every process started here to this file, so a wrapper can stop
+    /// them if this process is killed.
+    #[arg(long)]
+    pub pids_file: Option<PathBuf>,
+}
+
+/// The resolved durations and sizes of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    pub phase: Duration,
+    pub latency: Duration,
+    pub warmup: Duration,
+    pub drain_timeout: Duration,
+    pub relay_messages: u64,
+    pub window: usize,
+    pub drivers: usize,
+    pub batch: usize,
+    pub max_in_flight: usize,
+}
+
+impl Cli {
+    pub fn settings(&self) -> Settings {
+        let pick = |given: Option<u64>, full: u64, quick: u64| {
+            given.unwrap_or(if self.quick { quick } else { full })
+        };
+        let window = self.window.max(1);
+        Settings {
+            phase: Duration::from_secs(pick(self.phase_secs, 30, 10).max(1)),
+            latency: Duration::from_secs(pick(self.latency_secs, 30, 10).max(1)),
+            warmup: Duration::from_secs(pick(self.warmup_secs, 5, 2)),
+            drain_timeout: Duration::from_secs(if self.quick { 30 } else { 60 }),
+            relay_messages: pick(self.relay_messages, 200_000, 50_000).max(1),
+            window,
+            drivers: self.drivers.unwrap_or(2 * window).max(window),
+            batch: self.batch.max(1),
+            max_in_flight: self.max_in_flight.max(1),
+        }
+    }
+
+    /// The command line the report records.
+    pub fn command_line(&self) -> String {
+        self.command.clone().unwrap_or_else(|| {
+            let args: Vec<String> = std::env::args().collect();
+            args.join(" ")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_runs_have_shorter_phases_and_explicit_values_win() {
+        let quick = Cli::parse_from(["ridesaga-bench", "--quick", "--phase-secs", "4"]).settings();
+        assert_eq!(quick.phase, Duration::from_secs(4));
+        assert_eq!(quick.latency, Duration::from_secs(10));
+        assert_eq!(quick.relay_messages, 50_000);
+        let full = Cli::parse_from(["ridesaga-bench", "--window", "100"]).settings();
+        assert_eq!(full.phase, Duration::from_secs(30));
+        assert_eq!(full.drivers, 200);
+    }
+
+    #[test]
+    fn there_are_never_fewer_drivers_than_sagas_in_flight() {
+        let settings = Cli::parse_from(["ridesaga-bench", "--window", "64", "--drivers", "10"]);
+        assert_eq!(settings.settings().drivers, 64);
+    }
+}

@@ -1,0 +1,37 @@
+//! Ridesaga's benchmark: the whole system's saga throughput, latency and cost, measured in
+//! the same run and on the same nats-server as the broker's own limit, so that the headline
+//! figure is a ratio that holds on a noisy machine. `scripts/bench` builds the release
+//! binaries and runs `ridesaga-bench`; `BENCHMARKS.md` explains the figures.
+//!
+//! # Layout
+//! - [`cli`]: options and the durations and sizes they resolve to.
+//! - [`run`]: the phases of a run, in order, and the processes they need.
+//! - [`server`]: the run's own nats-server with the repository's `nats.conf`.
+//! - [`fleet`]: the worker processes, one or two replicas of each service.
+//! - [`process`]: starting, watching and stopping child processes.
+//! - [`relay`]: the broker's ceiling, a raw JetStream relay pipelined like the workers.
+//! - [`generator`]: riders and drivers: starts sagas at a pace and times them.
+//! - [`city`]: where drivers wait and trips go.
+//! - [`consumers`]: the service consumers' delivery counters.
+//! - [`procfs`]: CPU time and memory from `/proc`.
+//! - [`profile`]: an optional `perf` profile of the maximum-rate phase.
+//! - [`stats`]: percentiles and rates.
+//! - [`report`]: the results, the figures derived from them, the summary line.
+//! - [`markdown`]: the full report and the latest-figures block of `BENCHMARKS.md`.
+//! - [`notes`]: the run's conditions and problems, as the report states them.
+
+pub mod city;
+pub mod cli;
+pub mod consumers;
+pub mod fleet;
+pub mod generator;
+pub mod markdown;
+pub mod notes;
+pub mod process;
+pub mod procfs;
+pub mod profile;
+pub mod relay;
+pub mod report;
+pub mod run;
+pub mod server;
+pub mod stats;

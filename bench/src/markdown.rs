@@ -1,0 +1,568 @@
+//! The markdown renderings of a [`Report`]: the full report, the headline table against the
+//! targets, where the CPU went, and the block of `BENCHMARKS.md` that keeps the latest figures.
+
+use std::fmt::Write as _;
+
+use ridesaga_schemas::Service;
+
+use crate::procfs::Usage;
+use crate::report::{
+    Phase, Report, SELF_NAME, TARGET_IDLE_RSS_MB, TARGET_P50_CONFIRM_MS, TARGET_P99_CONFIRM_MS,
+    TARGET_PEAK_RSS_MB, TARGET_RATIO, mb,
+};
+use crate::stats::Summary;
+
+/// Where the latest figures go in `BENCHMARKS.md`; everything between the markers is replaced.
+pub const BLOCK_BEGIN: &str = "<!-- bench:latest:begin (written by scripts/bench) -->";
+pub const BLOCK_END: &str = "<!-- bench:latest:end -->";
+
+fn cell(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "missed",
+        None => "not measured",
+    }
+}
+
+fn latency_row(name: &str, s: Option<Summary>) -> String {
+    match s {
+        Some(s) => format!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            s.count, s.p50, s.p99, s.max, s.mean
+        ),
+        None => format!("| {name} | 0 | n/a | n/a | n/a | n/a |\n"),
+    }
+}
+
+/// The headline table: figures against the targets.
+pub fn headline(report: &Report) -> String {
+    let mut out = String::new();
+    let max1 = report.max1.as_ref();
+    let s = max1.map(|p| p.outcome.per_second());
+    let d = max1.and_then(Phase::deliveries_per_saga);
+    let relay = report.relay_per_second();
+    let ratio = report.ratio();
+    let confirm = report.confirm_latency();
+    let capture = report.capture_latency();
+    let idle = report.max_worker_idle_mb();
+    let peak = report.max_worker_peak_mb();
+    let s2 = report.max2.as_ref().map(|p| p.outcome.per_second());
+    out.push_str("| figure | value | target |\n| --- | --- | --- |\n");
+    let _ = writeln!(
+        out,
+        "| sagas per second, 1 replica (S) | {} | |",
+        cell(s, 1)
+    );
+    let _ = writeln!(
+        out,
+        "| relay ceiling, messages per second (R) | {} | |",
+        cell(relay, 0)
+    );
+    let _ = writeln!(out, "| deliveries per saga (D) | {} | |", cell(d, 2));
+    let _ = writeln!(
+        out,
+        "| ratio S / (R / D) | {} | >= {TARGET_RATIO} ({}) |",
+        cell(ratio, 3),
+        verdict(ratio.map(|r| r >= TARGET_RATIO))
+    );
+    let _ = writeln!(
+        out,
+        "| request -> confirmed p50 / p99 / max, ms, at half rate | {} / {} / {} | <= {TARGET_P50_CONFIRM_MS} / <= {TARGET_P99_CONFIRM_MS} ({}) |",
+        cell(confirm.map(|c| c.p50), 2),
+        cell(confirm.map(|c| c.p99), 2),
+        cell(confirm.map(|c| c.max), 2),
+        verdict(confirm.map(|c| c.p50 <= TARGET_P50_CONFIRM_MS && c.p99 <= TARGET_P99_CONFIRM_MS))
+    );
+    let _ = writeln!(
+        out,
+        "| complete -> captured p50 / p99 / max, ms, at half rate | {} / {} / {} | |",
+        cell(capture.map(|c| c.p50), 2),
+        cell(capture.map(|c| c.p99), 2),
+        cell(capture.map(|c| c.max), 2),
+    );
+    let _ = writeln!(
+        out,
+        "| largest worker RSS idle, MB | {} | <= {TARGET_IDLE_RSS_MB} ({}) |",
+        cell(idle, 1),
+        verdict(idle.map(|m| m <= TARGET_IDLE_RSS_MB))
+    );
+    let _ = writeln!(
+        out,
+        "| largest worker peak RSS over the run, MB | {} | <= {TARGET_PEAK_RSS_MB} ({}) |",
+        cell(peak, 1),
+        verdict(peak.map(|m| m <= TARGET_PEAK_RSS_MB))
+    );
+    let scaling = match (s, s2) {
+        (Some(s), Some(s2)) if s > 0.0 => format!("{s2:.1} ({:.2} x one replica)", s2 / s),
+        _ => "n/a".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| sagas per second, 2 replicas | {scaling} | does not fall |"
+    );
+    out
+}
+
+/// The full markdown report.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let kind = if report.quick { " (quick)" } else { "" };
+    let _ = writeln!(out, "# Ridesaga benchmark, {}{kind}\n", report.date);
+    let _ = writeln!(out, "- command: `{}`", report.command);
+    let _ = writeln!(out, "- started: {}", report.started_at);
+    let _ = writeln!(out, "- machine: {}", report.machine);
+    let _ = writeln!(
+        out,
+        "- load average (1, 5, 15 min): {} before the run, {} after it",
+        report.load.0, report.load.1
+    );
+    let _ = writeln!(
+        out,
+        "- server: {} with the repository's `nats.conf`",
+        report.nats_version
+    );
+    let _ = writeln!(out, "- build: release, revision {}", report.revision);
+    for (name, value) in &report.settings {
+        let _ = writeln!(out, "- {name}: {value}");
+    }
+    out.push_str("\n## Summary\n\n");
+    out.push_str(&headline(report));
+    if !report.problems.is_empty() {
+        out.push_str("\n## Problems\n\n");
+        for problem in &report.problems {
+            let _ = writeln!(out, "- {problem}");
+        }
+    }
+
+    out.push_str("\n## Relay ceiling\n\n");
+    out.push_str(
+        "A durable pull consumer relays each message to another subject with a `Nats-Msg-Id`, \
+         awaits the publish ack, then acks the input, with the workers' batch and in-flight \
+         settings, on the same server. R is the mean of the runs.\n\n",
+    );
+    out.push_str(
+        "| run | messages | bytes each | seconds | messages per second | nats-server CPU µs \
+         per message | relay CPU µs per message |\n",
+    );
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+    for (n, run) in report.relay.iter().enumerate() {
+        let usage = report.relay_usage.get(n);
+        let micros = |name: &str| {
+            usage
+                .and_then(|u| u.get(name))
+                .filter(|_| run.messages > 0)
+                .map(|u| u.cpu_seconds * 1e6 / run.messages as f64)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {:.0} | {} | {} |",
+            n + 1,
+            run.messages,
+            run.payload_bytes,
+            run.elapsed.as_secs_f64(),
+            run.per_second,
+            cell(micros("nats-server"), 1),
+            cell(micros(SELF_NAME), 1)
+        );
+    }
+    if let Some(max1) = &report.max1
+        && let (Some(server), true) = (max1.usage.get("nats-server"), max1.total_deliveries() > 0)
+    {
+        let _ = writeln!(
+            out,
+            "\nFor comparison, at the maximum rate with one replica nats-server used {:.1} µs \
+             of CPU per service delivery ({} deliveries).",
+            server.cpu_seconds * 1e6 / max1.total_deliveries() as f64,
+            max1.total_deliveries()
+        );
+    }
+
+    for (name, phase) in report.phases() {
+        render_phase(&mut out, name, phase);
+    }
+    if let Some((rate, phase)) = &report.latency {
+        let _ = writeln!(
+            out,
+            "\n## Latency at half of the maximum rate\n\nOpen loop: {rate:.1} sagas started per \
+             second whatever happens ({} starts skipped at the in-flight cap). Times are from \
+             just before the command is published to the event's arrival at the generator.\n",
+            phase.outcome.skipped_starts
+        );
+        out.push_str("| span | samples | p50 ms | p99 ms | max ms | mean ms |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        out.push_str(&latency_row(
+            "request -> confirmed",
+            Summary::of(&phase.outcome.confirm_ms),
+        ));
+        out.push_str(&latency_row(
+            "complete -> captured",
+            Summary::of(&phase.outcome.capture_ms),
+        ));
+        out.push_str(&latency_row(
+            "request -> captured",
+            Summary::of(&phase.outcome.saga_ms),
+        ));
+    }
+    render_costs(&mut out, report);
+    render_dominance(&mut out, report);
+    if let Some(profile) = &report.profile {
+        out.push_str("\n## Profile of the maximum-rate phase (perf, flat)\n\n```text\n");
+        out.push_str(profile.trim_end());
+        out.push_str("\n```\n");
+    }
+    let _ = writeln!(
+        out,
+        "\n## Summary line\n\n```text\n{}\n```",
+        report.summary_line()
+    );
+    out
+}
+
+fn render_phase(out: &mut String, name: &str, phase: &Phase) {
+    let o = &phase.outcome;
+    let _ = writeln!(out, "\n## Sagas: {name}\n");
+    let _ = writeln!(
+        out,
+        "- sagas: {} started, {} completed, {} failed, {} unfinished; {} publish errors",
+        o.started,
+        o.captured,
+        o.failed(),
+        o.unfinished,
+        o.publish_errors
+    );
+    let _ = writeln!(
+        out,
+        "- {:.2} s from the first request to the last event: {:.1} sagas per second \
+         (steady state, 10th to 90th percentile completion: {} per second)",
+        o.elapsed.as_secs_f64(),
+        o.per_second(),
+        cell(o.steady_per_second, 1)
+    );
+    let notes: Vec<String> = o
+        .notifications
+        .iter()
+        .map(|(n, sagas)| format!("{n} notifications: {sagas} sagas"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "- notifications per completed saga: {}",
+        notes.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "- consumers empty at the end: {}",
+        if o.quiet { "yes" } else { "no" }
+    );
+    for (why, count) in &o.failures {
+        let _ = writeln!(out, "- failed: {count} x {why}");
+    }
+    if !phase.deliveries.is_empty() {
+        out.push_str(
+            "\nDeliveries are the server's count (consumer sequence); the other columns are what \
+             the workers count (the runtime's metrics, all replicas): inputs applied, inputs \
+             already applied (inbox hits), deliveries after the first, transient failures.\n\n",
+        );
+        out.push_str(
+            "| consumer | deliveries | per saga | handled | duplicates | redelivered | failed |\n",
+        );
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+        let sagas = o.started.max(1) as f64;
+        let count = |service: Option<&Service>, name: &str| match service {
+            Some(service) => phase
+                .worker_counts
+                .get(service)
+                .and_then(|c| c.get(name))
+                .map_or_else(|| "n/a".to_owned(), u64::to_string),
+            None if phase.worker_counts.is_empty() => "n/a".to_owned(),
+            None => phase.worker_total(name).to_string(),
+        };
+        let columns = |service: Option<&Service>| {
+            ["handled", "duplicates", "redelivered", "failed"]
+                .map(|name| count(service, name))
+                .join(" | ")
+        };
+        for (service, delivered) in &phase.deliveries {
+            let _ = writeln!(
+                out,
+                "| {} | {delivered} | {:.2} | {} |",
+                service.consumer_name(),
+                *delivered as f64 / sagas,
+                columns(Some(service))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| all | {} | {} | {} |",
+            phase.total_deliveries(),
+            cell(phase.deliveries_per_saga(), 2),
+            columns(None)
+        );
+    }
+    if let Some(s) = Summary::of(&o.confirm_ms) {
+        let _ = writeln!(
+            out,
+            "\nUnder this load, request -> confirmed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+            s.p50, s.p99, s.max
+        );
+    }
+}
+
+fn render_costs(out: &mut String, report: &Report) {
+    if report.costs.is_empty() {
+        return;
+    }
+    let phases: Vec<(&str, &Phase)> = report.phases().collect();
+    out.push_str("\n## Cost per process\n\nCPU seconds (user + system, all threads) from ");
+    out.push_str(
+        "`/proc/<pid>/stat`; RSS from `/proc/<pid>/status` (idle: after start-up, before ",
+    );
+    out.push_str("any load; peak: `VmHWM`, over the whole run; end: after the last phase).\n\n");
+    let mut header =
+        "| process | idle RSS MB | peak RSS MB | end RSS MB | CPU s, whole run |".to_owned();
+    let mut rule = "| --- | --- | --- | --- | --- |".to_owned();
+    for (name, _) in &phases {
+        let _ = write!(header, " CPU s, {name} |");
+        rule.push_str(" --- |");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for cost in &report.costs {
+        let _ = write!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.2} |",
+            cost.name,
+            cell(cost.idle_rss_kib.map(mb), 1),
+            mb(cost.peak_rss_kib),
+            mb(cost.end_rss_kib),
+            cost.cpu_seconds
+        );
+        for (_, phase) in &phases {
+            let cpu = phase.usage.get(&cost.name).map(|u| u.cpu_seconds);
+            let _ = write!(out, " {} |", cell(cpu, 2));
+        }
+        out.push('\n');
+    }
+    if let Some(max1) = report.max1.as_ref() {
+        render_per_saga(out, max1);
+    }
+}
+
+/// What each process spent per completed saga at the maximum rate.
+fn render_per_saga(out: &mut String, phase: &Phase) {
+    let sagas = phase.outcome.captured;
+    if sagas == 0 || phase.usage.is_empty() {
+        return;
+    }
+    let per = |v: f64| v / sagas as f64;
+    out.push_str(
+        "\nPer completed saga at the maximum rate with one replica: CPU, context switches (live \
+         threads, `/proc/<pid>/task/*/status`), read-like and write-like system calls on files \
+         and sockets and bytes written to storage (`/proc/<pid>/io`).\n\n",
+    );
+    out.push_str(
+        "| process | CPU ms | context switches | read calls | write calls | KB to storage |\n",
+    );
+    out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+    let mut total = Usage::default();
+    let mut row = |name: &str, u: &Usage| {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            per(u.cpu_seconds * 1000.0),
+            per(u.context_switches as f64),
+            per(u.read_calls as f64),
+            per(u.write_calls as f64),
+            per(u.disk_write_bytes as f64 / 1024.0)
+        );
+    };
+    for (name, u) in &phase.usage {
+        row(name, u);
+        total.cpu_seconds += u.cpu_seconds;
+        total.context_switches += u.context_switches;
+        total.read_calls += u.read_calls;
+        total.write_calls += u.write_calls;
+        total.disk_write_bytes += u.disk_write_bytes;
+    }
+    row("all", &total);
+}
+
+/// Where the CPU went during the maximum-rate phase with one replica.
+pub fn dominance(report: &Report) -> Vec<String> {
+    let Some(max1) = report.max1.as_ref() else {
+        return Vec::new();
+    };
+    let cpu = max1.cpu();
+    let total: f64 = cpu.values().sum();
+    let wall = max1.outcome.elapsed.as_secs_f64();
+    if total <= 0.0 || wall <= 0.0 {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "{total:.1} CPU seconds in {wall:.1} s: {:.0}% of {} cores busy with the measured processes.",
+        100.0 * total / (wall * report.cores.max(1) as f64),
+        report.cores
+    )];
+    let mut shares: Vec<(&String, &f64)> = cpu.iter().collect();
+    shares.sort_by(|a, b| b.1.total_cmp(a.1));
+    let workers: f64 = cpu
+        .iter()
+        .filter(|(name, _)| name.contains("-worker"))
+        .map(|(_, cpu)| cpu)
+        .sum();
+    lines.push(format!(
+        "All workers together: {:.0}% of that CPU; nats-server: {:.0}%.",
+        100.0 * workers / total,
+        100.0 * cpu.get("nats-server").copied().unwrap_or(0.0) / total
+    ));
+    let list: Vec<String> = shares
+        .iter()
+        .map(|(name, cpu)| format!("{name} {:.0}%", 100.0 * **cpu / total))
+        .collect();
+    lines.push(format!("By process: {}.", list.join(", ")));
+    lines
+}
+
+fn render_dominance(out: &mut String, report: &Report) {
+    let lines = dominance(report);
+    if lines.is_empty() {
+        return;
+    }
+    out.push_str("\n## What dominated (max rate, 1 replica)\n\n");
+    for line in lines {
+        let _ = writeln!(out, "- {line}");
+    }
+}
+
+/// The block of `BENCHMARKS.md` with the latest figures.
+pub fn latest_block(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{BLOCK_BEGIN}");
+    let _ = writeln!(
+        out,
+        "Latest run: {} with `{}` on {} (load average {} before, {} after); {} ({}). Full \
+         report: [`{}`]({}).\n",
+        report.started_at,
+        report.command,
+        report.machine,
+        report.load.0,
+        report.load.1,
+        report.nats_version,
+        report.revision,
+        report.report_path,
+        report.report_path
+    );
+    out.push_str(&headline(report));
+    let lines = dominance(report);
+    if !lines.is_empty() {
+        out.push_str("\nWhere the CPU went at the maximum rate (1 replica):\n\n");
+        for line in lines {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
+    if !report.problems.is_empty() {
+        out.push_str("\nProblems in this run:\n\n");
+        for problem in &report.problems {
+            let _ = writeln!(out, "- {problem}");
+        }
+    }
+    let _ = writeln!(out, "\n```text\n{}\n```", report.summary_line());
+    let _ = writeln!(out, "{BLOCK_END}");
+    out
+}
+
+/// `document` with its latest-figures block replaced by `block` (appended when it has none).
+pub fn replace_block(document: &str, block: &str) -> String {
+    if let (Some(begin), Some(end)) = (document.find(BLOCK_BEGIN), document.find(BLOCK_END))
+        && begin < end
+    {
+        let after = &document[end + BLOCK_END.len()..];
+        let after = after.strip_prefix('\n').unwrap_or(after);
+        return format!("{}{block}{after}", &document[..begin]);
+    }
+    let mut out = document.trim_end().to_owned();
+    if !out.is_empty() {
+        out.push_str("\n\n");
+    }
+    out.push_str(block);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::report;
+
+    #[test]
+    fn a_relay_only_run_reports_only_the_relay() {
+        let report = Report {
+            relay: report().relay,
+            ..Report::default()
+        };
+        assert!(render(&report).contains("| 2 | 1000 | 300 | 1.00 | 34000 |"));
+    }
+
+    #[test]
+    fn the_report_states_each_target_as_met_or_missed() {
+        let text = render(&report());
+        assert!(
+            text.contains("| ratio S / (R / D) | 0.234 | >= 0.6 (missed) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| largest worker RSS idle, MB | 12.0 | <= 30 (met) |"),
+            "{text}"
+        );
+        assert!(text.contains("| sagas per second, 2 replicas | 550.0 (1.10 x one replica) |"));
+        assert!(
+            text.contains("| ride-worker#1 | 12.0 | 40.0 | 20.0 | 5.00 | 4.00 | 4.00 | 4.00 |")
+        );
+        // Per saga at the maximum rate: 4 CPU s and 3000 switches over 1000 sagas.
+        assert!(
+            text.contains("| ride-worker#1 | 4.000 | 3.0 | 0.0 | 0.0 | 0.0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| all | 10.000 | 6.0 | 0.0 | 0.0 | 0.0 |"),
+            "{text}"
+        );
+        assert!(text.contains("All workers together: 40% of that CPU; nats-server: 60%."));
+        assert!(
+            text.contains("| 1 | 1000 | 300 | 1.00 | 30000 | 50.0 | 40.0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 2 | 1000 | 300 | 1.00 | 34000 | n/a | n/a |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nats-server used 400.0 µs of CPU per service delivery"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| ride-worker | 15000 | 15.00 | 15000 | n/a | 3 | n/a |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| all | 15000 | 15.00 | 15000 | 0 | 3 | 0 |"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_latest_block_replaces_the_old_one_and_keeps_the_rest() {
+        let document =
+            format!("# Benchmarks\n\nintro\n\n{BLOCK_BEGIN}\nold\n{BLOCK_END}\n\nmore\n");
+        let block = format!("{BLOCK_BEGIN}\nnew\n{BLOCK_END}\n");
+        let updated = replace_block(&document, &block);
+        assert_eq!(
+            updated,
+            format!("# Benchmarks\n\nintro\n\n{BLOCK_BEGIN}\nnew\n{BLOCK_END}\n\nmore\n")
+        );
+        assert_eq!(replace_block(&updated, &block), updated);
+        let appended = replace_block("# Benchmarks\n", &block);
+        assert_eq!(appended, format!("# Benchmarks\n\n{block}"));
+    }
+}

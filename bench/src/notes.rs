@@ -1,0 +1,128 @@
+//! What a report says besides the figures: the conditions of the run (settings, server
+//! configuration, revision) and its problems (failed sagas, redeliveries, worker log warnings).
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::Settings;
+use crate::process::count_problems;
+use crate::report::{Phase, Report};
+
+/// Adds what went wrong in a phase to the report's problems, prefixed with the phase's name.
+pub fn note_phase_problems(report: &mut Report, name: &str, phase: &Phase) {
+    let o = &phase.outcome;
+    let mut note = |text: String| report.problems.push(format!("{name}: {text}"));
+    for (why, count) in &o.failures {
+        note(format!("{count} sagas failed: {why}"));
+    }
+    if o.unfinished > 0 {
+        note(format!(
+            "{} sagas did not finish within the drain timeout",
+            o.unfinished
+        ));
+    }
+    if o.publish_errors > 0 {
+        note(format!(
+            "{} commands were not stored by the server",
+            o.publish_errors
+        ));
+    }
+    if !o.quiet && o.unfinished == 0 {
+        note("the consumers were not empty at the end".into());
+    }
+    let redelivered = phase.worker_total("redelivered");
+    let duplicates = phase.worker_total("duplicates");
+    if redelivered + duplicates > 0 {
+        note(format!(
+            "{redelivered} redeliveries and {duplicates} duplicate inputs (inbox hits)"
+        ));
+    }
+    let failed = phase.worker_total("failed");
+    if failed > 0 {
+        note(format!(
+            "{failed} transient handler failures (nak) during a phase"
+        ));
+    }
+}
+
+/// Adds a line per worker log with warnings or errors, with its most frequent kinds.
+pub fn add_log_problems(report: &mut Report, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("workers/logs")) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    logs.sort();
+    for log in logs {
+        let found = count_problems(&log);
+        if found.warnings + found.errors > 0 {
+            let name = log.file_stem().unwrap_or_default().to_string_lossy();
+            report.problems.push(format!(
+                "worker {name} logged {} warnings and {} errors; most often: {}",
+                found.warnings,
+                found.errors,
+                found.top.join("; ")
+            ));
+        }
+    }
+}
+
+/// The settings as report lines.
+pub fn describe(s: &Settings, nats_conf: &Path) -> Vec<(String, String)> {
+    let sync = std::fs::read_to_string(nats_conf)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("sync_interval"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "sync_interval: server default".into());
+    vec![
+        ("nats.conf".into(), format!("`{sync}`")),
+        (
+            "worker pull settings".into(),
+            format!(
+                "RIDESAGA_BATCH={} RIDESAGA_MAX_IN_FLIGHT={} (the relay uses the same)",
+                s.batch, s.max_in_flight
+            ),
+        ),
+        (
+            "load".into(),
+            format!(
+                "{} sagas in flight at the maximum rate, {} drivers online, {} s warm-up, {} s per maximum-rate phase, {} s at half rate",
+                s.window,
+                s.drivers,
+                s.warmup.as_secs(),
+                s.phase.as_secs(),
+                s.latency.as_secs()
+            ),
+        ),
+        (
+            "relay".into(),
+            format!("{} messages per run", s.relay_messages),
+        ),
+    ]
+}
+
+/// The checked-out commit, marked when the work tree has changes.
+pub fn revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{commit} with local changes")
+            } else {
+                commit
+            }
+        }
+        None => "unknown".into(),
+    }
+}

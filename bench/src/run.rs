@@ -1,0 +1,463 @@
+//! One benchmark run, phase by phase, on one nats-server started for it:
+//!
+//! 1. relay ceiling (first run);
+//! 2. one replica of every worker: drivers online, warm-up, maximum rate (window pace);
+//! 3. latency at half that rate (open loop);
+//! 4. relay ceiling (second run), so R brackets the system phases;
+//! 5. a second replica of every worker: warm-up, maximum rate again.
+//!
+//! CPU and memory of every process are read from `/proc` around each phase, consumer counters
+//! from the server. Everything started is stopped at the end (and killed if the run fails).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use ridesaga_schemas::streams::{self, DEAD_LETTER_STREAM, ProvisionOptions};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::cli::{Cli, Settings};
+use crate::consumers;
+use crate::fleet::{self, Fleet, FleetConfig};
+use crate::generator::{Generator, Pace, Plan};
+use crate::notes::{add_log_problems, describe, note_phase_problems, revision};
+use crate::process::PidLog;
+use crate::procfs::{self, ProcSample, Usage};
+use crate::profile;
+use crate::relay;
+use crate::report::{Phase, ProcessCost, Report, SELF_NAME};
+use crate::server::Server;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The processes of a run and the connection to their server.
+struct Run {
+    settings: Settings,
+    dir: PathBuf,
+    pids: PidLog,
+    ticks: u64,
+    server: Server,
+    server_idle: Option<ProcSample>,
+    fleet: Fleet,
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+/// Runs every phase and returns the report (not yet written anywhere).
+pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
+    let settings = cli.settings();
+    let now = OffsetDateTime::now_utc();
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("ridesaga-bench-");
+    let mut dir = match &cli.work_dir {
+        Some(parent) => builder.tempdir_in(parent),
+        None => builder.tempdir(),
+    }
+    .context("creating the run's directory")?;
+    if cli.keep {
+        dir.disable_cleanup(true);
+        eprintln!(
+            "bench: keeping the run's directory {}",
+            dir.path().display()
+        );
+    }
+    if !cli.relay_only {
+        let missing = fleet::missing_binaries(&cli.bin_dir);
+        anyhow::ensure!(
+            missing.is_empty(),
+            "worker binaries are missing (build them with `cargo build --release \
+             --workspace`, or pass --relay-only): {}",
+            missing
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut report = Report {
+        date: now.date().to_string(),
+        started_at: now.format(&Rfc3339).unwrap_or_default(),
+        command: cli.command_line(),
+        quick: cli.quick,
+        machine: procfs::machine_description(),
+        load: (procfs::load_average(), String::new()),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        revision: revision(),
+        settings: describe(&settings, &cli.nats_conf),
+        ..Report::default()
+    };
+
+    // The server's and the workers' logs are what explains a failed run: keep them then.
+    let keep_for_inspection = |dir: &mut tempfile::TempDir| {
+        dir.disable_cleanup(true);
+        eprintln!(
+            "bench: the run's directory is kept for inspection: {}",
+            dir.path().display()
+        );
+    };
+    let mut run = match Run::start(cli, settings, dir.path()).await {
+        Ok(run) => run,
+        Err(e) => {
+            keep_for_inspection(&mut dir);
+            return Err(e);
+        }
+    };
+    report.nats_version = run.server.version.clone();
+    let result = run.measure(cli, &mut report).await;
+    let costs = run.costs();
+    run.stop().await;
+    if result.is_err() {
+        keep_for_inspection(&mut dir);
+    }
+    result?;
+    report.costs = costs?;
+    report.load.1 = procfs::load_average();
+    add_log_problems(&mut report, dir.path());
+    Ok(report)
+}
+
+impl Run {
+    async fn start(cli: &Cli, settings: Settings, dir: &Path) -> anyhow::Result<Run> {
+        let pids = PidLog::new(cli.pids_file.clone());
+        let ticks = procfs::ticks_per_second();
+        eprintln!(
+            "bench: starting nats-server with {}",
+            cli.nats_conf.display()
+        );
+        let server_dir = dir.join("nats");
+        std::fs::create_dir_all(&server_dir).context("creating the server's directory")?;
+        let server = Server::start(&cli.nats_server, &cli.nats_conf, &server_dir, &pids).await?;
+        let client = connect(&server.url()).await?;
+        let js = jetstream::new(client.clone());
+        streams::provision(&js, ProvisionOptions::default())
+            .await
+            .context("provisioning the streams and consumers")?;
+        let server_idle = server.process.sample(ticks).ok();
+        let fleet = Fleet::new(FleetConfig {
+            bin_dir: cli.bin_dir.clone(),
+            dir: dir.join("workers"),
+            nats_url: server.url(),
+            batch: settings.batch,
+            max_in_flight: settings.max_in_flight,
+        });
+        Ok(Run {
+            settings,
+            dir: dir.to_owned(),
+            pids,
+            ticks,
+            server,
+            server_idle,
+            fleet,
+            client,
+            js,
+        })
+    }
+
+    async fn measure(&mut self, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+        let s = self.settings;
+        let run = self.relay(report).await?;
+        report.relay.push(run);
+        if cli.relay_only {
+            return Ok(());
+        }
+
+        eprintln!("bench: starting one replica of every worker");
+        self.fleet.start_replica(1, &self.pids)?;
+        self.fleet
+            .wait_ready(&self.client, 1, READY_TIMEOUT, self.ticks)
+            .await?;
+        // Its own connection, so its subscriptions do not queue behind the probes.
+        let mut generator = Generator::connect(connect(&self.server.url()).await?).await?;
+        eprintln!("bench: bringing {} drivers online", s.drivers);
+        generator
+            .bring_drivers_online(s.drivers, READY_TIMEOUT)
+            .await?;
+
+        self.warm_up(&mut generator, report).await?;
+        eprintln!(
+            "bench: maximum rate, 1 replica: {} sagas in flight for {:?}",
+            s.window, s.phase
+        );
+        let max1 = self
+            .phase(
+                "max rate, 1 replica",
+                &mut generator,
+                s.window_plan(),
+                cli.perf,
+                report,
+            )
+            .await?;
+        let rate = max1.outcome.per_second();
+        eprintln!("bench: {rate:.1} sagas per second");
+        report.max1 = Some(max1);
+
+        if rate > 0.0 {
+            let half = rate / 2.0;
+            eprintln!(
+                "bench: latency at {half:.1} sagas per second for {:?}",
+                s.latency
+            );
+            let plan = Plan {
+                pace: Pace::Rate {
+                    per_second: half,
+                    max_in_flight: s.drivers,
+                },
+                duration: s.latency,
+                drain_timeout: s.drain_timeout,
+            };
+            let latency = self
+                .phase("half rate, 1 replica", &mut generator, plan, false, report)
+                .await?;
+            report.latency = Some((half, latency));
+        } else {
+            report
+                .problems
+                .push("no saga completed at the maximum rate: latency not measured".into());
+        }
+
+        let run = self.relay(report).await?;
+        report.relay.push(run);
+
+        if !cli.no_scaling {
+            eprintln!("bench: starting a second replica of every worker");
+            self.fleet.start_replica(2, &self.pids)?;
+            self.fleet
+                .wait_ready(&self.client, 2, READY_TIMEOUT, self.ticks)
+                .await?;
+            self.warm_up(&mut generator, report).await?;
+            eprintln!("bench: maximum rate, 2 replicas");
+            let max2 = self
+                .phase(
+                    "max rate, 2 replicas",
+                    &mut generator,
+                    s.window_plan(),
+                    false,
+                    report,
+                )
+                .await?;
+            eprintln!("bench: {:.1} sagas per second", max2.outcome.per_second());
+            report.max2 = Some(max2);
+        }
+        self.check_dead_letters(report).await;
+        Ok(())
+    }
+
+    async fn relay(&mut self, report: &mut Report) -> anyhow::Result<relay::RelayRun> {
+        let s = self.settings;
+        eprintln!("bench: relay ceiling, {} messages", s.relay_messages);
+        let (run, before, after) =
+            relay::run(&self.js, s.relay_messages, s.batch, s.max_in_flight, || {
+                self.sample_all()
+            })
+            .await?;
+        report.relay_usage.push(usage_between(&before?, &after?));
+        eprintln!("bench: relay {:.0} messages per second", run.per_second);
+        if run.stalls > 0 {
+            report.problems.push(format!(
+                "relay: the pull went quiet {} times and was started again (the rate includes \
+                 the {} s waits)",
+                run.stalls,
+                relay::STALL.as_secs()
+            ));
+        }
+        Ok(run)
+    }
+
+    async fn warm_up(
+        &mut self,
+        generator: &mut Generator,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let s = self.settings;
+        if s.warmup.is_zero() {
+            return Ok(());
+        }
+        eprintln!("bench: warming up for {:?}", s.warmup);
+        let plan = Plan {
+            duration: s.warmup,
+            ..s.window_plan()
+        };
+        let fleet = &mut self.fleet;
+        let server = &mut self.server;
+        let mut health = || {
+            server.process.check_running()?;
+            fleet.check_running()
+        };
+        let warm = generator.run(plan, &mut health).await?;
+        let broken = warm.failed() + warm.unfinished;
+        if broken > 0 {
+            report.problems.push(format!(
+                "warm-up: {broken} of {} sagas failed or did not finish: {:?}",
+                warm.started, warm.failures
+            ));
+        }
+        Ok(())
+    }
+
+    /// One measured phase: consumer counters and CPU around it, optionally a profile.
+    async fn phase(
+        &mut self,
+        name: &str,
+        generator: &mut Generator,
+        plan: Plan,
+        perf: bool,
+        report: &mut Report,
+    ) -> anyhow::Result<Phase> {
+        let before = consumers::snapshot(&self.js).await?;
+        let counts_before = fleet::worker_counts(&self.client).await?;
+        let cpu_before = self.sample_all()?;
+        let recording = if perf {
+            let mut pids = vec![self.server.process.pid];
+            pids.extend(self.fleet.workers.iter().map(|w| w.process.pid));
+            match profile::start(&pids, &self.dir, &self.pids) {
+                Ok(recording) => Some(recording),
+                Err(e) => {
+                    report.problems.push(format!("perf could not start: {e:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let fleet = &mut self.fleet;
+        let server = &mut self.server;
+        let mut health = || {
+            server.process.check_running()?;
+            fleet.check_running()
+        };
+        let outcome = generator.run(plan, &mut health).await?;
+        if let Some(recording) = recording {
+            match recording.finish().await {
+                Ok(profile) => report.profile = Some(profile),
+                Err(e) => report.problems.push(format!("perf failed: {e:#}")),
+            }
+        }
+        let cpu_after = self.sample_all()?;
+        let after = consumers::snapshot(&self.js).await?;
+        let counts_after = fleet::worker_counts(&self.client).await?;
+        let phase = Phase {
+            deliveries: consumers::deliveries_between(&before, &after),
+            worker_counts: fleet::counts_between(&counts_before, &counts_after),
+            usage: usage_between(&cpu_before, &cpu_after),
+            outcome,
+        };
+        note_phase_problems(report, name, &phase);
+        Ok(phase)
+    }
+
+    /// CPU and memory of every process now, by report name.
+    fn sample_all(&self) -> anyhow::Result<BTreeMap<String, ProcSample>> {
+        let mut out = BTreeMap::new();
+        out.insert(
+            "nats-server".to_owned(),
+            self.server.process.sample(self.ticks)?,
+        );
+        for worker in &self.fleet.workers {
+            out.insert(
+                worker.process.name.clone(),
+                worker.process.sample(self.ticks)?,
+            );
+        }
+        out.insert(
+            SELF_NAME.to_owned(),
+            procfs::sample(std::process::id(), self.ticks).context("reading /proc/self")?,
+        );
+        Ok(out)
+    }
+
+    /// Memory and CPU of every process over the whole run, server first, this process last.
+    fn costs(&self) -> anyhow::Result<Vec<ProcessCost>> {
+        let samples = self.sample_all()?;
+        let cost = |name: &str, idle: Option<ProcSample>| {
+            let now = samples.get(name).copied().unwrap_or_default();
+            ProcessCost {
+                name: name.to_owned(),
+                idle_rss_kib: idle.map(|s| s.rss_kib),
+                peak_rss_kib: now.peak_rss_kib,
+                end_rss_kib: now.rss_kib,
+                cpu_seconds: now.cpu_seconds,
+            }
+        };
+        let mut out = vec![cost("nats-server", self.server_idle)];
+        for worker in &self.fleet.workers {
+            out.push(cost(&worker.process.name, worker.idle));
+        }
+        out.push(cost(SELF_NAME, None));
+        Ok(out)
+    }
+
+    async fn check_dead_letters(&self, report: &mut Report) {
+        if let Ok(mut stream) = self.js.get_stream(DEAD_LETTER_STREAM).await
+            && let Ok(info) = stream.info().await
+            && info.state.messages > 0
+        {
+            report.problems.push(format!(
+                "{} records in the dead-letter stream {DEAD_LETTER_STREAM}",
+                info.state.messages
+            ));
+        }
+    }
+
+    /// Workers first (they drain), then the server.
+    async fn stop(&mut self) {
+        eprintln!("bench: stopping the workers and nats-server");
+        self.fleet.stop().await;
+        self.server.process.stop(Duration::from_secs(10)).await;
+    }
+}
+
+impl Settings {
+    fn window_plan(&self) -> Plan {
+        Plan {
+            pace: Pace::Window(self.window),
+            duration: self.phase,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("ridesaga-bench")
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// What each process did between two samples.
+pub fn usage_between(
+    before: &BTreeMap<String, ProcSample>,
+    after: &BTreeMap<String, ProcSample>,
+) -> BTreeMap<String, Usage> {
+    after
+        .iter()
+        .map(|(name, a)| (name.clone(), Usage::between(before.get(name), a)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(cpu_seconds: f64) -> ProcSample {
+        ProcSample {
+            cpu_seconds,
+            ..ProcSample::default()
+        }
+    }
+
+    #[test]
+    fn usage_is_counted_per_process_and_from_zero_for_new_ones() {
+        let before = BTreeMap::from([("nats-server".to_owned(), sample(10.0))]);
+        let after = BTreeMap::from([
+            ("nats-server".to_owned(), sample(12.5)),
+            ("ride-worker#2".to_owned(), sample(0.75)),
+        ]);
+        let usage = usage_between(&before, &after);
+        assert_eq!(usage["nats-server"].cpu_seconds, 2.5);
+        assert_eq!(usage["ride-worker#2"].cpu_seconds, 0.75);
+    }
+}
