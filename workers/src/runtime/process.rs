@@ -135,6 +135,19 @@ impl<W: Worker> Shared<W> {
     ) -> Result<Vec<Result<Applied, HandleError>>, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         store::outbox_delete(&mut tx, stored).await?;
+        if let [request] = batch {
+            // A batch of one (the usual case below full load) needs no savepoint: if it fails,
+            // rolling the whole transaction back undoes nothing else but the outbox delete,
+            // which the next batch repeats.
+            let outcome = self.apply_one(&mut tx, &request.input, request.now).await;
+            if outcome.is_ok() {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+                self.publisher.restore_stored(stored.to_vec());
+            }
+            return Ok(vec![outcome]);
+        }
         let mut outcomes = Vec::with_capacity(batch.len());
         for request in batch {
             sqlx::query("SAVEPOINT input").execute(&mut *tx).await?;

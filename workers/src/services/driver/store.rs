@@ -34,6 +34,9 @@ pub enum StoreError {
 /// loaded around one point; the exact great-circle choice is made among them.
 const NEARBY_LIMIT: i64 = 64;
 
+/// Radius of the first, small search for a driver, in km.
+const NEAR_FIRST_KM: f64 = 2.0;
+
 macro_rules! driver_columns {
     () => {
         "driver_id, name, lat, lng, online, current_ride, name_at_ms, online_at_ms, location_at_ms"
@@ -220,15 +223,44 @@ async fn find_ride(
     row.as_ref().map(ride_from_row).transpose()
 }
 
-/// Available drivers in the box around `pickup`, nearest first by an equirectangular estimate
-/// (exact enough to keep the true nearest among the first [`NEARBY_LIMIT`]).
+/// Available drivers near `pickup`, enough to contain the nearest one within the radius. Looks
+/// in a small circle first ([`NEAR_FIRST_KM`]): where drivers are dense, that answers with a
+/// fraction of the rows the whole radius would scan; only when no driver is inside it does the
+/// whole radius get searched.
 async fn add_available_drivers_near(
     conn: &mut SqliteConnection,
     state: &mut State,
     pickup: GeoPoint,
     rules: &MatchRules,
 ) -> Result<(), StoreError> {
-    let bbox = BoundingBox::around(pickup, rules.radius_km);
+    let mut drivers = if NEAR_FIRST_KM < rules.radius_km {
+        available_drivers_in_box(conn, pickup, NEAR_FIRST_KM).await?
+    } else {
+        Vec::new()
+    };
+    // A driver inside the small circle is nearer than anyone outside the small box, so the
+    // nearest overall is among these. Corners of the box do not count.
+    if !drivers
+        .iter()
+        .any(|d| d.location.distance_km(&pickup) <= NEAR_FIRST_KM)
+    {
+        drivers = available_drivers_in_box(conn, pickup, rules.radius_km).await?;
+    }
+    for driver in drivers {
+        state.drivers.entry(driver.id.clone()).or_insert(driver);
+    }
+    Ok(())
+}
+
+/// Available drivers in the box around `pickup` of `radius_km`, nearest first by an
+/// equirectangular estimate (exact enough to keep the true nearest among the first
+/// [`NEARBY_LIMIT`]).
+async fn available_drivers_in_box(
+    conn: &mut SqliteConnection,
+    pickup: GeoPoint,
+    radius_km: f64,
+) -> Result<Vec<Driver>, StoreError> {
+    let bbox = BoundingBox::around(pickup, radius_km);
     let lng_scale = pickup.lat.to_radians().cos().powi(2);
     let rows = sqlx::query(concat!(
         "SELECT ",
@@ -247,11 +279,7 @@ async fn add_available_drivers_near(
     .bind(NEARBY_LIMIT)
     .fetch_all(&mut *conn)
     .await?;
-    for row in &rows {
-        let driver = driver_from_row(row)?;
-        state.drivers.entry(driver.id.clone()).or_insert(driver);
-    }
-    Ok(())
+    rows.iter().map(driver_from_row).collect()
 }
 
 /// Waiting cleared rides before their deadline in the box around `place`, earliest first.
@@ -777,6 +805,27 @@ mod tests {
             reserved_drivers(&mut db.conn).await,
             [("d_1".to_owned(), "r_1".to_owned())]
         );
+    }
+
+    #[tokio::test]
+    async fn a_driver_outside_the_first_search_circle_still_wins_when_nearest() {
+        let mut db = db().await;
+        let pickup = near(0.0, 0.0);
+        // d_0 is due north, just outside the small first circle; d_1 sits in a corner of the
+        // small box: found first, but farther away.
+        let corner_lng = 0.0175 / pickup.lat.to_radians().cos();
+        drivers_online(&mut db.conn, &[(0.0225, 0.0), (0.0175, corner_lng)]).await;
+        let north = pickup.distance_km(&near(0.0225, 0.0));
+        let corner = pickup.distance_km(&near(0.0175, corner_lng));
+        assert!(NEAR_FIRST_KM < north && north < corner, "{north} {corner}");
+        apply(&mut db.conn, &requested(1, pickup, at(60)), at(0))
+            .await
+            .unwrap();
+        let out = apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
+        let Message::DriverAssigned(assigned) = &out[0].message else {
+            panic!("{out:?}")
+        };
+        assert_eq!(assigned.driver_id.as_str(), "d_0");
     }
 
     #[tokio::test]
