@@ -86,7 +86,7 @@ pub struct Cli {
     pub drivers: Option<usize>,
 
     /// Messages per pull, for the workers and the relay alike.
-    #[arg(long, env = "RIDESAGA_BATCH", default_value_t = 128)]
+    #[arg(long, env = "RIDESAGA_BATCH", default_value_t = 64)]
     pub batch: usize,
 
     /// Messages handled at once per worker replica, and by the relay.

@@ -193,7 +193,9 @@ pub struct RuntimeConfig {
     /// wait in SQLite's busy handler, which sleeps in steps of milliseconds, instead of queueing
     /// on the pool. Raise it for PostgreSQL.
     pub db_pool: u32,
-    /// `RIDESAGA_BATCH`: messages requested per pull.
+    /// `RIDESAGA_BATCH`: messages requested per pull. No larger than the in-flight limit by
+    /// default: a message waiting in the client's buffer gets no progress acks, and one that
+    /// waits past the ack wait is redelivered to another replica.
     pub batch: usize,
     /// `RIDESAGA_MAX_IN_FLIGHT`: messages handled concurrently by one replica.
     pub max_in_flight: usize,
@@ -230,7 +232,7 @@ impl RuntimeConfig {
             nats: NatsConfig::load(s)?,
             database_url: s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?,
             db_pool: s.get("RIDESAGA_DB_POOL", 1)?,
-            batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", 128)?)?,
+            batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", 64)?)?,
             max_in_flight: positive(
                 "RIDESAGA_MAX_IN_FLIGHT",
                 s.get("RIDESAGA_MAX_IN_FLIGHT", 64)?,
