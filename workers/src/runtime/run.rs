@@ -21,7 +21,7 @@ use super::http::{self, HttpState};
 use super::metrics::Metrics;
 use super::process::Shared;
 use super::publish::Publisher;
-use super::store;
+use super::store::{self, Checkpoints};
 use crate::config::RuntimeConfig;
 
 /// Why a worker stopped with an error.
@@ -67,13 +67,24 @@ pub async fn run<W: Worker>(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let service = worker.service();
-    let pool = store::open(&config.database_url, config.db_pool)
+    let pool = store::open_with(
+        &config.database_url,
+        config.db_pool,
+        Checkpoints::Background,
+    )
+    .await
+    .map_err(|source| RunError::Database {
+        url: config.database_url.clone(),
+        source,
+    })?;
+    store::migrate(&pool, worker.migrator()).await?;
+    // Its own connection: a checkpoint never takes the writer's.
+    let checkpoints = store::open(&config.database_url, 1)
         .await
         .map_err(|source| RunError::Database {
             url: config.database_url.clone(),
             source,
         })?;
-    store::migrate(&pool, worker.migrator()).await?;
 
     let client = config
         .nats
@@ -128,6 +139,7 @@ pub async fn run<W: Worker>(
         background.clone(),
     ));
     tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
+    tasks.spawn(checkpoint_loop(checkpoints, background.clone()));
     tasks.spawn(lag_loop(
         consumer.clone(),
         metrics.clone(),
@@ -308,6 +320,23 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
             }
         }
     }
+}
+
+/// Checkpoints the write-ahead log every second, off the writer's path.
+async fn checkpoint_loop(pool: sqlx::SqlitePool, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = store::checkpoint(&pool).await {
+            tracing::warn!(error = %e, "checkpoint failed; retrying next second");
+        }
+    }
+    let _ = store::checkpoint(&pool).await;
+    pool.close().await;
 }
 
 /// Runs the service's timers.

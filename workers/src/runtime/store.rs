@@ -32,15 +32,37 @@ impl OutboxRow {
 /// Opens (creating if needed) the database at `url` with WAL journaling, a busy timeout long
 /// enough for several replicas to take turns, and `max_connections` connections.
 pub async fn open(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
-    let options = SqliteConnectOptions::from_str(url)?
+    open_with(url, max_connections, Checkpoints::Automatic).await
+}
+
+/// Who moves the write-ahead log into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// SQLite, inside whichever commit crosses the threshold (the default).
+    Automatic,
+    /// A background task ([`checkpoint`]), so no input's commit waits for the checkpoint's
+    /// fsync of the database file.
+    Background,
+}
+
+/// [`open`], choosing who checkpoints.
+pub async fn open_with(
+    url: &str,
+    max_connections: u32,
+    checkpoints: Checkpoints,
+) -> Result<SqlitePool, sqlx::Error> {
+    let mut options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // NORMAL in WAL mode is durable against process crashes (the ones redelivery must
-        // survive); only an OS crash can lose the last transactions, which JetStream then
-        // redelivers because their inputs were never acked.
+        // NORMAL in WAL mode survives process crashes (the ones redelivery must survive)
+        // without an fsync per commit; an OS crash or power loss can lose the last commits,
+        // as the broker's sync_interval can lose its last writes.
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
+    if checkpoints == Checkpoints::Background {
+        options = options.pragma("wal_autocheckpoint", "0");
+    }
     if let Some(path) = options.get_filename().parent()
         && !path.as_os_str().is_empty()
     {
@@ -50,6 +72,15 @@ pub async fn open(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::E
         .max_connections(max_connections.max(1))
         .connect_with(options)
         .await
+}
+
+/// One passive checkpoint: copies what it can from the log into the database file without
+/// blocking writers (which keep appending to the log meanwhile).
+pub async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
