@@ -1,0 +1,495 @@
+//! Tests of the driver service's tables: loading state and writing back changes.
+
+use proptest::prelude::*;
+use ridesaga_schemas::{
+    CancelReason, DriverOffline, DriverOnline, Envelope, FraudCleared, Message, MessageId,
+    MessageKind, MoveDriver, PaymentDeclined, RegisterDriver, RideCancelled, RideCompleted,
+    RideRejected, RideRequested,
+};
+use sqlx::{Connection, SqliteConnection};
+
+use super::super::{DriverConfig, DriverService, domain, input_of};
+use super::*;
+use crate::runtime::{HandleError, Worker};
+use crate::testing::{apply_in_tx, connect, database, database_file, tick_in_tx};
+
+/// A fresh database file with the driver tables, deleted on drop.
+struct Db {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    conn: SqliteConnection,
+}
+
+async fn db() -> Db {
+    let (dir, conn) = database(service().migrator()).await;
+    let path = database_file(&dir);
+    Db {
+        _dir: dir,
+        path,
+        conn,
+    }
+}
+
+fn service() -> DriverService {
+    DriverService::new(DriverConfig::default())
+}
+
+/// One input as the runtime applies it: in its own transaction, committed on success.
+async fn apply(
+    conn: &mut SqliteConnection,
+    input: &Envelope,
+    now: Timestamp,
+) -> Result<Vec<Envelope>, HandleError> {
+    apply_in_tx(&service(), conn, input, now).await
+}
+
+async fn tick(conn: &mut SqliteConnection, now: Timestamp) -> Vec<Envelope> {
+    tick_in_tx(&service(), conn, now).await.unwrap()
+}
+
+fn kinds(out: &[Envelope]) -> Vec<(MessageKind, String)> {
+    out.iter()
+        .map(|e| (e.kind(), e.subject_id().to_owned()))
+        .collect()
+}
+
+async fn reserved_drivers(conn: &mut SqliteConnection) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT driver_id, current_ride FROM drivers WHERE current_ride IS NOT NULL")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Every driver and ride in the tables, as the domain sees them.
+async fn load_all(conn: &mut SqliteConnection) -> State {
+    let mut state = State::default();
+    let q = concat!("SELECT ", driver_columns!(), " FROM drivers");
+    for row in sqlx::query(q).fetch_all(&mut *conn).await.unwrap() {
+        let d = driver_from_row(&row).unwrap();
+        state.drivers.insert(d.id.clone(), d);
+    }
+    let q = concat!("SELECT ", ride_columns!(), " FROM driver_rides");
+    for row in sqlx::query(q).fetch_all(&mut *conn).await.unwrap() {
+        let r = ride_from_row(&row).unwrap();
+        state.rides.insert(r.id.clone(), r);
+    }
+    state
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_millis(1_700_000_000_000 + seconds * 1000)
+}
+fn near(dlat: f64, dlng: f64) -> GeoPoint {
+    GeoPoint::new(52.52 + dlat, 13.41 + dlng).unwrap()
+}
+fn rid(n: usize) -> RideId {
+    RideId::parse(format!("r_{n}")).unwrap()
+}
+fn did(n: usize) -> DriverId {
+    DriverId::parse(format!("d_{n}")).unwrap()
+}
+fn uid(n: usize) -> RiderId {
+    RiderId::parse(format!("u_{n}")).unwrap()
+}
+
+/// A message as its producer would publish it, `occurred` seconds into the test.
+fn msg(message: impl Into<Message>, ride: Option<usize>, occurred: i64) -> Envelope {
+    let mut e = Envelope::new(message, ride.map(rid), "test");
+    e.occurred_at = at(occurred);
+    e
+}
+fn register(n: usize, location: GeoPoint, t: i64) -> Envelope {
+    msg(
+        RegisterDriver {
+            driver_id: did(n),
+            name: format!("Driver {n}"),
+            location,
+        },
+        None,
+        t,
+    )
+}
+fn online(n: usize, t: i64) -> Envelope {
+    msg(
+        DriverOnline {
+            driver_id: did(n),
+            location: None,
+        },
+        None,
+        t,
+    )
+}
+fn requested(n: usize, pickup: GeoPoint, deadline: Timestamp) -> Envelope {
+    let m = RideRequested {
+        rider_id: uid(n),
+        pickup,
+        dropoff: pickup,
+        payment_token: "tok_visa".into(),
+        estimated_distance_km: 3.0,
+        estimated_fare_cents: 1200,
+        match_deadline: deadline,
+    };
+    msg(m, Some(n), 0)
+}
+fn cleared(n: usize) -> Envelope {
+    msg(
+        FraudCleared {
+            rider_id: uid(n),
+            score: 0,
+            reasons: vec![],
+        },
+        Some(n),
+        0,
+    )
+}
+fn completed(n: usize) -> Envelope {
+    let m = RideCompleted {
+        rider_id: uid(n),
+        driver_id: did(0),
+        distance_km: 3.0,
+        duration_min: 9.0,
+        fare_cents: 1200,
+    };
+    msg(m, Some(n), 0)
+}
+fn cancelled(n: usize, reason: CancelReason) -> Envelope {
+    msg(
+        RideCancelled {
+            rider_id: uid(n),
+            reason,
+            driver_id: None,
+        },
+        Some(n),
+        0,
+    )
+}
+fn declined(n: usize) -> Envelope {
+    let m = PaymentDeclined {
+        rider_id: uid(n),
+        code: "card_declined".into(),
+        message: "no".into(),
+    };
+    msg(m, Some(n), 0)
+}
+fn rejected(n: usize) -> Envelope {
+    msg(
+        RideRejected {
+            rider_id: uid(n),
+            score: 100,
+            reasons: vec!["rider_blocked".into()],
+        },
+        Some(n),
+        0,
+    )
+}
+
+async fn drivers_online(conn: &mut SqliteConnection, positions: &[(f64, f64)]) {
+    for (n, (dlat, dlng)) in positions.iter().enumerate() {
+        apply(conn, &register(n, near(*dlat, *dlng), -10), at(0))
+            .await
+            .unwrap();
+        apply(conn, &online(n, -9), at(0)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_cleared_event_reserves_one_driver() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.02, 0.0), (0.01, 0.0)]).await;
+    let request = requested(1, near(0.0, 0.0), at(60));
+    assert!(
+        apply(&mut db.conn, &request, at(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let clearance = cleared(1);
+    let out = apply(&mut db.conn, &clearance, at(0)).await.unwrap();
+    assert_eq!(
+        kinds(&out),
+        [(MessageKind::DriverAssigned, "r_1".to_owned())]
+    );
+    let Message::DriverAssigned(assigned) = &out[0].message else {
+        panic!()
+    };
+    assert_eq!(
+        (assigned.driver_id.as_str(), assigned.rider_id.as_str()),
+        ("d_1", "u_1")
+    );
+    assert_eq!(
+        out[0].id,
+        MessageId::derive_from_key("r_1/evt.driver.assigned")
+    );
+    assert_eq!(
+        out[0].correlation_id, request.correlation_id,
+        "the saga's correlation id"
+    );
+    assert_eq!(out[0].causation_id.as_ref(), Some(&clearance.id));
+    out[0].validate().unwrap();
+
+    // The same message past the inbox, and a copy under another id: nothing more.
+    assert!(
+        apply(&mut db.conn, &clearance, at(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        apply(&mut db.conn, &cleared(1), at(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        reserved_drivers(&mut db.conn).await,
+        [("d_1".to_owned(), "r_1".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_driver_outside_the_first_search_circle_still_wins_when_nearest() {
+    let mut db = db().await;
+    let pickup = near(0.0, 0.0);
+    // d_0 is due north, just outside the small first circle; d_1 sits in a corner of the
+    // small box: found first, but farther away.
+    let corner_lng = 0.0175 / pickup.lat.to_radians().cos();
+    drivers_online(&mut db.conn, &[(0.0225, 0.0), (0.0175, corner_lng)]).await;
+    let north = pickup.distance_km(&near(0.0225, 0.0));
+    let corner = pickup.distance_km(&near(0.0175, corner_lng));
+    assert!(NEAR_FIRST_KM < north && north < corner, "{north} {corner}");
+    apply(&mut db.conn, &requested(1, pickup, at(60)), at(0))
+        .await
+        .unwrap();
+    let out = apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
+    let Message::DriverAssigned(assigned) = &out[0].message else {
+        panic!("{out:?}")
+    };
+    assert_eq!(assigned.driver_id.as_str(), "d_0");
+}
+
+#[tokio::test]
+async fn an_unmatched_ride_gets_unavailable_at_its_deadline_once() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.5, 0.0)]).await;
+    apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    assert!(
+        apply(&mut db.conn, &cleared(1), at(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(tick(&mut db.conn, at(59)).await.is_empty());
+
+    // A second replica on the same file races the first.
+    let mut replica = connect(&db.path).await;
+    let out = tick(&mut db.conn, at(60)).await;
+    assert_eq!(
+        kinds(&out),
+        [(MessageKind::DriverUnavailable, "r_1".to_owned())]
+    );
+    assert_eq!(
+        out[0].id,
+        MessageId::derive_from_key("r_1/evt.driver.unavailable")
+    );
+    out[0].validate().unwrap();
+    assert!(tick(&mut replica, at(61)).await.is_empty());
+    assert!(tick(&mut db.conn, at(62)).await.is_empty());
+    let late = apply(&mut db.conn, &cancelled(1, CancelReason::NoDriver), at(63))
+        .await
+        .unwrap();
+    assert!(late.is_empty(), "nothing to release");
+}
+
+#[tokio::test]
+async fn a_release_hands_the_driver_to_the_next_waiting_ride() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+    let mut requests = Vec::new();
+    for n in 1..=2 {
+        requests.push(requested(n, near(0.0, 0.0), at(60)));
+        apply(&mut db.conn, &requests[n - 1], at(0)).await.unwrap();
+        apply(&mut db.conn, &cleared(n), at(0)).await.unwrap();
+    }
+    let out = apply(&mut db.conn, &completed(1), at(5)).await.unwrap();
+    assert_eq!(
+        kinds(&out),
+        [
+            (MessageKind::DriverReleased, "r_1".to_owned()),
+            (MessageKind::DriverAssigned, "r_2".to_owned())
+        ]
+    );
+    // Ride 2's assignment carries ride 2's saga and correlation, not the completion's.
+    assert_eq!(out[1].saga_id, Some(rid(2)));
+    assert_eq!(out[1].correlation_id, requests[1].correlation_id);
+    assert_eq!(
+        reserved_drivers(&mut db.conn).await,
+        [("d_0".to_owned(), "r_2".to_owned())]
+    );
+    assert!(
+        apply(&mut db.conn, &cancelled(1, CancelReason::Rider), at(6))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_before_the_clearance_leaves_a_tombstone() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+    apply(&mut db.conn, &cancelled(1, CancelReason::Rider), at(0))
+        .await
+        .unwrap();
+    apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    assert!(
+        apply(&mut db.conn, &cleared(1), at(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(tick(&mut db.conn, at(90)).await.is_empty());
+    assert!(reserved_drivers(&mut db.conn).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_command_for_an_unregistered_driver_is_retried_later() {
+    let mut db = db().await;
+    let err = apply(&mut db.conn, &online(3, 0), at(0)).await.unwrap_err();
+    assert!(
+        matches!(err, HandleError::Transient(ref m) if m.contains("d_3")),
+        "{err}"
+    );
+    let wrong = msg(ridesaga_schemas::CancelRide {}, Some(1), 0);
+    assert!(matches!(
+        apply(&mut db.conn, &wrong, at(0)).await,
+        Err(HandleError::Permanent(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_schema_refuses_a_second_driver_for_one_ride() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0), (0.5, 0.0)]).await;
+    apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
+    let double = sqlx::query("UPDATE drivers SET current_ride = 'r_1' WHERE driver_id = 'd_1'")
+        .execute(&mut db.conn)
+        .await;
+    assert!(double.is_err(), "the unique index must refuse it");
+}
+
+#[tokio::test]
+async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+    apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    // Loaded while the driver is free...
+    let event = input_of(&cleared(1)).unwrap();
+    let rules = DriverConfig::default().rules;
+    let mut tx = db.conn.begin().await.unwrap();
+    let mut state = load_for_input(&mut tx, &event, at(0), &rules)
+        .await
+        .unwrap();
+    let before = state.clone();
+    domain::handle(&mut state, &event, at(0), &rules).unwrap();
+    // ...but someone reserved them meanwhile.
+    sqlx::query("UPDATE drivers SET current_ride = 'r_9' WHERE driver_id = 'd_0'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let err = save(&mut tx, &before, &state, at(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+}
+
+/// An input for the store-versus-domain property.
+fn scripted(choice: (u8, usize, f64, f64), t: i64) -> Envelope {
+    let (kind, n, dlat, dlng) = choice;
+    let (ride, driver) = (n % 4, n % 3);
+    match kind {
+        0 => register(driver, near(dlat, dlng), t),
+        1 => online(driver, t),
+        2 => msg(
+            DriverOffline {
+                driver_id: did(driver),
+            },
+            None,
+            t,
+        ),
+        3 => msg(
+            MoveDriver {
+                driver_id: did(driver),
+                location: near(dlat, dlng),
+            },
+            None,
+            t,
+        ),
+        4 | 5 => requested(ride, near(dlat, dlng), at(60)),
+        6 | 7 => cleared(ride),
+        8 => completed(ride),
+        9 => cancelled(ride, CancelReason::Rider),
+        10 => declined(ride),
+        _ => rejected(ride),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The store loads only a slice of the state for each input; the domain run over all of
+    /// it in memory must decide the same. Random inputs (drivers registering, going online
+    /// and offline, moving; rides requested, cleared and ended) go through
+    /// `Worker::apply` on a real SQLite file and through [`domain::handle`] over a full
+    /// in-memory state: same outputs, and the same state at the end (after a timer past
+    /// every deadline).
+    #[test]
+    fn the_tables_hold_what_the_domain_decides(
+        script in prop::collection::vec((0u8..12, 0usize..12, -0.08f64..0.08, -0.08f64..0.08), 1..40),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let mut db = db().await;
+            let mut memory = State::default();
+            let rules = DriverConfig::default().rules;
+            for (t, choice) in script.into_iter().enumerate() {
+                let input = scripted(choice, t as i64);
+                let from_db = apply(&mut db.conn, &input, at(1)).await.map(|out| kinds(&out));
+                let event = input_of(&input).unwrap();
+                match domain::handle(&mut memory, &event, at(1), &rules) {
+                    Ok(effects) => {
+                        let expected: Vec<_> = effects.iter().map(effect_key).collect();
+                        assert_eq!(from_db.unwrap(), expected);
+                    }
+                    Err(_) => assert!(matches!(from_db, Err(HandleError::Transient(_)))),
+                }
+            }
+            let expected: Vec<_> = domain::tick(&mut memory, at(120), &rules).iter().map(effect_key).collect();
+            assert_eq!(kinds(&tick(&mut db.conn, at(120)).await), expected);
+            assert_eq!(load_all(&mut db.conn).await, memory);
+        });
+    }
+}
+
+fn effect_key(effect: &domain::Effect) -> (MessageKind, String) {
+    match effect {
+        domain::Effect::DriverUpdated { driver_id, .. } => {
+            (MessageKind::DriverUpdated, driver_id.to_string())
+        }
+        domain::Effect::Assigned { ride_id, .. } => {
+            (MessageKind::DriverAssigned, ride_id.to_string())
+        }
+        domain::Effect::Released { ride_id, .. } => {
+            (MessageKind::DriverReleased, ride_id.to_string())
+        }
+        domain::Effect::Unavailable { ride_id, .. } => {
+            (MessageKind::DriverUnavailable, ride_id.to_string())
+        }
+    }
+}
