@@ -96,3 +96,61 @@ fn a_bad_setting_is_refused_with_its_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("RIDESAGA_MAX_IN_FLIGHT"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_worker_stops_on_sigterm_even_when_the_server_is_gone() {
+    let mut server = NatsServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    streams::provision(&jetstream::new(client.clone()), Default::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_fraud-worker"))
+        .env("NATS_URL", server.url())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("fraud.db").display()),
+        )
+        .env("RIDESAGA_HTTP_ADDR", "off")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // Up and bound to its consumer.
+    let mut up = false;
+    for _ in 0..100 {
+        let inbox = client.new_inbox();
+        let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply("$SRV.PING.ridesaga-fraud", inbox, "".into())
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_millis(200), replies.next()).await;
+        if let Ok(Some(reply)) = reply.map(|r| r.filter(|m| !m.payload.is_empty())) {
+            up = !reply.payload.is_empty();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the worker never answered $SRV.PING");
+
+    server.stop();
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker hung on SIGTERM without a server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -60,6 +60,9 @@ pub enum RunError {
 /// job that starts at the same time).
 const BIND_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long stopping may wait on NATS (service deregistration, flushing acks, draining).
+const NATS_GOODBYE: Duration = Duration::from_secs(5);
+
 /// Runs `worker` until `shutdown` is cancelled.
 pub async fn run<W: Worker>(
     worker: W,
@@ -95,7 +98,10 @@ pub async fn run<W: Worker>(
             source,
         })?;
     let js = jetstream::new(client.clone());
-    let consumer = bind_consumer(&js, service.consumer_name(), &shutdown).await?;
+    let Some(consumer) = bind_consumer(&js, service.consumer_name(), &shutdown).await? else {
+        tracing::info!("stopped before the consumer was bound");
+        return Ok(());
+    };
 
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(js.clone(), pool.clone(), metrics.clone());
@@ -150,7 +156,8 @@ pub async fn run<W: Worker>(
     let result = consume(shared.clone(), consumer, &config, &shutdown).await;
 
     tracing::info!("draining");
-    let _ = nats_service.stop().await;
+    // Bounded: with the server gone these would wait for a reconnect forever.
+    let _ = tokio::time::timeout(NATS_GOODBYE, nats_service.stop()).await;
     background.cancel();
     tasks.close();
     if tokio::time::timeout(config.drain_timeout, tasks.wait())
@@ -159,8 +166,13 @@ pub async fn run<W: Worker>(
     {
         tracing::warn!("background tasks did not stop in time");
     }
-    let _ = client.flush().await;
-    let _ = client.drain().await;
+    let goodbye = async {
+        let _ = client.flush().await;
+        let _ = client.drain().await;
+    };
+    if tokio::time::timeout(NATS_GOODBYE, goodbye).await.is_err() {
+        tracing::warn!("NATS unreachable while stopping; unflushed acks will be redelivered");
+    }
     pool.close().await;
     tracing::info!("worker stopped");
     result
@@ -170,7 +182,7 @@ async fn bind_consumer(
     js: &jetstream::Context,
     name: String,
     shutdown: &CancellationToken,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, RunError> {
+) -> Result<Option<jetstream::consumer::Consumer<pull::Config>>, RunError> {
     let deadline = tokio::time::Instant::now() + BIND_PATIENCE;
     loop {
         let attempt = async {
@@ -183,9 +195,18 @@ async fn bind_consumer(
                 .await
                 .map_err(|e| e.to_string())
         };
+        let attempt = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => Err("shutting down".to_owned()),
+                result = tokio::time::timeout(Duration::from_secs(10), attempt) => {
+                    result.unwrap_or_else(|_| Err("no answer from the server".to_owned()))
+                }
+            }
+        };
         match attempt.await {
-            Ok(consumer) => return Ok(consumer),
-            Err(error) if tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() => {
+            Ok(consumer) => return Ok(Some(consumer)),
+            Err(_) if shutdown.is_cancelled() => return Ok(None),
+            Err(error) if tokio::time::Instant::now() >= deadline => {
                 return Err(RunError::Consumer {
                     consumer: name,
                     stream: streams::SAGA_STREAM.into(),
