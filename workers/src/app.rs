@@ -47,20 +47,32 @@ pub async fn run(
 /// code (0 after a clean drain, 1 on error, with the whole cause chain logged).
 pub fn main(service: Service) -> ExitCode {
     crate::telemetry::init("info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
+    let settings = Settings::from_env();
+    let built = crate::config::runtime_threads(&settings).map(|threads| {
+        let mut builder = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        };
+        builder.enable_all().build()
+    });
+    let runtime = match built {
+        Ok(Ok(runtime)) => runtime,
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            tracing::error!(service = %service, "{e}");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        match run(service, Settings::from_env(), shutdown).await {
+        match run(service, settings, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(service = %service, "{:#}", anyhow::Error::from(e));

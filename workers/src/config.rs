@@ -182,6 +182,23 @@ impl NatsConfig {
     }
 }
 
+/// `RIDESAGA_RUNTIME_THREADS`: threads of the worker's async runtime. Default 1, a
+/// current-thread runtime: a replica's inputs meet at one database writer anyway, the work
+/// between two awaits is short, and one thread spares the hand-offs between runtime threads
+/// that cost more CPU than they save on a busy node. Scale out with replicas; raise it for a
+/// replica that should use several cores (with PostgreSQL, say).
+pub fn runtime_threads(s: &Settings) -> Result<usize, ConfigError> {
+    let threads: usize = s.get("RIDESAGA_RUNTIME_THREADS", 1)?;
+    if threads == 0 {
+        return Err(ConfigError {
+            name: "RIDESAGA_RUNTIME_THREADS".into(),
+            value: "0".into(),
+            problem: "must be at least 1".into(),
+        });
+    }
+    Ok(threads)
+}
+
 /// Settings of the shared runtime, the same for every service.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -272,6 +289,22 @@ mod tests {
         let err = RuntimeConfig::load("ride", &s).unwrap_err().to_string();
         assert!(
             err.starts_with("invalid setting RIDESAGA_BATCH=\"lots\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_runtime_has_one_thread_unless_told_otherwise() {
+        assert_eq!(
+            runtime_threads(&Settings::from_pairs::<_, &str, &str>([])).unwrap(),
+            1
+        );
+        let four = Settings::from_pairs([("RIDESAGA_RUNTIME_THREADS", "4")]);
+        assert_eq!(runtime_threads(&four).unwrap(), 4);
+        let zero = Settings::from_pairs([("RIDESAGA_RUNTIME_THREADS", "0")]);
+        let err = runtime_threads(&zero).unwrap_err().to_string();
+        assert!(
+            err.contains("RIDESAGA_RUNTIME_THREADS") && err.contains("at least 1"),
             "{err}"
         );
     }

@@ -2,12 +2,13 @@
 //! state change, outbox rows), publish the outputs, then decide the ack. Every ack decision is
 //! made here, in one place.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,14 @@ pub enum Verdict {
     Retry { delay: Duration, reason: String },
     /// Give up: record a dead letter with the reason, then terminate the message.
     DeadLetter { reason: String },
+}
+
+/// One attempt at committing a batch.
+enum Attempt {
+    /// Committed: each input's index in the batch and what it did.
+    Committed(Vec<(usize, Applied)>),
+    /// Rolled back because this input's handler failed.
+    Failed { index: usize, error: HandleError },
 }
 
 /// The outcome of the transactional part.
@@ -128,59 +137,102 @@ impl<W: Worker> Shared<W> {
         }
     }
 
+    /// Applies the batch in one transaction and returns each input's outcome. An input whose
+    /// handler fails is answered with its error and the batch is redone without it (failures
+    /// are rare, and this keeps the common path free of a savepoint per input). An error of the
+    /// transaction itself fails the whole batch.
     async fn write_batch(
         &self,
         batch: &[WriteRequest],
         stored: &[String],
     ) -> Result<Vec<Result<Applied, HandleError>>, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        store::outbox_delete(&mut tx, stored).await?;
-        if let [request] = batch {
-            // A batch of one (the usual case below full load) needs no savepoint: if it fails,
-            // rolling the whole transaction back undoes nothing else but the outbox delete,
-            // which the next batch repeats.
-            let outcome = self.apply_one(&mut tx, &request.input, request.now).await;
-            if outcome.is_ok() {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
+        let mut outcomes: Vec<Option<Result<Applied, HandleError>>> =
+            batch.iter().map(|_| None).collect();
+        loop {
+            let pending: Vec<usize> = (0..batch.len())
+                .filter(|&i| outcomes[i].is_none())
+                .collect();
+            if pending.is_empty() {
+                // Every input failed: nothing committed, the delete of published rows included.
                 self.publisher.restore_stored(stored.to_vec());
+                break;
             }
-            return Ok(vec![outcome]);
-        }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for request in batch {
-            sqlx::query("SAVEPOINT input").execute(&mut *tx).await?;
-            let outcome = self.apply_one(&mut tx, &request.input, request.now).await;
-            if outcome.is_err() {
-                sqlx::query("ROLLBACK TO SAVEPOINT input")
-                    .execute(&mut *tx)
-                    .await?;
+            match self.try_batch(batch, &pending, stored).await? {
+                Attempt::Committed(applied) => {
+                    for (i, applied) in applied {
+                        outcomes[i] = Some(Ok(applied));
+                    }
+                    break;
+                }
+                Attempt::Failed { index, error } => outcomes[index] = Some(Err(error)),
             }
-            sqlx::query("RELEASE SAVEPOINT input")
-                .execute(&mut *tx)
-                .await?;
-            outcomes.push(outcome);
         }
-        tx.commit().await?;
-        Ok(outcomes)
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(HandleError::Transient("not applied".into()))))
+            .collect())
     }
 
-    async fn apply_one(
+    /// One attempt at committing the inputs `pending` (indexes into `batch`): deletes the rows
+    /// published since the last batch, records every input in the inbox with one statement,
+    /// applies the new ones in order, stores all their outputs with one statement, commits.
+    async fn try_batch(
         &self,
-        conn: &mut SqliteConnection,
-        input: &Envelope,
-        now: Timestamp,
-    ) -> Result<Applied, HandleError> {
-        if !store::inbox_insert(conn, &input.id, &input.subject(), now).await? {
-            return Ok(Applied::Duplicate(
-                store::outbox_for_cause(conn, &input.id).await?,
-            ));
+        batch: &[WriteRequest],
+        pending: &[usize],
+        stored: &[String],
+    ) -> Result<Attempt, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        store::outbox_delete(&mut tx, stored).await?;
+        let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
+        let entries: Vec<(&str, &str, Timestamp)> = pending
+            .iter()
+            .zip(&subjects)
+            .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
+            .collect();
+        let fresh = store::inbox_insert_many(&mut tx, &entries).await?;
+        // Outputs of the inputs applied in this batch, by input id (an id delivered twice in
+        // one batch is applied once; the second delivery answers with the first's outputs).
+        let mut applied_here: HashMap<&str, Vec<OutboxRow>> = HashMap::new();
+        let mut applied = Vec::with_capacity(pending.len());
+        for &i in pending {
+            let WriteRequest { input, now, .. } = &batch[i];
+            let id = input.id.as_str();
+            if let Some(rows) = applied_here.get(id) {
+                applied.push((i, Applied::Duplicate(rows.clone())));
+                continue;
+            }
+            if !fresh.contains(id) {
+                let rows = store::outbox_for_cause(&mut tx, &input.id).await?;
+                applied.push((i, Applied::Duplicate(rows)));
+                continue;
+            }
+            let outcome = match self.worker.apply(&mut tx, input, *now).await {
+                Ok(outputs) => to_rows(&outputs),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(rows) => {
+                    applied_here.insert(id, rows.clone());
+                    applied.push((i, Applied::New(rows)));
+                }
+                Err(error) => {
+                    tx.rollback().await?;
+                    return Ok(Attempt::Failed { index: i, error });
+                }
+            }
         }
-        let outputs = self.worker.apply(conn, input, now).await?;
-        let rows = to_rows(&outputs)?;
-        store::outbox_insert(conn, Some(&input.id), &rows, now).await?;
-        Ok(Applied::New(rows))
+        let outputs: Vec<(Option<&str>, &OutboxRow)> = applied
+            .iter()
+            .filter_map(|(i, applied)| match applied {
+                Applied::New(rows) => Some((batch[*i].input.id.as_str(), rows)),
+                Applied::Duplicate(_) => None,
+            })
+            .flat_map(|(cause, rows)| rows.iter().map(move |row| (Some(cause), row)))
+            .collect();
+        store::outbox_insert_many(&mut tx, &outputs, Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(Attempt::Committed(applied))
     }
 
     /// Runs the service's timers in one transaction and returns what they produced.

@@ -1,6 +1,7 @@
 //! The service database: opening it (WAL, so local replicas can share one file), migrations,
 //! and the runtime's inbox and outbox.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -104,16 +105,36 @@ pub async fn inbox_insert(
     subject: &str,
     now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO inbox (message_id, subject, received_at) VALUES (?, ?, ?) \
-         ON CONFLICT (message_id) DO NOTHING",
+    let inserted = inbox_insert_many(conn, &[(id.as_str(), subject, now)]).await?;
+    Ok(!inserted.is_empty())
+}
+
+/// Records every `(id, subject, received)` as applied, in one statement, and returns the ids
+/// that were new (the others were applied before; an id given twice is new once).
+///
+/// The rows travel as one JSON array expanded by `json_each`, so the statement text is the
+/// same for any number of rows: one prepared statement, one round trip to the database
+/// thread, however large the batch.
+pub async fn inbox_insert_many(
+    conn: &mut SqliteConnection,
+    entries: &[(&str, &str, Timestamp)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<(&str, &str, i64)> = entries
+        .iter()
+        .map(|(id, subject, at)| (*id, *subject, at.unix_millis()))
+        .collect();
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO inbox (message_id, subject, received_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
+         ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
     )
-    .bind(id.as_str())
-    .bind(subject)
-    .bind(now.unix_millis())
-    .execute(conn)
+    .bind(json_array(&rows)?)
+    .fetch_all(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(inserted.into_iter().collect())
 }
 
 /// Stores outputs; an output already stored (same id) is kept once.
@@ -123,20 +144,50 @@ pub async fn outbox_insert(
     rows: &[OutboxRow],
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    for row in rows {
-        sqlx::query(
-            "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(&row.message_id)
-        .bind(cause.map(MessageId::as_str))
-        .bind(&row.subject)
-        .bind(&row.payload)
-        .bind(now.unix_millis())
-        .execute(&mut *conn)
-        .await?;
+    let entries: Vec<(Option<&str>, &OutboxRow)> = rows
+        .iter()
+        .map(|row| (cause.map(MessageId::as_str), row))
+        .collect();
+    outbox_insert_many(conn, &entries, now).await
+}
+
+/// Stores the outputs of several inputs (`(cause, row)`), in one statement (see
+/// [`inbox_insert_many`]); an output already stored (same id) is kept once.
+pub async fn outbox_insert_many(
+    conn: &mut SqliteConnection,
+    entries: &[(Option<&str>, &OutboxRow)],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
     }
+    let mut rows = Vec::with_capacity(entries.len());
+    for (cause, row) in entries {
+        // Payloads are encoded envelopes: JSON, so UTF-8.
+        let payload = std::str::from_utf8(&row.payload).map_err(|e| {
+            sqlx::Error::Encode(format!("outbox payload of {}: {e}", row.message_id).into())
+        })?;
+        rows.push((
+            row.message_id.as_str(),
+            *cause,
+            row.subject.as_str(),
+            payload,
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
+         FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(json_array(&rows)?)
+    .bind(now.unix_millis())
+    .execute(conn)
+    .await?;
     Ok(())
+}
+
+fn json_array<T: serde::Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Outputs of `cause` still waiting to be published (after a crash between commit and publish).
@@ -176,18 +227,15 @@ fn row_to_outbox(row: &sqlx::sqlite::SqliteRow) -> OutboxRow {
     }
 }
 
-/// Forgets rows the server has stored.
+/// Forgets rows the server has stored, in one statement whatever their number.
 pub async fn outbox_delete(conn: &mut SqliteConnection, ids: &[String]) -> Result<(), sqlx::Error> {
-    for chunk in ids.chunks(200) {
-        let placeholders = vec!["?"; chunk.len()].join(",");
-        let sql = format!("DELETE FROM outbox WHERE message_id IN ({placeholders})");
-        // Only placeholders are formatted in; the ids are bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(id);
-        }
-        query.execute(&mut *conn).await?;
+    if ids.is_empty() {
+        return Ok(());
     }
+    sqlx::query("DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each($1))")
+        .bind(json_array(ids)?)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
