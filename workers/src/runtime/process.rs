@@ -50,6 +50,10 @@ pub enum Verdict {
     DeadLetter { reason: String },
 }
 
+/// Published outbox rows a batch deletes along with its inputs once at least this many have
+/// gathered: below it, a statement per batch would cost more than the rows it deletes.
+const DELETE_WITH_BATCH: usize = 32;
+
 /// One attempt at committing a batch.
 enum Attempt {
     /// Committed: each input's index in the batch and what it did.
@@ -117,7 +121,9 @@ impl<W: Worker> Shared<W> {
                     Err(_) => break,
                 }
             }
-            let stored = self.publisher.take_stored();
+            // Published rows are deleted by a batch once enough have gathered; until then
+            // the relay's next round deletes them (before it looks for rows left behind).
+            let stored = self.publisher.take_stored_if(DELETE_WITH_BATCH);
             match self.write_batch(&batch, &stored).await {
                 Ok(outcomes) => {
                     for (request, outcome) in batch.drain(..).zip(outcomes) {

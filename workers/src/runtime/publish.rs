@@ -80,6 +80,20 @@ impl Publisher {
             .unwrap_or_default()
     }
 
+    /// Takes the ids stored since the last call if there are at least `min` of them.
+    pub fn take_stored_if(&self, min: usize) -> Vec<String> {
+        self.stored
+            .lock()
+            .map(|mut ids| {
+                if ids.len() >= min {
+                    std::mem::take(&mut *ids)
+                } else {
+                    Vec::new()
+                }
+            })
+            .unwrap_or_default()
+    }
+
     /// Gives ids back after a failed delete, so a later one retries them.
     pub fn restore_stored(&self, ids: Vec<String>) {
         if let Ok(mut stored) = self.stored.lock() {
