@@ -120,6 +120,18 @@ impl Ride {
         ready.then_some(request)
     }
 
+    /// What a request or a clearance tells about the ride itself: the first request stays, a
+    /// clearance stays cleared. Other inputs leave the ride alone.
+    fn record(&mut self, input: &Input) {
+        match input {
+            Input::Requested { request, .. } if self.request.is_none() => {
+                self.request = Some(request.clone());
+            }
+            Input::Cleared { .. } => self.cleared = true,
+            _ => {}
+        }
+    }
+
     /// Whether the ride is still waiting at or after its deadline.
     pub fn is_due(&self, now: Timestamp) -> bool {
         self.stage == Stage::Waiting
@@ -274,15 +286,8 @@ pub fn handle(
             out.push(updated(driver));
             offer_driver(state, driver_id, now, rules, &mut out);
         }
-        Input::Requested { ride_id, request } => {
-            let ride = ride_entry(state, ride_id);
-            if ride.request.is_none() {
-                ride.request = Some(request.clone());
-            }
-            settle_ride(state, ride_id, now, rules, &mut out);
-        }
-        Input::Cleared { ride_id } => {
-            ride_entry(state, ride_id).cleared = true;
+        Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
+            ride_entry(state, ride_id).record(input);
             settle_ride(state, ride_id, now, rules, &mut out);
         }
         Input::Ended { ride_id, reason } => end_ride(state, ride_id, reason, now, rules, &mut out),
@@ -316,6 +321,28 @@ pub fn tick(state: &mut State, now: Timestamp, rules: &MatchRules) -> Vec<Effect
         settle_ride(state, &ride_id, now, rules, &mut out);
     }
     out
+}
+
+/// Where `input` may reserve an available driver, given the ride it names as stored (`None`:
+/// not stored yet): the pickup, when the input is a request or a clearance after which the ride
+/// is waiting, cleared and before its deadline. Every other input reserves no driver for its
+/// ride, so the store searches for available drivers only where this says.
+pub fn pickup_to_match(stored: Option<&Ride>, input: &Input, now: Timestamp) -> Option<GeoPoint> {
+    if !matches!(input, Input::Requested { .. } | Input::Cleared { .. }) {
+        return None;
+    }
+    // Not stored yet: the input brings either the request or the clearance, never both.
+    let mut ride = stored?.clone();
+    ride.record(input);
+    ride.matchable(now).map(|request| request.pickup)
+}
+
+/// Whether ending `ride` leaves `driver` (its driver) available to take a waiting ride: only
+/// then does the store load the rides near them.
+pub fn ending_frees(ride: &Ride, driver: &Driver) -> bool {
+    let holds_ride =
+        matches!(&ride.stage, Stage::Assigned { driver_id } if *driver_id == driver.id);
+    holds_ride && driver.online && driver.current_ride.as_ref().is_none_or(|r| *r == ride.id)
 }
 
 fn known_driver<'s>(state: &'s mut State, id: &DriverId) -> Result<&'s mut Driver, DriverError> {

@@ -370,6 +370,104 @@ fn registering_again_renames_and_relocates_but_keeps_availability() {
     );
 }
 
+/// The part of `state` the store loads for a ride input at `now`: the ride; the available
+/// drivers only where [`pickup_to_match`] names a pickup; for an ending, the ride's driver and,
+/// only where [`ending_frees`] says so, the rides that may be matched.
+fn slice_for(state: &State, input: &Input, now: Timestamp) -> State {
+    let (Input::Requested { ride_id, .. }
+    | Input::Cleared { ride_id }
+    | Input::Ended { ride_id, .. }) = input
+    else {
+        panic!("not a ride input: {input:?}")
+    };
+    let stored = state.rides.get(ride_id);
+    let mut slice = State::default();
+    if let Some(ride) = stored {
+        slice.rides.insert(ride.id.clone(), ride.clone());
+    }
+    match (input, stored) {
+        (Input::Ended { .. }, Some(ride)) => {
+            if let Stage::Assigned { driver_id } = &ride.stage {
+                let driver = &state.drivers[driver_id];
+                slice.drivers.insert(driver.id.clone(), driver.clone());
+                if ending_frees(ride, driver) {
+                    for r in state.rides.values().filter(|r| r.matchable(now).is_some()) {
+                        slice.rides.insert(r.id.clone(), r.clone());
+                    }
+                }
+            }
+        }
+        (Input::Ended { .. }, None) => {}
+        _ => {
+            if pickup_to_match(stored, input, now).is_some() {
+                for d in state.drivers.values().filter(|d| d.is_available()) {
+                    slice.drivers.insert(d.id.clone(), d.clone());
+                }
+            }
+        }
+    }
+    slice
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The store skips the driver search unless [`pickup_to_match`] names a pickup, and the
+    /// waiting rides after an ending unless [`ending_frees`] holds. For any history of a ride
+    /// (its driver going offline and online meanwhile), with another ride waiting nearby, and
+    /// any next input for it, before or after its deadline: handling the input over the slice
+    /// the store loads gives the same effects and the same changes as over everything.
+    #[test]
+    fn a_ride_input_decides_the_same_over_the_slice_the_store_loads(
+        history in prop::collection::vec(0u8..5, 0..6),
+        next in 0u8..3,
+        late in any::<bool>(),
+    ) {
+        let mut state = with_drivers(&[(0.0, 0.0), (0.01, 0.0)]);
+        let ride_input = |kind: u8| match kind {
+            0 => requested(1, near(0.0, 0.0), at(60)),
+            1 => cleared(1),
+            _ => ended(1, "completed"),
+        };
+        for (i, kind) in history.iter().enumerate() {
+            let at = ms(1) + i as i64;
+            let input = match kind {
+                3 => Input::Offline { driver_id: driver(0), at },
+                4 => online(0, at),
+                kind => ride_input(*kind),
+            };
+            apply(&mut state, input);
+        }
+        let mut waiting = Ride::new(ride(2));
+        waiting.request = Some(RideRequest {
+            rider_id: rider(2),
+            pickup: near(0.005, 0.0),
+            match_deadline: at(90),
+        });
+        waiting.cleared = true;
+        state.rides.insert(ride(2), waiting);
+
+        let (input, now) = (ride_input(next), if late { at(61) } else { at(0) });
+        let mut full = state.clone();
+        let full_out = handle(&mut full, &input, now, &RULES).unwrap();
+        let mut slice = slice_for(&state, &input, now);
+        let slice_out = handle(&mut slice, &input, now, &RULES).unwrap();
+        prop_assert_eq!(slice_out, full_out);
+        for (id, r) in &slice.rides {
+            prop_assert_eq!(Some(r), full.rides.get(id));
+        }
+        for (id, d) in &slice.drivers {
+            prop_assert_eq!(Some(d), full.drivers.get(id));
+        }
+        for (id, r) in full.rides.iter().filter(|(id, _)| !slice.rides.contains_key(*id)) {
+            prop_assert_eq!(Some(r), state.rides.get(id), "{} changed outside the slice", id);
+        }
+        for (id, d) in full.drivers.iter().filter(|(id, _)| !slice.drivers.contains_key(*id)) {
+            prop_assert_eq!(Some(d), state.drivers.get(id), "{} changed outside the slice", id);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 

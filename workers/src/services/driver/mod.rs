@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{HandleError, Worker};
 use domain::{DriverError, Effect, Input, MatchRules, RideRequest};
-use store::StoreError;
+use store::{Correlations, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/driver");
 
@@ -124,22 +124,21 @@ impl Worker for DriverService {
     ) -> Result<Vec<Envelope>, HandleError> {
         let event = input_of(input)?;
         let rules = &self.config.rules;
-        let mut state = store::load_for_input(conn, &event, now, rules)
+        let mut loaded = store::load_for_input(conn, &event, now, rules)
             .await
             .map_err(store_failed)?;
-        let before = state.clone();
-        let effects = domain::handle(&mut state, &event, now, rules).map_err(|e| match e {
-            DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
-        })?;
-        store::save(conn, &before, &state, now)
-            .await
-            .map_err(store_failed)?;
+        let before = loaded.state.clone();
+        let effects =
+            domain::handle(&mut loaded.state, &event, now, rules).map_err(|e| match e {
+                DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
+            })?;
         if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = &event {
-            store::remember_correlation(conn, ride_id, &input.correlation_id)
-                .await
-                .map_err(store_failed)?;
+            loaded.correlations.remember(ride_id, &input.correlation_id);
         }
-        envelopes(conn, effects, Some(input), now).await
+        store::save(conn, &before, &loaded, now)
+            .await
+            .map_err(store_failed)?;
+        Ok(envelopes(effects, &loaded.correlations, Some(input), now))
     }
 
     async fn tick<'a>(
@@ -149,12 +148,12 @@ impl Worker for DriverService {
     ) -> Result<Vec<Envelope>, HandleError> {
         let rules = &self.config.rules;
         let batch = i64::from(self.config.tick_batch);
-        let mut state = store::load_for_tick(conn, now, rules, batch)
+        let mut loaded = store::load_for_tick(conn, now, rules, batch)
             .await
             .map_err(store_failed)?;
-        let before = state.clone();
-        let effects = domain::tick(&mut state, now, rules);
-        store::save(conn, &before, &state, now)
+        let before = loaded.state.clone();
+        let effects = domain::tick(&mut loaded.state, now, rules);
+        store::save(conn, &before, &loaded, now)
             .await
             .map_err(store_failed)?;
         let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
@@ -163,7 +162,7 @@ impl Worker for DriverService {
         if pruned > 0 {
             debug!(pruned, "ended rides past retention deleted");
         }
-        envelopes(conn, effects, None, now).await
+        Ok(envelopes(effects, &loaded.correlations, None, now))
     }
 }
 
@@ -245,13 +244,14 @@ fn store_failed(e: StoreError) -> HandleError {
     }
 }
 
-/// The messages for `effects`: caused by `cause`, or (timer runs) starting a chain of their own.
-async fn envelopes(
-    conn: &mut SqliteConnection,
+/// The messages for `effects`: caused by `cause`, or (timer runs) starting a chain of their own;
+/// those about a ride carry the ride's saga correlation id.
+fn envelopes(
     effects: Vec<Effect>,
+    correlations: &Correlations,
     cause: Option<&Envelope>,
     now: Timestamp,
-) -> Result<Vec<Envelope>, HandleError> {
+) -> Vec<Envelope> {
     let mut out = Vec::with_capacity(effects.len());
     for effect in effects {
         let (message, ride_id): (Message, Option<RideId>) = match effect {
@@ -315,16 +315,13 @@ async fn envelopes(
             // At most one of each per ride, whichever input or timer gets there.
             envelope.id = MessageId::derive_from_key(&format!("{ride_id}/{}", envelope.kind()));
             envelope.occurred_at = now;
-            if let Some(correlation) = store::correlation_of(conn, &ride_id)
-                .await
-                .map_err(store_failed)?
-            {
-                envelope.correlation_id = correlation;
+            if let Some(correlation) = correlations.of(&ride_id) {
+                envelope.correlation_id = correlation.to_owned();
             }
         }
         out.push(envelope);
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

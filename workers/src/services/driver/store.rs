@@ -3,13 +3,22 @@
 //! (`current_ride IS NULL` to reserve, `= ride` to release) on top of the schema's uniqueness,
 //! so a logic slip or a concurrent writer fails the transaction instead of double-booking.
 //!
+//! Each statement is a round trip to the database, so an input reads only what its outcome
+//! can depend on (the driver search only for a ride that may be matched now), a ride comes with
+//! its correlation id and, when assigned, its driver in one statement, and only changed rows
+//! are written, one statement each.
+//!
 //! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, partial indexes).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::domain::{BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State};
+use super::domain::{
+    self, BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,35 +39,105 @@ pub enum StoreError {
     },
 }
 
-/// Most drivers (nearest first, by a flat-earth estimate) or rides (earliest deadline first)
-/// loaded around one point; the exact great-circle choice is made among them.
-const NEARBY_LIMIT: i64 = 64;
+/// Candidate drivers loaded around a pickup, nearest first by the equirectangular estimate of
+/// [`available_drivers_in_box`]; the exact great-circle choice is made among them. Within 10 km
+/// of a pickup below 70° of latitude, the estimate stays within 0.17 % of the great-circle
+/// distance (0.08 % at Berlin's), so two drivers whose distances differ by more than that keep
+/// their order. The true nearest driver ranks below the first 16 only if 16 others sit within
+/// that sliver of its distance (a ring a few metres wide in a city) with none nearer, and
+/// even then the one chosen is at most that much farther. Sixteen rows also stay well under
+/// the 50 that sqlx's SQLite thread streams back before it waits for the reader (64 did not).
+const NEARBY_DRIVERS: i64 = 16;
+
+/// Waiting rides loaded around a driver who became available, earliest deadline first: the
+/// domain offers the driver the first of them within the radius, and the limit stays generous
+/// so that rides in the corners of the box (outside that circle) rarely crowd it out.
+const NEARBY_RIDES: i64 = 64;
 
 /// Radius of the first, small search for a driver, in km.
 const NEAR_FIRST_KM: f64 = 2.0;
 
-macro_rules! driver_columns {
-    () => {
-        "driver_id, name, lat, lng, online, current_ride, name_at_ms, online_at_ms, location_at_ms"
-    };
-}
-macro_rules! ride_columns {
-    () => {
-        "ride_id, rider_id, pickup_lat, pickup_lng, match_deadline_ms, cleared, stage, driver_id, \
-         reason"
+/// `$first, $rest...` qualified by `$t`, as one comma-separated literal.
+macro_rules! columns {
+    ($t:literal: $first:literal $(, $rest:literal)*) => {
+        concat!($t, $first $(, ", ", $t, $rest)*)
     };
 }
 
-/// What `input` can read or change: the driver it names and the waiting rides near them, or
-/// the ride it names, that ride's driver (and the rides near them, for a release) and the
-/// available drivers near its pickup.
+/// The columns of a driver, in the order [`driver_at`] reads them; `$t` qualifies them.
+macro_rules! driver_columns {
+    ($t:literal) => {
+        columns!($t: "driver_id", "name", "lat", "lng", "online", "current_ride", "name_at_ms",
+            "online_at_ms", "location_at_ms")
+    };
+}
+
+/// The columns of a ride and its correlation id, in the order [`ride_at`] reads them; `$t`
+/// qualifies them.
+macro_rules! ride_columns {
+    ($t:literal) => {
+        columns!($t: "ride_id", "rider_id", "pickup_lat", "pickup_lng", "match_deadline_ms",
+            "cleared", "stage", "driver_id", "reason", "correlation_id")
+    };
+}
+/// How many columns [`ride_columns!`] lists.
+const RIDE_COLUMNS: usize = 10;
+
+/// The slice of state an input or a timer run can touch, as loaded, and the correlation ids of
+/// its rides.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub state: State,
+    pub correlations: Correlations,
+}
+
+impl Loaded {
+    /// Adds a ride read by one of the load's queries; one read by an earlier query stays.
+    fn add_ride(&mut self, ride: Ride, correlation: Option<String>) {
+        if let Some(correlation) = correlation {
+            self.correlations.known.insert(ride.id.clone(), correlation);
+        }
+        self.state.rides.entry(ride.id.clone()).or_insert(ride);
+    }
+}
+
+/// The saga correlation id of each loaded ride that has one: the events published about a ride
+/// carry it.
+#[derive(Debug, Clone, Default)]
+pub struct Correlations {
+    known: BTreeMap<RideId, String>,
+    /// Rides whose first correlation id arrived with this input: stored even if nothing else
+    /// about the ride changed.
+    learnt: BTreeSet<RideId>,
+}
+
+impl Correlations {
+    pub fn of(&self, ride_id: &RideId) -> Option<&str> {
+        self.known.get(ride_id).map(String::as_str)
+    }
+
+    /// Keeps `correlation_id` for the ride unless it has one: the first one seen wins, and a
+    /// request and its clearance share it.
+    pub fn remember(&mut self, ride_id: &RideId, correlation_id: &str) {
+        if !self.known.contains_key(ride_id) {
+            self.known
+                .insert(ride_id.clone(), correlation_id.to_owned());
+            self.learnt.insert(ride_id.clone());
+        }
+    }
+}
+
+/// What `input` can read or change: the driver it names and the waiting rides near them; or
+/// the ride it names and, only if that ride may be matched after the input, the available
+/// drivers near its pickup; or, for an ending, the ride, its driver and, only if the ending
+/// frees that driver, the waiting rides near them.
 pub async fn load_for_input(
     conn: &mut SqliteConnection,
     input: &Input,
     now: Timestamp,
     rules: &MatchRules,
-) -> Result<State, StoreError> {
-    let mut state = State::default();
+) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded::default();
     match input {
         Input::Register {
             driver_id,
@@ -70,28 +149,51 @@ pub async fn load_for_input(
             location,
             ..
         } => {
-            load_driver_side(conn, &mut state, driver_id, Some(*location), now, rules).await?;
+            load_driver_side(conn, &mut loaded, driver_id, Some(*location), now, rules).await?;
         }
         Input::Online {
             driver_id,
             location,
             ..
         } => {
-            load_driver_side(conn, &mut state, driver_id, *location, now, rules).await?;
+            load_driver_side(conn, &mut loaded, driver_id, *location, now, rules).await?;
         }
         Input::Offline { driver_id, .. } => {
             if let Some(driver) = find_driver(conn, driver_id).await? {
-                state.drivers.insert(driver.id.clone(), driver);
+                loaded.state.drivers.insert(driver.id.clone(), driver);
             }
         }
-        Input::Requested { ride_id, request } => {
-            load_ride_side(conn, &mut state, ride_id, Some(request.pickup), now, rules).await?;
+        Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
+            // An assigned ride's driver plays no part in a request or a clearance.
+            let found = find_ride(conn, ride_id).await?;
+            let pickup = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
+            if let Some(found) = found {
+                loaded.add_ride(found.ride, found.correlation);
+            }
+            if let Some(pickup) = pickup {
+                let state = &mut loaded.state;
+                add_available_drivers_near(conn, state, pickup, rules, NEARBY_DRIVERS).await?;
+            }
         }
-        Input::Cleared { ride_id } | Input::Ended { ride_id, .. } => {
-            load_ride_side(conn, &mut state, ride_id, None, now, rules).await?;
+        Input::Ended { ride_id, .. } => {
+            let Some(found) = find_ride(conn, ride_id).await? else {
+                return Ok(loaded);
+            };
+            let freed = found
+                .driver
+                .as_ref()
+                .filter(|driver| domain::ending_frees(&found.ride, driver))
+                .map(|driver| driver.location);
+            loaded.add_ride(found.ride, found.correlation);
+            if let Some(driver) = found.driver {
+                loaded.state.drivers.insert(driver.id.clone(), driver);
+            }
+            if let Some(place) = freed {
+                add_waiting_rides_near(conn, &mut loaded, place, now, rules).await?;
+            }
         }
     }
-    Ok(state)
+    Ok(loaded)
 }
 
 /// What a timer run can touch: up to `batch` waiting rides past their deadline, up to `batch`
@@ -101,11 +203,11 @@ pub async fn load_for_tick(
     now: Timestamp,
     rules: &MatchRules,
     batch: i64,
-) -> Result<State, StoreError> {
-    let mut state = State::default();
+) -> Result<Loaded, StoreError> {
+    let mut loaded = Loaded::default();
     let due = sqlx::query(concat!(
         "SELECT ",
-        ride_columns!(),
+        ride_columns!(""),
         " FROM driver_rides WHERE stage = 'waiting' AND match_deadline_ms <= $1 \
          ORDER BY match_deadline_ms, ride_id LIMIT $2"
     ))
@@ -115,7 +217,7 @@ pub async fn load_for_tick(
     .await?;
     let waiting = sqlx::query(concat!(
         "SELECT ",
-        ride_columns!(),
+        ride_columns!(""),
         " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
          ORDER BY match_deadline_ms, ride_id LIMIT $2"
     ))
@@ -124,23 +226,27 @@ pub async fn load_for_tick(
     .fetch_all(&mut *conn)
     .await?;
     for row in due.iter().chain(&waiting) {
-        let ride = ride_from_row(row)?;
-        state.rides.insert(ride.id.clone(), ride);
+        let (ride, correlation) = ride_at(row, 0)?;
+        loaded.add_ride(ride, correlation);
     }
-    let pickups: Vec<GeoPoint> = state
+    let pickups: Vec<GeoPoint> = loaded
+        .state
         .rides
         .values()
         .filter_map(|r| r.matchable(now).map(|q| q.pickup))
         .collect();
+    // Rides matched earlier in the run may take some of a later ride's candidates: load as
+    // many more as there are such rides.
+    let limit = NEARBY_DRIVERS + i64::try_from(pickups.len()).unwrap_or(i64::MAX) - 1;
     for pickup in pickups {
-        add_available_drivers_near(conn, &mut state, pickup, rules).await?;
+        add_available_drivers_near(conn, &mut loaded.state, pickup, rules, limit).await?;
     }
-    Ok(state)
+    Ok(loaded)
 }
 
 async fn load_driver_side(
     conn: &mut SqliteConnection,
-    state: &mut State,
+    loaded: &mut Loaded,
     driver_id: &DriverId,
     new_location: Option<GeoPoint>,
     now: Timestamp,
@@ -154,41 +260,10 @@ async fn load_driver_side(
         .chain(new_location)
         .collect();
     if let Some(driver) = stored {
-        state.drivers.insert(driver.id.clone(), driver);
+        loaded.state.drivers.insert(driver.id.clone(), driver);
     }
     for place in places {
-        add_waiting_rides_near(conn, state, place, now, rules).await?;
-    }
-    Ok(())
-}
-
-async fn load_ride_side(
-    conn: &mut SqliteConnection,
-    state: &mut State,
-    ride_id: &RideId,
-    pickup: Option<GeoPoint>,
-    now: Timestamp,
-    rules: &MatchRules,
-) -> Result<(), StoreError> {
-    let ride = find_ride(conn, ride_id).await?;
-    if let Some(Ride {
-        stage: Stage::Assigned { driver_id },
-        ..
-    }) = &ride
-    {
-        // The driver a release frees, and the rides they may take next.
-        load_driver_side(conn, state, driver_id, None, now, rules).await?;
-    }
-    let pickup = ride
-        .as_ref()
-        .and_then(|r| r.request.as_ref())
-        .map(|q| q.pickup)
-        .or(pickup);
-    if let Some(ride) = ride {
-        state.rides.insert(ride.id.clone(), ride);
-    }
-    if let Some(pickup) = pickup {
-        add_available_drivers_near(conn, state, pickup, rules).await?;
+        add_waiting_rides_near(conn, loaded, place, now, rules).await?;
     }
     Ok(())
 }
@@ -199,28 +274,51 @@ async fn find_driver(
 ) -> Result<Option<Driver>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
-        driver_columns!(),
+        driver_columns!(""),
         " FROM drivers WHERE driver_id = $1"
     ))
     .bind(driver_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    row.as_ref().map(driver_from_row).transpose()
+    row.as_ref().map(|row| driver_at(row, 0)).transpose()
 }
 
+/// A stored ride, its correlation id and, if it is assigned, its driver.
+struct FoundRide {
+    ride: Ride,
+    correlation: Option<String>,
+    driver: Option<Driver>,
+}
+
+/// The ride `ride_id`, its correlation id and its driver, in one statement.
 async fn find_ride(
     conn: &mut SqliteConnection,
     ride_id: &RideId,
-) -> Result<Option<Ride>, StoreError> {
+) -> Result<Option<FoundRide>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
-        ride_columns!(),
-        " FROM driver_rides WHERE ride_id = $1"
+        ride_columns!("r."),
+        ", ",
+        driver_columns!("d."),
+        " FROM driver_rides r LEFT JOIN drivers d \
+         ON r.stage = 'assigned' AND d.driver_id = r.driver_id WHERE r.ride_id = $1"
     ))
     .bind(ride_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    row.as_ref().map(ride_from_row).transpose()
+    let Some(row) = row else { return Ok(None) };
+    let (ride, correlation) = ride_at(&row, 0)?;
+    let has_driver = row.try_get::<Option<String>, _>(RIDE_COLUMNS)?.is_some();
+    let driver = if has_driver {
+        Some(driver_at(&row, RIDE_COLUMNS)?)
+    } else {
+        None
+    };
+    Ok(Some(FoundRide {
+        ride,
+        correlation,
+        driver,
+    }))
 }
 
 /// Available drivers near `pickup`, enough to contain the nearest one within the radius. Looks
@@ -232,9 +330,10 @@ async fn add_available_drivers_near(
     state: &mut State,
     pickup: GeoPoint,
     rules: &MatchRules,
+    limit: i64,
 ) -> Result<(), StoreError> {
     let mut drivers = if NEAR_FIRST_KM < rules.radius_km {
-        available_drivers_in_box(conn, pickup, NEAR_FIRST_KM).await?
+        available_drivers_in_box(conn, pickup, NEAR_FIRST_KM, limit).await?
     } else {
         Vec::new()
     };
@@ -244,7 +343,7 @@ async fn add_available_drivers_near(
         .iter()
         .any(|d| d.location.distance_km(&pickup) <= NEAR_FIRST_KM)
     {
-        drivers = available_drivers_in_box(conn, pickup, rules.radius_km).await?;
+        drivers = available_drivers_in_box(conn, pickup, rules.radius_km, limit).await?;
     }
     for driver in drivers {
         state.drivers.entry(driver.id.clone()).or_insert(driver);
@@ -252,19 +351,19 @@ async fn add_available_drivers_near(
     Ok(())
 }
 
-/// Available drivers in the box around `pickup` of `radius_km`, nearest first by an
-/// equirectangular estimate (exact enough to keep the true nearest among the first
-/// [`NEARBY_LIMIT`]).
+/// Up to `limit` available drivers in the box around `pickup` of `radius_km`, nearest first by
+/// an equirectangular estimate (see [`NEARBY_DRIVERS`] for how exact).
 async fn available_drivers_in_box(
     conn: &mut SqliteConnection,
     pickup: GeoPoint,
     radius_km: f64,
+    limit: i64,
 ) -> Result<Vec<Driver>, StoreError> {
     let bbox = BoundingBox::around(pickup, radius_km);
     let lng_scale = pickup.lat.to_radians().cos().powi(2);
     let rows = sqlx::query(concat!(
         "SELECT ",
-        driver_columns!(),
+        driver_columns!(""),
         " FROM drivers WHERE online AND current_ride IS NULL \
          AND lat BETWEEN $1 AND $2 AND lng BETWEEN $3 AND $4 \
          ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id LIMIT $8"
@@ -276,16 +375,16 @@ async fn available_drivers_in_box(
     .bind(pickup.lat)
     .bind(pickup.lng)
     .bind(lng_scale)
-    .bind(NEARBY_LIMIT)
+    .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter().map(driver_from_row).collect()
+    rows.iter().map(|row| driver_at(row, 0)).collect()
 }
 
 /// Waiting cleared rides before their deadline in the box around `place`, earliest first.
 async fn add_waiting_rides_near(
     conn: &mut SqliteConnection,
-    state: &mut State,
+    loaded: &mut Loaded,
     place: GeoPoint,
     now: Timestamp,
     rules: &MatchRules,
@@ -293,7 +392,7 @@ async fn add_waiting_rides_near(
     let bbox = BoundingBox::around(place, rules.radius_km);
     let rows = sqlx::query(concat!(
         "SELECT ",
-        ride_columns!(),
+        ride_columns!(""),
         " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
          AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
          ORDER BY match_deadline_ms, ride_id LIMIT $6"
@@ -303,29 +402,31 @@ async fn add_waiting_rides_near(
     .bind(bbox.max_lat)
     .bind(bbox.min_lng)
     .bind(bbox.max_lng)
-    .bind(NEARBY_LIMIT)
+    .bind(NEARBY_RIDES)
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
-        let ride = ride_from_row(row)?;
-        state.rides.entry(ride.id.clone()).or_insert(ride);
+        let (ride, correlation) = ride_at(row, 0)?;
+        loaded.add_ride(ride, correlation);
     }
     Ok(())
 }
 
-/// Writes every ride and driver that differs between `before` (as loaded) and `after`.
+/// Writes every ride and driver of `after` that differs from `before` (as loaded), and the
+/// correlation ids the input brought.
 pub async fn save(
     conn: &mut SqliteConnection,
     before: &State,
-    after: &State,
+    after: &Loaded,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    for (id, ride) in &after.rides {
-        if before.rides.get(id) != Some(ride) {
-            upsert_ride(conn, ride, now).await?;
+    let correlations = &after.correlations;
+    for (id, ride) in &after.state.rides {
+        if before.rides.get(id) != Some(ride) || correlations.learnt.contains(id) {
+            upsert_ride(conn, ride, correlations.of(id), now).await?;
         }
     }
-    for (id, driver) in &after.drivers {
+    for (id, driver) in &after.state.drivers {
         match before.drivers.get(id) {
             None => insert_driver(conn, driver).await?,
             Some(old) if old != driver => update_driver(conn, old, driver).await?,
@@ -335,9 +436,11 @@ pub async fn save(
     Ok(())
 }
 
+/// Writes `ride`; a stored correlation id stays (the first one seen wins).
 async fn upsert_ride(
     conn: &mut SqliteConnection,
     ride: &Ride,
+    correlation: Option<&str>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let request = ride.request.as_ref();
@@ -349,12 +452,13 @@ async fn upsert_ride(
     };
     sqlx::query(
         "INSERT INTO driver_rides (ride_id, rider_id, pickup_lat, pickup_lng, match_deadline_ms, \
-         cleared, stage, driver_id, reason, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         cleared, stage, driver_id, reason, correlation_id, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
          pickup_lat = excluded.pickup_lat, pickup_lng = excluded.pickup_lng, \
          match_deadline_ms = excluded.match_deadline_ms, cleared = excluded.cleared, \
          stage = excluded.stage, driver_id = excluded.driver_id, reason = excluded.reason, \
+         correlation_id = COALESCE(driver_rides.correlation_id, excluded.correlation_id), \
          updated_at_ms = excluded.updated_at_ms",
     )
     .bind(ride.id.as_str())
@@ -366,6 +470,7 @@ async fn upsert_ride(
     .bind(ride.stage.as_str())
     .bind(driver_id)
     .bind(reason)
+    .bind(correlation)
     .bind(now.unix_millis())
     .execute(&mut *conn)
     .await?;
@@ -375,7 +480,7 @@ async fn upsert_ride(
 async fn insert_driver(conn: &mut SqliteConnection, d: &Driver) -> Result<(), StoreError> {
     sqlx::query(concat!(
         "INSERT INTO drivers (",
-        driver_columns!(),
+        driver_columns!(""),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     ))
     .bind(d.id.as_str())
@@ -392,84 +497,52 @@ async fn insert_driver(conn: &mut SqliteConnection, d: &Driver) -> Result<(), St
     Ok(())
 }
 
+/// Writes the driver's row in one statement, guarded: it must still hold the ride it was
+/// loaded with (none, to reserve; the old one, to release).
 async fn update_driver(
     conn: &mut SqliteConnection,
     old: &Driver,
     new: &Driver,
 ) -> Result<(), StoreError> {
-    let conflict = |what| StoreError::Conflict {
-        driver_id: new.id.clone(),
-        what,
-    };
-    let done = sqlx::query(
-        "UPDATE drivers SET name = $2, lat = $3, lng = $4, online = $5, name_at_ms = $6, \
-         online_at_ms = $7, location_at_ms = $8 WHERE driver_id = $1",
-    )
-    .bind(new.id.as_str())
-    .bind(&new.name)
-    .bind(new.location.lat)
-    .bind(new.location.lng)
-    .bind(new.online)
-    .bind(new.name_at)
-    .bind(new.online_at)
-    .bind(new.location_at)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() != 1 {
-        return Err(conflict("row gone"));
+    macro_rules! guarded {
+        ($guard:literal) => {
+            concat!(
+                "UPDATE drivers SET name = $2, lat = $3, lng = $4, online = $5, name_at_ms = $6, \
+                 online_at_ms = $7, location_at_ms = $8, current_ride = $9 \
+                 WHERE driver_id = $1 AND ",
+                $guard
+            )
+        };
     }
-    let new_ride = new.current_ride.as_ref().map(RideId::as_str);
-    let (done, what) = match &old.current_ride {
-        old_ride if *old_ride == new.current_ride => return Ok(()),
-        None => {
-            let sql = "UPDATE drivers SET current_ride = $2 \
-                       WHERE driver_id = $1 AND current_ride IS NULL";
-            let done = sqlx::query(sql).bind(new.id.as_str()).bind(new_ride);
-            (done.execute(&mut *conn).await?, "reserve")
-        }
-        Some(old_ride) => {
-            let sql = "UPDATE drivers SET current_ride = $3 \
-                       WHERE driver_id = $1 AND current_ride = $2";
-            let done = sqlx::query(sql)
-                .bind(new.id.as_str())
-                .bind(old_ride.as_str())
-                .bind(new_ride);
-            (done.execute(&mut *conn).await?, "release")
-        }
+    let what = match (&old.current_ride, &new.current_ride) {
+        (None, Some(_)) => "reserve",
+        (Some(_), ride) if *ride != old.current_ride => "release",
+        _ => "update",
     };
-    if done.rows_affected() != 1 {
-        return Err(conflict(what));
+    let sql = match &old.current_ride {
+        None => guarded!("current_ride IS NULL"),
+        Some(_) => guarded!("current_ride = $10"),
+    };
+    let mut done = sqlx::query(sql)
+        .bind(new.id.as_str())
+        .bind(&new.name)
+        .bind(new.location.lat)
+        .bind(new.location.lng)
+        .bind(new.online)
+        .bind(new.name_at)
+        .bind(new.online_at)
+        .bind(new.location_at)
+        .bind(new.current_ride.as_ref().map(RideId::as_str));
+    if let Some(old_ride) = &old.current_ride {
+        done = done.bind(old_ride.as_str());
+    }
+    if done.execute(&mut *conn).await?.rows_affected() != 1 {
+        return Err(StoreError::Conflict {
+            driver_id: new.id.clone(),
+            what,
+        });
     }
     Ok(())
-}
-
-/// Keeps the saga's correlation id for the events published about the ride (the first one
-/// seen wins; requested and cleared share it).
-pub async fn remember_correlation(
-    conn: &mut SqliteConnection,
-    ride_id: &RideId,
-    correlation_id: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE driver_rides SET correlation_id = $2 WHERE ride_id = $1 AND correlation_id IS NULL",
-    )
-    .bind(ride_id.as_str())
-    .bind(correlation_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn correlation_of(
-    conn: &mut SqliteConnection,
-    ride_id: &RideId,
-) -> Result<Option<String>, StoreError> {
-    let found: Option<Option<String>> =
-        sqlx::query_scalar("SELECT correlation_id FROM driver_rides WHERE ride_id = $1")
-            .bind(ride_id.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(found.flatten())
 }
 
 /// Deletes up to `limit` ended rides last changed before `before`; returns how many.
@@ -497,32 +570,35 @@ fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
     }
 }
 
-fn driver_from_row(row: &SqliteRow) -> Result<Driver, StoreError> {
+/// The driver in the [`driver_columns!`] of `row` from column `first` on.
+fn driver_at(row: &SqliteRow, first: usize) -> Result<Driver, StoreError> {
     let bad = |e: &dyn ToString| corrupt("drivers", e.to_string());
-    let location = GeoPoint::new(row.try_get("lat")?, row.try_get("lng")?).map_err(|e| bad(&e))?;
-    let current_ride: Option<String> = row.try_get("current_ride")?;
+    let location =
+        GeoPoint::new(row.try_get(first + 2)?, row.try_get(first + 3)?).map_err(|e| bad(&e))?;
+    let current_ride: Option<String> = row.try_get(first + 5)?;
     Ok(Driver {
-        id: DriverId::parse(row.try_get::<String, _>("driver_id")?).map_err(|e| bad(&e))?,
-        name: row.try_get("name")?,
+        id: DriverId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?,
+        name: row.try_get(first + 1)?,
         location,
-        online: row.try_get("online")?,
+        online: row.try_get(first + 4)?,
         current_ride: current_ride
             .map(RideId::parse)
             .transpose()
             .map_err(|e| bad(&e))?,
-        name_at: row.try_get("name_at_ms")?,
-        online_at: row.try_get("online_at_ms")?,
-        location_at: row.try_get("location_at_ms")?,
+        name_at: row.try_get(first + 6)?,
+        online_at: row.try_get(first + 7)?,
+        location_at: row.try_get(first + 8)?,
     })
 }
 
-fn ride_from_row(row: &SqliteRow) -> Result<Ride, StoreError> {
+/// The ride and its correlation id in the [`ride_columns!`] of `row` from column `first` on.
+fn ride_at(row: &SqliteRow, first: usize) -> Result<(Ride, Option<String>), StoreError> {
     let bad = |e: &dyn ToString| corrupt("driver_rides", e.to_string());
-    let id = RideId::parse(row.try_get::<String, _>("ride_id")?).map_err(|e| bad(&e))?;
-    let rider: Option<String> = row.try_get("rider_id")?;
-    let lat: Option<f64> = row.try_get("pickup_lat")?;
-    let lng: Option<f64> = row.try_get("pickup_lng")?;
-    let deadline: Option<i64> = row.try_get("match_deadline_ms")?;
+    let id = RideId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?;
+    let rider: Option<String> = row.try_get(first + 1)?;
+    let lat: Option<f64> = row.try_get(first + 2)?;
+    let lng: Option<f64> = row.try_get(first + 3)?;
+    let deadline: Option<i64> = row.try_get(first + 4)?;
     let request = match (rider, lat, lng, deadline) {
         (Some(rider), Some(lat), Some(lng), Some(deadline)) => Some(RideRequest {
             rider_id: RiderId::parse(rider).map_err(|e| bad(&e))?,
@@ -531,13 +607,13 @@ fn ride_from_row(row: &SqliteRow) -> Result<Ride, StoreError> {
         }),
         _ => None,
     };
-    let driver: Option<String> = row.try_get("driver_id")?;
+    let driver: Option<String> = row.try_get(first + 7)?;
     let driver = driver
         .map(DriverId::parse)
         .transpose()
         .map_err(|e| bad(&e))?;
-    let reason: Option<String> = row.try_get("reason")?;
-    let stage: String = row.try_get("stage")?;
+    let reason: Option<String> = row.try_get(first + 8)?;
+    let stage: String = row.try_get(first + 6)?;
     let stage = match (stage.as_str(), driver, reason) {
         ("waiting", _, _) => Stage::Waiting,
         ("assigned", Some(driver_id), _) => Stage::Assigned { driver_id },
@@ -551,12 +627,13 @@ fn ride_from_row(row: &SqliteRow) -> Result<Ride, StoreError> {
         ("unavailable", _, _) => Stage::Unavailable,
         (other, _, _) => return Err(bad(&format!("ride {id} has stage {other:?}"))),
     };
-    Ok(Ride {
+    let ride = Ride {
         id,
         request,
-        cleared: row.try_get("cleared")?,
+        cleared: row.try_get(first + 5)?,
         stage,
-    })
+    };
+    Ok((ride, row.try_get(first + 9)?))
 }
 
 #[cfg(test)]

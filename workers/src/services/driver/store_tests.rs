@@ -63,17 +63,22 @@ async fn reserved_drivers(conn: &mut SqliteConnection) -> Vec<(String, String)> 
 /// Every driver and ride in the tables, as the domain sees them.
 async fn load_all(conn: &mut SqliteConnection) -> State {
     let mut state = State::default();
-    let q = concat!("SELECT ", driver_columns!(), " FROM drivers");
+    let q = concat!("SELECT ", driver_columns!(""), " FROM drivers");
     for row in sqlx::query(q).fetch_all(&mut *conn).await.unwrap() {
-        let d = driver_from_row(&row).unwrap();
+        let d = driver_at(&row, 0).unwrap();
         state.drivers.insert(d.id.clone(), d);
     }
-    let q = concat!("SELECT ", ride_columns!(), " FROM driver_rides");
+    let q = concat!("SELECT ", ride_columns!(""), " FROM driver_rides");
     for row in sqlx::query(q).fetch_all(&mut *conn).await.unwrap() {
-        let r = ride_from_row(&row).unwrap();
+        let (r, _) = ride_at(&row, 0).unwrap();
         state.rides.insert(r.id.clone(), r);
     }
     state
+}
+
+#[test]
+fn a_ride_row_has_as_many_columns_as_its_reader_skips() {
+    assert_eq!(ride_columns!("").split(", ").count(), RIDE_COLUMNS);
 }
 
 fn at(seconds: i64) -> Timestamp {
@@ -267,6 +272,130 @@ async fn a_driver_outside_the_first_search_circle_still_wins_when_nearest() {
     assert_eq!(assigned.driver_id.as_str(), "d_0");
 }
 
+/// What `load_for_input` reads for `input` at `now`.
+async fn loaded_for(conn: &mut SqliteConnection, input: &Envelope, now: Timestamp) -> Loaded {
+    let rules = DriverConfig::default().rules;
+    load_for_input(conn, &input_of(input).unwrap(), now, &rules)
+        .await
+        .unwrap()
+}
+
+fn driver_names(state: &State) -> Vec<&str> {
+    state.drivers.keys().map(DriverId::as_str).collect()
+}
+
+#[tokio::test]
+async fn only_an_input_that_may_match_its_ride_searches_for_drivers() {
+    let mut db = db().await;
+    // Forty available drivers within 1.5 km of the pickups, nearer ones first.
+    let positions: Vec<(f64, f64)> = (0..40).map(|i| (0.0003 * i as f64, 0.0)).collect();
+    drivers_online(&mut db.conn, &positions).await;
+    let pickup = near(0.0, 0.0);
+
+    // Requested, not cleared: only the ride could change, so no search.
+    let request = requested(1, pickup, at(60));
+    assert!(driver_names(&loaded_for(&mut db.conn, &request, at(1)).await.state).is_empty());
+    apply(&mut db.conn, &request, at(1)).await.unwrap();
+    // Cleared: a bounded set of candidates, which holds the nearest.
+    let loaded = loaded_for(&mut db.conn, &cleared(1), at(1)).await;
+    assert_eq!(loaded.state.drivers.len(), NEARBY_DRIVERS as usize);
+    assert!(loaded.state.drivers.contains_key(&did(0)));
+    apply(&mut db.conn, &cleared(1), at(1)).await.unwrap();
+    assert_eq!(
+        reserved_drivers(&mut db.conn).await,
+        [("d_0".to_owned(), "r_1".to_owned())]
+    );
+    // A redelivered request or clearance of the assigned ride: nothing to match.
+    for again in [requested(1, pickup, at(60)), cleared(1)] {
+        let loaded = loaded_for(&mut db.conn, &again, at(2)).await;
+        assert!(driver_names(&loaded.state).is_empty());
+    }
+    // Completed: the ride and its driver, who may take a waiting ride; no driver search.
+    let loaded = loaded_for(&mut db.conn, &completed(1), at(5)).await;
+    assert_eq!(driver_names(&loaded.state), ["d_0"]);
+    assert_eq!(loaded.state.rides.len(), 1);
+
+    // Cleared first: nothing to match until the request arrives, which then searches, unless
+    // the deadline has passed (the ride becomes unavailable without any driver).
+    apply(&mut db.conn, &cleared(2), at(1)).await.unwrap();
+    assert!(driver_names(&loaded_for(&mut db.conn, &cleared(2), at(1)).await.state).is_empty());
+    let request = requested(2, pickup, at(60));
+    let loaded = loaded_for(&mut db.conn, &request, at(1)).await;
+    assert_eq!(loaded.state.drivers.len(), NEARBY_DRIVERS as usize);
+    let late = loaded_for(&mut db.conn, &request, at(60)).await;
+    assert!(driver_names(&late.state).is_empty());
+
+    // Ending a ride that never got a driver reads the ride only.
+    let loaded = loaded_for(&mut db.conn, &cancelled(2, CancelReason::Rider), at(1)).await;
+    assert!(driver_names(&loaded.state).is_empty());
+}
+
+#[tokio::test]
+async fn an_ending_that_frees_no_driver_does_not_look_for_waiting_rides() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+    apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
+    // Ride 2 waits for a driver while d_0 drives ride 1.
+    apply(&mut db.conn, &requested(2, near(0.01, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    apply(&mut db.conn, &cleared(2), at(0)).await.unwrap();
+    let loaded = loaded_for(&mut db.conn, &completed(1), at(1)).await;
+    assert!(
+        loaded.state.rides.contains_key(&rid(2)),
+        "d_0 may take ride 2"
+    );
+
+    // Offline: released, but not available, so ride 2 is not loaded and keeps waiting.
+    let offline = msg(DriverOffline { driver_id: did(0) }, None, 1);
+    apply(&mut db.conn, &offline, at(1)).await.unwrap();
+    let loaded = loaded_for(&mut db.conn, &completed(1), at(2)).await;
+    assert!(!loaded.state.rides.contains_key(&rid(2)));
+    let out = apply(&mut db.conn, &completed(1), at(2)).await.unwrap();
+    assert_eq!(
+        kinds(&out),
+        [(MessageKind::DriverReleased, "r_1".to_owned())]
+    );
+    assert!(reserved_drivers(&mut db.conn).await.is_empty());
+}
+
+#[tokio::test]
+async fn events_about_a_ride_carry_the_first_correlation_id_it_heard() {
+    let mut db = db().await;
+    // A tombstone first (an ending carries no correlation of its own), then the clearance
+    // and the request, each with its own correlation id: the clearance's is kept.
+    apply(&mut db.conn, &cancelled(1, CancelReason::Rider), at(0))
+        .await
+        .unwrap();
+    let clearance = cleared(1);
+    apply(&mut db.conn, &clearance, at(0)).await.unwrap();
+    apply(&mut db.conn, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT correlation_id FROM driver_rides WHERE ride_id = 'r_1'")
+            .fetch_one(&mut db.conn)
+            .await
+            .unwrap();
+    assert_eq!(stored, Some(clearance.correlation_id.clone()));
+
+    // Ride 2 hears its clearance first too, finds no driver and expires in a timer run.
+    let clearance = cleared(2);
+    apply(&mut db.conn, &clearance, at(0)).await.unwrap();
+    apply(&mut db.conn, &requested(2, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    let out = tick(&mut db.conn, at(60)).await;
+    assert_eq!(
+        kinds(&out),
+        [(MessageKind::DriverUnavailable, "r_2".to_owned())]
+    );
+    assert_eq!(out[0].correlation_id, clearance.correlation_id);
+}
+
 #[tokio::test]
 async fn an_unmatched_ride_gets_unavailable_at_its_deadline_once() {
     let mut db = db().await;
@@ -395,17 +524,17 @@ async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
     let event = input_of(&cleared(1)).unwrap();
     let rules = DriverConfig::default().rules;
     let mut tx = db.conn.begin().await.unwrap();
-    let mut state = load_for_input(&mut tx, &event, at(0), &rules)
+    let mut loaded = load_for_input(&mut tx, &event, at(0), &rules)
         .await
         .unwrap();
-    let before = state.clone();
-    domain::handle(&mut state, &event, at(0), &rules).unwrap();
+    let before = loaded.state.clone();
+    domain::handle(&mut loaded.state, &event, at(0), &rules).unwrap();
     // ...but someone reserved them meanwhile.
     sqlx::query("UPDATE drivers SET current_ride = 'r_9' WHERE driver_id = 'd_0'")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let err = save(&mut tx, &before, &state, at(0)).await.unwrap_err();
+    let err = save(&mut tx, &before, &loaded, at(0)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 }
 
@@ -440,40 +569,63 @@ fn scripted(choice: (u8, usize, f64, f64), t: i64) -> Envelope {
     }
 }
 
+/// Runs `script` through `Worker::apply` on a real SQLite file (input `t` at `clock(t)`) and
+/// through [`domain::handle`] over a full in-memory state: same outputs, and the same state at
+/// the end (after a timer past every deadline).
+fn check_tables_against_domain(
+    script: Vec<(u8, usize, f64, f64)>,
+    clock: impl Fn(i64) -> Timestamp,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut db = db().await;
+        let mut memory = State::default();
+        let rules = DriverConfig::default().rules;
+        for (t, choice) in script.into_iter().enumerate() {
+            let (input, now) = (scripted(choice, t as i64), clock(t as i64));
+            let from_db = apply(&mut db.conn, &input, now)
+                .await
+                .map(|out| kinds(&out));
+            let event = input_of(&input).unwrap();
+            match domain::handle(&mut memory, &event, now, &rules) {
+                Ok(effects) => {
+                    let expected: Vec<_> = effects.iter().map(effect_key).collect();
+                    assert_eq!(from_db.unwrap(), expected);
+                }
+                Err(_) => assert!(matches!(from_db, Err(HandleError::Transient(_)))),
+            }
+        }
+        let expected: Vec<_> = domain::tick(&mut memory, at(120), &rules)
+            .iter()
+            .map(effect_key)
+            .collect();
+        assert_eq!(kinds(&tick(&mut db.conn, at(120)).await), expected);
+        assert_eq!(load_all(&mut db.conn).await, memory);
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// The store loads only a slice of the state for each input; the domain run over all of
-    /// it in memory must decide the same. Random inputs (drivers registering, going online
-    /// and offline, moving; rides requested, cleared and ended) go through
-    /// `Worker::apply` on a real SQLite file and through [`domain::handle`] over a full
-    /// in-memory state: same outputs, and the same state at the end (after a timer past
-    /// every deadline).
+    /// it in memory must decide the same. Random inputs: drivers registering, going online
+    /// and offline, moving; rides requested, cleared and ended.
     #[test]
     fn the_tables_hold_what_the_domain_decides(
         script in prop::collection::vec((0u8..12, 0usize..12, -0.08f64..0.08, -0.08f64..0.08), 1..40),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(async {
-            let mut db = db().await;
-            let mut memory = State::default();
-            let rules = DriverConfig::default().rules;
-            for (t, choice) in script.into_iter().enumerate() {
-                let input = scripted(choice, t as i64);
-                let from_db = apply(&mut db.conn, &input, at(1)).await.map(|out| kinds(&out));
-                let event = input_of(&input).unwrap();
-                match domain::handle(&mut memory, &event, at(1), &rules) {
-                    Ok(effects) => {
-                        let expected: Vec<_> = effects.iter().map(effect_key).collect();
-                        assert_eq!(from_db.unwrap(), expected);
-                    }
-                    Err(_) => assert!(matches!(from_db, Err(HandleError::Transient(_)))),
-                }
-            }
-            let expected: Vec<_> = domain::tick(&mut memory, at(120), &rules).iter().map(effect_key).collect();
-            assert_eq!(kinds(&tick(&mut db.conn, at(120)).await), expected);
-            assert_eq!(load_all(&mut db.conn).await, memory);
-        });
+        check_tables_against_domain(script, |_| at(1));
+    }
+
+    /// The same while the clock runs past the rides' deadlines (at 60 s): requests and
+    /// clearances that arrive late must expire their ride without a driver search.
+    #[test]
+    fn the_tables_hold_what_the_domain_decides_as_deadlines_pass(
+        script in prop::collection::vec((0u8..12, 0usize..12, -0.08f64..0.08, -0.08f64..0.08), 1..40),
+    ) {
+        check_tables_against_domain(script, |t| at(t * 3));
     }
 }
 
