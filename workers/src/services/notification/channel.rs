@@ -10,9 +10,10 @@
 //! repeated one that carries its own id. A real channel (SMS, push) gets the same id as its
 //! idempotency key.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ridesaga_schemas::{MessageId, RideId, Timestamp};
 
@@ -58,22 +59,79 @@ pub fn log_path(settings: &Settings) -> Result<PathBuf, ConfigError> {
 }
 
 /// The default channel: one JSON object per line, appended to a file (created with its
-/// parent directories on first use).
+/// parent directories on first use). The file stays open between lines; it is opened again
+/// when it was moved or deleted (log rotation) since the last line.
 #[derive(Debug, Clone)]
 pub struct LogChannel {
     path: Arc<Path>,
+    open: Arc<Mutex<Option<OpenLog>>>,
+}
+
+/// The open log file and which file it is, to notice a rotation.
+#[derive(Debug)]
+struct OpenLog {
+    file: File,
+    id: Option<FileId>,
 }
 
 impl LogChannel {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         LogChannel {
             path: Arc::from(path.into()),
+            open: Arc::default(),
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Appends `line` with one write to the file opened in append mode, so lines from
+    /// several replicas sharing the file do not interleave. Written in place, not on the
+    /// blocking pool: an append goes to the page cache and takes microseconds, less than the
+    /// hand-off to another thread would.
+    fn append(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| std::io::Error::other("log file lock poisoned"))?;
+        let current = std::fs::metadata(&self.path).ok().and_then(|m| file_id(&m));
+        let stale = match &*open {
+            Some(log) => log.id.is_none() || log.id != current,
+            None => true,
+        };
+        if stale {
+            *open = None;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            let id = file.metadata().ok().and_then(|m| file_id(&m));
+            *open = Some(OpenLog { file, id });
+        }
+        match open.as_mut() {
+            Some(log) => log.file.write_all(line),
+            None => Err(std::io::Error::other("log file not open")),
+        }
+    }
+}
+
+/// Device and inode: which file a path names.
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(metadata: &std::fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+/// Without inodes the file is opened again for every line.
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<FileId> {
+    None
 }
 
 impl Channel for LogChannel {
@@ -94,10 +152,7 @@ impl Channel for LogChannel {
         }))
         .map_err(|e| self.error(e))?;
         line.push(b'\n');
-        let path = Arc::clone(&self.path);
-        tokio::task::spawn_blocking(move || append(&path, &line))
-            .await
-            .map_err(|e| self.error(e))?
+        self.append(&line)
             .map_err(|e| self.error(format!("{}: {e}", self.path.display())))
     }
 }
@@ -109,19 +164,6 @@ impl LogChannel {
             problem: problem.to_string(),
         }
     }
-}
-
-/// Appends `line` with one write to a file opened in append mode, so lines from several
-/// replicas sharing the file do not interleave.
-fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(line)
 }
 
 #[cfg(test)]
@@ -161,6 +203,43 @@ mod tests {
         assert_eq!(lines[0]["kind"], "receipt");
         assert_eq!(lines[0]["recipient"], "rider");
         assert_eq!(lines[0]["at"], "1970-01-01T00:00:00Z");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_log_is_opened_again_and_a_deleted_one_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = LogChannel::new(dir.path().join("out.jsonl"));
+        let notice = Notice {
+            kind: NotificationKind::Receipt,
+            recipient: Recipient::Rider,
+            recipient_id: "u_ada".into(),
+            text: "Receipt".into(),
+        };
+        let ride_id = RideId::parse("r_1").unwrap();
+        let deliver = |n: &str| {
+            let id = MessageId::parse(n).unwrap();
+            let channel = channel.clone();
+            let (notice, ride_id) = (notice.clone(), ride_id.clone());
+            async move {
+                let delivery = Delivery {
+                    id: &id,
+                    ride_id: &ride_id,
+                    notice: &notice,
+                    at: Timestamp::from_unix_millis(0),
+                };
+                channel.deliver(&delivery).await.unwrap();
+            }
+        };
+        let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
+        deliver("m_1").await;
+        std::fs::rename(channel.path(), dir.path().join("out.jsonl.1")).unwrap();
+        deliver("m_2").await;
+        assert_eq!(lines(&dir.path().join("out.jsonl.1")), 1);
+        assert_eq!(lines(channel.path()), 1);
+        std::fs::remove_file(channel.path()).unwrap();
+        deliver("m_3").await;
+        deliver("m_4").await;
+        assert_eq!(lines(channel.path()), 2);
     }
 
     #[test]

@@ -28,28 +28,27 @@ const REASONS: [CancelReason; 4] = [
 /// What notification knows about the ride, including what it already sent.
 pub async fn load(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<Audience, HandleError> {
     let mut audience = Audience::default();
-    let row =
-        sqlx::query("SELECT driver_id, cancel_reason FROM notification_rides WHERE ride_id = $1")
-            .bind(ride_id.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some(row) = row {
-        let driver: Option<String> = row.try_get("driver_id")?;
-        audience.driver_id = driver.map(DriverId::parse).transpose().map_err(corrupt)?;
-        let reason: Option<String> = row.try_get("cancel_reason")?;
-        audience.cancelled = reason
-            .map(|r| parse(&REASONS, &r, |x| x.as_str()))
-            .transpose()?;
-    }
-    let sent = sqlx::query("SELECT kind, recipient FROM notifications WHERE ride_id = $1")
-        .bind(ride_id.as_str())
-        .fetch_all(&mut *conn)
-        .await?;
-    for row in sent {
-        let kind = parse(&KINDS, &row.try_get::<String, _>("kind")?, |k| k.as_str())?;
+    // One round trip: the ride's row (if any) and the notifications already sent for it.
+    let rows = sqlx::query(
+        "SELECT 'ride' AS what, driver_id AS a, cancel_reason AS b \
+         FROM notification_rides WHERE ride_id = $1 \
+         UNION ALL SELECT 'sent', kind, recipient FROM notifications WHERE ride_id = $1",
+    )
+    .bind(ride_id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let a: Option<String> = row.try_get("a")?;
+        let b: Option<String> = row.try_get("b")?;
+        if row.try_get::<String, _>("what")? == "ride" {
+            audience.driver_id = a.map(DriverId::parse).transpose().map_err(corrupt)?;
+            audience.cancelled = b.map(|r| parse(&REASONS, &r, |x| x.as_str())).transpose()?;
+            continue;
+        }
+        let kind = parse(&KINDS, a.as_deref().unwrap_or_default(), |k| k.as_str())?;
         let recipient = parse(
             &[Recipient::Rider, Recipient::Driver],
-            &row.try_get::<String, _>("recipient")?,
+            b.as_deref().unwrap_or_default(),
             recipient_str,
         )?;
         audience.sent.insert((kind, recipient));
