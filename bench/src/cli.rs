@@ -52,7 +52,7 @@ pub struct Cli {
     pub bin_dir: PathBuf,
 
     /// Where reports are written, as `<date>.md` (`<date>-quick.md` with --quick, `-relay`
-    /// with --relay-only).
+    /// with --relay-only, `-ab` or `-ab-quick` with --ab-only).
     #[arg(long, default_value = "bench/results")]
     pub results_dir: PathBuf,
 
@@ -92,6 +92,27 @@ pub struct Cli {
     /// Messages handled at once per worker replica, and by the relay.
     #[arg(long, env = "RIDESAGA_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
+
+    /// Also compare the workers in --bin-dir with a baseline build's `<service>-worker`
+    /// binaries in this directory, in the same run on the same server: after the usual phases,
+    /// --ab-rounds rounds of both builds, each on a fresh fleet, reported as ratios.
+    #[arg(long, value_name = "DIR", conflicts_with = "relay_only")]
+    pub baseline_bin_dir: Option<PathBuf>,
+
+    /// What the baseline is (a revision, say), for the report [default: its directory].
+    #[arg(long, value_name = "TEXT", requires = "baseline_bin_dir")]
+    pub baseline_label: Option<String>,
+
+    /// Rounds of the A/B comparison; each runs both builds, and they alternate which goes
+    /// first.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ab_rounds: u32,
+
+    /// Run only the A/B rounds, without the relay and the usual phases (BENCHMARKS.md is then
+    /// left alone).
+    #[arg(long, requires = "baseline_bin_dir")]
+    pub ab_only: bool,
 
     /// The command line to record in the report [default: this process's arguments].
     #[arg(long)]
@@ -162,6 +183,28 @@ mod tests {
         let full = Cli::parse_from(["ridesaga-bench", "--window", "100"]).settings();
         assert_eq!(full.phase, Duration::from_secs(30));
         assert_eq!(full.drivers, 200);
+    }
+
+    #[test]
+    fn the_comparison_needs_a_baseline_and_at_least_one_round() {
+        let cli = Cli::parse_from(["ridesaga-bench", "--baseline-bin-dir", "base", "--ab-only"]);
+        assert_eq!(cli.ab_rounds, 2);
+        assert!(Cli::try_parse_from(["ridesaga-bench", "--ab-only"]).is_err());
+        let no_rounds = [
+            "ridesaga-bench",
+            "--baseline-bin-dir",
+            "base",
+            "--ab-rounds",
+            "0",
+        ];
+        assert!(Cli::try_parse_from(no_rounds).is_err());
+        let relay = [
+            "ridesaga-bench",
+            "--baseline-bin-dir",
+            "base",
+            "--relay-only",
+        ];
+        assert!(Cli::try_parse_from(relay).is_err());
     }
 
     #[test]

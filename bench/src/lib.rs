@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`cli`]: options and the durations and sizes they resolve to.
 //! - [`run`]: the phases of a run, in order, and the processes they need.
+//! - [`ab`]: the comparison with a baseline build: rounds, ratios and medians, and its section.
 //! - [`server`]: the run's own nats-server with the repository's `nats.conf`.
 //! - [`fleet`]: the worker processes, one or two replicas of each service.
 //! - [`process`]: starting, watching and stopping child processes.
@@ -15,16 +16,19 @@
 //! - [`consumers`]: the service consumers' delivery counters.
 //! - [`procfs`]: CPU time and memory from `/proc`.
 //! - [`profile`]: an optional `perf` profile of the maximum-rate phase.
+//! - [`hops`]: latency hop by hop, from the saga stream's store times.
 //! - [`stats`]: percentiles and rates.
 //! - [`report`]: the results, the figures derived from them, the summary line.
 //! - [`markdown`]: the full report and the latest-figures block of `BENCHMARKS.md`.
 //! - [`notes`]: the run's conditions and problems, as the report states them.
 
+pub mod ab;
 pub mod city;
 pub mod cli;
 pub mod consumers;
 pub mod fleet;
 pub mod generator;
+pub mod hops;
 pub mod markdown;
 pub mod notes;
 pub mod process;

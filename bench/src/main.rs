@@ -28,12 +28,7 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(report) => {
             println!("{}", report.summary_line());
-            let broken = [report.max1.as_ref(), report.max2.as_ref()]
-                .into_iter()
-                .flatten()
-                .chain(report.latency.as_ref().map(|(_, p)| p))
-                .any(|p| p.outcome.failed() + p.outcome.unfinished > 0);
-            if broken {
+            if report.broken() {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
@@ -55,18 +50,21 @@ async fn bench(cli: &Cli) -> anyhow::Result<Report> {
     };
     std::fs::create_dir_all(&results_dir)
         .with_context(|| format!("creating {}", results_dir.display()))?;
-    let suffix = if cli.relay_only {
-        "-relay"
-    } else if cli.quick {
-        "-quick"
-    } else {
-        ""
+    let suffix = match (cli.relay_only, cli.ab_only, cli.quick) {
+        (true, _, _) => "-relay",
+        (_, true, true) => "-ab-quick",
+        (_, true, false) => "-ab",
+        (_, _, true) => "-quick",
+        _ => "",
     };
     let path = results_dir.join(format!("{}{suffix}.md", report.date));
     report.report_path = path.display().to_string();
     write(&path, &markdown::render(&report))?;
     eprintln!("bench: report written to {}", path.display());
-    if !cli.no_record {
+    if cli.ab_only && !cli.no_record {
+        // Its report has none of the latest figures: the block keeps the last full set.
+        eprintln!("bench: --ab-only: BENCHMARKS.md left alone");
+    } else if !cli.no_record {
         let document = std::fs::read_to_string(&cli.benchmarks_file).unwrap_or_default();
         let updated = markdown::replace_block(&document, &markdown::latest_block(&report));
         write(&cli.benchmarks_file, &updated)?;

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use ridesaga_schemas::Service;
 
+use crate::ab;
+use crate::hops;
 use crate::procfs::Usage;
 use crate::report::{
     Phase, Report, SELF_NAME, TARGET_IDLE_RSS_MB, TARGET_P50_CONFIRM_MS, TARGET_P99_CONFIRM_MS,
@@ -129,8 +131,11 @@ pub fn render(report: &Report) -> String {
     for (name, value) in &report.settings {
         let _ = writeln!(out, "- {name}: {value}");
     }
-    out.push_str("\n## Summary\n\n");
-    out.push_str(&headline(report));
+    // An A/B-only run has none of the headline's figures.
+    if report.ab.is_none() || report.max1.is_some() || !report.relay.is_empty() {
+        out.push_str("\n## Summary\n\n");
+        out.push_str(&headline(report));
+    }
     if !report.problems.is_empty() {
         out.push_str("\n## Problems\n\n");
         for problem in &report.problems {
@@ -138,6 +143,64 @@ pub fn render(report: &Report) -> String {
         }
     }
 
+    if !report.relay.is_empty() {
+        render_relay(&mut out, report);
+    }
+    for (name, phase) in report.phases() {
+        render_phase(&mut out, name, phase);
+    }
+    if let Some((rate, phase)) = &report.latency {
+        let _ = writeln!(
+            out,
+            "\n## Latency at half of the maximum rate\n\nOpen loop: {rate:.1} sagas started per \
+             second whatever happens ({} starts skipped at the in-flight cap). Times are from \
+             just before the command is published to the event's arrival at the generator.\n",
+            phase.outcome.skipped_starts
+        );
+        out.push_str("| span | samples | p50 ms | p99 ms | max ms | mean ms |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+        out.push_str(&latency_row(
+            "request -> confirmed",
+            Summary::of(&phase.outcome.confirm_ms),
+        ));
+        out.push_str(&latency_row(
+            "complete -> captured",
+            Summary::of(&phase.outcome.capture_ms),
+        ));
+        out.push_str(&latency_row(
+            "request -> captured",
+            Summary::of(&phase.outcome.saga_ms),
+        ));
+        if !report.latency_hops.is_empty() {
+            out.push_str(
+                "\nHop by hop, from the saga stream: the time the server stored each message \
+                 minus the time it stored the message that caused it (both on the server's \
+                 clock), by the service that published it. A hop includes the delivery to the \
+                 service, its transaction and its publish.\n\n",
+            );
+            out.push_str(&hops::table(&report.latency_hops));
+        }
+    }
+    render_costs(&mut out, report);
+    render_dominance(&mut out, report);
+    if let Some(profile) = &report.profile {
+        out.push_str("\n## Profile of the maximum-rate phase (perf, flat)\n\n```text\n");
+        out.push_str(profile.trim_end());
+        out.push_str("\n```\n");
+    }
+    if let Some(comparison) = &report.ab {
+        ab::render(&mut out, comparison);
+    }
+    let _ = writeln!(
+        out,
+        "\n## Summary line\n\n```text\n{}\n```",
+        report.summary_line()
+    );
+    out
+}
+
+/// The relay runs, and what the server spent per delivery in the system for comparison.
+fn render_relay(out: &mut String, report: &Report) {
     out.push_str("\n## Relay ceiling\n\n");
     out.push_str(
         "A durable pull consumer relays each message to another subject with a `Nats-Msg-Id`, \
@@ -180,46 +243,6 @@ pub fn render(report: &Report) -> String {
             max1.total_deliveries()
         );
     }
-
-    for (name, phase) in report.phases() {
-        render_phase(&mut out, name, phase);
-    }
-    if let Some((rate, phase)) = &report.latency {
-        let _ = writeln!(
-            out,
-            "\n## Latency at half of the maximum rate\n\nOpen loop: {rate:.1} sagas started per \
-             second whatever happens ({} starts skipped at the in-flight cap). Times are from \
-             just before the command is published to the event's arrival at the generator.\n",
-            phase.outcome.skipped_starts
-        );
-        out.push_str("| span | samples | p50 ms | p99 ms | max ms | mean ms |\n");
-        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
-        out.push_str(&latency_row(
-            "request -> confirmed",
-            Summary::of(&phase.outcome.confirm_ms),
-        ));
-        out.push_str(&latency_row(
-            "complete -> captured",
-            Summary::of(&phase.outcome.capture_ms),
-        ));
-        out.push_str(&latency_row(
-            "request -> captured",
-            Summary::of(&phase.outcome.saga_ms),
-        ));
-    }
-    render_costs(&mut out, report);
-    render_dominance(&mut out, report);
-    if let Some(profile) = &report.profile {
-        out.push_str("\n## Profile of the maximum-rate phase (perf, flat)\n\n```text\n");
-        out.push_str(profile.trim_end());
-        out.push_str("\n```\n");
-    }
-    let _ = writeln!(
-        out,
-        "\n## Summary line\n\n```text\n{}\n```",
-        report.summary_line()
-    );
-    out
 }
 
 fn render_phase(out: &mut String, name: &str, phase: &Phase) {
@@ -320,7 +343,12 @@ fn render_costs(out: &mut String, report: &Report) {
     out.push_str(
         "`/proc/<pid>/stat`; RSS from `/proc/<pid>/status` (idle: after start-up, before ",
     );
-    out.push_str("any load; peak: `VmHWM`, over the whole run; end: after the last phase).\n\n");
+    out.push_str("any load; peak: `VmHWM`, over the whole run; end: after the last phase).");
+    if report.ab.is_some() {
+        // The A/B rounds run their own fleets; these figures end where they begin.
+        out.push_str(" The whole run here ends before the A/B rounds.");
+    }
+    out.push_str("\n\n");
     let mut header =
         "| process | idle RSS MB | peak RSS MB | end RSS MB | CPU s, whole run |".to_owned();
     let mut rule = "| --- | --- | --- | --- | --- |".to_owned();
@@ -502,6 +530,18 @@ mod tests {
             ..Report::default()
         };
         assert!(render(&report).contains("| 2 | 1000 | 300 | 1.00 | 34000 |"));
+    }
+
+    #[test]
+    fn an_ab_only_run_reports_the_comparison_without_the_headline() {
+        let report = Report {
+            ab: Some(ab::fixture::comparison()),
+            ..Report::default()
+        };
+        let text = render(&report);
+        assert!(text.contains("## A/B against baseline"), "{text}");
+        assert!(!text.contains("## Summary\n"), "{text}");
+        assert!(!text.contains("## Relay ceiling"), "{text}");
     }
 
     #[test]

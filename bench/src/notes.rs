@@ -44,25 +44,39 @@ pub fn note_phase_problems(report: &mut Report, name: &str, phase: &Phase) {
     }
 }
 
-/// Adds a line per worker log with warnings or errors, with its most frequent kinds.
+/// Adds a line per worker log with warnings or errors, with its most frequent kinds: the logs
+/// of the usual phases' fleet, then those of each A/B fleet (`ab/<round>-<build>/logs`).
 pub fn add_log_problems(report: &mut Report, dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir.join("workers/logs")) else {
-        return;
-    };
-    let mut logs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-    logs.sort();
-    for log in logs {
+    add_logs_in(report, &dir.join("workers/logs"), "");
+    for fleet in sorted_entries(&dir.join("ab")) {
+        let name = fleet.file_name().unwrap_or_default().to_string_lossy();
+        add_logs_in(report, &fleet.join("logs"), &format!("A/B {name}: "));
+    }
+}
+
+fn add_logs_in(report: &mut Report, logs: &Path, prefix: &str) {
+    for log in sorted_entries(logs) {
         let found = count_problems(&log);
         if found.warnings + found.errors > 0 {
             let name = log.file_stem().unwrap_or_default().to_string_lossy();
             report.problems.push(format!(
-                "worker {name} logged {} warnings and {} errors; most often: {}",
+                "{prefix}worker {name} logged {} warnings and {} errors; most often: {}",
                 found.warnings,
                 found.errors,
                 found.top.join("; ")
             ));
         }
     }
+}
+
+/// The entries of `dir` in name order (none when it cannot be read).
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    paths.sort();
+    paths
 }
 
 /// The settings as report lines.

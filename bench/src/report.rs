@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use ridesaga_schemas::Service;
 
+use crate::ab::Comparison;
 use crate::fleet::WorkerCounts;
 use crate::generator::Outcome;
 use crate::procfs::Usage;
@@ -101,8 +102,12 @@ pub struct Report {
     pub max1: Option<Phase>,
     /// Open-loop rate used for the latency phase, and that phase.
     pub latency: Option<(f64, Phase)>,
+    /// The latency phase hop by hop, from the saga stream's store times.
+    pub latency_hops: Vec<crate::hops::Hop>,
     /// Maximum rate, two replicas of every worker.
     pub max2: Option<Phase>,
+    /// The rounds against a baseline build, when one was given.
+    pub ab: Option<Comparison>,
     pub costs: Vec<ProcessCost>,
     /// Flat profile of the maximum-rate phase, when it was recorded.
     pub profile: Option<String>,
@@ -193,7 +198,18 @@ impl Report {
         if self.max1.is_some() {
             put("failed", failed.to_string());
         }
+        for (key, value) in self.ab.iter().flat_map(Comparison::summary_fields) {
+            put(key, value);
+        }
         format!("bench: {}", fields.join(" "))
+    }
+
+    /// Whether a saga failed or did not finish in any phase, the A/B rounds' included.
+    pub fn broken(&self) -> bool {
+        self.phases()
+            .map(|(_, p)| p)
+            .chain(self.ab.iter().flat_map(Comparison::phases))
+            .any(|p| p.outcome.failed() + p.outcome.unfinished > 0)
     }
 
     pub(crate) fn phases(&self) -> impl Iterator<Item = (&'static str, &Phase)> {
@@ -317,6 +333,27 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" sagas_per_s_2x=550.0 failed=0"), "{line}");
+    }
+
+    #[test]
+    fn the_comparison_adds_its_fields_at_the_end_of_the_summary_line() {
+        let mut report = report();
+        report.ab = Some(crate::ab::fixture::comparison());
+        let line = report.summary_line();
+        assert!(
+            line.ends_with(
+                " failed=0 ab_speedup=1.200 ab_p50_confirm_ms_base=10.00 \
+                 ab_p50_confirm_ms_cur=5.00 ab_p99_confirm_ms_base=20.00 ab_p99_confirm_ms_cur=8.00"
+            ),
+            "{line}"
+        );
+        assert!(!report.broken());
+        report.ab.as_mut().unwrap().rounds[1]
+            .current
+            .max
+            .outcome
+            .unfinished = 1;
+        assert!(report.broken());
     }
 
     #[test]

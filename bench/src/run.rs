@@ -4,10 +4,14 @@
 //! 2. one replica of every worker: drivers online, warm-up, maximum rate (window pace);
 //! 3. latency at half that rate (open loop);
 //! 4. relay ceiling (second run), so R brackets the system phases;
-//! 5. a second replica of every worker: warm-up, maximum rate again.
+//! 5. a second replica of every worker: warm-up, maximum rate again;
+//! 6. with a baseline build, the A/B rounds ([`crate::ab`]): both builds in turn, each on a
+//!    fresh fleet and a clean saga stream, at the maximum rate and at a common latency rate.
 //!
 //! CPU and memory of every process are read from `/proc` around each phase, consumer counters
 //! from the server. Everything started is stopped at the end (and killed if the run fails).
+
+mod ab_rounds;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use crate::cli::{Cli, Settings};
 use crate::consumers;
 use crate::fleet::{self, Fleet, FleetConfig};
 use crate::generator::{Generator, Pace, Plan};
+use crate::hops;
 use crate::notes::{add_log_problems, describe, note_phase_problems, revision};
 use crate::process::PidLog;
 use crate::procfs::{self, ProcSample, Usage};
@@ -70,11 +75,16 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
             missing.is_empty(),
             "worker binaries are missing (build them with `cargo build --release \
              --workspace`, or pass --relay-only): {}",
-            missing
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(&missing)
+        );
+    }
+    if let Some(baseline) = &cli.baseline_bin_dir {
+        let missing = fleet::missing_binaries(baseline);
+        anyhow::ensure!(
+            missing.is_empty(),
+            "the baseline's worker binaries are missing (`scripts/bench --baseline REV` builds \
+             them): {}",
+            listed(&missing)
         );
     }
     let mut report = Report {
@@ -89,6 +99,9 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
         settings: describe(&settings, &cli.nats_conf),
         ..Report::default()
     };
+    if cli.ab_only {
+        report.settings.retain(|(name, _)| name != "relay");
+    }
 
     // The server's and the workers' logs are what explains a failed run: keep them then.
     let keep_for_inspection = |dir: &mut tempfile::TempDir| {
@@ -107,19 +120,27 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
     report.nats_version = run.server.version.clone();
     let result = run.measure(cli, &mut report).await;
-    let costs = run.costs();
     run.stop().await;
     if result.is_err() {
         keep_for_inspection(&mut dir);
     }
     result?;
-    report.costs = costs?;
     report.load.1 = procfs::load_average();
     add_log_problems(&mut report, dir.path());
     Ok(report)
 }
 
 impl Run {
+    /// The saga stream's last sequence.
+    async fn saga_stream_end(&self) -> anyhow::Result<u64> {
+        let mut stream = self
+            .js
+            .get_stream(streams::SAGA_STREAM)
+            .await
+            .context("opening the saga stream")?;
+        Ok(stream.info().await?.state.last_sequence)
+    }
+
     async fn start(cli: &Cli, settings: Settings, dir: &Path) -> anyhow::Result<Run> {
         let pids = PidLog::new(cli.pids_file.clone());
         let ticks = procfs::ticks_per_second();
@@ -157,6 +178,22 @@ impl Run {
     }
 
     async fn measure(&mut self, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+        if !cli.ab_only {
+            self.usual_phases(cli, report).await?;
+            // Before the A/B rounds replace the fleet: these are the costs of the phases above.
+            report.costs = self.costs()?;
+        }
+        if let Some(baseline) = &cli.baseline_bin_dir {
+            self.ab_rounds(cli, baseline, report).await?;
+        }
+        if !cli.relay_only {
+            self.check_dead_letters(report).await;
+        }
+        Ok(())
+    }
+
+    /// The relay and, unless only the relay is measured, the usual saga phases.
+    async fn usual_phases(&mut self, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
         let s = self.settings;
         let run = self.relay(report).await?;
         report.relay.push(run);
@@ -200,18 +237,18 @@ impl Run {
                 "bench: latency at {half:.1} sagas per second for {:?}",
                 s.latency
             );
-            let plan = Plan {
-                pace: Pace::Rate {
-                    per_second: half,
-                    max_in_flight: s.drivers,
-                },
-                duration: s.latency,
-                drain_timeout: s.drain_timeout,
-            };
+            let plan = s.rate_plan(half);
+            let first = self.saga_stream_end().await? + 1;
             let latency = self
                 .phase("half rate, 1 replica", &mut generator, plan, false, report)
                 .await?;
             report.latency = Some((half, latency));
+            match hops::measure(&self.js, first).await {
+                Ok(hops) => report.latency_hops = hops,
+                Err(e) => report
+                    .problems
+                    .push(format!("hop latencies not measured: {e:#}")),
+            }
         } else {
             report
                 .problems
@@ -241,7 +278,6 @@ impl Run {
             eprintln!("bench: {:.1} sagas per second", max2.outcome.per_second());
             report.max2 = Some(max2);
         }
-        self.check_dead_letters(report).await;
         Ok(())
     }
 
@@ -417,6 +453,23 @@ impl Settings {
             drain_timeout: self.drain_timeout,
         }
     }
+
+    /// A latency phase: `per_second` sagas started per second, open loop.
+    fn rate_plan(&self, per_second: f64) -> Plan {
+        Plan {
+            pace: Pace::Rate {
+                per_second,
+                max_in_flight: self.drivers,
+            },
+            duration: self.latency,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+fn listed(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
