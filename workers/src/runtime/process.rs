@@ -179,24 +179,26 @@ impl<W: Worker> Shared<W> {
             .collect())
     }
 
-    /// One attempt at committing the inputs `pending` (indexes into `batch`): deletes the rows
-    /// published since the last batch, records every input in the inbox with one statement,
-    /// applies the new ones in order, stores all their outputs with one statement, commits.
+    /// One attempt at committing the inputs `pending` (indexes into `batch`). Apart from the
+    /// service's own statements it takes two round trips to the database thread: one opens the
+    /// transaction, deletes the rows published since the last batch and records every input in
+    /// the inbox; the other stores all the outputs and commits. Every exit before the commit
+    /// rolls the transaction back (the writer is not cancelled mid-batch: it stops between
+    /// batches).
     async fn try_batch(
         &self,
         batch: &[WriteRequest],
         pending: &[usize],
         stored: &[String],
     ) -> Result<Attempt, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        store::outbox_delete(&mut tx, stored).await?;
+        let mut conn = self.pool.acquire().await?;
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
         let entries: Vec<(&str, &str, Timestamp)> = pending
             .iter()
             .zip(&subjects)
             .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
             .collect();
-        let fresh = store::inbox_insert_many(&mut tx, &entries).await?;
+        let fresh = store::open_batch(&mut conn, stored, &entries).await?;
         // Outputs of the inputs applied in this batch, by input id (an id delivered twice in
         // one batch is applied once; the second delivery answers with the first's outputs).
         let mut applied_here: HashMap<&str, Vec<OutboxRow>> = HashMap::new();
@@ -209,11 +211,16 @@ impl<W: Worker> Shared<W> {
                 continue;
             }
             if !fresh.contains(id) {
-                let rows = store::outbox_for_cause(&mut tx, &input.id).await?;
-                applied.push((i, Applied::Duplicate(rows)));
+                match store::outbox_for_cause(&mut conn, &input.id).await {
+                    Ok(rows) => applied.push((i, Applied::Duplicate(rows))),
+                    Err(e) => {
+                        store::abort_batch(&mut conn).await;
+                        return Err(e);
+                    }
+                }
                 continue;
             }
-            let outcome = match self.worker.apply(&mut tx, input, *now).await {
+            let outcome = match self.worker.apply(&mut conn, input, *now).await {
                 Ok(outputs) => to_rows(&outputs),
                 Err(error) => Err(error),
             };
@@ -223,7 +230,7 @@ impl<W: Worker> Shared<W> {
                     applied.push((i, Applied::New(rows)));
                 }
                 Err(error) => {
-                    tx.rollback().await?;
+                    store::abort_batch(&mut conn).await;
                     return Ok(Attempt::Failed { index: i, error });
                 }
             }
@@ -236,8 +243,7 @@ impl<W: Worker> Shared<W> {
             })
             .flat_map(|(cause, rows)| rows.iter().map(move |row| (Some(cause), row)))
             .collect();
-        store::outbox_insert_many(&mut tx, &outputs, Timestamp::now()).await?;
-        tx.commit().await?;
+        store::close_batch(&mut conn, &outputs, Timestamp::now()).await?;
         Ok(Attempt::Committed(applied))
     }
 

@@ -71,6 +71,10 @@ pub async fn open_with(
     }
     SqlitePoolOptions::new()
         .max_connections(max_connections.max(1))
+        // A ping before every acquire is a round trip to the connection's thread; an embedded
+        // database has no network link to go stale, and a broken connection fails the next
+        // statement anyway.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }
@@ -137,6 +141,77 @@ pub async fn inbox_insert_many(
     Ok(inserted.into_iter().collect())
 }
 
+/// Opens a batch's transaction on `conn` in one round trip to the database thread: `BEGIN
+/// IMMEDIATE`, the delete of the outbox rows in `published`, and the inbox entries (see
+/// [`inbox_insert_many`], whose new ids it returns). The transaction is managed with
+/// statements rather than sqlx's `Transaction`, so that opening and closing it share round
+/// trips with work; the caller ends it with [`close_batch`] or [`abort_batch`].
+pub async fn open_batch(
+    conn: &mut SqliteConnection,
+    published: &[String],
+    entries: &[(&str, &str, Timestamp)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let rows: Vec<(&str, &str, i64)> = entries
+        .iter()
+        .map(|(id, subject, at)| (*id, *subject, at.unix_millis()))
+        .collect();
+    let opened: Result<Vec<String>, sqlx::Error> = async {
+        sqlx::query_scalar(
+            "BEGIN IMMEDIATE; \
+             DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each($1)); \
+             INSERT INTO inbox (message_id, subject, received_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($2) WHERE true \
+             ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+        )
+        .bind(json_array(published)?)
+        .bind(json_array(&rows)?)
+        .fetch_all(&mut *conn)
+        .await
+    }
+    .await;
+    match opened {
+        Ok(inserted) => Ok(inserted.into_iter().collect()),
+        Err(e) => {
+            abort_batch(conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// Stores the batch's outputs (see [`outbox_insert_many`]) and commits, in one round trip.
+/// On failure the transaction is rolled back.
+pub async fn close_batch(
+    conn: &mut SqliteConnection,
+    outputs: &[(Option<&str>, &OutboxRow)],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let closed = async {
+        sqlx::query(
+            "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
+             FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING; \
+             COMMIT",
+        )
+        .bind(outbox_json(outputs)?)
+        .bind(now.unix_millis())
+        .execute(&mut *conn)
+        .await
+    }
+    .await;
+    if let Err(e) = closed {
+        abort_batch(conn).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Rolls back a batch's transaction, if one is open (an error only means there was none).
+pub async fn abort_batch(conn: &mut SqliteConnection) {
+    if let Err(e) = sqlx::query("ROLLBACK").execute(conn).await {
+        tracing::debug!(error = %e, "rollback found no open transaction");
+    }
+}
+
 /// Stores outputs; an output already stored (same id) is kept once.
 pub async fn outbox_insert(
     conn: &mut SqliteConnection,
@@ -161,6 +236,20 @@ pub async fn outbox_insert_many(
     if entries.is_empty() {
         return Ok(());
     }
+    sqlx::query(
+        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
+         FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(outbox_json(entries)?)
+    .bind(now.unix_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Outbox rows as the JSON array the inserts expand.
+fn outbox_json(entries: &[(Option<&str>, &OutboxRow)]) -> Result<String, sqlx::Error> {
     let mut rows = Vec::with_capacity(entries.len());
     for (cause, row) in entries {
         // Payloads are encoded envelopes: JSON, so UTF-8.
@@ -174,16 +263,7 @@ pub async fn outbox_insert_many(
             payload,
         ));
     }
-    sqlx::query(
-        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
-         FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(json_array(&rows)?)
-    .bind(now.unix_millis())
-    .execute(conn)
-    .await?;
-    Ok(())
+    json_array(&rows)
 }
 
 fn json_array<T: serde::Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
@@ -247,4 +327,99 @@ pub async fn inbox_prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, sqlx:
         .execute(pool)
         .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{database, epoch};
+
+    fn row(id: &str, payload: &[u8]) -> OutboxRow {
+        OutboxRow {
+            message_id: id.into(),
+            subject: format!("evt.test.{id}"),
+            payload: payload.to_vec(),
+        }
+    }
+
+    async fn count(conn: &mut SqliteConnection, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_are_new() {
+        let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+        let t = epoch();
+        let fresh = open_batch(&mut conn, &[], &[("m_1", "cmd.a", t), ("m_1", "cmd.a", t)])
+            .await
+            .unwrap();
+        assert_eq!(fresh, HashSet::from(["m_1".to_owned()]));
+        let out = row("o_1", br#"{"a":"\"quoted\" and unicode: \u00e9"}"#);
+        close_batch(&mut conn, &[(Some("m_1"), &out)], t)
+            .await
+            .unwrap();
+        assert_eq!(
+            outbox_for_cause(&mut conn, &MessageId::parse("m_1").unwrap())
+                .await
+                .unwrap()[0]
+                .payload,
+            out.payload
+        );
+
+        // The next batch deletes the published row; the repeated input is not new.
+        let fresh = open_batch(
+            &mut conn,
+            &["o_1".to_owned()],
+            &[("m_1", "cmd.a", t), ("m_2", "cmd.b", t)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(fresh, HashSet::from(["m_2".to_owned()]));
+        close_batch(&mut conn, &[], t).await.unwrap();
+        assert_eq!(count(&mut conn, "outbox").await, 0);
+        assert_eq!(count(&mut conn, "inbox").await, 2);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_open() {
+        let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+        let t = epoch();
+        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+            .await
+            .unwrap();
+        abort_batch(&mut conn).await;
+        assert_eq!(count(&mut conn, "inbox").await, 0);
+
+        // A payload that is not UTF-8 fails the close: rolled back, inbox entry included.
+        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+            .await
+            .unwrap();
+        let bad = row("o_1", &[0xff, 0xfe]);
+        assert!(
+            close_batch(&mut conn, &[(Some("m_1"), &bad)], t)
+                .await
+                .is_err()
+        );
+        assert_eq!(count(&mut conn, "inbox").await, 0);
+
+        // A transaction left open (a panicking handler) fails the next open, which rolls it
+        // back, so the one after succeeds.
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        assert!(
+            open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+                .await
+                .is_err()
+        );
+        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+            .await
+            .unwrap();
+        close_batch(&mut conn, &[], t).await.unwrap();
+        assert_eq!(count(&mut conn, "inbox").await, 1);
+        // Aborting with no transaction open is harmless.
+        abort_batch(&mut conn).await;
+    }
 }
