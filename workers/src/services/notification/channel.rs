@@ -172,26 +172,29 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn the_log_channel_appends_one_json_line_per_delivery_and_creates_its_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let channel = LogChannel::new(dir.path().join("nested/out.jsonl"));
+    /// Delivers a receipt for ride `r_1` to rider `u_ada` with message id `id`.
+    async fn deliver(channel: &LogChannel, id: &str) {
         let notice = Notice {
             kind: NotificationKind::Receipt,
             recipient: Recipient::Rider,
             recipient_id: "u_ada".into(),
             text: "Receipt: 12.00 charged.".into(),
         };
-        let id = MessageId::parse("m_1").unwrap();
-        let ride_id = RideId::parse("r_1").unwrap();
         let delivery = Delivery {
-            id: &id,
-            ride_id: &ride_id,
+            id: &MessageId::parse(id).unwrap(),
+            ride_id: &RideId::parse("r_1").unwrap(),
             notice: &notice,
             at: Timestamp::from_unix_millis(0),
         };
         channel.deliver(&delivery).await.unwrap();
-        channel.deliver(&delivery).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_log_channel_appends_one_json_line_per_delivery_and_creates_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = LogChannel::new(dir.path().join("nested/out.jsonl"));
+        deliver(&channel, "m_1").await;
+        deliver(&channel, "m_1").await;
 
         let text = std::fs::read_to_string(channel.path()).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -209,36 +212,15 @@ mod tests {
     async fn a_rotated_log_is_opened_again_and_a_deleted_one_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let channel = LogChannel::new(dir.path().join("out.jsonl"));
-        let notice = Notice {
-            kind: NotificationKind::Receipt,
-            recipient: Recipient::Rider,
-            recipient_id: "u_ada".into(),
-            text: "Receipt".into(),
-        };
-        let ride_id = RideId::parse("r_1").unwrap();
-        let deliver = |n: &str| {
-            let id = MessageId::parse(n).unwrap();
-            let channel = channel.clone();
-            let (notice, ride_id) = (notice.clone(), ride_id.clone());
-            async move {
-                let delivery = Delivery {
-                    id: &id,
-                    ride_id: &ride_id,
-                    notice: &notice,
-                    at: Timestamp::from_unix_millis(0),
-                };
-                channel.deliver(&delivery).await.unwrap();
-            }
-        };
         let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
-        deliver("m_1").await;
+        deliver(&channel, "m_1").await;
         std::fs::rename(channel.path(), dir.path().join("out.jsonl.1")).unwrap();
-        deliver("m_2").await;
+        deliver(&channel, "m_2").await;
         assert_eq!(lines(&dir.path().join("out.jsonl.1")), 1);
         assert_eq!(lines(channel.path()), 1);
         std::fs::remove_file(channel.path()).unwrap();
-        deliver("m_3").await;
-        deliver("m_4").await;
+        deliver(&channel, "m_3").await;
+        deliver(&channel, "m_4").await;
         assert_eq!(lines(channel.path()), 2);
     }
 
