@@ -7,6 +7,7 @@
 //! - `process`: one input from delivery to ack; every ack decision is made there.
 //! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
 //! - `run`: the consumer loop with bounded concurrency, relay, timers, drain on shutdown.
+//! - `writer_lock`: one batch writer at a time among replicas sharing a SQLite file.
 //! - `metrics`, `http`: counters, `/metrics` and `/healthz`.
 
 mod handler;
@@ -16,6 +17,7 @@ pub mod process;
 pub mod publish;
 mod run;
 pub mod store;
+pub mod writer_lock;
 
 pub use handler::{HandleError, Worker};
 pub use run::{RunError, run};

@@ -16,6 +16,7 @@ use super::handler::{HandleError, Worker};
 use super::metrics::Metrics;
 use super::publish::Publisher;
 use super::store::{self, OutboxRow};
+use super::writer_lock::WriterLock;
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct Shared<W> {
     pub metrics: Arc<Metrics>,
     /// Inputs on their way to the batch writer.
     pub writes: mpsc::Sender<WriteRequest>,
+    /// Taken around each batch, so replicas sharing the database take turns without polling.
+    pub writer_lock: WriterLock,
 }
 
 /// What happens to a delivered message.
@@ -191,6 +194,7 @@ impl<W: Worker> Shared<W> {
         pending: &[usize],
         stored: &[String],
     ) -> Result<Attempt, sqlx::Error> {
+        let _turn = self.writer_lock.acquire().await.map_err(sqlx::Error::Io)?;
         let mut conn = self.pool.acquire().await?;
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
         let entries: Vec<(&str, &str, Timestamp)> = pending
@@ -249,6 +253,11 @@ impl<W: Worker> Shared<W> {
 
     /// Runs the service's timers in one transaction and returns what they produced.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
+        let _turn = self
+            .writer_lock
+            .acquire()
+            .await
+            .map_err(|e| HandleError::Transient(format!("writer lock: {e}")))?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let outputs = self.worker.tick(&mut tx, now).await?;
         if outputs.is_empty() {

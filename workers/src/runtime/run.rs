@@ -22,6 +22,7 @@ use super::metrics::Metrics;
 use super::process::Shared;
 use super::publish::Publisher;
 use super::store::{self, Checkpoints};
+use super::writer_lock::WriterLock;
 use crate::config::RuntimeConfig;
 
 /// Why a worker stopped with an error.
@@ -106,6 +107,12 @@ pub async fn run<W: Worker>(
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(js.clone(), pool.clone(), metrics.clone());
     let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
+    let writer_lock = store::database_path(&config.database_url)
+        .and_then(|path| WriterLock::beside(&path).map_err(sqlx::Error::Io))
+        .map_err(|source| RunError::Database {
+            url: config.database_url.clone(),
+            source,
+        })?;
     let shared = Arc::new(Shared {
         worker,
         service,
@@ -115,6 +122,7 @@ pub async fn run<W: Worker>(
         publisher,
         metrics: metrics.clone(),
         writes,
+        writer_lock,
     });
 
     // Background tasks stop on `background`, which is cancelled only after in-flight work

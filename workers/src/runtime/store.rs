@@ -79,6 +79,13 @@ pub async fn open_with(
         .await
 }
 
+/// The file a database URL names (`:memory:` for an in-memory database).
+pub fn database_path(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_path_buf())
+}
+
 /// One passive checkpoint: copies what it can from the log into the database file without
 /// blocking writers (which keep appending to the log meanwhile).
 pub async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
