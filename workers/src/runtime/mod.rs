@@ -5,11 +5,13 @@
 //! - `handler`: the [`Worker`] trait a service implements and [`HandleError`].
 //! - `store`: the database (WAL SQLite), migrations, inbox and outbox.
 //! - `process`: one input from delivery to ack; every ack decision is made there.
+//! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
 //! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
 //! - `run`: the consumer loop with bounded concurrency, relay, timers, drain on shutdown.
 //! - `writer_lock`: one batch writer at a time among replicas sharing a SQLite file.
 //! - `metrics`, `http`: counters, `/metrics` and `/healthz`.
 
+mod batch;
 mod handler;
 pub mod http;
 pub mod metrics;

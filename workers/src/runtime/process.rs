@@ -1,30 +1,21 @@
 //! Handling one input, from delivery to ack: decode, apply inside one transaction (inbox check,
-//! state change, outbox rows), publish the outputs, then decide the ack. Every ack decision is
-//! made here, in one place.
+//! state change, outbox rows; see [`super::batch`]), publish the outputs, then decide the ack.
+//! Every ack decision is made here, in one place.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
+use super::batch::{WriteRequest, to_rows};
 use super::handler::{HandleError, Worker};
 use super::metrics::Metrics;
 use super::publish::Publisher;
 use super::store::{self, OutboxRow};
 use super::writer_lock::WriterLock;
-
-/// One input for the batch writer, and where to send its outcome.
-#[derive(Debug)]
-pub struct WriteRequest {
-    input: Envelope,
-    now: Timestamp,
-    reply: oneshot::Sender<Result<Applied, HandleError>>,
-}
 
 /// Everything the handling of one message needs; shared by all in-flight tasks.
 #[derive(Debug)]
@@ -53,18 +44,6 @@ pub enum Verdict {
     DeadLetter { reason: String },
 }
 
-/// Published outbox rows a batch deletes along with its inputs once at least this many have
-/// gathered: below it, a statement per batch would cost more than the rows it deletes.
-const DELETE_WITH_BATCH: usize = 32;
-
-/// One attempt at committing a batch.
-enum Attempt {
-    /// Committed: each input's index in the batch and what it did.
-    Committed(Vec<(usize, Applied)>),
-    /// Rolled back because this input's handler failed.
-    Failed { index: usize, error: HandleError },
-}
-
 /// The outcome of the transactional part.
 #[derive(Debug)]
 pub enum Applied {
@@ -81,176 +60,6 @@ pub fn retry_delay(delivered: i64) -> Duration {
 }
 
 impl<W: Worker> Shared<W> {
-    /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
-    /// commits several inputs together when they arrive together.
-    pub async fn apply(&self, input: &Envelope, now: Timestamp) -> Result<Applied, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        let request = WriteRequest {
-            input: input.clone(),
-            now,
-            reply,
-        };
-        if self.writes.send(request).await.is_err() {
-            return Err(HandleError::Transient("the writer has stopped".into()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(HandleError::Transient("the writer has stopped".into())))
-    }
-
-    /// The batch writer: takes every input waiting (up to `max`), applies each inside a
-    /// savepoint of one transaction (a failing input rolls back alone), deletes the outbox rows
-    /// published since the last batch, commits once, and answers each input. Group commit:
-    /// one WAL commit for the batch instead of two per input.
-    pub async fn write_loop(
-        &self,
-        mut requests: mpsc::Receiver<WriteRequest>,
-        max: usize,
-        stop: CancellationToken,
-    ) {
-        let mut batch = Vec::with_capacity(max);
-        loop {
-            let first = tokio::select! {
-                _ = stop.cancelled() => return,
-                first = requests.recv() => match first {
-                    Some(first) => first,
-                    None => return,
-                },
-            };
-            batch.push(first);
-            while batch.len() < max {
-                match requests.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            // Published rows are deleted by a batch once enough have gathered; until then
-            // the relay's next round deletes them (before it looks for rows left behind).
-            let stored = self.publisher.take_stored_if(DELETE_WITH_BATCH);
-            match self.write_batch(&batch, &stored).await {
-                Ok(outcomes) => {
-                    for (request, outcome) in batch.drain(..).zip(outcomes) {
-                        let _ = request.reply.send(outcome);
-                    }
-                }
-                Err(e) => {
-                    self.publisher.restore_stored(stored);
-                    let reason = format!("database: {e}");
-                    for request in batch.drain(..) {
-                        let _ = request
-                            .reply
-                            .send(Err(HandleError::Transient(reason.clone())));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies the batch in one transaction and returns each input's outcome. An input whose
-    /// handler fails is answered with its error and the batch is redone without it (failures
-    /// are rare, and this keeps the common path free of a savepoint per input). An error of the
-    /// transaction itself fails the whole batch.
-    async fn write_batch(
-        &self,
-        batch: &[WriteRequest],
-        stored: &[String],
-    ) -> Result<Vec<Result<Applied, HandleError>>, sqlx::Error> {
-        let mut outcomes: Vec<Option<Result<Applied, HandleError>>> =
-            batch.iter().map(|_| None).collect();
-        loop {
-            let pending: Vec<usize> = (0..batch.len())
-                .filter(|&i| outcomes[i].is_none())
-                .collect();
-            if pending.is_empty() {
-                // Every input failed: nothing committed, the delete of published rows included.
-                self.publisher.restore_stored(stored.to_vec());
-                break;
-            }
-            match self.try_batch(batch, &pending, stored).await? {
-                Attempt::Committed(applied) => {
-                    for (i, applied) in applied {
-                        outcomes[i] = Some(Ok(applied));
-                    }
-                    break;
-                }
-                Attempt::Failed { index, error } => outcomes[index] = Some(Err(error)),
-            }
-        }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(HandleError::Transient("not applied".into()))))
-            .collect())
-    }
-
-    /// One attempt at committing the inputs `pending` (indexes into `batch`). Apart from the
-    /// service's own statements it takes two round trips to the database thread: one opens the
-    /// transaction, deletes the rows published since the last batch and records every input in
-    /// the inbox; the other stores all the outputs and commits. Every exit before the commit
-    /// rolls the transaction back (the writer is not cancelled mid-batch: it stops between
-    /// batches).
-    async fn try_batch(
-        &self,
-        batch: &[WriteRequest],
-        pending: &[usize],
-        stored: &[String],
-    ) -> Result<Attempt, sqlx::Error> {
-        let _turn = self.writer_lock.acquire().await.map_err(sqlx::Error::Io)?;
-        let mut conn = self.pool.acquire().await?;
-        let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
-        let entries: Vec<(&str, &str, Timestamp)> = pending
-            .iter()
-            .zip(&subjects)
-            .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
-            .collect();
-        let fresh = store::open_batch(&mut conn, stored, &entries).await?;
-        // Outputs of the inputs applied in this batch, by input id (an id delivered twice in
-        // one batch is applied once; the second delivery answers with the first's outputs).
-        let mut applied_here: HashMap<&str, Vec<OutboxRow>> = HashMap::new();
-        let mut applied = Vec::with_capacity(pending.len());
-        for &i in pending {
-            let WriteRequest { input, now, .. } = &batch[i];
-            let id = input.id.as_str();
-            if let Some(rows) = applied_here.get(id) {
-                applied.push((i, Applied::Duplicate(rows.clone())));
-                continue;
-            }
-            if !fresh.contains(id) {
-                match store::outbox_for_cause(&mut conn, &input.id).await {
-                    Ok(rows) => applied.push((i, Applied::Duplicate(rows))),
-                    Err(e) => {
-                        store::abort_batch(&mut conn).await;
-                        return Err(e);
-                    }
-                }
-                continue;
-            }
-            let outcome = match self.worker.apply(&mut conn, input, *now).await {
-                Ok(outputs) => to_rows(&outputs),
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(rows) => {
-                    applied_here.insert(id, rows.clone());
-                    applied.push((i, Applied::New(rows)));
-                }
-                Err(error) => {
-                    store::abort_batch(&mut conn).await;
-                    return Ok(Attempt::Failed { index: i, error });
-                }
-            }
-        }
-        let outputs: Vec<(Option<&str>, &OutboxRow)> = applied
-            .iter()
-            .filter_map(|(i, applied)| match applied {
-                Applied::New(rows) => Some((batch[*i].input.id.as_str(), rows)),
-                Applied::Duplicate(_) => None,
-            })
-            .flat_map(|(cause, rows)| rows.iter().map(move |row| (Some(cause), row)))
-            .collect();
-        store::close_batch(&mut conn, &outputs, Timestamp::now()).await?;
-        Ok(Attempt::Committed(applied))
-    }
-
     /// Runs the service's timers in one transaction and returns what they produced.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
         let _turn = self
@@ -384,17 +193,6 @@ impl<W: Worker> Shared<W> {
         ack.await.map_err(|e| e.to_string())?;
         Ok(())
     }
-}
-
-fn to_rows(outputs: &[Envelope]) -> Result<Vec<OutboxRow>, HandleError> {
-    outputs
-        .iter()
-        .map(|e| {
-            e.validate()
-                .map_err(|err| HandleError::Permanent(format!("invalid output: {err}")))?;
-            Ok(OutboxRow::from_envelope(e))
-        })
-        .collect()
 }
 
 /// The envelope id of a payload that may not decode, for the dead-letter record.

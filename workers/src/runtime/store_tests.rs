@@ -1,0 +1,93 @@
+//! Tests of the runtime's store: batches, inbox and outbox.
+
+use super::*;
+use crate::testing::{database, epoch};
+
+fn row(id: &str, payload: &[u8]) -> OutboxRow {
+    OutboxRow {
+        message_id: id.into(),
+        subject: format!("evt.test.{id}"),
+        payload: payload.to_vec(),
+    }
+}
+
+async fn count(conn: &mut SqliteConnection, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_are_new() {
+    let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+    let t = epoch();
+    let fresh = open_batch(&mut conn, &[], &[("m_1", "cmd.a", t), ("m_1", "cmd.a", t)])
+        .await
+        .unwrap();
+    assert_eq!(fresh, HashSet::from(["m_1".to_owned()]));
+    let out = row("o_1", br#"{"a":"\"quoted\" and unicode: \u00e9"}"#);
+    close_batch(&mut conn, &[(Some("m_1"), &out)], t)
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox_for_cause(&mut conn, &MessageId::parse("m_1").unwrap())
+            .await
+            .unwrap()[0]
+            .payload,
+        out.payload
+    );
+
+    // The next batch deletes the published row; the repeated input is not new.
+    let fresh = open_batch(
+        &mut conn,
+        &["o_1".to_owned()],
+        &[("m_1", "cmd.a", t), ("m_2", "cmd.b", t)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh, HashSet::from(["m_2".to_owned()]));
+    close_batch(&mut conn, &[], t).await.unwrap();
+    assert_eq!(count(&mut conn, "outbox").await, 0);
+    assert_eq!(count(&mut conn, "inbox").await, 2);
+}
+
+#[tokio::test]
+async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_open() {
+    let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+    let t = epoch();
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+        .await
+        .unwrap();
+    abort_batch(&mut conn).await;
+    assert_eq!(count(&mut conn, "inbox").await, 0);
+
+    // A payload that is not UTF-8 fails the close: rolled back, inbox entry included.
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+        .await
+        .unwrap();
+    let bad = row("o_1", &[0xff, 0xfe]);
+    assert!(
+        close_batch(&mut conn, &[(Some("m_1"), &bad)], t)
+            .await
+            .is_err()
+    );
+    assert_eq!(count(&mut conn, "inbox").await, 0);
+
+    // A transaction left open (a panicking handler) fails the next open, which rolls it
+    // back, so the one after succeeds.
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    assert!(
+        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+            .await
+            .is_err()
+    );
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+        .await
+        .unwrap();
+    close_batch(&mut conn, &[], t).await.unwrap();
+    assert_eq!(count(&mut conn, "inbox").await, 1);
+    // Aborting with no transaction open is harmless.
+    abort_batch(&mut conn).await;
+}
