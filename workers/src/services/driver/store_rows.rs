@@ -1,0 +1,77 @@
+//! Reading the driver service's rows back into the domain's types, column by column in the
+//! order of [`driver_columns!`] and [`ride_columns!`].
+
+use super::*;
+
+pub(super) fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        problem: problem.to_string(),
+    }
+}
+
+/// The driver in the [`driver_columns!`] of `row` from column `first` on.
+pub(super) fn driver_at(row: &SqliteRow, first: usize) -> Result<Driver, StoreError> {
+    let bad = |e: &dyn ToString| corrupt("drivers", e.to_string());
+    let location =
+        GeoPoint::new(row.try_get(first + 2)?, row.try_get(first + 3)?).map_err(|e| bad(&e))?;
+    let current_ride: Option<String> = row.try_get(first + 5)?;
+    Ok(Driver {
+        id: DriverId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?,
+        name: row.try_get(first + 1)?,
+        location,
+        online: row.try_get(first + 4)?,
+        current_ride: current_ride
+            .map(RideId::parse)
+            .transpose()
+            .map_err(|e| bad(&e))?,
+        name_at: row.try_get(first + 6)?,
+        online_at: row.try_get(first + 7)?,
+        location_at: row.try_get(first + 8)?,
+    })
+}
+
+/// The ride and its correlation id in the [`ride_columns!`] of `row` from column `first` on.
+pub(super) fn ride_at(row: &SqliteRow, first: usize) -> Result<(Ride, Option<String>), StoreError> {
+    let bad = |e: &dyn ToString| corrupt("driver_rides", e.to_string());
+    let id = RideId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?;
+    let rider: Option<String> = row.try_get(first + 1)?;
+    let lat: Option<f64> = row.try_get(first + 2)?;
+    let lng: Option<f64> = row.try_get(first + 3)?;
+    let deadline: Option<i64> = row.try_get(first + 4)?;
+    let request = match (rider, lat, lng, deadline) {
+        (Some(rider), Some(lat), Some(lng), Some(deadline)) => Some(RideRequest {
+            rider_id: RiderId::parse(rider).map_err(|e| bad(&e))?,
+            pickup: GeoPoint::new(lat, lng).map_err(|e| bad(&e))?,
+            match_deadline: Timestamp::from_unix_millis(deadline),
+        }),
+        _ => None,
+    };
+    let driver: Option<String> = row.try_get(first + 7)?;
+    let driver = driver
+        .map(DriverId::parse)
+        .transpose()
+        .map_err(|e| bad(&e))?;
+    let reason: Option<String> = row.try_get(first + 8)?;
+    let stage: String = row.try_get(first + 6)?;
+    let stage = match (stage.as_str(), driver, reason) {
+        ("waiting", _, _) => Stage::Waiting,
+        ("assigned", Some(driver_id), _) => Stage::Assigned { driver_id },
+        ("released", Some(driver_id), reason) => Stage::Released {
+            driver_id,
+            reason: reason.unwrap_or_default(),
+        },
+        ("closed", _, reason) => Stage::Closed {
+            reason: reason.unwrap_or_default(),
+        },
+        ("unavailable", _, _) => Stage::Unavailable,
+        (other, _, _) => return Err(bad(&format!("ride {id} has stage {other:?}"))),
+    };
+    let ride = Ride {
+        id,
+        request,
+        cleared: row.try_get(first + 5)?,
+        stage,
+    };
+    Ok((ride, row.try_get(first + 9)?))
+}
