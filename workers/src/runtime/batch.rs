@@ -35,13 +35,9 @@ enum Attempt {
 impl<W: Worker> Shared<W> {
     /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
     /// commits several inputs together when they arrive together.
-    pub async fn apply(&self, input: &Envelope, now: Timestamp) -> Result<Applied, HandleError> {
+    pub async fn apply(&self, input: Envelope, now: Timestamp) -> Result<Applied, HandleError> {
         let (reply, answer) = oneshot::channel();
-        let request = WriteRequest {
-            input: input.clone(),
-            now,
-            reply,
-        };
+        let request = WriteRequest { input, now, reply };
         if self.writes.send(request).await.is_err() {
             return Err(HandleError::Transient("the writer has stopped".into()));
         }

@@ -90,7 +90,8 @@ impl<W: Worker> Shared<W> {
             }
         };
         let started = Instant::now();
-        let verdict = match self.apply(&input, Timestamp::now()).await {
+        let id = input.id.clone();
+        let verdict = match self.apply(input, Timestamp::now()).await {
             Ok(Applied::New(rows)) => {
                 Metrics::inc(&self.metrics.handled);
                 self.publish_then_ack(&rows).await
@@ -115,7 +116,7 @@ impl<W: Worker> Shared<W> {
             }
         };
         self.metrics.observe(started.elapsed());
-        tracing::debug!(%subject, id = %input.id, delivered, ?verdict, "handled");
+        tracing::debug!(%subject, %id, delivered, ?verdict, "handled");
         verdict
     }
 

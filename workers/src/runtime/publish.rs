@@ -74,10 +74,7 @@ impl Publisher {
 
     /// Takes the ids stored since the last call, for deletion from the outbox.
     pub fn take_stored(&self) -> Vec<String> {
-        self.stored
-            .lock()
-            .map(|mut ids| std::mem::take(&mut *ids))
-            .unwrap_or_default()
+        self.take_stored_if(0)
     }
 
     /// Takes the ids stored since the last call if there are at least `min` of them.

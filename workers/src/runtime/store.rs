@@ -109,6 +109,38 @@ pub async fn migrate(
     Migrator::with_migrations(all).run(pool).await
 }
 
+// The runtime's statements, each written once: alone, or joined into the multi-statement
+// queries that open and close a batch. Rows travel as one JSON array (the parameter given)
+// expanded by `json_each`, so the statement text is the same for any number of rows.
+
+/// Inbox entries `[id, subject, received_ms]`; returns the ids that were new.
+macro_rules! inbox_insert_sql {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO inbox (message_id, subject, received_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(",
+            $rows,
+            ") WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+        )
+    };
+}
+
+/// Outbox rows `[id, cause, subject, payload]`, created at `$2`.
+macro_rules! outbox_insert_sql {
+    () => {
+        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
+         FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING"
+    };
+}
+
+/// Deletes the outbox rows whose ids are in `$1`.
+macro_rules! outbox_delete_sql {
+    () => {
+        "DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each($1))"
+    };
+}
+
 /// Records `id` as applied; false when it already was (a duplicate or redelivery).
 pub async fn inbox_insert(
     conn: &mut SqliteConnection,
@@ -133,18 +165,10 @@ pub async fn inbox_insert_many(
     if entries.is_empty() {
         return Ok(HashSet::new());
     }
-    let rows: Vec<(&str, &str, i64)> = entries
-        .iter()
-        .map(|(id, subject, at)| (*id, *subject, at.unix_millis()))
-        .collect();
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO inbox (message_id, subject, received_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
-         ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-    )
-    .bind(json_array(&rows)?)
-    .fetch_all(conn)
-    .await?;
+    let inserted: Vec<String> = sqlx::query_scalar(inbox_insert_sql!("$1"))
+        .bind(inbox_json(entries)?)
+        .fetch_all(conn)
+        .await?;
     Ok(inserted.into_iter().collect())
 }
 
@@ -158,20 +182,15 @@ pub async fn open_batch(
     published: &[String],
     entries: &[(&str, &str, Timestamp)],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let rows: Vec<(&str, &str, i64)> = entries
-        .iter()
-        .map(|(id, subject, at)| (*id, *subject, at.unix_millis()))
-        .collect();
     let opened: Result<Vec<String>, sqlx::Error> = async {
-        sqlx::query_scalar(
-            "BEGIN IMMEDIATE; \
-             DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each($1)); \
-             INSERT INTO inbox (message_id, subject, received_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($2) WHERE true \
-             ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-        )
+        sqlx::query_scalar(concat!(
+            "BEGIN IMMEDIATE; ",
+            outbox_delete_sql!(),
+            "; ",
+            inbox_insert_sql!("$2")
+        ))
         .bind(json_array(published)?)
-        .bind(json_array(&rows)?)
+        .bind(inbox_json(entries)?)
         .fetch_all(&mut *conn)
         .await
     }
@@ -193,16 +212,11 @@ pub async fn close_batch(
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     let closed = async {
-        sqlx::query(
-            "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
-             FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING; \
-             COMMIT",
-        )
-        .bind(outbox_json(outputs)?)
-        .bind(now.unix_millis())
-        .execute(&mut *conn)
-        .await
+        sqlx::query(concat!(outbox_insert_sql!(), "; COMMIT"))
+            .bind(outbox_json(outputs)?)
+            .bind(now.unix_millis())
+            .execute(&mut *conn)
+            .await
     }
     .await;
     if let Err(e) = closed {
@@ -243,16 +257,21 @@ pub async fn outbox_insert_many(
     if entries.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
-         FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(outbox_json(entries)?)
-    .bind(now.unix_millis())
-    .execute(conn)
-    .await?;
+    sqlx::query(outbox_insert_sql!())
+        .bind(outbox_json(entries)?)
+        .bind(now.unix_millis())
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// Inbox entries as the JSON array [`inbox_insert_sql!`] expands.
+fn inbox_json(entries: &[(&str, &str, Timestamp)]) -> Result<String, sqlx::Error> {
+    let rows: Vec<(&str, &str, i64)> = entries
+        .iter()
+        .map(|(id, subject, at)| (*id, *subject, at.unix_millis()))
+        .collect();
+    json_array(&rows)
 }
 
 /// Outbox rows as the JSON array the inserts expand.
@@ -319,7 +338,7 @@ pub async fn outbox_delete(conn: &mut SqliteConnection, ids: &[String]) -> Resul
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each($1))")
+    sqlx::query(outbox_delete_sql!())
         .bind(json_array(ids)?)
         .execute(conn)
         .await?;
