@@ -8,7 +8,7 @@ use ridesaga_schemas::{Envelope, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{HandleError, Worker};
+use super::handler::{BatchError, HandleError, Input, Worker};
 use super::process::{Applied, Shared};
 use super::store::{self, OutboxRow};
 
@@ -30,6 +30,8 @@ enum Attempt {
     Committed(Vec<(usize, Applied)>),
     /// Rolled back because this input's handler failed.
     Failed { index: usize, error: HandleError },
+    /// Rolled back because the service could apply none of the inputs.
+    AllFailed(HandleError),
 }
 
 impl<W: Worker> Shared<W> {
@@ -122,6 +124,13 @@ impl<W: Worker> Shared<W> {
                     break;
                 }
                 Attempt::Failed { index, error } => outcomes[index] = Some(Err(error)),
+                Attempt::AllFailed(error) => {
+                    self.publisher.restore_stored(stored.to_vec());
+                    for i in pending {
+                        outcomes[i] = Some(Err(error.clone()));
+                    }
+                    break;
+                }
             }
         }
         Ok(outcomes
@@ -151,18 +160,21 @@ impl<W: Worker> Shared<W> {
             .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
             .collect();
         let fresh = store::open_batch(&mut conn, stored, &entries).await?;
-        // Outputs of the inputs applied in this batch, by input id (an id delivered twice in
-        // one batch is applied once; the second delivery answers with the first's outputs).
-        let mut applied_here: HashMap<&str, Vec<OutboxRow>> = HashMap::new();
+        // Each input is new (applied by this batch), a second delivery of one that is, or one
+        // applied by an earlier batch (answered with its outputs still in the outbox).
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let mut work: Vec<usize> = Vec::with_capacity(pending.len());
         let mut applied = Vec::with_capacity(pending.len());
+        let mut repeats = Vec::new();
         for &i in pending {
-            let WriteRequest { input, now, .. } = &batch[i];
+            let input = &batch[i].input;
             let id = input.id.as_str();
-            if let Some(rows) = applied_here.get(id) {
-                applied.push((i, Applied::Duplicate(rows.clone())));
-                continue;
-            }
-            if !fresh.contains(id) {
+            if let Some(&first) = first_of.get(id) {
+                repeats.push((i, first));
+            } else if fresh.contains(id) {
+                first_of.insert(id, i);
+                work.push(i);
+            } else {
                 match store::outbox_for_cause(&mut conn, &input.id).await {
                     Ok(rows) => applied.push((i, Applied::Duplicate(rows))),
                     Err(e) => {
@@ -170,16 +182,42 @@ impl<W: Worker> Shared<W> {
                         return Err(e);
                     }
                 }
-                continue;
             }
-            let outcome = match self.worker.apply(&mut conn, input, *now).await {
-                Ok(outputs) => to_rows(&outputs),
-                Err(error) => Err(error),
-            };
-            match outcome {
+        }
+        let inputs: Vec<Input<'_>> = work
+            .iter()
+            .map(|&i| Input {
+                envelope: &batch[i].input,
+                now: batch[i].now,
+            })
+            .collect();
+        let done = match self.worker.apply_batch(&mut conn, &inputs).await {
+            Ok(done) if done.outputs.len() == work.len() => done,
+            Ok(done) => {
+                store::abort_batch(&mut conn).await;
+                return Err(sqlx::Error::Protocol(format!(
+                    "the service answered {} of {} inputs",
+                    done.outputs.len(),
+                    work.len()
+                )));
+            }
+            Err(BatchError::Input { index, error }) => {
+                store::abort_batch(&mut conn).await;
+                return Ok(Attempt::Failed {
+                    index: work.get(index).copied().unwrap_or(pending[0]),
+                    error,
+                });
+            }
+            Err(BatchError::Batch(error)) => {
+                store::abort_batch(&mut conn).await;
+                return Ok(Attempt::AllFailed(error));
+            }
+        };
+        let mut rows_of: HashMap<usize, Vec<OutboxRow>> = HashMap::with_capacity(work.len());
+        for (&i, outputs) in work.iter().zip(&done.outputs) {
+            match to_rows(outputs) {
                 Ok(rows) => {
-                    applied_here.insert(id, rows.clone());
-                    applied.push((i, Applied::New(rows)));
+                    rows_of.insert(i, rows);
                 }
                 Err(error) => {
                     store::abort_batch(&mut conn).await;
@@ -187,15 +225,18 @@ impl<W: Worker> Shared<W> {
                 }
             }
         }
-        let outputs: Vec<(Option<&str>, &OutboxRow)> = applied
+        let outputs: Vec<(Option<&str>, &OutboxRow)> = work
             .iter()
-            .filter_map(|(i, applied)| match applied {
-                Applied::New(rows) => Some((batch[*i].input.id.as_str(), rows)),
-                Applied::Duplicate(_) => None,
+            .flat_map(|&i| {
+                let cause = batch[i].input.id.as_str();
+                rows_of[&i].iter().map(move |row| (Some(cause), row))
             })
-            .flat_map(|(cause, rows)| rows.iter().map(move |row| (Some(cause), row)))
             .collect();
-        store::close_batch(&mut conn, &outputs, Timestamp::now()).await?;
+        store::close_batch(&mut conn, &done.writes, &outputs, Timestamp::now()).await?;
+        for (i, first) in repeats {
+            applied.push((i, Applied::Duplicate(rows_of[&first].clone())));
+        }
+        applied.extend(rows_of.into_iter().map(|(i, rows)| (i, Applied::New(rows))));
         Ok(Attempt::Committed(applied))
     }
 }

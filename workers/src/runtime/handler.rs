@@ -8,7 +8,7 @@ use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 
 /// What a handler failure means for the input message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HandleError {
     /// Worth retrying later (a gateway timeout, a busy database): the message is nak'ed with a
     /// delay that grows with its delivery count, up to the consumer's max_deliver.
@@ -48,6 +48,33 @@ pub trait Worker: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a;
 
+    /// Applies the inputs of one batch, in order, and returns each one's outputs (in the same
+    /// order) and the writes to run in the round trip that commits the batch. Every input is
+    /// new (the runtime has checked the inbox), and an input sees the effects of the ones
+    /// before it.
+    ///
+    /// The default applies one input after another with [`Worker::apply`]. A service that
+    /// overrides it can load the state of the whole batch in one statement and save it with
+    /// [`BatchWrite`]s, so a batch costs the same few round trips to the database whatever its
+    /// size; its `apply` is then [`apply_as_batch`].
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+    ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
+        async move {
+            let mut outputs = Vec::with_capacity(inputs.len());
+            for (index, input) in inputs.iter().enumerate() {
+                let applied = self.apply(&mut *conn, input.envelope, input.now).await;
+                outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+            }
+            Ok(BatchOutput {
+                outputs,
+                writes: Vec::new(),
+            })
+        }
+    }
+
     /// Runs due timers (deadlines, retries). Called periodically by every replica, each time in
     /// its own transaction; outputs must carry ids derived from stable keys
     /// (`MessageId::derive_from_key`) so replicas that race emit identical messages.
@@ -59,4 +86,94 @@ pub trait Worker: Send + Sync + 'static {
         let _ = (conn, now);
         async { Ok(Vec::new()) }
     }
+}
+
+/// One input of a batch and the time it is applied at.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub envelope: &'a Envelope,
+    pub now: Timestamp,
+}
+
+/// What [`Worker::apply_batch`] did.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    /// Each input's outputs, in the order of the inputs.
+    pub outputs: Vec<Vec<Envelope>>,
+    /// Statements the runtime runs, in order, in the round trip that commits the batch.
+    pub writes: Vec<BatchWrite>,
+}
+
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// This input failed: the batch is rolled back, the input answered with `error`, and the
+    /// batch redone without it.
+    #[error("input {index}: {error}")]
+    Input { index: usize, error: HandleError },
+    /// Nothing in the batch can be applied now (the database failed): every input is answered
+    /// with `0`.
+    #[error("batch: {0}")]
+    Batch(HandleError),
+}
+
+/// A write that a service leaves for the round trip that commits its batch: one statement
+/// whose only parameter, a positional `?`, is a JSON array of rows (which the statement
+/// expands with `json_each`). The statement's text is the same for any number of rows, so it
+/// is prepared once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchWrite {
+    sql: &'static str,
+    rows: String,
+}
+
+impl BatchWrite {
+    /// `sql` with `rows` as its JSON array.
+    pub fn new<T: serde::Serialize>(sql: &'static str, rows: &[T]) -> Result<Self, HandleError> {
+        let rows = serde_json::to_string(rows)
+            .map_err(|e| HandleError::Permanent(format!("rows of a write: {e}")))?;
+        Ok(BatchWrite { sql, rows })
+    }
+
+    pub fn sql(&self) -> &'static str {
+        self.sql
+    }
+
+    /// The JSON array bound to the statement's parameter.
+    pub fn rows(&self) -> &str {
+        &self.rows
+    }
+
+    /// Runs the write on its own (in a timer, or for a batch of one).
+    pub async fn execute(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(self.sql)
+            .bind(self.rows.as_str())
+            .execute(conn)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// [`Worker::apply`] for a service that implements [`Worker::apply_batch`]: applies `input` as
+/// a batch of one and runs its writes at once.
+pub async fn apply_as_batch<W: Worker>(
+    worker: &W,
+    conn: &mut SqliteConnection,
+    input: &Envelope,
+    now: Timestamp,
+) -> Result<Vec<Envelope>, HandleError> {
+    let inputs = [Input {
+        envelope: input,
+        now,
+    }];
+    let done = worker
+        .apply_batch(&mut *conn, &inputs)
+        .await
+        .map_err(|e| match e {
+            BatchError::Input { error, .. } | BatchError::Batch(error) => error,
+        })?;
+    for write in &done.writes {
+        write.execute(&mut *conn).await?;
+    }
+    Ok(done.outputs.into_iter().next().unwrap_or_default())
 }

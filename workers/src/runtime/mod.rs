@@ -21,5 +21,7 @@ mod run;
 pub mod store;
 pub mod writer_lock;
 
-pub use handler::{HandleError, Worker};
+pub use handler::{
+    BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch,
+};
 pub use run::{RunError, run};

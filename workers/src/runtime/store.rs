@@ -8,7 +8,9 @@ use std::time::Duration;
 use ridesaga_schemas::{Envelope, MessageId, Timestamp};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+
+use super::handler::BatchWrite;
 
 static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/runtime");
 
@@ -125,14 +127,12 @@ macro_rules! inbox_insert_sql {
     };
 }
 
-/// Outbox rows `[id, cause, subject, payload]`, created at `$2`.
-macro_rules! outbox_insert_sql {
-    () => {
-        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), $2 \
-         FROM json_each($1) WHERE true ON CONFLICT (message_id) DO NOTHING"
-    };
-}
+/// Outbox rows `[id, cause, subject, payload]` (the second parameter), created at the first.
+/// The parameters are positional, so the statement can follow a service's writes in the query
+/// that closes a batch.
+const OUTBOX_INSERT_SQL: &str = "INSERT INTO outbox (message_id, cause_id, subject, payload, \
+     created_at) SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), ? \
+     FROM json_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
 
 /// Deletes the outbox rows whose ids are in `$1`.
 macro_rules! outbox_delete_sql {
@@ -204,17 +204,29 @@ pub async fn open_batch(
     }
 }
 
-/// Stores the batch's outputs (see [`outbox_insert_many`]) and commits, in one round trip.
-/// On failure the transaction is rolled back.
+/// Runs the service's `writes`, stores the batch's outputs (see [`outbox_insert_many`]) and
+/// commits, in one round trip. On failure the transaction is rolled back.
 pub async fn close_batch(
     conn: &mut SqliteConnection,
+    writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     let closed = async {
-        sqlx::query(concat!(outbox_insert_sql!(), "; COMMIT"))
-            .bind(outbox_json(outputs)?)
+        let mut sql = String::new();
+        for write in writes {
+            sql.push_str(write.sql());
+            sql.push_str("; ");
+        }
+        sql.push_str(OUTBOX_INSERT_SQL);
+        sql.push_str("; COMMIT");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for write in writes {
+            query = query.bind(write.rows());
+        }
+        query
             .bind(now.unix_millis())
+            .bind(outbox_json(outputs)?)
             .execute(&mut *conn)
             .await
     }
@@ -257,9 +269,9 @@ pub async fn outbox_insert_many(
     if entries.is_empty() {
         return Ok(());
     }
-    sqlx::query(outbox_insert_sql!())
-        .bind(outbox_json(entries)?)
+    sqlx::query(OUTBOX_INSERT_SQL)
         .bind(now.unix_millis())
+        .bind(outbox_json(entries)?)
         .execute(conn)
         .await?;
     Ok(())

@@ -13,7 +13,7 @@ fn row(id: &str, payload: &[u8]) -> OutboxRow {
 
 async fn count(conn: &mut SqliteConnection, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    sqlx::query_scalar(AssertSqlSafe(sql))
         .fetch_one(conn)
         .await
         .unwrap()
@@ -28,7 +28,7 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
         .unwrap();
     assert_eq!(fresh, HashSet::from(["m_1".to_owned()]));
     let out = row("o_1", br#"{"a":"\"quoted\" and unicode: \u00e9"}"#);
-    close_batch(&mut conn, &[(Some("m_1"), &out)], t)
+    close_batch(&mut conn, &[], &[(Some("m_1"), &out)], t)
         .await
         .unwrap();
     assert_eq!(
@@ -48,7 +48,7 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
     .await
     .unwrap();
     assert_eq!(fresh, HashSet::from(["m_2".to_owned()]));
-    close_batch(&mut conn, &[], t).await.unwrap();
+    close_batch(&mut conn, &[], &[], t).await.unwrap();
     assert_eq!(count(&mut conn, "outbox").await, 0);
     assert_eq!(count(&mut conn, "inbox").await, 2);
 }
@@ -69,7 +69,7 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
         .unwrap();
     let bad = row("o_1", &[0xff, 0xfe]);
     assert!(
-        close_batch(&mut conn, &[(Some("m_1"), &bad)], t)
+        close_batch(&mut conn, &[], &[(Some("m_1"), &bad)], t)
             .await
             .is_err()
     );
@@ -86,8 +86,50 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
     open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
         .await
         .unwrap();
-    close_batch(&mut conn, &[], t).await.unwrap();
+    close_batch(&mut conn, &[], &[], t).await.unwrap();
     assert_eq!(count(&mut conn, "inbox").await, 1);
     // Aborting with no transaction open is harmless.
     abort_batch(&mut conn).await;
+}
+
+#[tokio::test]
+async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_round_trip() {
+    let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+    sqlx::query("CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let upsert = "INSERT INTO kv (k, v) SELECT value ->> 0, value ->> 1 FROM json_each(?) \
+                  WHERE true ON CONFLICT (k) DO UPDATE SET v = excluded.v";
+    let writes = [
+        BatchWrite::new(upsert, &[("a", 1), ("b", 2)]).unwrap(),
+        BatchWrite::new(upsert, &[("b", 3)]).unwrap(),
+    ];
+    let t = epoch();
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+        .await
+        .unwrap();
+    let out = row("o_1", b"{}");
+    close_batch(&mut conn, &writes, &[(Some("m_1"), &out)], t)
+        .await
+        .unwrap();
+    let kv: Vec<(String, i64)> = sqlx::query_as("SELECT k, v FROM kv ORDER BY k")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kv, [("a".to_owned(), 1), ("b".to_owned(), 3)]);
+    assert_eq!(count(&mut conn, "outbox").await, 1);
+
+    // A write that fails rolls back the whole batch, the inbox entry and outputs included.
+    open_batch(&mut conn, &[], &[("m_2", "cmd.a", t)])
+        .await
+        .unwrap();
+    let broken = [BatchWrite::new(upsert, &[("c", None::<i64>)]).unwrap()];
+    let out = row("o_2", b"{}");
+    close_batch(&mut conn, &broken, &[(Some("m_2"), &out)], t)
+        .await
+        .unwrap_err();
+    assert_eq!(count(&mut conn, "outbox").await, 1);
+    assert_eq!(count(&mut conn, "inbox").await, 1);
+    assert_eq!(count(&mut conn, "kv").await, 2);
 }

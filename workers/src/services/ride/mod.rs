@@ -12,15 +12,18 @@ pub mod config;
 pub mod domain;
 pub mod store;
 
+use std::collections::HashMap;
+
 use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use tracing::debug;
 
 use self::config::RideConfig;
-use self::store::Origin;
+use self::domain::Ride;
+use self::store::{Changed, Origin};
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{HandleError, Worker};
+use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/ride");
 
@@ -43,40 +46,94 @@ impl RideService {
         RideService { config }
     }
 
-    async fn apply_one(
+    /// Applies a batch's inputs in order against the rides loaded for all of them in one
+    /// statement, and saves the rides that changed in one statement when the batch commits.
+    async fn apply_many(
         &self,
         conn: &mut SqliteConnection,
-        input: &Envelope,
-        now: Timestamp,
+        inputs: &[Input<'_>],
+    ) -> Result<BatchOutput, BatchError> {
+        let ride_ids: Vec<&str> = inputs
+            .iter()
+            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
+            .collect();
+        let mut rides: HashMap<RideId, Result<Slot, HandleError>> =
+            store::load_many(conn, &ride_ids)
+                .await
+                .map_err(BatchError::Batch)?
+                .into_iter()
+                .map(|(id, stored)| (id, stored.map(Slot::stored)))
+                .collect();
+        let mut changed: Vec<RideId> = Vec::new();
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
+            let applied = self.apply_to(&mut rides, &mut changed, input);
+            outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+        }
+        let mut rows = Vec::with_capacity(changed.len());
+        for ride_id in &changed {
+            if let Some(Ok(Slot {
+                ride: Some(ride),
+                origin: Some(origin),
+                changed_at: Some(at),
+            })) = rides.get(ride_id)
+            {
+                rows.push(Changed {
+                    ride_id,
+                    ride,
+                    origin,
+                    at: *at,
+                });
+            }
+        }
+        let mut writes = Vec::new();
+        if !rows.is_empty() {
+            writes.push(store::save_many(&rows).map_err(BatchError::Batch)?);
+        }
+        Ok(BatchOutput { outputs, writes })
+    }
+
+    /// Applies one input to its ride's slot (created, empty, if the ride is new), and notes
+    /// the ride in `changed` the first time it changes.
+    fn apply_to(
+        &self,
+        rides: &mut HashMap<RideId, Result<Slot, HandleError>>,
+        changed: &mut Vec<RideId>,
+        input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let ride_id = input
-            .saga_id
-            .as_ref()
-            .ok_or_else(|| HandleError::Permanent(format!("{} without a saga id", input.kind())))?;
-        let loaded = store::load(conn, ride_id).await?;
-        let existed = loaded.is_some();
-        let (ride, _) = loaded.unzip();
-        let (ride, messages) = domain::handle(ride, &input.message, now, &self.config);
+        let Input { envelope, now } = *input;
+        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
+            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
+        })?;
+        let slot = rides
+            .entry(ride_id.clone())
+            .or_insert_with(|| Ok(Slot::default()))
+            .as_mut()
+            .map_err(|e| e.clone())?;
+        let (ride, messages) =
+            domain::handle(slot.ride.clone(), &envelope.message, now, &self.config);
         let outputs: Vec<Envelope> = messages
             .into_iter()
-            .map(|m| Envelope::caused_by(input, m, "", Service::Ride.name()))
+            .map(|m| Envelope::caused_by(envelope, m, "", Service::Ride.name()))
             .collect();
-        match (&ride, existed) {
-            (Some(ride), true) => store::update(conn, ride_id, ride, now).await?,
-            (Some(ride), false) => {
+        // A refused command for an unknown ride stores nothing.
+        if let Some(ride) = ride {
+            if slot.origin.is_none() {
                 let requested = outputs
                     .iter()
                     .find(|e| matches!(e.message, Message::RideRequested(_)))
                     .ok_or_else(|| HandleError::Permanent("new ride without a request".into()))?;
-                let origin = Origin {
-                    correlation_id: input.correlation_id.clone(),
+                slot.origin = Some(Origin {
+                    correlation_id: envelope.correlation_id.clone(),
                     requested_event_id: requested.id.clone(),
-                };
-                store::insert(conn, ride_id, ride, &origin, now).await?;
+                });
             }
-            (None, _) => {}
+            slot.ride = Some(ride);
+            if slot.changed_at.replace(now).is_none() {
+                changed.push(ride_id.clone());
+            }
         }
-        debug!(%ride_id, input = %input.kind(), outputs = outputs.len(), "ride input applied");
+        debug!(%ride_id, input = %envelope.kind(), outputs = outputs.len(), "ride input applied");
         Ok(outputs)
     }
 
@@ -86,15 +143,47 @@ impl RideService {
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
         let mut outputs = Vec::new();
+        let mut expired = Vec::new();
         for (ride_id, ride, origin) in store::due(conn, now, EXPIRIES_PER_TICK).await? {
             let (ride, message) = domain::expire(ride, now);
-            store::update(conn, &ride_id, &ride, now).await?;
             if let Some(message) = message {
                 debug!(%ride_id, "ride expired");
                 outputs.push(timer_output(&ride_id, &origin, message, now));
             }
+            expired.push((ride_id, ride, origin));
+        }
+        if !expired.is_empty() {
+            let changed: Vec<Changed<'_>> = expired
+                .iter()
+                .map(|(ride_id, ride, origin)| Changed {
+                    ride_id,
+                    ride,
+                    origin,
+                    at: now,
+                })
+                .collect();
+            store::save_many(&changed)?.execute(conn).await?;
         }
         Ok(outputs)
+    }
+}
+
+/// A ride as a batch sees it: loaded (or not yet known), and changed by the batch or not.
+#[derive(Debug, Default)]
+struct Slot {
+    ride: Option<Ride>,
+    origin: Option<Origin>,
+    /// When the batch last changed the ride; `None` while it has not.
+    changed_at: Option<Timestamp>,
+}
+
+impl Slot {
+    fn stored((ride, origin): (Ride, Origin)) -> Self {
+        Slot {
+            ride: Some(ride),
+            origin: Some(origin),
+            changed_at: None,
+        }
     }
 }
 
@@ -124,7 +213,15 @@ impl Worker for RideService {
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        self.apply_one(conn, input, now)
+        apply_as_batch(self, conn, input, now)
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+    ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
+        self.apply_many(conn, inputs)
     }
 
     fn tick<'a>(
@@ -142,6 +239,8 @@ mod tests {
         CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide, RiderId,
         StartRide,
     };
+
+    use sqlx::Connection;
 
     use super::domain::Status;
     use super::*;
@@ -231,6 +330,135 @@ mod tests {
             .unwrap();
         assert_eq!(ride.driver_id.unwrap().as_str(), "d_bob");
         assert_eq!(origin.correlation_id, input.correlation_id);
+    }
+
+    /// Every ride's stored state, by ride id.
+    async fn all_rides(conn: &mut SqliteConnection) -> Vec<(Ride, Origin)> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT ride_id FROM rides ORDER BY ride_id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let mut rides = Vec::new();
+        for id in ids {
+            let ride_id = RideId::parse(id).unwrap();
+            rides.push(store::load(conn, &ride_id).await.unwrap().unwrap());
+        }
+        rides
+    }
+
+    #[tokio::test]
+    async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one() {
+        let inputs = [
+            request("r_1"),
+            request("r_2"),
+            authorized("r_1"),
+            Envelope::new(StartRide {}, ride("r_ghost"), "ridectl"),
+            assigned("r_1"),
+            Envelope::new(StartRide {}, ride("r_1"), "ridectl"),
+            assigned("r_2"),
+        ];
+        let (_one_dir, mut one) = database(&MIGRATOR).await;
+        let mut one_by_one = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            one_by_one.push(apply(&mut one, input, at(i as i64)).await);
+        }
+
+        let (_batch_dir, mut conn) = database(&MIGRATOR).await;
+        let batch: Vec<Input<'_>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, envelope)| Input {
+                envelope,
+                now: at(i as i64),
+            })
+            .collect();
+        let mut tx = conn.begin().await.unwrap();
+        let done = service().apply_batch(&mut tx, &batch).await.unwrap();
+        assert_eq!(done.writes.len(), 1, "one statement saves every ride");
+        for write in &done.writes {
+            write.execute(&mut tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+
+        // Outputs carry the wall clock of their making; everything else must match.
+        let timeless = |outputs: Vec<Vec<Envelope>>| -> Vec<Vec<Envelope>> {
+            let mut outputs = outputs;
+            for output in outputs.iter_mut().flatten() {
+                output.occurred_at = at(0);
+            }
+            outputs
+        };
+        assert_eq!(timeless(done.outputs), timeless(one_by_one));
+        let stored = all_rides(&mut conn).await;
+        assert_eq!(stored, all_rides(&mut one).await);
+        assert_eq!(stored.len(), 2, "the refused command stored nothing");
+        assert_eq!(stored[0].0.status, Status::Started);
+        assert_eq!(stored[0].0.pickup, GeoPoint::new(52.52, 13.40).unwrap());
+    }
+
+    #[tokio::test]
+    async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit() {
+        let (_dir, mut conn) = database(&MIGRATOR).await;
+        let input = request("r_1");
+        apply(&mut conn, &input, at(0)).await;
+        let ride_id = RideId::parse("r_1").unwrap();
+        let (template, origin) = store::load(&mut conn, &ride_id).await.unwrap().unwrap();
+        // A fixed pseudo-random walk over the whole range of valid coordinates.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |span: f64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 * span - span
+        };
+        let mut rides = Vec::new();
+        for i in 0..500 {
+            let mut ride = template.clone();
+            ride.pickup = GeoPoint::new(next(90.0), next(180.0)).unwrap();
+            ride.dropoff = GeoPoint::new(next(90.0), next(180.0)).unwrap();
+            ride.distance_km = next(1e4).abs();
+            rides.push((RideId::parse(format!("r_x{i}")).unwrap(), ride));
+        }
+        let changed: Vec<Changed<'_>> = rides
+            .iter()
+            .map(|(ride_id, ride)| Changed {
+                ride_id,
+                ride,
+                origin: &origin,
+                at: at(1),
+            })
+            .collect();
+        store::save_many(&changed)
+            .unwrap()
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for (ride_id, ride) in &rides {
+            let (stored, _) = store::load(&mut conn, ride_id).await.unwrap().unwrap();
+            assert_eq!(stored.pickup, ride.pickup, "{ride_id}");
+            assert_eq!(stored.dropoff, ride.dropoff, "{ride_id}");
+            assert_eq!(stored.distance_km.to_bits(), ride.distance_km.to_bits());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_input_fails_alone_with_its_index() {
+        let (_dir, mut conn) = database(&MIGRATOR).await;
+        let mut orphan = request("r_2");
+        orphan.saga_id = None;
+        let inputs = [request("r_1"), orphan];
+        let batch: Vec<Input<'_>> = inputs
+            .iter()
+            .map(|envelope| Input {
+                envelope,
+                now: at(0),
+            })
+            .collect();
+        let err = service().apply_batch(&mut conn, &batch).await.unwrap_err();
+        assert!(
+            matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) } if m.contains("saga id")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

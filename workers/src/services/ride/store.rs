@@ -1,12 +1,18 @@
-//! The ride service's table: load and save a ride's state, and find rides whose deadline has
-//! passed. Runs inside the runtime's transaction; portable SQL (SQLite now, PostgreSQL later).
+//! The ride service's table: load and save rides' state (a batch's rides in one statement
+//! each), and find rides whose deadline has passed. Runs inside the runtime's transaction. A
+//! batch's rows travel as one JSON array expanded by `json_each`, SQLite's; the rest is
+//! portable SQL.
+
+use std::collections::HashMap;
 
 use ridesaga_schemas::{CancelReason, DriverId, GeoPoint, MessageId, RideId, RiderId, Timestamp};
+
+use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Hold, Ride, Status};
-use crate::runtime::HandleError;
+use crate::runtime::{BatchWrite, HandleError};
 
 /// Where a ride's saga came from: what timer outputs need for their causation and correlation.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,13 +31,32 @@ pub async fn load(
     conn: &mut SqliteConnection,
     ride_id: &RideId,
 ) -> Result<Option<(Ride, Origin)>, HandleError> {
-    let sql = format!("SELECT {COLUMNS} FROM rides WHERE ride_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ride_id.as_str())
-        .fetch_optional(&mut *conn)
+    let mut loaded = load_many(conn, &[ride_id.as_str()]).await?;
+    loaded.remove(ride_id).transpose()
+}
+
+/// The rides among `ride_ids` this service has seen, in one statement. A row that cannot be
+/// read is its ride's error, for the input that touches it.
+pub async fn load_many(
+    conn: &mut SqliteConnection,
+    ride_ids: &[&str],
+) -> Result<HashMap<RideId, Result<(Ride, Origin), HandleError>>, HandleError> {
+    let ids = serde_json::to_string(ride_ids)
+        .map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))?;
+    let sql =
+        format!("SELECT {COLUMNS} FROM rides WHERE ride_id IN (SELECT value FROM json_each($1))");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ids)
+        .fetch_all(&mut *conn)
         .await?;
-    row.map(|row| decode(&row).map(|(_, ride, origin)| (ride, origin)))
-        .transpose()
+    let mut rides = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let ride_id: String = row.try_get("ride_id")?;
+        let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
+        let decoded = decode(row).map(|(_, ride, origin)| (ride, origin));
+        rides.insert(ride_id, decoded);
+    }
+    Ok(rides)
 }
 
 /// Up to `limit` rides whose expiry is due at `now`, oldest deadline first. The partial index
@@ -53,68 +78,98 @@ pub async fn due(
     rows.iter().map(decode).collect()
 }
 
-/// Records a new ride.
-pub async fn insert(
-    conn: &mut SqliteConnection,
-    ride_id: &RideId,
-    ride: &Ride,
-    origin: &Origin,
-    now: Timestamp,
-) -> Result<(), HandleError> {
-    sqlx::query(
-        "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
-         payment_token, distance_km, estimated_fare_cents, match_deadline_ms, status, hold, \
-         correlation_id, requested_event_id, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
-    )
-    .bind(ride_id.as_str())
-    .bind(ride.rider_id.as_str())
-    .bind(ride.pickup.lat)
-    .bind(ride.pickup.lng)
-    .bind(ride.dropoff.lat)
-    .bind(ride.dropoff.lng)
-    .bind(&ride.payment_token)
-    .bind(ride.distance_km)
-    .bind(cents(ride.estimated_fare_cents)?)
-    .bind(ride.match_deadline.unix_millis())
-    .bind(ride.status.as_str())
-    .bind(hold_str(ride.hold))
-    .bind(&origin.correlation_id)
-    .bind(origin.requested_event_id.as_str())
-    .bind(now.unix_millis())
-    .execute(&mut *conn)
-    .await?;
-    update(conn, ride_id, ride, now).await
+/// A ride to save: its state, its origin and when it changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Changed<'a> {
+    pub ride_id: &'a RideId,
+    pub ride: &'a Ride,
+    pub origin: &'a Origin,
+    pub at: Timestamp,
 }
 
-/// Saves the changing part of a ride's state.
-pub async fn update(
-    conn: &mut SqliteConnection,
-    ride_id: &RideId,
-    ride: &Ride,
-    now: Timestamp,
-) -> Result<(), HandleError> {
-    let expires_at = (ride.status == Status::Requested).then(|| ride.expires_at.unix_millis());
-    let cancel_reason = match ride.status {
-        Status::Cancelled(reason) => Some(reason.as_str()),
-        _ => None,
-    };
-    sqlx::query(
-        "UPDATE rides SET expires_at_ms = $2, status = $3, cancel_reason = $4, driver_id = $5, \
-         hold = $6, started_at_ms = $7, fare_cents = $8, updated_at_ms = $9 WHERE ride_id = $1",
+/// Saves every ride in `changed` in one statement: a new ride is inserted whole, a known one
+/// has its changing part updated (rider, places, fare estimate and origin never change).
+pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
+    let rows = changed.iter().map(row_of).collect::<Result<Vec<_>, _>>()?;
+    BatchWrite::new(
+        "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, \
+         dropoff_lng, payment_token, distance_km, estimated_fare_cents, match_deadline_ms, \
+         expires_at_ms, status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, \
+         correlation_id, requested_event_id, created_at_ms, updated_at_ms) \
+         SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'pickup_lat', \
+         value ->> 'pickup_lng', value ->> 'dropoff_lat', value ->> 'dropoff_lng', \
+         value ->> 'payment_token', value ->> 'distance_km', value ->> 'estimated_fare_cents', \
+         value ->> 'match_deadline_ms', value ->> 'expires_at_ms', value ->> 'status', \
+         value ->> 'cancel_reason', value ->> 'driver_id', value ->> 'hold', \
+         value ->> 'started_at_ms', value ->> 'fare_cents', value ->> 'correlation_id', \
+         value ->> 'requested_event_id', value ->> 'at_ms', value ->> 'at_ms' \
+         FROM json_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
+         expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
+         cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
+         hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
+         fare_cents = excluded.fare_cents, updated_at_ms = excluded.updated_at_ms",
+        &rows,
     )
-    .bind(ride_id.as_str())
-    .bind(expires_at)
-    .bind(ride.status.as_str())
-    .bind(cancel_reason)
-    .bind(ride.driver_id.as_ref().map(DriverId::as_str))
-    .bind(hold_str(ride.hold))
-    .bind(ride.started_at.map(Timestamp::unix_millis))
-    .bind(ride.fare_cents.map(cents).transpose()?)
-    .bind(now.unix_millis())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+}
+
+/// One row of [`save_many`]'s JSON array.
+#[derive(Debug, Serialize)]
+struct RideRow<'a> {
+    ride_id: &'a str,
+    rider_id: &'a str,
+    pickup_lat: f64,
+    pickup_lng: f64,
+    dropoff_lat: f64,
+    dropoff_lng: f64,
+    payment_token: &'a str,
+    distance_km: f64,
+    estimated_fare_cents: i64,
+    match_deadline_ms: i64,
+    expires_at_ms: Option<i64>,
+    status: &'static str,
+    cancel_reason: Option<&'static str>,
+    driver_id: Option<&'a str>,
+    hold: &'static str,
+    started_at_ms: Option<i64>,
+    fare_cents: Option<i64>,
+    correlation_id: &'a str,
+    requested_event_id: &'a str,
+    at_ms: i64,
+}
+
+fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
+    let Changed {
+        ride_id,
+        ride,
+        origin,
+        at,
+    } = *changed;
+    Ok(RideRow {
+        ride_id: ride_id.as_str(),
+        rider_id: ride.rider_id.as_str(),
+        pickup_lat: ride.pickup.lat,
+        pickup_lng: ride.pickup.lng,
+        dropoff_lat: ride.dropoff.lat,
+        dropoff_lng: ride.dropoff.lng,
+        payment_token: &ride.payment_token,
+        distance_km: ride.distance_km,
+        estimated_fare_cents: cents(ride.estimated_fare_cents)?,
+        match_deadline_ms: ride.match_deadline.unix_millis(),
+        // Only rides still waiting keep their expiry, so the timer's index holds only them.
+        expires_at_ms: (ride.status == Status::Requested).then(|| ride.expires_at.unix_millis()),
+        status: ride.status.as_str(),
+        cancel_reason: match ride.status {
+            Status::Cancelled(reason) => Some(reason.as_str()),
+            _ => None,
+        },
+        driver_id: ride.driver_id.as_ref().map(DriverId::as_str),
+        hold: hold_str(ride.hold),
+        started_at_ms: ride.started_at.map(Timestamp::unix_millis),
+        fare_cents: ride.fare_cents.map(cents).transpose()?,
+        correlation_id: &origin.correlation_id,
+        requested_event_id: origin.requested_event_id.as_str(),
+        at_ms: at.unix_millis(),
+    })
 }
 
 fn decode(row: &SqliteRow) -> Result<(RideId, Ride, Origin), HandleError> {
