@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Sqlite, Transaction};
 use tempfile::TempDir;
 
-use crate::runtime::{HandleError, Worker};
+use crate::runtime::{BatchError, HandleError, Input, Worker};
 
 /// Where [`database`] puts the database file inside its directory.
 pub(crate) fn database_file(dir: &TempDir) -> PathBuf {
@@ -51,6 +51,56 @@ pub(crate) async fn apply_in_tx<W: Worker>(
     let result = worker.apply(&mut tx, input, now).await;
     finish(tx, &result).await;
     result
+}
+
+/// Inputs applied as one batch, as the runtime applies them (without the inbox): in one
+/// transaction, with the service's writes run before the commit; rolled back on error.
+pub(crate) async fn apply_batch_in_tx<W: Worker>(
+    worker: &W,
+    conn: &mut SqliteConnection,
+    inputs: &[(Envelope, Timestamp)],
+) -> Result<Vec<Vec<Envelope>>, BatchError> {
+    let batch: Vec<Input<'_>> = inputs
+        .iter()
+        .map(|(envelope, now)| Input {
+            envelope,
+            now: *now,
+        })
+        .collect();
+    let mut tx = conn.begin().await.unwrap();
+    let done = match worker.apply_batch(&mut tx, &batch).await {
+        Ok(done) => done,
+        Err(e) => {
+            tx.rollback().await.unwrap();
+            return Err(e);
+        }
+    };
+    for write in &done.writes {
+        write.execute(&mut tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    Ok(done.outputs)
+}
+
+/// The same inputs applied one by one, each in its own transaction.
+pub(crate) async fn apply_each_in_tx<W: Worker>(
+    worker: &W,
+    conn: &mut SqliteConnection,
+    inputs: &[(Envelope, Timestamp)],
+) -> Vec<Vec<Envelope>> {
+    let mut outputs = Vec::with_capacity(inputs.len());
+    for (input, now) in inputs {
+        outputs.push(apply_in_tx(worker, conn, input, *now).await.unwrap());
+    }
+    outputs
+}
+
+/// Outputs with the wall clock of their making set aside, for comparing two runs.
+pub(crate) fn timeless(mut outputs: Vec<Vec<Envelope>>) -> Vec<Vec<Envelope>> {
+    for output in outputs.iter_mut().flatten() {
+        output.occurred_at = epoch();
+    }
+    outputs
 }
 
 /// One tick as the runtime runs it: in its own transaction, committed on success and rolled

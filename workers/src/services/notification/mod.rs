@@ -2,9 +2,10 @@
 //! (ride, kind, recipient) exactly once, and announces every notification with
 //! `evt.notification.sent` so the event log can audit it.
 //!
-//! For each notification the domain calls for, the service first records it (the UNIQUE
-//! constraint is the final word on "new"), then delivers it through the channel, then emits
-//! the event, all inside the input's transaction. See [`channel`] for why delivery is at least
+//! For each notification the domain calls for that the ride's record does not show as sent,
+//! the service delivers it through the channel, records it and emits the event, all inside
+//! the input's transaction (the batch's: the records load and save once per batch, under the
+//! one writer's lock, and UNIQUE (ride, kind, recipient) backs them). See [`channel`] for why delivery is at least
 //! once while the record and the event are exactly once.
 //!
 //! # Layout
@@ -17,14 +18,17 @@ pub mod channel;
 pub mod domain;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, NotificationSent, Service, Timestamp};
+use std::collections::HashMap;
+
+use ridesaga_schemas::{Envelope, NotificationSent, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use tracing::debug;
 
 use self::channel::{Channel, Delivery, LogChannel};
+use self::domain::Audience;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{HandleError, Worker};
+use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/notification");
 
@@ -50,35 +54,83 @@ impl<C: Channel> NotificationService<C> {
         &self.channel
     }
 
-    async fn apply_one(
+    /// Applies a batch's inputs in order against what is known about their rides, loaded in
+    /// one statement; the rides that changed and the notifications sent are saved with one
+    /// statement each when the batch commits.
+    async fn apply_many(
         &self,
         conn: &mut SqliteConnection,
-        input: &Envelope,
-        now: Timestamp,
+        inputs: &[Input<'_>],
+    ) -> Result<BatchOutput, BatchError> {
+        let ride_ids: Vec<&str> = inputs
+            .iter()
+            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
+            .collect();
+        let mut batch = Batch {
+            rides: store::load_many(conn, &ride_ids)
+                .await
+                .map_err(BatchError::Batch)?
+                .into_iter()
+                .map(|(id, audience)| (id, audience.map(|audience| (audience, None))))
+                .collect(),
+            changed: Vec::new(),
+            sent: Vec::new(),
+        };
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
+            let applied = self.apply_to(&mut batch, input).await;
+            outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+        }
+        let mut writes = Vec::new();
+        if !batch.sent.is_empty() {
+            writes.push(store::record_many(&batch.sent).map_err(BatchError::Batch)?);
+        }
+        let changed: Vec<(&RideId, &Audience, Timestamp)> = batch
+            .changed
+            .iter()
+            .filter_map(|ride_id| match batch.rides.get(ride_id) {
+                Some(Ok((audience, Some(at)))) => Some((ride_id, audience, *at)),
+                _ => None,
+            })
+            .collect();
+        if !changed.is_empty() {
+            writes.push(store::save_many(&changed).map_err(BatchError::Batch)?);
+        }
+        Ok(BatchOutput { outputs, writes })
+    }
+
+    /// Applies one input: delivers each notification it calls for that was not sent before,
+    /// and notes the records and the ride's changes for the batch to save.
+    async fn apply_to(
+        &self,
+        batch: &mut Batch,
+        input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let ride_id = input
-            .saga_id
-            .as_ref()
-            .ok_or_else(|| HandleError::Permanent(format!("{} without a saga id", input.kind())))?;
-        let before = store::load(conn, ride_id).await?;
-        let (audience, notices) = domain::handle(before.clone(), ride_id, &input.message);
-        let mut outputs = Vec::new();
+        let Input { envelope, now } = *input;
+        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
+            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
+        })?;
+        let (before, changed_at) = batch
+            .rides
+            .entry(ride_id.clone())
+            .or_insert_with(|| Ok((Audience::default(), None)))
+            .as_mut()
+            .map_err(|e| e.clone())?;
+        let (audience, notices) = domain::handle(before.clone(), ride_id, &envelope.message);
+        let channel = self.channel.name();
+        let mut outputs = Vec::with_capacity(notices.len());
+        let mut sent = Vec::with_capacity(notices.len());
         for notice in &notices {
-            let sent = NotificationSent {
+            let event = NotificationSent {
                 recipient: notice.recipient,
                 recipient_id: notice.recipient_id.clone(),
                 kind: notice.kind,
-                channel: self.channel.name().to_owned(),
+                channel: channel.to_owned(),
                 text: notice.text.clone(),
             };
             let recipient = store::recipient_str(&notice.recipient);
             let label = format!("{}/{recipient}", notice.kind.as_str());
-            let event = Envelope::caused_by(input, sent, &label, Service::Notification.name());
-            let channel = self.channel.name();
-            if !store::record(conn, ride_id, notice, channel, &event.id, now).await? {
-                debug!(%ride_id, kind = notice.kind.as_str(), "already sent");
-                continue;
-            }
+            let event = Envelope::caused_by(envelope, event, &label, Service::Notification.name());
             let delivery = Delivery {
                 id: &event.id,
                 ride_id,
@@ -90,13 +142,28 @@ impl<C: Channel> NotificationService<C> {
                 .await
                 .map_err(|e| HandleError::Transient(e.to_string()))?;
             debug!(%ride_id, kind = notice.kind.as_str(), to = %notice.recipient_id, "notified");
+            sent.push(store::Sent::new(ride_id, notice, channel, &event.id, now));
             outputs.push(event);
         }
-        if audience.driver_id != before.driver_id || audience.cancelled != before.cancelled {
-            store::save(conn, ride_id, &audience, now).await?;
+        let changed =
+            audience.driver_id != before.driver_id || audience.cancelled != before.cancelled;
+        if changed && changed_at.replace(now).is_none() {
+            batch.changed.push(ride_id.clone());
         }
+        *before = audience;
+        batch.sent.extend(sent);
         Ok(outputs)
     }
+}
+
+/// A batch in progress: what is known about the rides it touches (and when the batch last
+/// changed each, if it did), which rides changed (in the order they first did), and the
+/// notifications it sent.
+#[derive(Debug)]
+struct Batch {
+    rides: HashMap<RideId, Result<(Audience, Option<Timestamp>), HandleError>>,
+    changed: Vec<RideId>,
+    sent: Vec<store::Sent>,
 }
 
 impl<C: Channel> Worker for NotificationService<C> {
@@ -114,7 +181,15 @@ impl<C: Channel> Worker for NotificationService<C> {
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        self.apply_one(conn, input, now)
+        apply_as_batch(self, conn, input, now)
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+    ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
+        self.apply_many(conn, inputs)
     }
 }
 
@@ -128,7 +203,9 @@ mod tests {
 
     use super::channel::ChannelError;
     use super::*;
-    use crate::testing::{apply_in_tx, database, epoch};
+    use crate::testing::{
+        apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, epoch, timeless,
+    };
 
     /// A channel that fails its first delivery, and remembers the ids it delivered.
     #[derive(Debug, Default)]
@@ -252,5 +329,45 @@ mod tests {
         let ids: Vec<MessageId> = out.iter().map(|e| e.id.clone()).collect();
         assert_eq!(*service.channel().delivered.lock().unwrap(), ids);
         assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);
+    }
+
+    /// Another ride's copy of `input`.
+    fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
+        input.saga_id = Some(RideId::parse(ride).unwrap());
+        input
+    }
+
+    #[tokio::test]
+    async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once() {
+        // Two assignments of r_1 (the second a new message, not a redelivery) and its cancel,
+        // with r_2's assignment in between.
+        let inputs: Vec<(Envelope, Timestamp)> = [
+            cancelled(),
+            assigned(),
+            of_ride(assigned(), "r_2"),
+            assigned(),
+        ]
+        .into_iter()
+        .map(|input| (input, epoch()))
+        .collect();
+        let (one_dir, mut one) = database(&MIGRATOR).await;
+        let one_service = NotificationService::new(LogChannel::new(one_dir.path().join("n.jsonl")));
+        let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
+        let (dir, mut conn) = database(&MIGRATOR).await;
+        let service = NotificationService::new(LogChannel::new(dir.path().join("n.jsonl")));
+        let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
+            .await
+            .unwrap();
+
+        assert!(batch[3].is_empty(), "the second assignment sends nothing");
+        assert_eq!(timeless(batch), timeless(one_by_one));
+        assert_eq!(log_ids(&service), log_ids(&one_service));
+        assert_eq!(log_ids(&service).len(), 6);
+        assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 4);
+        let audience = store::load(&mut conn, &ride_id()).await.unwrap();
+        assert_eq!(audience, store::load(&mut one, &ride_id()).await.unwrap());
+        assert_eq!(audience.cancelled, Some(CancelReason::Rider));
+        assert_eq!(audience.driver_id, Some(DriverId::parse("d_bob").unwrap()));
+        assert_eq!(audience.sent.len(), 4);
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! Each input is recorded as a fact, then every gateway operation the facts call for runs with
 //! an idempotency key (ride id + operation) and its result is saved in the same transaction.
+//! A batch of inputs loads its payments in one statement and saves them with the batch's
+//! commit.
 //! A transient gateway failure rolls the transaction back and naks the input; the retry asks
 //! the gateway again with the same key, so money never moves twice, and a committed result
 //! makes the operation never due again.
@@ -17,17 +19,20 @@ pub mod domain;
 pub mod gateway;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, Service, Timestamp};
+use std::collections::HashMap;
+
+use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use tracing::debug;
 
-use self::domain::{Operation, Outcome};
+use self::domain::{Operation, Outcome, Payment};
 use self::gateway::{
     Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, SettleRequest, SimulatedGateway,
 };
+use self::store::Changed;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{HandleError, Worker};
+use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/payment");
 
@@ -60,37 +65,116 @@ impl<G: Gateway> PaymentService<G> {
         &self.gateway
     }
 
-    async fn apply_one(
+    /// Applies a batch's inputs in order against the payments loaded for all of them in one
+    /// statement; the payments that changed and the operations journaled are saved with one
+    /// statement each when the batch commits.
+    async fn apply_many(
         &self,
         conn: &mut SqliteConnection,
-        input: &Envelope,
-        now: Timestamp,
+        inputs: &[Input<'_>],
+    ) -> Result<BatchOutput, BatchError> {
+        let ride_ids: Vec<&str> = inputs
+            .iter()
+            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
+            .collect();
+        let mut batch = Batch {
+            payments: store::load_many(conn, &ride_ids)
+                .await
+                .map_err(BatchError::Batch)?
+                .into_iter()
+                .map(|(id, stored)| (id, stored.map(Slot::stored)))
+                .collect(),
+            changed: Vec::new(),
+            journal: Vec::new(),
+        };
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
+            let applied = self.apply_to(&mut batch, input).await;
+            outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+        }
+        let mut writes = Vec::new();
+        if !batch.journal.is_empty() {
+            writes.push(store::journal_many(&batch.journal).map_err(BatchError::Batch)?);
+        }
+        let changed: Vec<Changed<'_>> = batch
+            .changed
+            .iter()
+            .filter_map(|ride_id| match batch.payments.get(ride_id) {
+                Some(Ok(Slot {
+                    payment,
+                    changed_at: Some(at),
+                    ..
+                })) => Some(Changed {
+                    ride_id,
+                    payment,
+                    at: *at,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !changed.is_empty() {
+            writes.push(store::save_many(&changed).map_err(BatchError::Batch)?);
+        }
+        Ok(BatchOutput { outputs, writes })
+    }
+
+    /// Applies one input: records its fact, then runs every gateway operation the facts make
+    /// due, journaling each.
+    async fn apply_to(
+        &self,
+        batch: &mut Batch,
+        input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let ride_id = input
-            .saga_id
-            .as_ref()
-            .ok_or_else(|| HandleError::Permanent(format!("{} without a saga id", input.kind())))?;
-        let before = store::load(conn, ride_id).await?;
-        let mut payment = domain::handle(before.clone(), &input.message);
+        let Input { envelope, now } = *input;
+        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
+            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
+        })?;
+        let slot = batch
+            .payments
+            .entry(ride_id.clone())
+            .or_insert_with(|| Ok(Slot::default()))
+            .as_mut()
+            .map_err(|e| e.clone())?;
+        let mut payment = domain::handle(slot.payment.clone(), &envelope.message);
         let mut outputs = Vec::new();
+        let mut journal = Vec::new();
         for _ in 0..MAX_OPERATIONS_PER_INPUT {
             let Some(operation) = domain::next_operation(&payment) else {
                 break;
             };
             let key = format!("{ride_id}/{}", operation.name());
+            // State and journal commit together, so an operation due again means they
+            // disagree: a bug that retrying cannot fix, and no reason to call the gateway.
+            if slot.journaled.iter().any(|done| done == operation.name()) {
+                return Err(HandleError::Permanent(format!(
+                    "gateway operation {key} was already journaled"
+                )));
+            }
             let outcome = self.perform(&key, &operation).await?;
             let label = outcome_label(&outcome);
-            store::journal(conn, &key, ride_id, &operation, label, &input.id, now).await?;
+            journal.push(store::Journaled::new(
+                key,
+                ride_id,
+                &operation,
+                label,
+                &envelope.id,
+                now,
+            )?);
+            slot.journaled.push(operation.name().to_owned());
             let (next, message) = domain::record(payment, &operation, outcome);
             payment = next;
             outputs.extend(
-                message.map(|m| Envelope::caused_by(input, m, "", Service::Payment.name())),
+                message.map(|m| Envelope::caused_by(envelope, m, "", Service::Payment.name())),
             );
         }
-        if payment != before {
-            store::save(conn, ride_id, &payment, now).await?;
+        if payment != slot.payment {
+            slot.payment = payment;
+            if slot.changed_at.replace(now).is_none() {
+                batch.changed.push(ride_id.clone());
+            }
         }
-        debug!(%ride_id, input = %input.kind(), outputs = outputs.len(), "payment input applied");
+        batch.journal.extend(journal);
+        debug!(%ride_id, input = %envelope.kind(), outputs = outputs.len(), "payment input applied");
         Ok(outputs)
     }
 
@@ -140,6 +224,34 @@ impl<G: Gateway> PaymentService<G> {
     }
 }
 
+/// A batch in progress: the payments it touches, which of them changed (in the order they
+/// first did), and the operations it journaled.
+#[derive(Debug)]
+struct Batch {
+    payments: HashMap<RideId, Result<Slot, HandleError>>,
+    changed: Vec<RideId>,
+    journal: Vec<store::Journaled>,
+}
+
+/// A payment as a batch sees it.
+#[derive(Debug, Default)]
+struct Slot {
+    payment: Payment,
+    journaled: Vec<String>,
+    /// When the batch last changed the payment; `None` while it has not.
+    changed_at: Option<Timestamp>,
+}
+
+impl Slot {
+    fn stored(stored: store::Stored) -> Self {
+        Slot {
+            payment: stored.payment,
+            journaled: stored.journaled,
+            changed_at: None,
+        }
+    }
+}
+
 fn settle(key: &str, hold_id: &str, amount_cents: u64) -> SettleRequest {
     SettleRequest {
         idempotency_key: key.to_owned(),
@@ -173,7 +285,15 @@ impl<G: Gateway> Worker for PaymentService<G> {
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        self.apply_one(conn, input, now)
+        apply_as_batch(self, conn, input, now)
+    }
+
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+    ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
+        self.apply_many(conn, inputs)
     }
 }
 
@@ -188,7 +308,9 @@ mod tests {
 
     use super::domain::{Hold, Settlement};
     use super::*;
-    use crate::testing::{apply_in_tx, database, epoch};
+    use crate::testing::{
+        apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, epoch, timeless,
+    };
 
     /// The simulated gateway behind an outage that swallows the first `down_for` calls.
     #[derive(Debug, Default)]
@@ -428,5 +550,81 @@ mod tests {
         assert_eq!(subjects(&out), ["evt.payment.voided.r_1"]);
         let payment = store::load(&mut conn, &ride_id()).await.unwrap();
         assert_eq!(payment.settlement, Settlement::Voided);
+    }
+
+    /// Another ride's copy of `input`.
+    fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
+        input.saga_id = Some(RideId::parse(ride).unwrap());
+        input
+    }
+
+    #[tokio::test]
+    async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once() {
+        let inputs: Vec<(Envelope, Timestamp)> = [
+            requested("tok_visa"),
+            of_ride(assigned(), "r_2"),
+            assigned(),
+            of_ride(requested("tok_visa"), "r_2"),
+            completed(1534),
+            of_ride(cancelled(), "r_2"),
+            completed(1534),
+        ]
+        .into_iter()
+        .map(|input| (input, epoch()))
+        .collect();
+        let one_service = PaymentService::new(GatewayConfig::default());
+        let (_one_dir, mut one) = database(&MIGRATOR).await;
+        let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
+        let service = PaymentService::new(GatewayConfig::default());
+        let (_dir, mut conn) = database(&MIGRATOR).await;
+        let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
+            .await
+            .unwrap();
+
+        assert_eq!(timeless(batch), timeless(one_by_one));
+        for key in ["r_1/hold", "r_1/capture", "r_2/hold", "r_2/void"] {
+            assert_eq!(service.gateway().calls(key), 1, "{key}");
+        }
+        for ride in ["r_1", "r_2"] {
+            let ride = RideId::parse(ride).unwrap();
+            let stored = store::load(&mut conn, &ride).await.unwrap();
+            assert_eq!(stored, store::load(&mut one, &ride).await.unwrap());
+            assert_eq!(
+                store::operations(&mut conn, &ride).await.unwrap(),
+                store::operations(&mut one, &ride).await.unwrap()
+            );
+        }
+        assert_eq!(
+            store::load(&mut conn, &ride_id()).await.unwrap().settlement,
+            Settlement::Captured { amount_cents: 1534 }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_operation_already_journaled_is_refused_without_calling_the_gateway() {
+        let (_dir, mut conn) = database(&MIGRATOR).await;
+        let service = PaymentService::new(GatewayConfig::default());
+        apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
+            .await
+            .unwrap();
+        // A journal entry the state does not reflect: they disagree.
+        sqlx::query(
+            "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
+             outcome, input_message_id, performed_at_ms) \
+             VALUES ('r_1/hold', 'r_1', 'hold', 1200, 'held', 'm_x', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let inputs = [(requested("tok_visa"), epoch()), (assigned(), epoch())];
+        let err = apply_batch_in_tx(&service, &mut conn, &inputs)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) }
+                if m.contains("r_1/hold was already journaled")),
+            "{err:?}"
+        );
+        assert_eq!(service.gateway().calls("r_1/hold"), 0);
     }
 }

@@ -1,65 +1,94 @@
 //! The payment service's tables: each ride's payment state, and the journal of gateway calls.
-//! Runs inside the runtime's transaction; portable SQL (SQLite now, PostgreSQL later).
+//! Runs inside the runtime's transaction. A batch's payments load in one statement and save
+//! in one, its journal entries in another; their rows travel as one JSON array expanded by
+//! `json_each`, SQLite's; the rest is portable SQL.
+
+use std::collections::HashMap;
 
 use ridesaga_schemas::{MessageId, RideId, RiderId, Timestamp};
+use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
-use crate::runtime::HandleError;
+use crate::runtime::{BatchWrite, HandleError};
 
 /// The ride's payment, or the empty state if payment has not heard of the ride.
 pub async fn load(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<Payment, HandleError> {
-    let row = sqlx::query(
-        "SELECT rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
-         fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
-         settlement, captured_cents, capture_error FROM payments WHERE ride_id = $1",
-    )
-    .bind(ride_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map_or_else(|| Ok(Payment::default()), |row| decode(&row))
+    let mut loaded = load_many(conn, &[ride_id.as_str()]).await?;
+    match loaded.remove(ride_id) {
+        Some(stored) => stored.map(|stored| stored.payment),
+        None => Ok(Payment::default()),
+    }
 }
 
-/// Saves the ride's payment.
-pub async fn save(
+/// A ride's payment as stored, with the operations journaled for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub payment: Payment,
+    /// Names of the operations journaled (`hold`, `capture`, `void`).
+    pub journaled: Vec<String>,
+}
+
+/// The payments among `ride_ids` that payment has heard of, with their journaled operations,
+/// in one statement. A row that cannot be read is its ride's error, for the input that
+/// touches it.
+pub async fn load_many(
     conn: &mut SqliteConnection,
-    ride_id: &RideId,
-    payment: &Payment,
-    now: Timestamp,
-) -> Result<(), HandleError> {
-    let trip = payment.trip.as_ref();
-    let (ending, fare) = match payment.ending {
-        None => (None, None),
-        Some(Ending::Completed { fare_cents }) => (Some("completed"), Some(cents(fare_cents)?)),
-        Some(Ending::Cancelled) => (Some("cancelled"), None),
-    };
-    let (hold, hold_id, hold_amount, code, message) = match &payment.hold {
-        Hold::None => ("none", None, None, None, None),
-        Hold::Held {
-            hold_id,
-            amount_cents,
-        } => (
-            "held",
-            Some(hold_id),
-            Some(cents(*amount_cents)?),
-            None,
-            None,
-        ),
-        Hold::Declined { code, message } => ("declined", None, None, Some(code), Some(message)),
-    };
-    let (settlement, captured, error) = match &payment.settlement {
-        Settlement::Open => ("open", None, None),
-        Settlement::Captured { amount_cents } => ("captured", Some(cents(*amount_cents)?), None),
-        Settlement::Voided => ("voided", None, None),
-        Settlement::CaptureFailed { error } => ("capture_failed", None, Some(error)),
-    };
-    sqlx::query(
+    ride_ids: &[&str],
+) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
+    let ids = serde_json::to_string(ride_ids)
+        .map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))?;
+    let rows = sqlx::query(
+        "SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
+         fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
+         settlement, captured_cents, capture_error, \
+         (SELECT json_group_array(o.operation) FROM payment_operations o \
+          WHERE o.ride_id = p.ride_id) AS journaled \
+         FROM payments p WHERE ride_id IN (SELECT value FROM json_each($1))",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut payments = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let ride_id: String = row.try_get("ride_id")?;
+        let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
+        let stored = decode(row).and_then(|payment| {
+            let journaled: String = row.try_get("journaled")?;
+            let journaled = serde_json::from_str(&journaled).map_err(corrupt)?;
+            Ok(Stored { payment, journaled })
+        });
+        payments.insert(ride_id, stored);
+    }
+    Ok(payments)
+}
+
+/// A payment to save, and when it changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Changed<'a> {
+    pub ride_id: &'a RideId,
+    pub payment: &'a Payment,
+    pub at: Timestamp,
+}
+
+/// Saves every payment in `changed` in one statement.
+pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
+    let rows = changed
+        .iter()
+        .map(|c| payment_row(c.ride_id, c.payment, c.at))
+        .collect::<Result<Vec<_>, _>>()?;
+    BatchWrite::new(
         "INSERT INTO payments (ride_id, rider_id, payment_token, estimated_fare_cents, \
          driver_assigned, ending, fare_cents, hold, hold_id, hold_amount_cents, decline_code, \
          decline_message, settlement, captured_cents, capture_error, created_at_ms, \
          updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+         SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
+         value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
+         value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
+         value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
+         value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
+         value ->> 'at_ms', value ->> 'at_ms' FROM json_each(?) WHERE true \
          ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
          payment_token = excluded.payment_token, \
          estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -69,61 +98,137 @@ pub async fn save(
          decline_message = excluded.decline_message, settlement = excluded.settlement, \
          captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
          updated_at_ms = excluded.updated_at_ms",
+        &rows,
     )
-    .bind(ride_id.as_str())
-    .bind(trip.map(|t| t.rider_id.as_str()))
-    .bind(trip.map(|t| t.payment_token.as_str()))
-    .bind(trip.map(|t| cents(t.estimated_fare_cents)).transpose()?)
-    .bind(payment.driver_assigned)
-    .bind(ending)
-    .bind(fare)
-    .bind(hold)
-    .bind(hold_id)
-    .bind(hold_amount)
-    .bind(code)
-    .bind(message)
-    .bind(settlement)
-    .bind(captured)
-    .bind(error)
-    .bind(now.unix_millis())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
-/// Journals a gateway operation that is about to commit with the state it produced. A second
-/// operation with the same idempotency key means state and journal disagree: a bug that
-/// retrying cannot fix.
-pub async fn journal(
-    conn: &mut SqliteConnection,
-    idempotency_key: &str,
-    ride_id: &RideId,
-    operation: &Operation,
-    outcome: &str,
-    input: &MessageId,
-    now: Timestamp,
-) -> Result<(), HandleError> {
-    let inserted = sqlx::query(
-        "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
-         outcome, input_message_id, performed_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(idempotency_key)
-    .bind(ride_id.as_str())
-    .bind(operation.name())
-    .bind(cents(operation.amount_cents())?)
-    .bind(outcome)
-    .bind(input.as_str())
-    .bind(now.unix_millis())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Err(HandleError::Permanent(format!(
-            "gateway operation {idempotency_key} was already journaled"
-        )));
+/// One row of [`save_many`]'s JSON array.
+#[derive(Debug, Serialize)]
+struct PaymentRow<'a> {
+    ride_id: &'a str,
+    rider_id: Option<&'a str>,
+    payment_token: Option<&'a str>,
+    estimated_fare_cents: Option<i64>,
+    driver_assigned: bool,
+    ending: Option<&'static str>,
+    fare_cents: Option<i64>,
+    hold: &'static str,
+    hold_id: Option<&'a str>,
+    hold_amount_cents: Option<i64>,
+    decline_code: Option<&'a str>,
+    decline_message: Option<&'a str>,
+    settlement: &'static str,
+    captured_cents: Option<i64>,
+    capture_error: Option<&'a str>,
+    at_ms: i64,
+}
+
+fn payment_row<'a>(
+    ride_id: &'a RideId,
+    payment: &'a Payment,
+    at: Timestamp,
+) -> Result<PaymentRow<'a>, HandleError> {
+    let trip = payment.trip.as_ref();
+    let (ending, fare_cents) = match payment.ending {
+        None => (None, None),
+        Some(Ending::Completed { fare_cents }) => (Some("completed"), Some(cents(fare_cents)?)),
+        Some(Ending::Cancelled) => (Some("cancelled"), None),
+    };
+    let mut row = PaymentRow {
+        ride_id: ride_id.as_str(),
+        rider_id: trip.map(|t| t.rider_id.as_str()),
+        payment_token: trip.map(|t| t.payment_token.as_str()),
+        estimated_fare_cents: trip.map(|t| cents(t.estimated_fare_cents)).transpose()?,
+        driver_assigned: payment.driver_assigned,
+        ending,
+        fare_cents,
+        hold: "none",
+        hold_id: None,
+        hold_amount_cents: None,
+        decline_code: None,
+        decline_message: None,
+        settlement: "open",
+        captured_cents: None,
+        capture_error: None,
+        at_ms: at.unix_millis(),
+    };
+    match &payment.hold {
+        Hold::None => {}
+        Hold::Held {
+            hold_id,
+            amount_cents,
+        } => {
+            row.hold = "held";
+            row.hold_id = Some(hold_id);
+            row.hold_amount_cents = Some(cents(*amount_cents)?);
+        }
+        Hold::Declined { code, message } => {
+            row.hold = "declined";
+            row.decline_code = Some(code);
+            row.decline_message = Some(message);
+        }
     }
-    Ok(())
+    match &payment.settlement {
+        Settlement::Open => {}
+        Settlement::Captured { amount_cents } => {
+            row.settlement = "captured";
+            row.captured_cents = Some(cents(*amount_cents)?);
+        }
+        Settlement::Voided => row.settlement = "voided",
+        Settlement::CaptureFailed { error } => {
+            row.settlement = "capture_failed";
+            row.capture_error = Some(error);
+        }
+    }
+    Ok(row)
+}
+
+/// A gateway operation that is about to commit with the state it produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Journaled {
+    pub idempotency_key: String,
+    pub ride_id: String,
+    pub operation: &'static str,
+    pub amount_cents: i64,
+    pub outcome: &'static str,
+    pub input_message_id: String,
+    pub performed_at_ms: i64,
+}
+
+impl Journaled {
+    pub fn new(
+        idempotency_key: String,
+        ride_id: &RideId,
+        operation: &Operation,
+        outcome: &'static str,
+        input: &MessageId,
+        now: Timestamp,
+    ) -> Result<Self, HandleError> {
+        Ok(Journaled {
+            idempotency_key,
+            ride_id: ride_id.to_string(),
+            operation: operation.name(),
+            amount_cents: cents(operation.amount_cents())?,
+            outcome,
+            input_message_id: input.to_string(),
+            performed_at_ms: now.unix_millis(),
+        })
+    }
+}
+
+/// Journals gateway operations in one statement. The batch checked that none was journaled
+/// before (see [`Stored::journaled`]); a key that was anyway fails the batch's commit, since
+/// the primary key refuses it: state and journal would disagree, and no second operation
+/// with a key may commit.
+pub fn journal_many(operations: &[Journaled]) -> Result<BatchWrite, HandleError> {
+    BatchWrite::new(
+        "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
+         outcome, input_message_id, performed_at_ms) \
+         SELECT value ->> 'idempotency_key', value ->> 'ride_id', value ->> 'operation', \
+         value ->> 'amount_cents', value ->> 'outcome', value ->> 'input_message_id', \
+         value ->> 'performed_at_ms' FROM json_each(?)",
+        operations,
+    )
 }
 
 /// Operations journaled for a ride, as `(operation, outcome)` sorted by operation.

@@ -240,11 +240,11 @@ mod tests {
         StartRide,
     };
 
-    use sqlx::Connection;
-
     use super::domain::Status;
     use super::*;
-    use crate::testing::{apply_in_tx, database, tick_in_tx};
+    use crate::testing::{
+        apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, tick_in_tx, timeless,
+    };
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -348,7 +348,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one() {
-        let inputs = [
+        let inputs: Vec<(Envelope, Timestamp)> = [
             request("r_1"),
             request("r_2"),
             authorized("r_1"),
@@ -356,39 +356,19 @@ mod tests {
             assigned("r_1"),
             Envelope::new(StartRide {}, ride("r_1"), "ridectl"),
             assigned("r_2"),
-        ];
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| (input, at(i as i64)))
+        .collect();
         let (_one_dir, mut one) = database(&MIGRATOR).await;
-        let mut one_by_one = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
-            one_by_one.push(apply(&mut one, input, at(i as i64)).await);
-        }
-
+        let one_by_one = apply_each_in_tx(&service(), &mut one, &inputs).await;
         let (_batch_dir, mut conn) = database(&MIGRATOR).await;
-        let batch: Vec<Input<'_>> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, envelope)| Input {
-                envelope,
-                now: at(i as i64),
-            })
-            .collect();
-        let mut tx = conn.begin().await.unwrap();
-        let done = service().apply_batch(&mut tx, &batch).await.unwrap();
-        assert_eq!(done.writes.len(), 1, "one statement saves every ride");
-        for write in &done.writes {
-            write.execute(&mut tx).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+        let batch = apply_batch_in_tx(&service(), &mut conn, &inputs)
+            .await
+            .unwrap();
 
-        // Outputs carry the wall clock of their making; everything else must match.
-        let timeless = |outputs: Vec<Vec<Envelope>>| -> Vec<Vec<Envelope>> {
-            let mut outputs = outputs;
-            for output in outputs.iter_mut().flatten() {
-                output.occurred_at = at(0);
-            }
-            outputs
-        };
-        assert_eq!(timeless(done.outputs), timeless(one_by_one));
+        assert_eq!(timeless(batch), timeless(one_by_one));
         let stored = all_rides(&mut conn).await;
         assert_eq!(stored, all_rides(&mut one).await);
         assert_eq!(stored.len(), 2, "the refused command stored nothing");
