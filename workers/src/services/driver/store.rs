@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 use super::domain::{
     self, BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State,
@@ -361,23 +361,29 @@ async fn available_drivers_in_box(
 ) -> Result<Vec<Driver>, StoreError> {
     let bbox = BoundingBox::around(pickup, radius_km);
     let lng_scale = pickup.lat.to_radians().cos().powi(2);
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        driver_columns!(""),
-        " FROM drivers WHERE online AND current_ride IS NULL \
-         AND lat BETWEEN $1 AND $2 AND lng BETWEEN $3 AND $4 \
-         ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id LIMIT $8"
-    ))
-    .bind(bbox.min_lat)
-    .bind(bbox.max_lat)
-    .bind(bbox.min_lng)
-    .bind(bbox.max_lng)
-    .bind(pickup.lat)
-    .bind(pickup.lng)
-    .bind(lng_scale)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    // The limit is written into the statement, not bound: SQLite re-prepares a statement
+    // every time a parameter used as its LIMIT is bound.
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            driver_columns!(""),
+            " FROM drivers WHERE online AND current_ride IS NULL \
+             AND lat BETWEEN $1 AND $2 AND lng BETWEEN $3 AND $4 \
+             ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id \
+             LIMIT {limit}"
+        ),
+        limit = limit
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(bbox.min_lat)
+        .bind(bbox.max_lat)
+        .bind(bbox.min_lng)
+        .bind(bbox.max_lng)
+        .bind(pickup.lat)
+        .bind(pickup.lng)
+        .bind(lng_scale)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(|row| driver_at(row, 0)).collect()
 }
 
@@ -390,21 +396,25 @@ async fn add_waiting_rides_near(
     rules: &MatchRules,
 ) -> Result<(), StoreError> {
     let bbox = BoundingBox::around(place, rules.radius_km);
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        ride_columns!(""),
-        " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
-         AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
-         ORDER BY match_deadline_ms, ride_id LIMIT $6"
-    ))
-    .bind(now.unix_millis())
-    .bind(bbox.min_lat)
-    .bind(bbox.max_lat)
-    .bind(bbox.min_lng)
-    .bind(bbox.max_lng)
-    .bind(NEARBY_RIDES)
-    .fetch_all(&mut *conn)
-    .await?;
+    // A literal limit (see `available_drivers_in_box`).
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            ride_columns!(""),
+            " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
+             AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
+             ORDER BY match_deadline_ms, ride_id LIMIT {limit}"
+        ),
+        limit = NEARBY_RIDES
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(now.unix_millis())
+        .bind(bbox.min_lat)
+        .bind(bbox.max_lat)
+        .bind(bbox.min_lng)
+        .bind(bbox.max_lng)
+        .fetch_all(&mut *conn)
+        .await?;
     for row in &rows {
         let (ride, correlation) = ride_at(row, 0)?;
         loaded.add_ride(ride, correlation);

@@ -6,7 +6,7 @@
 
 use ridesaga_schemas::{RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 use super::domain::{Assessment, Block, Decline, FraudRules, Input, Scored, State};
 
@@ -45,52 +45,7 @@ pub async fn load_for_input(
             rider_id,
             at,
             ..
-        } => {
-            let own = sqlx::query(
-                "SELECT ride_id, rider_id, requested_at_ms, score, flagged, reasons \
-                 FROM fraud_requests WHERE ride_id = $1",
-            )
-            .bind(ride_id.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(row) = own {
-                let (id, scored) = scored_from_row(&row)?;
-                state.requests.insert(id, scored);
-                return Ok(state);
-            }
-            load_block(conn, &mut state, rider_id).await?;
-            let recent = sqlx::query(
-                "SELECT ride_id, rider_id, requested_at_ms, score, flagged, reasons \
-                 FROM fraud_requests WHERE rider_id = $1 \
-                 AND requested_at_ms > $2 AND requested_at_ms <= $3 \
-                 ORDER BY requested_at_ms DESC LIMIT $4",
-            )
-            .bind(rider_id.as_str())
-            .bind(at.saturating_sub(rules.window_ms))
-            .bind(*at)
-            .bind(i64::from(rules.max_requests))
-            .fetch_all(&mut *conn)
-            .await?;
-            for row in &recent {
-                let (id, scored) = scored_from_row(row)?;
-                state.requests.insert(id, scored);
-            }
-            let declines = sqlx::query(
-                "SELECT ride_id, rider_id, declined_at_ms FROM fraud_declines WHERE rider_id = $1 \
-                 AND declined_at_ms > $2 AND declined_at_ms <= $3 \
-                 ORDER BY declined_at_ms DESC LIMIT $4",
-            )
-            .bind(rider_id.as_str())
-            .bind(at.saturating_sub(rules.decline_window_ms))
-            .bind(*at)
-            .bind(i64::from(rules.max_declines))
-            .fetch_all(&mut *conn)
-            .await?;
-            for row in &declines {
-                let (id, decline) = decline_from_row(row)?;
-                state.declines.insert(id, decline);
-            }
-        }
+        } => load_for_request(conn, &mut state, ride_id, rider_id, *at, rules).await?,
         Input::Declined { ride_id, .. } => {
             let own = sqlx::query(
                 "SELECT ride_id, rider_id, declined_at_ms FROM fraud_declines WHERE ride_id = $1",
@@ -110,6 +65,81 @@ pub async fn load_for_input(
     Ok(state)
 }
 
+/// A request's slice, in one statement: the ride's decision if there is one (then nothing
+/// else), else the rider's blocklist entry, recent requests and recent declines. The tagged
+/// rows share one set of columns, each kind filling its own.
+async fn load_for_request(
+    conn: &mut SqliteConnection,
+    state: &mut State,
+    ride_id: &RideId,
+    rider_id: &RiderId,
+    at: i64,
+    rules: &FraudRules,
+) -> Result<(), StoreError> {
+    // The limits are written into the statement, not bound: SQLite re-prepares a statement
+    // every time a parameter used as its LIMIT is bound.
+    let sql = format!(
+        "SELECT 'own' AS what, ride_id, rider_id, requested_at_ms, score, flagged, reasons, \
+         NULL AS declined_at_ms, NULL AS blocked, NULL AS reason, NULL AS changed_at_ms \
+         FROM fraud_requests WHERE ride_id = $1 \
+         UNION ALL SELECT 'block', NULL, rider_id, NULL, NULL, NULL, NULL, NULL, blocked, \
+         reason, changed_at_ms FROM fraud_blocklist WHERE rider_id = $2 \
+         UNION ALL SELECT * FROM (SELECT 'recent', ride_id, rider_id, requested_at_ms, score, \
+         flagged, reasons, NULL, NULL, NULL, NULL FROM fraud_requests WHERE rider_id = $2 \
+         AND requested_at_ms > $3 AND requested_at_ms <= $4 \
+         ORDER BY requested_at_ms DESC LIMIT {requests}) \
+         UNION ALL SELECT * FROM (SELECT 'decline', ride_id, rider_id, NULL, NULL, NULL, NULL, \
+         declined_at_ms, NULL, NULL, NULL FROM fraud_declines WHERE rider_id = $2 \
+         AND declined_at_ms > $5 AND declined_at_ms <= $4 \
+         ORDER BY declined_at_ms DESC LIMIT {declines})",
+        requests = rules.max_requests,
+        declines = rules.max_declines,
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(ride_id.as_str())
+        .bind(rider_id.as_str())
+        .bind(at.saturating_sub(rules.window_ms))
+        .bind(at)
+        .bind(at.saturating_sub(rules.decline_window_ms))
+        .fetch_all(&mut *conn)
+        .await?;
+    if let Some(own) = rows.iter().find(|row| tag(row) == "own") {
+        let (id, scored) = scored_from_row(own)?;
+        state.requests.insert(id, scored);
+        return Ok(());
+    }
+    for row in &rows {
+        match tag(row).as_str() {
+            "block" => {
+                let block = block_from_row(row)?;
+                state.blocks.insert(rider_id.clone(), block);
+            }
+            "recent" => {
+                let (id, scored) = scored_from_row(row)?;
+                state.requests.insert(id, scored);
+            }
+            _ => {
+                let (id, decline) = decline_from_row(row)?;
+                state.declines.insert(id, decline);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kind of a row of [`load_for_request`].
+fn tag(row: &SqliteRow) -> String {
+    row.try_get("what").unwrap_or_default()
+}
+
+fn block_from_row(row: &SqliteRow) -> Result<Block, StoreError> {
+    Ok(Block {
+        blocked: row.try_get("blocked")?,
+        reason: row.try_get("reason")?,
+        at: row.try_get("changed_at_ms")?,
+    })
+}
+
 async fn load_block(
     conn: &mut SqliteConnection,
     state: &mut State,
@@ -122,12 +152,7 @@ async fn load_block(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
-        let block = Block {
-            blocked: row.try_get("blocked")?,
-            reason: row.try_get("reason")?,
-            at: row.try_get("changed_at_ms")?,
-        };
-        state.blocks.insert(rider_id.clone(), block);
+        state.blocks.insert(rider_id.clone(), block_from_row(&row)?);
     }
     Ok(())
 }
