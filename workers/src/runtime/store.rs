@@ -62,7 +62,12 @@ pub async fn open_with(
         // as the broker's sync_interval can lose its last writes.
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // A statement that changes rows inside a batch's transaction keeps the pages it
+        // changes in a statement journal, to undo itself alone if it fails. Above 64 KiB
+        // (a batch's inbox entries land on that many index pages) SQLite moves that journal
+        // into a temporary file, created and deleted on every batch; in memory, it is not.
+        .pragma("temp_store", "memory");
     if checkpoints == Checkpoints::Background {
         options = options.pragma("wal_autocheckpoint", "0");
     }
