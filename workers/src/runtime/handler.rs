@@ -119,8 +119,8 @@ pub enum BatchError {
 
 /// A write that a service leaves for the round trip that commits its batch: one statement
 /// whose only parameter, a positional `?`, is a JSON array of rows (which the statement
-/// expands with `json_each`). The statement's text is the same for any number of rows, so it
-/// is prepared once.
+/// expands with `jsonb_each`: see the runtime store's statements for why not `json_each`).
+/// The statement's text is the same for any number of rows, so it is prepared once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchWrite {
     sql: &'static str,

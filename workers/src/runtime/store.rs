@@ -117,15 +117,17 @@ pub async fn migrate(
 }
 
 // The runtime's statements, each written once: alone, or joined into the multi-statement
-// queries that open and close a batch. Rows travel as one JSON array (the parameter given)
-// expanded by `json_each`, so the statement text is the same for any number of rows.
+// queries that open and close a batch. Rows travel as one JSON array (the parameter given),
+// so the statement text is the same for any number of rows. Inserts expand it with
+// `jsonb_each`, whose rows come out in SQLite's binary JSON: `value ->> n` then reads a field
+// in place, where `json_each` would turn the whole row back into text for every field read.
 
 /// Inbox entries `[id, subject, received_ms]`; returns the ids that were new.
 macro_rules! inbox_insert_sql {
     ($rows:literal) => {
         concat!(
             "INSERT INTO inbox (message_id, subject, received_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(",
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM jsonb_each(",
             $rows,
             ") WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
         )
@@ -137,7 +139,7 @@ macro_rules! inbox_insert_sql {
 /// that closes a batch.
 const OUTBOX_INSERT_SQL: &str = "INSERT INTO outbox (message_id, cause_id, subject, payload, \
      created_at) SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), ? \
-     FROM json_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
+     FROM jsonb_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
 
 /// Deletes the outbox rows whose ids are in `$1`.
 macro_rules! outbox_delete_sql {

@@ -105,7 +105,7 @@ pub fn save_many(changed: &[(&RideId, &Audience, Timestamp)]) -> Result<BatchWri
         .collect();
     BatchWrite::new(
         "INSERT INTO notification_rides (ride_id, driver_id, cancel_reason, updated_at_ms) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM jsonb_each(?) \
          WHERE true ON CONFLICT (ride_id) DO UPDATE SET driver_id = excluded.driver_id, \
          cancel_reason = excluded.cancel_reason, updated_at_ms = excluded.updated_at_ms",
         &rows,
@@ -156,7 +156,7 @@ pub fn record_many(sent: &[Sent]) -> Result<BatchWrite, HandleError> {
          message_id, sent_at_ms) \
          SELECT value ->> 'ride_id', value ->> 'kind', value ->> 'recipient', \
          value ->> 'recipient_id', value ->> 'channel', value ->> 'text', \
-         value ->> 'message_id', value ->> 'sent_at_ms' FROM json_each(?) \
+         value ->> 'message_id', value ->> 'sent_at_ms' FROM jsonb_each(?) \
          WHERE true ON CONFLICT (ride_id, kind, recipient) DO NOTHING",
         sent,
     )

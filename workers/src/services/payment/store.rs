@@ -88,7 +88,7 @@ pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
          value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
          value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
          value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
-         value ->> 'at_ms', value ->> 'at_ms' FROM json_each(?) WHERE true \
+         value ->> 'at_ms', value ->> 'at_ms' FROM jsonb_each(?) WHERE true \
          ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
          payment_token = excluded.payment_token, \
          estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -226,7 +226,7 @@ pub fn journal_many(operations: &[Journaled]) -> Result<BatchWrite, HandleError>
          outcome, input_message_id, performed_at_ms) \
          SELECT value ->> 'idempotency_key', value ->> 'ride_id', value ->> 'operation', \
          value ->> 'amount_cents', value ->> 'outcome', value ->> 'input_message_id', \
-         value ->> 'performed_at_ms' FROM json_each(?)",
+         value ->> 'performed_at_ms' FROM jsonb_each(?)",
         operations,
     )
 }

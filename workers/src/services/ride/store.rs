@@ -103,7 +103,7 @@ pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
          value ->> 'cancel_reason', value ->> 'driver_id', value ->> 'hold', \
          value ->> 'started_at_ms', value ->> 'fare_cents', value ->> 'correlation_id', \
          value ->> 'requested_event_id', value ->> 'at_ms', value ->> 'at_ms' \
-         FROM json_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
+         FROM jsonb_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
          expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
          cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
          hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
