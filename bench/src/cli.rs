@@ -68,6 +68,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS")]
     pub latency_secs: Option<u64>,
 
+    /// Also measure latency at this light offered rate (sagas per second), after the half-rate
+    /// phase and for as long: the latency floor, with the machine mostly idle.
+    #[arg(long, value_name = "SAGAS_PER_S", value_parser = positive_rate)]
+    pub light_rate: Option<f64>,
+
     /// Seconds of unmeasured load before each maximum-rate phase [default: 5, quick 2].
     #[arg(long, value_name = "SECONDS")]
     pub warmup_secs: Option<u64>,
@@ -167,6 +172,14 @@ impl Cli {
             let args: Vec<String> = std::env::args().collect();
             args.join(" ")
         })
+    }
+}
+
+/// A rate above zero.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above 0 sagas per second")),
     }
 }
 

@@ -150,36 +150,12 @@ pub fn render(report: &Report) -> String {
         render_phase(&mut out, name, phase);
     }
     if let Some((rate, phase)) = &report.latency {
-        let _ = writeln!(
-            out,
-            "\n## Latency at half of the maximum rate\n\nOpen loop: {rate:.1} sagas started per \
-             second whatever happens ({} starts skipped at the in-flight cap). Times are from \
-             just before the command is published to the event's arrival at the generator.\n",
-            phase.outcome.skipped_starts
-        );
-        out.push_str("| span | samples | p50 ms | p99 ms | max ms | mean ms |\n");
-        out.push_str("| --- | --- | --- | --- | --- | --- |\n");
-        out.push_str(&latency_row(
-            "request -> confirmed",
-            Summary::of(&phase.outcome.confirm_ms),
-        ));
-        out.push_str(&latency_row(
-            "complete -> captured",
-            Summary::of(&phase.outcome.capture_ms),
-        ));
-        out.push_str(&latency_row(
-            "request -> captured",
-            Summary::of(&phase.outcome.saga_ms),
-        ));
-        if !report.latency_hops.is_empty() {
-            out.push_str(
-                "\nHop by hop, from the saga stream: the time the server stored each message \
-                 minus the time it stored the message that caused it (both on the server's \
-                 clock), by the service that published it. A hop includes the delivery to the \
-                 service, its transaction and its publish.\n\n",
-            );
-            out.push_str(&hops::table(&report.latency_hops));
-        }
+        let title = "Latency at half of the maximum rate";
+        render_latency(&mut out, title, *rate, phase, &report.latency_hops);
+    }
+    if let Some((rate, phase)) = &report.light {
+        let title = "Latency under light load";
+        render_latency(&mut out, title, *rate, phase, &report.light_hops);
     }
     render_costs(&mut out, report);
     render_dominance(&mut out, report);
@@ -518,6 +494,36 @@ pub fn replace_block(document: &str, block: &str) -> String {
     out
 }
 
+/// A latency phase: its spans and its hops.
+fn render_latency(out: &mut String, title: &str, rate: f64, phase: &Phase, hops: &[hops::Hop]) {
+    let _ = writeln!(
+        out,
+        "\n## {title}\n\nOpen loop: {rate:.1} sagas started per second whatever happens ({} \
+         starts skipped at the in-flight cap). Times are from just before the command is \
+         published to the event's arrival at the generator.\n",
+        phase.outcome.skipped_starts
+    );
+    out.push_str("| span | samples | p50 ms | p99 ms | max ms | mean ms |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- |\n");
+    let spans = [
+        ("request -> confirmed", &phase.outcome.confirm_ms),
+        ("complete -> captured", &phase.outcome.capture_ms),
+        ("request -> captured", &phase.outcome.saga_ms),
+    ];
+    for (name, samples) in spans {
+        out.push_str(&latency_row(name, Summary::of(samples)));
+    }
+    if !hops.is_empty() {
+        out.push_str(
+            "\nHop by hop, from the saga stream: the time the server stored each message minus \
+             the time it stored the message that caused it (both on the server's clock), by the \
+             service that published it. A hop includes the delivery to the service, its \
+             transaction and its publish.\n\n",
+        );
+        out.push_str(&hops::table(hops));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +548,20 @@ mod tests {
         assert!(text.contains("## A/B against baseline"), "{text}");
         assert!(!text.contains("## Summary\n"), "{text}");
         assert!(!text.contains("## Relay ceiling"), "{text}");
+    }
+
+    #[test]
+    fn a_light_load_phase_gets_its_own_latency_section_only_when_measured() {
+        let mut report = report();
+        assert!(!render(&report).contains("## Latency under light load"));
+        report.light = Some((20.0, report.latency.clone().unwrap().1));
+        let text = render(&report);
+        let light = text
+            .find("## Latency under light load")
+            .expect("light section");
+        assert!(text[light..].contains("Open loop: 20.0 sagas started per second"));
+        assert!(text[light..].contains("| request -> confirmed |"), "{text}");
+        assert!(text.contains("light load, 1 replica"), "{text}");
     }
 
     #[test]

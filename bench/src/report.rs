@@ -104,6 +104,9 @@ pub struct Report {
     pub latency: Option<(f64, Phase)>,
     /// The latency phase hop by hop, from the saga stream's store times.
     pub latency_hops: Vec<crate::hops::Hop>,
+    /// The light-load latency phase (`--light-rate`), its rate and its hops.
+    pub light: Option<(f64, Phase)>,
+    pub light_hops: Vec<crate::hops::Hop>,
     /// Maximum rate, two replicas of every worker.
     pub max2: Option<Phase>,
     /// The rounds against a baseline build, when one was given.
@@ -219,6 +222,7 @@ impl Report {
                 "half rate, 1 replica",
                 self.latency.as_ref().map(|(_, p)| p),
             ),
+            ("light load, 1 replica", self.light.as_ref().map(|(_, p)| p)),
             ("max rate, 2 replicas", self.max2.as_ref()),
         ]
         .into_iter()

@@ -131,6 +131,20 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
 }
 
 impl Run {
+    /// Hop latencies of the saga stream from sequence `first` on; a failure is a problem in
+    /// the report, not the end of the run.
+    async fn hops_from(&self, first: u64, report: &mut Report) -> Vec<hops::Hop> {
+        match hops::measure(&self.js, first).await {
+            Ok(hops) => hops,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("hop latencies not measured: {e:#}"));
+                Vec::new()
+            }
+        }
+    }
+
     /// The saga stream's last sequence.
     async fn saga_stream_end(&self) -> anyhow::Result<u64> {
         let mut stream = self
@@ -243,11 +257,21 @@ impl Run {
                 .phase("half rate, 1 replica", &mut generator, plan, false, report)
                 .await?;
             report.latency = Some((half, latency));
-            match hops::measure(&self.js, first).await {
-                Ok(hops) => report.latency_hops = hops,
-                Err(e) => report
-                    .problems
-                    .push(format!("hop latencies not measured: {e:#}")),
+            report.latency_hops = self.hops_from(first, report).await;
+            if let Some(light) = cli.light_rate {
+                eprintln!("bench: latency at {light:.1} sagas per second (light load)");
+                let first = self.saga_stream_end().await? + 1;
+                let phase = self
+                    .phase(
+                        "light load, 1 replica",
+                        &mut generator,
+                        s.rate_plan(light),
+                        false,
+                        report,
+                    )
+                    .await?;
+                report.light = Some((light, phase));
+                report.light_hops = self.hops_from(first, report).await;
             }
         } else {
             report
