@@ -11,7 +11,9 @@ use futures_util::StreamExt;
 use ridesaga_schemas::*;
 use ridesaga_testkit::NatsServer;
 use ridesaga_workers::config::{RuntimeConfig, Settings};
-use ridesaga_workers::runtime::{self, HandleError, Worker, store};
+use ridesaga_workers::runtime::{
+    self, BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, store,
+};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +70,69 @@ impl Worker for Blocklist {
     }
 }
 
+/// Applies whole batches: records each `cmd.fraud.block` rider in its database with one write
+/// that runs when the batch commits. The row of a rider named `u_badwrite*` breaks the table's
+/// CHECK, failing the commit.
+#[derive(Clone, Default)]
+struct Ledger;
+
+impl Worker for Ledger {
+    fn service(&self) -> Service {
+        Service::Fraud
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        &NO_MIGRATIONS
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        input: &Envelope,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        runtime::apply_as_batch(self, conn, input, now).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut SqliteConnection,
+        inputs: &[Input<'_>],
+    ) -> Result<BatchOutput, BatchError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS effects \
+             (rider TEXT NOT NULL CHECK (rider NOT LIKE 'u_badwrite%'))",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| BatchError::Batch(e.into()))?;
+        let mut riders = Vec::new();
+        let mut outputs = Vec::new();
+        for input in inputs {
+            let Message::BlockRider(block) = &input.envelope.message else {
+                outputs.push(Vec::new());
+                continue;
+            };
+            riders.push(block.rider_id.to_string());
+            let out = RiderBlockChanged {
+                rider_id: block.rider_id.clone(),
+                blocked: true,
+                reason: None,
+            };
+            outputs.push(vec![Envelope::caused_by(input.envelope, out, "", "fraud")]);
+        }
+        let write = BatchWrite::new(
+            "INSERT INTO effects (rider) SELECT value FROM json_each(?)",
+            &riders,
+        )
+        .map_err(BatchError::Batch)?;
+        Ok(BatchOutput {
+            outputs,
+            writes: vec![write],
+        })
+    }
+}
+
 struct Harness {
     server: NatsServer,
     js: jetstream::Context,
@@ -99,9 +164,9 @@ impl Harness {
         self.spawn_with(worker, &[])
     }
 
-    fn spawn_with(
+    fn spawn_with<W: Worker>(
         &self,
-        worker: Blocklist,
+        worker: W,
         extra: &[(&str, String)],
     ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let mut settings = Settings::from_pairs([
@@ -437,4 +502,40 @@ async fn a_failing_input_in_a_batch_rolls_back_alone() {
         assert_eq!(h.effects(&format!("u_good{n}")).await, 1, "u_good{n}");
         assert_eq!(h.effects(&format!("u_poison{n}")).await, 0, "u_poison{n}");
     }
+}
+
+#[tokio::test]
+async fn a_write_that_fails_a_batch_commit_fails_only_its_own_input() {
+    let h = Harness::start().await;
+    // Published before the worker starts, so they arrive together and share batches.
+    for n in 0..10 {
+        h.publish(&block(&format!("u_good{n}")), &format!("g{n}"))
+            .await;
+    }
+    h.publish(&block("u_badwrite1"), "b1").await;
+    for n in 10..20 {
+        h.publish(&block(&format!("u_good{n}")), &format!("g{n}"))
+            .await;
+    }
+    let (stop, task) = h.spawn_with(Ledger, &[]);
+    let out = h.stored("evt.fraud.blocklist.*", 20).await;
+    let letters = h.dead_letters(1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 20);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].subject.ends_with("u_badwrite1"), "{letters:?}");
+    assert!(
+        letters[0].reason.contains("CHECK constraint failed"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        letters[0].deliveries, 1,
+        "a broken constraint is not retried"
+    );
+    for n in 0..20 {
+        assert_eq!(h.effects(&format!("u_good{n}")).await, 1, "u_good{n}");
+    }
+    assert_eq!(h.effects("u_badwrite1").await, 0);
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, Timestamp};
+use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -85,11 +86,25 @@ impl<W: Worker> Shared<W> {
                 }
                 Err(e) => {
                     self.publisher.restore_stored(stored);
-                    let reason = format!("database: {e}");
+                    if batch.len() == 1 {
+                        for request in batch.drain(..) {
+                            let _ = request.reply.send(Err(database_failure(&e)));
+                        }
+                        continue;
+                    }
+                    // The transaction failed (a write that breaks a constraint fails the
+                    // commit of the whole batch): each input alone, so that one input's fault
+                    // is its own and the others go through.
+                    tracing::warn!(error = %e, inputs = batch.len(), "a batch failed; applying its inputs one by one");
                     for request in batch.drain(..) {
-                        let _ = request
-                            .reply
-                            .send(Err(HandleError::Transient(reason.clone())));
+                        let outcome =
+                            match self.write_batch(std::slice::from_ref(&request), &[]).await {
+                                Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
+                                    Err(HandleError::Transient("not applied".into()))
+                                }),
+                                Err(e) => Err(database_failure(&e)),
+                            };
+                        let _ = request.reply.send(outcome);
                     }
                 }
             }
@@ -238,6 +253,25 @@ impl<W: Worker> Shared<W> {
         }
         applied.extend(rows_of.into_iter().map(|(i, rows)| (i, Applied::New(rows))));
         Ok(Attempt::Committed(applied))
+    }
+}
+
+/// What a failed transaction means for its input: a constraint the input's writes break will
+/// break again (it goes to the dead letters at once); anything else (busy, I/O) may pass later.
+fn database_failure(e: &sqlx::Error) -> HandleError {
+    let broken = e.as_database_error().is_some_and(|db| {
+        matches!(
+            db.kind(),
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
+        )
+    });
+    if broken {
+        HandleError::Permanent(format!("database: {e}"))
+    } else {
+        HandleError::Transient(format!("database: {e}"))
     }
 }
 
