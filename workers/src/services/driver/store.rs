@@ -31,12 +31,10 @@ pub enum StoreError {
         table: &'static str,
         problem: String,
     },
-    /// A reservation guard found the driver's row in another state than the one loaded.
-    #[error("driver {driver_id} changed underneath this transaction ({what})")]
-    Conflict {
-        driver_id: DriverId,
-        what: &'static str,
-    },
+    /// A reservation guard found a driver's row in another state than the one loaded: one of
+    /// `drivers` (the guarded writes of one save, `reserve d_1, release d_2`).
+    #[error("a driver changed underneath this transaction ({drivers})")]
+    Conflict { drivers: String },
 }
 
 /// Candidate drivers loaded around a pickup, nearest first by the equirectangular estimate of

@@ -536,6 +536,7 @@ async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
         .unwrap();
     let err = save(&mut tx, &before, &loaded, at(0)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("reserve d_0"), "{err}");
 }
 
 /// An input for the store-versus-domain property.

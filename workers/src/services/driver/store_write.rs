@@ -1,10 +1,16 @@
 //! The driver service's writes: every ride and driver that an input or a timer run changed,
-//! one statement each, reservations behind their guards; and the pruning of ended rides.
+//! one statement each and all in one round trip, reservations behind their guards; and the
+//! pruning of ended rides.
+
+use sqlx::Arguments;
+use sqlx::sqlite::SqliteArguments;
 
 use super::*;
 
 /// Writes every ride and driver of `after` that differs from `before` (as loaded), and the
-/// correlation ids the input brought.
+/// correlation ids the input brought: one statement per row, all sent as one query (one round
+/// trip to the database). Each statement changes exactly one row unless a reservation guard
+/// stops it, so fewer changes in all than statements means a guard did.
 pub async fn save(
     conn: &mut SqliteConnection,
     before: &State,
@@ -12,24 +18,88 @@ pub async fn save(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let correlations = &after.correlations;
+    let mut writes = Writes::default();
     for (id, ride) in &after.state.rides {
         if before.rides.get(id) != Some(ride) || correlations.learnt.contains(id) {
-            upsert_ride(conn, ride, correlations.of(id), now).await?;
+            upsert_ride(&mut writes, ride, correlations.of(id), now)?;
         }
     }
     for (id, driver) in &after.state.drivers {
         match before.drivers.get(id) {
-            None => insert_driver(conn, driver).await?,
-            Some(old) if old != driver => update_driver(conn, old, driver).await?,
+            None => insert_driver(&mut writes, driver)?,
+            Some(old) if old != driver => update_driver(&mut writes, old, driver)?,
             Some(_) => {}
         }
+    }
+    if writes.statements == 0 {
+        return Ok(());
+    }
+    let done = sqlx::query_with(AssertSqlSafe(writes.sql), writes.args)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() != writes.statements {
+        if writes.guarded.is_empty() {
+            return Err(StoreError::Corrupt {
+                table: "driver_rides",
+                problem: "a write changed no row, and none of them has a guard".into(),
+            });
+        }
+        let drivers: Vec<String> = writes
+            .guarded
+            .iter()
+            .map(|(driver_id, what)| format!("{what} {driver_id}"))
+            .collect();
+        return Err(StoreError::Conflict {
+            drivers: drivers.join(", "),
+        });
     }
     Ok(())
 }
 
+/// Statements for one query, their positional parameters in order, and the reservation
+/// guards among them.
+#[derive(Default)]
+struct Writes {
+    sql: String,
+    args: SqliteArguments,
+    statements: u64,
+    guarded: Vec<(DriverId, &'static str)>,
+}
+
+impl std::fmt::Debug for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writes")
+            .field("sql", &self.sql)
+            .field("statements", &self.statements)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writes {
+    /// Adds a statement with positional (`?`) parameters.
+    fn statement(&mut self, sql: &str) {
+        if !self.sql.is_empty() {
+            self.sql.push_str("; ");
+        }
+        self.sql.push_str(sql);
+        self.statements += 1;
+    }
+
+    /// Adds the next parameter.
+    fn bind<'t, T>(&mut self, value: T) -> Result<&mut Self, StoreError>
+    where
+        T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 't,
+    {
+        self.args
+            .add(value)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))?;
+        Ok(self)
+    }
+}
+
 /// Writes `ride`; a stored correlation id stays (the first one seen wins).
-async fn upsert_ride(
-    conn: &mut SqliteConnection,
+fn upsert_ride(
+    writes: &mut Writes,
     ride: &Ride,
     correlation: Option<&str>,
     now: Timestamp,
@@ -41,98 +111,85 @@ async fn upsert_ride(
         Stage::Released { driver_id, reason } => (Some(driver_id.as_str()), Some(reason.as_str())),
         Stage::Closed { reason } => (None, Some(reason.as_str())),
     };
-    sqlx::query(
+    writes.statement(
         "INSERT INTO driver_rides (ride_id, rider_id, pickup_lat, pickup_lng, match_deadline_ms, \
          cleared, stage, driver_id, reason, correlation_id, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
          pickup_lat = excluded.pickup_lat, pickup_lng = excluded.pickup_lng, \
          match_deadline_ms = excluded.match_deadline_ms, cleared = excluded.cleared, \
          stage = excluded.stage, driver_id = excluded.driver_id, reason = excluded.reason, \
          correlation_id = COALESCE(driver_rides.correlation_id, excluded.correlation_id), \
          updated_at_ms = excluded.updated_at_ms",
-    )
-    .bind(ride.id.as_str())
-    .bind(request.map(|q| q.rider_id.as_str()))
-    .bind(request.map(|q| q.pickup.lat))
-    .bind(request.map(|q| q.pickup.lng))
-    .bind(request.map(|q| q.match_deadline.unix_millis()))
-    .bind(ride.cleared)
-    .bind(ride.stage.as_str())
-    .bind(driver_id)
-    .bind(reason)
-    .bind(correlation)
-    .bind(now.unix_millis())
-    .execute(&mut *conn)
-    .await?;
+    );
+    writes
+        .bind(ride.id.to_string())?
+        .bind(request.map(|q| q.rider_id.to_string()))?
+        .bind(request.map(|q| q.pickup.lat))?
+        .bind(request.map(|q| q.pickup.lng))?
+        .bind(request.map(|q| q.match_deadline.unix_millis()))?
+        .bind(ride.cleared)?
+        .bind(ride.stage.as_str())?
+        .bind(driver_id.map(str::to_owned))?
+        .bind(reason.map(str::to_owned))?
+        .bind(correlation.map(str::to_owned))?
+        .bind(now.unix_millis())?;
     Ok(())
 }
 
-async fn insert_driver(conn: &mut SqliteConnection, d: &Driver) -> Result<(), StoreError> {
-    sqlx::query(concat!(
+fn insert_driver(writes: &mut Writes, d: &Driver) -> Result<(), StoreError> {
+    writes.statement(concat!(
         "INSERT INTO drivers (",
         driver_columns!(""),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-    ))
-    .bind(d.id.as_str())
-    .bind(&d.name)
-    .bind(d.location.lat)
-    .bind(d.location.lng)
-    .bind(d.online)
-    .bind(d.current_ride.as_ref().map(RideId::as_str))
-    .bind(d.name_at)
-    .bind(d.online_at)
-    .bind(d.location_at)
-    .execute(&mut *conn)
-    .await?;
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ));
+    writes
+        .bind(d.id.to_string())?
+        .bind(d.name.clone())?
+        .bind(d.location.lat)?
+        .bind(d.location.lng)?
+        .bind(d.online)?
+        .bind(d.current_ride.as_ref().map(RideId::to_string))?
+        .bind(d.name_at)?
+        .bind(d.online_at)?
+        .bind(d.location_at)?;
     Ok(())
 }
 
-/// Writes the driver's row in one statement, guarded: it must still hold the ride it was
-/// loaded with (none, to reserve; the old one, to release).
-async fn update_driver(
-    conn: &mut SqliteConnection,
-    old: &Driver,
-    new: &Driver,
-) -> Result<(), StoreError> {
-    macro_rules! guarded {
-        ($guard:literal) => {
-            concat!(
-                "UPDATE drivers SET name = $2, lat = $3, lng = $4, online = $5, name_at_ms = $6, \
-                 online_at_ms = $7, location_at_ms = $8, current_ride = $9 \
-                 WHERE driver_id = $1 AND ",
-                $guard
-            )
-        };
-    }
+/// Writes the driver's row, guarded: it must still hold the ride it was loaded with (none, to
+/// reserve; the old one, to release).
+fn update_driver(writes: &mut Writes, old: &Driver, new: &Driver) -> Result<(), StoreError> {
     let what = match (&old.current_ride, &new.current_ride) {
         (None, Some(_)) => "reserve",
         (Some(_), ride) if *ride != old.current_ride => "release",
         _ => "update",
     };
-    let sql = match &old.current_ride {
-        None => guarded!("current_ride IS NULL"),
-        Some(_) => guarded!("current_ride = $10"),
-    };
-    let mut done = sqlx::query(sql)
-        .bind(new.id.as_str())
-        .bind(&new.name)
-        .bind(new.location.lat)
-        .bind(new.location.lng)
-        .bind(new.online)
-        .bind(new.name_at)
-        .bind(new.online_at)
-        .bind(new.location_at)
-        .bind(new.current_ride.as_ref().map(RideId::as_str));
+    writes.statement(match &old.current_ride {
+        None => {
+            "UPDATE drivers SET name = ?, lat = ?, lng = ?, online = ?, name_at_ms = ?, \
+             online_at_ms = ?, location_at_ms = ?, current_ride = ? \
+             WHERE driver_id = ? AND current_ride IS NULL"
+        }
+        Some(_) => {
+            "UPDATE drivers SET name = ?, lat = ?, lng = ?, online = ?, name_at_ms = ?, \
+             online_at_ms = ?, location_at_ms = ?, current_ride = ? \
+             WHERE driver_id = ? AND current_ride = ?"
+        }
+    });
+    writes
+        .bind(new.name.clone())?
+        .bind(new.location.lat)?
+        .bind(new.location.lng)?
+        .bind(new.online)?
+        .bind(new.name_at)?
+        .bind(new.online_at)?
+        .bind(new.location_at)?
+        .bind(new.current_ride.as_ref().map(RideId::to_string))?
+        .bind(new.id.to_string())?;
     if let Some(old_ride) = &old.current_ride {
-        done = done.bind(old_ride.as_str());
+        writes.bind(old_ride.to_string())?;
     }
-    if done.execute(&mut *conn).await?.rows_affected() != 1 {
-        return Err(StoreError::Conflict {
-            driver_id: new.id.clone(),
-            what,
-        });
-    }
+    writes.guarded.push((new.id.clone(), what));
     Ok(())
 }
 
