@@ -172,8 +172,14 @@ pub async fn apply_as_batch<W: Worker>(
         .map_err(|e| match e {
             BatchError::Input { error, .. } | BatchError::Batch(error) => error,
         })?;
+    let answered = done.outputs.len();
+    let Ok([outputs]) = <[Vec<Envelope>; 1]>::try_from(done.outputs) else {
+        return Err(HandleError::Permanent(format!(
+            "the service answered {answered} inputs for a batch of one"
+        )));
+    };
     for write in &done.writes {
         write.execute(&mut *conn).await?;
     }
-    Ok(done.outputs.into_iter().next().unwrap_or_default())
+    Ok(outputs)
 }

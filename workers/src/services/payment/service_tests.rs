@@ -1,0 +1,329 @@
+//! Tests of the payment worker: inputs applied one by one and as batches, against a real
+//! SQLite database.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ridesaga_schemas::{
+    CancelReason, DriverAssigned, DriverId, GeoPoint, Message, MessageId, RideCancelled,
+    RideCompleted, RideId, RideRequested, RiderId,
+};
+
+use super::domain::{Hold, Settlement};
+use super::*;
+use crate::testing::{apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, epoch, timeless};
+
+/// The simulated gateway behind an outage that swallows the first `down_for` calls.
+#[derive(Debug, Default)]
+struct Outage {
+    down_for: AtomicU32,
+    inner: SimulatedGateway,
+}
+
+impl Outage {
+    fn failing(&self) -> Result<(), GatewayError> {
+        let left = self.down_for.load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        self.down_for.store(left - 1, Ordering::SeqCst);
+        Err(GatewayError::Unavailable("timed out".into()))
+    }
+}
+
+impl Gateway for Outage {
+    fn name(&self) -> &'static str {
+        "outage"
+    }
+    async fn hold(&self, request: &HoldRequest) -> Result<HoldOutcome, GatewayError> {
+        self.failing()?;
+        self.inner.hold(request).await
+    }
+    async fn capture(&self, request: &SettleRequest) -> Result<(), GatewayError> {
+        self.failing()?;
+        self.inner.capture(request).await
+    }
+    async fn void(&self, request: &SettleRequest) -> Result<(), GatewayError> {
+        self.failing()?;
+        self.inner.void(request).await
+    }
+}
+
+fn ride_id() -> RideId {
+    RideId::parse("r_1").unwrap()
+}
+
+fn rider() -> RiderId {
+    RiderId::parse("u_ada").unwrap()
+}
+
+fn envelope(message: impl Into<Message>) -> Envelope {
+    Envelope::new(message, Some(ride_id()), "test")
+}
+
+fn requested(token: &str) -> Envelope {
+    envelope(RideRequested {
+        rider_id: rider(),
+        pickup: GeoPoint::new(52.52, 13.40).unwrap(),
+        dropoff: GeoPoint::new(52.50, 13.45).unwrap(),
+        payment_token: token.into(),
+        estimated_distance_km: 4.0,
+        estimated_fare_cents: 1200,
+        match_deadline: Timestamp::from_unix_millis(0),
+    })
+}
+
+fn assigned() -> Envelope {
+    envelope(DriverAssigned {
+        rider_id: rider(),
+        driver_id: DriverId::parse("d_bob").unwrap(),
+        driver_name: "Bob".into(),
+        pickup_distance_km: 1.0,
+    })
+}
+
+fn completed(fare_cents: u64) -> Envelope {
+    envelope(RideCompleted {
+        rider_id: rider(),
+        driver_id: DriverId::parse("d_bob").unwrap(),
+        distance_km: 4.0,
+        duration_min: 10.0,
+        fare_cents,
+    })
+}
+
+fn cancelled() -> Envelope {
+    envelope(RideCancelled {
+        rider_id: rider(),
+        reason: CancelReason::Rider,
+        driver_id: None,
+    })
+}
+
+fn subjects(outputs: &[Envelope]) -> Vec<String> {
+    outputs.iter().map(Envelope::subject).collect()
+}
+
+async fn journal(conn: &mut SqliteConnection) -> Vec<(String, String)> {
+    store::operations(conn, &ride_id()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_redelivered_assigned_event_places_one_hold() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
+        .await
+        .unwrap();
+    let assigned = assigned();
+    let out = apply_in_tx(&service, &mut conn, &assigned, epoch())
+        .await
+        .unwrap();
+    assert_eq!(subjects(&out), ["evt.payment.authorized.r_1"]);
+    assert_eq!(
+        out[0].id,
+        MessageId::derive(&assigned.id, "evt.payment.authorized/")
+    );
+
+    let again = apply_in_tx(&service, &mut conn, &assigned, epoch())
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(service.gateway().calls("r_1/hold"), 1);
+    assert_eq!(journal(&mut conn).await, [("hold".into(), "held".into())]);
+}
+
+#[tokio::test]
+async fn a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::with_gateway(Outage {
+        down_for: AtomicU32::new(2),
+        inner: SimulatedGateway::default(),
+    });
+    let assigned = assigned();
+    apply_in_tx(&service, &mut conn, &assigned, epoch())
+        .await
+        .unwrap();
+    let requested = requested("tok_visa");
+    for _ in 0..2 {
+        let err = apply_in_tx(&service, &mut conn, &requested, epoch())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HandleError::Transient(_)), "{err}");
+        assert_eq!(
+            store::load(&mut conn, &ride_id()).await.unwrap().hold,
+            Hold::None
+        );
+    }
+    let out = apply_in_tx(&service, &mut conn, &requested, epoch())
+        .await
+        .unwrap();
+    assert_eq!(subjects(&out), ["evt.payment.authorized.r_1"]);
+    assert_eq!(
+        out[0].id,
+        MessageId::derive(&requested.id, "evt.payment.authorized/")
+    );
+    assert_eq!(journal(&mut conn).await.len(), 1);
+}
+
+#[tokio::test]
+async fn completion_captures_the_fare_once() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    for input in [requested("tok_visa"), assigned()] {
+        apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap();
+    }
+    let done = completed(1534);
+    let out = apply_in_tx(&service, &mut conn, &done, epoch())
+        .await
+        .unwrap();
+    assert!(matches!(
+        &out[0].message,
+        Message::PaymentCaptured(c) if c.amount_cents == 1534
+    ));
+    assert!(
+        apply_in_tx(&service, &mut conn, &done, epoch())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(service.gateway().calls("r_1/capture"), 1);
+    let payment = store::load(&mut conn, &ride_id()).await.unwrap();
+    assert_eq!(
+        payment.settlement,
+        Settlement::Captured { amount_cents: 1534 }
+    );
+}
+
+#[tokio::test]
+async fn a_refused_capture_is_announced_for_operators_once() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    for input in [requested(gateway::CAPTURE_FAILS_TOKEN), assigned()] {
+        apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap();
+    }
+    let out = apply_in_tx(&service, &mut conn, &completed(1500), epoch())
+        .await
+        .unwrap();
+    assert_eq!(subjects(&out), ["evt.payment.capture_failed.r_1"]);
+    assert!(
+        apply_in_tx(&service, &mut conn, &completed(1500), epoch())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ops = journal(&mut conn).await;
+    assert_eq!(ops[0], ("capture".into(), "capture_refused".into()));
+}
+
+#[tokio::test]
+async fn a_cancel_before_the_assignment_means_no_hold_is_ever_placed() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    for input in [cancelled(), requested("tok_visa"), assigned()] {
+        assert!(
+            apply_in_tx(&service, &mut conn, &input, epoch())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert_eq!(service.gateway().calls("r_1/hold"), 0);
+    assert!(journal(&mut conn).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_after_the_hold_voids_it() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    for input in [requested("tok_visa"), assigned()] {
+        apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap();
+    }
+    let out = apply_in_tx(&service, &mut conn, &cancelled(), epoch())
+        .await
+        .unwrap();
+    assert_eq!(subjects(&out), ["evt.payment.voided.r_1"]);
+    let payment = store::load(&mut conn, &ride_id()).await.unwrap();
+    assert_eq!(payment.settlement, Settlement::Voided);
+}
+
+/// Another ride's copy of `input`.
+fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
+    input.saga_id = Some(RideId::parse(ride).unwrap());
+    input
+}
+
+#[tokio::test]
+async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once() {
+    let inputs: Vec<(Envelope, Timestamp)> = [
+        requested("tok_visa"),
+        of_ride(assigned(), "r_2"),
+        assigned(),
+        of_ride(requested("tok_visa"), "r_2"),
+        completed(1534),
+        of_ride(cancelled(), "r_2"),
+        completed(1534),
+    ]
+    .into_iter()
+    .map(|input| (input, epoch()))
+    .collect();
+    let one_service = PaymentService::new(GatewayConfig::default());
+    let (_one_dir, mut one) = database(&MIGRATOR).await;
+    let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
+        .await
+        .unwrap();
+
+    assert_eq!(timeless(batch), timeless(one_by_one));
+    for key in ["r_1/hold", "r_1/capture", "r_2/hold", "r_2/void"] {
+        assert_eq!(service.gateway().calls(key), 1, "{key}");
+    }
+    for ride in ["r_1", "r_2"] {
+        let ride = RideId::parse(ride).unwrap();
+        let stored = store::load(&mut conn, &ride).await.unwrap();
+        assert_eq!(stored, store::load(&mut one, &ride).await.unwrap());
+        assert_eq!(
+            store::operations(&mut conn, &ride).await.unwrap(),
+            store::operations(&mut one, &ride).await.unwrap()
+        );
+    }
+    assert_eq!(
+        store::load(&mut conn, &ride_id()).await.unwrap().settlement,
+        Settlement::Captured { amount_cents: 1534 }
+    );
+}
+
+#[tokio::test]
+async fn an_operation_already_journaled_is_refused_without_calling_the_gateway() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service = PaymentService::new(GatewayConfig::default());
+    apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
+        .await
+        .unwrap();
+    // A journal entry the state does not reflect: they disagree.
+    sqlx::query(
+        "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
+         outcome, input_message_id, performed_at_ms) \
+         VALUES ('r_1/hold', 'r_1', 'hold', 1200, 'held', 'm_x', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let inputs = [(requested("tok_visa"), epoch()), (assigned(), epoch())];
+    let err = apply_batch_in_tx(&service, &mut conn, &inputs)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) }
+            if m.contains("r_1/hold was already journaled")),
+        "{err:?}"
+    );
+    assert_eq!(service.gateway().calls("r_1/hold"), 0);
+}

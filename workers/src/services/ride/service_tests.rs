@@ -1,0 +1,251 @@
+//! Tests of the ride worker: inputs applied one by one and as batches, against a real
+//! SQLite database.
+
+use ridesaga_schemas::{
+    CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide, RiderId,
+    StartRide,
+};
+
+use super::domain::Status;
+use super::*;
+use crate::testing::{
+    apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, tick_in_tx, timeless,
+};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_millis(T0 + seconds * 1000)
+}
+
+fn service() -> RideService {
+    RideService::new(RideConfig::default())
+}
+
+/// One transaction, as the runtime runs it (without the inbox).
+async fn apply(conn: &mut SqliteConnection, input: &Envelope, now: Timestamp) -> Vec<Envelope> {
+    apply_in_tx(&service(), conn, input, now).await.unwrap()
+}
+
+async fn tick(conn: &mut SqliteConnection, now: Timestamp) -> Vec<Envelope> {
+    tick_in_tx(&service(), conn, now).await.unwrap()
+}
+
+fn ride(id: &str) -> Option<RideId> {
+    Some(RideId::parse(id).unwrap())
+}
+
+fn request(id: &str) -> Envelope {
+    let message = RequestRide {
+        rider_id: RiderId::parse("u_ada").unwrap(),
+        pickup: GeoPoint::new(52.52, 13.40).unwrap(),
+        dropoff: GeoPoint::new(52.50, 13.45).unwrap(),
+        payment_token: "tok_visa".into(),
+    };
+    Envelope::new(message, ride(id), "ridectl")
+}
+
+fn assigned(id: &str) -> Envelope {
+    let message = DriverAssigned {
+        rider_id: RiderId::parse("u_ada").unwrap(),
+        driver_id: DriverId::parse("d_bob").unwrap(),
+        driver_name: "Bob".into(),
+        pickup_distance_km: 0.5,
+    };
+    Envelope::new(message, ride(id), "driver")
+}
+
+fn authorized(id: &str) -> Envelope {
+    let message = PaymentAuthorized {
+        rider_id: RiderId::parse("u_ada").unwrap(),
+        hold_id: "hold_x".into(),
+        amount_cents: 1000,
+    };
+    Envelope::new(message, ride(id), "payment")
+}
+
+async fn status(conn: &mut SqliteConnection, id: &str) -> Option<Status> {
+    let ride_id = RideId::parse(id).unwrap();
+    store::load(conn, &ride_id)
+        .await
+        .unwrap()
+        .map(|(ride, _)| ride.status)
+}
+
+#[tokio::test]
+async fn a_ride_survives_between_transactions_until_it_is_confirmed() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let input = request("r_1");
+    let out = apply(&mut conn, &input, at(0)).await;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].subject(), "evt.ride.requested.r_1");
+    assert_eq!(
+        out[0].id,
+        MessageId::derive(&input.id, "evt.ride.requested/")
+    );
+    assert_eq!(out[0].causation_id.as_ref(), Some(&input.id));
+
+    assert!(apply(&mut conn, &authorized("r_1"), at(1)).await.is_empty());
+    let out = apply(&mut conn, &assigned("r_1"), at(2)).await;
+    assert_eq!(out[0].subject(), "evt.ride.confirmed.r_1");
+    assert_eq!(status(&mut conn, "r_1").await, Some(Status::Confirmed));
+
+    let (ride, origin) = store::load(&mut conn, &RideId::parse("r_1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ride.driver_id.unwrap().as_str(), "d_bob");
+    assert_eq!(origin.correlation_id, input.correlation_id);
+}
+
+/// Every ride's stored state, by ride id.
+async fn all_rides(conn: &mut SqliteConnection) -> Vec<(Ride, Origin)> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT ride_id FROM rides ORDER BY ride_id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let mut rides = Vec::new();
+    for id in ids {
+        let ride_id = RideId::parse(id).unwrap();
+        rides.push(store::load(conn, &ride_id).await.unwrap().unwrap());
+    }
+    rides
+}
+
+#[tokio::test]
+async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one() {
+    let inputs: Vec<(Envelope, Timestamp)> = [
+        request("r_1"),
+        request("r_2"),
+        authorized("r_1"),
+        Envelope::new(StartRide {}, ride("r_ghost"), "ridectl"),
+        assigned("r_1"),
+        Envelope::new(StartRide {}, ride("r_1"), "ridectl"),
+        assigned("r_2"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, input)| (input, at(i as i64)))
+    .collect();
+    let (_one_dir, mut one) = database(&MIGRATOR).await;
+    let one_by_one = apply_each_in_tx(&service(), &mut one, &inputs).await;
+    let (_batch_dir, mut conn) = database(&MIGRATOR).await;
+    let batch = apply_batch_in_tx(&service(), &mut conn, &inputs)
+        .await
+        .unwrap();
+
+    assert_eq!(timeless(batch), timeless(one_by_one));
+    let stored = all_rides(&mut conn).await;
+    assert_eq!(stored, all_rides(&mut one).await);
+    assert_eq!(stored.len(), 2, "the refused command stored nothing");
+    assert_eq!(stored[0].0.status, Status::Started);
+    assert_eq!(stored[0].0.pickup, GeoPoint::new(52.52, 13.40).unwrap());
+}
+
+#[tokio::test]
+async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let input = request("r_1");
+    apply(&mut conn, &input, at(0)).await;
+    let ride_id = RideId::parse("r_1").unwrap();
+    let (template, origin) = store::load(&mut conn, &ride_id).await.unwrap().unwrap();
+    // A fixed pseudo-random walk over the whole range of valid coordinates.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |span: f64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 * span - span
+    };
+    let mut rides = Vec::new();
+    for i in 0..500 {
+        let mut ride = template.clone();
+        ride.pickup = GeoPoint::new(next(90.0), next(180.0)).unwrap();
+        ride.dropoff = GeoPoint::new(next(90.0), next(180.0)).unwrap();
+        ride.distance_km = next(1e4).abs();
+        rides.push((RideId::parse(format!("r_x{i}")).unwrap(), ride));
+    }
+    let changed: Vec<Changed<'_>> = rides
+        .iter()
+        .map(|(ride_id, ride)| Changed {
+            ride_id,
+            ride,
+            origin: &origin,
+            at: at(1),
+        })
+        .collect();
+    store::save_many(&changed)
+        .unwrap()
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for (ride_id, ride) in &rides {
+        let (stored, _) = store::load(&mut conn, ride_id).await.unwrap().unwrap();
+        assert_eq!(stored.pickup, ride.pickup, "{ride_id}");
+        assert_eq!(stored.dropoff, ride.dropoff, "{ride_id}");
+        assert_eq!(stored.distance_km.to_bits(), ride.distance_km.to_bits());
+    }
+}
+
+#[tokio::test]
+async fn a_failing_input_fails_alone_with_its_index() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let mut orphan = request("r_2");
+    orphan.saga_id = None;
+    let inputs = [request("r_1"), orphan];
+    let batch: Vec<Input<'_>> = inputs
+        .iter()
+        .map(|envelope| Input {
+            envelope,
+            now: at(0),
+        })
+        .collect();
+    let err = service().apply_batch(&mut conn, &batch).await.unwrap_err();
+    assert!(
+        matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) } if m.contains("saga id")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_command_stores_nothing() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let start = Envelope::new(StartRide {}, ride("r_ghost"), "ridectl");
+    let out = apply(&mut conn, &start, at(0)).await;
+    assert_eq!(out[0].subject(), "evt.ride.refused.r_ghost");
+    assert_eq!(status(&mut conn, "r_ghost").await, None);
+}
+
+#[tokio::test]
+async fn the_tick_expires_due_rides_once_with_a_timer_id() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let early = request("r_early");
+    apply(&mut conn, &early, at(0)).await;
+    apply(&mut conn, &request("r_late"), at(10)).await;
+    apply(&mut conn, &request("r_done"), at(0)).await;
+    apply(&mut conn, &assigned("r_done"), at(1)).await;
+    apply(&mut conn, &authorized("r_done"), at(1)).await;
+
+    assert!(tick(&mut conn, at(44)).await.is_empty());
+    let out = tick(&mut conn, at(50)).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    let expired = &out[0];
+    assert_eq!(expired.subject(), "evt.ride.cancelled.r_early");
+    assert!(matches!(
+        &expired.message,
+        Message::RideCancelled(c) if c.reason == CancelReason::Expired
+    ));
+    assert_eq!(
+        expired.id,
+        MessageId::derive_from_key("ride/r_early/expired")
+    );
+    assert_eq!(expired.correlation_id, early.correlation_id);
+    assert!(expired.causation_id.is_some());
+    assert!(tick(&mut conn, at(50)).await.is_empty());
+    assert_eq!(
+        status(&mut conn, "r_early").await,
+        Some(Status::Cancelled(CancelReason::Expired))
+    );
+    assert_eq!(status(&mut conn, "r_late").await, Some(Status::Requested));
+    assert_eq!(status(&mut conn, "r_done").await, Some(Status::Confirmed));
+}
