@@ -7,3 +7,4 @@ pub mod fraud;
 pub mod notification;
 pub mod payment;
 pub mod ride;
+mod rides;

@@ -18,8 +18,6 @@ pub mod channel;
 pub mod domain;
 pub mod store;
 
-use std::collections::HashMap;
-
 use ridesaga_schemas::{Envelope, NotificationSent, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
@@ -27,6 +25,7 @@ use tracing::debug;
 
 use self::channel::{Channel, Delivery, LogChannel};
 use self::domain::Audience;
+use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
@@ -62,18 +61,11 @@ impl<C: Channel> NotificationService<C> {
         conn: &mut SqliteConnection,
         inputs: &[Input<'_>],
     ) -> Result<BatchOutput, BatchError> {
-        let ride_ids: Vec<&str> = inputs
-            .iter()
-            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
-            .collect();
+        let loaded = store::load_many(conn, &Rides::<Audience>::ids(inputs))
+            .await
+            .map_err(BatchError::Batch)?;
         let mut batch = Batch {
-            rides: store::load_many(conn, &ride_ids)
-                .await
-                .map_err(BatchError::Batch)?
-                .into_iter()
-                .map(|(id, audience)| (id, audience.map(|audience| (audience, None))))
-                .collect(),
-            changed: Vec::new(),
+            rides: Rides::loaded(loaded),
             sent: Vec::new(),
         };
         let mut outputs = Vec::with_capacity(inputs.len());
@@ -85,14 +77,7 @@ impl<C: Channel> NotificationService<C> {
         if !batch.sent.is_empty() {
             writes.push(store::record_many(&batch.sent).map_err(BatchError::Batch)?);
         }
-        let changed: Vec<(&RideId, &Audience, Timestamp)> = batch
-            .changed
-            .iter()
-            .filter_map(|ride_id| match batch.rides.get(ride_id) {
-                Some(Ok((audience, Some(at)))) => Some((ride_id, audience, *at)),
-                _ => None,
-            })
-            .collect();
+        let changed: Vec<(&RideId, &Audience, Timestamp)> = batch.rides.changed().collect();
         if !changed.is_empty() {
             writes.push(store::save_many(&changed).map_err(BatchError::Batch)?);
         }
@@ -107,16 +92,8 @@ impl<C: Channel> NotificationService<C> {
         input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now } = *input;
-        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
-            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
-        })?;
-        let (before, changed_at) = batch
-            .rides
-            .entry(ride_id.clone())
-            .or_insert_with(|| Ok((Audience::default(), None)))
-            .as_mut()
-            .map_err(|e| e.clone())?;
-        let (audience, notices) = domain::handle(before.clone(), ride_id, &envelope.message);
+        let (ride_id, before) = batch.rides.of(envelope)?;
+        let (audience, notices) = domain::handle(before.clone(), &ride_id, &envelope.message);
         let channel = self.channel.name();
         let mut outputs = Vec::with_capacity(notices.len());
         let mut sent = Vec::with_capacity(notices.len());
@@ -133,7 +110,7 @@ impl<C: Channel> NotificationService<C> {
             let event = Envelope::caused_by(envelope, event, &label, Service::Notification.name());
             let delivery = Delivery {
                 id: &event.id,
-                ride_id,
+                ride_id: &ride_id,
                 notice,
                 at: now,
             };
@@ -142,27 +119,25 @@ impl<C: Channel> NotificationService<C> {
                 .await
                 .map_err(|e| HandleError::Transient(e.to_string()))?;
             debug!(%ride_id, kind = notice.kind.as_str(), to = %notice.recipient_id, "notified");
-            sent.push(store::Sent::new(ride_id, notice, channel, &event.id, now));
+            sent.push(store::Sent::new(&ride_id, notice, channel, &event.id, now));
             outputs.push(event);
         }
         let changed =
             audience.driver_id != before.driver_id || audience.cancelled != before.cancelled;
-        if changed && changed_at.replace(now).is_none() {
-            batch.changed.push(ride_id.clone());
-        }
         *before = audience;
+        if changed {
+            batch.rides.changed_at(ride_id.clone(), now);
+        }
         batch.sent.extend(sent);
         Ok(outputs)
     }
 }
 
-/// A batch in progress: what is known about the rides it touches (and when the batch last
-/// changed each, if it did), which rides changed (in the order they first did), and the
-/// notifications it sent.
+/// A batch in progress: what is known about the rides it touches, and the notifications it
+/// sent.
 #[derive(Debug)]
 struct Batch {
-    rides: HashMap<RideId, Result<(Audience, Option<Timestamp>), HandleError>>,
-    changed: Vec<RideId>,
+    rides: Rides<Audience>,
     sent: Vec<store::Sent>,
 }
 

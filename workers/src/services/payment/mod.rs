@@ -19,9 +19,7 @@ pub mod domain;
 pub mod gateway;
 pub mod store;
 
-use std::collections::HashMap;
-
-use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
+use ridesaga_schemas::{Envelope, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use tracing::debug;
@@ -31,6 +29,7 @@ use self::gateway::{
     Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, SettleRequest, SimulatedGateway,
 };
 use self::store::Changed;
+use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
@@ -73,18 +72,15 @@ impl<G: Gateway> PaymentService<G> {
         conn: &mut SqliteConnection,
         inputs: &[Input<'_>],
     ) -> Result<BatchOutput, BatchError> {
-        let ride_ids: Vec<&str> = inputs
-            .iter()
-            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
-            .collect();
+        let loaded = store::load_many(conn, &Rides::<Slot>::ids(inputs))
+            .await
+            .map_err(BatchError::Batch)?;
         let mut batch = Batch {
-            payments: store::load_many(conn, &ride_ids)
-                .await
-                .map_err(BatchError::Batch)?
-                .into_iter()
-                .map(|(id, stored)| (id, stored.map(Slot::stored)))
-                .collect(),
-            changed: Vec::new(),
+            payments: Rides::loaded(
+                loaded
+                    .into_iter()
+                    .map(|(id, stored)| (id, stored.map(Slot::stored))),
+            ),
             journal: Vec::new(),
         };
         let mut outputs = Vec::with_capacity(inputs.len());
@@ -97,19 +93,12 @@ impl<G: Gateway> PaymentService<G> {
             writes.push(store::journal_many(&batch.journal).map_err(BatchError::Batch)?);
         }
         let changed: Vec<Changed<'_>> = batch
-            .changed
-            .iter()
-            .filter_map(|ride_id| match batch.payments.get(ride_id) {
-                Some(Ok(Slot {
-                    payment,
-                    changed_at: Some(at),
-                    ..
-                })) => Some(Changed {
-                    ride_id,
-                    payment,
-                    at: *at,
-                }),
-                _ => None,
+            .payments
+            .changed()
+            .map(|(ride_id, slot, at)| Changed {
+                ride_id,
+                payment: &slot.payment,
+                at,
             })
             .collect();
         if !changed.is_empty() {
@@ -126,15 +115,7 @@ impl<G: Gateway> PaymentService<G> {
         input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now } = *input;
-        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
-            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
-        })?;
-        let slot = batch
-            .payments
-            .entry(ride_id.clone())
-            .or_insert_with(|| Ok(Slot::default()))
-            .as_mut()
-            .map_err(|e| e.clone())?;
+        let (ride_id, slot) = batch.payments.of(envelope)?;
         let mut payment = domain::handle(slot.payment.clone(), &envelope.message);
         let mut outputs = Vec::new();
         let mut journal = Vec::new();
@@ -154,7 +135,7 @@ impl<G: Gateway> PaymentService<G> {
             let label = outcome_label(&outcome);
             journal.push(store::Journaled::new(
                 key,
-                ride_id,
+                &ride_id,
                 &operation,
                 label,
                 &envelope.id,
@@ -169,9 +150,7 @@ impl<G: Gateway> PaymentService<G> {
         }
         if payment != slot.payment {
             slot.payment = payment;
-            if slot.changed_at.replace(now).is_none() {
-                batch.changed.push(ride_id.clone());
-            }
+            batch.payments.changed_at(ride_id.clone(), now);
         }
         batch.journal.extend(journal);
         debug!(%ride_id, input = %envelope.kind(), outputs = outputs.len(), "payment input applied");
@@ -224,22 +203,18 @@ impl<G: Gateway> PaymentService<G> {
     }
 }
 
-/// A batch in progress: the payments it touches, which of them changed (in the order they
-/// first did), and the operations it journaled.
+/// A batch in progress: the payments it touches and the operations it journaled.
 #[derive(Debug)]
 struct Batch {
-    payments: HashMap<RideId, Result<Slot, HandleError>>,
-    changed: Vec<RideId>,
+    payments: Rides<Slot>,
     journal: Vec<store::Journaled>,
 }
 
-/// A payment as a batch sees it.
+/// A payment as a batch sees it, with the operations journaled for it.
 #[derive(Debug, Default)]
 struct Slot {
     payment: Payment,
     journaled: Vec<String>,
-    /// When the batch last changed the payment; `None` while it has not.
-    changed_at: Option<Timestamp>,
 }
 
 impl Slot {
@@ -247,7 +222,6 @@ impl Slot {
         Slot {
             payment: stored.payment,
             journaled: stored.journaled,
-            changed_at: None,
         }
     }
 }

@@ -12,8 +12,6 @@ pub mod config;
 pub mod domain;
 pub mod store;
 
-use std::collections::HashMap;
-
 use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
@@ -22,6 +20,7 @@ use tracing::debug;
 use self::config::RideConfig;
 use self::domain::Ride;
 use self::store::{Changed, Origin};
+use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
@@ -53,39 +52,30 @@ impl RideService {
         conn: &mut SqliteConnection,
         inputs: &[Input<'_>],
     ) -> Result<BatchOutput, BatchError> {
-        let ride_ids: Vec<&str> = inputs
-            .iter()
-            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
-            .collect();
-        let mut rides: HashMap<RideId, Result<Slot, HandleError>> =
-            store::load_many(conn, &ride_ids)
-                .await
-                .map_err(BatchError::Batch)?
+        let loaded = store::load_many(conn, &Rides::<Slot>::ids(inputs))
+            .await
+            .map_err(BatchError::Batch)?;
+        let mut rides = Rides::loaded(
+            loaded
                 .into_iter()
-                .map(|(id, stored)| (id, stored.map(Slot::stored)))
-                .collect();
-        let mut changed: Vec<RideId> = Vec::new();
+                .map(|(id, stored)| (id, stored.map(Slot::stored))),
+        );
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let applied = self.apply_to(&mut rides, &mut changed, input);
+            let applied = self.apply_to(&mut rides, input);
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
-        let mut rows = Vec::with_capacity(changed.len());
-        for ride_id in &changed {
-            if let Some(Ok(Slot {
-                ride: Some(ride),
-                origin: Some(origin),
-                changed_at: Some(at),
-            })) = rides.get(ride_id)
-            {
-                rows.push(Changed {
+        let rows: Vec<Changed<'_>> = rides
+            .changed()
+            .filter_map(|(ride_id, slot, at)| {
+                Some(Changed {
                     ride_id,
-                    ride,
-                    origin,
-                    at: *at,
-                });
-            }
-        }
+                    ride: slot.ride.as_ref()?,
+                    origin: slot.origin.as_ref()?,
+                    at,
+                })
+            })
+            .collect();
         let mut writes = Vec::new();
         if !rows.is_empty() {
             writes.push(store::save_many(&rows).map_err(BatchError::Batch)?);
@@ -93,23 +83,14 @@ impl RideService {
         Ok(BatchOutput { outputs, writes })
     }
 
-    /// Applies one input to its ride's slot (created, empty, if the ride is new), and notes
-    /// the ride in `changed` the first time it changes.
+    /// Applies one input to its ride's slot (empty if the ride is new).
     fn apply_to(
         &self,
-        rides: &mut HashMap<RideId, Result<Slot, HandleError>>,
-        changed: &mut Vec<RideId>,
+        rides: &mut Rides<Slot>,
         input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now } = *input;
-        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
-            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
-        })?;
-        let slot = rides
-            .entry(ride_id.clone())
-            .or_insert_with(|| Ok(Slot::default()))
-            .as_mut()
-            .map_err(|e| e.clone())?;
+        let (ride_id, slot) = rides.of(envelope)?;
         let (ride, messages) =
             domain::handle(slot.ride.clone(), &envelope.message, now, &self.config);
         let outputs: Vec<Envelope> = messages
@@ -129,9 +110,7 @@ impl RideService {
                 });
             }
             slot.ride = Some(ride);
-            if slot.changed_at.replace(now).is_none() {
-                changed.push(ride_id.clone());
-            }
+            rides.changed_at(ride_id.clone(), now);
         }
         debug!(%ride_id, input = %envelope.kind(), outputs = outputs.len(), "ride input applied");
         Ok(outputs)
@@ -168,13 +147,11 @@ impl RideService {
     }
 }
 
-/// A ride as a batch sees it: loaded (or not yet known), and changed by the batch or not.
+/// A ride as a batch sees it: its state and origin, both `None` while the ride is unknown.
 #[derive(Debug, Default)]
 struct Slot {
     ride: Option<Ride>,
     origin: Option<Origin>,
-    /// When the batch last changed the ride; `None` while it has not.
-    changed_at: Option<Timestamp>,
 }
 
 impl Slot {
@@ -182,7 +159,6 @@ impl Slot {
         Slot {
             ride: Some(ride),
             origin: Some(origin),
-            changed_at: None,
         }
     }
 }

@@ -1,0 +1,69 @@
+//! What ride, payment and notification share when they apply a batch whole: each keeps one
+//! state per ride, keyed by the saga id; a batch loads the states of all its rides in one
+//! statement, applies its inputs in order in memory, and saves the rides that changed.
+
+use std::collections::HashMap;
+
+use ridesaga_schemas::{Envelope, RideId, Timestamp};
+
+use crate::runtime::{HandleError, Input};
+
+/// The states of the rides one batch touches, as loaded and then as its inputs change them.
+#[derive(Debug)]
+pub(crate) struct Rides<S> {
+    /// A row that could not be read is kept as its error, for the input that touches it.
+    states: HashMap<RideId, Result<S, HandleError>>,
+    /// The rides the batch changed, in the order they first changed, and when they last did.
+    changed: Vec<RideId>,
+    changed_at: HashMap<RideId, Timestamp>,
+}
+
+impl<S: Default> Rides<S> {
+    /// The rides `inputs` are about (their saga ids): what to load.
+    pub fn ids<'a>(inputs: &'a [Input<'a>]) -> Vec<&'a str> {
+        inputs
+            .iter()
+            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
+            .collect()
+    }
+
+    /// The states loaded for the batch; a ride missing here is one the service has not heard
+    /// of, and starts from the default state.
+    pub fn loaded(states: impl IntoIterator<Item = (RideId, Result<S, HandleError>)>) -> Self {
+        Rides {
+            states: states.into_iter().collect(),
+            changed: Vec::new(),
+            changed_at: HashMap::new(),
+        }
+    }
+
+    /// The ride `envelope` is about, and its state as the batch sees it.
+    pub fn of(&mut self, envelope: &Envelope) -> Result<(RideId, &mut S), HandleError> {
+        let ride_id = envelope.saga_id.as_ref().ok_or_else(|| {
+            HandleError::Permanent(format!("{} without a saga id", envelope.kind()))
+        })?;
+        let state = self
+            .states
+            .entry(ride_id.clone())
+            .or_insert_with(|| Ok(S::default()))
+            .as_mut()
+            .map_err(|e| e.clone())?;
+        Ok((ride_id.clone(), state))
+    }
+
+    /// Notes that the input applied at `at` changed the ride's state.
+    pub fn changed_at(&mut self, ride_id: RideId, at: Timestamp) {
+        if self.changed_at.insert(ride_id.clone(), at).is_none() {
+            self.changed.push(ride_id);
+        }
+    }
+
+    /// The rides that changed, in the order they first did, with their state and the time of
+    /// their last change.
+    pub fn changed(&self) -> impl Iterator<Item = (&RideId, &S, Timestamp)> {
+        self.changed.iter().filter_map(|ride_id| {
+            let state = self.states.get(ride_id)?.as_ref().ok()?;
+            Some((ride_id, state, *self.changed_at.get(ride_id)?))
+        })
+    }
+}
