@@ -11,11 +11,6 @@
 //! - [`domain`]: the rules, pure.
 //! - `store`: the tables (`migrations/driver`).
 //!
-//! A batch of inputs applies in order, each against what it can read: the rows loaded and
-//! changed by the inputs before it in the batch, else the stored ones. The batch's changes are
-//! written once, at its end, behind the reservation guards; property tests check that batches
-//! of any size decide what the domain decides input by input.
-//!
 //! Settings: `RIDESAGA_MATCH_RADIUS_KM` (default 10), `RIDESAGA_DRIVER_TICK_BATCH` (rides each
 //! timer run looks at, default 50), `RIDESAGA_DRIVER_RETENTION` (how long ended rides are kept
 //! as tombstones, default 31 days: longer than the saga stream's 30-day history).
@@ -34,9 +29,9 @@ use sqlx::migrate::Migrator;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, apply_as_batch};
-use domain::{DriverError, Effect, Input, MatchRules, RideRequest, State};
-use store::{Correlations, Loaded, Seen, StoreError};
+use crate::runtime::{HandleError, Worker};
+use domain::{DriverError, Effect, Input, MatchRules, RideRequest};
+use store::{Correlations, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/driver");
 
@@ -112,57 +107,6 @@ impl DriverService {
 
 const PRODUCER: &str = "driver";
 
-impl DriverService {
-    /// Applies a batch's inputs in order. Each loads what it can read (see
-    /// [`store::load_for_input`]), seeing the rows the batch loaded and changed before it
-    /// instead of their stored versions; every change is written once, at the end, in one
-    /// round trip and behind the reservation guards, against the rows as they were stored.
-    async fn apply_many(
-        &self,
-        conn: &mut SqliteConnection,
-        inputs: &[runtime::Input<'_>],
-    ) -> Result<BatchOutput, BatchError> {
-        let rules = &self.config.rules;
-        let mut batch = Loaded::default();
-        let mut before = State::default();
-        let mut outputs = Vec::with_capacity(inputs.len());
-        let mut last = None;
-        for (index, input) in inputs.iter().enumerate() {
-            let fail = |error| BatchError::Input { index, error };
-            let (envelope, now) = (input.envelope, input.now);
-            let event = input_of(envelope).map_err(fail)?;
-            // Each input before this one took at most one driver and one ride out of reach.
-            let stale = i64::try_from(index).unwrap_or(i64::MAX);
-            let seen = Seen {
-                state: &batch.state,
-                stale,
-            };
-            let fresh = store::load_for_input(conn, &event, now, rules, seen)
-                .await
-                .map_err(|e| fail(store_failed(e)))?;
-            batch.absorb(fresh, &mut before);
-            let effects = domain::handle(&mut batch.state, &event, now, rules)
-                .map_err(|e| fail(domain_failed(e)))?;
-            if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = &event {
-                batch
-                    .correlations
-                    .remember(ride_id, &envelope.correlation_id);
-            }
-            outputs.push(envelopes(effects, &batch.correlations, Some(envelope), now));
-            last = Some(now);
-        }
-        if let Some(now) = last {
-            store::save(conn, &before, &batch, now)
-                .await
-                .map_err(|e| BatchError::Batch(store_failed(e)))?;
-        }
-        Ok(BatchOutput {
-            outputs,
-            writes: Vec::new(),
-        })
-    }
-}
-
 impl Worker for DriverService {
     fn service(&self) -> Service {
         Service::Driver
@@ -172,21 +116,29 @@ impl Worker for DriverService {
         &MIGRATOR
     }
 
-    fn apply<'a>(
+    async fn apply<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         input: &'a Envelope,
         now: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        apply_as_batch(self, conn, input, now)
-    }
-
-    fn apply_batch<'a>(
-        &'a self,
-        conn: &'a mut SqliteConnection,
-        inputs: &'a [runtime::Input<'a>],
-    ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
-        self.apply_many(conn, inputs)
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let event = input_of(input)?;
+        let rules = &self.config.rules;
+        let mut loaded = store::load_for_input(conn, &event, now, rules)
+            .await
+            .map_err(store_failed)?;
+        let before = loaded.state.clone();
+        let effects =
+            domain::handle(&mut loaded.state, &event, now, rules).map_err(|e| match e {
+                DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
+            })?;
+        if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = &event {
+            loaded.correlations.remember(ride_id, &input.correlation_id);
+        }
+        store::save(conn, &before, &loaded, now)
+            .await
+            .map_err(store_failed)?;
+        Ok(envelopes(effects, &loaded.correlations, Some(input), now))
     }
 
     async fn tick<'a>(
@@ -281,12 +233,6 @@ fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
             "the driver service does not handle {}",
             other.kind()
         ))),
-    }
-}
-
-fn domain_failed(e: DriverError) -> HandleError {
-    match e {
-        DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
     }
 }
 

@@ -6,12 +6,10 @@
 //! Each statement is a round trip to the database, so an input reads only what its outcome
 //! can depend on (the driver search only for a ride that may be matched now), a ride comes with
 //! its correlation id and, when assigned, its driver in one statement, and only changed rows
-//! are written, one statement each, all in one query. In a batch, an input's load sees the
-//! rows the inputs before it loaded and changed ([`Seen`]), and the batch writes once.
+//! are written, one statement each.
 //!
 //! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, partial indexes).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
@@ -92,27 +90,6 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Takes in the rows an input of a batch loaded: those the batch has not seen join it,
-    /// and `before` too, as stored; those it has seen keep the batch's version (the stored one
-    /// is older). Correlation ids the batch knows stay.
-    pub fn absorb(&mut self, fresh: Loaded, before: &mut State) {
-        for (id, ride) in fresh.state.rides {
-            if let Entry::Vacant(slot) = self.state.rides.entry(id) {
-                before.rides.insert(slot.key().clone(), ride.clone());
-                slot.insert(ride);
-            }
-        }
-        for (id, driver) in fresh.state.drivers {
-            if let Entry::Vacant(slot) = self.state.drivers.entry(id) {
-                before.drivers.insert(slot.key().clone(), driver.clone());
-                slot.insert(driver);
-            }
-        }
-        for (id, correlation) in fresh.correlations.known {
-            self.correlations.known.entry(id).or_insert(correlation);
-        }
-    }
-
     /// Adds a ride read by one of the load's queries; one read by an earlier query stays.
     fn add_ride(&mut self, ride: Ride, correlation: Option<String>) {
         if let Some(correlation) = correlation {
@@ -148,42 +125,15 @@ impl Correlations {
     }
 }
 
-/// What a batch has loaded and changed so far, which the database does not show yet (its
-/// writes go at the end of the batch): its rows stand in for the stored ones, and `stale`
-/// bounds how many stored rows it has taken out of the searches' reach (a driver reserved or
-/// gone offline, a ride no longer waiting), which the searches fetch on top of their limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Seen<'a> {
-    pub state: &'a State,
-    pub stale: i64,
-}
-
-static NOTHING_SEEN: State = State {
-    drivers: BTreeMap::new(),
-    rides: BTreeMap::new(),
-};
-
-impl Seen<'static> {
-    /// An input alone, or a timer run: the database shows everything.
-    pub fn nothing() -> Self {
-        Seen {
-            state: &NOTHING_SEEN,
-            stale: 0,
-        }
-    }
-}
-
 /// What `input` can read or change: the driver it names and the waiting rides near them; or
 /// the ride it names and, only if that ride may be matched after the input, the available
 /// drivers near its pickup; or, for an ending, the ride, its driver and, only if the ending
-/// frees that driver, the waiting rides near them. Rows in `seen` are taken from there
-/// instead of the database.
+/// frees that driver, the waiting rides near them.
 pub async fn load_for_input(
     conn: &mut SqliteConnection,
     input: &Input,
     now: Timestamp,
     rules: &MatchRules,
-    seen: Seen<'_>,
 ) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded::default();
     match input {
@@ -197,36 +147,34 @@ pub async fn load_for_input(
             location,
             ..
         } => {
-            let place = Some(*location);
-            load_driver_side(conn, &mut loaded, driver_id, place, now, rules, seen).await?;
+            load_driver_side(conn, &mut loaded, driver_id, Some(*location), now, rules).await?;
         }
         Input::Online {
             driver_id,
             location,
             ..
         } => {
-            load_driver_side(conn, &mut loaded, driver_id, *location, now, rules, seen).await?;
+            load_driver_side(conn, &mut loaded, driver_id, *location, now, rules).await?;
         }
         Input::Offline { driver_id, .. } => {
-            if let Some(driver) = seen_or_stored_driver(conn, seen, driver_id).await? {
+            if let Some(driver) = find_driver(conn, driver_id).await? {
                 loaded.state.drivers.insert(driver.id.clone(), driver);
             }
         }
         Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
             // An assigned ride's driver plays no part in a request or a clearance.
-            let found = seen_or_stored_ride(conn, seen, ride_id, false).await?;
+            let found = find_ride(conn, ride_id).await?;
             let pickup = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
             if let Some(found) = found {
                 loaded.add_ride(found.ride, found.correlation);
             }
             if let Some(pickup) = pickup {
-                let limit = NEARBY_DRIVERS + seen.stale;
                 let state = &mut loaded.state;
-                add_available_drivers_near(conn, state, pickup, rules, limit, seen).await?;
+                add_available_drivers_near(conn, state, pickup, rules, NEARBY_DRIVERS).await?;
             }
         }
         Input::Ended { ride_id, .. } => {
-            let Some(found) = seen_or_stored_ride(conn, seen, ride_id, true).await? else {
+            let Some(found) = find_ride(conn, ride_id).await? else {
                 return Ok(loaded);
             };
             let freed = found
@@ -239,56 +187,11 @@ pub async fn load_for_input(
                 loaded.state.drivers.insert(driver.id.clone(), driver);
             }
             if let Some(place) = freed {
-                add_waiting_rides_near(conn, &mut loaded, place, now, rules, seen.stale).await?;
+                add_waiting_rides_near(conn, &mut loaded, place, now, rules).await?;
             }
         }
     }
     Ok(loaded)
-}
-
-/// The driver as `seen` has it, else as stored.
-async fn seen_or_stored_driver(
-    conn: &mut SqliteConnection,
-    seen: Seen<'_>,
-    driver_id: &DriverId,
-) -> Result<Option<Driver>, StoreError> {
-    match seen.state.drivers.get(driver_id) {
-        Some(driver) => Ok(Some(driver.clone())),
-        None => find_driver(conn, driver_id).await,
-    }
-}
-
-/// The ride as `seen` has it, else as stored with its correlation id; with `with_driver`, and
-/// the ride assigned, its driver too (as `seen` has them, else as stored).
-async fn seen_or_stored_ride(
-    conn: &mut SqliteConnection,
-    seen: Seen<'_>,
-    ride_id: &RideId,
-    with_driver: bool,
-) -> Result<Option<FoundRide>, StoreError> {
-    let Some(ride) = seen.state.rides.get(ride_id) else {
-        let Some(mut found) = find_ride(conn, ride_id).await? else {
-            return Ok(None);
-        };
-        if let Some(driver) = &mut found.driver
-            && let Some(newer) = seen.state.drivers.get(&driver.id)
-        {
-            newer.clone_into(driver);
-        }
-        return Ok(Some(found));
-    };
-    let driver = match (&ride.stage, with_driver) {
-        (Stage::Assigned { driver_id }, true) => {
-            seen_or_stored_driver(conn, seen, driver_id).await?
-        }
-        _ => None,
-    };
-    Ok(Some(FoundRide {
-        ride: ride.clone(),
-        // Known to the batch already, if the ride has one.
-        correlation: None,
-        driver,
-    }))
 }
 
 /// What a timer run can touch: up to `batch` waiting rides past their deadline, up to `batch`
@@ -334,15 +237,7 @@ pub async fn load_for_tick(
     // many more as there are such rides.
     let limit = NEARBY_DRIVERS + i64::try_from(pickups.len()).unwrap_or(i64::MAX) - 1;
     for pickup in pickups {
-        add_available_drivers_near(
-            conn,
-            &mut loaded.state,
-            pickup,
-            rules,
-            limit,
-            Seen::nothing(),
-        )
-        .await?;
+        add_available_drivers_near(conn, &mut loaded.state, pickup, rules, limit).await?;
     }
     Ok(loaded)
 }
@@ -354,9 +249,8 @@ async fn load_driver_side(
     new_location: Option<GeoPoint>,
     now: Timestamp,
     rules: &MatchRules,
-    seen: Seen<'_>,
 ) -> Result<(), StoreError> {
-    let stored = seen_or_stored_driver(conn, seen, driver_id).await?;
+    let stored = find_driver(conn, driver_id).await?;
     // Around both positions: a late command leaves the stored one in force.
     let places: Vec<GeoPoint> = stored
         .iter()
@@ -367,7 +261,7 @@ async fn load_driver_side(
         loaded.state.drivers.insert(driver.id.clone(), driver);
     }
     for place in places {
-        add_waiting_rides_near(conn, loaded, place, now, rules, seen.stale).await?;
+        add_waiting_rides_near(conn, loaded, place, now, rules).await?;
     }
     Ok(())
 }
@@ -435,7 +329,6 @@ async fn add_available_drivers_near(
     pickup: GeoPoint,
     rules: &MatchRules,
     limit: i64,
-    seen: Seen<'_>,
 ) -> Result<(), StoreError> {
     let mut drivers = if NEAR_FIRST_KM < rules.radius_km {
         available_drivers_in_box(conn, pickup, NEAR_FIRST_KM, limit).await?
@@ -443,17 +336,10 @@ async fn add_available_drivers_near(
         Vec::new()
     };
     // A driver inside the small circle is nearer than anyone outside the small box, so the
-    // nearest overall is among these. Corners of the box do not count, nor do drivers the
-    // batch has made unavailable.
-    let available = |d: &Driver| {
-        seen.state
-            .drivers
-            .get(&d.id)
-            .is_none_or(Driver::is_available)
-    };
+    // nearest overall is among these. Corners of the box do not count.
     if !drivers
         .iter()
-        .any(|d| available(d) && d.location.distance_km(&pickup) <= NEAR_FIRST_KM)
+        .any(|d| d.location.distance_km(&pickup) <= NEAR_FIRST_KM)
     {
         drivers = available_drivers_in_box(conn, pickup, rules.radius_km, limit).await?;
     }
@@ -506,7 +392,6 @@ async fn add_waiting_rides_near(
     place: GeoPoint,
     now: Timestamp,
     rules: &MatchRules,
-    stale: i64,
 ) -> Result<(), StoreError> {
     let bbox = BoundingBox::around(place, rules.radius_km);
     // A literal limit (see `available_drivers_in_box`).
@@ -518,7 +403,7 @@ async fn add_waiting_rides_near(
              AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
              ORDER BY match_deadline_ms, ride_id LIMIT {limit}"
         ),
-        limit = NEARBY_RIDES + stale
+        limit = NEARBY_RIDES
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(now.unix_millis())
