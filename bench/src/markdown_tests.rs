@@ -1,0 +1,98 @@
+//! Tests of the report's rendering and of the BENCHMARKS.md block.
+
+use super::*;
+use crate::report::fixture::report;
+
+#[test]
+fn a_relay_only_run_reports_only_the_relay() {
+    let report = Report {
+        relay: report().relay,
+        ..Report::default()
+    };
+    assert!(render(&report).contains("| 2 | 1000 | 300 | 1.00 | 34000 |"));
+}
+
+#[test]
+fn an_ab_only_run_reports_the_comparison_without_the_headline() {
+    let report = Report {
+        ab: Some(ab::fixture::comparison()),
+        ..Report::default()
+    };
+    let text = render(&report);
+    assert!(text.contains("## A/B against baseline"), "{text}");
+    assert!(!text.contains("## Summary\n"), "{text}");
+    assert!(!text.contains("## Relay ceiling"), "{text}");
+}
+
+#[test]
+fn a_light_load_phase_gets_its_own_latency_section_only_when_measured() {
+    let mut report = report();
+    assert!(!render(&report).contains("## Latency under light load"));
+    report.light = Some((20.0, report.latency.clone().unwrap().1));
+    let text = render(&report);
+    let light = text
+        .find("## Latency under light load")
+        .expect("light section");
+    assert!(text[light..].contains("Open loop: 20.0 sagas started per second"));
+    assert!(text[light..].contains("| request -> confirmed |"), "{text}");
+    assert!(text.contains("light load, 1 replica"), "{text}");
+}
+
+#[test]
+fn the_report_states_each_target_as_met_or_missed() {
+    let text = render(&report());
+    assert!(
+        text.contains("| ratio S / (R / D) | 0.234 | >= 0.6 (missed) |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| largest worker RSS idle, MB | 12.0 | <= 30 (met) |"),
+        "{text}"
+    );
+    assert!(text.contains("| sagas per second, 2 replicas | 550.0 (1.10 x one replica) |"));
+    assert!(text.contains("| ride-worker#1 | 12.0 | 40.0 | 20.0 | 5.00 | 4.00 | 4.00 | 4.00 |"));
+    // Per saga at the maximum rate: 4 CPU s and 3000 switches over 1000 sagas.
+    assert!(
+        text.contains("| ride-worker#1 | 4.000 | 3.0 | 0.0 | 0.0 | 0.0 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| all | 10.000 | 6.0 | 0.0 | 0.0 | 0.0 |"),
+        "{text}"
+    );
+    assert!(text.contains("All workers together: 40% of that CPU; nats-server: 60%."));
+    assert!(
+        text.contains("| 1 | 1000 | 300 | 1.00 | 30000 | 50.0 | 40.0 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| 2 | 1000 | 300 | 1.00 | 34000 | n/a | n/a |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nats-server used 400.0 µs of CPU per service delivery"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| ride-worker | 15000 | 15.00 | 15000 | n/a | 3 | n/a |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| all | 15000 | 15.00 | 15000 | 0 | 3 | 0 |"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_latest_block_replaces_the_old_one_and_keeps_the_rest() {
+    let document = format!("# Benchmarks\n\nintro\n\n{BLOCK_BEGIN}\nold\n{BLOCK_END}\n\nmore\n");
+    let block = format!("{BLOCK_BEGIN}\nnew\n{BLOCK_END}\n");
+    let updated = replace_block(&document, &block);
+    assert_eq!(
+        updated,
+        format!("# Benchmarks\n\nintro\n\n{BLOCK_BEGIN}\nnew\n{BLOCK_END}\n\nmore\n")
+    );
+    assert_eq!(replace_block(&updated, &block), updated);
+    let appended = replace_block("# Benchmarks\n", &block);
+    assert_eq!(appended, format!("# Benchmarks\n\n{block}"));
+}
