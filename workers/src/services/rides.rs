@@ -8,6 +8,11 @@ use ridesaga_schemas::{Envelope, RideId, Timestamp};
 
 use crate::runtime::{HandleError, Input};
 
+/// Ride ids as the JSON array a batch's load expands with `json_each`.
+pub(crate) fn json_ids(ride_ids: &[&str]) -> Result<String, HandleError> {
+    serde_json::to_string(ride_ids).map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))
+}
+
 /// The states of the rides one batch touches, as loaded and then as its inputs change them.
 #[derive(Debug)]
 pub(crate) struct Rides<S> {

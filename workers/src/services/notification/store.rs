@@ -15,6 +15,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Audience, Notice};
 use crate::runtime::{BatchWrite, HandleError};
+use crate::services::rides::json_ids;
 
 const KINDS: [NotificationKind; 5] = [
     NotificationKind::DriverAssigned,
@@ -44,8 +45,7 @@ pub async fn load_many(
     conn: &mut SqliteConnection,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
-    let ids = serde_json::to_string(ride_ids)
-        .map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))?;
+    let ids = json_ids(ride_ids)?;
     let rows = sqlx::query(
         "SELECT 'ride' AS what, ride_id, driver_id AS a, cancel_reason AS b \
          FROM notification_rides WHERE ride_id IN (SELECT value FROM json_each($1)) \

@@ -12,6 +12,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
 use crate::runtime::{BatchWrite, HandleError};
+use crate::services::rides::json_ids;
 
 /// The ride's payment, or the empty state if payment has not heard of the ride.
 pub async fn load(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<Payment, HandleError> {
@@ -37,8 +38,7 @@ pub async fn load_many(
     conn: &mut SqliteConnection,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
-    let ids = serde_json::to_string(ride_ids)
-        .map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))?;
+    let ids = json_ids(ride_ids)?;
     let rows = sqlx::query(
         "SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \

@@ -13,6 +13,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Hold, Ride, Status};
 use crate::runtime::{BatchWrite, HandleError};
+use crate::services::rides::json_ids;
 
 /// Where a ride's saga came from: what timer outputs need for their causation and correlation.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,8 +42,7 @@ pub async fn load_many(
     conn: &mut SqliteConnection,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<(Ride, Origin), HandleError>>, HandleError> {
-    let ids = serde_json::to_string(ride_ids)
-        .map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))?;
+    let ids = json_ids(ride_ids)?;
     let sql =
         format!("SELECT {COLUMNS} FROM rides WHERE ride_id IN (SELECT value FROM json_each($1))");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
