@@ -27,6 +27,7 @@ pub mod city;
 pub mod cli;
 pub mod consumers;
 pub mod fleet;
+pub mod floor;
 pub mod generator;
 pub mod hops;
 pub mod markdown;

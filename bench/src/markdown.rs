@@ -16,8 +16,11 @@ use crate::stats::Summary;
 
 #[path = "markdown_costs.rs"]
 mod costs;
+#[path = "markdown_floor.rs"]
+mod floor;
 pub use costs::dominance;
 use costs::{render_costs, render_dominance};
+use floor::render_floor;
 
 /// Where the latest figures go in `BENCHMARKS.md`; everything between the markers is replaced.
 pub const BLOCK_BEGIN: &str = "<!-- bench:latest:begin (written by scripts/bench) -->";
@@ -70,12 +73,26 @@ pub fn headline(report: &Report) -> String {
         cell(relay, 0)
     );
     let _ = writeln!(out, "| deliveries per saga (D) | {} | |", cell(d, 2));
+    if !report.floor.is_empty() {
+        let _ = writeln!(
+            out,
+            "| runtime floor, messages per second (F) | {} | |",
+            cell(report.floor_per_second(), 0)
+        );
+    }
     let _ = writeln!(
         out,
         "| ratio S / (R / D) | {} | >= {TARGET_RATIO} ({}) |",
         cell(ratio, 3),
         verdict(ratio.map(|r| r >= TARGET_RATIO))
     );
+    if !report.floor.is_empty() {
+        let _ = writeln!(
+            out,
+            "| share of the runtime-implied ceiling, S / (F / D) | {} | |",
+            cell(report.floor_ratio(), 3)
+        );
+    }
     let _ = writeln!(
         out,
         "| request -> confirmed p50 / p99 / max, ms, at half rate | {} / {} / {} | <= {TARGET_P50_CONFIRM_MS} / <= {TARGET_P99_CONFIRM_MS} ({}) |",
@@ -151,6 +168,7 @@ pub fn render(report: &Report) -> String {
     if !report.relay.is_empty() {
         render_relay(&mut out, report);
     }
+    render_floor(&mut out, report);
     for (name, phase) in report.phases() {
         render_phase(&mut out, name, phase);
     }

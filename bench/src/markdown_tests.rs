@@ -96,3 +96,45 @@ fn the_latest_block_replaces_the_old_one_and_keeps_the_rest() {
     let appended = replace_block("# Benchmarks\n", &block);
     assert_eq!(appended, format!("# Benchmarks\n\n{block}"));
 }
+
+#[test]
+fn the_floor_section_bounds_the_ratio_and_the_latency() {
+    let mut report = report();
+    report.floor.push(crate::floor::FloorRun {
+        messages: 500,
+        max_in_flight: 1,
+        elapsed: std::time::Duration::from_millis(250),
+        per_second: 2_000.0,
+    });
+    let text = render(&report);
+    assert!(
+        text.contains("| runtime floor, messages per second (F) | 8000 | |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| share of the runtime-implied ceiling, S / (F / D) | 0.938 | |"),
+        "{text}"
+    );
+    let floor = text.find("## Runtime floor").expect("floor section");
+    let section = &text[floor..];
+    // F = 8,000/s, R = 32,000/s, D = 15; nats-server 0.05 s and the runtime 0.1 s of CPU over
+    // the first run's 1,000 messages.
+    assert!(
+        section.contains("| 1 | 64 | 1000 | 0.12 | 8000 | 0.125 | 50.0 | 100.0 |"),
+        "{section}"
+    );
+    assert!(section.contains("| 2 | 1 | 500 | 0.25 | 2000 | 0.500 | n/a | n/a |"));
+    assert!(
+        section.contains(
+            "F / D = 533 sagas per second here: 0.250 of the relay-implied ceiling R / D = 2133"
+        ),
+        "{section}"
+    );
+    assert!(section.contains("at least 2.50 ms"), "{section}");
+    let none = Report {
+        floor: Vec::new(),
+        ..report
+    };
+    assert!(!render(&none).contains("Runtime floor"));
+    assert!(!render(&none).contains("runtime floor"));
+}

@@ -7,6 +7,7 @@ use ridesaga_schemas::Service;
 
 use crate::ab::Comparison;
 use crate::fleet::WorkerCounts;
+use crate::floor::FloorRun;
 use crate::generator::Outcome;
 use crate::procfs::Usage;
 use crate::relay::RelayRun;
@@ -98,6 +99,11 @@ pub struct Report {
     pub relay: Vec<RelayRun>,
     /// What each process did during each relay run's timed part.
     pub relay_usage: Vec<BTreeMap<String, Usage>>,
+    /// The runtime's floor ([`crate::floor`]): with the workers' settings, then with one
+    /// message in flight.
+    pub floor: Vec<FloorRun>,
+    /// What each process did during each floor run's timed part.
+    pub floor_usage: Vec<BTreeMap<String, Usage>>,
     /// Maximum rate, one replica of every worker.
     pub max1: Option<Phase>,
     /// Open-loop rate used for the latency phase, and that phase.
@@ -137,6 +143,21 @@ impl Report {
         let relay = self.relay_per_second()?;
         let d = max1.deliveries_per_saga()?;
         (relay > 0.0).then(|| max1.outcome.per_second() * d / relay)
+    }
+
+    /// The runtime's floor F: messages per second through the workers' runtime around a
+    /// service that does nothing, with the workers' settings.
+    pub fn floor_per_second(&self) -> Option<f64> {
+        self.floor.first().map(|run| run.per_second)
+    }
+
+    /// S / (F / D): the share of the runtime-implied saga ceiling the services reach, what
+    /// their own work leaves of it.
+    pub fn floor_ratio(&self) -> Option<f64> {
+        let max1 = self.max1.as_ref()?;
+        let floor = self.floor_per_second()?;
+        let d = max1.deliveries_per_saga()?;
+        (floor > 0.0).then(|| max1.outcome.per_second() * d / floor)
     }
 
     pub fn confirm_latency(&self) -> Option<Summary> {
@@ -187,6 +208,12 @@ impl Report {
         }
         if let Some(m) = self.max_worker_idle_mb() {
             put("max_worker_idle_rss_mb", format!("{m:.1}"));
+        }
+        if let Some(floor) = self.floor_per_second() {
+            put("floor_per_s", format!("{floor:.0}"));
+        }
+        if let Some(ratio) = self.floor_ratio() {
+            put("floor_ratio", format!("{ratio:.3}"));
         }
         if let Some(max2) = &self.max2 {
             put(
@@ -287,6 +314,16 @@ pub(crate) mod fixture {
                 ("nats-server".to_owned(), usage(0.05)),
                 (SELF_NAME.to_owned(), usage(0.04)),
             ])],
+            floor: vec![FloorRun {
+                messages: 1000,
+                max_in_flight: 64,
+                elapsed: Duration::from_millis(125),
+                per_second: 8_000.0,
+            }],
+            floor_usage: vec![BTreeMap::from([
+                ("nats-server".to_owned(), usage(0.05)),
+                (SELF_NAME.to_owned(), usage(0.1)),
+            ])],
             max1: Some(phase(1000, 2, 15_000)),
             latency: Some((250.0, phase(500, 2, 7_500))),
             max2: Some(phase(1100, 2, 16_500)),
@@ -327,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_ratio_is_the_share_of_the_runtime_implied_saga_ceiling() {
+        let report = report();
+        // S = 500/s, F = 8,000/s, D = 15: no service on this runtime passes 533 sagas/s.
+        assert_eq!(report.floor_per_second(), Some(8_000.0));
+        let ratio = report.floor_ratio().unwrap();
+        assert!((ratio - 500.0 * 15.0 / 8_000.0).abs() < 1e-9, "{ratio}");
+        let no_floor = Report {
+            floor: Vec::new(),
+            ..report
+        };
+        assert_eq!(no_floor.floor_ratio(), None);
+    }
+
+    #[test]
     fn the_summary_line_starts_with_the_issue_fields_in_order() {
         let line = report().summary_line();
         assert!(
@@ -336,7 +387,10 @@ mod tests {
             ),
             "{line}"
         );
-        assert!(line.ends_with(" sagas_per_s_2x=550.0 failed=0"), "{line}");
+        assert!(
+            line.ends_with(" floor_per_s=8000 floor_ratio=0.938 sagas_per_s_2x=550.0 failed=0"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One benchmark run, phase by phase, on one nats-server started for it:
 //!
-//! 1. relay ceiling (first run);
+//! 1. relay ceiling (first run), then the runtime's floor ([`crate::floor`]) before any worker
+//!    starts;
 //! 2. one replica of every worker: drivers online, warm-up, maximum rate (window pace);
 //! 3. latency at half that rate (open loop);
 //! 4. relay ceiling (second run), so R brackets the system phases;
@@ -26,6 +27,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::cli::{Cli, Settings};
 use crate::consumers;
 use crate::fleet::{self, Fleet, FleetConfig};
+use crate::floor;
 use crate::generator::{Generator, Pace, Plan};
 use crate::hops;
 use crate::notes::{add_log_problems, describe, note_phase_problems, revision};
@@ -214,6 +216,7 @@ impl Run {
         if cli.relay_only {
             return Ok(());
         }
+        self.floor(report).await?;
 
         eprintln!("bench: starting one replica of every worker");
         self.fleet.start_replica(1, &self.pids)?;
@@ -324,6 +327,34 @@ impl Run {
             ));
         }
         Ok(run)
+    }
+
+    /// The runtime's floor, before any worker starts: with the workers' settings, then with one
+    /// message in flight.
+    async fn floor(&mut self, report: &mut Report) -> anyhow::Result<()> {
+        let s = self.settings;
+        let pipelined = ((s.relay_messages / 4).max(1), (s.batch, s.max_in_flight));
+        let serial = ((s.relay_messages / 50).clamp(1, 2000), (1, 1));
+        for (messages, settings) in [pipelined, serial] {
+            eprintln!(
+                "bench: runtime floor, {messages} messages, {} in flight",
+                settings.1
+            );
+            let url = self.server.url();
+            let (run, before, after) =
+                floor::run(&self.js, &url, &self.dir, messages, settings, || {
+                    self.sample_all()
+                })
+                .await?;
+            report.floor_usage.push(usage_between(&before?, &after?));
+            eprintln!(
+                "bench: floor {:.0} messages per second, {:.3} ms each",
+                run.per_second,
+                run.ms_per_message()
+            );
+            report.floor.push(run);
+        }
+        Ok(())
     }
 
     async fn warm_up(

@@ -37,9 +37,13 @@ impl Server {
         let log = dir.join("nats-server.log");
         let mut command = Command::new(binary);
         command
-            .env("RIDESAGA_STORE_DIR", dir.join("store"))
             .arg("-c")
             .arg(conf)
+            // The store on the command line, as `nats.conf` expects: without `-sd` the server
+            // keeps it under the system's temp dir, shared by every run (and every earlier
+            // run's streams would weigh on this one's figures).
+            .arg("-sd")
+            .arg(dir.join("store"))
             .args(["-p", "-1", "-m", "-1"])
             .arg("--ports_file_dir")
             .arg(&ports_dir)

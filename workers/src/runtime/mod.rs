@@ -24,4 +24,4 @@ pub mod writer_lock;
 pub use handler::{
     BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch,
 };
-pub use run::{RunError, run};
+pub use run::{RunError, run, run_on};

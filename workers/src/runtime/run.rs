@@ -64,32 +64,16 @@ const BIND_PATIENCE: Duration = Duration::from_secs(30);
 /// How long stopping may wait on NATS (service deregistration, flushing acks, draining).
 const NATS_GOODBYE: Duration = Duration::from_secs(5);
 
-/// Runs `worker` until `shutdown` is cancelled.
+/// Runs `worker` until `shutdown` is cancelled: opens its database, connects to NATS, binds
+/// the service's durable consumer on the saga stream, then serves it (see [`run_on`]).
 pub async fn run<W: Worker>(
     worker: W,
     config: RuntimeConfig,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let service = worker.service();
-    let pool = store::open_with(
-        &config.database_url,
-        config.db_pool,
-        Checkpoints::Background,
-    )
-    .await
-    .map_err(|source| RunError::Database {
-        url: config.database_url.clone(),
-        source,
-    })?;
-    store::migrate(&pool, worker.migrator()).await?;
-    // Its own connection: a checkpoint never takes the writer's.
-    let checkpoints = store::open(&config.database_url, 1)
-        .await
-        .map_err(|source| RunError::Database {
-            url: config.database_url.clone(),
-            source,
-        })?;
-
+    // The database first: a bad URL or a failed migration is reported at once, not after NATS
+    // came up.
+    let database = Database::open(&config, worker.migrator()).await?;
     let client = config
         .nats
         .connect(&config.instance)
@@ -99,10 +83,68 @@ pub async fn run<W: Worker>(
             source,
         })?;
     let js = jetstream::new(client.clone());
-    let Some(consumer) = bind_consumer(&js, service.consumer_name(), &shutdown).await? else {
+    let name = worker.service().consumer_name();
+    let Some(consumer) = bind_consumer(&js, name, &shutdown).await? else {
         tracing::info!("stopped before the consumer was bound");
         return Ok(());
     };
+    serve(worker, config, database, client, consumer, shutdown).await
+}
+
+/// Runs `worker` on a consumer the caller bound, on any stream, until `shutdown` is
+/// cancelled: everything [`run`] does once it has its consumer. For harnesses that measure the
+/// runtime itself (the benchmark's floor); services use [`run`].
+pub async fn run_on<W: Worker>(
+    worker: W,
+    config: RuntimeConfig,
+    client: async_nats::Client,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let database = Database::open(&config, worker.migrator()).await?;
+    serve(worker, config, database, client, consumer, shutdown).await
+}
+
+/// A worker's database: the pool its inputs write through, and a connection of its own for
+/// checkpoints, so a checkpoint never takes the writer's.
+struct Database {
+    pool: sqlx::SqlitePool,
+    checkpoints: sqlx::SqlitePool,
+}
+
+impl Database {
+    async fn open(
+        config: &RuntimeConfig,
+        migrator: &'static sqlx::migrate::Migrator,
+    ) -> Result<Self, RunError> {
+        let failed = |source| RunError::Database {
+            url: config.database_url.clone(),
+            source,
+        };
+        let pool = store::open_with(
+            &config.database_url,
+            config.db_pool,
+            Checkpoints::Background,
+        )
+        .await
+        .map_err(failed)?;
+        store::migrate(&pool, migrator).await?;
+        let checkpoints = store::open(&config.database_url, 1).await.map_err(failed)?;
+        Ok(Database { pool, checkpoints })
+    }
+}
+
+async fn serve<W: Worker>(
+    worker: W,
+    config: RuntimeConfig,
+    database: Database,
+    client: async_nats::Client,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let service = worker.service();
+    let Database { pool, checkpoints } = database;
+    let js = jetstream::new(client.clone());
 
     let metrics = Arc::new(Metrics::new());
     let publisher = Publisher::new(js.clone(), pool.clone(), metrics.clone());
