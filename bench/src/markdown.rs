@@ -286,12 +286,14 @@ fn render_phase(out: &mut String, name: &str, phase: &Phase) {
         out.push_str(
             "\nDeliveries are the server's count (consumer sequence); the other columns are what \
              the workers count (the runtime's metrics, all replicas): inputs applied, inputs \
-             already applied (inbox hits), deliveries after the first, transient failures.\n\n",
+             already applied (inbox hits), deliveries after the first, transient failures, and \
+             inputs applied per write transaction (group commit).\n\n",
         );
         out.push_str(
-            "| consumer | deliveries | per saga | handled | duplicates | redelivered | failed |\n",
+            "| consumer | deliveries | per saga | handled | duplicates | redelivered | failed | \
+             per batch |\n",
         );
-        out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
         let sagas = o.started.max(1) as f64;
         let count = |service: Option<&Service>, name: &str| match service {
             Some(service) => phase
@@ -302,10 +304,23 @@ fn render_phase(out: &mut String, name: &str, phase: &Phase) {
             None if phase.worker_counts.is_empty() => "n/a".to_owned(),
             None => phase.worker_total(name).to_string(),
         };
+        let per_batch = |service: Option<&Service>| {
+            let (handled, batches) = match service {
+                Some(service) => {
+                    let counts = phase.worker_counts.get(service);
+                    let get = |name| counts.and_then(|c| c.get(name)).copied().unwrap_or(0);
+                    (get("handled"), get("batches"))
+                }
+                None => (phase.worker_total("handled"), phase.worker_total("batches")),
+            };
+            cell((batches > 0).then(|| handled as f64 / batches as f64), 1)
+        };
         let columns = |service: Option<&Service>| {
-            ["handled", "duplicates", "redelivered", "failed"]
+            let mut cells = ["handled", "duplicates", "redelivered", "failed"]
                 .map(|name| count(service, name))
-                .join(" | ")
+                .to_vec();
+            cells.push(per_batch(service));
+            cells.join(" | ")
         };
         for (service, delivered) in &phase.deliveries {
             let _ = writeln!(

@@ -138,3 +138,25 @@ fn the_floor_section_bounds_the_ratio_and_the_latency() {
     assert!(!render(&none).contains("Runtime floor"));
     assert!(!render(&none).contains("runtime floor"));
 }
+
+#[test]
+fn the_deliveries_table_shows_inputs_per_batch_when_the_workers_count_batches() {
+    let mut report = report();
+    let text = render(&report);
+    assert!(
+        text.contains("| ride-worker | 15000 | 15.00 | 15000 | n/a | 3 | n/a | n/a |"),
+        "{text}"
+    );
+    let max1 = report.max1.as_mut().unwrap();
+    let ride = max1.worker_counts.get_mut(&Service::Ride).unwrap();
+    ride.insert("batches".into(), 600);
+    let text = render(&report);
+    assert!(
+        text.contains("| ride-worker | 15000 | 15.00 | 15000 | n/a | 3 | n/a | 25.0 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| all | 15000 | 15.00 | 15000 | 0 | 3 | 0 | 25.0 |"),
+        "{text}"
+    );
+}

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{BatchError, HandleError, Input, Worker};
+use super::metrics::Metrics;
 use super::process::{Applied, Shared};
 use super::store::{self, OutboxRow};
 
@@ -252,6 +253,7 @@ impl<W: Worker> Shared<W> {
             applied.push((i, Applied::Duplicate(rows_of[&first].clone())));
         }
         applied.extend(rows_of.into_iter().map(|(i, rows)| (i, Applied::New(rows))));
+        Metrics::inc(&self.metrics.batches);
         Ok(Attempt::Committed(applied))
     }
 }

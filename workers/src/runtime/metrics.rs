@@ -20,6 +20,9 @@ pub struct Metrics {
     pub dead_lettered: AtomicU64,
     pub published: AtomicU64,
     pub relayed: AtomicU64,
+    /// Write transactions the batch writer committed: inputs applied per batch is
+    /// `handled / batches`, how well group commit amortises a transaction.
+    pub batches: AtomicU64,
     pub in_flight: AtomicI64,
     /// Consumer pending + ack pending, as last read from the server (-1: unknown).
     pub consumer_lag: AtomicI64,
@@ -61,6 +64,7 @@ impl Metrics {
             "redelivered": self.redelivered.load(Ordering::Relaxed),
             "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
             "published": self.published.load(Ordering::Relaxed),
+            "batches": self.batches.load(Ordering::Relaxed),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
             "consumer_lag": self.consumer_lag.load(Ordering::Relaxed),
         })
@@ -105,6 +109,11 @@ impl Metrics {
                 "ridesaga_outbox_relayed_total",
                 "Outputs published by the relay",
                 &self.relayed,
+            ),
+            (
+                "ridesaga_batches_total",
+                "Write transactions committed by the batch writer",
+                &self.batches,
             ),
         ];
         for (name, help, value) in counters {
