@@ -186,6 +186,21 @@ pub enum Input {
     },
 }
 
+impl Input {
+    /// The ride the input is about; none for a driver's own command.
+    pub fn ride_id(&self) -> Option<&RideId> {
+        match self {
+            Input::Requested { ride_id, .. }
+            | Input::Cleared { ride_id }
+            | Input::Ended { ride_id, .. } => Some(ride_id),
+            Input::Register { .. }
+            | Input::Online { .. }
+            | Input::Offline { .. }
+            | Input::Move { .. } => None,
+        }
+    }
+}
+
 /// What to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {

@@ -29,9 +29,9 @@ use sqlx::migrate::Migrator;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{HandleError, Worker};
+use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker};
 use domain::{DriverError, Effect, Input, MatchRules, RideRequest};
-use store::{Correlations, StoreError};
+use store::{Correlations, ReadAhead, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/driver");
 
@@ -103,6 +103,35 @@ impl DriverService {
     pub fn config(&self) -> &DriverConfig {
         &self.config
     }
+
+    /// Loads what `event` can touch, applies it and saves what changed; notes the writes in
+    /// `ahead` for the inputs after it in the batch.
+    async fn apply_event(
+        &self,
+        conn: &mut SqliteConnection,
+        input: &Envelope,
+        event: &Input,
+        now: Timestamp,
+        ahead: &mut ReadAhead,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let rules = &self.config.rules;
+        let mut loaded = store::load_for_input(conn, event, now, rules, ahead)
+            .await
+            .map_err(store_failed)?;
+        let before = loaded.state.clone();
+        let effects =
+            domain::handle(&mut loaded.state, event, now, rules).map_err(|e| match e {
+                DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
+            })?;
+        if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = event {
+            loaded.correlations.remember(ride_id, &input.correlation_id);
+        }
+        store::save(conn, &before, &loaded, now)
+            .await
+            .map_err(store_failed)?;
+        ahead.wrote(&before, &loaded);
+        Ok(envelopes(effects, &loaded.correlations, Some(input), now))
+    }
 }
 
 const PRODUCER: &str = "driver";
@@ -123,22 +152,39 @@ impl Worker for DriverService {
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
         let event = input_of(input)?;
-        let rules = &self.config.rules;
-        let mut loaded = store::load_for_input(conn, &event, now, rules)
+        let mut ahead = ReadAhead::default();
+        self.apply_event(conn, input, &event, now, &mut ahead).await
+    }
+
+    /// Reads the rides the batch names in one statement first ([`ReadAhead`]), then applies
+    /// the inputs one by one, each saved before the next loads, as [`Worker::apply`] would.
+    async fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [runtime::Input<'a>],
+    ) -> Result<BatchOutput, BatchError> {
+        let events = inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| {
+                input_of(input.envelope).map_err(|error| BatchError::Input { index, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rides: Vec<&RideId> = events.iter().filter_map(Input::ride_id).collect();
+        let mut ahead = ReadAhead::load(conn, &rides)
             .await
-            .map_err(store_failed)?;
-        let before = loaded.state.clone();
-        let effects =
-            domain::handle(&mut loaded.state, &event, now, rules).map_err(|e| match e {
-                DriverError::UnknownDriver(_) => HandleError::Transient(e.to_string()),
-            })?;
-        if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = &event {
-            loaded.correlations.remember(ride_id, &input.correlation_id);
+            .map_err(|e| BatchError::Batch(store_failed(e)))?;
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (index, (input, event)) in inputs.iter().zip(&events).enumerate() {
+            let applied = self
+                .apply_event(conn, input.envelope, event, input.now, &mut ahead)
+                .await;
+            outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
-        store::save(conn, &before, &loaded, now)
-            .await
-            .map_err(store_failed)?;
-        Ok(envelopes(effects, &loaded.correlations, Some(input), now))
+        Ok(BatchOutput {
+            outputs,
+            writes: Vec::new(),
+        })
     }
 
     async fn tick<'a>(

@@ -10,7 +10,7 @@
 //!
 //! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, partial indexes).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
@@ -134,6 +134,7 @@ pub async fn load_for_input(
     input: &Input,
     now: Timestamp,
     rules: &MatchRules,
+    ahead: &ReadAhead,
 ) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded::default();
     match input {
@@ -163,7 +164,7 @@ pub async fn load_for_input(
         }
         Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
             // An assigned ride's driver plays no part in a request or a clearance.
-            let found = find_ride(conn, ride_id).await?;
+            let found = ahead.ride(conn, ride_id).await?;
             let pickup = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
             if let Some(found) = found {
                 loaded.add_ride(found.ride, found.correlation);
@@ -174,7 +175,7 @@ pub async fn load_for_input(
             }
         }
         Input::Ended { ride_id, .. } => {
-            let Some(found) = find_ride(conn, ride_id).await? else {
+            let Some(found) = ahead.ride(conn, ride_id).await? else {
                 return Ok(loaded);
             };
             let freed = found
@@ -282,10 +283,95 @@ async fn find_driver(
 }
 
 /// A stored ride, its correlation id and, if it is assigned, its driver.
+#[derive(Debug, Clone)]
 struct FoundRide {
     ride: Ride,
     correlation: Option<String>,
     driver: Option<Driver>,
+}
+
+/// The rides a batch's inputs name, read in one statement when the batch begins, each with its
+/// correlation id and driver (or known to be absent). An input takes its ride from here unless
+/// an input before it in the batch wrote that ride or its driver: each input's writes are
+/// saved before the next one loads, so the stored row is then read again, and an input sees
+/// exactly what it would see applied alone.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    rides: HashMap<RideId, Option<FoundRide>>,
+    written_rides: HashSet<RideId>,
+    written_drivers: HashSet<DriverId>,
+}
+
+impl ReadAhead {
+    /// Reads `ride_ids` (duplicates allowed) in one statement.
+    pub async fn load(
+        conn: &mut SqliteConnection,
+        ride_ids: &[&RideId],
+    ) -> Result<Self, StoreError> {
+        let mut ahead = ReadAhead::default();
+        if ride_ids.is_empty() {
+            return Ok(ahead);
+        }
+        let ids: Vec<&str> = ride_ids.iter().map(|id| id.as_str()).collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| corrupt("driver_rides", e))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            ride_columns!("r."),
+            ", ",
+            driver_columns!("d."),
+            " FROM driver_rides r LEFT JOIN drivers d \
+             ON r.stage = 'assigned' AND d.driver_id = r.driver_id \
+             WHERE r.ride_id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in ride_ids {
+            ahead.rides.insert((*id).clone(), None);
+        }
+        for row in rows {
+            let found = found_ride(&row)?;
+            ahead.rides.insert(found.ride.id.clone(), Some(found));
+        }
+        Ok(ahead)
+    }
+
+    /// The ride `ride_id` with its correlation id and driver: as read ahead if nothing since
+    /// changed it, else as stored now.
+    async fn ride(
+        &self,
+        conn: &mut SqliteConnection,
+        ride_id: &RideId,
+    ) -> Result<Option<FoundRide>, StoreError> {
+        let fresh = |found: &Option<FoundRide>| match found {
+            Some(found) => found
+                .driver
+                .as_ref()
+                .is_none_or(|d| !self.written_drivers.contains(&d.id)),
+            None => true,
+        };
+        match self.rides.get(ride_id) {
+            Some(found) if !self.written_rides.contains(ride_id) && fresh(found) => {
+                Ok(found.clone())
+            }
+            _ => find_ride(conn, ride_id).await,
+        }
+    }
+
+    /// Notes the rows a save wrote (see [`save`]): what the read-ahead holds of them is stale.
+    pub fn wrote(&mut self, before: &State, after: &Loaded) {
+        let learnt = &after.correlations.learnt;
+        for (id, ride) in &after.state.rides {
+            if before.rides.get(id) != Some(ride) || learnt.contains(id) {
+                self.written_rides.insert(id.clone());
+            }
+        }
+        for (id, driver) in &after.state.drivers {
+            if before.drivers.get(id) != Some(driver) {
+                self.written_drivers.insert(id.clone());
+            }
+        }
+    }
 }
 
 /// The ride `ride_id`, its correlation id and its driver, in one statement.
@@ -304,19 +390,23 @@ async fn find_ride(
     .bind(ride_id.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let (ride, correlation) = ride_at(&row, 0)?;
+    row.as_ref().map(found_ride).transpose()
+}
+
+/// A row of [`ride_columns!`] then [`driver_columns!`] (null when the ride has no driver).
+fn found_ride(row: &SqliteRow) -> Result<FoundRide, StoreError> {
+    let (ride, correlation) = ride_at(row, 0)?;
     let has_driver = row.try_get::<Option<String>, _>(RIDE_COLUMNS)?.is_some();
     let driver = if has_driver {
-        Some(driver_at(&row, RIDE_COLUMNS)?)
+        Some(driver_at(row, RIDE_COLUMNS)?)
     } else {
         None
     };
-    Ok(Some(FoundRide {
+    Ok(FoundRide {
         ride,
         correlation,
         driver,
-    }))
+    })
 }
 
 /// Available drivers near `pickup`, enough to contain the nearest one within the radius. Looks
@@ -426,7 +516,7 @@ pub use write::{prune, save};
 
 #[path = "store_rows.rs"]
 mod rows;
-use rows::{driver_at, ride_at};
+use rows::{corrupt, driver_at, ride_at};
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

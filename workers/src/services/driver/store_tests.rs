@@ -10,8 +10,10 @@ use sqlx::{Connection, SqliteConnection};
 
 use super::super::{DriverConfig, DriverService, domain, input_of};
 use super::*;
-use crate::runtime::{HandleError, Worker};
-use crate::testing::{apply_in_tx, connect, database, database_file, tick_in_tx};
+use crate::runtime::{BatchError, HandleError, Worker};
+use crate::testing::{
+    apply_batch_in_tx, apply_in_tx, connect, database, database_file, tick_in_tx,
+};
 
 /// A fresh database file with the driver tables, deleted on drop.
 struct Db {
@@ -275,9 +277,15 @@ async fn a_driver_outside_the_first_search_circle_still_wins_when_nearest() {
 /// What `load_for_input` reads for `input` at `now`.
 async fn loaded_for(conn: &mut SqliteConnection, input: &Envelope, now: Timestamp) -> Loaded {
     let rules = DriverConfig::default().rules;
-    load_for_input(conn, &input_of(input).unwrap(), now, &rules)
-        .await
-        .unwrap()
+    load_for_input(
+        conn,
+        &input_of(input).unwrap(),
+        now,
+        &rules,
+        &ReadAhead::default(),
+    )
+    .await
+    .unwrap()
 }
 
 fn driver_names(state: &State) -> Vec<&str> {
@@ -514,6 +522,115 @@ async fn the_schema_refuses_a_second_driver_for_one_ride() {
 }
 
 #[tokio::test]
+async fn a_batch_sees_what_its_earlier_inputs_wrote() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+    let service = DriverService::new(DriverConfig::default());
+    // Ride 1 is requested and cleared in one batch (absent from the rides read ahead, stored
+    // by the request before the clearance loads), takes the only driver, and completes, freeing the driver for ride 2,
+    // which was waiting in the same batch.
+    let batch = [
+        (requested(1, near(0.0, 0.0), at(60)), at(0)),
+        (cleared(1), at(0)),
+        (requested(2, near(0.0, 0.0), at(60)), at(0)),
+        (cleared(2), at(0)),
+        (completed(1), at(0)),
+    ];
+    let out = apply_batch_in_tx(&service, &mut db.conn, &batch)
+        .await
+        .unwrap();
+    let kinds_of: Vec<Vec<MessageKind>> = out
+        .iter()
+        .map(|o| kinds(o).into_iter().map(|(k, _)| k).collect())
+        .collect();
+    assert!(
+        kinds_of[1].contains(&MessageKind::DriverAssigned),
+        "{kinds_of:?}"
+    );
+    assert!(
+        !kinds_of[3].contains(&MessageKind::DriverAssigned),
+        "{kinds_of:?}"
+    );
+    assert!(
+        kinds_of[4].contains(&MessageKind::DriverReleased),
+        "{kinds_of:?}"
+    );
+    assert!(
+        kinds_of[4].contains(&MessageKind::DriverAssigned),
+        "{kinds_of:?}"
+    );
+    let reserved: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT driver_id, current_ride FROM drivers")
+            .fetch_all(&mut db.conn)
+            .await
+            .unwrap();
+    assert_eq!(reserved, [("d_0".to_owned(), Some("r_2".to_owned()))]);
+}
+
+#[tokio::test]
+async fn a_driver_reserved_earlier_in_the_batch_does_not_stop_the_wider_search() {
+    let mut db = db().await;
+    // d_0 at the pickup, d_1 about 4.5 km away: outside the small first circle.
+    drivers_online(&mut db.conn, &[(0.0, 0.0), (0.04, 0.0)]).await;
+    let service = DriverService::new(DriverConfig::default());
+    let batch = [
+        (requested(1, near(0.0, 0.0), at(60)), at(0)),
+        (cleared(1), at(0)),
+        (requested(2, near(0.0, 0.0), at(60)), at(0)),
+        (cleared(2), at(0)),
+    ];
+    apply_batch_in_tx(&service, &mut db.conn, &batch)
+        .await
+        .unwrap();
+    let reserved: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT driver_id, current_ride FROM drivers ORDER BY driver_id")
+            .fetch_all(&mut db.conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        reserved,
+        [
+            ("d_0".to_owned(), Some("r_1".to_owned())),
+            ("d_1".to_owned(), Some("r_2".to_owned())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_ending_sees_its_driver_as_an_earlier_input_of_the_batch_moved_them() {
+    let mut db = db().await;
+    drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
+    let service = DriverService::new(DriverConfig::default());
+    let first = [
+        (requested(1, near(0.0, 0.0), at(60)), at(0)),
+        (cleared(1), at(0)),
+    ];
+    apply_batch_in_tx(&service, &mut db.conn, &first)
+        .await
+        .unwrap();
+    // The ride's driver moves, then the ride completes, in one batch: the rides read ahead
+    // hold the driver where they were, and the release must not write that back.
+    let moved = msg(
+        MoveDriver {
+            driver_id: did(0),
+            location: near(0.02, 0.0),
+        },
+        None,
+        30,
+    );
+    let second = [(moved, at(30)), (completed(1), at(31))];
+    apply_batch_in_tx(&service, &mut db.conn, &second)
+        .await
+        .unwrap();
+    let stored: Vec<(f64, Option<String>)> =
+        sqlx::query_as("SELECT lat, current_ride FROM drivers")
+            .fetch_all(&mut db.conn)
+            .await
+            .unwrap();
+    assert_eq!(stored, [(near(0.02, 0.0).lat, None)]);
+}
+
+#[tokio::test]
 async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
     let mut db = db().await;
     drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
@@ -524,7 +641,7 @@ async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
     let event = input_of(&cleared(1)).unwrap();
     let rules = DriverConfig::default().rules;
     let mut tx = db.conn.begin().await.unwrap();
-    let mut loaded = load_for_input(&mut tx, &event, at(0), &rules)
+    let mut loaded = load_for_input(&mut tx, &event, at(0), &rules, &ReadAhead::default())
         .await
         .unwrap();
     let before = loaded.state.clone();
@@ -607,8 +724,95 @@ fn check_tables_against_domain(
     });
 }
 
+/// Runs `script` through `Worker::apply_batch` in batches of the given sizes (taken in turn),
+/// as the runtime does (an input that fails is answered alone and its batch redone without
+/// it), and through [`domain::handle`] one input at a time over a full in-memory state: same
+/// outputs for every input, and the same state at the end.
+fn check_batches_against_domain(
+    script: Vec<(u8, usize, f64, f64)>,
+    sizes: Vec<usize>,
+    clock: impl Fn(i64) -> Timestamp,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut db = db().await;
+        let service = DriverService::new(DriverConfig::default());
+        let rules = DriverConfig::default().rules;
+        let inputs: Vec<(Envelope, Timestamp)> = script
+            .into_iter()
+            .enumerate()
+            .map(|(t, choice)| (scripted(choice, t as i64), clock(t as i64)))
+            .collect();
+        let mut memory = State::default();
+        // What the domain decides for each input; `None` where it refuses the input.
+        let expected: Vec<Option<Vec<(MessageKind, String)>>> = inputs
+            .iter()
+            .map(|(input, now)| {
+                let event = input_of(input).unwrap();
+                domain::handle(&mut memory, &event, *now, &rules)
+                    .ok()
+                    .map(|effects| effects.iter().map(effect_key).collect())
+            })
+            .collect();
+        let mut start = 0;
+        for size in sizes.iter().cycle() {
+            if start >= inputs.len() {
+                break;
+            }
+            let end = (start + size).min(inputs.len());
+            let mut pending: Vec<usize> = (start..end).collect();
+            while !pending.is_empty() {
+                let batch: Vec<(Envelope, Timestamp)> =
+                    pending.iter().map(|&i| inputs[i].clone()).collect();
+                match apply_batch_in_tx(&service, &mut db.conn, &batch).await {
+                    Ok(outputs) => {
+                        for (&i, out) in pending.iter().zip(&outputs) {
+                            assert_eq!(Some(kinds(out)), expected[i], "input {i}");
+                        }
+                        break;
+                    }
+                    Err(BatchError::Input { index, .. }) => {
+                        let i = pending.remove(index);
+                        assert_eq!(expected[i], None, "input {i} failed");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            start = end;
+        }
+        let expected: Vec<_> = domain::tick(&mut memory, at(120), &rules)
+            .iter()
+            .map(effect_key)
+            .collect();
+        assert_eq!(kinds(&tick(&mut db.conn, at(120)).await), expected);
+        assert_eq!(load_all(&mut db.conn).await, memory);
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A batch reads its rides ahead and applies its inputs one by one, each reading again what
+    /// an earlier one wrote: it must decide what the domain decides input by input, whatever
+    /// the batches' sizes.
+    #[test]
+    fn batches_decide_what_the_domain_decides_input_by_input(
+        script in prop::collection::vec((0u8..12, 0usize..12, -0.08f64..0.08, -0.08f64..0.08), 1..60),
+        sizes in prop::collection::vec(1usize..12, 1..6),
+    ) {
+        check_batches_against_domain(script, sizes, |_| at(1));
+    }
+
+    /// The same while the clock runs past the rides' deadlines.
+    #[test]
+    fn batches_decide_what_the_domain_decides_as_deadlines_pass(
+        script in prop::collection::vec((0u8..12, 0usize..12, -0.08f64..0.08, -0.08f64..0.08), 1..60),
+        sizes in prop::collection::vec(1usize..12, 1..6),
+    ) {
+        check_batches_against_domain(script, sizes, |t| at(t * 3));
+    }
 
     /// The store loads only a slice of the state for each input; the domain run over all of
     /// it in memory must decide the same. Random inputs: drivers registering, going online
