@@ -168,6 +168,16 @@ impl Round {
             Some(self.baseline.per_second()),
         )
     }
+
+    /// [`Round::speedup`] at the server's pace: times nats-server's CPU per saga, current /
+    /// baseline. The server's work per saga does not depend on the workers' build (the same
+    /// messages: D is the same for both), so its CPU per saga says how fast the machine ran
+    /// during each turn; on a shared machine that slowed down during one build's turn (other
+    /// tenants, frequency), this takes the slowdown out of the comparison. It stops holding
+    /// if a build changes the server's work per message (how it pulls or acks), or D.
+    pub fn paced_speedup(&self) -> Option<f64> {
+        Some(self.speedup()? * self.cpu_ratio("nats-server")?)
+    }
 }
 
 /// Every round of one comparison.
@@ -208,6 +218,9 @@ impl Comparison {
         let mut out = Vec::new();
         if let Some(speedup) = self.speedup() {
             out.push(("ab_speedup", format!("{speedup:.3}")));
+        }
+        if let Some(paced) = self.median_of(Round::paced_speedup) {
+            out.push(("ab_speedup_paced", format!("{paced:.3}")));
         }
         let confirm =
             |build: Build, pick: Pick| self.median_of(|r| r.side(build).confirm().map(pick));
@@ -267,6 +280,7 @@ pub(crate) mod fixture {
 mod tests {
     use super::fixture::{comparison, side};
     use super::*;
+    use crate::report::fixture;
 
     #[test]
     fn rounds_alternate_which_build_goes_first() {
@@ -289,6 +303,29 @@ mod tests {
         assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
         assert_eq!(ratio(Some(3.0), Some(0.0)), None);
         assert_eq!(ratio(None, Some(2.0)), None);
+    }
+
+    #[test]
+    fn the_paced_speedup_takes_out_a_machine_that_slowed_in_one_turn() {
+        // The same work (2 ms of worker CPU and 1 ms of server CPU per saga) done at 500 and
+        // 400 sagas per second: the second turn's machine ran 1.25 x slower, its CPU per
+        // saga 1.25 x higher for both processes.
+        let turn = |captured: u64, pace: f64| {
+            let mut side = side(captured, 2.0 * captured as f64 / 1000.0 * pace, &[]);
+            side.max.usage.insert(
+                "nats-server".into(),
+                fixture::usage(captured as f64 / 1000.0 * pace),
+            );
+            side
+        };
+        let round = Round {
+            number: 1,
+            baseline: turn(1000, 1.0),
+            current: turn(800, 1.25),
+        };
+        assert!((round.speedup().unwrap() - 0.8).abs() < 1e-9);
+        assert!((round.paced_speedup().unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(Round::default().paced_speedup(), None);
     }
 
     #[test]
@@ -316,7 +353,8 @@ mod tests {
         let line: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
             line.join(" "),
-            "ab_speedup=1.200 ab_p50_confirm_ms_base=10.00 ab_p50_confirm_ms_cur=5.00 \
+            "ab_speedup=1.200 ab_speedup_paced=1.000 ab_p50_confirm_ms_base=10.00 \
+             ab_p50_confirm_ms_cur=5.00 \
              ab_p99_confirm_ms_base=20.00 ab_p99_confirm_ms_cur=8.00"
         );
     }

@@ -400,7 +400,7 @@ mod tests {
         let line = report.summary_line();
         assert!(
             line.ends_with(
-                " failed=0 ab_speedup=1.200 ab_p50_confirm_ms_base=10.00 \
+                " failed=0 ab_speedup=1.200 ab_speedup_paced=1.000 ab_p50_confirm_ms_base=10.00 \
                  ab_p50_confirm_ms_cur=5.00 ab_p99_confirm_ms_base=20.00 ab_p99_confirm_ms_cur=8.00"
             ),
             "{line}"
