@@ -1,6 +1,7 @@
 //! The markdown renderings of a [`Report`]: the full report, the headline table against the
 //! targets, where the CPU went, and the block of `BENCHMARKS.md` that keeps the latest figures.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use ridesaga_schemas::Service;
@@ -212,13 +213,7 @@ fn render_relay(out: &mut String, report: &Report) {
     );
     out.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
     for (n, run) in report.relay.iter().enumerate() {
-        let usage = report.relay_usage.get(n);
-        let micros = |name: &str| {
-            usage
-                .and_then(|u| u.get(name))
-                .filter(|_| run.messages > 0)
-                .map(|u| u.cpu_seconds * 1e6 / run.messages as f64)
-        };
+        let micros = |name| micros_per_message(report.relay_usage.get(n), name, run.messages);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.0} | {} | {} |",
@@ -242,6 +237,19 @@ fn render_relay(out: &mut String, report: &Report) {
             max1.total_deliveries()
         );
     }
+}
+
+/// CPU µs per message of the process `name` over a run of `messages` messages, from what each
+/// process did during the run.
+fn micros_per_message(
+    usage: Option<&BTreeMap<String, Usage>>,
+    name: &str,
+    messages: u64,
+) -> Option<f64> {
+    usage
+        .and_then(|u| u.get(name))
+        .filter(|_| messages > 0)
+        .map(|u| u.cpu_seconds * 1e6 / messages as f64)
 }
 
 fn render_phase(out: &mut String, name: &str, phase: &Phase) {

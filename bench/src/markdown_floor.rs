@@ -25,13 +25,7 @@ pub(super) fn render_floor(out: &mut String, report: &Report) {
     );
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (n, run) in report.floor.iter().enumerate() {
-        let usage = report.floor_usage.get(n);
-        let micros = |name: &str| {
-            usage
-                .and_then(|u| u.get(name))
-                .filter(|_| run.messages > 0)
-                .map(|u| u.cpu_seconds * 1e6 / run.messages as f64)
-        };
+        let micros = |name| micros_per_message(report.floor_usage.get(n), name, run.messages);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.2} | {:.0} | {:.3} | {} | {} |",

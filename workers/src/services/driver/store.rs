@@ -78,6 +78,22 @@ macro_rules! ride_columns {
             "cleared", "stage", "driver_id", "reason", "correlation_id")
     };
 }
+/// The rides `$where` picks (on `driver_rides r`), each with its correlation id and, when
+/// assigned, its driver: the columns [`found_ride`] reads.
+macro_rules! found_ride_sql {
+    ($where:literal) => {
+        concat!(
+            "SELECT ",
+            ride_columns!("r."),
+            ", ",
+            driver_columns!("d."),
+            " FROM driver_rides r LEFT JOIN drivers d \
+             ON r.stage = 'assigned' AND d.driver_id = r.driver_id WHERE ",
+            $where
+        )
+    };
+}
+
 /// How many columns [`ride_columns!`] lists.
 const RIDE_COLUMNS: usize = 10;
 
@@ -314,14 +330,8 @@ impl ReadAhead {
         }
         let ids: Vec<&str> = ride_ids.iter().map(|id| id.as_str()).collect();
         let ids = serde_json::to_string(&ids).map_err(|e| corrupt("driver_rides", e))?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            ride_columns!("r."),
-            ", ",
-            driver_columns!("d."),
-            " FROM driver_rides r LEFT JOIN drivers d \
-             ON r.stage = 'assigned' AND d.driver_id = r.driver_id \
-             WHERE r.ride_id IN (SELECT value FROM json_each($1))"
+        let rows = sqlx::query(found_ride_sql!(
+            "r.ride_id IN (SELECT value FROM json_each($1))"
         ))
         .bind(ids)
         .fetch_all(&mut *conn)
@@ -379,17 +389,10 @@ async fn find_ride(
     conn: &mut SqliteConnection,
     ride_id: &RideId,
 ) -> Result<Option<FoundRide>, StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        ride_columns!("r."),
-        ", ",
-        driver_columns!("d."),
-        " FROM driver_rides r LEFT JOIN drivers d \
-         ON r.stage = 'assigned' AND d.driver_id = r.driver_id WHERE r.ride_id = $1"
-    ))
-    .bind(ride_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query(found_ride_sql!("r.ride_id = $1"))
+        .bind(ride_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(found_ride).transpose()
 }
 
