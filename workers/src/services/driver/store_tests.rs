@@ -254,24 +254,32 @@ async fn a_redelivered_cleared_event_reserves_one_driver() {
 }
 
 #[tokio::test]
-async fn a_driver_outside_the_first_search_circle_still_wins_when_nearest() {
-    let mut db = db().await;
-    let pickup = near(0.0, 0.0);
-    // d_0 is due north, just outside the small first circle; d_1 sits in a corner of the
-    // small box: found first, but farther away.
-    let corner_lng = 0.0175 / pickup.lat.to_radians().cos();
-    drivers_online(&mut db.conn, &[(0.0225, 0.0), (0.0175, corner_lng)]).await;
-    let north = pickup.distance_km(&near(0.0225, 0.0));
-    let corner = pickup.distance_km(&near(0.0175, corner_lng));
-    assert!(NEAR_FIRST_KM < north && north < corner, "{north} {corner}");
-    apply(&mut db.conn, &requested(1, pickup, at(60)), at(0))
-        .await
-        .unwrap();
-    let out = apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
-    let Message::DriverAssigned(assigned) = &out[0].message else {
-        panic!("{out:?}")
-    };
-    assert_eq!(assigned.driver_id.as_str(), "d_0");
+async fn a_driver_outside_each_small_search_circle_still_wins_when_nearest() {
+    for (step, km) in NEAR_FIRST_KM.into_iter().enumerate() {
+        let mut db = db().await;
+        let pickup = near(0.0, 0.0);
+        // d_0 is due north, just outside this step's circle; d_1 sits in a corner of its box:
+        // found first, but farther away.
+        let degrees = km / 111.2;
+        let corner_lng = 0.8 * degrees / pickup.lat.to_radians().cos();
+        let north_point = (1.1 * degrees, 0.0);
+        let corner_point = (0.8 * degrees, corner_lng);
+        drivers_online(&mut db.conn, &[north_point, corner_point]).await;
+        let north = pickup.distance_km(&near(north_point.0, north_point.1));
+        let corner = pickup.distance_km(&near(corner_point.0, corner_point.1));
+        assert!(
+            km < north && north < corner,
+            "step {step}: {north} {corner}"
+        );
+        apply(&mut db.conn, &requested(1, pickup, at(60)), at(0))
+            .await
+            .unwrap();
+        let out = apply(&mut db.conn, &cleared(1), at(0)).await.unwrap();
+        let Message::DriverAssigned(assigned) = &out[0].message else {
+            panic!("{out:?}")
+        };
+        assert_eq!(assigned.driver_id.as_str(), "d_0", "step {step}");
+    }
 }
 
 /// What `load_for_input` reads for `input` at `now`.
@@ -304,9 +312,11 @@ async fn only_an_input_that_may_match_its_ride_searches_for_drivers() {
     let request = requested(1, pickup, at(60));
     assert!(driver_names(&loaded_for(&mut db.conn, &request, at(1)).await.state).is_empty());
     apply(&mut db.conn, &request, at(1)).await.unwrap();
-    // Cleared: a bounded set of candidates, which holds the nearest.
+    // Cleared: a bounded set of candidates, which holds the nearest (the first, smallest
+    // circle already has some: only the 15 drivers in its box are read).
     let loaded = loaded_for(&mut db.conn, &cleared(1), at(1)).await;
-    assert_eq!(loaded.state.drivers.len(), NEARBY_DRIVERS as usize);
+    assert_eq!(loaded.state.drivers.len(), 15);
+    assert!(loaded.state.drivers.len() <= NEARBY_DRIVERS as usize);
     assert!(loaded.state.drivers.contains_key(&did(0)));
     apply(&mut db.conn, &cleared(1), at(1)).await.unwrap();
     assert_eq!(
@@ -329,7 +339,8 @@ async fn only_an_input_that_may_match_its_ride_searches_for_drivers() {
     assert!(driver_names(&loaded_for(&mut db.conn, &cleared(2), at(1)).await.state).is_empty());
     let request = requested(2, pickup, at(60));
     let loaded = loaded_for(&mut db.conn, &request, at(1)).await;
-    assert_eq!(loaded.state.drivers.len(), NEARBY_DRIVERS as usize);
+    // The 15 of the first box but d_0, now reserved.
+    assert_eq!(loaded.state.drivers.len(), 14);
     let late = loaded_for(&mut db.conn, &request, at(60)).await;
     assert!(driver_names(&late.state).is_empty());
 
