@@ -73,8 +73,8 @@ pub fn render(out: &mut String, c: &Comparison) {
     let _ = writeln!(
         out,
         "\n## A/B against baseline\n\nBaseline: {baseline}; current: workers from `{}`. {rounds} \
-         on this run's nats-server. Before each build's turn the saga stream is purged and the \
-         service consumers are created afresh; the build then gets a fresh fleet (one replica \
+         on this run's nats-server. Before each build's turn the saga stream is deleted and \
+         created afresh with the service consumers; the build then gets a fresh fleet (one replica \
          of every worker, new databases, the same drivers brought online, warm-up) and runs the \
          maximum-rate phase (same window and length as the usual one), then the latency phase. \
          Rounds alternate which build goes first (the baseline in odd rounds). The median rows \

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use ridesaga_schemas::Service;
 use ridesaga_schemas::streams::{self, ProvisionOptions, SAGA_STREAM};
 
 use super::{READY_TIMEOUT, Run, connect};
@@ -152,30 +151,19 @@ impl Run {
         Ok(generator)
     }
 
-    /// Purges the saga stream and creates the service consumers afresh, so that the next fleet
-    /// finds nothing stored, pending or awaiting an ack, and neither build inherits the other's
-    /// stream. The dead-letter stream is kept: the report counts it at the end. Only while no
-    /// worker runs.
+    /// Deletes the saga stream and provisions it and the service consumers afresh, so that the
+    /// next fleet finds nothing stored, pending or awaiting an ack, and neither build inherits
+    /// the other's stream, its storage included: a purge leaves the stream's files and
+    /// indexes to the server to tidy while the next turn runs. The dead-letter stream is kept:
+    /// the report counts it at the end. Only while no worker runs.
     async fn clean_saga_stream(&self) -> anyhow::Result<()> {
-        let stream = self
-            .js
-            .get_stream(SAGA_STREAM)
+        self.js
+            .delete_stream(SAGA_STREAM)
             .await
-            .with_context(|| format!("looking up stream {SAGA_STREAM}"))?;
-        stream
-            .purge()
-            .await
-            .with_context(|| format!("purging stream {SAGA_STREAM}"))?;
-        for service in Service::ALL {
-            let name = service.consumer_name();
-            stream
-                .delete_consumer(&name)
-                .await
-                .with_context(|| format!("deleting consumer {name}"))?;
-        }
+            .with_context(|| format!("deleting stream {SAGA_STREAM}"))?;
         streams::provision(&self.js, ProvisionOptions::default())
             .await
-            .context("creating the service consumers again")?;
+            .context("creating the saga stream and the service consumers again")?;
         let snapshot = consumers::snapshot(&self.js).await?;
         anyhow::ensure!(
             consumers::is_quiet(&snapshot),
