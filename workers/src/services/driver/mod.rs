@@ -126,10 +126,10 @@ impl DriverService {
         if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = event {
             loaded.correlations.remember(ride_id, &input.correlation_id);
         }
-        store::save(conn, &before, &loaded, now)
+        let written = store::save(conn, &before, &loaded, now)
             .await
             .map_err(store_failed)?;
-        ahead.wrote(&before, &loaded);
+        ahead.wrote(written);
         Ok(envelopes(effects, &loaded.correlations, Some(input), now))
     }
 }

@@ -372,19 +372,10 @@ impl ReadAhead {
         }
     }
 
-    /// Notes the rows a save wrote (see [`save`]): what the read-ahead holds of them is stale.
-    pub fn wrote(&mut self, before: &State, after: &Loaded) {
-        let learnt = &after.correlations.learnt;
-        for (id, ride) in &after.state.rides {
-            if before.rides.get(id) != Some(ride) || learnt.contains(id) {
-                self.written_rides.insert(id.clone());
-            }
-        }
-        for (id, driver) in &after.state.drivers {
-            if before.drivers.get(id) != Some(driver) {
-                self.written_drivers.insert(id.clone());
-            }
-        }
+    /// Notes the rows a save wrote: what the read-ahead holds of them is stale.
+    pub fn wrote(&mut self, written: Written) {
+        self.written_rides.extend(written.rides);
+        self.written_drivers.extend(written.drivers);
     }
 }
 
@@ -523,7 +514,7 @@ async fn add_waiting_rides_near(
 
 #[path = "store_write.rs"]
 mod write;
-pub use write::{prune, save};
+pub use write::{Written, prune, save};
 
 #[path = "store_rows.rs"]
 mod rows;

@@ -538,8 +538,8 @@ async fn a_batch_sees_what_its_earlier_inputs_wrote() {
     drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
     let service = DriverService::new(DriverConfig::default());
     // Ride 1 is requested and cleared in one batch (absent from the rides read ahead, stored
-    // by the request before the clearance loads), takes the only driver, and completes, freeing the driver for ride 2,
-    // which was waiting in the same batch.
+    // by the request before the clearance loads), takes the only driver, and completes,
+    // freeing the driver for ride 2, which was waiting in the same batch.
     let batch = [
         (requested(1, near(0.0, 0.0), at(60)), at(0)),
         (cleared(1), at(0)),

@@ -7,32 +7,43 @@ use sqlx::sqlite::SqliteArguments;
 
 use super::*;
 
+/// The rows a save wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub rides: Vec<RideId>,
+    pub drivers: Vec<DriverId>,
+}
+
 /// Writes every ride and driver of `after` that differs from `before` (as loaded), and the
 /// correlation ids the input brought: one statement per row, all sent as one query (one round
 /// trip to the database). Each statement changes exactly one row unless a reservation guard
-/// stops it, so fewer changes in all than statements means a guard did.
+/// stops it, so fewer changes in all than statements means a guard did. Returns the rows it
+/// wrote.
 pub async fn save(
     conn: &mut SqliteConnection,
     before: &State,
     after: &Loaded,
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<Written, StoreError> {
     let correlations = &after.correlations;
     let mut writes = Writes::default();
+    let mut written = Written::default();
     for (id, ride) in &after.state.rides {
         if before.rides.get(id) != Some(ride) || correlations.learnt.contains(id) {
             upsert_ride(&mut writes, ride, correlations.of(id), now)?;
+            written.rides.push(id.clone());
         }
     }
     for (id, driver) in &after.state.drivers {
         match before.drivers.get(id) {
             None => insert_driver(&mut writes, driver)?,
             Some(old) if old != driver => update_driver(&mut writes, old, driver)?,
-            Some(_) => {}
+            Some(_) => continue,
         }
+        written.drivers.push(id.clone());
     }
     if writes.statements == 0 {
-        return Ok(());
+        return Ok(written);
     }
     let done = sqlx::query_with(AssertSqlSafe(writes.sql), writes.args)
         .execute(&mut *conn)
@@ -53,7 +64,7 @@ pub async fn save(
             drivers: drivers.join(", "),
         });
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Statements for one query, their positional parameters in order, and the reservation
