@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker};
 use domain::{DriverError, Effect, Input, MatchRules, RideRequest};
-use store::{Correlations, ReadAhead, StoreError};
+use store::{BatchView, Correlations, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/driver");
 
@@ -104,18 +104,18 @@ impl DriverService {
         &self.config
     }
 
-    /// Loads what `event` can touch, applies it and saves what changed; notes the writes in
-    /// `ahead` for the inputs after it in the batch.
+    /// Loads what `event` can touch as the batch in `view` has left it, applies it and keeps
+    /// what changed in `view`, for the inputs after it and for the batch's save.
     async fn apply_event(
         &self,
         conn: &mut SqliteConnection,
         input: &Envelope,
         event: &Input,
         now: Timestamp,
-        ahead: &mut ReadAhead,
+        view: &mut BatchView,
     ) -> Result<Vec<Envelope>, HandleError> {
         let rules = &self.config.rules;
-        let mut loaded = store::load_for_input(conn, event, now, rules, ahead)
+        let mut loaded = store::load_for_input(conn, event, now, rules, view)
             .await
             .map_err(store_failed)?;
         let before = loaded.state.clone();
@@ -126,10 +126,7 @@ impl DriverService {
         if let Input::Requested { ride_id, .. } | Input::Cleared { ride_id } = event {
             loaded.correlations.remember(ride_id, &input.correlation_id);
         }
-        let written = store::save(conn, &before, &loaded, now)
-            .await
-            .map_err(store_failed)?;
-        ahead.wrote(written);
+        view.keep(&before, &loaded);
         Ok(envelopes(effects, &loaded.correlations, Some(input), now))
     }
 }
@@ -152,12 +149,18 @@ impl Worker for DriverService {
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
         let event = input_of(input)?;
-        let mut ahead = ReadAhead::default();
-        self.apply_event(conn, input, &event, now, &mut ahead).await
+        let mut view = BatchView::default();
+        let outputs = self
+            .apply_event(conn, input, &event, now, &mut view)
+            .await?;
+        view.save(conn, now).await.map_err(store_failed)?;
+        Ok(outputs)
     }
 
-    /// Reads the rides the batch names in one statement first ([`ReadAhead`]), then applies
-    /// the inputs one by one, each saved before the next loads, as [`Worker::apply`] would.
+    /// Reads the rides the batch names in one statement first, then applies the inputs one by
+    /// one, each seeing what the ones before it changed ([`BatchView`]), and saves what they
+    /// changed in one round trip at the end: what [`Worker::apply`] input by input would
+    /// decide and store.
     async fn apply_batch<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
@@ -171,16 +174,31 @@ impl Worker for DriverService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let rides: Vec<&RideId> = events.iter().filter_map(Input::ride_id).collect();
-        let mut ahead = ReadAhead::load(conn, &rides)
+        let mut view = BatchView::load(conn, &rides)
             .await
             .map_err(|e| BatchError::Batch(store_failed(e)))?;
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, (input, event)) in inputs.iter().zip(&events).enumerate() {
             let applied = self
-                .apply_event(conn, input.envelope, event, input.now, &mut ahead)
+                .apply_event(conn, input.envelope, event, input.now, &mut view)
                 .await;
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
+        // Rows last changed as of the batch's latest input (retention counts from there).
+        let now = inputs
+            .iter()
+            .map(|i| i.now)
+            .max()
+            .unwrap_or_else(Timestamp::now);
+        // No one input is to blame for a save that fails (a guard that found a row changed
+        // underneath): the whole batch is retried, and its inputs reach the dead letters
+        // after their last delivery should it keep failing.
+        view.save(conn, now).await.map_err(|e| {
+            BatchError::Batch(match store_failed(e) {
+                HandleError::Permanent(reason) => HandleError::Transient(reason),
+                transient => transient,
+            })
+        })?;
         Ok(BatchOutput {
             outputs,
             writes: Vec::new(),

@@ -10,7 +10,7 @@
 //!
 //! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, partial indexes).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
@@ -154,7 +154,7 @@ pub async fn load_for_input(
     input: &Input,
     now: Timestamp,
     rules: &MatchRules,
-    ahead: &ReadAhead,
+    view: &BatchView,
 ) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded::default();
     match input {
@@ -168,34 +168,44 @@ pub async fn load_for_input(
             location,
             ..
         } => {
-            load_driver_side(conn, &mut loaded, driver_id, Some(*location), now, rules).await?;
+            load_driver_side(
+                conn,
+                view,
+                &mut loaded,
+                driver_id,
+                Some(*location),
+                now,
+                rules,
+            )
+            .await?;
         }
         Input::Online {
             driver_id,
             location,
             ..
         } => {
-            load_driver_side(conn, &mut loaded, driver_id, *location, now, rules).await?;
+            load_driver_side(conn, view, &mut loaded, driver_id, *location, now, rules).await?;
         }
         Input::Offline { driver_id, .. } => {
-            if let Some(driver) = find_driver(conn, driver_id).await? {
+            if let Some(driver) = view.driver(conn, driver_id).await? {
                 loaded.state.drivers.insert(driver.id.clone(), driver);
             }
         }
         Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
             // An assigned ride's driver plays no part in a request or a clearance.
-            let found = ahead.ride(conn, ride_id).await?;
+            let found = view.ride(conn, ride_id).await?;
             let pickup = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
             if let Some(found) = found {
                 loaded.add_ride(found.ride, found.correlation);
             }
             if let Some(pickup) = pickup {
                 let state = &mut loaded.state;
-                add_available_drivers_near(conn, state, pickup, rules, NEARBY_DRIVERS).await?;
+                add_available_drivers_near(conn, view, state, pickup, rules, NEARBY_DRIVERS)
+                    .await?;
             }
         }
         Input::Ended { ride_id, .. } => {
-            let Some(found) = ahead.ride(conn, ride_id).await? else {
+            let Some(found) = view.ride(conn, ride_id).await? else {
                 return Ok(loaded);
             };
             let freed = found
@@ -208,7 +218,7 @@ pub async fn load_for_input(
                 loaded.state.drivers.insert(driver.id.clone(), driver);
             }
             if let Some(place) = freed {
-                add_waiting_rides_near(conn, &mut loaded, place, now, rules).await?;
+                add_waiting_rides_near(conn, view, &mut loaded, place, now, rules).await?;
             }
         }
     }
@@ -257,21 +267,23 @@ pub async fn load_for_tick(
     // Rides matched earlier in the run may take some of a later ride's candidates: load as
     // many more as there are such rides.
     let limit = NEARBY_DRIVERS + i64::try_from(pickups.len()).unwrap_or(i64::MAX) - 1;
+    let view = BatchView::default();
     for pickup in pickups {
-        add_available_drivers_near(conn, &mut loaded.state, pickup, rules, limit).await?;
+        add_available_drivers_near(conn, &view, &mut loaded.state, pickup, rules, limit).await?;
     }
     Ok(loaded)
 }
 
 async fn load_driver_side(
     conn: &mut SqliteConnection,
+    view: &BatchView,
     loaded: &mut Loaded,
     driver_id: &DriverId,
     new_location: Option<GeoPoint>,
     now: Timestamp,
     rules: &MatchRules,
 ) -> Result<(), StoreError> {
-    let stored = find_driver(conn, driver_id).await?;
+    let stored = view.driver(conn, driver_id).await?;
     // Around both positions: a late command leaves the stored one in force.
     let places: Vec<GeoPoint> = stored
         .iter()
@@ -282,7 +294,7 @@ async fn load_driver_side(
         loaded.state.drivers.insert(driver.id.clone(), driver);
     }
     for place in places {
-        add_waiting_rides_near(conn, loaded, place, now, rules).await?;
+        add_waiting_rides_near(conn, view, loaded, place, now, rules).await?;
     }
     Ok(())
 }
@@ -310,27 +322,35 @@ struct FoundRide {
     driver: Option<Driver>,
 }
 
-/// The rides a batch's inputs name, read in one statement when the batch begins, each with its
-/// correlation id and driver (or known to be absent). An input takes its ride from here unless
-/// an input before it in the batch wrote that ride or its driver: each input's writes are
-/// saved before the next one loads, so the stored row is then read again, and an input sees
-/// exactly what it would see applied alone.
+/// A batch as its inputs see the tables: the rides its inputs name, read in one statement when
+/// it begins, and every row its inputs have changed so far, kept here instead of written at
+/// once. Each read of an input goes through the view, which lays those changes over what is
+/// stored, so an input sees exactly what it would see had every input before it been saved;
+/// the batch writes its changes once, in one round trip, when it ends ([`BatchView::save`]).
+/// Reads that return several rows (the searches) ask the tables for as many more rows as the
+/// batch has changed, drop those and put in the changed rows that qualify: the same rows,
+/// in the same order, as the same statement would return on the saved tables.
 #[derive(Debug, Default)]
-pub struct ReadAhead {
-    rides: HashMap<RideId, Option<FoundRide>>,
-    written_rides: HashSet<RideId>,
-    written_drivers: HashSet<DriverId>,
+pub struct BatchView {
+    /// Rides read ahead: `None` for one not stored.
+    ahead: HashMap<RideId, Option<FoundRide>>,
+    /// Every ride and driver the batch changed, as it left them, and the correlation ids of
+    /// those rides (`learnt`: the ones to store).
+    changed: Loaded,
+    /// The same rows as stored before the batch (absent: a row the batch creates).
+    stored: State,
 }
 
-impl ReadAhead {
-    /// Reads `ride_ids` (duplicates allowed) in one statement.
+impl BatchView {
+    /// Begins a batch whose inputs name `ride_ids` (duplicates allowed): reads them in one
+    /// statement.
     pub async fn load(
         conn: &mut SqliteConnection,
         ride_ids: &[&RideId],
     ) -> Result<Self, StoreError> {
-        let mut ahead = ReadAhead::default();
+        let mut view = BatchView::default();
         if ride_ids.is_empty() {
-            return Ok(ahead);
+            return Ok(view);
         }
         let ids: Vec<&str> = ride_ids.iter().map(|id| id.as_str()).collect();
         let ids = serde_json::to_string(&ids).map_err(|e| corrupt("driver_rides", e))?;
@@ -341,41 +361,112 @@ impl ReadAhead {
         .fetch_all(&mut *conn)
         .await?;
         for id in ride_ids {
-            ahead.rides.insert((*id).clone(), None);
+            view.ahead.insert((*id).clone(), None);
         }
         for row in rows {
             let found = found_ride(&row)?;
-            ahead.rides.insert(found.ride.id.clone(), Some(found));
+            view.ahead.insert(found.ride.id.clone(), Some(found));
         }
-        Ok(ahead)
+        Ok(view)
     }
 
-    /// The ride `ride_id` with its correlation id and driver: as read ahead if nothing since
-    /// changed it, else as stored now.
+    /// The ride `ride_id` with its correlation id and, if assigned, its driver, as the batch
+    /// has left them.
     async fn ride(
         &self,
         conn: &mut SqliteConnection,
         ride_id: &RideId,
     ) -> Result<Option<FoundRide>, StoreError> {
-        let fresh = |found: &Option<FoundRide>| match found {
-            Some(found) => found
-                .driver
-                .as_ref()
-                .is_none_or(|d| !self.written_drivers.contains(&d.id)),
-            None => true,
+        let stored = match self.ahead.get(ride_id) {
+            Some(found) => found.clone(),
+            None => find_ride(conn, ride_id).await?,
         };
-        match self.rides.get(ride_id) {
-            Some(found) if !self.written_rides.contains(ride_id) && fresh(found) => {
-                Ok(found.clone())
-            }
-            _ => find_ride(conn, ride_id).await,
+        let (ride, correlation, stored_driver) =
+            match (self.changed.state.rides.get(ride_id), stored) {
+                (Some(ride), stored) => {
+                    let correlation = self.changed.correlations.of(ride_id).map(str::to_owned);
+                    let stored_driver = stored.and_then(|found| found.driver);
+                    (ride.clone(), correlation, stored_driver)
+                }
+                (None, Some(found)) => (found.ride, found.correlation, found.driver),
+                (None, None) => return Ok(None),
+            };
+        let driver = match &ride.stage {
+            Stage::Assigned { driver_id } => match self.changed.state.drivers.get(driver_id) {
+                Some(driver) => Some(driver.clone()),
+                None => match stored_driver.filter(|d| d.id == *driver_id) {
+                    Some(driver) => Some(driver),
+                    None => find_driver(conn, driver_id).await?,
+                },
+            },
+            _ => None,
+        };
+        Ok(Some(FoundRide {
+            ride,
+            correlation,
+            driver,
+        }))
+    }
+
+    /// The driver `driver_id` as the batch has left them.
+    async fn driver(
+        &self,
+        conn: &mut SqliteConnection,
+        driver_id: &DriverId,
+    ) -> Result<Option<Driver>, StoreError> {
+        match self.changed.state.drivers.get(driver_id) {
+            Some(driver) => Ok(Some(driver.clone())),
+            None => find_driver(conn, driver_id).await,
         }
     }
 
-    /// Notes the rows a save wrote: what the read-ahead holds of them is stale.
-    pub fn wrote(&mut self, written: Written) {
-        self.written_rides.extend(written.rides);
-        self.written_drivers.extend(written.drivers);
+    /// Keeps what an input changed in `loaded` (relative to `before`, as it was loaded), for
+    /// the inputs after it and for [`BatchView::save`].
+    pub fn keep(&mut self, before: &State, loaded: &Loaded) {
+        let learnt = &loaded.correlations.learnt;
+        for (id, ride) in &loaded.state.rides {
+            if before.rides.get(id) == Some(ride) && !learnt.contains(id) {
+                continue;
+            }
+            if !self.changed.state.rides.contains_key(id)
+                && let Some(stored) = before.rides.get(id)
+            {
+                self.stored.rides.insert(id.clone(), stored.clone());
+            }
+            self.changed.state.rides.insert(id.clone(), ride.clone());
+            if let Some(correlation) = loaded.correlations.of(id) {
+                let known = &mut self.changed.correlations.known;
+                known.insert(id.clone(), correlation.to_owned());
+            }
+            if learnt.contains(id) {
+                self.changed.correlations.learnt.insert(id.clone());
+            }
+        }
+        for (id, driver) in &loaded.state.drivers {
+            if before.drivers.get(id) == Some(driver) {
+                continue;
+            }
+            if !self.changed.state.drivers.contains_key(id)
+                && let Some(stored) = before.drivers.get(id)
+            {
+                self.stored.drivers.insert(id.clone(), stored.clone());
+            }
+            self.changed
+                .state
+                .drivers
+                .insert(id.clone(), driver.clone());
+        }
+    }
+
+    /// Writes every row the batch changed, in one round trip (see [`save`]).
+    pub async fn save(
+        &self,
+        conn: &mut SqliteConnection,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        save(conn, &self.stored, &self.changed, now)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -413,6 +504,7 @@ fn found_ride(row: &SqliteRow) -> Result<FoundRide, StoreError> {
 /// them does the whole radius get searched.
 async fn add_available_drivers_near(
     conn: &mut SqliteConnection,
+    view: &BatchView,
     state: &mut State,
     pickup: GeoPoint,
     rules: &MatchRules,
@@ -420,7 +512,7 @@ async fn add_available_drivers_near(
 ) -> Result<(), StoreError> {
     let mut found = None;
     for radius_km in NEAR_FIRST_KM.into_iter().filter(|&km| km < rules.radius_km) {
-        let drivers = available_drivers_in_box(conn, pickup, radius_km, limit).await?;
+        let drivers = available_drivers_in_box(conn, view, pickup, radius_km, limit).await?;
         // A driver inside the circle is nearer than anyone outside its box, so the nearest
         // overall is among these. Corners of the box do not count.
         if drivers
@@ -433,7 +525,7 @@ async fn add_available_drivers_near(
     }
     let drivers = match found {
         Some(drivers) => drivers,
-        None => available_drivers_in_box(conn, pickup, rules.radius_km, limit).await?,
+        None => available_drivers_in_box(conn, view, pickup, rules.radius_km, limit).await?,
     };
     for driver in drivers {
         state.drivers.entry(driver.id.clone()).or_insert(driver);
@@ -442,15 +534,18 @@ async fn add_available_drivers_near(
 }
 
 /// Up to `limit` available drivers in the box around `pickup` of `radius_km`, nearest first by
-/// an equirectangular estimate (see [`NEARBY_DRIVERS`] for how exact).
+/// an equirectangular estimate (see [`NEARBY_DRIVERS`] for how exact), as the batch in `view`
+/// has left them.
 async fn available_drivers_in_box(
     conn: &mut SqliteConnection,
+    view: &BatchView,
     pickup: GeoPoint,
     radius_km: f64,
     limit: i64,
 ) -> Result<Vec<Driver>, StoreError> {
     let bbox = BoundingBox::around(pickup, radius_km);
     let lng_scale = pickup.lat.to_radians().cos().powi(2);
+    let changed = &view.changed.state.drivers;
     // The limit is written into the statement, not bound: SQLite re-prepares a statement
     // every time a parameter used as its LIMIT is bound.
     let sql = format!(
@@ -462,7 +557,7 @@ async fn available_drivers_in_box(
              ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id \
              LIMIT {limit}"
         ),
-        limit = limit
+        limit = read_past(limit, changed.len())
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(bbox.min_lat)
@@ -474,18 +569,49 @@ async fn available_drivers_in_box(
         .bind(lng_scale)
         .fetch_all(&mut *conn)
         .await?;
-    rows.iter().map(|row| driver_at(row, 0)).collect()
+    let mut drivers = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let driver = driver_at(row, 0)?;
+        if !changed.contains_key(&driver.id) {
+            drivers.push(driver);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(drivers);
+    }
+    // The statement's filter and order, on the rows the batch changed.
+    drivers.extend(
+        changed
+            .values()
+            .filter(|d| d.online && d.current_ride.is_none() && bbox.contains(d.location))
+            .cloned(),
+    );
+    let estimate = |d: &Driver| {
+        let (lat, lng) = (d.location.lat, d.location.lng);
+        (lat - pickup.lat) * (lat - pickup.lat)
+            + (lng - pickup.lng) * (lng - pickup.lng) * lng_scale
+    };
+    drivers.sort_by(|a, b| {
+        estimate(a)
+            .total_cmp(&estimate(b))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    drivers.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(drivers)
 }
 
-/// Waiting cleared rides before their deadline in the box around `place`, earliest first.
+/// Waiting cleared rides before their deadline in the box around `place`, earliest first, as
+/// the batch in `view` has left them.
 async fn add_waiting_rides_near(
     conn: &mut SqliteConnection,
+    view: &BatchView,
     loaded: &mut Loaded,
     place: GeoPoint,
     now: Timestamp,
     rules: &MatchRules,
 ) -> Result<(), StoreError> {
     let bbox = BoundingBox::around(place, rules.radius_km);
+    let changed = &view.changed.state.rides;
     // A literal limit (see `available_drivers_in_box`).
     let sql = format!(
         concat!(
@@ -495,7 +621,7 @@ async fn add_waiting_rides_near(
              AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
              ORDER BY match_deadline_ms, ride_id LIMIT {limit}"
         ),
-        limit = NEARBY_RIDES
+        limit = read_past(NEARBY_RIDES, changed.len())
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(now.unix_millis())
@@ -505,16 +631,65 @@ async fn add_waiting_rides_near(
         .bind(bbox.max_lng)
         .fetch_all(&mut *conn)
         .await?;
+    let mut rides = Vec::with_capacity(rows.len());
     for row in &rows {
         let (ride, correlation) = ride_at(row, 0)?;
+        if !changed.contains_key(&ride.id) {
+            rides.push((ride, correlation));
+        }
+    }
+    if !changed.is_empty() {
+        // The statement's filter and order, on the rides the batch changed.
+        let deadline_ms = |ride: &Ride| {
+            ride.request
+                .as_ref()
+                .map(|q| q.match_deadline.unix_millis())
+        };
+        rides.extend(
+            changed
+                .values()
+                .filter(|ride| {
+                    ride.stage == Stage::Waiting
+                        && ride.cleared
+                        && ride.request.as_ref().is_some_and(|q| {
+                            q.match_deadline.unix_millis() > now.unix_millis()
+                                && bbox.contains(q.pickup)
+                        })
+                })
+                .map(|ride| {
+                    let correlation = view.changed.correlations.of(&ride.id).map(str::to_owned);
+                    (ride.clone(), correlation)
+                }),
+        );
+        rides.sort_by(|(a, _), (b, _)| {
+            deadline_ms(a)
+                .cmp(&deadline_ms(b))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        rides.truncate(usize::try_from(NEARBY_RIDES).unwrap_or(usize::MAX));
+    }
+    for (ride, correlation) in rides {
         loaded.add_ride(ride, correlation);
     }
     Ok(())
 }
 
+/// The LIMIT of a search that must return `limit` rows besides any of the `changed` rows a
+/// batch holds in memory: `limit` itself when there are none, else the next power of two
+/// above their sum. The limit is part of the statement's text, and sqlx keeps a prepared
+/// statement per text; with a limit per count of changed rows, the searches of a large batch
+/// prepared dozens of statements and kept evicting one another from that cache.
+fn read_past(limit: i64, changed: usize) -> i64 {
+    if changed == 0 {
+        return limit;
+    }
+    let wanted = u64::try_from(limit).unwrap_or(0) + changed as u64;
+    i64::try_from(wanted.next_power_of_two()).unwrap_or(i64::MAX)
+}
+
 #[path = "store_write.rs"]
 mod write;
-pub use write::{Written, prune, save};
+pub use write::{prune, save};
 
 #[path = "store_rows.rs"]
 mod rows;

@@ -290,7 +290,7 @@ async fn loaded_for(conn: &mut SqliteConnection, input: &Envelope, now: Timestam
         &input_of(input).unwrap(),
         now,
         &rules,
-        &ReadAhead::default(),
+        &BatchView::default(),
     )
     .await
     .unwrap()
@@ -608,6 +608,38 @@ async fn a_driver_reserved_earlier_in_the_batch_does_not_stop_the_wider_search()
 }
 
 #[tokio::test]
+async fn a_batch_that_reserved_more_drivers_than_a_search_reads_still_finds_the_next_nearest() {
+    let mut db = db().await;
+    // More drivers than one search reads, each a little farther from the pickup than the one
+    // before, all inside the first circle.
+    let count = NEARBY_DRIVERS as usize + 4;
+    let positions: Vec<(f64, f64)> = (0..count).map(|n| (0.0002 * n as f64, 0.0)).collect();
+    drivers_online(&mut db.conn, &positions).await;
+    let service = DriverService::new(DriverConfig::default());
+    // One batch: a ride more than a search reads, each takes the nearest driver left. The
+    // stored rows still show every driver available; the batch's own reservations must
+    // replace them, and the search must read past them.
+    let rides = NEARBY_DRIVERS as usize + 2;
+    let batch: Vec<(Envelope, Timestamp)> = (0..rides)
+        .flat_map(|n| {
+            [
+                (requested(n, near(0.0, 0.0), at(60)), at(0)),
+                (cleared(n), at(0)),
+            ]
+        })
+        .collect();
+    apply_batch_in_tx(&service, &mut db.conn, &batch)
+        .await
+        .unwrap();
+    let mut reserved = reserved_drivers(&mut db.conn).await;
+    reserved.sort_by_key(|(_, ride)| ride[2..].parse::<usize>().unwrap());
+    let expected: Vec<(String, String)> = (0..rides)
+        .map(|n| (did(n).to_string(), rid(n).to_string()))
+        .collect();
+    assert_eq!(reserved, expected);
+}
+
+#[tokio::test]
 async fn an_ending_sees_its_driver_as_an_earlier_input_of_the_batch_moved_them() {
     let mut db = db().await;
     drivers_online(&mut db.conn, &[(0.0, 0.0)]).await;
@@ -652,7 +684,7 @@ async fn a_reservation_guard_fails_the_transaction_instead_of_double_booking() {
     let event = input_of(&cleared(1)).unwrap();
     let rules = DriverConfig::default().rules;
     let mut tx = db.conn.begin().await.unwrap();
-    let mut loaded = load_for_input(&mut tx, &event, at(0), &rules, &ReadAhead::default())
+    let mut loaded = load_for_input(&mut tx, &event, at(0), &rules, &BatchView::default())
         .await
         .unwrap();
     let before = loaded.state.clone();
