@@ -5,10 +5,13 @@
 //!
 //! Each statement is a round trip to the database, so an input reads only what its outcome
 //! can depend on (the driver search only for a ride that may be matched now), a ride comes with
-//! its correlation id and, when assigned, its driver in one statement, and only changed rows
-//! are written, one statement each.
+//! its correlation id and, when assigned, its driver in one statement, and a batch reads the
+//! rides its inputs name in one statement and writes only the rows that changed, once, when
+//! it ends ([`BatchView`]).
 //!
-//! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, partial indexes).
+//! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, `UPDATE ... FROM`,
+//! partial indexes) except for the JSON functions that expand a batch's rows, which the
+//! PostgreSQL statements will spell with `jsonb_array_elements`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
