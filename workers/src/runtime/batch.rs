@@ -9,7 +9,7 @@ use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{BatchError, HandleError, Input, Worker};
+use super::handler::{BatchError, HandleError, Input, Worker, saga_ids};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
 use super::store::{self, OutboxRow};
@@ -175,7 +175,20 @@ impl<W: Worker> Shared<W> {
             .zip(&subjects)
             .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
             .collect();
-        let fresh = store::open_batch(&mut conn, stored, &entries).await?;
+        // The service's preload, for every pending input (rows for a repeated one do no harm).
+        let preload = self.worker.preload().map(|sql| {
+            let all: Vec<Input<'_>> = pending
+                .iter()
+                .map(|&i| Input {
+                    envelope: &batch[i].input,
+                    now: batch[i].now,
+                })
+                .collect();
+            (sql, saga_ids(&all))
+        });
+        let preloading = preload.is_some();
+        let store::Opened { fresh, preloaded } =
+            store::open_batch(&mut conn, stored, &entries, preload).await?;
         // Each input is new (applied by this batch), a second delivery of one that is, or one
         // applied by an earlier batch (answered with its outputs still in the outbox).
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -207,7 +220,14 @@ impl<W: Worker> Shared<W> {
                 now: batch[i].now,
             })
             .collect();
-        let done = match self.worker.apply_batch(&mut conn, &inputs).await {
+        let applied_batch = if preloading {
+            self.worker
+                .apply_preloaded(&mut conn, &inputs, preloaded)
+                .await
+        } else {
+            self.worker.apply_batch(&mut conn, &inputs).await
+        };
+        let done = match applied_batch {
             Ok(done) if done.outputs.len() == work.len() => done,
             Ok(done) => {
                 store::abort_batch(&mut conn).await;

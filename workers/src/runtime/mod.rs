@@ -22,6 +22,7 @@ pub mod store;
 pub mod writer_lock;
 
 pub use handler::{
-    BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch,
+    BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch, preload_rows,
+    saga_ids,
 };
 pub use run::{RunError, run, run_on};

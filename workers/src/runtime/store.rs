@@ -5,10 +5,12 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use ridesaga_schemas::{Envelope, MessageId, Timestamp};
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Column as _, Row, SqliteConnection, SqlitePool};
 
 use super::handler::BatchWrite;
 
@@ -129,7 +131,7 @@ macro_rules! inbox_insert_sql {
             "INSERT INTO inbox (message_id, subject, received_at) \
              SELECT value ->> 0, value ->> 1, value ->> 2 FROM jsonb_each(",
             $rows,
-            ") WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+            ") WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING message_id AS inbox_new"
         )
     };
 }
@@ -141,10 +143,11 @@ const OUTBOX_INSERT_SQL: &str = "INSERT INTO outbox (message_id, cause_id, subje
      created_at) SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), ? \
      FROM jsonb_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
 
-/// Deletes the outbox rows whose ids are in `$1`.
+/// Deletes the outbox rows whose ids are in the parameter (positional, so that the statement
+/// can open the query that opens a batch).
 macro_rules! outbox_delete_sql {
     () => {
-        "DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each($1))"
+        "DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))"
     };
 }
 
@@ -179,31 +182,66 @@ pub async fn inbox_insert_many(
     Ok(inserted.into_iter().collect())
 }
 
+/// What the query that opens a batch returned.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// The inbox entries that were new.
+    pub fresh: HashSet<String>,
+    /// The rows of the service's preload statement, if it was given one.
+    pub preloaded: Vec<SqliteRow>,
+}
+
 /// Opens a batch's transaction on `conn` in one round trip to the database thread: `BEGIN
-/// IMMEDIATE`, the delete of the outbox rows in `published`, and the inbox entries (see
-/// [`inbox_insert_many`], whose new ids it returns). The transaction is managed with
-/// statements rather than sqlx's `Transaction`, so that opening and closing it share round
-/// trips with work; the caller ends it with [`close_batch`] or [`abort_batch`].
+/// IMMEDIATE`, the delete of the outbox rows in `published`, the inbox entries (see
+/// [`inbox_insert_many`], whose new ids it returns) and, if given, the service's preload
+/// statement with its parameter. The transaction is managed with statements rather than
+/// sqlx's `Transaction`, so that opening and closing it share round trips with work; the
+/// caller ends it with [`close_batch`] or [`abort_batch`].
 pub async fn open_batch(
     conn: &mut SqliteConnection,
     published: &[String],
     entries: &[(&str, &str, Timestamp)],
-) -> Result<HashSet<String>, sqlx::Error> {
-    let opened: Result<Vec<String>, sqlx::Error> = async {
-        sqlx::query_scalar(concat!(
+    preload: Option<(&'static str, String)>,
+) -> Result<Opened, sqlx::Error> {
+    let opened: Result<Opened, sqlx::Error> = async {
+        // Every parameter is positional: `?` binds the next argument across the statements.
+        const OPEN_SQL: &str = concat!(
             "BEGIN IMMEDIATE; ",
             outbox_delete_sql!(),
             "; ",
-            inbox_insert_sql!("$2")
-        ))
-        .bind(json_array(published)?)
-        .bind(inbox_json(entries)?)
-        .fetch_all(&mut *conn)
-        .await
+            inbox_insert_sql!("?")
+        );
+        let query = match &preload {
+            Some((statement, _)) => sqlx::query(AssertSqlSafe(format!("{OPEN_SQL}; {statement}"))),
+            None => sqlx::query(OPEN_SQL),
+        };
+        let mut query = query
+            .bind(json_array(published)?)
+            .bind(inbox_json(entries)?);
+        if let Some((_, parameter)) = preload {
+            query = query.bind(parameter);
+        }
+        // The statements run in order: the inbox insert's rows (the new ids, in a column named
+        // for them) come before the preload's.
+        let mut opened = Opened::default();
+        let mut rows = query.fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            let is_new_id = opened.preloaded.is_empty()
+                && row
+                    .columns()
+                    .first()
+                    .is_some_and(|c| c.name() == "inbox_new");
+            if is_new_id {
+                opened.fresh.insert(row.try_get(0)?);
+            } else {
+                opened.preloaded.push(row);
+            }
+        }
+        Ok(opened)
     }
     .await;
     match opened {
-        Ok(inserted) => Ok(inserted.into_iter().collect()),
+        Ok(opened) => Ok(opened),
         Err(e) => {
             abort_batch(conn).await;
             Err(e)
@@ -344,7 +382,7 @@ pub async fn outbox_stale(
     Ok(rows.iter().map(row_to_outbox).collect())
 }
 
-fn row_to_outbox(row: &sqlx::sqlite::SqliteRow) -> OutboxRow {
+fn row_to_outbox(row: &SqliteRow) -> OutboxRow {
     OutboxRow {
         message_id: row.get("message_id"),
         subject: row.get("subject"),

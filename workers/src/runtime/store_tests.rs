@@ -23,9 +23,15 @@ async fn count(conn: &mut SqliteConnection, table: &str) -> i64 {
 async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_are_new() {
     let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
     let t = epoch();
-    let fresh = open_batch(&mut conn, &[], &[("m_1", "cmd.a", t), ("m_1", "cmd.a", t)])
-        .await
-        .unwrap();
+    let fresh = open_batch(
+        &mut conn,
+        &[],
+        &[("m_1", "cmd.a", t), ("m_1", "cmd.a", t)],
+        None,
+    )
+    .await
+    .unwrap()
+    .fresh;
     assert_eq!(fresh, HashSet::from(["m_1".to_owned()]));
     let out = row("o_1", br#"{"a":"\"quoted\" and unicode: \u00e9"}"#);
     close_batch(&mut conn, &[], &[(Some("m_1"), &out)], t)
@@ -44,9 +50,11 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
         &mut conn,
         &["o_1".to_owned()],
         &[("m_1", "cmd.a", t), ("m_2", "cmd.b", t)],
+        None,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .fresh;
     assert_eq!(fresh, HashSet::from(["m_2".to_owned()]));
     close_batch(&mut conn, &[], &[], t).await.unwrap();
     assert_eq!(count(&mut conn, "outbox").await, 0);
@@ -57,14 +65,14 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
 async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_open() {
     let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
     let t = epoch();
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     abort_batch(&mut conn).await;
     assert_eq!(count(&mut conn, "inbox").await, 0);
 
     // A payload that is not UTF-8 fails the close: rolled back, inbox entry included.
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     let bad = row("o_1", &[0xff, 0xfe]);
@@ -79,11 +87,11 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
     // back, so the one after succeeds.
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
     assert!(
-        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
             .await
             .is_err()
     );
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     close_batch(&mut conn, &[], &[], t).await.unwrap();
@@ -106,7 +114,7 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
         BatchWrite::new(upsert, &[("b", 3)]).unwrap(),
     ];
     let t = epoch();
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)])
+    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     let out = row("o_1", b"{}");
@@ -121,7 +129,7 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
     assert_eq!(count(&mut conn, "outbox").await, 1);
 
     // A write that fails rolls back the whole batch, the inbox entry and outputs included.
-    open_batch(&mut conn, &[], &[("m_2", "cmd.a", t)])
+    open_batch(&mut conn, &[], &[("m_2", "cmd.a", t)], None)
         .await
         .unwrap();
     let broken = [BatchWrite::new(upsert, &[("c", None::<i64>)]).unwrap()];
@@ -132,4 +140,37 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
     assert_eq!(count(&mut conn, "outbox").await, 1);
     assert_eq!(count(&mut conn, "inbox").await, 1);
     assert_eq!(count(&mut conn, "kv").await, 2);
+}
+
+#[tokio::test]
+async fn a_preload_runs_in_the_opening_round_trip_with_its_own_parameter_and_rows() {
+    let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+    let t = epoch();
+    // A preload that reads the inbox itself: it runs after the batch's entries are in, in
+    // the same transaction, and binds the third argument (not the first two).
+    let preload = (
+        "SELECT message_id AS id, subject FROM inbox \
+         WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id",
+        r#"["m_2", "m_9"]"#.to_owned(),
+    );
+    let opened = open_batch(
+        &mut conn,
+        &["o_gone".to_owned()],
+        &[("m_1", "cmd.a", t), ("m_2", "cmd.b", t)],
+        Some(preload),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        opened.fresh,
+        HashSet::from(["m_1".to_owned(), "m_2".to_owned()])
+    );
+    let preloaded: Vec<(String, String)> = opened
+        .preloaded
+        .iter()
+        .map(|row| (row.get("id"), row.get("subject")))
+        .collect();
+    assert_eq!(preloaded, [("m_2".to_owned(), "cmd.b".to_owned())]);
+    abort_batch(&mut conn).await;
+    assert_eq!(count(&mut conn, "inbox").await, 0);
 }

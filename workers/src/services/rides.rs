@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, RideId, Timestamp};
 
-use crate::runtime::{HandleError, Input};
+use crate::runtime::HandleError;
 
 /// Ride ids as the JSON array a batch's load expands with `json_each`.
 pub(crate) fn json_ids(ride_ids: &[&str]) -> Result<String, HandleError> {
@@ -24,14 +24,6 @@ pub(crate) struct Rides<S> {
 }
 
 impl<S: Default> Rides<S> {
-    /// The rides `inputs` are about (their saga ids): what to load.
-    pub fn ids<'a>(inputs: &'a [Input<'a>]) -> Vec<&'a str> {
-        inputs
-            .iter()
-            .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
-            .collect()
-    }
-
     /// The states loaded for the batch; a ride missing here is one the service has not heard
     /// of, and starts from the default state.
     pub fn loaded(states: impl IntoIterator<Item = (RideId, Result<S, HandleError>)>) -> Self {

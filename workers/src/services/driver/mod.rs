@@ -26,6 +26,7 @@ use ridesaga_schemas::{
 };
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Settings};
@@ -157,14 +158,30 @@ impl Worker for DriverService {
         Ok(outputs)
     }
 
-    /// Reads the rides the batch names in one statement first, then applies the inputs one by
-    /// one, each seeing what the ones before it changed ([`BatchView`]), and saves what they
-    /// changed in one round trip at the end: what [`Worker::apply`] input by input would
-    /// decide and store.
+    /// Reads the rides the batch names in one statement first ([`Worker::preload`]), then
+    /// applies the inputs (see [`Worker::apply_preloaded`]).
     async fn apply_batch<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         inputs: &'a [runtime::Input<'a>],
+    ) -> Result<BatchOutput, BatchError> {
+        let rows = runtime::preload_rows(&mut *conn, store::READ_AHEAD_SQL, inputs).await?;
+        self.apply_preloaded(conn, inputs, rows).await
+    }
+
+    fn preload(&self) -> Option<&'static str> {
+        Some(store::READ_AHEAD_SQL)
+    }
+
+    /// Applies the inputs one by one, each seeing what the ones before it changed
+    /// ([`BatchView`]), with the rides they name read ahead (`rows`), and saves what they
+    /// changed in one round trip at the end: what [`Worker::apply`] input by input would
+    /// decide and store.
+    async fn apply_preloaded<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [runtime::Input<'a>],
+        rows: Vec<SqliteRow>,
     ) -> Result<BatchOutput, BatchError> {
         let events = inputs
             .iter()
@@ -174,9 +191,8 @@ impl Worker for DriverService {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let rides: Vec<&RideId> = events.iter().filter_map(Input::ride_id).collect();
-        let mut view = BatchView::load(conn, &rides)
-            .await
-            .map_err(|e| BatchError::Batch(store_failed(e)))?;
+        let mut view =
+            BatchView::read_ahead(&rides, &rows).map_err(|e| BatchError::Batch(store_failed(e)))?;
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, (input, event)) in inputs.iter().zip(&events).enumerate() {
             let applied = self

@@ -101,6 +101,10 @@ macro_rules! found_ride_sql {
     };
 }
 
+/// Reads the rides whose ids are in the JSON array given (positional, for the runtime's
+/// preload), each with its correlation id and driver: what a batch's inputs name, read ahead.
+pub const READ_AHEAD_SQL: &str = found_ride_sql!("r.ride_id IN (SELECT value FROM json_each(?))");
+
 /// How many columns [`ride_columns!`] lists.
 const RIDE_COLUMNS: usize = 10;
 
@@ -345,29 +349,15 @@ pub struct BatchView {
 }
 
 impl BatchView {
-    /// Begins a batch whose inputs name `ride_ids` (duplicates allowed): reads them in one
-    /// statement.
-    pub async fn load(
-        conn: &mut SqliteConnection,
-        ride_ids: &[&RideId],
-    ) -> Result<Self, StoreError> {
+    /// Begins a batch whose inputs name `ride_ids` (duplicates allowed), with the rows of
+    /// [`READ_AHEAD_SQL`] for them.
+    pub fn read_ahead(ride_ids: &[&RideId], rows: &[SqliteRow]) -> Result<Self, StoreError> {
         let mut view = BatchView::default();
-        if ride_ids.is_empty() {
-            return Ok(view);
-        }
-        let ids: Vec<&str> = ride_ids.iter().map(|id| id.as_str()).collect();
-        let ids = serde_json::to_string(&ids).map_err(|e| corrupt("driver_rides", e))?;
-        let rows = sqlx::query(found_ride_sql!(
-            "r.ride_id IN (SELECT value FROM json_each($1))"
-        ))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
         for id in ride_ids {
             view.ahead.insert((*id).clone(), None);
         }
         for row in rows {
-            let found = found_ride(&row)?;
+            let found = found_ride(row)?;
             view.ahead.insert(found.ride.id.clone(), Some(found));
         }
         Ok(view)
@@ -696,7 +686,7 @@ pub use write::{prune, save};
 
 #[path = "store_rows.rs"]
 mod rows;
-use rows::{corrupt, driver_at, ride_at};
+use rows::{driver_at, ride_at};
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

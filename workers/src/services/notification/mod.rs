@@ -21,13 +21,16 @@ pub mod store;
 use ridesaga_schemas::{Envelope, NotificationSent, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::channel::{Channel, Delivery, LogChannel};
 use self::domain::Audience;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
+use crate::runtime::{
+    BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch, preload_rows,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/notification");
 
@@ -58,12 +61,10 @@ impl<C: Channel> NotificationService<C> {
     /// statement each when the batch commits.
     async fn apply_many(
         &self,
-        conn: &mut SqliteConnection,
         inputs: &[Input<'_>],
+        rows: Vec<SqliteRow>,
     ) -> Result<BatchOutput, BatchError> {
-        let loaded = store::load_many(conn, &Rides::<Audience>::ids(inputs))
-            .await
-            .map_err(BatchError::Batch)?;
+        let loaded = store::loaded(rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
             rides: Rides::loaded(loaded),
             sent: Vec::new(),
@@ -159,12 +160,28 @@ impl<C: Channel> Worker for NotificationService<C> {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn apply_batch<'a>(
+    async fn apply_batch<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         inputs: &'a [Input<'a>],
+    ) -> Result<BatchOutput, BatchError> {
+        let rows = preload_rows(conn, store::LOAD_SQL, inputs).await?;
+        self.apply_many(inputs, rows).await
+    }
+
+    fn preload(&self) -> Option<&'static str> {
+        Some(store::LOAD_SQL)
+    }
+
+    fn apply_preloaded<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+        rows: Vec<SqliteRow>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
-        self.apply_many(conn, inputs)
+        // Everything the batch reads came with the preload.
+        let _ = conn;
+        self.apply_many(inputs, rows)
     }
 }
 

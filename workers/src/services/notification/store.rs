@@ -45,16 +45,26 @@ pub async fn load_many(
     conn: &mut SqliteConnection,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
-    let ids = json_ids(ride_ids)?;
-    let rows = sqlx::query(
-        "SELECT 'ride' AS what, ride_id, driver_id AS a, cancel_reason AS b \
-         FROM notification_rides WHERE ride_id IN (SELECT value FROM json_each($1)) \
-         UNION ALL SELECT 'sent', ride_id, kind, recipient FROM notifications \
-         WHERE ride_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(LOAD_SQL)
+        .bind(json_ids(ride_ids)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    loaded(rows)
+}
+
+/// Reads what is known of the rides whose ids are in the JSON array given (positional, for the
+/// runtime's preload), and the notifications sent for them: [`loaded`] reads the rows.
+pub const LOAD_SQL: &str = "WITH ids AS (SELECT value AS id FROM json_each(?)) \
+     SELECT 'ride' AS what, ride_id, driver_id AS a, cancel_reason AS b \
+     FROM notification_rides WHERE ride_id IN (SELECT id FROM ids) \
+     UNION ALL SELECT 'sent', ride_id, kind, recipient FROM notifications \
+     WHERE ride_id IN (SELECT id FROM ids)";
+
+/// What rows of [`LOAD_SQL`] tell about their rides. A row that cannot be read is its ride's
+/// error, for the input that touches it.
+pub fn loaded(
+    rows: Vec<SqliteRow>,
+) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
     let mut audiences: HashMap<RideId, Result<Audience, HandleError>> = HashMap::new();
     for row in rows {
         let ride_id = RideId::parse(row.try_get::<String, _>("ride_id")?).map_err(corrupt)?;

@@ -22,6 +22,7 @@ pub mod store;
 use ridesaga_schemas::{Envelope, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::domain::{Operation, Outcome, Payment};
@@ -31,7 +32,9 @@ use self::gateway::{
 use self::store::Changed;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
+use crate::runtime::{
+    BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch, preload_rows,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/payment");
 
@@ -69,12 +72,10 @@ impl<G: Gateway> PaymentService<G> {
     /// statement each when the batch commits.
     async fn apply_many(
         &self,
-        conn: &mut SqliteConnection,
         inputs: &[Input<'_>],
+        rows: Vec<SqliteRow>,
     ) -> Result<BatchOutput, BatchError> {
-        let loaded = store::load_many(conn, &Rides::<Slot>::ids(inputs))
-            .await
-            .map_err(BatchError::Batch)?;
+        let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
             payments: Rides::loaded(
                 loaded
@@ -262,12 +263,28 @@ impl<G: Gateway> Worker for PaymentService<G> {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn apply_batch<'a>(
+    async fn apply_batch<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         inputs: &'a [Input<'a>],
+    ) -> Result<BatchOutput, BatchError> {
+        let rows = preload_rows(conn, store::LOAD_SQL, inputs).await?;
+        self.apply_many(inputs, rows).await
+    }
+
+    fn preload(&self) -> Option<&'static str> {
+        Some(store::LOAD_SQL)
+    }
+
+    fn apply_preloaded<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+        rows: Vec<SqliteRow>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
-        self.apply_many(conn, inputs)
+        // Everything the batch reads came with the preload.
+        let _ = conn;
+        self.apply_many(inputs, rows)
     }
 }
 

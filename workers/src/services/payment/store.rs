@@ -38,20 +38,29 @@ pub async fn load_many(
     conn: &mut SqliteConnection,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
-    let ids = json_ids(ride_ids)?;
-    let rows = sqlx::query(
-        "SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
+    let rows = sqlx::query(LOAD_SQL)
+        .bind(json_ids(ride_ids)?)
+        .fetch_all(&mut *conn)
+        .await?;
+    loaded(&rows)
+}
+
+/// Reads the payments (and the operations journaled for each) of the rides whose ids are in
+/// the JSON array given (positional, for the runtime's preload): [`loaded`] reads the rows.
+pub const LOAD_SQL: &str = "SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
          settlement, captured_cents, capture_error, \
          (SELECT json_group_array(o.operation) FROM payment_operations o \
           WHERE o.ride_id = p.ride_id) AS journaled \
-         FROM payments p WHERE ride_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
+         FROM payments p WHERE ride_id IN (SELECT value FROM json_each(?))";
+
+/// The payments in rows of [`LOAD_SQL`]. A row that cannot be read is its ride's error, for
+/// the input that touches it.
+pub fn loaded(
+    rows: &[SqliteRow],
+) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
     let mut payments = HashMap::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let ride_id: String = row.try_get("ride_id")?;
         let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
         let stored = decode(row).and_then(|payment| {

@@ -15,6 +15,7 @@ pub mod store;
 use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::config::RideConfig;
@@ -22,7 +23,9 @@ use self::domain::Ride;
 use self::store::{Changed, Origin};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
+use crate::runtime::{
+    BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch, preload_rows,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/ride");
 
@@ -49,12 +52,10 @@ impl RideService {
     /// statement, and saves the rides that changed in one statement when the batch commits.
     async fn apply_many(
         &self,
-        conn: &mut SqliteConnection,
         inputs: &[Input<'_>],
+        rows: Vec<SqliteRow>,
     ) -> Result<BatchOutput, BatchError> {
-        let loaded = store::load_many(conn, &Rides::<Slot>::ids(inputs))
-            .await
-            .map_err(BatchError::Batch)?;
+        let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut rides = Rides::loaded(
             loaded
                 .into_iter()
@@ -192,12 +193,28 @@ impl Worker for RideService {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn apply_batch<'a>(
+    async fn apply_batch<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         inputs: &'a [Input<'a>],
+    ) -> Result<BatchOutput, BatchError> {
+        let rows = preload_rows(conn, store::LOAD_SQL, inputs).await?;
+        self.apply_many(inputs, rows).await
+    }
+
+    fn preload(&self) -> Option<&'static str> {
+        Some(store::LOAD_SQL)
+    }
+
+    fn apply_preloaded<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [Input<'a>],
+        rows: Vec<SqliteRow>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
-        self.apply_many(conn, inputs)
+        // Everything the batch reads came with the preload.
+        let _ = conn;
+        self.apply_many(inputs, rows)
     }
 
     fn tick<'a>(

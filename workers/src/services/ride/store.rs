@@ -22,10 +22,23 @@ pub struct Origin {
     pub requested_event_id: MessageId,
 }
 
-const COLUMNS: &str = "ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
-     payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, status, \
-     cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
-     requested_event_id";
+macro_rules! columns {
+    () => {
+        "ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
+         payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, \
+         status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
+         requested_event_id"
+    };
+}
+const COLUMNS: &str = columns!();
+
+/// Reads the rides whose ids are in the JSON array given (positional, for the runtime's
+/// preload): [`loaded`] reads the rows.
+pub const LOAD_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM rides WHERE ride_id IN (SELECT value FROM json_each(?))"
+);
 
 /// The ride, if this service has seen it.
 pub async fn load(
@@ -41,16 +54,22 @@ pub async fn load(
 pub async fn load_many(
     conn: &mut SqliteConnection,
     ride_ids: &[&str],
-) -> Result<HashMap<RideId, Result<(Ride, Origin), HandleError>>, HandleError> {
-    let ids = json_ids(ride_ids)?;
-    let sql =
-        format!("SELECT {COLUMNS} FROM rides WHERE ride_id IN (SELECT value FROM json_each($1))");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
+) -> Result<Loaded, HandleError> {
+    let rows = sqlx::query(LOAD_SQL)
+        .bind(json_ids(ride_ids)?)
         .fetch_all(&mut *conn)
         .await?;
+    loaded(&rows)
+}
+
+/// Rides as a batch loads them: a row that could not be read is its ride's error.
+pub type Loaded = HashMap<RideId, Result<(Ride, Origin), HandleError>>;
+
+/// The rides in rows of [`LOAD_SQL`]. A row that cannot be read is its ride's error, for the
+/// input that touches it.
+pub fn loaded(rows: &[SqliteRow]) -> Result<Loaded, HandleError> {
     let mut rides = HashMap::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let ride_id: String = row.try_get("ride_id")?;
         let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
         let decoded = decode(row).map(|(_, ride, origin)| (ride, origin));
