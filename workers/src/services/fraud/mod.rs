@@ -26,9 +26,9 @@ use sqlx::migrate::Migrator;
 use tracing::{debug, info};
 
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{HandleError, Worker};
+use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, apply_as_batch};
 use domain::{Effect, FraudRules, Input};
-use store::StoreError;
+use store::{Pending, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/fraud");
 
@@ -151,26 +151,44 @@ impl Worker for FraudService {
         &MIGRATOR
     }
 
-    async fn apply<'a>(
+    fn apply<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         input: &'a Envelope,
         now: Timestamp,
-    ) -> Result<Vec<Envelope>, HandleError> {
-        let event = input_of(input)?;
+    ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
+        apply_as_batch(self, conn, input, now)
+    }
+
+    /// Applies the inputs one by one, each loading what it can read as the inputs before it
+    /// left it ([`Pending`]); what they added is written by the round trip that commits the
+    /// batch.
+    async fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut SqliteConnection,
+        inputs: &'a [runtime::Input<'a>],
+    ) -> Result<BatchOutput, BatchError> {
         let rules = &self.config.rules;
-        let mut state = store::load_for_input(conn, &event, rules)
-            .await
-            .map_err(store_failed)?;
-        let before = state.clone();
-        let effects = domain::handle(&mut state, &event, rules);
-        store::save(conn, &before, &state, now)
-            .await
-            .map_err(store_failed)?;
-        Ok(effects
-            .into_iter()
-            .map(|effect| envelope(input, effect))
-            .collect())
+        let mut pending = Pending::default();
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
+            let failed = |error| BatchError::Input { index, error };
+            let event = input_of(input.envelope).map_err(failed)?;
+            let mut state = store::load_for_input(conn, &event, rules, &pending)
+                .await
+                .map_err(|e| failed(store_failed(e)))?;
+            let before = state.clone();
+            let effects = domain::handle(&mut state, &event, rules);
+            pending.keep(&before, &state, input.now);
+            outputs.push(
+                effects
+                    .into_iter()
+                    .map(|effect| envelope(input.envelope, effect))
+                    .collect(),
+            );
+        }
+        let writes = pending.writes().map_err(BatchError::Batch)?;
+        Ok(BatchOutput { outputs, writes })
     }
 
     async fn tick<'a>(

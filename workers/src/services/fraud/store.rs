@@ -4,11 +4,14 @@
 //!
 //! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`).
 
+use std::collections::BTreeMap;
+
 use ridesaga_schemas::{RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 
 use super::domain::{Assessment, Block, Decline, FraudRules, Input, Scored, State};
+use crate::runtime::{BatchWrite, HandleError};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,22 +33,47 @@ fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
     }
 }
 
-/// What `input` can read: for a request, the ride's decision if there is one, else the
-/// rider's blocklist entry and as much of the rider's recent requests and declines as the
-/// rules can count (a rule only asks whether a threshold is reached).
+/// What `input` can read, as the batch in `pending` has left it: for a request, the ride's
+/// decision if there is one, else the rider's blocklist entry and as much of the rider's
+/// recent requests and declines as the rules can count (a rule only asks whether a threshold
+/// is reached).
 pub async fn load_for_input(
     conn: &mut SqliteConnection,
     input: &Input,
     rules: &FraudRules,
+    pending: &Pending,
 ) -> Result<State, StoreError> {
     let mut state = State::default();
+    let added = &pending.added;
     match input {
+        Input::Requested { ride_id, .. } if added.requests.contains_key(ride_id) => {
+            state
+                .requests
+                .insert(ride_id.clone(), added.requests[ride_id].clone());
+        }
         Input::Requested {
             ride_id,
             rider_id,
             at,
             ..
-        } => load_for_request(conn, &mut state, ride_id, rider_id, *at, rules).await?,
+        } => {
+            load_for_request(conn, &mut state, ride_id, rider_id, *at, rules).await?;
+            if !state.requests.contains_key(ride_id) {
+                pending.lay_over(&mut state, rider_id, *at, rules);
+            }
+        }
+        Input::Declined { ride_id, .. } if added.declines.contains_key(ride_id) => {
+            state
+                .declines
+                .insert(ride_id.clone(), added.declines[ride_id].clone());
+        }
+        Input::Block { rider_id, .. } | Input::Unblock { rider_id, .. }
+            if added.blocks.contains_key(rider_id) =>
+        {
+            state
+                .blocks
+                .insert(rider_id.clone(), added.blocks[rider_id].clone());
+        }
         Input::Declined { ride_id, .. } => {
             let own = sqlx::query(
                 "SELECT ride_id, rider_id, declined_at_ms FROM fraud_declines WHERE ride_id = $1",
@@ -157,65 +185,135 @@ async fn load_block(
     Ok(())
 }
 
-/// Writes what differs between `before` (as loaded) and `after`. Requests and declines are
-/// only ever added; a second writer of the same ride fails on the primary key and retries.
-pub async fn save(
-    conn: &mut SqliteConnection,
-    before: &State,
-    after: &State,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    for (rider_id, block) in &after.blocks {
-        if before.blocks.get(rider_id) == Some(block) {
-            continue;
+/// What the inputs of a batch added so far (scored requests, declines, blocklist entries),
+/// kept in memory: laid over what is stored for the inputs after them, and written by the
+/// round trip that commits the batch ([`Pending::writes`]).
+#[derive(Debug, Default)]
+pub struct Pending {
+    added: State,
+    /// When each added request was scored (the input's time).
+    scored_at: BTreeMap<RideId, i64>,
+}
+
+impl Pending {
+    /// Keeps what an input added to `after` (relative to `before`, as it was loaded), applied
+    /// at `now`. Requests and declines are only ever added; a blocklist entry changes.
+    pub fn keep(&mut self, before: &State, after: &State, now: Timestamp) {
+        for (rider_id, block) in &after.blocks {
+            if before.blocks.get(rider_id) != Some(block) {
+                self.added.blocks.insert(rider_id.clone(), block.clone());
+            }
         }
-        sqlx::query(
-            "INSERT INTO fraud_blocklist (rider_id, blocked, reason, changed_at_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (rider_id) DO UPDATE SET \
-             blocked = excluded.blocked, reason = excluded.reason, \
-             changed_at_ms = excluded.changed_at_ms",
-        )
-        .bind(rider_id.as_str())
-        .bind(block.blocked)
-        .bind(block.reason.as_deref())
-        .bind(block.at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for (ride_id, scored) in &after.requests {
-        if before.requests.contains_key(ride_id) {
-            continue;
+        for (ride_id, scored) in &after.requests {
+            if !before.requests.contains_key(ride_id) {
+                self.added.requests.insert(ride_id.clone(), scored.clone());
+                self.scored_at.insert(ride_id.clone(), now.unix_millis());
+            }
         }
-        let reasons = serde_json::to_string(&scored.assessment.reasons)
-            .map_err(|e| corrupt("fraud_requests", e))?;
-        sqlx::query(
-            "INSERT INTO fraud_requests (ride_id, rider_id, requested_at_ms, score, flagged, \
-             reasons, scored_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(ride_id.as_str())
-        .bind(scored.rider_id.as_str())
-        .bind(scored.at)
-        .bind(i64::from(scored.assessment.score))
-        .bind(scored.assessment.flagged)
-        .bind(reasons)
-        .bind(now.unix_millis())
-        .execute(&mut *conn)
-        .await?;
-    }
-    for (ride_id, decline) in &after.declines {
-        if before.declines.contains_key(ride_id) {
-            continue;
+        for (ride_id, decline) in &after.declines {
+            if !before.declines.contains_key(ride_id) {
+                self.added.declines.insert(ride_id.clone(), decline.clone());
+            }
         }
-        sqlx::query(
-            "INSERT INTO fraud_declines (ride_id, rider_id, declined_at_ms) VALUES ($1, $2, $3)",
-        )
-        .bind(ride_id.as_str())
-        .bind(decline.rider_id.as_str())
-        .bind(decline.at)
-        .execute(&mut *conn)
-        .await?;
     }
-    Ok(())
+
+    /// Lays what the batch added about `rider_id` over a request's slice as loaded: its
+    /// blocklist entry, and its requests and declines within the windows up to `at`, as many
+    /// as the statement would read (the most recent), had the batch been saved.
+    fn lay_over(&self, state: &mut State, rider_id: &RiderId, at: i64, rules: &FraudRules) {
+        if let Some(block) = self.added.blocks.get(rider_id) {
+            state.blocks.insert(rider_id.clone(), block.clone());
+        }
+        let in_window = |t: i64, window: i64| t <= at && t > at.saturating_sub(window);
+        let requests = self
+            .added
+            .requests
+            .iter()
+            .filter(|(_, r)| r.rider_id == *rider_id && in_window(r.at, rules.window_ms));
+        state
+            .requests
+            .extend(requests.map(|(id, r)| (id.clone(), r.clone())));
+        keep_latest(&mut state.requests, rules.max_requests, |r| r.at);
+        let declines =
+            self.added.declines.iter().filter(|(_, d)| {
+                d.rider_id == *rider_id && in_window(d.at, rules.decline_window_ms)
+            });
+        state
+            .declines
+            .extend(declines.map(|(id, d)| (id.clone(), d.clone())));
+        keep_latest(&mut state.declines, rules.max_declines, |d| d.at);
+    }
+
+    /// The batch's writes, for the round trip that commits it: one statement per table, each
+    /// of whose rows must be new (requests and declines) or changes one entry (blocklist).
+    pub fn writes(&self) -> Result<Vec<BatchWrite>, HandleError> {
+        let mut writes = Vec::new();
+        let added = &self.added;
+        if !added.blocks.is_empty() {
+            let rows: Vec<_> = added
+                .blocks
+                .iter()
+                .map(|(rider_id, b)| (rider_id.as_str(), b.blocked, b.reason.as_deref(), b.at))
+                .collect();
+            writes.push(BatchWrite::new(
+                "INSERT INTO fraud_blocklist (rider_id, blocked, reason, changed_at_ms) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM jsonb_each(?) \
+                 WHERE true ON CONFLICT (rider_id) DO UPDATE SET blocked = excluded.blocked, \
+                 reason = excluded.reason, changed_at_ms = excluded.changed_at_ms",
+                &rows,
+            )?);
+        }
+        if !added.requests.is_empty() {
+            let mut rows = Vec::with_capacity(added.requests.len());
+            for (ride_id, scored) in &added.requests {
+                let reasons = serde_json::to_string(&scored.assessment.reasons)
+                    .map_err(|e| HandleError::Permanent(format!("fraud reasons: {e}")))?;
+                let scored_at = self.scored_at.get(ride_id).copied().unwrap_or(scored.at);
+                rows.push((
+                    ride_id.as_str(),
+                    scored.rider_id.as_str(),
+                    scored.at,
+                    scored.assessment.score,
+                    scored.assessment.flagged,
+                    reasons,
+                    scored_at,
+                ));
+            }
+            writes.push(BatchWrite::new(
+                "INSERT INTO fraud_requests (ride_id, rider_id, requested_at_ms, score, flagged, \
+                 reasons, scored_at_ms) SELECT value ->> 0, value ->> 1, value ->> 2, \
+                 value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM jsonb_each(?)",
+                &rows,
+            )?);
+        }
+        if !added.declines.is_empty() {
+            let rows: Vec<_> = added
+                .declines
+                .iter()
+                .map(|(ride_id, d)| (ride_id.as_str(), d.rider_id.as_str(), d.at))
+                .collect();
+            writes.push(BatchWrite::new(
+                "INSERT INTO fraud_declines (ride_id, rider_id, declined_at_ms) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM jsonb_each(?)",
+                &rows,
+            )?);
+        }
+        Ok(writes)
+    }
+}
+
+/// Keeps the `limit` entries of `map` with the latest times (ties in any order: the rules
+/// only count them).
+fn keep_latest<K: Ord + Clone, V>(map: &mut BTreeMap<K, V>, limit: u32, at: impl Fn(&V) -> i64) {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if map.len() <= limit {
+        return;
+    }
+    let mut times: Vec<(i64, K)> = map.iter().map(|(k, v)| (at(v), k.clone())).collect();
+    times.sort_by(|a, b| b.cmp(a));
+    for (_, key) in times.into_iter().skip(limit) {
+        map.remove(&key);
+    }
 }
 
 /// Deletes up to `limit` requests scored, and declines that happened, before `before`.

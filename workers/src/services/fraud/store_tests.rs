@@ -10,7 +10,7 @@ use sqlx::{Connection, SqliteConnection};
 use super::super::{FraudConfig, FraudService, domain, input_of};
 use super::*;
 use crate::runtime::Worker;
-use crate::testing::{apply_in_tx, database};
+use crate::testing::{apply_batch_in_tx, apply_in_tx, database};
 
 /// A fresh database file with the fraud tables, deleted on drop.
 struct Db {
@@ -251,6 +251,48 @@ async fn load_all(conn: &mut SqliteConnection) -> State {
     state
 }
 
+/// An input of the store-versus-domain properties: requests (some of impossible trips),
+/// declines, blocks and unblocks of two riders, `t` seconds in.
+fn scripted((kind, n, _): (u8, usize, i64), t: i64) -> Envelope {
+    let rider = n % 2;
+    match kind {
+        0 | 1 => requested(n, rider, 8.0, t),
+        2 => requested(n, rider, 300.0, t),
+        3 => declined(n, rider, t),
+        4 => block(rider, t),
+        _ => unblock(rider, t),
+    }
+}
+
+/// The script's inputs, each at the sum of the gaps so far.
+fn timed(script: Vec<(u8, usize, i64)>) -> Vec<Envelope> {
+    let mut t = 0;
+    script
+        .into_iter()
+        .map(|choice| {
+            t += choice.2;
+            scripted(choice, t)
+        })
+        .collect()
+}
+
+/// What the domain decides for each input, applied one at a time over a whole state in memory,
+/// and that state at the end.
+fn decided(inputs: &[Envelope]) -> (Vec<Vec<Message>>, State) {
+    let rules = FraudConfig::default().rules;
+    let mut memory = State::default();
+    let outputs = inputs
+        .iter()
+        .map(|input| {
+            domain::handle(&mut memory, &input_of(input).unwrap(), &rules)
+                .into_iter()
+                .map(|e| super::super::envelope(input, e).message)
+                .collect()
+        })
+        .collect();
+    (outputs, memory)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -265,23 +307,45 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let mut db = db().await;
-            let mut memory = State::default();
-            let rules = FraudConfig::default().rules;
-            let mut t = 0;
-            for (kind, n, gap) in script {
-                t += gap;
-                let rider = n % 2;
-                let input = match kind {
-                    0 | 1 => requested(n, rider, 8.0, t),
-                    2 => requested(n, rider, 300.0, t),
-                    3 => declined(n, rider, t),
-                    4 => block(rider, t),
-                    _ => unblock(rider, t),
-                };
-                let out: Vec<Message> = apply(&mut db.conn, &input).await.into_iter().map(|e| e.message).collect();
-                let expected = domain::handle(&mut memory, &input_of(&input).unwrap(), &rules);
-                let expected: Vec<Message> = expected.into_iter().map(|e| super::super::envelope(&input, e).message).collect();
+            let inputs = timed(script);
+            let (expected, memory) = decided(&inputs);
+            for (input, expected) in inputs.iter().zip(expected) {
+                let out: Vec<Message> =
+                    apply(&mut db.conn, input).await.into_iter().map(|e| e.message).collect();
                 assert_eq!(out, expected);
+            }
+            assert_eq!(load_all(&mut db.conn).await, memory);
+        });
+    }
+
+    /// A batch keeps what its inputs add in memory, laid over the tables for the inputs after
+    /// them, and writes it when it commits: it must decide what the domain decides input by
+    /// input, whatever the batches' sizes (many rides and small gaps, so that the velocity
+    /// window fills within a batch).
+    #[test]
+    fn batches_decide_what_the_domain_decides_input_by_input(
+        script in prop::collection::vec((0u8..6, 0usize..40, 0i64..6), 1..60),
+        sizes in prop::collection::vec(1usize..12, 1..6),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let mut db = db().await;
+            let inputs = timed(script);
+            let (expected, memory) = decided(&inputs);
+            let mut start = 0;
+            for size in sizes.iter().cycle() {
+                if start >= inputs.len() {
+                    break;
+                }
+                let end = (start + size).min(inputs.len());
+                let batch: Vec<(Envelope, Timestamp)> =
+                    inputs[start..end].iter().map(|i| (i.clone(), at(0))).collect();
+                let outputs = apply_batch_in_tx(&service(), &mut db.conn, &batch).await.unwrap();
+                for (i, out) in (start..end).zip(outputs) {
+                    let out: Vec<Message> = out.into_iter().map(|e| e.message).collect();
+                    assert_eq!(out, expected[i], "input {i}");
+                }
+                start = end;
             }
             assert_eq!(load_all(&mut db.conn).await, memory);
         });
