@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Column as _, Row, SqliteConnection};
 
 use super::domain::{
     self, BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State,
@@ -103,7 +103,14 @@ macro_rules! found_ride_sql {
 
 /// Reads the rides whose ids are in the JSON array given (positional, for the runtime's
 /// preload), each with its correlation id and driver: what a batch's inputs name, read ahead.
-pub const READ_AHEAD_SQL: &str = found_ride_sql!("r.ride_id IN (SELECT value FROM json_each(?))");
+/// First, in a row of its own, whether any ride waits for a driver: where none did when the
+/// batch began, an ending need not look for one near the driver it frees (most batches, in a
+/// city with drivers to spare).
+pub const READ_AHEAD_SQL: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM driver_rides WHERE stage = 'waiting' AND cleared) \
+     AS rides_waiting; ",
+    found_ride_sql!("r.ride_id IN (SELECT value FROM json_each(?))")
+);
 
 /// How many columns [`ride_columns!`] lists.
 const RIDE_COLUMNS: usize = 10;
@@ -346,6 +353,9 @@ pub struct BatchView {
     changed: Loaded,
     /// The same rows as stored before the batch (absent: a row the batch creates).
     stored: State,
+    /// Whether any cleared ride waited for a driver in the tables when the batch began
+    /// (`None`: not known).
+    rides_waiting: Option<bool>,
 }
 
 impl BatchView {
@@ -357,6 +367,14 @@ impl BatchView {
             view.ahead.insert((*id).clone(), None);
         }
         for row in rows {
+            if row
+                .columns()
+                .first()
+                .is_some_and(|c| c.name() == "rides_waiting")
+            {
+                view.rides_waiting = Some(row.try_get(0)?);
+                continue;
+            }
             let found = found_ride(row)?;
             view.ahead.insert(found.ride.id.clone(), Some(found));
         }
@@ -605,25 +623,13 @@ async fn add_waiting_rides_near(
 ) -> Result<(), StoreError> {
     let bbox = BoundingBox::around(place, rules.radius_km);
     let changed = &view.changed.state.rides;
-    // A literal limit (see `available_drivers_in_box`).
-    let sql = format!(
-        concat!(
-            "SELECT ",
-            ride_columns!(""),
-            " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
-             AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
-             ORDER BY match_deadline_ms, ride_id LIMIT {limit}"
-        ),
-        limit = read_past(NEARBY_RIDES, changed.len())
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(now.unix_millis())
-        .bind(bbox.min_lat)
-        .bind(bbox.max_lat)
-        .bind(bbox.min_lng)
-        .bind(bbox.max_lng)
-        .fetch_all(&mut *conn)
-        .await?;
+    // The tables are as the batch found them (its changes are in `view`): if no ride waited
+    // then, the statement would return nothing.
+    let rows = if view.rides_waiting == Some(false) {
+        Vec::new()
+    } else {
+        waiting_rides_in_box(conn, &bbox, now, read_past(NEARBY_RIDES, changed.len())).await?
+    };
     let mut rides = Vec::with_capacity(rows.len());
     for row in &rows {
         let (ride, correlation) = ride_at(row, 0)?;
@@ -665,6 +671,36 @@ async fn add_waiting_rides_near(
         loaded.add_ride(ride, correlation);
     }
     Ok(())
+}
+
+/// Up to `limit` stored waiting cleared rides before their deadline in `bbox`, earliest
+/// deadline first.
+async fn waiting_rides_in_box(
+    conn: &mut SqliteConnection,
+    bbox: &BoundingBox,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    // A literal limit (see `available_drivers_in_box`).
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            ride_columns!(""),
+            " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
+             AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
+             ORDER BY match_deadline_ms, ride_id LIMIT {limit}"
+        ),
+        limit = limit
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(now.unix_millis())
+        .bind(bbox.min_lat)
+        .bind(bbox.max_lat)
+        .bind(bbox.min_lng)
+        .bind(bbox.max_lng)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows)
 }
 
 /// The LIMIT of a search that must return `limit` rows besides any of the `changed` rows a
