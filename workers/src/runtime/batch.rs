@@ -175,17 +175,20 @@ impl<W: Worker> Shared<W> {
             .zip(&subjects)
             .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
             .collect();
-        // The service's preload, for every pending input (rows for a repeated one do no harm).
-        let preload = self.worker.preload().map(|sql| {
-            let all: Vec<Input<'_>> = pending
+        let inputs_at = |indexes: &[usize]| -> Vec<Input<'_>> {
+            indexes
                 .iter()
                 .map(|&i| Input {
                     envelope: &batch[i].input,
                     now: batch[i].now,
                 })
-                .collect();
-            (sql, saga_ids(&all))
-        });
+                .collect()
+        };
+        // The service's preload, for every pending input (rows for a repeated one do no harm).
+        let preload = self
+            .worker
+            .preload()
+            .map(|sql| (sql, saga_ids(&inputs_at(pending))));
         let preloading = preload.is_some();
         let store::Opened { fresh, preloaded } =
             store::open_batch(&mut conn, stored, &entries, preload).await?;
@@ -213,13 +216,7 @@ impl<W: Worker> Shared<W> {
                 }
             }
         }
-        let inputs: Vec<Input<'_>> = work
-            .iter()
-            .map(|&i| Input {
-                envelope: &batch[i].input,
-                now: batch[i].now,
-            })
-            .collect();
+        let inputs = inputs_at(&work);
         let applied_batch = if preloading {
             self.worker
                 .apply_preloaded(&mut conn, &inputs, preloaded)

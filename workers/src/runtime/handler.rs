@@ -2,6 +2,7 @@
 //! its errors decide the fate of the message that caused them.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
@@ -54,25 +55,25 @@ pub trait Worker: Send + Sync + 'static {
     /// new (the runtime has checked the inbox), and an input sees the effects of the ones
     /// before it.
     ///
-    /// The default applies one input after another with [`Worker::apply`]. A service that
-    /// overrides it can load the state of the whole batch in one statement and save it with
-    /// [`BatchWrite`]s, so a batch costs the same few round trips to the database whatever its
-    /// size; its `apply` is then [`apply_as_batch`].
+    /// The default runs the service's [`Worker::preload`] statement, if it has one, and
+    /// hands its rows to [`Worker::apply_preloaded`]; without one, it applies one input after
+    /// another with [`Worker::apply`]. A service that applies a batch whole loads the state of
+    /// the whole batch in one statement and saves it with [`BatchWrite`]s, so a batch costs
+    /// the same few round trips to the database whatever its size; its `apply` is then
+    /// [`apply_as_batch`].
     fn apply_batch<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         inputs: &'a [Input<'a>],
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         async move {
-            let mut outputs = Vec::with_capacity(inputs.len());
-            for (index, input) in inputs.iter().enumerate() {
-                let applied = self.apply(&mut *conn, input.envelope, input.now).await;
-                outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+            match self.preload() {
+                Some(sql) => {
+                    let rows = preload_rows(&mut *conn, sql, inputs).await?;
+                    self.apply_preloaded(conn, inputs, rows).await
+                }
+                None => apply_one_by_one(self, conn, inputs).await,
             }
-            Ok(BatchOutput {
-                outputs,
-                writes: Vec::new(),
-            })
         }
     }
 
@@ -80,14 +81,13 @@ pub trait Worker: Send + Sync + 'static {
     /// only parameter, a positional `?`, is the JSON array of the saga ids of the batch's
     /// inputs ([`saga_ids`]). The runtime runs it in the round trip that opens the batch's
     /// transaction and hands its rows to [`Worker::apply_preloaded`], so the batch costs one
-    /// round trip to the database fewer. A service that has one implements `apply_batch` as
-    /// that statement ([`preload_rows`]) then `apply_preloaded`.
+    /// round trip to the database fewer. A service that has one implements `apply_preloaded`.
     fn preload(&self) -> Option<&'static str> {
         None
     }
 
     /// [`Worker::apply_batch`] with the rows of [`Worker::preload`] already read, in the same
-    /// transaction. The default ignores them.
+    /// transaction. The default ignores them and applies one input after another.
     fn apply_preloaded<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
@@ -95,7 +95,7 @@ pub trait Worker: Send + Sync + 'static {
         rows: Vec<SqliteRow>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         let _ = rows;
-        self.apply_batch(conn, inputs)
+        apply_one_by_one(self, conn, inputs)
     }
 
     /// Runs due timers (deadlines, retries). Called periodically by every replica, each time in
@@ -118,6 +118,27 @@ pub struct Input<'a> {
     pub now: Timestamp,
 }
 
+/// Applies `inputs` one after another with [`Worker::apply`]. Boxed: a service whose `apply`
+/// is [`apply_as_batch`] and whose `apply_batch` is the default would otherwise make a future
+/// that contains itself.
+fn apply_one_by_one<'a, W: Worker + ?Sized>(
+    worker: &'a W,
+    conn: &'a mut SqliteConnection,
+    inputs: &'a [Input<'a>],
+) -> Pin<Box<dyn Future<Output = Result<BatchOutput, BatchError>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.iter().enumerate() {
+            let applied = worker.apply(&mut *conn, input.envelope, input.now).await;
+            outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+        }
+        Ok(BatchOutput {
+            outputs,
+            writes: Vec::new(),
+        })
+    })
+}
+
 /// The saga ids of `inputs` (duplicates kept), as the JSON array a [`Worker::preload`]
 /// statement expands.
 pub fn saga_ids(inputs: &[Input<'_>]) -> String {
@@ -128,8 +149,8 @@ pub fn saga_ids(inputs: &[Input<'_>]) -> String {
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Runs the service's [`Worker::preload`] statement `sql` for `inputs` on its own: for
-/// `apply_batch`, when the runtime did not run it.
+/// Runs the service's [`Worker::preload`] statement `sql` for `inputs` on its own: what
+/// `apply_batch` does when the runtime did not run it.
 pub async fn preload_rows(
     conn: &mut SqliteConnection,
     sql: &'static str,

@@ -158,17 +158,6 @@ impl Worker for DriverService {
         Ok(outputs)
     }
 
-    /// Reads the rides the batch names in one statement first ([`Worker::preload`]), then
-    /// applies the inputs (see [`Worker::apply_preloaded`]).
-    async fn apply_batch<'a>(
-        &'a self,
-        conn: &'a mut SqliteConnection,
-        inputs: &'a [runtime::Input<'a>],
-    ) -> Result<BatchOutput, BatchError> {
-        let rows = runtime::preload_rows(&mut *conn, store::READ_AHEAD_SQL, inputs).await?;
-        self.apply_preloaded(conn, inputs, rows).await
-    }
-
     fn preload(&self) -> Option<&'static str> {
         Some(store::READ_AHEAD_SQL)
     }

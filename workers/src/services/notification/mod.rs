@@ -28,9 +28,7 @@ use self::channel::{Channel, Delivery, LogChannel};
 use self::domain::Audience;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{
-    BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch, preload_rows,
-};
+use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/notification");
 
@@ -158,15 +156,6 @@ impl<C: Channel> Worker for NotificationService<C> {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         apply_as_batch(self, conn, input, now)
-    }
-
-    async fn apply_batch<'a>(
-        &'a self,
-        conn: &'a mut SqliteConnection,
-        inputs: &'a [Input<'a>],
-    ) -> Result<BatchOutput, BatchError> {
-        let rows = preload_rows(conn, store::LOAD_SQL, inputs).await?;
-        self.apply_many(inputs, rows).await
     }
 
     fn preload(&self) -> Option<&'static str> {

@@ -32,9 +32,7 @@ use self::gateway::{
 use self::store::Changed;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{
-    BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch, preload_rows,
-};
+use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/payment");
 
@@ -261,15 +259,6 @@ impl<G: Gateway> Worker for PaymentService<G> {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         apply_as_batch(self, conn, input, now)
-    }
-
-    async fn apply_batch<'a>(
-        &'a self,
-        conn: &'a mut SqliteConnection,
-        inputs: &'a [Input<'a>],
-    ) -> Result<BatchOutput, BatchError> {
-        let rows = preload_rows(conn, store::LOAD_SQL, inputs).await?;
-        self.apply_many(inputs, rows).await
     }
 
     fn preload(&self) -> Option<&'static str> {

@@ -23,9 +23,7 @@ use self::domain::Ride;
 use self::store::{Changed, Origin};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{
-    BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch, preload_rows,
-};
+use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/ride");
 
@@ -191,15 +189,6 @@ impl Worker for RideService {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         apply_as_batch(self, conn, input, now)
-    }
-
-    async fn apply_batch<'a>(
-        &'a self,
-        conn: &'a mut SqliteConnection,
-        inputs: &'a [Input<'a>],
-    ) -> Result<BatchOutput, BatchError> {
-        let rows = preload_rows(conn, store::LOAD_SQL, inputs).await?;
-        self.apply_many(inputs, rows).await
     }
 
     fn preload(&self) -> Option<&'static str> {
