@@ -848,6 +848,17 @@ proptest! {
         check_batches_against_domain(script, sizes, |_| at(1));
     }
 
+    /// The same where every pickup and driver is within a few hundred metres, so that the
+    /// first, smallest step of every search finds drivers, and the drivers an earlier input
+    /// of the batch reserved or freed are among them.
+    #[test]
+    fn batches_decide_what_the_domain_decides_in_a_small_area(
+        script in prop::collection::vec((0u8..12, 0usize..12, -0.003f64..0.003, -0.003f64..0.003), 1..60),
+        sizes in prop::collection::vec(1usize..12, 1..6),
+    ) {
+        check_batches_against_domain(script, sizes, |_| at(1));
+    }
+
     /// The same while the clock runs past the rides' deadlines.
     #[test]
     fn batches_decide_what_the_domain_decides_as_deadlines_pass(
