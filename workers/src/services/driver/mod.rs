@@ -27,7 +27,7 @@ use ridesaga_schemas::{
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteRow;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker};
@@ -349,7 +349,7 @@ fn envelopes(
                 driver_name,
                 pickup_distance_km,
             } => {
-                info!(%ride_id, %driver_id, pickup_distance_km, "driver assigned");
+                debug!(%ride_id, %driver_id, pickup_distance_km, "driver assigned");
                 let m = DriverAssigned {
                     rider_id,
                     driver_id,
@@ -363,7 +363,7 @@ fn envelopes(
                 driver_id,
                 reason,
             } => {
-                info!(%ride_id, %driver_id, %reason, "driver released");
+                debug!(%ride_id, %driver_id, %reason, "driver released");
                 (DriverReleased { driver_id, reason }.into(), Some(ride_id))
             }
             Effect::Unavailable {

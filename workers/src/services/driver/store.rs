@@ -44,11 +44,12 @@ pub enum StoreError {
 /// [`available_drivers_in_box`]; the exact great-circle choice is made among them. Within 10 km
 /// of a pickup below 70° of latitude, the estimate stays within 0.17 % of the great-circle
 /// distance (0.08 % at Berlin's), so two drivers whose distances differ by more than that keep
-/// their order. The true nearest driver ranks below the first 16 only if 16 others sit within
-/// that sliver of its distance (a ring a few metres wide in a city) with none nearer, and
-/// even then the one chosen is at most that much farther. Sixteen rows also stay well under
-/// the 50 that sqlx's SQLite thread streams back before it waits for the reader (64 did not).
-const NEARBY_DRIVERS: i64 = 16;
+/// their order. The true nearest driver ranks below the first 4 only if 4 others sit within
+/// that sliver of its distance (a ring under a metre wide at 500 m) with none nearer, and even
+/// then the one chosen is at most that much farther. Every row costs: sqlx's SQLite thread
+/// hands rows back one at a time through a channel whose lock the reader contends for (a
+/// fifth of the driver's futex calls at the maximum rate came from that with 16).
+const NEARBY_DRIVERS: i64 = 4;
 
 /// Waiting rides loaded around a driver who became available, earliest deadline first: the
 /// domain offers the driver the first of them within the radius, and the limit stays generous

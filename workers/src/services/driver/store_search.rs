@@ -62,7 +62,7 @@ async fn available_drivers_in_box(
              ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id \
              LIMIT {limit}"
         ),
-        limit = read_past(limit, changed.len())
+        limit = read_past(limit, view.stored_available_in(&bbox))
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(bbox.min_lat)

@@ -313,10 +313,9 @@ async fn only_an_input_that_may_match_its_ride_searches_for_drivers() {
     assert!(driver_names(&loaded_for(&mut db.conn, &request, at(1)).await.state).is_empty());
     apply(&mut db.conn, &request, at(1)).await.unwrap();
     // Cleared: a bounded set of candidates, which holds the nearest (the first, smallest
-    // circle already has some: only the 15 drivers in its box are read).
+    // circle already has some: of the 15 drivers in its box, only the nearest few are read).
     let loaded = loaded_for(&mut db.conn, &cleared(1), at(1)).await;
-    assert_eq!(loaded.state.drivers.len(), 15);
-    assert!(loaded.state.drivers.len() <= NEARBY_DRIVERS as usize);
+    assert_eq!(loaded.state.drivers.len(), NEARBY_DRIVERS as usize);
     assert!(loaded.state.drivers.contains_key(&did(0)));
     apply(&mut db.conn, &cleared(1), at(1)).await.unwrap();
     assert_eq!(
@@ -339,8 +338,9 @@ async fn only_an_input_that_may_match_its_ride_searches_for_drivers() {
     assert!(driver_names(&loaded_for(&mut db.conn, &cleared(2), at(1)).await.state).is_empty());
     let request = requested(2, pickup, at(60));
     let loaded = loaded_for(&mut db.conn, &request, at(1)).await;
-    // The 15 of the first box but d_0, now reserved.
-    assert_eq!(loaded.state.drivers.len(), 14);
+    // The nearest few of the first box but d_0, now reserved.
+    assert_eq!(loaded.state.drivers.len(), NEARBY_DRIVERS as usize);
+    assert!(!loaded.state.drivers.contains_key(&did(0)));
     let late = loaded_for(&mut db.conn, &request, at(60)).await;
     assert!(driver_names(&late.state).is_empty());
 

@@ -100,6 +100,16 @@ impl BatchView {
         }
     }
 
+    /// How many of the drivers the batch changed the tables still show as available inside
+    /// `bbox`: the rows a search may read only to drop them.
+    pub(super) fn stored_available_in(&self, bbox: &BoundingBox) -> usize {
+        self.stored
+            .drivers
+            .values()
+            .filter(|d| d.online && d.current_ride.is_none() && bbox.contains(d.location))
+            .count()
+    }
+
     /// Keeps what an input changed in `loaded` (relative to `before`, as it was loaded), for
     /// the inputs after it and for [`BatchView::save`].
     pub fn keep(&mut self, before: &State, loaded: &Loaded) {
