@@ -324,14 +324,9 @@ async fn outputs_left_in_the_outbox_by_a_crash_are_relayed() {
         "fraud",
     );
     let mut conn = pool.acquire().await.unwrap();
-    store::inbox_insert(
-        &mut conn,
-        &cmd.id,
-        &cmd.subject(),
-        Timestamp::from_unix_millis(0),
-    )
-    .await
-    .unwrap();
+    store::inbox_insert(&mut conn, &cmd, Timestamp::from_unix_millis(0))
+        .await
+        .unwrap();
     store::outbox_insert(
         &mut conn,
         Some(&cmd.id),

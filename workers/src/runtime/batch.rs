@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::{BatchError, HandleError, Input, Worker, saga_ids};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
-use super::store::{self, OutboxRow};
+use super::store::{self, InboxEntry, OutboxRow};
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
@@ -170,10 +170,10 @@ impl<W: Worker> Shared<W> {
         let _turn = self.writer_lock.acquire().await.map_err(sqlx::Error::Io)?;
         let mut conn = self.pool.acquire().await?;
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
-        let entries: Vec<(&str, &str, Timestamp)> = pending
+        let entries: Vec<InboxEntry<'_>> = pending
             .iter()
             .zip(&subjects)
-            .map(|(&i, subject)| (batch[i].input.id.as_str(), subject.as_str(), batch[i].now))
+            .map(|(&i, subject)| InboxEntry::of(&batch[i].input, subject, batch[i].now))
             .collect();
         let inputs_at = |indexes: &[usize]| -> Vec<Input<'_>> {
             indexes

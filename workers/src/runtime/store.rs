@@ -124,14 +124,16 @@ pub async fn migrate(
 // `jsonb_each`, whose rows come out in SQLite's binary JSON: `value ->> n` then reads a field
 // in place, where `json_each` would turn the whole row back into text for every field read.
 
-/// Inbox entries `[id, subject, received_ms]`; returns the ids that were new.
+/// Inbox entries `[occurred_ms, id, subject, received_ms]`; returns the ids that were new. An
+/// id recorded before the inbox was keyed by occurrence (in `inbox_legacy`) is not new either.
 macro_rules! inbox_insert_sql {
     ($rows:literal) => {
         concat!(
-            "INSERT INTO inbox (message_id, subject, received_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM jsonb_each(",
+            "INSERT INTO inbox (occurred_at, message_id, subject, received_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM jsonb_each(",
             $rows,
-            ") WHERE true ON CONFLICT (message_id) DO NOTHING RETURNING message_id AS inbox_new"
+            ") WHERE NOT EXISTS (SELECT 1 FROM inbox_legacy WHERE message_id = value ->> 1) \
+             ON CONFLICT (occurred_at, message_id) DO NOTHING RETURNING message_id AS inbox_new"
         )
     };
 }
@@ -151,26 +153,48 @@ macro_rules! outbox_delete_sql {
     };
 }
 
-/// Records `id` as applied; false when it already was (a duplicate or redelivery).
+/// One input for the inbox: the message (its id and occurrence time, which together identify
+/// it; see the runtime's migration `0002`), its subject, and when it was received.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxEntry<'a> {
+    pub id: &'a str,
+    pub subject: &'a str,
+    pub occurred: Timestamp,
+    pub received: Timestamp,
+}
+
+impl<'a> InboxEntry<'a> {
+    /// The entry for `input` (whose subject is `subject`), received at `received`.
+    pub fn of(input: &'a Envelope, subject: &'a str, received: Timestamp) -> Self {
+        InboxEntry {
+            id: input.id.as_str(),
+            subject,
+            occurred: input.occurred_at,
+            received,
+        }
+    }
+}
+
+/// Records `input` as applied; false when it already was (a duplicate or redelivery).
 pub async fn inbox_insert(
     conn: &mut SqliteConnection,
-    id: &MessageId,
-    subject: &str,
+    input: &Envelope,
     now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = inbox_insert_many(conn, &[(id.as_str(), subject, now)]).await?;
+    let subject = input.subject();
+    let inserted = inbox_insert_many(conn, &[InboxEntry::of(input, &subject, now)]).await?;
     Ok(!inserted.is_empty())
 }
 
-/// Records every `(id, subject, received)` as applied, in one statement, and returns the ids
-/// that were new (the others were applied before; an id given twice is new once).
+/// Records every entry as applied, in one statement, and returns the ids that were new (the
+/// others were applied before; a message given twice is new once).
 ///
 /// The rows travel as one JSON array expanded by `json_each`, so the statement text is the
 /// same for any number of rows: one prepared statement, one round trip to the database
 /// thread, however large the batch.
 pub async fn inbox_insert_many(
     conn: &mut SqliteConnection,
-    entries: &[(&str, &str, Timestamp)],
+    entries: &[InboxEntry<'_>],
 ) -> Result<HashSet<String>, sqlx::Error> {
     if entries.is_empty() {
         return Ok(HashSet::new());
@@ -200,7 +224,7 @@ pub struct Opened {
 pub async fn open_batch(
     conn: &mut SqliteConnection,
     published: &[String],
-    entries: &[(&str, &str, Timestamp)],
+    entries: &[InboxEntry<'_>],
     preload: Option<(&'static str, String)>,
 ) -> Result<Opened, sqlx::Error> {
     let opened: Result<Opened, sqlx::Error> = async {
@@ -323,10 +347,17 @@ pub async fn outbox_insert_many(
 }
 
 /// Inbox entries as the JSON array [`inbox_insert_sql!`] expands.
-fn inbox_json(entries: &[(&str, &str, Timestamp)]) -> Result<String, sqlx::Error> {
-    let rows: Vec<(&str, &str, i64)> = entries
+fn inbox_json(entries: &[InboxEntry<'_>]) -> Result<String, sqlx::Error> {
+    let rows: Vec<(i64, &str, &str, i64)> = entries
         .iter()
-        .map(|(id, subject, at)| (*id, *subject, at.unix_millis()))
+        .map(|e| {
+            (
+                e.occurred.unix_millis(),
+                e.id,
+                e.subject,
+                e.received.unix_millis(),
+            )
+        })
         .collect();
     json_array(&rows)
 }
@@ -402,13 +433,18 @@ pub async fn outbox_delete(conn: &mut SqliteConnection, ids: &[String]) -> Resul
     Ok(())
 }
 
-/// Drops inbox entries older than the retention: no redelivery comes that late (the stream's
-/// consumers ack within minutes), so the table stays bounded.
+/// Drops inbox entries received before `before_ms`: no redelivery comes that late (the
+/// stream's consumers ack within minutes), so the table stays bounded. The entries are found
+/// by their occurrence (the key's first column; a message is received after it occurs), and
+/// one that occurred that long ago but was received since is kept.
 pub async fn inbox_prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM inbox WHERE received_at < ?")
-        .bind(before_ms)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query(
+        "DELETE FROM inbox WHERE occurred_at < ?1 AND received_at < ?1; \
+         DELETE FROM inbox_legacy WHERE received_at < ?1",
+    )
+    .bind(before_ms)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
 }
 

@@ -11,6 +11,16 @@ fn row(id: &str, payload: &[u8]) -> OutboxRow {
     }
 }
 
+/// An inbox entry of a message that occurred and was received at `t`.
+fn entry<'a>(id: &'a str, subject: &'a str, t: Timestamp) -> InboxEntry<'a> {
+    InboxEntry {
+        id,
+        subject,
+        occurred: t,
+        received: t,
+    }
+}
+
 async fn count(conn: &mut SqliteConnection, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
     sqlx::query_scalar(AssertSqlSafe(sql))
@@ -26,7 +36,7 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
     let fresh = open_batch(
         &mut conn,
         &[],
-        &[("m_1", "cmd.a", t), ("m_1", "cmd.a", t)],
+        &[entry("m_1", "cmd.a", t), entry("m_1", "cmd.a", t)],
         None,
     )
     .await
@@ -49,7 +59,7 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
     let fresh = open_batch(
         &mut conn,
         &["o_1".to_owned()],
-        &[("m_1", "cmd.a", t), ("m_2", "cmd.b", t)],
+        &[entry("m_1", "cmd.a", t), entry("m_2", "cmd.b", t)],
         None,
     )
     .await
@@ -65,14 +75,14 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
 async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_open() {
     let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
     let t = epoch();
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
+    open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     abort_batch(&mut conn).await;
     assert_eq!(count(&mut conn, "inbox").await, 0);
 
     // A payload that is not UTF-8 fails the close: rolled back, inbox entry included.
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
+    open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     let bad = row("o_1", &[0xff, 0xfe]);
@@ -87,11 +97,11 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
     // back, so the one after succeeds.
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
     assert!(
-        open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
+        open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
             .await
             .is_err()
     );
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
+    open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     close_batch(&mut conn, &[], &[], t).await.unwrap();
@@ -114,7 +124,7 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
         BatchWrite::new(upsert, &[("b", 3)]).unwrap(),
     ];
     let t = epoch();
-    open_batch(&mut conn, &[], &[("m_1", "cmd.a", t)], None)
+    open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
     let out = row("o_1", b"{}");
@@ -129,7 +139,7 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
     assert_eq!(count(&mut conn, "outbox").await, 1);
 
     // A write that fails rolls back the whole batch, the inbox entry and outputs included.
-    open_batch(&mut conn, &[], &[("m_2", "cmd.a", t)], None)
+    open_batch(&mut conn, &[], &[entry("m_2", "cmd.a", t)], None)
         .await
         .unwrap();
     let broken = [BatchWrite::new(upsert, &[("c", None::<i64>)]).unwrap()];
@@ -156,7 +166,7 @@ async fn a_preload_runs_in_the_opening_round_trip_with_its_own_parameter_and_row
     let opened = open_batch(
         &mut conn,
         &["o_gone".to_owned()],
-        &[("m_1", "cmd.a", t), ("m_2", "cmd.b", t)],
+        &[entry("m_1", "cmd.a", t), entry("m_2", "cmd.b", t)],
         Some(preload),
     )
     .await
@@ -173,4 +183,73 @@ async fn a_preload_runs_in_the_opening_round_trip_with_its_own_parameter_and_row
     assert_eq!(preloaded, [("m_2".to_owned(), "cmd.b".to_owned())]);
     abort_batch(&mut conn).await;
     assert_eq!(count(&mut conn, "inbox").await, 0);
+}
+
+#[tokio::test]
+async fn a_message_is_known_by_its_id_and_occurrence_and_the_legacy_entries_still_count() {
+    // A database made before the inbox was keyed by occurrence, with one message applied.
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = crate::testing::connect(&crate::testing::database_file(&dir)).await;
+    let first: Vec<_> = RUNTIME_MIGRATOR.iter().take(1).cloned().collect();
+    Migrator::with_migrations(first)
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO inbox (message_id, subject, received_at) VALUES ('m_old', 'cmd.a', 5)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    RUNTIME_MIGRATOR.run(&mut conn).await.unwrap();
+
+    let (early, late) = (
+        Timestamp::from_unix_millis(1_000),
+        Timestamp::from_unix_millis(9_000),
+    );
+    let opened = open_batch(
+        &mut conn,
+        &[],
+        &[
+            entry("m_old", "cmd.a", late),
+            entry("m_new", "cmd.a", early),
+            entry("m_late", "cmd.a", late),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    close_batch(&mut conn, &[], &[], late).await.unwrap();
+    // The message applied before the migration is not applied again.
+    assert_eq!(
+        opened.fresh,
+        HashSet::from(["m_new".to_owned(), "m_late".to_owned()])
+    );
+    // A redelivery carries the same id and occurrence: not new.
+    let again = InboxEntry {
+        received: Timestamp::from_unix_millis(20_000),
+        ..entry("m_new", "cmd.a", early)
+    };
+    let fresh = inbox_insert_many(&mut conn, &[again]).await.unwrap();
+    assert!(fresh.is_empty(), "{fresh:?}");
+
+    // The retention drops what was received before the limit, from both tables; a message
+    // that occurred before it but was received after it stays.
+    sqlx::query("INSERT INTO inbox (occurred_at, message_id, subject, received_at) VALUES (1, 'm_slow', 'cmd.a', 8000)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::new().filename(crate::testing::database_file(&dir)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(inbox_prune(&pool, 5_000).await.unwrap(), 2);
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT message_id FROM inbox UNION ALL SELECT message_id FROM inbox_legacy ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(left, ["m_late", "m_slow"]);
 }
