@@ -4,6 +4,7 @@
 //! # Layout
 //! - `handler`: the [`Worker`] trait a service implements and [`HandleError`].
 //! - `store`: the database (WAL SQLite), migrations, inbox and outbox.
+//! - `checkpoint`: moving the write-ahead log into the database file, and starting it over.
 //! - `process`: one input from delivery to ack; every ack decision is made there.
 //! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
 //! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
@@ -12,6 +13,7 @@
 //! - `metrics`, `http`: counters, `/metrics` and `/healthz`.
 
 mod batch;
+mod checkpoint;
 mod handler;
 pub mod http;
 pub mod metrics;

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::checkpoint;
 use super::handler::Worker;
 use super::http::{self, HttpState};
 use super::metrics::Metrics;
@@ -195,7 +196,12 @@ async fn serve<W: Worker>(
         background.clone(),
     ));
     tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
-    tasks.spawn(checkpoint_loop(checkpoints, background.clone()));
+    tasks.spawn(checkpoint::checkpoint_loop(
+        checkpoints,
+        pool.clone(),
+        shared.writer_lock.clone(),
+        background.clone(),
+    ));
     tasks.spawn(lag_loop(
         consumer.clone(),
         metrics.clone(),
@@ -391,23 +397,6 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
             }
         }
     }
-}
-
-/// Checkpoints the write-ahead log every second, off the writer's path.
-async fn checkpoint_loop(pool: sqlx::SqlitePool, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        if let Err(e) = store::checkpoint(&pool).await {
-            tracing::warn!(error = %e, "checkpoint failed; retrying next second");
-        }
-    }
-    let _ = store::checkpoint(&pool).await;
-    pool.close().await;
 }
 
 /// Runs the service's timers.

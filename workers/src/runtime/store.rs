@@ -71,7 +71,11 @@ pub async fn open_with(
         // into a temporary file, created and deleted on every batch; in memory, it is not.
         .pragma("temp_store", "memory");
     if checkpoints == Checkpoints::Background {
-        options = options.pragma("wal_autocheckpoint", "0");
+        // When the log starts over (see `runtime::checkpoint`), a file grown larger than this
+        // by a burst is cut back to it.
+        options = options
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("journal_size_limit", (32 * 1024 * 1024).to_string());
     }
     if let Some(path) = options.get_filename().parent()
         && !path.as_os_str().is_empty()
@@ -95,13 +99,28 @@ pub fn database_path(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
         .to_path_buf())
 }
 
+/// What a checkpoint left: the frames (pages) in the log, and how many of them are copied into
+/// the database file. Both are -1 for a database that has no log (in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogState {
+    pub frames: i64,
+    pub copied: i64,
+}
+
+impl LogState {
+    /// Every frame is in the database file: the next write transaction starts the log over.
+    pub fn all_copied(&self) -> bool {
+        self.copied == self.frames
+    }
+}
+
 /// One passive checkpoint: copies what it can from the log into the database file without
 /// blocking writers (which keep appending to the log meanwhile).
-pub async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(pool)
-        .await
-        .map(|_| ())
+pub async fn checkpoint(pool: &SqlitePool) -> Result<LogState, sqlx::Error> {
+    let (_busy, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    Ok(LogState { frames, copied })
 }
 
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
