@@ -75,7 +75,7 @@ pub async fn open_with(
         // by a burst is cut back to it.
         options = options
             .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", (32 * 1024 * 1024).to_string());
+            .pragma("journal_size_limit", (96 * 1024 * 1024).to_string());
     }
     if let Some(path) = options.get_filename().parent()
         && !path.as_os_str().is_empty()
