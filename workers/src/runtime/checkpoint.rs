@@ -16,7 +16,6 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{self, LogState};
 use super::writer_lock::WriterLock;
 
 /// Frames (pages) the log may hold before a checkpoint takes a writer's turn: 64 MiB with
@@ -27,6 +26,23 @@ pub const RESTART_FRAMES: i64 = 16_384;
 
 /// How often the log is checkpointed.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// What a checkpoint left: the frames (pages) in the log, and how many of them are copied into
+/// the database file. Both are -1 for a database that has no log (in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogState {
+    pub frames: i64,
+    pub copied: i64,
+}
+
+/// One passive checkpoint: copies what it can from the log into the database file without
+/// blocking writers (which keep appending to the log meanwhile).
+async fn checkpoint(pool: &SqlitePool) -> Result<LogState, sqlx::Error> {
+    let (_busy, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    Ok(LogState { frames, copied })
+}
 
 /// Checkpoints every second until `stop`, then once more, and closes `checkpoints`.
 pub(super) async fn checkpoint_loop(
@@ -46,7 +62,7 @@ pub(super) async fn checkpoint_loop(
             tracing::warn!(error = %e, "checkpoint failed; retrying next second");
         }
     }
-    let _ = store::checkpoint(&checkpoints).await;
+    let _ = checkpoint(&checkpoints).await;
     checkpoints.close().await;
 }
 
@@ -59,7 +75,7 @@ pub(super) async fn checkpoint_round(
     lock: &WriterLock,
     limit: i64,
 ) -> Result<LogState, sqlx::Error> {
-    let state = store::checkpoint(checkpoints).await?;
+    let state = checkpoint(checkpoints).await?;
     if state.frames <= limit {
         return Ok(state);
     }
@@ -71,7 +87,7 @@ pub(super) async fn checkpoint_round(
     let _turn = lock.acquire().await.map_err(sqlx::Error::Io)?;
     let _writer = writer.acquire().await?;
     let held = std::time::Instant::now();
-    let state = store::checkpoint(checkpoints).await?;
+    let state = checkpoint(checkpoints).await?;
     tracing::debug!(
         frames = state.frames,
         copied = state.copied,
@@ -85,7 +101,12 @@ pub(super) async fn checkpoint_round(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::store::Checkpoints;
+    use crate::runtime::store::{self, Checkpoints};
+
+    /// Every frame is in the database file: the next write transaction starts the log over.
+    fn all_copied(state: &LogState) -> bool {
+        state.copied == state.frames
+    }
 
     async fn pools(dir: &tempfile::TempDir) -> (SqlitePool, SqlitePool, WriterLock) {
         let path = dir.path().join("service.db");
@@ -134,7 +155,7 @@ mod tests {
         let state = checkpoint_round(&checkpoints, &writer, &lock, 1_000)
             .await
             .unwrap();
-        assert!(state.frames >= 30 && !state.all_copied(), "{state:?}");
+        assert!(state.frames >= 30 && !all_copied(&state), "{state:?}");
 
         // Over it: the second pass waits for the writer's turn, then copies everything.
         let round = {
@@ -149,7 +170,7 @@ mod tests {
         reading.commit().await.unwrap();
         drop(held);
         let state = round.await.unwrap().unwrap();
-        assert!(state.all_copied(), "{state:?}");
+        assert!(all_copied(&state), "{state:?}");
     }
 
     #[tokio::test]

@@ -99,30 +99,6 @@ pub fn database_path(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
         .to_path_buf())
 }
 
-/// What a checkpoint left: the frames (pages) in the log, and how many of them are copied into
-/// the database file. Both are -1 for a database that has no log (in memory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogState {
-    pub frames: i64,
-    pub copied: i64,
-}
-
-impl LogState {
-    /// Every frame is in the database file: the next write transaction starts the log over.
-    pub fn all_copied(&self) -> bool {
-        self.copied == self.frames
-    }
-}
-
-/// One passive checkpoint: copies what it can from the log into the database file without
-/// blocking writers (which keep appending to the log meanwhile).
-pub async fn checkpoint(pool: &SqlitePool) -> Result<LogState, sqlx::Error> {
-    let (_busy, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await?;
-    Ok(LogState { frames, copied })
-}
-
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
 /// set, so they share one migrations table without tripping over each other.
 pub async fn migrate(
