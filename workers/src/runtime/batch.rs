@@ -9,7 +9,7 @@ use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::handler::{BatchError, HandleError, Input, Worker, saga_ids};
+use super::handler::{BatchError, HandleError, Input, Worker};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
 use super::store::{self, InboxEntry, OutboxRow};
@@ -188,7 +188,7 @@ impl<W: Worker> Shared<W> {
         let preload = self
             .worker
             .preload()
-            .map(|sql| (sql, saga_ids(&inputs_at(pending))));
+            .map(|sql| (sql, self.worker.preload_parameter(&inputs_at(pending))));
         let preloading = preload.is_some();
         let store::Opened { fresh, preloaded } =
             store::open_batch(&mut conn, stored, &entries, preload).await?;

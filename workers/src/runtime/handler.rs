@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, SqliteConnection};
 
 /// What a handler failure means for the input message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -69,7 +69,8 @@ pub trait Worker: Send + Sync + 'static {
         async move {
             match self.preload() {
                 Some(sql) => {
-                    let rows = preload_rows(&mut *conn, sql, inputs).await?;
+                    let rows =
+                        preload_rows(&mut *conn, sql, self.preload_parameter(inputs)).await?;
                     self.apply_preloaded(conn, inputs, rows).await
                 }
                 None => apply_one_by_one(self, conn, inputs).await,
@@ -78,12 +79,22 @@ pub trait Worker: Send + Sync + 'static {
     }
 
     /// The statement that reads the state a batch's inputs touch, if the service has one: its
-    /// only parameter, a positional `?`, is the JSON array of the saga ids of the batch's
-    /// inputs ([`saga_ids`]). The runtime runs it in the round trip that opens the batch's
-    /// transaction and hands its rows to [`Worker::apply_preloaded`], so the batch costs one
-    /// round trip to the database fewer. A service that has one implements `apply_preloaded`.
-    fn preload(&self) -> Option<&'static str> {
+    /// only parameter, a positional `?`, is [`Worker::preload_parameter`] of the batch's
+    /// inputs (by default the JSON array of their saga ids). The runtime runs it in the round
+    /// trip that opens the batch's transaction and hands its rows to
+    /// [`Worker::apply_preloaded`], so the batch costs one round trip to the database fewer. A
+    /// service that has one implements `apply_preloaded`. The text must be the same from one
+    /// batch to the next (it is prepared once).
+    fn preload(&self) -> Option<&str> {
         None
+    }
+
+    /// The parameter of [`Worker::preload`] for `inputs`: the JSON array of their saga ids
+    /// ([`saga_ids`]) unless the service needs more of each input than its saga (a rider, a
+    /// time window). It may be given inputs the batch then does not apply (repeats, inputs
+    /// already in the inbox): rows for them must do no harm.
+    fn preload_parameter(&self, inputs: &[Input<'_>]) -> String {
+        saga_ids(inputs)
     }
 
     /// [`Worker::apply_batch`] with the rows of [`Worker::preload`] already read, in the same
@@ -149,15 +160,15 @@ pub fn saga_ids(inputs: &[Input<'_>]) -> String {
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Runs the service's [`Worker::preload`] statement `sql` for `inputs` on its own: what
+/// Runs the service's [`Worker::preload`] statement `sql` with `parameter` on its own: what
 /// `apply_batch` does when the runtime did not run it.
 pub async fn preload_rows(
     conn: &mut SqliteConnection,
-    sql: &'static str,
-    inputs: &[Input<'_>],
+    sql: &str,
+    parameter: String,
 ) -> Result<Vec<SqliteRow>, BatchError> {
-    sqlx::query(sql)
-        .bind(saga_ids(inputs))
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(parameter)
         .fetch_all(conn)
         .await
         .map_err(|e| BatchError::Batch(e.into()))

@@ -220,7 +220,7 @@ pub async fn open_batch(
     conn: &mut SqliteConnection,
     published: &[String],
     entries: &[InboxEntry<'_>],
-    preload: Option<(&'static str, String)>,
+    preload: Option<(&str, String)>,
 ) -> Result<Opened, sqlx::Error> {
     let opened: Result<Opened, sqlx::Error> = async {
         // Every parameter is positional: `?` binds the next argument across the statements.

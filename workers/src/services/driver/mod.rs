@@ -158,7 +158,7 @@ impl Worker for DriverService {
         Ok(outputs)
     }
 
-    fn preload(&self) -> Option<&'static str> {
+    fn preload(&self) -> Option<&str> {
         Some(store::READ_AHEAD_SQL)
     }
 

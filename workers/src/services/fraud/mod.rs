@@ -23,12 +23,13 @@ use ridesaga_schemas::{
 };
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
 use tracing::{debug, info};
 
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, apply_as_batch};
 use domain::{Effect, FraudRules, Input};
-use store::{Pending, StoreError};
+use store::{Pending, Preloaded, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/fraud");
 
@@ -126,6 +127,8 @@ fn invalid(name: &str, value: String, problem: &str) -> ConfigError {
 #[derive(Debug, Clone)]
 pub struct FraudService {
     config: FraudConfig,
+    /// [`store::preload_sql`] for the configured rules.
+    preload: String,
 }
 
 impl FraudService {
@@ -134,7 +137,8 @@ impl FraudService {
     }
 
     pub fn new(config: FraudConfig) -> Self {
-        FraudService { config }
+        let preload = store::preload_sql(&config.rules);
+        FraudService { config, preload }
     }
 
     pub fn config(&self) -> &FraudConfig {
@@ -160,21 +164,38 @@ impl Worker for FraudService {
         apply_as_batch(self, conn, input, now)
     }
 
-    /// Applies the inputs one by one, each loading what it can read as the inputs before it
-    /// left it ([`Pending`]); what they added is written by the round trip that commits the
-    /// batch.
-    async fn apply_batch<'a>(
+    /// Every request's slice of the tables, read in the round trip that opens the batch.
+    fn preload(&self) -> Option<&str> {
+        Some(&self.preload)
+    }
+
+    fn preload_parameter(&self, inputs: &[runtime::Input<'_>]) -> String {
+        // An input that cannot be read is answered by `apply_preloaded`, with its error.
+        let read: Vec<_> = inputs
+            .iter()
+            .filter_map(|input| Some((&input.envelope.id, input_of(input.envelope).ok()?)))
+            .collect();
+        store::preload_parameter(&read, &self.config.rules)
+    }
+
+    /// Applies the inputs one by one, each reading what it can as the inputs before it left
+    /// it ([`Pending`]): a request from the preloaded rows, another input with a statement of
+    /// its own. What they added is written by the round trip that commits the batch.
+    async fn apply_preloaded<'a>(
         &'a self,
         conn: &'a mut SqliteConnection,
         inputs: &'a [runtime::Input<'a>],
+        rows: Vec<SqliteRow>,
     ) -> Result<BatchOutput, BatchError> {
         let rules = &self.config.rules;
+        let preloaded = Preloaded::new(rows).map_err(|e| BatchError::Batch(store_failed(e)))?;
         let mut pending = Pending::default();
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
             let failed = |error| BatchError::Input { index, error };
             let event = input_of(input.envelope).map_err(failed)?;
-            let mut state = store::load_for_input(conn, &event, rules, &pending)
+            let slice = preloaded.of(&input.envelope.id);
+            let mut state = store::load_for_input(conn, &event, rules, &pending, slice)
                 .await
                 .map_err(|e| failed(store_failed(e)))?;
             let before = state.clone();

@@ -4,11 +4,11 @@
 //!
 //! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use ridesaga_schemas::{RideId, RiderId, Timestamp};
+use ridesaga_schemas::{MessageId, RideId, RiderId, Timestamp};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Assessment, Block, Decline, FraudRules, Input, Scored, State};
 use crate::runtime::{BatchWrite, HandleError};
@@ -36,12 +36,15 @@ fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
 /// What `input` can read, as the batch in `pending` has left it: for a request, the ride's
 /// decision if there is one, else the rider's blocklist entry and as much of the rider's
 /// recent requests and declines as the rules can count (a rule only asks whether a threshold
-/// is reached).
+/// is reached). A request's slice comes from `preloaded` (the batch's [`preload_sql`], run
+/// before any of its inputs was applied, as the tables still are: the batch writes when it
+/// commits); the rarer inputs read theirs here.
 pub async fn load_for_input(
     conn: &mut SqliteConnection,
     input: &Input,
     rules: &FraudRules,
     pending: &Pending,
+    preloaded: &[SqliteRow],
 ) -> Result<State, StoreError> {
     let mut state = State::default();
     let added = &pending.added;
@@ -57,7 +60,7 @@ pub async fn load_for_input(
             at,
             ..
         } => {
-            load_for_request(conn, &mut state, ride_id, rider_id, *at, rules).await?;
+            read_request(&mut state, rider_id, preloaded)?;
             if !state.requests.contains_key(ride_id) {
                 pending.lay_over(&mut state, rider_id, *at, rules);
             }
@@ -93,50 +96,98 @@ pub async fn load_for_input(
     Ok(state)
 }
 
-/// A request's slice, in one statement: the ride's decision if there is one (then nothing
-/// else), else the rider's blocklist entry, recent requests and recent declines. The tagged
-/// rows share one set of columns, each kind filling its own.
-async fn load_for_request(
-    conn: &mut SqliteConnection,
-    state: &mut State,
-    ride_id: &RideId,
-    rider_id: &RiderId,
-    at: i64,
-    rules: &FraudRules,
-) -> Result<(), StoreError> {
-    // The limits are written into the statement, not bound: SQLite re-prepares a statement
-    // every time a parameter used as its LIMIT is bound.
-    let sql = format!(
-        "SELECT 'own' AS what, ride_id, rider_id, requested_at_ms, score, flagged, reasons, \
-         NULL AS declined_at_ms, NULL AS blocked, NULL AS reason, NULL AS changed_at_ms \
-         FROM fraud_requests WHERE ride_id = $1 \
-         UNION ALL SELECT 'block', NULL, rider_id, NULL, NULL, NULL, NULL, NULL, blocked, \
-         reason, changed_at_ms FROM fraud_blocklist WHERE rider_id = $2 \
-         UNION ALL SELECT * FROM (SELECT 'recent', ride_id, rider_id, requested_at_ms, score, \
-         flagged, reasons, NULL, NULL, NULL, NULL FROM fraud_requests WHERE rider_id = $2 \
-         AND requested_at_ms > $3 AND requested_at_ms <= $4 \
-         ORDER BY requested_at_ms DESC LIMIT {requests}) \
-         UNION ALL SELECT * FROM (SELECT 'decline', ride_id, rider_id, NULL, NULL, NULL, NULL, \
-         declined_at_ms, NULL, NULL, NULL FROM fraud_declines WHERE rider_id = $2 \
-         AND declined_at_ms > $5 AND declined_at_ms <= $4 \
-         ORDER BY declined_at_ms DESC LIMIT {declines})",
+/// The statement that reads every request's slice of a batch in the round trip that opens
+/// it: for each request of [`preload_parameter`], the ride's decision if there is one, the
+/// rider's blocklist entry, and the rider's most recent requests and declines within the
+/// windows (as many as the rules count), each row tagged with the input's message id. The
+/// rows share one set of columns, each kind filling its own. The limits are written into the
+/// statement, not bound: SQLite re-prepares a statement every time a parameter used as its
+/// LIMIT is bound. Every lookup is by an index: the decision by ride, the history through
+/// the rider's index in time order, then by ride.
+pub fn preload_sql(rules: &FraudRules) -> String {
+    format!(
+        "WITH q AS MATERIALIZED (SELECT value ->> 0 AS input_id, value ->> 1 AS ride, \
+         value ->> 2 AS rider, value ->> 3 AS requests_since, value ->> 4 AS until, \
+         value ->> 5 AS declines_since FROM jsonb_each(?)) \
+         SELECT q.input_id, 'own' AS what, r.ride_id, r.rider_id, r.requested_at_ms, r.score, \
+         r.flagged, r.reasons, NULL AS declined_at_ms, NULL AS blocked, NULL AS reason, \
+         NULL AS changed_at_ms FROM q JOIN fraud_requests r ON r.ride_id = q.ride \
+         UNION ALL SELECT q.input_id, 'block', NULL, b.rider_id, NULL, NULL, NULL, NULL, NULL, \
+         b.blocked, b.reason, b.changed_at_ms FROM q JOIN fraud_blocklist b \
+         ON b.rider_id = q.rider \
+         UNION ALL SELECT q.input_id, 'recent', r.ride_id, r.rider_id, r.requested_at_ms, \
+         r.score, r.flagged, r.reasons, NULL, NULL, NULL, NULL FROM q JOIN fraud_requests r \
+         ON r.ride_id IN (SELECT s.ride_id FROM fraud_requests s WHERE s.rider_id = q.rider \
+         AND s.requested_at_ms > q.requests_since AND s.requested_at_ms <= q.until \
+         ORDER BY s.requested_at_ms DESC LIMIT {requests}) \
+         UNION ALL SELECT q.input_id, 'decline', d.ride_id, d.rider_id, NULL, NULL, NULL, NULL, \
+         d.declined_at_ms, NULL, NULL, NULL FROM q JOIN fraud_declines d \
+         ON d.ride_id IN (SELECT s.ride_id FROM fraud_declines s WHERE s.rider_id = q.rider \
+         AND s.declined_at_ms > q.declines_since AND s.declined_at_ms <= q.until \
+         ORDER BY s.declined_at_ms DESC LIMIT {declines})",
         requests = rules.max_requests,
         declines = rules.max_declines,
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(ride_id.as_str())
-        .bind(rider_id.as_str())
-        .bind(at.saturating_sub(rules.window_ms))
-        .bind(at)
-        .bind(at.saturating_sub(rules.decline_window_ms))
-        .fetch_all(&mut *conn)
-        .await?;
+    )
+}
+
+/// The parameter of [`preload_sql`]: one entry per request among `inputs` (message id, ride,
+/// rider and the windows up to the request's time); other inputs read their state alone.
+pub fn preload_parameter(inputs: &[(&MessageId, Input)], rules: &FraudRules) -> String {
+    let entries: Vec<_> = inputs
+        .iter()
+        .filter_map(|(id, input)| match input {
+            Input::Requested {
+                ride_id,
+                rider_id,
+                at,
+                ..
+            } => Some((
+                id.as_str(),
+                ride_id.as_str(),
+                rider_id.as_str(),
+                at.saturating_sub(rules.window_ms),
+                *at,
+                at.saturating_sub(rules.decline_window_ms),
+            )),
+            _ => None,
+        })
+        .collect();
+    serde_json::to_string(&entries).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The rows of [`preload_sql`], by the message id of the input they were read for.
+#[derive(Debug, Default)]
+pub struct Preloaded(HashMap<String, Vec<SqliteRow>>);
+
+impl Preloaded {
+    pub fn new(rows: Vec<SqliteRow>) -> Result<Self, StoreError> {
+        let mut by_input: HashMap<String, Vec<SqliteRow>> = HashMap::new();
+        for row in rows {
+            let id: String = row.try_get("input_id")?;
+            by_input.entry(id).or_default().push(row);
+        }
+        Ok(Preloaded(by_input))
+    }
+
+    /// The rows read for the input with message id `id`: none if nothing is stored about it.
+    pub fn of(&self, id: &MessageId) -> &[SqliteRow] {
+        self.0.get(id.as_str()).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A request's slice from its rows: the ride's decision if there is one (then nothing else),
+/// else the rider's blocklist entry, recent requests and recent declines.
+fn read_request(
+    state: &mut State,
+    rider_id: &RiderId,
+    rows: &[SqliteRow],
+) -> Result<(), StoreError> {
     if let Some(own) = rows.iter().find(|row| tag(row) == "own") {
         let (id, scored) = scored_from_row(own)?;
         state.requests.insert(id, scored);
         return Ok(());
     }
-    for row in &rows {
+    for row in rows {
         match tag(row).as_str() {
             "block" => {
                 let block = block_from_row(row)?;
@@ -155,7 +206,7 @@ async fn load_for_request(
     Ok(())
 }
 
-/// The kind of a row of [`load_for_request`].
+/// The kind of a row of [`preload_sql`].
 fn tag(row: &SqliteRow) -> String {
     row.try_get("what").unwrap_or_default()
 }

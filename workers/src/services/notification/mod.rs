@@ -158,7 +158,7 @@ impl<C: Channel> Worker for NotificationService<C> {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn preload(&self) -> Option<&'static str> {
+    fn preload(&self) -> Option<&str> {
         Some(store::LOAD_SQL)
     }
 

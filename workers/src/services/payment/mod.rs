@@ -261,7 +261,7 @@ impl<G: Gateway> Worker for PaymentService<G> {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn preload(&self) -> Option<&'static str> {
+    fn preload(&self) -> Option<&str> {
         Some(store::LOAD_SQL)
     }
 

@@ -191,7 +191,7 @@ impl Worker for RideService {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn preload(&self) -> Option<&'static str> {
+    fn preload(&self) -> Option<&str> {
         Some(store::LOAD_SQL)
     }
 
