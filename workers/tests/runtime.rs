@@ -14,8 +14,8 @@ use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{
     self, BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, store,
 };
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::{Connection, SqliteConnection};
 use tokio_util::sync::CancellationToken;
 
 static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
@@ -533,4 +533,68 @@ async fn a_write_that_fails_a_batch_commit_fails_only_its_own_input() {
         assert_eq!(h.effects(&format!("u_good{n}")).await, 1, "u_good{n}");
     }
     assert_eq!(h.effects("u_badwrite1").await, 0);
+}
+
+/// Writes a row on every timer run and emits nothing: what a retention prune does.
+#[derive(Clone, Default)]
+struct Janitor;
+
+impl Worker for Janitor {
+    fn service(&self) -> Service {
+        Service::Fraud
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        &NO_MIGRATIONS
+    }
+
+    async fn apply(
+        &self,
+        _conn: &mut SqliteConnection,
+        _input: &Envelope,
+        _now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        Ok(Vec::new())
+    }
+
+    async fn tick(
+        &self,
+        conn: &mut SqliteConnection,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS swept (at INTEGER NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("INSERT INTO swept (at) VALUES (?)")
+            .bind(now.unix_millis())
+            .execute(&mut *conn)
+            .await?;
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn a_timer_that_emits_nothing_still_keeps_its_writes() {
+    let h = Harness::start().await;
+    let (token, handle) = h.spawn_with(Janitor, &[("RIDESAGA_TICK", "50ms".to_string())]);
+    // The worker creates its database as it starts; until then, and until the first timer
+    // run commits, there is nothing to count.
+    let count = || async {
+        let mut conn = SqliteConnection::connect(&h.database_url()).await.ok()?;
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM swept")
+            .fetch_one(&mut conn)
+            .await
+            .ok()
+    };
+    let mut swept = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        swept = count().await.unwrap_or(0);
+        if swept >= 3 {
+            break;
+        }
+    }
+    token.cancel();
+    handle.await.unwrap();
+    assert!(swept >= 3, "timer runs committed: {swept}");
 }

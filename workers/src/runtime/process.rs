@@ -69,12 +69,13 @@ impl<W: Worker> Shared<W> {
             .map_err(|e| HandleError::Transient(format!("writer lock: {e}")))?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let outputs = self.worker.tick(&mut tx, now).await?;
-        if outputs.is_empty() {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
         let rows = to_rows(&outputs)?;
-        store::outbox_insert(&mut tx, None, &rows, now).await?;
+        if !rows.is_empty() {
+            store::outbox_insert(&mut tx, None, &rows, now).await?;
+        }
+        // Committed even when the timers emit nothing: what they wrote (a retention prune, a
+        // state change without an event) is kept. A commit that changed nothing writes
+        // nothing to the log.
         tx.commit().await?;
         Ok(rows)
     }
