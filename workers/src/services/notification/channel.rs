@@ -48,6 +48,22 @@ pub trait Channel: Send + Sync + 'static {
         &self,
         delivery: &Delivery<'_>,
     ) -> impl Future<Output = Result<(), ChannelError>> + Send;
+
+    /// Delivers a batch's notifications, in order; on failure, says which one failed (those
+    /// before it may have been delivered, and will be again when the batch is retried). The
+    /// default delivers them one by one; a channel that can send several at once (one write
+    /// to a file, one request to a provider) does so.
+    fn deliver_all(
+        &self,
+        deliveries: &[Delivery<'_>],
+    ) -> impl Future<Output = Result<(), (usize, ChannelError)>> + Send {
+        async move {
+            for (position, delivery) in deliveries.iter().enumerate() {
+                self.deliver(delivery).await.map_err(|e| (position, e))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `RIDESAGA_NOTIFY_LOG`: the JSON-lines file of the default channel.
@@ -140,24 +156,54 @@ impl Channel for LogChannel {
     }
 
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
-        let mut line = serde_json::to_vec(&serde_json::json!({
-            "id": delivery.id,
-            "at": delivery.at,
-            "ride_id": delivery.ride_id,
-            "kind": delivery.notice.kind,
-            "recipient": delivery.notice.recipient,
-            "recipient_id": delivery.notice.recipient_id,
-            "channel": self.name(),
-            "text": delivery.notice.text,
-        }))
-        .map_err(|e| self.error(e))?;
-        line.push(b'\n');
-        self.append(&line)
-            .map_err(|e| self.error(format!("{}: {e}", self.path.display())))
+        let mut line = Vec::new();
+        self.write_line(delivery, &mut line)?;
+        self.write_out(&line)
+    }
+
+    /// All the lines with one write: a batch costs one write (and one look at which file the
+    /// path names), not one of each per line.
+    async fn deliver_all(&self, deliveries: &[Delivery<'_>]) -> Result<(), (usize, ChannelError)> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::with_capacity(deliveries.len() * 256);
+        for (position, delivery) in deliveries.iter().enumerate() {
+            self.write_line(delivery, &mut lines)
+                .map_err(|e| (position, e))?;
+        }
+        // Which line a failed write stopped at is not known: the first is named.
+        self.write_out(&lines).map_err(|e| (0, e))
     }
 }
 
 impl LogChannel {
+    /// Appends `delivery` to `out` as one JSON line.
+    fn write_line(&self, delivery: &Delivery<'_>, out: &mut Vec<u8>) -> Result<(), ChannelError> {
+        serde_json::to_writer(
+            &mut *out,
+            &serde_json::json!({
+                "id": delivery.id,
+                "at": delivery.at,
+                "ride_id": delivery.ride_id,
+                "kind": delivery.notice.kind,
+                "recipient": delivery.notice.recipient,
+                "recipient_id": delivery.notice.recipient_id,
+                "channel": self.name(),
+                "text": delivery.notice.text,
+            }),
+        )
+        .map_err(|e| self.error(e))?;
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// [`LogChannel::append`], its error named for the channel and the file.
+    fn write_out(&self, lines: &[u8]) -> Result<(), ChannelError> {
+        self.append(lines)
+            .map_err(|e| self.error(format!("{}: {e}", self.path.display())))
+    }
+
     fn error(&self, problem: impl std::fmt::Display) -> ChannelError {
         ChannelError {
             channel: self.name(),

@@ -18,14 +18,14 @@ pub mod channel;
 pub mod domain;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, NotificationSent, RideId, Service, Timestamp};
+use ridesaga_schemas::{Envelope, MessageId, NotificationSent, RideId, Service, Timestamp};
 use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::channel::{Channel, Delivery, LogChannel};
-use self::domain::Audience;
+use self::domain::{Audience, Notice};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
@@ -66,12 +66,14 @@ impl<C: Channel> NotificationService<C> {
         let mut batch = Batch {
             rides: Rides::loaded(loaded),
             sent: Vec::new(),
+            queued: Vec::new(),
         };
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let applied = self.apply_to(&mut batch, input).await;
+            let applied = self.apply_to(&mut batch, index, input);
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
+        self.deliver(&batch.queued).await?;
         let mut writes = Vec::new();
         if !batch.sent.is_empty() {
             writes.push(store::record_many(&batch.sent).map_err(BatchError::Batch)?);
@@ -83,11 +85,38 @@ impl<C: Channel> NotificationService<C> {
         Ok(BatchOutput { outputs, writes })
     }
 
-    /// Applies one input: delivers each notification it calls for that was not sent before,
-    /// and notes the records and the ride's changes for the batch to save.
-    async fn apply_to(
+    /// Delivers the batch's notifications through the channel, all at once, before the batch
+    /// commits. A failed delivery fails the input that called for it (the batch is redone
+    /// without it, and the notifications before it may go out again, with the same ids).
+    async fn deliver(&self, queued: &[Queued]) -> Result<(), BatchError> {
+        let deliveries: Vec<Delivery<'_>> = queued
+            .iter()
+            .map(|q| Delivery {
+                id: &q.id,
+                ride_id: &q.ride_id,
+                notice: &q.notice,
+                at: q.at,
+            })
+            .collect();
+        if let Err((position, e)) = self.channel.deliver_all(&deliveries).await {
+            return Err(BatchError::Input {
+                index: queued.get(position).map_or(0, |q| q.input),
+                error: HandleError::Transient(e.to_string()),
+            });
+        }
+        for q in queued {
+            debug!(ride_id = %q.ride_id, kind = q.notice.kind.as_str(), to = %q.notice.recipient_id, "notified");
+        }
+        Ok(())
+    }
+
+    /// Applies one input (the batch's `index`th): queues each notification it calls for that
+    /// was not sent before, and notes the records and the ride's changes for the batch to
+    /// save.
+    fn apply_to(
         &self,
         batch: &mut Batch,
+        index: usize,
         input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now } = *input;
@@ -95,8 +124,7 @@ impl<C: Channel> NotificationService<C> {
         let (audience, notices) = domain::handle(before.clone(), &ride_id, &envelope.message);
         let channel = self.channel.name();
         let mut outputs = Vec::with_capacity(notices.len());
-        let mut sent = Vec::with_capacity(notices.len());
-        for notice in &notices {
+        for notice in notices {
             let event = NotificationSent {
                 recipient: notice.recipient,
                 recipient_id: notice.recipient_id.clone(),
@@ -107,37 +135,45 @@ impl<C: Channel> NotificationService<C> {
             let recipient = store::recipient_str(&notice.recipient);
             let label = format!("{}/{recipient}", notice.kind.as_str());
             let event = Envelope::caused_by(envelope, event, &label, Service::Notification.name());
-            let delivery = Delivery {
-                id: &event.id,
-                ride_id: &ride_id,
+            batch
+                .sent
+                .push(store::Sent::new(&ride_id, &notice, channel, &event.id, now));
+            batch.queued.push(Queued {
+                input: index,
+                id: event.id.clone(),
+                ride_id: ride_id.clone(),
                 notice,
                 at: now,
-            };
-            self.channel
-                .deliver(&delivery)
-                .await
-                .map_err(|e| HandleError::Transient(e.to_string()))?;
-            debug!(%ride_id, kind = notice.kind.as_str(), to = %notice.recipient_id, "notified");
-            sent.push(store::Sent::new(&ride_id, notice, channel, &event.id, now));
+            });
             outputs.push(event);
         }
         let changed =
             audience.driver_id != before.driver_id || audience.cancelled != before.cancelled;
         *before = audience;
         if changed {
-            batch.rides.changed_at(ride_id.clone(), now);
+            batch.rides.changed_at(ride_id, now);
         }
-        batch.sent.extend(sent);
         Ok(outputs)
     }
 }
 
 /// A batch in progress: what is known about the rides it touches, and the notifications it
-/// sent.
+/// sends.
 #[derive(Debug)]
 struct Batch {
     rides: Rides<Audience>,
     sent: Vec<store::Sent>,
+    queued: Vec<Queued>,
+}
+
+/// A notification waiting for the batch's delivery, and the input that called for it.
+#[derive(Debug)]
+struct Queued {
+    input: usize,
+    id: MessageId,
+    ride_id: RideId,
+    notice: Notice,
+    at: Timestamp,
 }
 
 impl<C: Channel> Worker for NotificationService<C> {
@@ -209,6 +245,25 @@ mod tests {
                 });
             }
             self.delivered.lock().unwrap().push(delivery.id.clone());
+            Ok(())
+        }
+    }
+
+    /// A channel that cannot reach anyone about ride `r_2`.
+    #[derive(Debug, Default)]
+    struct NoRideTwo;
+
+    impl Channel for NoRideTwo {
+        fn name(&self) -> &'static str {
+            "no-r2"
+        }
+        async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
+            if delivery.ride_id.as_str() == "r_2" {
+                return Err(ChannelError {
+                    channel: "no-r2",
+                    problem: "unreachable".into(),
+                });
+            }
             Ok(())
         }
     }
@@ -291,6 +346,34 @@ mod tests {
             .collect();
         assert_eq!(to_driver.len(), 2, "{out:?}");
         assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it() {
+        let (_dir, mut conn) = database(&MIGRATOR).await;
+        let service = NotificationService::new(NoRideTwo);
+        let inputs: Vec<(Envelope, Timestamp)> = [assigned(), of_ride(assigned(), "r_2")]
+            .into_iter()
+            .map(|input| (input, epoch()))
+            .collect();
+        let err = apply_batch_in_tx(&service, &mut conn, &inputs)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BatchError::Input {
+                    index: 1,
+                    error: HandleError::Transient(_)
+                }
+            ),
+            "{err}"
+        );
+        // Without it the batch goes through.
+        let out = apply_batch_in_tx(&service, &mut conn, &inputs[..1])
+            .await
+            .unwrap();
+        assert_eq!(out[0].len(), 2);
     }
 
     #[tokio::test]
