@@ -13,6 +13,7 @@ use ridesaga_testkit::NatsServer;
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{
     self, BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, store,
+    writer_lock::WriterLock,
 };
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, SqliteConnection};
@@ -597,4 +598,41 @@ async fn a_timer_that_emits_nothing_still_keeps_its_writes() {
     token.cancel();
     handle.await.unwrap();
     assert!(swept >= 3, "timer runs committed: {swept}");
+}
+
+#[tokio::test]
+async fn inputs_that_arrive_while_another_replica_writes_join_one_batch() {
+    let h = Harness::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Another replica's turn: the writer lock of the same database file, held.
+    let other = WriterLock::beside(&h.dir.path().join("fraud.db")).unwrap();
+    let turn = other.acquire().await.unwrap();
+    let (stop, task) = h.spawn_with(
+        Ledger,
+        &[("RIDESAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))],
+    );
+    // The first input reaches the writer, which waits for its turn; the others arrive while
+    // it waits.
+    h.publish(&block("u_first"), "w0").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 1..8 {
+        h.publish(&block(&format!("u_later{n}")), &format!("w{n}"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(turn);
+    assert_eq!(h.stored("evt.fraud.blocklist.>", 8).await.len(), 8);
+    let metrics = http_get(port, "/metrics").await;
+    let batches = metrics
+        .lines()
+        .find(|line| line.starts_with("ridesaga_batches_total"))
+        .and_then(|line| line.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no batch count in {metrics}"));
+    assert_eq!(batches, "1", "{metrics}");
+    stop.cancel();
+    task.await.unwrap();
 }

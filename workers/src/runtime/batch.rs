@@ -69,6 +69,16 @@ impl<W: Worker> Shared<W> {
                     None => return,
                 },
             };
+            // The writer's turn first, then the batch: inputs that arrive while another
+            // replica writes join this batch instead of waiting for the next one.
+            let _turn = match self.writer_lock.acquire().await {
+                Ok(turn) => turn,
+                Err(e) => {
+                    let error = HandleError::Transient(format!("writer lock: {e}"));
+                    let _ = first.reply.send(Err(error));
+                    continue;
+                }
+            };
             batch.push(first);
             while batch.len() < max {
                 match requests.try_recv() {
@@ -155,19 +165,18 @@ impl<W: Worker> Shared<W> {
             .collect())
     }
 
-    /// One attempt at committing the inputs `pending` (indexes into `batch`). Apart from the
-    /// service's own statements it takes two round trips to the database thread: one opens the
-    /// transaction, deletes the rows published since the last batch and records every input in
-    /// the inbox; the other stores all the outputs and commits. Every exit before the commit
-    /// rolls the transaction back (the writer is not cancelled mid-batch: it stops between
-    /// batches).
+    /// One attempt at committing the inputs `pending` (indexes into `batch`), in the writer's
+    /// turn that [`Shared::write_loop`] holds. Apart from the service's own statements it
+    /// takes two round trips to the database thread: one opens the transaction, deletes the
+    /// rows published since the last batch and records every input in the inbox; the other
+    /// stores all the outputs and commits. Every exit before the commit rolls the transaction
+    /// back (the writer is not cancelled mid-batch: it stops between batches).
     async fn try_batch(
         &self,
         batch: &[WriteRequest],
         pending: &[usize],
         stored: &[String],
     ) -> Result<Attempt, sqlx::Error> {
-        let _turn = self.writer_lock.acquire().await.map_err(sqlx::Error::Io)?;
         let mut conn = self.pool.acquire().await?;
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
         let entries: Vec<InboxEntry<'_>> = pending
