@@ -433,6 +433,15 @@ async fn a_worker_resumes_after_the_server_restarts() {
     assert_eq!(out.len(), 1);
 }
 
+/// A loopback port nothing listens on (for the worker's HTTP endpoint).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -450,11 +459,7 @@ async fn http_get(port: u16, path: &str) -> String {
 #[tokio::test]
 async fn health_and_metrics_are_served_over_http() {
     let h = Harness::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (stop, task) = h.spawn_with(
         Blocklist::default(),
         &[("RIDESAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))],
@@ -603,11 +608,7 @@ async fn a_timer_that_emits_nothing_still_keeps_its_writes() {
 #[tokio::test]
 async fn inputs_that_arrive_while_another_replica_writes_join_one_batch() {
     let h = Harness::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // Another replica's turn: the writer lock of the same database file, held.
     let other = WriterLock::beside(&h.dir.path().join("fraud.db")).unwrap();
     let turn = other.acquire().await.unwrap();
