@@ -205,10 +205,9 @@ pub struct RuntimeConfig {
     pub nats: NatsConfig,
     /// `DATABASE_URL`, default `sqlite://.run/data/<service>.db`.
     pub database_url: String,
-    /// `RIDESAGA_DB_POOL`: database connections. Default 1 for SQLite: every input is a write
-    /// transaction, and SQLite admits one writer at a time; with more connections the others
-    /// wait in SQLite's busy handler, which sleeps in steps of milliseconds, instead of queueing
-    /// on the pool. Raise it for PostgreSQL.
+    /// `RIDESAGA_DB_POOL`: database connections for reads (the relay's look for outbox rows
+    /// left behind). Every write goes through the writer's own connection, one turn at a time
+    /// (SQLite admits one writer at a time), whatever this says. Default 1.
     pub db_pool: u32,
     /// `RIDESAGA_BATCH`: messages requested per pull. No larger than the in-flight limit by
     /// default: a message waiting in the client's buffer gets no progress acks, and one that

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, Timestamp};
+use sqlx::SqliteConnection;
 use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,7 @@ use super::handler::{BatchError, HandleError, Input, Worker};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
 use super::store::{self, InboxEntry, OutboxRow};
+use super::writer::Turn;
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
@@ -69,9 +71,9 @@ impl<W: Worker> Shared<W> {
                     None => return,
                 },
             };
-            // The writer's turn first, then the batch: inputs that arrive while another
-            // replica writes join this batch instead of waiting for the next one.
-            let _turn = match self.writer_lock.acquire().await {
+            // The writer's turn first, then the batch: inputs that arrive while a timer, the
+            // relay or another replica writes join this batch instead of waiting for the next.
+            let mut turn = match self.writer.turn().await {
                 Ok(turn) => turn,
                 Err(e) => {
                     let error = HandleError::Transient(format!("writer lock: {e}"));
@@ -89,7 +91,7 @@ impl<W: Worker> Shared<W> {
             // Published rows are deleted by a batch once enough have gathered; until then
             // the relay's next round deletes them (before it looks for rows left behind).
             let stored = self.publisher.take_stored_if(DELETE_WITH_BATCH);
-            match self.write_batch(&batch, &stored).await {
+            match self.write_batch(&mut turn, &batch, &stored).await {
                 Ok(outcomes) => {
                     for (request, outcome) in batch.drain(..).zip(outcomes) {
                         let _ = request.reply.send(outcome);
@@ -108,13 +110,15 @@ impl<W: Worker> Shared<W> {
                     // is its own and the others go through.
                     tracing::warn!(error = %e, inputs = batch.len(), "a batch failed; applying its inputs one by one");
                     for request in batch.drain(..) {
-                        let outcome =
-                            match self.write_batch(std::slice::from_ref(&request), &[]).await {
-                                Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
-                                    Err(HandleError::Transient("not applied".into()))
-                                }),
-                                Err(e) => Err(database_failure(&e)),
-                            };
+                        let outcome = match self
+                            .write_batch(&mut turn, std::slice::from_ref(&request), &[])
+                            .await
+                        {
+                            Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
+                                Err(HandleError::Transient("not applied".into()))
+                            }),
+                            Err(e) => Err(database_failure(&e)),
+                        };
                         let _ = request.reply.send(outcome);
                     }
                 }
@@ -128,6 +132,7 @@ impl<W: Worker> Shared<W> {
     /// transaction itself fails the whole batch.
     async fn write_batch(
         &self,
+        turn: &mut Turn,
         batch: &[WriteRequest],
         stored: &[String],
     ) -> Result<Vec<Result<Applied, HandleError>>, sqlx::Error> {
@@ -142,7 +147,12 @@ impl<W: Worker> Shared<W> {
                 self.publisher.restore_stored(stored.to_vec());
                 break;
             }
-            match self.try_batch(batch, &pending, stored).await? {
+            let attempt = match turn.conn().await {
+                Ok(conn) => self.try_batch(conn, batch, &pending, stored).await,
+                Err(e) => Err(e),
+            };
+            let attempt = attempt.inspect_err(|_| turn.give_back())?;
+            match attempt {
                 Attempt::Committed(applied) => {
                     for (i, applied) in applied {
                         outcomes[i] = Some(Ok(applied));
@@ -165,19 +175,19 @@ impl<W: Worker> Shared<W> {
             .collect())
     }
 
-    /// One attempt at committing the inputs `pending` (indexes into `batch`), in the writer's
-    /// turn that [`Shared::write_loop`] holds. Apart from the service's own statements it
+    /// One attempt at committing the inputs `pending` (indexes into `batch`) on `conn`, in the
+    /// writer's turn that [`Shared::write_loop`] holds. Apart from the service's own statements it
     /// takes two round trips to the database thread: one opens the transaction, deletes the
     /// rows published since the last batch and records every input in the inbox; the other
     /// stores all the outputs and commits. Every exit before the commit rolls the transaction
     /// back (the writer is not cancelled mid-batch: it stops between batches).
     async fn try_batch(
         &self,
+        conn: &mut SqliteConnection,
         batch: &[WriteRequest],
         pending: &[usize],
         stored: &[String],
     ) -> Result<Attempt, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
         let entries: Vec<InboxEntry<'_>> = pending
             .iter()
@@ -200,7 +210,7 @@ impl<W: Worker> Shared<W> {
             .map(|sql| (sql, self.worker.preload_parameter(&inputs_at(pending))));
         let preloading = preload.is_some();
         let store::Opened { fresh, preloaded } =
-            store::open_batch(&mut conn, stored, &entries, preload).await?;
+            store::open_batch(conn, stored, &entries, preload).await?;
         // Each input is new (applied by this batch), a second delivery of one that is, or one
         // applied by an earlier batch (answered with its outputs still in the outbox).
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -216,10 +226,10 @@ impl<W: Worker> Shared<W> {
                 first_of.insert(id, i);
                 work.push(i);
             } else {
-                match store::outbox_for_cause(&mut conn, &input.id).await {
+                match store::outbox_for_cause(conn, &input.id).await {
                     Ok(rows) => applied.push((i, Applied::Duplicate(rows))),
                     Err(e) => {
-                        store::abort_batch(&mut conn).await;
+                        store::abort_batch(conn).await;
                         return Err(e);
                     }
                 }
@@ -227,16 +237,14 @@ impl<W: Worker> Shared<W> {
         }
         let inputs = inputs_at(&work);
         let applied_batch = if preloading {
-            self.worker
-                .apply_preloaded(&mut conn, &inputs, preloaded)
-                .await
+            self.worker.apply_preloaded(conn, &inputs, preloaded).await
         } else {
-            self.worker.apply_batch(&mut conn, &inputs).await
+            self.worker.apply_batch(conn, &inputs).await
         };
         let done = match applied_batch {
             Ok(done) if done.outputs.len() == work.len() => done,
             Ok(done) => {
-                store::abort_batch(&mut conn).await;
+                store::abort_batch(conn).await;
                 return Err(sqlx::Error::Protocol(format!(
                     "the service answered {} of {} inputs",
                     done.outputs.len(),
@@ -244,14 +252,14 @@ impl<W: Worker> Shared<W> {
                 )));
             }
             Err(BatchError::Input { index, error }) => {
-                store::abort_batch(&mut conn).await;
+                store::abort_batch(conn).await;
                 return Ok(Attempt::Failed {
                     index: work.get(index).copied().unwrap_or(pending[0]),
                     error,
                 });
             }
             Err(BatchError::Batch(error)) => {
-                store::abort_batch(&mut conn).await;
+                store::abort_batch(conn).await;
                 return Ok(Attempt::AllFailed(error));
             }
         };
@@ -262,7 +270,7 @@ impl<W: Worker> Shared<W> {
                     rows_of.insert(i, rows);
                 }
                 Err(error) => {
-                    store::abort_batch(&mut conn).await;
+                    store::abort_batch(conn).await;
                     return Ok(Attempt::Failed { index: i, error });
                 }
             }
@@ -274,7 +282,7 @@ impl<W: Worker> Shared<W> {
                 rows_of[&i].iter().map(move |row| (Some(cause), row))
             })
             .collect();
-        store::close_batch(&mut conn, &done.writes, &outputs, Timestamp::now()).await?;
+        store::close_batch(conn, &done.writes, &outputs, Timestamp::now()).await?;
         for (i, first) in repeats {
             applied.push((i, Applied::Duplicate(rows_of[&first].clone())));
         }

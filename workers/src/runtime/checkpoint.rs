@@ -7,8 +7,8 @@
 //! frame copied. Under steady load the writer appends while a passive checkpoint copies, so
 //! that never happens, and the log grew by hundreds of megabytes a minute at the benchmark's
 //! maximum rate. So when the log holds more than [`RESTART_FRAMES`], the checkpointer takes a
-//! writer's turn (the lock the replicas share, then the writer's connection) for one more
-//! pass, which copies only what was written since the first; the next batch then writes from
+//! writer's turn (see [`Writer`]: no other write of this replica or of the others sharing the
+//! file runs meanwhile) for one more pass, which copies only what was written since the first; the next batch then writes from
 //! the start of the log, and `journal_size_limit` cuts the file back.
 
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
-use super::writer_lock::WriterLock;
+use super::writer::Writer;
 
 /// Frames (pages) the log may hold before a checkpoint takes a writer's turn: 64 MiB with
 /// 4 KiB pages, about 20 s of writing at the benchmark's maximum rate. The turn pauses the
@@ -47,8 +47,7 @@ async fn checkpoint(pool: &SqlitePool) -> Result<LogState, sqlx::Error> {
 /// Checkpoints every second until `stop`, then once more, and closes `checkpoints`.
 pub(super) async fn checkpoint_loop(
     checkpoints: SqlitePool,
-    writer: SqlitePool,
-    lock: WriterLock,
+    writer: Writer,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(EVERY);
@@ -58,7 +57,7 @@ pub(super) async fn checkpoint_loop(
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        if let Err(e) = checkpoint_round(&checkpoints, &writer, &lock, RESTART_FRAMES).await {
+        if let Err(e) = checkpoint_round(&checkpoints, &writer, RESTART_FRAMES).await {
             tracing::warn!(error = %e, "checkpoint failed; retrying next second");
         }
     }
@@ -71,8 +70,7 @@ pub(super) async fn checkpoint_loop(
 /// the log after the last pass.
 pub(super) async fn checkpoint_round(
     checkpoints: &SqlitePool,
-    writer: &SqlitePool,
-    lock: &WriterLock,
+    writer: &Writer,
     limit: i64,
 ) -> Result<LogState, sqlx::Error> {
     let state = checkpoint(checkpoints).await?;
@@ -82,10 +80,8 @@ pub(super) async fn checkpoint_round(
     // Even when this pass copied every frame, a batch that began before it finished keeps the
     // log from starting over: the log starts over only for a write transaction that began
     // with every frame copied.
-    // The batch writer takes the lock, then the connection: the same order here.
     let waited = std::time::Instant::now();
-    let _turn = lock.acquire().await.map_err(sqlx::Error::Io)?;
-    let _writer = writer.acquire().await?;
+    let _turn = writer.turn().await?;
     let held = std::time::Instant::now();
     let state = checkpoint(checkpoints).await?;
     tracing::debug!(
@@ -102,30 +98,34 @@ pub(super) async fn checkpoint_round(
 mod tests {
     use super::*;
     use crate::runtime::store::{self, Checkpoints};
+    use crate::runtime::writer_lock::WriterLock;
 
     /// Every frame is in the database file: the next write transaction starts the log over.
     fn all_copied(state: &LogState) -> bool {
         state.copied == state.frames
     }
 
-    async fn pools(dir: &tempfile::TempDir) -> (SqlitePool, SqlitePool, WriterLock) {
+    async fn pools(dir: &tempfile::TempDir) -> (Writer, SqlitePool) {
         let path = dir.path().join("service.db");
         let url = format!("sqlite://{}", path.display());
-        let writer = store::open_with(&url, 1, Checkpoints::Background)
+        let writes = store::open_with(&url, 1, Checkpoints::Background)
             .await
             .unwrap();
         sqlx::query("CREATE TABLE t (v BLOB NOT NULL)")
-            .execute(&writer)
+            .execute(&writes)
             .await
             .unwrap();
         let checkpoints = store::open(&url, 1).await.unwrap();
-        (writer, checkpoints, WriterLock::beside(&path).unwrap())
+        let writer = Writer::new(writes, WriterLock::beside(&path).unwrap());
+        (writer, checkpoints)
     }
 
-    async fn write(writer: &SqlitePool, rows: usize) {
+    /// Writes `rows` rows, each in a turn of its own, as batches do.
+    async fn write(writer: &Writer, rows: usize) {
         for _ in 0..rows {
+            let mut turn = writer.turn().await.unwrap();
             sqlx::query("INSERT INTO t (v) VALUES (zeroblob(3000))")
-                .execute(writer)
+                .execute(turn.conn().await.unwrap())
                 .await
                 .unwrap();
         }
@@ -134,7 +134,7 @@ mod tests {
     #[tokio::test]
     async fn a_log_over_the_limit_and_not_all_copied_gets_a_second_pass_in_a_writers_turn() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, checkpoints, lock) = pools(&dir).await;
+        let (writer, checkpoints) = pools(&dir).await;
         write(&writer, 20).await;
         // A reader's snapshot stops a passive checkpoint at the frames it sees.
         let reader = store::open(
@@ -151,16 +151,16 @@ mod tests {
         write(&writer, 10).await;
 
         // Under the limit: one pass, which leaves what it cannot copy and does not wait.
-        let held = writer.acquire().await.unwrap();
-        let state = checkpoint_round(&checkpoints, &writer, &lock, 1_000)
+        let held = writer.turn().await.unwrap();
+        let state = checkpoint_round(&checkpoints, &writer, 1_000)
             .await
             .unwrap();
         assert!(state.frames >= 30 && !all_copied(&state), "{state:?}");
 
         // Over it: the second pass waits for the writer's turn, then copies everything.
         let round = {
-            let (checkpoints, writer, lock) = (checkpoints.clone(), writer.clone(), lock.clone());
-            tokio::spawn(async move { checkpoint_round(&checkpoints, &writer, &lock, 1).await })
+            let (checkpoints, writer) = (checkpoints.clone(), writer.clone());
+            tokio::spawn(async move { checkpoint_round(&checkpoints, &writer, 1).await })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
@@ -176,7 +176,7 @@ mod tests {
     #[tokio::test]
     async fn the_log_starts_over_while_a_writer_never_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, checkpoints, lock) = pools(&dir).await;
+        let (writer, checkpoints) = pools(&dir).await;
         let stop = CancellationToken::new();
         let writing = {
             let (writer, stop) = (writer.clone(), stop.clone());
@@ -193,7 +193,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let (mut last, mut restarts) = (0, 0);
         while restarts < 3 && tokio::time::Instant::now() < deadline {
-            let state = checkpoint_round(&checkpoints, &writer, &lock, limit)
+            let state = checkpoint_round(&checkpoints, &writer, limit)
                 .await
                 .unwrap();
             if state.frames < last {

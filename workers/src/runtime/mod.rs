@@ -9,7 +9,8 @@
 //! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
 //! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
 //! - `run`: the consumer loop with bounded concurrency, relay, timers, drain on shutdown.
-//! - `writer_lock`: one batch writer at a time among replicas sharing a SQLite file.
+//! - `writer`: the connection every write goes through, one turn at a time.
+//! - `writer_lock`: one writer at a time among replicas sharing a SQLite file.
 //! - `metrics`, `http`: counters, `/metrics` and `/healthz`.
 
 mod batch;
@@ -21,6 +22,7 @@ pub mod process;
 pub mod publish;
 mod run;
 pub mod store;
+pub mod writer;
 pub mod writer_lock;
 
 pub use handler::{

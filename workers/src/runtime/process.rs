@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use sqlx::SqlitePool;
+use sqlx::{Connection as _, SqlitePool};
 use tokio::sync::mpsc;
 
 use super::batch::{WriteRequest, to_rows};
@@ -15,7 +15,7 @@ use super::handler::{HandleError, Worker};
 use super::metrics::Metrics;
 use super::publish::Publisher;
 use super::store::{self, OutboxRow};
-use super::writer_lock::WriterLock;
+use super::writer::Writer;
 
 /// Everything the handling of one message needs; shared by all in-flight tasks.
 #[derive(Debug)]
@@ -23,14 +23,16 @@ pub struct Shared<W> {
     pub worker: W,
     pub service: Service,
     pub instance: String,
+    /// For reads; every write goes through `writer`.
     pub pool: SqlitePool,
     pub js: jetstream::Context,
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
     /// Inputs on their way to the batch writer.
     pub writes: mpsc::Sender<WriteRequest>,
-    /// Taken around each batch, so replicas sharing the database take turns without polling.
-    pub writer_lock: WriterLock,
+    /// The connection writes go through, one turn at a time, shared in turn with the other
+    /// replicas of the database.
+    pub writer: Writer,
 }
 
 /// What happens to a delivered message.
@@ -62,22 +64,29 @@ pub fn retry_delay(delivered: i64) -> Duration {
 impl<W: Worker> Shared<W> {
     /// Runs the service's timers in one transaction and returns what they produced.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
-        let _turn = self
-            .writer_lock
-            .acquire()
+        let mut turn = self
+            .writer
+            .turn()
             .await
             .map_err(|e| HandleError::Transient(format!("writer lock: {e}")))?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let outputs = self.worker.tick(&mut tx, now).await?;
-        let rows = to_rows(&outputs)?;
-        if !rows.is_empty() {
-            store::outbox_insert(&mut tx, None, &rows, now).await?;
+        let ran = async {
+            let mut tx = turn.conn().await?.begin_with("BEGIN IMMEDIATE").await?;
+            let outputs = self.worker.tick(&mut tx, now).await?;
+            let rows = to_rows(&outputs)?;
+            if !rows.is_empty() {
+                store::outbox_insert(&mut tx, None, &rows, now).await?;
+            }
+            // Committed even when the timers emit nothing: what they wrote (a retention prune,
+            // a state change without an event) is kept. A commit that changed nothing writes
+            // nothing to the log.
+            tx.commit().await?;
+            Ok(rows)
         }
-        // Committed even when the timers emit nothing: what they wrote (a retention prune, a
-        // state change without an event) is kept. A commit that changed nothing writes
-        // nothing to the log.
-        tx.commit().await?;
-        Ok(rows)
+        .await;
+        if ran.is_err() {
+            turn.give_back();
+        }
+        ran
     }
 
     /// Decides what to do with one delivery. `delivered` counts deliveries, 1 the first.

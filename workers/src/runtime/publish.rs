@@ -5,12 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use bytes::Bytes;
-use sqlx::SqlitePool;
-
 use super::metrics::Metrics;
 use super::store::{self, OutboxRow};
+use super::writer::Writer;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use sqlx::Connection as _;
 
 /// Attempts per batch before giving up (the input is then nak'ed and the relay tries again).
 const ATTEMPTS: u32 = 4;
@@ -20,7 +20,7 @@ const ATTEMPTS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct Publisher {
     js: jetstream::Context,
-    pool: SqlitePool,
+    writer: Writer,
     metrics: Arc<Metrics>,
     stored: Arc<Mutex<Vec<String>>>,
 }
@@ -34,10 +34,10 @@ pub struct PublishFailed {
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, pool: SqlitePool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(js: jetstream::Context, writer: Writer, metrics: Arc<Metrics>) -> Self {
         Publisher {
             js,
-            pool,
+            writer,
             metrics,
             stored: Arc::default(),
         }
@@ -104,13 +104,21 @@ impl Publisher {
         if ids.is_empty() {
             return Ok(());
         }
+        let mut turn = match self.writer.turn().await {
+            Ok(turn) => turn,
+            Err(e) => {
+                self.restore_stored(ids);
+                return Err(sqlx::Error::Io(e));
+            }
+        };
         let result = async {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = turn.conn().await?.begin_with("BEGIN IMMEDIATE").await?;
             store::outbox_delete(&mut tx, &ids).await?;
             tx.commit().await
         }
         .await;
         if result.is_err() {
+            turn.give_back();
             self.restore_stored(ids);
         }
         result

@@ -23,6 +23,7 @@ use super::metrics::Metrics;
 use super::process::Shared;
 use super::publish::Publisher;
 use super::store::{self, Checkpoints};
+use super::writer::Writer;
 use super::writer_lock::WriterLock;
 use crate::config::RuntimeConfig;
 
@@ -106,10 +107,11 @@ pub async fn run_on<W: Worker>(
     serve(worker, config, database, client, consumer, shutdown).await
 }
 
-/// A worker's database: the pool its inputs write through, and a connection of its own for
-/// checkpoints, so a checkpoint never takes the writer's.
+/// A worker's database: the writer every write goes through, a pool for reads, and a
+/// connection of its own for checkpoints, so a checkpoint never takes the writer's.
 struct Database {
     pool: sqlx::SqlitePool,
+    writer: Writer,
     checkpoints: sqlx::SqlitePool,
 }
 
@@ -130,8 +132,19 @@ impl Database {
         .await
         .map_err(failed)?;
         store::migrate(&pool, migrator).await?;
+        let lock = store::database_path(&config.database_url)
+            .and_then(|path| WriterLock::beside(&path).map_err(sqlx::Error::Io))
+            .map_err(failed)?;
+        let writes = store::open_with(&config.database_url, 1, Checkpoints::Background)
+            .await
+            .map_err(failed)?;
+        let writer = Writer::new(writes, lock);
         let checkpoints = store::open(&config.database_url, 1).await.map_err(failed)?;
-        Ok(Database { pool, checkpoints })
+        Ok(Database {
+            pool,
+            writer,
+            checkpoints,
+        })
     }
 }
 
@@ -144,18 +157,16 @@ async fn serve<W: Worker>(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let service = worker.service();
-    let Database { pool, checkpoints } = database;
+    let Database {
+        pool,
+        writer,
+        checkpoints,
+    } = database;
     let js = jetstream::new(client.clone());
 
     let metrics = Arc::new(Metrics::new());
-    let publisher = Publisher::new(js.clone(), pool.clone(), metrics.clone());
+    let publisher = Publisher::new(js.clone(), writer.clone(), metrics.clone());
     let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
-    let writer_lock = store::database_path(&config.database_url)
-        .and_then(|path| WriterLock::beside(&path).map_err(sqlx::Error::Io))
-        .map_err(|source| RunError::Database {
-            url: config.database_url.clone(),
-            source,
-        })?;
     let shared = Arc::new(Shared {
         worker,
         service,
@@ -165,7 +176,7 @@ async fn serve<W: Worker>(
         publisher,
         metrics: metrics.clone(),
         writes,
-        writer_lock,
+        writer: writer.clone(),
     });
 
     // Background tasks stop on `background`, which is cancelled only after in-flight work
@@ -198,8 +209,7 @@ async fn serve<W: Worker>(
     tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
     tasks.spawn(checkpoint::checkpoint_loop(
         checkpoints,
-        pool.clone(),
-        shared.writer_lock.clone(),
+        writer.clone(),
         background.clone(),
     ));
     tasks.spawn(lag_loop(
@@ -229,6 +239,7 @@ async fn serve<W: Worker>(
     if tokio::time::timeout(NATS_GOODBYE, goodbye).await.is_err() {
         tracing::warn!("NATS unreachable while stopping; unflushed acks will be redelivered");
     }
+    writer.close().await;
     pool.close().await;
     tracing::info!("worker stopped");
     result
@@ -392,11 +403,21 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = tokio::time::Instant::now();
             let week_ago = Timestamp::now().unix_millis() - 7 * 24 * 3600 * 1000;
-            if let Err(e) = store::inbox_prune(&shared.pool, week_ago).await {
+            if let Err(e) = prune_inbox(&shared.writer, week_ago).await {
                 tracing::warn!(error = %e, "could not prune the inbox");
             }
         }
     }
+}
+
+/// Drops the inbox entries received before `before_ms`, in the writer's turn.
+async fn prune_inbox(writer: &Writer, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let mut turn = writer.turn().await?;
+    let pruned = store::inbox_prune(turn.conn().await?, before_ms).await;
+    if pruned.is_err() {
+        turn.give_back();
+    }
+    pruned
 }
 
 /// Runs the service's timers.

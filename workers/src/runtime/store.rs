@@ -432,13 +432,13 @@ pub async fn outbox_delete(conn: &mut SqliteConnection, ids: &[String]) -> Resul
 /// stream's consumers ack within minutes), so the table stays bounded. The entries are found
 /// by their occurrence (the key's first column; a message is received after it occurs), and
 /// one that occurred that long ago but was received since is kept.
-pub async fn inbox_prune(pool: &SqlitePool, before_ms: i64) -> Result<u64, sqlx::Error> {
+pub async fn inbox_prune(conn: &mut SqliteConnection, before_ms: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "DELETE FROM inbox WHERE occurred_at < ?1 AND received_at < ?1; \
          DELETE FROM inbox_legacy WHERE received_at < ?1",
     )
     .bind(before_ms)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(done.rows_affected())
 }

@@ -7,7 +7,7 @@
 //! the kernel and wakes the moment the other one releases it. Uncontended, taking the lock is
 //! one system call on the writer's own thread; only a wait goes to the blocking pool.
 //!
-//! Batches and timer runs take it; the relay's occasional deletes rely on the busy timeout.
+//! Every write takes it, in the writer's turn (see [`super::writer::Writer`]).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
