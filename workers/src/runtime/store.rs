@@ -133,12 +133,15 @@ macro_rules! inbox_insert_sql {
     };
 }
 
-/// Outbox rows `[id, cause, subject, payload]` (the second parameter), created at the first.
-/// The parameters are positional, so the statement can follow a service's writes in the query
+/// Outbox rows `[id, cause, subject, start, length]` (the third parameter), created at the
+/// second, with their payloads in the first: one blob of every payload back to back, each row
+/// naming its slice (1-based, in bytes). Payloads are JSON themselves; inside the rows' JSON
+/// they were escaped by the runtime, parsed by SQLite and unescaped again for every row. The
+/// parameters are positional, so the statement can follow a service's writes in the query
 /// that closes a batch.
 const OUTBOX_INSERT_SQL: &str = "INSERT INTO outbox (message_id, cause_id, subject, payload, \
-     created_at) SELECT value ->> 0, value ->> 1, value ->> 2, CAST(value ->> 3 AS BLOB), ? \
-     FROM jsonb_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
+     created_at) SELECT value ->> 0, value ->> 1, value ->> 2, substr(?, value ->> 3, \
+     value ->> 4), ? FROM jsonb_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
 
 /// Deletes the outbox rows whose ids are in the parameter (positional, so that the statement
 /// can open the query that opens a batch).
@@ -288,9 +291,11 @@ pub async fn close_batch(
         for write in writes {
             query = query.bind(write.rows());
         }
+        let (payloads, rows) = outbox_rows(outputs)?;
         query
+            .bind(payloads)
             .bind(now.unix_millis())
-            .bind(outbox_json(outputs)?)
+            .bind(rows)
             .execute(&mut *conn)
             .await
     }
@@ -333,9 +338,11 @@ pub async fn outbox_insert_many(
     if entries.is_empty() {
         return Ok(());
     }
+    let (payloads, rows) = outbox_rows(entries)?;
     sqlx::query(OUTBOX_INSERT_SQL)
+        .bind(payloads)
         .bind(now.unix_millis())
-        .bind(outbox_json(entries)?)
+        .bind(rows)
         .execute(conn)
         .await?;
     Ok(())
@@ -357,22 +364,23 @@ fn inbox_json(entries: &[InboxEntry<'_>]) -> Result<String, sqlx::Error> {
     json_array(&rows)
 }
 
-/// Outbox rows as the JSON array the inserts expand.
-fn outbox_json(entries: &[(Option<&str>, &OutboxRow)]) -> Result<String, sqlx::Error> {
+/// Outbox rows as the inserts take them: every payload in one blob, and the JSON array of the
+/// rows, each with its payload's slice of the blob.
+fn outbox_rows(entries: &[(Option<&str>, &OutboxRow)]) -> Result<(Vec<u8>, String), sqlx::Error> {
+    let mut payloads = Vec::with_capacity(entries.iter().map(|(_, row)| row.payload.len()).sum());
     let mut rows = Vec::with_capacity(entries.len());
     for (cause, row) in entries {
-        // Payloads are encoded envelopes: JSON, so UTF-8.
-        let payload = std::str::from_utf8(&row.payload).map_err(|e| {
-            sqlx::Error::Encode(format!("outbox payload of {}: {e}", row.message_id).into())
-        })?;
+        let start = payloads.len() + 1;
+        payloads.extend_from_slice(&row.payload);
         rows.push((
             row.message_id.as_str(),
             *cause,
             row.subject.as_str(),
-            payload,
+            start,
+            row.payload.len(),
         ));
     }
-    json_array(&rows)
+    Ok((payloads, json_array(&rows)?))
 }
 
 fn json_array<T: serde::Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {

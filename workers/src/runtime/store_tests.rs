@@ -81,17 +81,25 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
     abort_batch(&mut conn).await;
     assert_eq!(count(&mut conn, "inbox").await, 0);
 
-    // A payload that is not UTF-8 fails the close: rolled back, inbox entry included.
+    // A write that breaks a constraint fails the close: rolled back, the inbox entry and the
+    // outbox row included.
     open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
-    let bad = row("o_1", &[0xff, 0xfe]);
+    let twice = BatchWrite::new(
+        "INSERT INTO outbox (message_id, subject, payload, created_at) \
+         SELECT value, 'evt.test', x'00', 0 FROM json_each(?)",
+        &["o_9", "o_9"],
+    )
+    .unwrap();
+    let out = row("o_1", b"{}");
     assert!(
-        close_batch(&mut conn, &[], &[(Some("m_1"), &bad)], t)
+        close_batch(&mut conn, &[twice], &[(Some("m_1"), &out)], t)
             .await
             .is_err()
     );
     assert_eq!(count(&mut conn, "inbox").await, 0);
+    assert_eq!(count(&mut conn, "outbox").await, 0);
 
     // A transaction left open (a panicking handler) fails the next open, which rolls it
     // back, so the one after succeeds.
@@ -254,4 +262,34 @@ async fn a_message_is_known_by_its_id_and_occurrence_and_the_legacy_entries_stil
     .await
     .unwrap();
     assert_eq!(left, ["m_late", "m_slow"]);
+}
+
+#[tokio::test]
+async fn the_outputs_of_a_batch_keep_their_payloads_byte_for_byte() {
+    let (_dir, mut conn) = database(&RUNTIME_MIGRATOR).await;
+    let t = epoch();
+    open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
+        .await
+        .unwrap();
+    // Travelling in one blob, each payload must come back as its own slice of it, whatever
+    // its length or bytes.
+    let payloads: [&[u8]; 4] = [
+        br#"{"text":"caf\u00e9 \"x\""}"#,
+        "née à Zürich".as_bytes(),
+        b"x",
+        &[0, 0xff, b'"', b'\\', 0x7f],
+    ];
+    let rows: Vec<OutboxRow> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| row(&format!("o_{i}"), payload))
+        .collect();
+    let outputs: Vec<(Option<&str>, &OutboxRow)> = rows.iter().map(|r| (Some("m_1"), r)).collect();
+    close_batch(&mut conn, &[], &outputs, t).await.unwrap();
+    let mut stored = outbox_for_cause(&mut conn, &MessageId::parse("m_1").unwrap())
+        .await
+        .unwrap();
+    stored.sort_by(|a, b| a.message_id.cmp(&b.message_id));
+    let stored: Vec<&[u8]> = stored.iter().map(|r| r.payload.as_slice()).collect();
+    assert_eq!(stored, payloads);
 }
