@@ -233,13 +233,20 @@ pub async fn open_batch(
             "; ",
             inbox_insert_sql!("?")
         );
-        let query = match &preload {
-            Some((statement, _)) => sqlx::query(AssertSqlSafe(format!("{OPEN_SQL}; {statement}"))),
-            None => sqlx::query(OPEN_SQL),
+        // Most batches have no published rows to delete (see the batch writer): without the
+        // delete, the query has one statement fewer to run and to report back from the
+        // connection's thread.
+        const OPEN_KEEPING_SQL: &str = concat!("BEGIN IMMEDIATE; ", inbox_insert_sql!("?"));
+        let deleting = !published.is_empty();
+        let open = if deleting { OPEN_SQL } else { OPEN_KEEPING_SQL };
+        let mut query = match &preload {
+            Some((statement, _)) => sqlx::query(AssertSqlSafe(format!("{open}; {statement}"))),
+            None => sqlx::query(open),
         };
-        let mut query = query
-            .bind(json_array(published)?)
-            .bind(inbox_json(entries)?);
+        if deleting {
+            query = query.bind(json_array(published)?);
+        }
+        let mut query = query.bind(inbox_json(entries)?);
         if let Some((_, parameter)) = preload {
             query = query.bind(parameter);
         }
