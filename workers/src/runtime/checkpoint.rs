@@ -8,8 +8,9 @@
 //! that never happens, and the log grew by hundreds of megabytes a minute at the benchmark's
 //! maximum rate. So when the log holds more than [`RESTART_FRAMES`], the checkpointer takes a
 //! writer's turn (see [`Writer`]: no other write of this replica or of the others sharing the
-//! file runs meanwhile) for one more pass, which copies only what was written since the first; the next batch then writes from
-//! the start of the log, and `journal_size_limit` cuts the file back.
+//! file runs meanwhile) for one more pass, which copies only what was written since the
+//! first; the next batch then writes from the start of the log, and `journal_size_limit` cuts
+//! the file back.
 
 use std::time::Duration;
 
