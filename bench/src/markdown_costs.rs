@@ -47,6 +47,66 @@ pub(super) fn render_costs(out: &mut String, report: &Report) {
     if let Some(max1) = report.max1.as_ref() {
         render_per_saga(out, max1);
     }
+    render_by_load(out, report);
+}
+
+/// CPU per completed saga at each load the one-replica fleet ran. A saga is the same work at
+/// every load, so what rises as the load falls is what each message costs alone: a write
+/// transaction for fewer inputs, and processes woken from idle for each one.
+fn render_by_load(out: &mut String, report: &Report) {
+    let phases: Vec<(&str, &Phase)> = report
+        .phases()
+        .filter(|(name, phase)| name.ends_with(", 1 replica") && phase.outcome.captured > 0)
+        .collect();
+    if phases.len() < 2 || phases.iter().any(|(_, phase)| phase.usage.is_empty()) {
+        return;
+    }
+    out.push_str(
+        "\nPer completed saga at each load with one replica: CPU of all the workers, of \
+         nats-server and of every measured process (the generator included), and the last as a \
+         multiple of its value at the maximum rate; how busy the machine's cores were with the \
+         measured processes; and inputs per write transaction (all workers).\n\n",
+    );
+    out.push_str(
+        "| phase | sagas per second | cores busy | inputs per transaction | workers CPU ms | \
+         nats-server CPU ms | all CPU ms | all, x max rate |\n",
+    );
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let per_saga = |phase: &Phase, filter: &dyn Fn(&str) -> bool| {
+        let cpu: f64 = phase
+            .usage
+            .iter()
+            .filter(|(name, _)| filter(name))
+            .map(|(_, u)| u.cpu_seconds)
+            .sum();
+        1000.0 * cpu / phase.outcome.captured as f64
+    };
+    let all = |phase: &Phase| per_saga(phase, &|_| true);
+    let base = all(phases[0].1);
+    for (name, phase) in &phases {
+        let wall = phase.outcome.elapsed.as_secs_f64() * report.cores.max(1) as f64;
+        let cpu: f64 = phase.usage.values().map(|u| u.cpu_seconds).sum();
+        let batches = phase.worker_total("batches");
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            name.trim_end_matches(", 1 replica"),
+            phase.outcome.per_second(),
+            if wall > 0.0 {
+                format!("{:.0}%", 100.0 * cpu / wall)
+            } else {
+                "n/a".to_owned()
+            },
+            cell(
+                (batches > 0).then(|| phase.worker_total("handled") as f64 / batches as f64),
+                1
+            ),
+            per_saga(phase, &|name| name.contains("-worker")),
+            per_saga(phase, &|name| name == "nats-server"),
+            all(phase),
+            cell((base > 0.0).then(|| all(phase) / base), 2),
+        );
+    }
 }
 
 /// What each process spent per completed saga at the maximum rate.

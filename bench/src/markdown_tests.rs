@@ -160,3 +160,29 @@ fn the_deliveries_table_shows_inputs_per_batch_when_the_workers_count_batches() 
         "{text}"
     );
 }
+
+#[test]
+fn cpu_per_saga_is_compared_across_the_loads_of_one_replica() {
+    let mut report = report();
+    // The half-rate fixture completes half the sagas on the same CPU: twice the cost each.
+    report.light = Some((20.0, crate::report::fixture::phase(100, 5, 1_500)));
+    let text = render(&report);
+    let table = text
+        .find("| phase | sagas per second | cores busy |")
+        .expect("the per-load table");
+    let table = &text[table..];
+    assert!(
+        table.contains("| max rate | 500.0 | 250% | n/a | 4.000 | 6.000 | 10.000 | 1.00 |"),
+        "{text}"
+    );
+    assert!(
+        table.contains("| half rate | 250.0 | 250% | n/a | 8.000 | 12.000 | 20.000 | 2.00 |"),
+        "{text}"
+    );
+    assert!(
+        table.contains("| light load | 20.0 | 100% | n/a | 40.000 | 60.000 | 100.000 | 10.00 |"),
+        "{text}"
+    );
+    // Two replicas are not a load of the one-replica fleet.
+    assert!(!table.contains("| max rate, 2 replicas |"), "{text}");
+}
