@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use sqlx::{Connection as _, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
 use super::batch::{WriteRequest, to_rows};
@@ -63,30 +63,20 @@ pub fn retry_delay(delivered: i64) -> Duration {
 
 impl<W: Worker> Shared<W> {
     /// Runs the service's timers in one transaction and returns what they produced.
+    /// Committed even when the timers emit nothing: what they wrote (a retention prune, a
+    /// state change without an event) is kept. A commit that changed nothing writes nothing to
+    /// the log.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
-        let mut turn = self
-            .writer
-            .turn()
+        self.writer
+            .transaction(async |conn| {
+                let outputs = self.worker.tick(conn, now).await?;
+                let rows = to_rows(&outputs)?;
+                if !rows.is_empty() {
+                    store::outbox_insert(conn, None, &rows, now).await?;
+                }
+                Ok(rows)
+            })
             .await
-            .map_err(|e| HandleError::Transient(format!("writer lock: {e}")))?;
-        let ran = async {
-            let mut tx = turn.conn().await?.begin_with("BEGIN IMMEDIATE").await?;
-            let outputs = self.worker.tick(&mut tx, now).await?;
-            let rows = to_rows(&outputs)?;
-            if !rows.is_empty() {
-                store::outbox_insert(&mut tx, None, &rows, now).await?;
-            }
-            // Committed even when the timers emit nothing: what they wrote (a retention prune,
-            // a state change without an event) is kept. A commit that changed nothing writes
-            // nothing to the log.
-            tx.commit().await?;
-            Ok(rows)
-        }
-        .await;
-        if ran.is_err() {
-            turn.give_back();
-        }
-        ran
     }
 
     /// Decides what to do with one delivery. `delivered` counts deliveries, 1 the first.

@@ -10,7 +10,6 @@ use super::store::{self, OutboxRow};
 use super::writer::Writer;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
-use sqlx::Connection as _;
 
 /// Attempts per batch before giving up (the input is then nak'ed and the relay tries again).
 const ATTEMPTS: u32 = 4;
@@ -104,24 +103,14 @@ impl Publisher {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut turn = match self.writer.turn().await {
-            Ok(turn) => turn,
-            Err(e) => {
-                self.restore_stored(ids);
-                return Err(sqlx::Error::Io(e));
-            }
-        };
-        let result = async {
-            let mut tx = turn.conn().await?.begin_with("BEGIN IMMEDIATE").await?;
-            store::outbox_delete(&mut tx, &ids).await?;
-            tx.commit().await
-        }
-        .await;
-        if result.is_err() {
-            turn.give_back();
+        let deleted = self
+            .writer
+            .transaction(async |conn| store::outbox_delete(conn, &ids).await)
+            .await;
+        if deleted.is_err() {
             self.restore_stored(ids);
         }
-        result
+        deleted
     }
 
     async fn publish_once(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {

@@ -412,12 +412,9 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
 
 /// Drops the inbox entries received before `before_ms`, in the writer's turn.
 async fn prune_inbox(writer: &Writer, before_ms: i64) -> Result<u64, sqlx::Error> {
-    let mut turn = writer.turn().await?;
-    let pruned = store::inbox_prune(turn.conn().await?, before_ms).await;
-    if pruned.is_err() {
-        turn.give_back();
-    }
-    pruned
+    writer
+        .transaction(async |conn| store::inbox_prune(conn, before_ms).await)
+        .await
 }
 
 /// Runs the service's timers.

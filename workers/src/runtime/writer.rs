@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Connection as _, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::writer_lock::{WriterGuard, WriterLock};
@@ -57,6 +57,31 @@ impl Writer {
             pool: self.pool.clone(),
             _lock: lock,
         })
+    }
+
+    /// Runs `write` in the writer's turn, in a transaction of its own (`BEGIN IMMEDIATE`),
+    /// and commits when it succeeds. On any failure the transaction is rolled back and the
+    /// connection given back (see [`Turn::give_back`]). For the writes beside the batches:
+    /// timers, deletes of published outbox rows, the inbox's retention.
+    pub async fn transaction<T, E>(
+        &self,
+        write: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error>,
+    {
+        let mut turn = self.turn().await.map_err(|e| E::from(sqlx::Error::Io(e)))?;
+        let done: Result<T, E> = async {
+            let mut tx = turn.conn().await?.begin_with("BEGIN IMMEDIATE").await?;
+            let value = write(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        if done.is_err() {
+            turn.give_back();
+        }
+        done
     }
 
     /// Gives the connection back and closes the pool (when the replica stops).
@@ -149,5 +174,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(one, 1);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_commits_what_succeeds_and_rolls_back_what_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir).await;
+        writer
+            .transaction(async |conn| {
+                sqlx::query("CREATE TABLE t (v INTEGER NOT NULL)")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+            .await
+            .unwrap();
+        let failed: Result<(), sqlx::Error> = writer
+            .transaction(async |conn| {
+                sqlx::query("INSERT INTO t VALUES (1)")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("INSERT INTO t VALUES (NULL)")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(
+            writer.held.lock().await.is_none(),
+            "the connection is given back after a failure"
+        );
+        let count: i64 = writer
+            .transaction(async |conn| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM t")
+                    .fetch_one(conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, 0, "the first insert went with the second");
+        assert!(writer.held.lock().await.is_some());
     }
 }
