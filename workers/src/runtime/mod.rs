@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - `handler`: the [`Worker`] trait a service implements and [`HandleError`].
-//! - `store`: the database (WAL SQLite), migrations, inbox and outbox.
+//! - `store`: the database (WAL SQLite), migrations, inbox and outbox (its statements in
+//!   `store_outbox.rs`).
 //! - `checkpoint`: moving the write-ahead log into the database file, and starting it over.
 //! - `process`: one input from delivery to ack; every ack decision is made there.
 //! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
