@@ -1,5 +1,5 @@
 //! Handling one input, from delivery to ack: decode, apply inside one transaction (inbox check,
-//! state change, outbox rows; see [`super::batch`]), publish the outputs, then decide the ack.
+//! state change, outbox rows; see the `batch` module), publish the outputs, then decide the ack.
 //! Every ack decision is made here, in one place.
 
 use std::sync::Arc;

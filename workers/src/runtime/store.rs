@@ -45,7 +45,7 @@ pub async fn open(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::E
 pub enum Checkpoints {
     /// SQLite, inside whichever commit crosses the threshold (the default).
     Automatic,
-    /// A background task ([`checkpoint`]), so no input's commit waits for the checkpoint's
+    /// A background task (`runtime::checkpoint`), so no input's commit waits for the checkpoint's
     /// fsync of the database file.
     Background,
 }

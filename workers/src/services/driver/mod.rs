@@ -163,7 +163,7 @@ impl Worker for DriverService {
     }
 
     /// Applies the inputs one by one, each seeing what the ones before it changed
-    /// ([`BatchView`]), with the rides they name read ahead (`rows`), and saves what they
+    /// (`BatchView`), with the rides they name read ahead (`rows`), and saves what they
     /// changed in one round trip at the end: what [`Worker::apply`] input by input would
     /// decide and store.
     async fn apply_preloaded<'a>(

@@ -179,7 +179,7 @@ impl Worker for FraudService {
     }
 
     /// Applies the inputs one by one, each reading what it can as the inputs before it left
-    /// it ([`Pending`]): a request from the preloaded rows, another input with a statement of
+    /// it (`Pending`): a request from the preloaded rows, another input with a statement of
     /// its own. What they added is written by the round trip that commits the batch.
     async fn apply_preloaded<'a>(
         &'a self,
