@@ -84,7 +84,7 @@ pub enum Command {
     /// Register drivers and change their availability or position.
     #[command(subcommand)]
     Driver(DriverCommand),
-    /// Request, cancel, start, complete and show rides.
+    /// Request, cancel, start, complete and show rides, and report a driver's arrival.
     #[command(subcommand)]
     Ride(RideCommand),
     /// Block and unblock riders.
@@ -125,8 +125,9 @@ pub enum DriverCommand {
         /// The driver's display name.
         #[arg(long)]
         name: String,
-        /// Position as LAT,LNG in decimal degrees.
-        #[arg(long, value_name = "LAT,LNG")]
+        /// Position as LAT,LNG in decimal degrees; south and west are negative, e.g.
+        /// `--at -33.92,18.42` (Cape Town).
+        #[arg(long, value_name = "LAT,LNG", allow_hyphen_values = true)]
         at: GeoPoint,
         #[command(flatten)]
         wait: DriverWaitArgs,
@@ -135,8 +136,8 @@ pub enum DriverCommand {
     Online {
         /// The driver id.
         id: DriverId,
-        /// New position as LAT,LNG.
-        #[arg(long, value_name = "LAT,LNG")]
+        /// New position as LAT,LNG, e.g. `--at -23.55,-46.63`.
+        #[arg(long, value_name = "LAT,LNG", allow_hyphen_values = true)]
         at: Option<GeoPoint>,
         #[command(flatten)]
         wait: DriverWaitArgs,
@@ -152,8 +153,8 @@ pub enum DriverCommand {
     Move {
         /// The driver id.
         id: DriverId,
-        /// New position as LAT,LNG.
-        #[arg(long, value_name = "LAT,LNG")]
+        /// New position as LAT,LNG, e.g. `--at -34.60,-58.38`.
+        #[arg(long, value_name = "LAT,LNG", allow_hyphen_values = true)]
         at: GeoPoint,
         #[command(flatten)]
         wait: DriverWaitArgs,
@@ -177,6 +178,9 @@ pub enum RideCommand {
     Request(RequestArgs),
     /// Cancel a ride (the rider cancels); whatever was done is undone.
     Cancel(RideActionArgs),
+    /// Report that the driver reached the pickup: the rider wait starts, after which a ride
+    /// that has not started is cancelled (rider_no_show).
+    Arrive(RideActionArgs),
     /// Start a ride (the driver picked the rider up).
     Start(RideActionArgs),
     /// Complete a ride (the driver dropped the rider off); the fare is captured.
@@ -190,11 +194,12 @@ pub struct RequestArgs {
     /// The rider asking for the ride.
     #[arg(long, value_name = "RIDER_ID")]
     pub rider: RiderId,
-    /// Pickup as LAT,LNG.
-    #[arg(long, value_name = "LAT,LNG")]
+    /// Pickup as LAT,LNG in decimal degrees; south and west are negative, e.g.
+    /// `--from -23.55,-46.63` (São Paulo).
+    #[arg(long, value_name = "LAT,LNG", allow_hyphen_values = true)]
     pub from: GeoPoint,
-    /// Drop-off as LAT,LNG.
-    #[arg(long, value_name = "LAT,LNG")]
+    /// Drop-off as LAT,LNG, e.g. `--to -23.60,-46.70`.
+    #[arg(long, value_name = "LAT,LNG", allow_hyphen_values = true)]
     pub to: GeoPoint,
     /// Payment token, e.g. tok_visa or tok_chargeDeclined.
     #[arg(long, value_name = "TOKEN", value_parser = parse_card_token)]
@@ -220,10 +225,10 @@ pub struct CompleteArgs {
     /// The ride.
     pub ride: RideId,
     /// Distance driven in km (default: the planned route).
-    #[arg(long, value_name = "KM", value_parser = parse_non_negative)]
+    #[arg(long, value_name = "KM", value_parser = parse_non_negative, allow_hyphen_values = true)]
     pub distance_km: Option<f64>,
     /// Duration in minutes (default: the time since the start).
-    #[arg(long, value_name = "MIN", value_parser = parse_non_negative)]
+    #[arg(long, value_name = "MIN", value_parser = parse_non_negative, allow_hyphen_values = true)]
     pub duration_min: Option<f64>,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -300,7 +305,9 @@ pub struct ListArgs {
     /// Only sagas with ride events in this recent window, e.g. 10m.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub since: Option<Duration>,
-    /// A saga that is not terminal and idle for longer than this is stuck.
+    /// A saga that is not terminal is stuck once past the deadline of its state by this long
+    /// (the ride service's expiry, pickup or rider wait deadline; a started ride's is a day),
+    /// or, where no deadline applies, once idle this long.
     #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub stuck_after: Duration,
 }
@@ -310,7 +317,7 @@ pub struct ListArgs {
 pub enum StateClass {
     /// Not terminal, with recent activity.
     Active,
-    /// Not terminal and idle past --stuck-after.
+    /// Not terminal and past its deadline (or idle) by --stuck-after.
     Stuck,
     /// Completed, cancelled, rejected or expired.
     Terminal,
@@ -344,8 +351,9 @@ pub struct ServicesArgs {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Sagas idle for less than this are still in flight: only safety invariants are checked
-    /// for them (nothing twice, no double assignment), not that they finished.
+    /// Sagas less than this past the deadline of their state (or, where none applies, idle
+    /// for less) are still in flight: only safety invariants are checked for them (nothing
+    /// twice, no double assignment), not that they finished.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub settle: Duration,
 }
@@ -416,6 +424,86 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn positions_south_and_west_are_typed_as_written_in_every_command() {
+        let commands: [&[&str]; 4] = [
+            &[
+                "driver",
+                "register",
+                "d_1",
+                "--name",
+                "Ana",
+                "--at",
+                "-33.9,18.4",
+            ],
+            &["driver", "online", "d_1", "--at", "-33.9,-18.4"],
+            &["driver", "move", "d_1", "--at", "33.9,-18.4"],
+            &[
+                "ride",
+                "request",
+                "--rider",
+                "u_1",
+                "--from",
+                "-23.55,-46.63",
+                "--to",
+                "-23.60,-46.70",
+                "--card",
+                "tok_visa",
+            ],
+        ];
+        for args in commands {
+            let argv = std::iter::once("ridectl").chain(args.iter().copied());
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let point = match cli.command {
+                Command::Driver(
+                    DriverCommand::Register { at, .. } | DriverCommand::Move { at, .. },
+                ) => at,
+                Command::Driver(DriverCommand::Online { at, .. }) => at.unwrap(),
+                Command::Ride(RideCommand::Request(r)) => {
+                    assert_eq!((r.to.lat, r.to.lng), (-23.60, -46.70));
+                    r.from
+                }
+                other => panic!("parsed {other:?}"),
+            };
+            assert!(point.lat < 0.0 || point.lng < 0.0, "{args:?}: {point:?}");
+        }
+    }
+
+    #[test]
+    fn a_negative_distance_is_refused_with_the_reason() {
+        let err =
+            Cli::try_parse_from(["ridectl", "ride", "complete", "r_1", "--distance-km", "-3"])
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("expected a number of at least 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_help_shows_positions_with_negatives() {
+        // Help text is wrapped to the terminal; compare it with its whitespace collapsed.
+        let flat = |help: String| help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut command = Cli::command();
+        let ride = command.find_subcommand_mut("ride").unwrap();
+        let help = ride
+            .find_subcommand_mut("request")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            flat(help.clone()).contains("--from -23.55,-46.63"),
+            "{help}"
+        );
+        let driver = command.find_subcommand_mut("driver").unwrap();
+        let help = driver
+            .find_subcommand_mut("register")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(flat(help.clone()).contains("--at -33.92,18.42"), "{help}");
     }
 
     #[test]

@@ -151,7 +151,7 @@ async fn a_request_prints_its_ride_id_and_the_same_id_twice_is_one_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_for_an_unknown_ride_is_refused_before_anything_is_published() {
     let h = Harness::provisioned().await;
-    for command in ["cancel", "start", "complete", "show"] {
+    for command in ["cancel", "arrive", "start", "complete", "show"] {
         let out = h.ridectl(&["ride", command, "r_missing"]).await;
         assert_code(&out, 1);
         assert!(

@@ -43,6 +43,7 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                             estimated_distance_km: 2.0,
                             estimated_fare_cents: HOLD,
                             match_deadline: Timestamp::now(),
+                            expires_at: None,
                         }
                         .into(),
                         "ride",
@@ -110,6 +111,7 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                                     rider_id: rider.clone(),
                                     driver_id: driver.clone(),
                                     estimated_fare_cents: HOLD,
+                                    pickup_deadline: None,
                                 }
                                 .into(),
                                 "ride",

@@ -64,6 +64,10 @@ pub enum CancelReason {
     PaymentDeclined,
     /// The ride was not confirmed in time.
     Expired,
+    /// The driver neither reported arrival nor started the ride by the pickup deadline.
+    DriverNoShow,
+    /// The driver arrived, but the ride was not started within the rider wait.
+    RiderNoShow,
 }
 
 impl CancelReason {
@@ -73,6 +77,8 @@ impl CancelReason {
             CancelReason::NoDriver => "no_driver",
             CancelReason::PaymentDeclined => "payment_declined",
             CancelReason::Expired => "expired",
+            CancelReason::DriverNoShow => "driver_no_show",
+            CancelReason::RiderNoShow => "rider_no_show",
         }
     }
 }
@@ -94,6 +100,8 @@ pub enum NotificationKind {
     RideCancelled,
     RideRejected,
     Receipt,
+    /// The ride completed but its fare could not be charged.
+    PaymentFailed,
 }
 
 impl NotificationKind {
@@ -104,6 +112,7 @@ impl NotificationKind {
             NotificationKind::RideCancelled => "ride_cancelled",
             NotificationKind::RideRejected => "ride_rejected",
             NotificationKind::Receipt => "receipt",
+            NotificationKind::PaymentFailed => "payment_failed",
         }
     }
 }
@@ -133,6 +142,10 @@ payload!(
 payload!(
     /// The rider cancels the ride.
     CancelRide {}
+);
+payload!(
+    /// The driver reached the pickup and waits for the rider.
+    ArriveRide {}
 );
 payload!(
     /// The driver picked the rider up.
@@ -196,6 +209,9 @@ payload!(
         estimated_fare_cents: u64,
         /// A driver must be assigned before this instant, or the ride is cancelled (no_driver).
         match_deadline: Timestamp,
+        /// The ride is cancelled (expired) unless confirmed before this instant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<Timestamp>,
     }
 );
 payload!(
@@ -259,7 +275,24 @@ payload!(
 );
 payload!(
     /// The ride is confirmed: driver reserved and payment held.
-    RideConfirmed { rider_id: RiderId, driver_id: DriverId, estimated_fare_cents: u64 }
+    RideConfirmed {
+        rider_id: RiderId,
+        driver_id: DriverId,
+        estimated_fare_cents: u64,
+        /// The driver must report arrival or start the ride before this instant, or the ride
+        /// is cancelled (driver_no_show).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pickup_deadline: Option<Timestamp>,
+    }
+);
+payload!(
+    /// The driver reached the pickup.
+    DriverArrived {
+        rider_id: RiderId,
+        driver_id: DriverId,
+        /// The ride must start before this instant, or it is cancelled (rider_no_show).
+        rider_wait_deadline: Timestamp,
+    }
 );
 payload!(
     /// The rider was picked up.
@@ -284,9 +317,20 @@ payload!(
         driver_id: Option<DriverId>,
     }
 );
+/// The reason in [`RideRejected`] of a ride whose request broke one of the ride service's rules.
+pub const INVALID_REQUEST: &str = "invalid_request";
+
 payload!(
-    /// The ride was rejected by fraud checks.
-    RideRejected { rider_id: RiderId, score: u32, reasons: Vec<String> }
+    /// The ride was not accepted: fraud checks flagged it (their score and reasons), or the
+    /// request broke one of the ride service's rules (score 0, reason `invalid_request`, and
+    /// `detail` says which rule, in words for the rider).
+    RideRejected {
+        rider_id: RiderId,
+        score: u32,
+        reasons: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    }
 );
 payload!(
     /// A command was refused (unknown ride, or not allowed in the ride's state).
@@ -372,6 +416,7 @@ macro_rules! contract {
 contract! {
     RequestRide(RequestRide) = "cmd.ride.request", Ride;
     CancelRide(CancelRide) = "cmd.ride.cancel", Ride;
+    ArriveRide(ArriveRide) = "cmd.ride.arrive", Ride;
     StartRide(StartRide) = "cmd.ride.start", Ride;
     CompleteRide(CompleteRide) = "cmd.ride.complete", Ride;
     RegisterDriver(RegisterDriver) = "cmd.driver.register", Driver;
@@ -382,6 +427,7 @@ contract! {
     UnblockRider(UnblockRider) = "cmd.fraud.unblock", Rider;
     RideRequested(RideRequested) = "evt.ride.requested", Ride;
     RideConfirmed(RideConfirmed) = "evt.ride.confirmed", Ride;
+    DriverArrived(DriverArrived) = "evt.ride.driver_arrived", Ride;
     RideStarted(RideStarted) = "evt.ride.started", Ride;
     RideCompleted(RideCompleted) = "evt.ride.completed", Ride;
     RideCancelled(RideCancelled) = "evt.ride.cancelled", Ride;

@@ -110,6 +110,7 @@ impl Service {
                 "evt.ride.cancelled.*",
                 "evt.ride.rejected.*",
                 "evt.payment.captured.*",
+                "evt.payment.capture_failed.*",
             ],
         }
     }

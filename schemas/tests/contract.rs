@@ -29,6 +29,7 @@ fn example(kind: MessageKind) -> Envelope {
         }
         .into(),
         MessageKind::CancelRide => CancelRide {}.into(),
+        MessageKind::ArriveRide => ArriveRide {}.into(),
         MessageKind::StartRide => StartRide {}.into(),
         MessageKind::CompleteRide => CompleteRide {
             distance_km: Some(4.2),
@@ -69,12 +70,20 @@ fn example(kind: MessageKind) -> Envelope {
             estimated_distance_km: 4.1,
             estimated_fare_cents: 1234,
             match_deadline: Timestamp::now(),
+            expires_at: Some(Timestamp::now()),
         }
         .into(),
         MessageKind::RideConfirmed => RideConfirmed {
             rider_id: rider(),
             driver_id: driver(),
             estimated_fare_cents: 1234,
+            pickup_deadline: Some(Timestamp::now()),
+        }
+        .into(),
+        MessageKind::DriverArrived => DriverArrived {
+            rider_id: rider(),
+            driver_id: driver(),
+            rider_wait_deadline: Timestamp::now(),
         }
         .into(),
         MessageKind::RideStarted => RideStarted {
@@ -100,6 +109,7 @@ fn example(kind: MessageKind) -> Envelope {
             rider_id: rider(),
             score: 90,
             reasons: reasons.clone(),
+            detail: Some("the trip is 490.0 km; at most 200 km are accepted".into()),
         }
         .into(),
         MessageKind::RideCommandRefused => RideCommandRefused {

@@ -435,3 +435,151 @@ async fn every_notification_is_sent_exactly_once() {
     assert_eq!(log.lines().count(), 4, "{log}");
     sys.shutdown().await;
 }
+
+/// The notifications of `kind` to the rider in a saga, with their texts.
+fn told_rider(saga: &[Envelope], kind: NotificationKind) -> Vec<String> {
+    saga.iter()
+        .filter_map(|e| match &e.message {
+            Message::NotificationSent(n) if n.kind == kind && n.recipient == Recipient::Rider => {
+                Some(n.text.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_over_the_trip_limit_ends_rejected_and_the_rider_is_told_why() {
+    let sys = System::start().await;
+    sys.driver("d_kim", "Kim", NEARBY).await;
+    // Berlin to Munich: about 500 km, over the 200 km limit.
+    let ride = sys.request("u_far", PICKUP, FAR_AWAY, "tok_visa").await;
+    sys.wait_for(&ride, MessageKind::RideRejected, Duration::from_secs(10))
+        .await;
+    sys.wait_for(
+        &ride,
+        MessageKind::NotificationSent,
+        Duration::from_secs(10),
+    )
+    .await;
+    let saga = sys.settle(&ride, MessageKind::NotificationSent).await;
+    let Message::RideRejected(rejected) = find(&saga, MessageKind::RideRejected) else {
+        unreachable!()
+    };
+    assert_eq!(rejected.reasons, ["invalid_request"]);
+    let told = told_rider(&saga, NotificationKind::RideRejected);
+    assert_eq!(told.len(), 1, "{}", describe(&saga));
+    assert!(told[0].contains("at most 200 km"), "{}", told[0]);
+    assert_eq!(count(&saga, MessageKind::RideCommandRefused), 1);
+    for kind in [
+        MessageKind::RideRequested,
+        MessageKind::FraudCleared,
+        MessageKind::DriverAssigned,
+        MessageKind::PaymentAuthorized,
+    ] {
+        assert_eq!(count(&saga, kind), 0, "{kind} in\n{}", describe(&saga));
+    }
+    // The driver is still free for someone else.
+    confirmed_ride(&sys, "u_near").await;
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_capture_that_fails_for_good_is_told_to_the_rider_once() {
+    let sys = System::start().await;
+    sys.driver("d_lou", "Lou", NEARBY).await;
+    let ride = sys
+        .request("u_broke", PICKUP, DROPOFF, "tok_capture_fails")
+        .await;
+    sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
+        .await;
+    sys.command(StartRide {}, Some(&ride)).await;
+    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
+    sys.command(
+        CompleteRide {
+            distance_km: Some(4.0),
+            duration_min: Some(10.0),
+        },
+        Some(&ride),
+    )
+    .await;
+    sys.wait_for(
+        &ride,
+        MessageKind::PaymentCaptureFailed,
+        Duration::from_secs(15),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while told_rider(&sys.saga(&ride).await, NotificationKind::PaymentFailed).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rider was never told:\n{}",
+            describe(&sys.saga(&ride).await)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let saga = sys.settle(&ride, MessageKind::PaymentCaptureFailed).await;
+    let told = told_rider(&saga, NotificationKind::PaymentFailed);
+    assert_eq!(told.len(), 1, "{}", describe(&saga));
+    assert!(told[0].contains("could not charge"), "{}", told[0]);
+    assert_eq!(count(&saga, MessageKind::PaymentCaptured), 0);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_confirmed_ride_never_started_is_cancelled_for_the_driver_and_compensated() {
+    let sys = System::start_with(&[("RIDESAGA_PICKUP_DEADLINE", "2s")]).await;
+    let driver = sys.driver("d_noa", "Noa", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_patient").await;
+    let saga = sys.settle(&ride, MessageKind::PaymentVoided).await;
+    sys.wait_for(&ride, MessageKind::DriverReleased, Duration::from_secs(10))
+        .await;
+    let Message::RideConfirmed(confirmed) = find(&saga, MessageKind::RideConfirmed) else {
+        unreachable!()
+    };
+    assert!(confirmed.pickup_deadline.is_some());
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::DriverNoShow);
+    assert_eq!(cancelled.driver_id.as_ref(), Some(&driver));
+    assert_eq!(count(&saga, MessageKind::RideCancelled), 1);
+    assert_eq!(count(&saga, MessageKind::PaymentCaptured), 0);
+    // The driver takes the next ride.
+    let next = confirmed_ride(&sys, "u_next_noa").await;
+    let Message::DriverAssigned(assigned) =
+        find(&sys.saga(&next).await, MessageKind::DriverAssigned).clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(assigned.driver_id, driver);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rider_who_does_not_show_after_the_arrival_pays_the_no_show_fee() {
+    let sys = System::start_with(&[
+        ("RIDESAGA_PICKUP_DEADLINE", "30s"),
+        ("RIDESAGA_RIDER_WAIT", "1s"),
+        ("RIDESAGA_NO_SHOW_FEE_CENTS", "300"),
+    ])
+    .await;
+    sys.driver("d_oli", "Oli", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_absent").await;
+    sys.command(ArriveRide {}, Some(&ride)).await;
+    let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
+    sys.wait_for(&ride, MessageKind::DriverReleased, Duration::from_secs(10))
+        .await;
+    assert_eq!(count(&saga, MessageKind::DriverArrived), 1);
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::RiderNoShow);
+    let Message::PaymentCaptured(fee) = find(&saga, MessageKind::PaymentCaptured) else {
+        unreachable!()
+    };
+    assert_eq!(fee.amount_cents, 300);
+    assert_eq!(count(&saga, MessageKind::PaymentVoided), 0);
+    sys.shutdown().await;
+}

@@ -1,4 +1,4 @@
-//! `ridectl audit`: replays the whole saga stream and checks the invariants of DESIGN.md;
+//! `ridectl audit`: replays the whole saga stream and checks the invariants of docs/design.md;
 //! exits 0 only when none is violated.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -40,7 +40,8 @@ pub async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
     }
     if report.in_flight > 0 {
         crate::output::note(format!(
-            "{} sagas had activity in the last {}: only safety invariants were checked for them",
+            "{} sagas are not yet {} past their deadline (or, without one, idle that long): \
+             only safety invariants were checked for them",
             report.in_flight,
             format_duration(args.settle)
         ));

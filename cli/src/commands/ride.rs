@@ -1,12 +1,13 @@
-//! `ridectl ride ...`: request, cancel, start and complete rides (optionally following the saga
-//! until it comes to rest), and show a ride rebuilt from the stream.
+//! `ridectl ride ...`: request, cancel, start and complete rides and report a driver's arrival
+//! (optionally following the saga until it comes to rest), and show a ride rebuilt from the
+//! stream.
 
 use anyhow::bail;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::Stream as JsStream;
 use ridesaga_schemas::{
-    CancelRide, CompleteRide, Envelope, Message, MessageId, MessageKind, RequestRide, RideId,
-    StartRide, saga_filter, subject_for,
+    ArriveRide, CancelRide, CompleteRide, Envelope, Message, MessageId, MessageKind, RequestRide,
+    RideId, StartRide, saga_filter, subject_for,
 };
 
 use super::Ctx;
@@ -39,6 +40,10 @@ pub async fn run(ctx: &Ctx, command: RideCommand) -> anyhow::Result<()> {
         RideCommand::Cancel(args) => {
             let envelope = Envelope::new(CancelRide {}, Some(args.ride.clone()), "ridectl");
             send(ctx, &args.ride, envelope, Goal::Cancel, &args.wait, true).await
+        }
+        RideCommand::Arrive(args) => {
+            let envelope = Envelope::new(ArriveRide {}, Some(args.ride.clone()), "ridectl");
+            send(ctx, &args.ride, envelope, Goal::Arrive, &args.wait, true).await
         }
         RideCommand::Start(args) => {
             let envelope = Envelope::new(StartRide {}, Some(args.ride.clone()), "ridectl");
@@ -209,6 +214,10 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga) {
     let time = |t: Option<time::OffsetDateTime>| t.map_or_else(dash, format_time);
     table.row(["first step".to_string(), time(saga.first_at)]);
     table.row(["last step".to_string(), time(saga.last_at)]);
+    if saga.driver_arrived {
+        table.row(["driver arrived".to_string(), "yes".to_string()]);
+    }
+    table.row(["deadline".to_string(), time(saga.deadline)]);
     table.row(["steps".to_string(), saga.steps.to_string()]);
     out.table(&table);
 }

@@ -126,11 +126,11 @@ fn trace(ctx: &Ctx, saga: &Saga, steps: &[Step]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which class a saga is in for `--state`.
+/// Which class a saga is in for `--state`; stuck as `audit` decides it ([`Saga::is_stuck`]).
 pub fn classify(saga: &Saga, now: OffsetDateTime, stuck_after: Duration) -> StateClass {
     if saga.state.is_terminal() {
         StateClass::Terminal
-    } else if saga.idle(now) > stuck_after {
+    } else if saga.is_stuck(now, stuck_after) {
         StateClass::Stuck
     } else {
         StateClass::Active
@@ -220,4 +220,31 @@ pub fn fold_all(steps: &[Step]) -> BTreeMap<(u64, String), Saga> {
         .filter(|saga| saga.state != crate::saga::RideState::Unknown)
         .map(|saga| ((saga.first_seq, saga.ride_id.clone()), saga))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::fixtures::Log;
+
+    #[test]
+    fn a_confirmed_ride_is_listed_as_stuck_only_past_its_pickup_deadline() {
+        let mut log = Log::new("r_1");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        let saga = log.saga();
+        let confirmed_at = saga.last_at.unwrap();
+        let stuck_after = Duration::from_secs(120);
+        let at = |minutes| confirmed_at + time::Duration::minutes(minutes);
+        assert_eq!(classify(&saga, at(5), stuck_after), StateClass::Active);
+        assert_eq!(classify(&saga, at(23), stuck_after), StateClass::Stuck);
+        log.cancelled(ridesaga_schemas::CancelReason::DriverNoShow, Some("d_1"));
+        assert_eq!(
+            classify(&log.saga(), at(23), stuck_after),
+            StateClass::Terminal
+        );
+    }
 }

@@ -1,9 +1,10 @@
-//! The saga invariants of DESIGN.md, checked over an event log in stream order.
+//! The saga invariants of docs/design.md, checked over an event log in stream order.
 //!
 //! Safety invariants (nothing twice, no double assignment, nothing for a flagged ride) are
 //! checked for every saga. Liveness invariants (every saga ends, holds are voided, the rider is
-//! told) only for sagas idle longer than the settle time, so an audit during traffic does not
-//! report rides that are simply still running.
+//! told) only for sagas past the deadline of the state they are in by the settle time (see
+//! [`Saga::overdue`]; where no deadline applies, idle that long), so an audit during traffic
+//! does not report rides that are simply still running or waiting for their driver.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::duration::format_duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
     pub ride_id: String,
-    /// The invariant's number in DESIGN.md (1-5).
+    /// The invariant's number in docs/design.md (1-5).
     pub invariant: u8,
     pub message: String,
 }
@@ -60,7 +61,7 @@ pub fn audit(steps: &[Step], now: OffsetDateTime, settle: Duration) -> Report {
         if saga.state.is_terminal() {
             report.terminal += 1;
         }
-        let settled = saga.idle(now) >= settle;
+        let settled = saga.overdue(now, settle);
         if !settled {
             report.in_flight += 1;
         }
@@ -91,14 +92,15 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
         violate(1, format!("state changed after the saga ended: {late}"));
     }
     if settled && !saga.state.is_terminal() {
-        violate(
-            1,
-            format!(
-                "stuck in {} (idle for {})",
-                saga.state,
-                format_duration(saga.idle(now))
+        let why = match saga.deadline {
+            Some(deadline) => format!(
+                "past its deadline {} by {}",
+                crate::output::format_time(deadline),
+                format_duration(Duration::try_from(now - deadline).unwrap_or_default())
             ),
-        );
+            None => format!("idle for {}", format_duration(saga.idle(now))),
+        };
+        violate(1, format!("stuck in {} ({why})", saga.state));
     }
 
     // 2. one capture equal to the fare; holds of rides that did not complete voided.
@@ -106,11 +108,31 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
     if captures > 1 {
         violate(2, format!("captured {captures} times"));
     }
-    if captures > 0 && saga.state != RideState::Completed {
+    // A rider no-show may be charged a fee: at most the hold.
+    let no_show =
+        saga.state == RideState::Cancelled && saga.reason.as_deref() == Some("rider_no_show");
+    if captures > 0 && saga.state != RideState::Completed && !no_show {
         violate(
             2,
             format!("payment captured but the ride is {}", saga.label()),
         );
+    }
+    if no_show {
+        for hold in saga
+            .holds
+            .iter()
+            .filter(|h| h.captured_cents > h.authorized_cents)
+        {
+            violate(
+                2,
+                format!(
+                    "no-show fee {} exceeds hold {} of {}",
+                    crate::output::money(hold.captured_cents),
+                    hold.hold_id,
+                    crate::output::money(hold.authorized_cents)
+                ),
+            );
+        }
     }
     if let (Some(fare), true) = (saga.fare_cents, captures == 1)
         && saga.captured_cents != fare
@@ -161,8 +183,11 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
     }
     let told = |kind| seen.contains_key(&(kind, Recipient::Rider));
     let owed = match saga.state {
-        RideState::Completed if saga.payment_settled() && saga.capture_failed.is_none() => {
+        RideState::Completed if saga.holds.iter().any(|h| h.captures > 0) => {
             Some(NotificationKind::Receipt)
+        }
+        RideState::Completed if saga.capture_failed.is_some() => {
+            Some(NotificationKind::PaymentFailed)
         }
         RideState::Cancelled | RideState::Expired => Some(NotificationKind::RideCancelled),
         RideState::Rejected => Some(NotificationKind::RideRejected),
@@ -246,7 +271,10 @@ fn drivers_never_double_booked(steps: &[Step]) -> Vec<Violation> {
 mod tests {
     use super::super::fixtures::Log;
     use super::*;
-    use ridesaga_schemas::{CancelReason, FraudFlagged, NotificationKind, Recipient};
+    use ridesaga_schemas::{
+        CancelReason, FraudFlagged, NotificationKind, PaymentCaptureFailed, Recipient,
+        RideCommandRefused, RideRejected,
+    };
 
     const SETTLE: Duration = Duration::from_secs(30);
 
@@ -341,6 +369,89 @@ mod tests {
         );
     }
 
+    /// A confirmed ride of `ride` whose rider did not show; the rider is told.
+    fn no_show(ride: &str, reason: CancelReason) -> Log {
+        let mut log = Log::new(ride);
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.notified(NotificationKind::RideConfirmed, Recipient::Rider);
+        log.arrived("d_1")
+            .cancelled(reason, Some("d_1"))
+            .released("d_1");
+        log.notified(NotificationKind::RideCancelled, Recipient::Rider);
+        log
+    }
+
+    #[test]
+    fn a_confirmed_ride_waiting_for_its_driver_is_not_stuck_before_its_deadline() {
+        let mut log = Log::new("r_w");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        let confirmed_at = log.saga().last_at.unwrap();
+        let report = audit(
+            &log.steps,
+            confirmed_at + time::Duration::minutes(5),
+            SETTLE,
+        );
+        assert_eq!(report.violations, vec![]);
+        assert_eq!(report.in_flight, 1);
+
+        let late = confirmed_at + time::Duration::minutes(21);
+        let report = audit(&log.steps, late, SETTLE);
+        assert_eq!(invariants(&report), vec![1, 2], "{report:?}");
+        assert!(
+            report.violations[0]
+                .message
+                .starts_with("stuck in confirmed (past its deadline"),
+            "{}",
+            report.violations[0].message
+        );
+    }
+
+    #[test]
+    fn a_no_show_fee_of_at_most_the_hold_is_no_violation() {
+        let mut log = no_show("r_ns", CancelReason::RiderNoShow);
+        log.captured(500);
+        log.notified(NotificationKind::Receipt, Recipient::Rider);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(report.violations, vec![]);
+
+        let mut log = no_show("r_ns2", CancelReason::RiderNoShow);
+        log.captured(1200);
+        assert_eq!(
+            audit(&log.steps, far_later(&log), SETTLE).violations,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_no_show_fee_above_the_hold_or_a_capture_for_another_reason_is_reported() {
+        let mut log = no_show("r_ns3", CancelReason::RiderNoShow);
+        log.captured(1500);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&report), vec![2]);
+        assert_eq!(
+            report.violations[0].message,
+            "no-show fee 15.00 exceeds hold h_r_ns3 of 12.00"
+        );
+
+        let mut log = no_show("r_ns4", CancelReason::DriverNoShow);
+        log.captured(500);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&report), vec![2]);
+        assert!(
+            report.violations[0]
+                .message
+                .starts_with("payment captured but the ride is cancelled (driver_no_show)")
+        );
+    }
+
     #[test]
     fn a_driver_on_two_active_rides_is_reported() {
         let mut a = Log::new("r_a");
@@ -388,6 +499,73 @@ mod tests {
             report.violations[0].message,
             "notification ride_cancelled sent to the rider 2 times"
         );
+    }
+
+    #[test]
+    fn a_capture_that_fails_for_good_must_be_told_to_the_rider() {
+        let mut log = Log::new("r_8");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.completed("d_1", 1100);
+        log.push(
+            PaymentCaptureFailed {
+                rider_id: Log::rider(),
+                hold_id: "h_r_8".into(),
+                amount_cents: 1100,
+                error: "gateway unavailable".into(),
+            },
+            "payment",
+        );
+        let messages = |log: &Log| -> Vec<String> {
+            audit(&log.steps, far_later(log), SETTLE)
+                .violations
+                .into_iter()
+                .map(|v| v.message)
+                .collect()
+        };
+        let found = messages(&log);
+        assert!(
+            found.contains(&"the rider was never told (payment_failed not sent) although the ride is completed".to_owned()),
+            "{found:?}"
+        );
+        log.notified(NotificationKind::PaymentFailed, Recipient::Rider);
+        // The failed capture itself stays an operator's matter (invariant 2).
+        assert_eq!(
+            messages(&log),
+            vec!["completed but the capture failed: gateway unavailable".to_owned()]
+        );
+    }
+
+    #[test]
+    fn an_invalid_request_is_at_rest_once_rejected_and_the_rider_told() {
+        let mut log = Log::new("r_9");
+        log.requested();
+        log.steps.truncate(1);
+        log.push(
+            RideRejected {
+                rider_id: Log::rider(),
+                score: 0,
+                reasons: vec!["invalid_request".into()],
+                detail: Some("the trip is 490.0 km; at most 200 km are accepted".into()),
+            },
+            "ride",
+        );
+        log.push(
+            RideCommandRefused {
+                command: "cmd.ride.request".into(),
+                reason: "the trip is 490.0 km; at most 200 km are accepted".into(),
+            },
+            "ride",
+        );
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&report), vec![4], "{report:?}");
+        log.notified(NotificationKind::RideRejected, Recipient::Rider);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(report.violations, vec![]);
+        assert_eq!((report.sagas, report.terminal), (1, 1));
     }
 
     #[test]

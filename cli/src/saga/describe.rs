@@ -3,7 +3,7 @@
 use ridesaga_schemas::{Message, MessageKind, Recipient};
 
 use super::RideState;
-use crate::output::money;
+use crate::output::{format_clock, money};
 
 /// Whether a message undoes or ends a saga on its unhappy path (marked in timelines), given the
 /// ride's state just before it: a driver released after a completed ride is the happy path.
@@ -26,6 +26,7 @@ pub fn summary(message: &Message) -> String {
             m.rider_id, m.pickup, m.dropoff, m.payment_token
         ),
         Message::CancelRide(_) => "rider cancels".into(),
+        Message::ArriveRide(_) => "driver at the pickup".into(),
         Message::StartRide(_) => "rider picked up".into(),
         Message::CompleteRide(m) => {
             let distance = m
@@ -53,10 +54,23 @@ pub fn summary(message: &Message) -> String {
             m.estimated_distance_km,
             money(m.estimated_fare_cents)
         ),
-        Message::RideConfirmed(m) => format!(
-            "driver {}, estimated fare {}",
+        Message::RideConfirmed(m) => match m.pickup_deadline {
+            Some(deadline) => format!(
+                "driver {}, estimated fare {}, pickup by {}",
+                m.driver_id,
+                money(m.estimated_fare_cents),
+                format_clock(deadline.0)
+            ),
+            None => format!(
+                "driver {}, estimated fare {}",
+                m.driver_id,
+                money(m.estimated_fare_cents)
+            ),
+        },
+        Message::DriverArrived(m) => format!(
+            "driver {} at the pickup, waits until {}",
             m.driver_id,
-            money(m.estimated_fare_cents)
+            format_clock(m.rider_wait_deadline.0)
         ),
         Message::RideStarted(m) => format!("driver {}", m.driver_id),
         Message::RideCompleted(m) => format!(
@@ -66,7 +80,10 @@ pub fn summary(message: &Message) -> String {
             money(m.fare_cents)
         ),
         Message::RideCancelled(m) => format!("reason {}", m.reason.as_str()),
-        Message::RideRejected(m) => format!("score {}: {}", m.score, m.reasons.join(", ")),
+        Message::RideRejected(m) => match &m.detail {
+            Some(detail) => format!("{}: {detail}", m.reasons.join(", ")),
+            None => format!("score {}: {}", m.score, m.reasons.join(", ")),
+        },
         Message::RideCommandRefused(m) => format!("{} refused: {}", m.command, m.reason),
         Message::FraudCleared(m) => format!("score {}", m.score),
         Message::FraudFlagged(m) => format!("score {}: {}", m.score, m.reasons.join(", ")),

@@ -44,6 +44,16 @@ impl Log {
         DriverId::parse(id).unwrap()
     }
 
+    /// When the next step will be stored.
+    pub fn next_at(&self) -> OffsetDateTime {
+        self.start + time::Duration::seconds(self.steps.len() as i64)
+    }
+
+    /// `seconds` after the next step, as a timestamp in a payload.
+    fn in_seconds(&self, seconds: i64) -> Timestamp {
+        Timestamp(self.next_at() + time::Duration::seconds(seconds))
+    }
+
     pub fn requested(&mut self) -> &mut Log {
         let p = GeoPoint::new(52.5, 13.4).unwrap();
         self.push(
@@ -63,7 +73,8 @@ impl Log {
                 payment_token: "tok_visa".into(),
                 estimated_distance_km: 3.0,
                 estimated_fare_cents: 1200,
-                match_deadline: Timestamp::now(),
+                match_deadline: self.in_seconds(30),
+                expires_at: Some(self.in_seconds(45)),
             },
             "ride",
         )
@@ -103,12 +114,36 @@ impl Log {
         )
     }
 
+    /// Confirmed with the default pickup deadline, 20 minutes.
     pub fn confirmed(&mut self, driver: &str) -> &mut Log {
         self.push(
             RideConfirmed {
                 rider_id: Self::rider(),
                 driver_id: Self::driver(driver),
                 estimated_fare_cents: 1200,
+                pickup_deadline: Some(self.in_seconds(20 * 60)),
+            },
+            "ride",
+        )
+    }
+
+    /// The driver arrived; the rider wait is the default, 5 minutes.
+    pub fn arrived(&mut self, driver: &str) -> &mut Log {
+        self.push(
+            DriverArrived {
+                rider_id: Self::rider(),
+                driver_id: Self::driver(driver),
+                rider_wait_deadline: self.in_seconds(5 * 60),
+            },
+            "ride",
+        )
+    }
+
+    pub fn started(&mut self, driver: &str) -> &mut Log {
+        self.push(
+            RideStarted {
+                rider_id: Self::rider(),
+                driver_id: Self::driver(driver),
             },
             "ride",
         )

@@ -6,7 +6,7 @@
 //! - this file: [`Step`] (one stored message), [`RideState`] and the fold into [`Saga`].
 //! - [`rest`]: when a saga comes to rest after a command, and `--expect` expectations.
 //! - [`describe`]: one-line summaries of each message for timelines.
-//! - [`audit`]: the invariants of DESIGN.md, checked over an event log.
+//! - [`audit`]: the invariants of docs/design.md, checked over an event log.
 
 pub mod audit;
 pub mod describe;
@@ -17,6 +17,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 pub use rest::{Expectation, Goal, Rest};
+
+/// The longest ride the ride service accepts (a day): a started ride that has not completed
+/// by then is overdue.
+pub const LONGEST_RIDE: time::Duration = time::Duration::hours(24);
 
 /// One stored message of the saga stream, decoded.
 #[derive(Debug, Clone)]
@@ -146,6 +150,16 @@ pub struct Saga {
     pub driver_name: Option<String>,
     /// The driver was released again (a compensation).
     pub driver_released: bool,
+    /// The driver reported arrival at the pickup.
+    pub driver_arrived: bool,
+    /// By when the state the saga is in should have moved on: the ride service's expiry, pickup
+    /// or rider wait deadline, or the longest ride after the start. `None` where only
+    /// idleness tells (a request not accepted yet, an ended saga, events without deadlines).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub deadline: Option<OffsetDateTime>,
     /// Fraud flagged the request.
     pub flagged: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,8 +227,26 @@ impl Saga {
             .unwrap_or_default()
     }
 
+    /// Whether the saga should have moved on by `now`: past the deadline of the state it is in
+    /// by at least `settle` (the ride service's timer acts on its next tick), or, where no
+    /// deadline applies (ended sagas waiting for compensations too), idle for `settle`.
+    pub fn overdue(&self, now: OffsetDateTime, settle: std::time::Duration) -> bool {
+        match self.deadline {
+            Some(deadline) if !self.state.is_terminal() => time::Duration::try_from(settle)
+                .ok()
+                .and_then(|settle| deadline.checked_add(settle))
+                .is_some_and(|due| now >= due),
+            _ => self.idle(now) >= settle,
+        }
+    }
+
+    /// Not ended and overdue: what `audit` reports and `saga list --state stuck` lists.
+    pub fn is_stuck(&self, now: OffsetDateTime, settle: std::time::Duration) -> bool {
+        !self.state.is_terminal() && self.overdue(now, settle)
+    }
+
     /// True once every step taken for a ride that did not complete has been undone: an
-    /// assigned driver released and every hold voided.
+    /// assigned driver released and every hold voided (or settled by a capture: a no-show fee).
     pub fn compensated(&self) -> bool {
         let driver_free = self.driver_id.is_none() || self.driver_released;
         let holds_done = self.holds.iter().all(|h| h.voided || h.captures > 0);
@@ -247,6 +279,7 @@ impl Saga {
                 self.estimated_fare_cents = Some(m.estimated_fare_cents);
                 if matches!(self.state, RideState::Unknown | RideState::Pending) {
                     self.state = RideState::Requested;
+                    self.deadline = Some(m.expires_at.unwrap_or(m.match_deadline).0);
                 }
             }
             Message::FraudFlagged(m) => {
@@ -284,8 +317,22 @@ impl Saga {
                 self.driver_id = Some(m.driver_id.to_string());
                 self.estimated_fare_cents = Some(m.estimated_fare_cents);
                 self.advance(RideState::Confirmed, step);
+                if self.state == RideState::Confirmed {
+                    self.deadline = m.pickup_deadline.map(|t| t.0);
+                }
             }
-            Message::RideStarted(_) => self.advance(RideState::Started, step),
+            Message::DriverArrived(m) => {
+                self.driver_arrived = true;
+                if self.state == RideState::Confirmed {
+                    self.deadline = Some(m.rider_wait_deadline.0);
+                }
+            }
+            Message::RideStarted(_) => {
+                self.advance(RideState::Started, step);
+                if self.state == RideState::Started {
+                    self.deadline = step.time.checked_add(LONGEST_RIDE);
+                }
+            }
             Message::RideCompleted(m) => {
                 self.fare_cents = Some(m.fare_cents);
                 self.finish(RideState::Completed, None);
@@ -349,6 +396,7 @@ impl Saga {
         self.terminal_events.push(label);
         if !self.state.is_terminal() {
             self.state = state;
+            self.deadline = None;
             if state == RideState::Completed {
                 self.reason = None;
             } else if reason.is_some() {
@@ -384,6 +432,89 @@ mod tests {
         assert_eq!(saga.fare_cents, Some(1100));
         assert!(saga.payment_settled());
         assert_eq!(saga.steps, 9);
+    }
+
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    fn confirmed_log() -> Log {
+        let mut log = Log::new("r_6");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log
+    }
+
+    #[test]
+    fn a_confirmed_ride_is_stuck_only_past_its_pickup_deadline() {
+        let log = confirmed_log();
+        let saga = log.saga();
+        let confirmed_at = saga.last_at.unwrap();
+        let deadline = confirmed_at + time::Duration::minutes(20);
+        assert_eq!(saga.deadline, Some(deadline));
+        // Idle for 5 minutes, long past any fixed settle time, but within the deadline.
+        assert!(!saga.is_stuck(confirmed_at + time::Duration::minutes(5), SETTLE));
+        assert!(!saga.is_stuck(deadline + time::Duration::seconds(29), SETTLE));
+        assert!(saga.is_stuck(deadline + time::Duration::seconds(30), SETTLE));
+    }
+
+    #[test]
+    fn an_arrival_moves_the_deadline_to_the_end_of_the_rider_wait() {
+        let mut log = confirmed_log();
+        log.arrived("d_1");
+        let saga = log.saga();
+        assert!(saga.driver_arrived);
+        let wait_ends = saga.last_at.unwrap() + time::Duration::minutes(5);
+        assert_eq!(saga.deadline, Some(wait_ends));
+        assert!(!saga.is_stuck(wait_ends, SETTLE));
+        assert!(saga.is_stuck(wait_ends + time::Duration::minutes(1), SETTLE));
+    }
+
+    #[test]
+    fn a_started_ride_is_stuck_only_a_day_after_the_start() {
+        let mut log = confirmed_log();
+        log.started("d_1");
+        let saga = log.saga();
+        let started_at = saga.last_at.unwrap();
+        assert_eq!(saga.deadline, Some(started_at + LONGEST_RIDE));
+        assert!(!saga.is_stuck(started_at + time::Duration::hours(3), SETTLE));
+        assert!(saga.is_stuck(started_at + time::Duration::hours(25), SETTLE));
+    }
+
+    #[test]
+    fn a_requested_ride_is_stuck_past_its_expiry_and_an_ended_one_never() {
+        let mut log = Log::new("r_7");
+        log.requested();
+        let saga = log.saga();
+        let requested_at = saga.last_at.unwrap();
+        assert_eq!(
+            saga.deadline,
+            Some(requested_at + time::Duration::seconds(45))
+        );
+        assert!(!saga.is_stuck(requested_at + time::Duration::seconds(60), SETTLE));
+        assert!(saga.is_stuck(requested_at + time::Duration::seconds(75), SETTLE));
+
+        log.cancelled(CancelReason::Expired, None);
+        let saga = log.saga();
+        assert_eq!(saga.deadline, None);
+        let later = requested_at + time::Duration::hours(1);
+        assert!(!saga.is_stuck(later, SETTLE));
+        // Its compensations are checked once it is idle for the settle time.
+        assert!(saga.overdue(later, SETTLE));
+        assert!(!saga.overdue(saga.last_at.unwrap(), SETTLE));
+    }
+
+    #[test]
+    fn without_deadlines_idleness_decides() {
+        let mut log = Log::new("r_8");
+        log.requested();
+        log.steps.truncate(1);
+        let saga = log.saga();
+        assert_eq!((saga.state, saga.deadline), (RideState::Pending, None));
+        let at = saga.last_at.unwrap();
+        assert!(!saga.is_stuck(at + time::Duration::seconds(29), SETTLE));
+        assert!(saga.is_stuck(at + time::Duration::seconds(30), SETTLE));
     }
 
     #[test]
@@ -459,6 +590,7 @@ mod tests {
                 rider_id: Log::rider(),
                 score: 100,
                 reasons: vec!["blocked".into()],
+                detail: None,
             },
             "ride",
         );

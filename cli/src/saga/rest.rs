@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use ridesaga_schemas::{MessageId, MessageKind};
+use ridesaga_schemas::{INVALID_REQUEST, MessageId, MessageKind};
 
 use super::{Refusal, RideState, Saga};
 
@@ -13,6 +13,8 @@ pub enum Goal {
     Request,
     /// `ride cancel`: ended, with every step undone.
     Cancel,
+    /// `ride arrive`: the driver's arrival recorded.
+    Arrive,
     /// `ride start`: started.
     Start,
     /// `ride complete`: completed with the payment captured (or given up on).
@@ -25,6 +27,7 @@ impl Goal {
         match self {
             Goal::Request => MessageKind::RequestRide,
             Goal::Cancel => MessageKind::CancelRide,
+            Goal::Arrive => MessageKind::ArriveRide,
             Goal::Start => MessageKind::StartRide,
             Goal::Complete => MessageKind::CompleteRide,
         }
@@ -49,6 +52,14 @@ pub fn at_rest(saga: &Saga, goal: Goal, command_id: &MessageId) -> Option<Rest> 
     if let Some(refusal) = refused {
         return Some(Rest::Refused(refusal.clone()));
     }
+    // A request that broke the ride service's rules ends rejected, and the refusal that says
+    // why follows in the same batch: the request is answered by the refusal.
+    if goal == Goal::Request
+        && saga.state == RideState::Rejected
+        && saga.reason.as_deref() == Some(INVALID_REQUEST)
+    {
+        return None;
+    }
     let ended = match saga.state {
         RideState::Completed => saga.payment_settled(),
         RideState::Cancelled | RideState::Expired => saga.compensated(),
@@ -58,6 +69,7 @@ pub fn at_rest(saga: &Saga, goal: Goal, command_id: &MessageId) -> Option<Rest> 
     let reached = match goal {
         Goal::Request => matches!(saga.state, RideState::Confirmed | RideState::Started),
         Goal::Start => saga.state == RideState::Started,
+        Goal::Arrive => saga.driver_arrived,
         Goal::Cancel | Goal::Complete => false,
     };
     (reached || ended).then_some(Rest::State)
@@ -148,7 +160,7 @@ pub fn outcome_label(saga: &Saga, rest: &Rest) -> String {
 mod tests {
     use super::super::fixtures::Log;
     use super::*;
-    use ridesaga_schemas::{CancelReason, MessageId, RideCommandRefused};
+    use ridesaga_schemas::{CancelReason, MessageId, RideCommandRefused, RideRejected};
 
     fn any_id() -> MessageId {
         MessageId::parse("m_x").unwrap()
@@ -199,6 +211,71 @@ mod tests {
         assert_eq!(
             at_rest(&log.saga(), Goal::Complete, &any_id()),
             Some(Rest::State)
+        );
+    }
+
+    #[test]
+    fn an_arrival_rests_once_the_saga_shows_it_or_the_command_is_refused() {
+        let mut log = Log::new("r_1");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        assert_eq!(at_rest(&log.saga(), Goal::Arrive, &any_id()), None);
+        log.arrived("d_1");
+        assert_eq!(
+            at_rest(&log.saga(), Goal::Arrive, &any_id()),
+            Some(Rest::State)
+        );
+        assert!(
+            "confirmed"
+                .parse::<Expectation>()
+                .unwrap()
+                .matches(&log.saga(), &Rest::State)
+        );
+
+        let mut log = Log::new("r_2");
+        log.requested();
+        log.push(
+            RideCommandRefused {
+                command: "cmd.ride.arrive".into(),
+                reason: "the ride is requested".into(),
+            },
+            "ride",
+        );
+        let rest = at_rest(&log.saga(), Goal::Arrive, &any_id()).unwrap();
+        assert!(matches!(rest, Rest::Refused(ref r) if r.command == "cmd.ride.arrive"));
+    }
+
+    #[test]
+    fn an_invalid_request_rests_refused_once_the_refusal_follows_its_rejection() {
+        let mut log = Log::new("r_1");
+        log.requested();
+        log.steps.truncate(1);
+        let why = "the trip is 500.1 km; at most 200 km are accepted";
+        log.push(
+            RideRejected {
+                rider_id: Log::rider(),
+                score: 0,
+                reasons: vec![INVALID_REQUEST.into()],
+                detail: Some(why.into()),
+            },
+            "ride",
+        );
+        assert_eq!(at_rest(&log.saga(), Goal::Request, &any_id()), None);
+        log.push(
+            RideCommandRefused {
+                command: "cmd.ride.request".into(),
+                reason: why.into(),
+            },
+            "ride",
+        );
+        let rest = at_rest(&log.saga(), Goal::Request, &any_id()).unwrap();
+        assert!(matches!(rest, Rest::Refused(ref r) if r.reason == why));
+        assert_eq!(
+            outcome_label(&log.saga(), &rest),
+            format!("refused (cmd.ride.request: {why}; ride is rejected)")
         );
     }
 

@@ -187,7 +187,7 @@ pub async fn inbox_insert(
 /// Records every entry as applied, in one statement, and returns the ids that were new (the
 /// others were applied before; a message given twice is new once).
 ///
-/// The rows travel as one JSON array expanded by `json_each`, so the statement text is the
+/// The rows travel as one JSON array expanded by `jsonb_each`, so the statement text is the
 /// same for any number of rows: one prepared statement, one round trip to the database
 /// thread, however large the batch.
 pub async fn inbox_insert_many(

@@ -135,6 +135,7 @@ fn requested(n: usize, pickup: GeoPoint, deadline: Timestamp) -> Envelope {
         estimated_distance_km: 3.0,
         estimated_fare_cents: 1200,
         match_deadline: deadline,
+        expires_at: None,
     };
     msg(m, Some(n), 0)
 }
@@ -184,6 +185,7 @@ fn rejected(n: usize) -> Envelope {
             rider_id: uid(n),
             score: 100,
             reasons: vec!["rider_blocked".into()],
+            detail: None,
         },
         Some(n),
         0,

@@ -60,6 +60,7 @@ fn requested(ride: usize, rider: usize, km: f64, occurred: i64) -> Envelope {
         estimated_distance_km: km,
         estimated_fare_cents: 900,
         match_deadline: at(occurred + 30),
+        expires_at: None,
     };
     msg(m, Some(ride), occurred)
 }

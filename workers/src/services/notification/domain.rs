@@ -4,8 +4,9 @@
 //! - driver assigned: the rider (who is coming) and the driver (whom to pick up);
 //! - ride confirmed: the rider;
 //! - ride cancelled: the rider, with the reason; and the driver, if the ride ever had one;
-//! - ride rejected: the rider;
-//! - payment captured: the rider, a receipt with the amount.
+//! - ride rejected: the rider, with the rule the request broke when it was invalid;
+//! - payment captured: the rider, a receipt with the amount;
+//! - payment capture failed: the rider, that the fare could not be charged.
 //!
 //! A cancellation may overtake the assignment it cancels. The driver's cancellation notice
 //! therefore follows from two facts, "cancelled" and "a driver is known", and is sent when the
@@ -89,7 +90,13 @@ pub fn handle(
             notices.push(rider(NotificationKind::RideCancelled, text, &c.rider_id));
         }
         Message::RideRejected(r) => {
-            let text = format!("We could not accept your ride request {ride_id}.");
+            // Fraud's reasons stay with operators; a broken rule is the rider's to fix.
+            let text = match &r.detail {
+                Some(detail) => {
+                    format!("We could not accept your ride request {ride_id}: {detail}.")
+                }
+                None => format!("We could not accept your ride request {ride_id}."),
+            };
             notices.push(rider(NotificationKind::RideRejected, text, &r.rider_id));
         }
         Message::PaymentCaptured(p) => {
@@ -98,6 +105,14 @@ pub fn handle(
                 money(p.amount_cents)
             );
             notices.push(rider(NotificationKind::Receipt, text, &p.rider_id));
+        }
+        Message::PaymentCaptureFailed(p) => {
+            let text = format!(
+                "Your ride {ride_id} is complete, but we could not charge {} to your card; \
+                 we will contact you about the payment.",
+                money(p.amount_cents)
+            );
+            notices.push(rider(NotificationKind::PaymentFailed, text, &p.rider_id));
         }
         other => warn!(kind = %other.kind(), "message notification does not use; ignored"),
     }
@@ -123,6 +138,8 @@ fn explain(reason: CancelReason) -> &'static str {
         CancelReason::NoDriver => "no driver was available",
         CancelReason::PaymentDeclined => "the payment was declined",
         CancelReason::Expired => "it could not be confirmed in time",
+        CancelReason::DriverNoShow => "your driver did not reach the pickup in time",
+        CancelReason::RiderNoShow => "your driver waited at the pickup but you did not show up",
     }
 }
 
@@ -136,7 +153,8 @@ mod tests {
     use proptest::prelude::*;
     use proptest::sample::Index;
     use ridesaga_schemas::{
-        DriverAssigned, PaymentCaptured, RideCancelled, RideConfirmed, RideRejected,
+        DriverAssigned, PaymentCaptureFailed, PaymentCaptured, RideCancelled, RideConfirmed,
+        RideRejected,
     };
 
     use super::*;
@@ -167,6 +185,7 @@ mod tests {
             rider_id: rider(),
             driver_id: driver(),
             estimated_fare_cents: 1205,
+            pickup_deadline: None,
         })
     }
 
@@ -183,6 +202,7 @@ mod tests {
             rider_id: rider(),
             score: 99,
             reasons: vec![],
+            detail: None,
         })
     }
 
@@ -266,6 +286,44 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_request_tells_the_rider_which_rule_it_broke_and_fraud_keeps_its_reasons() {
+        let invalid = Message::RideRejected(RideRejected {
+            rider_id: rider(),
+            score: 0,
+            reasons: vec!["invalid_request".into()],
+            detail: Some("the trip is 490.0 km; at most 200 km are accepted".into()),
+        });
+        let (_, notices) = run(&[invalid]);
+        assert_eq!(notices[0].kind, NotificationKind::RideRejected);
+        assert!(
+            notices[0]
+                .text
+                .ends_with(": the trip is 490.0 km; at most 200 km are accepted.")
+        );
+        let (_, notices) = run(&[rejected()]);
+        assert_eq!(
+            notices[0].text,
+            "We could not accept your ride request r_1."
+        );
+    }
+
+    #[test]
+    fn a_capture_that_failed_for_good_tells_the_rider_once() {
+        let failed = Message::PaymentCaptureFailed(PaymentCaptureFailed {
+            rider_id: rider(),
+            hold_id: "hold_1".into(),
+            amount_cents: 1534,
+            error: "gateway unavailable".into(),
+        });
+        let (_, notices) = run(&[failed.clone(), failed]);
+        assert_eq!(
+            keys(&notices),
+            [(NotificationKind::PaymentFailed, Recipient::Rider, "u_ada")]
+        );
+        assert!(notices[0].text.contains("could not charge 15.34"));
+    }
+
+    #[test]
     fn a_capture_sends_a_receipt_with_the_amount() {
         let (_, notices) = run(&[captured(1534)]);
         assert_eq!(notices[0].kind, NotificationKind::Receipt);
@@ -278,6 +336,20 @@ mod tests {
         let (_, once) = run(&inputs);
         let twice: Vec<Message> = inputs.iter().chain(&inputs).cloned().collect();
         assert_eq!(run(&twice).1, once);
+    }
+
+    #[test]
+    fn a_no_show_tells_the_rider_who_did_not_show_and_frees_the_driver() {
+        let (_, notices) = run(&[cancelled(CancelReason::DriverNoShow, Some(driver()))]);
+        assert!(
+            notices[0]
+                .text
+                .contains("your driver did not reach the pickup in time")
+        );
+        assert!(notices[1].text.contains("(driver_no_show)"));
+        let (_, notices) = run(&[cancelled(CancelReason::RiderNoShow, Some(driver()))]);
+        assert!(notices[0].text.contains("you did not show up"));
+        assert_eq!(notices[1].recipient_id, "d_bob");
     }
 
     #[test]

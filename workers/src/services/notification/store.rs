@@ -1,8 +1,8 @@
 //! The notification service's tables: what it remembers per ride, and the record of every
 //! notification sent, at most one per (ride, kind, recipient). Runs inside the runtime's
 //! transaction: a batch loads its rides in one statement and saves them, and its records, with
-//! one statement each. Rows travel as one JSON array expanded by `json_each`, SQLite's; the
-//! rest is portable SQL.
+//! one statement each. Ride ids travel as one JSON array expanded by `json_each` and rows
+//! to save as one expanded by `jsonb_each`, both SQLite's; the rest is portable SQL.
 
 use ridesaga_schemas::{
     CancelReason, DriverId, MessageId, NotificationKind, Recipient, RideId, Timestamp,
@@ -17,19 +17,22 @@ use super::domain::{Audience, Notice};
 use crate::runtime::{BatchWrite, HandleError};
 use crate::services::rides::json_ids;
 
-const KINDS: [NotificationKind; 5] = [
+const KINDS: [NotificationKind; 6] = [
     NotificationKind::DriverAssigned,
     NotificationKind::RideConfirmed,
     NotificationKind::RideCancelled,
     NotificationKind::RideRejected,
     NotificationKind::Receipt,
+    NotificationKind::PaymentFailed,
 ];
 
-const REASONS: [CancelReason; 4] = [
+const REASONS: [CancelReason; 6] = [
     CancelReason::Rider,
     CancelReason::NoDriver,
     CancelReason::PaymentDeclined,
     CancelReason::Expired,
+    CancelReason::DriverNoShow,
+    CancelReason::RiderNoShow,
 ];
 
 /// What notification knows about the ride, including what it already sent.

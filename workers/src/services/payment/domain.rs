@@ -4,13 +4,15 @@
 //! Facts: the trip (from `evt.ride.requested`: rider, token, estimated fare), that a driver was
 //! assigned, and how the ride ended (completed with a fare, or cancelled/rejected). Operations:
 //! hold the estimated fare once the trip and driver are known and the ride has not ended
-//! cancelled; capture the fare once the ride completed; void the hold once it was cancelled.
-//! A cancel that arrives before the assignment is a tombstone: no hold is ever placed. Each
-//! operation's result is recorded, so an operation is never due twice.
+//! cancelled; capture the fare once the ride completed; void the hold once it was cancelled,
+//! except that a ride cancelled because the rider did not show is charged the no-show fee, if
+//! one is configured (at most the hold). A cancel that arrives before the assignment is a
+//! tombstone: no hold is ever placed. Each operation's result is recorded, so an operation is
+//! never due twice.
 
 use ridesaga_schemas::{
-    Message, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentDeclined,
-    PaymentVoided, RiderId,
+    CancelReason, Message, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured,
+    PaymentDeclined, PaymentVoided, RiderId,
 };
 use tracing::{debug, warn};
 
@@ -28,8 +30,25 @@ pub enum Ending {
     Completed {
         fare_cents: u64,
     },
-    /// Cancelled for any reason, or rejected.
+    /// Cancelled for any reason but a rider no-show, or rejected.
     Cancelled,
+    /// Cancelled because the driver waited at the pickup and the rider did not show.
+    RiderNoShow,
+}
+
+impl Ending {
+    /// Whether the ride ended without a trip: no hold may be placed any more.
+    pub fn is_cancellation(self) -> bool {
+        matches!(self, Ending::Cancelled | Ending::RiderNoShow)
+    }
+}
+
+/// What payment charges besides fares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fees {
+    /// `RIDESAGA_NO_SHOW_FEE_CENTS`: captured from the hold (at most all of it) when the rider
+    /// did not show; 0 voids the hold as for any other cancellation.
+    pub no_show_cents: u64,
 }
 
 /// The hold for the estimated fare.
@@ -127,6 +146,9 @@ pub fn handle(mut payment: Payment, input: &Message) -> Payment {
                 },
             );
         }
+        Message::RideCancelled(c) if c.reason == CancelReason::RiderNoShow => {
+            end(&mut payment, Ending::RiderNoShow);
+        }
         Message::RideCancelled(_) | Message::RideRejected(_) => {
             end(&mut payment, Ending::Cancelled);
         }
@@ -149,9 +171,9 @@ fn end(payment: &mut Payment, ending: Ending) {
 }
 
 /// The gateway operation the facts call for now, if any.
-pub fn next_operation(payment: &Payment) -> Option<Operation> {
+pub fn next_operation(payment: &Payment, fees: &Fees) -> Option<Operation> {
     match (&payment.hold, payment.ending, &payment.settlement) {
-        (Hold::None, ending, _) if ending != Some(Ending::Cancelled) => {
+        (Hold::None, ending, _) if !ending.is_some_and(Ending::is_cancellation) => {
             let trip = payment.trip.as_ref().filter(|_| payment.driver_assigned)?;
             Some(Operation::Hold {
                 token: trip.payment_token.clone(),
@@ -169,7 +191,18 @@ pub fn next_operation(payment: &Payment) -> Option<Operation> {
                 hold_id,
                 amount_cents,
             },
-            Some(Ending::Cancelled),
+            Some(Ending::RiderNoShow),
+            Settlement::Open,
+        ) if fees.no_show_cents > 0 => Some(Operation::Capture {
+            hold_id: hold_id.clone(),
+            amount_cents: fees.no_show_cents.min(*amount_cents),
+        }),
+        (
+            Hold::Held {
+                hold_id,
+                amount_cents,
+            },
+            Some(Ending::Cancelled | Ending::RiderNoShow),
             Settlement::Open,
         ) => Some(Operation::Void {
             hold_id: hold_id.clone(),
@@ -217,7 +250,7 @@ pub fn record(
         }
         (Operation::Capture { hold_id, .. }, Outcome::Captured) => {
             payment.settlement = Settlement::Captured { amount_cents };
-            debug!(%hold_id, amount_cents, "fare captured");
+            debug!(%hold_id, amount_cents, "fare or fee captured");
             Message::PaymentCaptured(PaymentCaptured {
                 rider_id,
                 hold_id: hold_id.clone(),

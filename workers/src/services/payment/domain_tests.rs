@@ -25,6 +25,7 @@ fn requested(token: &str) -> Message {
         estimated_distance_km: 4.0,
         estimated_fare_cents: 1200,
         match_deadline: Timestamp::from_unix_millis(0),
+        expires_at: None,
     })
 }
 
@@ -69,9 +70,14 @@ fn simulate(operation: &Operation) -> Outcome {
 
 /// Records one input, then runs every operation it makes due, as the worker does.
 fn step(payment: Payment, input: &Message) -> (Payment, Vec<Message>) {
+    step_with(payment, input, &Fees::default())
+}
+
+/// [`step`] with these fees.
+fn step_with(payment: Payment, input: &Message, fees: &Fees) -> (Payment, Vec<Message>) {
     let mut payment = handle(payment, input);
     let mut out = Vec::new();
-    while let Some(operation) = next_operation(&payment) {
+    while let Some(operation) = next_operation(&payment, fees) {
         let (next, message) = record(payment, &operation, simulate(&operation));
         payment = next;
         out.extend(message);
@@ -178,14 +184,96 @@ fn a_cancel_after_a_decline_has_nothing_to_void() {
 fn a_refused_capture_is_reported_once_and_never_retried() {
     let (payment, _) = run(&[requested("tok_visa"), assigned()]);
     let payment = handle(payment, &completed(1500));
-    let operation = next_operation(&payment).unwrap();
+    let operation = next_operation(&payment, &Fees::default()).unwrap();
     let refused = Outcome::CaptureRefused {
         error: "issuer said no".into(),
     };
     let (payment, message) = record(payment, &operation, refused);
     assert!(matches!(message, Some(Message::PaymentCaptureFailed(f)) if f.amount_cents == 1500));
-    assert_eq!(next_operation(&payment), None);
+    assert_eq!(next_operation(&payment, &Fees::default()), None);
     assert!(step(payment, &completed(1500)).1.is_empty());
+}
+
+/// The request, the assignment (the hold of 1200 follows) and the cancellation, with `fees`.
+fn cancelled_with(reason: CancelReason, fees: Fees) -> (Payment, Vec<Message>) {
+    let inputs = [requested("tok_visa"), assigned(), cancelled(reason)];
+    inputs
+        .iter()
+        .fold((Payment::default(), Vec::new()), |(p, mut all), input| {
+            let (p, out) = step_with(p, input, &fees);
+            all.extend(out);
+            (p, all)
+        })
+}
+
+#[test]
+fn a_rider_no_show_captures_the_fee_instead_of_voiding_the_hold() {
+    let fees = Fees { no_show_cents: 500 };
+    let (payment, out) = cancelled_with(CancelReason::RiderNoShow, fees);
+    assert_eq!(
+        kinds(&out),
+        ["evt.payment.authorized", "evt.payment.captured"]
+    );
+    assert!(matches!(out.last(), Some(Message::PaymentCaptured(c)) if c.amount_cents == 500));
+    assert_eq!(payment.ending, Some(Ending::RiderNoShow));
+    assert_eq!(
+        payment.settlement,
+        Settlement::Captured { amount_cents: 500 }
+    );
+    assert_eq!(next_operation(&payment, &fees), None);
+}
+
+#[test]
+fn a_no_show_fee_above_the_hold_captures_the_whole_hold() {
+    let (payment, out) = cancelled_with(
+        CancelReason::RiderNoShow,
+        Fees {
+            no_show_cents: 5000,
+        },
+    );
+    assert!(matches!(out.last(), Some(Message::PaymentCaptured(c)) if c.amount_cents == 1200));
+    assert_eq!(
+        payment.settlement,
+        Settlement::Captured { amount_cents: 1200 }
+    );
+}
+
+#[test]
+fn without_a_fee_a_rider_no_show_voids_the_hold() {
+    let (payment, out) = cancelled_with(CancelReason::RiderNoShow, Fees::default());
+    assert!(matches!(out.last(), Some(Message::PaymentVoided(v)) if v.amount_cents == 1200));
+    assert_eq!(payment.settlement, Settlement::Voided);
+}
+
+#[test]
+fn the_fee_is_only_for_a_rider_no_show() {
+    let fees = Fees { no_show_cents: 500 };
+    for reason in [
+        CancelReason::DriverNoShow,
+        CancelReason::Rider,
+        CancelReason::Expired,
+    ] {
+        let (payment, out) = cancelled_with(reason, fees);
+        assert!(
+            matches!(out.last(), Some(Message::PaymentVoided(v)) if v.amount_cents == 1200),
+            "{reason:?}: {out:?}"
+        );
+        assert_eq!(payment.settlement, Settlement::Voided);
+    }
+}
+
+#[test]
+fn a_rider_no_show_before_any_hold_places_none() {
+    let fees = Fees { no_show_cents: 500 };
+    let (payment, out) = step_with(
+        Payment::default(),
+        &cancelled(CancelReason::RiderNoShow),
+        &fees,
+    );
+    let (payment, more) = step_with(payment, &requested("tok_visa"), &fees);
+    let (payment, last) = step_with(payment, &assigned(), &fees);
+    assert!(out.is_empty() && more.is_empty() && last.is_empty());
+    assert_eq!(payment.hold, Hold::None);
 }
 
 #[test]

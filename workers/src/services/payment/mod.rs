@@ -1,5 +1,6 @@
 //! The payment service: places a hold for the estimated fare once a driver is assigned,
-//! captures the final fare when the ride completes, and voids the hold when it is cancelled.
+//! captures the final fare when the ride completes, and voids the hold when it is cancelled (or
+//! captures the no-show fee, if one is set, when the rider did not show).
 //!
 //! Each input is recorded as a fact, then every gateway operation the facts call for runs with
 //! an idempotency key (ride id + operation) and its result is saved in the same transaction.
@@ -25,7 +26,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
-use self::domain::{Operation, Outcome, Payment};
+use self::domain::{Fees, Operation, Outcome, Payment};
 use self::gateway::{
     Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, SettleRequest, SimulatedGateway,
 };
@@ -43,12 +44,16 @@ const MAX_OPERATIONS_PER_INPUT: usize = 3;
 #[derive(Debug)]
 pub struct PaymentService<G = SimulatedGateway> {
     gateway: G,
+    fees: Fees,
 }
 
 impl PaymentService {
     /// Reads the service's settings; the gateway is the simulated one.
     pub fn load(settings: &Settings) -> Result<Self, ConfigError> {
-        Ok(Self::new(GatewayConfig::load(settings)?))
+        let fees = Fees {
+            no_show_cents: settings.get("RIDESAGA_NO_SHOW_FEE_CENTS", 0)?,
+        };
+        Ok(Self::new(GatewayConfig::load(settings)?).with_fees(fees))
     }
 
     pub fn new(config: GatewayConfig) -> Self {
@@ -58,7 +63,15 @@ impl PaymentService {
 
 impl<G: Gateway> PaymentService<G> {
     pub fn with_gateway(gateway: G) -> Self {
-        PaymentService { gateway }
+        PaymentService {
+            gateway,
+            fees: Fees::default(),
+        }
+    }
+
+    /// The same service charging these fees.
+    pub fn with_fees(self, fees: Fees) -> Self {
+        PaymentService { fees, ..self }
     }
 
     pub fn gateway(&self) -> &G {
@@ -119,7 +132,7 @@ impl<G: Gateway> PaymentService<G> {
         let mut outputs = Vec::new();
         let mut journal = Vec::new();
         for _ in 0..MAX_OPERATIONS_PER_INPUT {
-            let Some(operation) = domain::next_operation(&payment) else {
+            let Some(operation) = domain::next_operation(&payment, &self.fees) else {
                 break;
             };
             let key = format!("{ride_id}/{}", operation.name());

@@ -69,6 +69,7 @@ fn requested(token: &str) -> Envelope {
         estimated_distance_km: 4.0,
         estimated_fare_cents: 1200,
         match_deadline: Timestamp::from_unix_millis(0),
+        expires_at: None,
     })
 }
 
@@ -326,4 +327,57 @@ async fn an_operation_already_journaled_is_refused_without_calling_the_gateway()
         "{err:?}"
     );
     assert_eq!(service.gateway().calls("r_1/hold"), 0);
+}
+
+#[tokio::test]
+async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let service =
+        PaymentService::new(GatewayConfig::default()).with_fees(Fees { no_show_cents: 450 });
+    for input in [requested("tok_visa"), assigned()] {
+        apply_in_tx(&service, &mut conn, &input, epoch())
+            .await
+            .unwrap();
+    }
+    let no_show = envelope(RideCancelled {
+        rider_id: rider(),
+        reason: CancelReason::RiderNoShow,
+        driver_id: Some(DriverId::parse("d_bob").unwrap()),
+    });
+    let out = apply_in_tx(&service, &mut conn, &no_show, epoch())
+        .await
+        .unwrap();
+    assert_eq!(subjects(&out), ["evt.payment.captured.r_1"]);
+    assert!(matches!(&out[0].message, Message::PaymentCaptured(c) if c.amount_cents == 450));
+    let payment = store::load(&mut conn, &ride_id()).await.unwrap();
+    assert_eq!(payment.ending, Some(domain::Ending::RiderNoShow));
+    assert_eq!(
+        payment.settlement,
+        Settlement::Captured { amount_cents: 450 }
+    );
+    let again = apply_in_tx(&service, &mut conn, &no_show, epoch())
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        journal(&mut conn).await,
+        [
+            ("capture".to_owned(), "captured".to_owned()),
+            ("hold".to_owned(), "held".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn the_no_show_fee_is_read_from_the_settings() {
+    let settings = Settings::from_pairs([("RIDESAGA_NO_SHOW_FEE_CENTS", "300")]);
+    assert_eq!(
+        PaymentService::load(&settings).unwrap().fees,
+        Fees { no_show_cents: 300 }
+    );
+    let none = Settings::from_pairs(Vec::<(String, String)>::new());
+    assert_eq!(PaymentService::load(&none).unwrap().fees, Fees::default());
+    let bad = Settings::from_pairs([("RIDESAGA_NO_SHOW_FEE_CENTS", "-1")]);
+    let err = PaymentService::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("RIDESAGA_NO_SHOW_FEE_CENTS"), "{err}");
 }

@@ -1,7 +1,8 @@
 //! The payment service's tables: each ride's payment state, and the journal of gateway calls.
 //! Runs inside the runtime's transaction. A batch's payments load in one statement and save
-//! in one, its journal entries in another; their rows travel as one JSON array expanded by
-//! `json_each`, SQLite's; the rest is portable SQL.
+//! in one, its journal entries in another; the ride ids travel as one JSON array expanded by
+//! `json_each` and the rows to save as one expanded by `jsonb_each`, both SQLite's; the rest
+//! is portable SQL.
 
 use std::collections::HashMap;
 
@@ -142,6 +143,8 @@ fn payment_row<'a>(
         None => (None, None),
         Some(Ending::Completed { fare_cents }) => (Some("completed"), Some(cents(fare_cents)?)),
         Some(Ending::Cancelled) => (Some("cancelled"), None),
+        // A value the first migration's comment does not list: the column takes any text.
+        Some(Ending::RiderNoShow) => (Some("rider_no_show"), None),
     };
     let mut row = PaymentRow {
         ride_id: ride_id.as_str(),
@@ -280,6 +283,7 @@ fn decode(row: &SqliteRow) -> Result<Payment, HandleError> {
         (None, _) => None,
         (Some("completed"), Some(fare_cents)) => Some(Ending::Completed { fare_cents }),
         (Some("cancelled"), _) => Some(Ending::Cancelled),
+        (Some("rider_no_show"), _) => Some(Ending::RiderNoShow),
         (other, _) => return Err(corrupt(format!("ending {other:?}"))),
     };
     let hold = match (text("hold")?.as_deref(), text("hold_id")?) {

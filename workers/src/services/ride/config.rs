@@ -1,5 +1,6 @@
-//! The ride service's settings: how long a ride may wait for a driver and a payment hold, the
-//! fare table, and the sanity limits a request must pass.
+//! The ride service's settings: how long a ride may wait for a driver and a payment hold, and
+//! a confirmed ride for its driver and rider, the fare table, and the sanity limits a request
+//! must pass.
 
 use std::time::Duration;
 
@@ -42,6 +43,12 @@ pub struct RideConfig {
     /// `RIDESAGA_CONFIRM_GRACE`: extra time after the match deadline for the payment hold;
     /// a ride still unconfirmed then expires.
     pub confirm_grace: Duration,
+    /// `RIDESAGA_PICKUP_DEADLINE`: after confirmation, the driver must report arrival or start
+    /// the ride within this time, or the ride is cancelled (driver_no_show).
+    pub pickup_deadline: Duration,
+    /// `RIDESAGA_RIDER_WAIT`: after the driver's arrival, the ride must start within this
+    /// time, or it is cancelled (rider_no_show).
+    pub rider_wait: Duration,
     /// `RIDESAGA_FARE_BASE_CENTS`, `RIDESAGA_FARE_PER_KM_CENTS`, `RIDESAGA_FARE_PER_MIN_CENTS`.
     pub fares: Fares,
     /// `RIDESAGA_MAX_TRIP_KM`: longest planned trip accepted (great-circle distance).
@@ -53,6 +60,8 @@ impl Default for RideConfig {
         RideConfig {
             match_deadline: Duration::from_secs(30),
             confirm_grace: Duration::from_secs(15),
+            pickup_deadline: Duration::from_secs(20 * 60),
+            rider_wait: Duration::from_secs(5 * 60),
             fares: Fares {
                 base_cents: 250,
                 per_km_cents: 120,
@@ -78,6 +87,8 @@ impl RideConfig {
         Ok(RideConfig {
             match_deadline: s.duration("RIDESAGA_MATCH_DEADLINE", d.match_deadline)?,
             confirm_grace: s.duration("RIDESAGA_CONFIRM_GRACE", d.confirm_grace)?,
+            pickup_deadline: s.duration("RIDESAGA_PICKUP_DEADLINE", d.pickup_deadline)?,
+            rider_wait: s.duration("RIDESAGA_RIDER_WAIT", d.rider_wait)?,
             fares: Fares {
                 base_cents: s.get("RIDESAGA_FARE_BASE_CENTS", d.fares.base_cents)?,
                 per_km_cents: s.get("RIDESAGA_FARE_PER_KM_CENTS", d.fares.per_km_cents)?,
@@ -103,9 +114,13 @@ mod tests {
         let s = Settings::from_pairs([
             ("RIDESAGA_MATCH_DEADLINE", "2s"),
             ("RIDESAGA_FARE_PER_KM_CENTS", "99"),
+            ("RIDESAGA_PICKUP_DEADLINE", "6s"),
+            ("RIDESAGA_RIDER_WAIT", "4s"),
         ]);
         let config = RideConfig::load(&s).unwrap();
         assert_eq!(config.match_deadline, Duration::from_secs(2));
+        assert_eq!(config.pickup_deadline, Duration::from_secs(6));
+        assert_eq!(config.rider_wait, Duration::from_secs(4));
         assert_eq!(config.fares.per_km_cents, 99);
 
         let err = RideConfig::load(&s.with("RIDESAGA_FARE_BASE_CENTS", "-1")).unwrap_err();

@@ -1,16 +1,20 @@
 //! The ride state machine, pure: no I/O, no clock (the caller passes `now`).
 //!
 //! requested -> confirmed -> started -> completed, or cancelled (rider, no_driver,
-//! payment_declined, expired), or rejected (fraud flagged). A ride is confirmed once it has both
-//! a driver and a payment hold, whichever arrives first. Events for a ride that already ended
-//! are absorbed: a cancel that overtakes the assignment it cancels leaves a tombstone that the
-//! late assignment respects. Commands that the ride's state does not allow are answered with
-//! `evt.ride.refused` so `ridectl` can say why.
+//! payment_declined, expired, driver_no_show, rider_no_show), or rejected (fraud flagged). A
+//! ride is confirmed once it has both a driver and a payment hold, whichever arrives first. A
+//! confirmed ride must start before its pickup deadline, or, once the driver reported arrival,
+//! before the rider wait ends; otherwise the timer cancels it as a no-show. Events for a ride
+//! that already ended are absorbed: a cancel that overtakes the assignment it cancels leaves a
+//! tombstone that the late assignment respects. Commands that the ride's state does not allow
+//! are answered with `evt.ride.refused` so `ridectl` can say why; a request that breaks the
+//! service's rules (a trip too long, pickup and drop-off the same place) also ends its saga as
+//! rejected.
 
 use ridesaga_schemas::{
-    CancelReason, CompleteRide, DriverAssigned, DriverId, FraudFlagged, GeoPoint, Message,
-    MessageKind, RequestRide, RideCancelled, RideCommandRefused, RideCompleted, RideConfirmed,
-    RideRejected, RideRequested, RideStarted, RiderId, Timestamp,
+    CancelReason, CompleteRide, DriverArrived, DriverAssigned, DriverId, FraudFlagged, GeoPoint,
+    INVALID_REQUEST, Message, MessageKind, RequestRide, RideCancelled, RideCommandRefused,
+    RideCompleted, RideConfirmed, RideRejected, RideRequested, RideStarted, RiderId, Timestamp,
 };
 use tracing::{debug, warn};
 
@@ -85,12 +89,26 @@ pub struct Ride {
     pub hold: Hold,
     pub started_at: Option<Timestamp>,
     pub fare_cents: Option<u64>,
+    /// Set at confirmation: the driver must report arrival or start the ride before it.
+    pub pickup_deadline: Option<Timestamp>,
+    /// Set when the driver reports arrival: the ride must start before it.
+    pub rider_wait_deadline: Option<Timestamp>,
 }
 
 impl Ride {
+    /// When the timer acts on the ride in its current state, if ever: a requested ride
+    /// expires, a confirmed one is cancelled as a no-show.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        match self.status {
+            Status::Requested => Some(self.expires_at),
+            Status::Confirmed => self.rider_wait_deadline.or(self.pickup_deadline),
+            _ => None,
+        }
+    }
+
     /// Whether [`expire`] applies at `now`.
     pub fn is_due(&self, now: Timestamp) -> bool {
-        self.status == Status::Requested && self.expires_at <= now
+        self.deadline().is_some_and(|deadline| deadline <= now)
     }
 }
 
@@ -119,19 +137,22 @@ pub fn handle(
         debug!(%kind, status = ride.status.as_str(), "event for an ended ride absorbed");
         None
     } else {
-        event(&mut ride, input)
+        event(&mut ride, input, now, config)
     };
     (Some(ride), out.into_iter().collect())
 }
 
-/// The deadline fired: a ride still waiting for its driver or hold is cancelled.
+/// The deadline fired: a ride still waiting for its driver or hold is cancelled, and so is a
+/// confirmed ride that did not start in time (its driver or its rider did not show).
 pub fn expire(mut ride: Ride, now: Timestamp) -> (Ride, Option<Message>) {
     if !ride.is_due(now) {
         return (ride, None);
     }
-    let reason = match ride.hold {
-        Hold::Declined => CancelReason::PaymentDeclined,
-        Hold::Pending | Hold::Authorized => CancelReason::Expired,
+    let reason = match (ride.status, ride.hold) {
+        (Status::Confirmed, _) if ride.rider_wait_deadline.is_some() => CancelReason::RiderNoShow,
+        (Status::Confirmed, _) => CancelReason::DriverNoShow,
+        (_, Hold::Declined) => CancelReason::PaymentDeclined,
+        (_, Hold::Pending | Hold::Authorized) => CancelReason::Expired,
     };
     let out = cancel(&mut ride, reason);
     (ride, Some(out))
@@ -156,9 +177,6 @@ fn request(
         return (Some(ride), vec![refuse(MessageKind::RequestRide, reason)]);
     }
     let distance_km = cmd.pickup.distance_km(&cmd.dropoff);
-    if let Err(reason) = validate_request(cmd, distance_km, config) {
-        return (None, vec![refuse(MessageKind::RequestRide, reason)]);
-    }
     let match_deadline = after(now, config.match_deadline);
     let ride = Ride {
         rider_id: cmd.rider_id.clone(),
@@ -174,7 +192,12 @@ fn request(
         hold: Hold::Pending,
         started_at: None,
         fare_cents: None,
+        pickup_deadline: None,
+        rider_wait_deadline: None,
     };
+    if let Err(reason) = validate_request(cmd, distance_km, config) {
+        return reject_request(ride, reason);
+    }
     let out = Message::RideRequested(RideRequested {
         rider_id: ride.rider_id.clone(),
         pickup: ride.pickup,
@@ -183,9 +206,27 @@ fn request(
         estimated_distance_km: distance_km,
         estimated_fare_cents: ride.estimated_fare_cents,
         match_deadline,
+        expires_at: Some(ride.expires_at),
     });
     debug!(distance_km, "ride requested");
     (Some(ride), vec![out])
+}
+
+/// A request that breaks the service's rules ends its saga at once: the ride is stored as
+/// rejected (so a later request with the same id and other details is refused, not started),
+/// the rider is told why through `evt.ride.rejected`, and the command is answered with
+/// `evt.ride.refused`.
+fn reject_request(mut ride: Ride, reason: String) -> (Option<Ride>, Vec<Message>) {
+    ride.status = Status::Rejected;
+    debug!(%reason, "ride request rejected");
+    let rejected = Message::RideRejected(RideRejected {
+        rider_id: ride.rider_id.clone(),
+        score: 0,
+        reasons: vec![INVALID_REQUEST.to_owned()],
+        detail: Some(reason.clone()),
+    });
+    let refused = refuse(MessageKind::RequestRide, reason);
+    (Some(ride), vec![rejected, refused])
 }
 
 fn validate_request(
@@ -241,6 +282,10 @@ fn command(
             }))
         }
         (Message::StartRide(_), _) => refused(ride, "only a confirmed ride can start"),
+        (Message::ArriveRide(_), Status::Confirmed) => arrive(ride, now, config),
+        (Message::ArriveRide(_), _) => {
+            refused(ride, "only the driver of a confirmed ride can arrive")
+        }
         (Message::CompleteRide(cmd), Status::Started) => complete(ride, cmd, now, config),
         (Message::CompleteRide(_), _) => refused(ride, "only a started ride can complete"),
         _ => {
@@ -248,6 +293,24 @@ fn command(
             None
         }
     }
+}
+
+/// The driver reached the pickup: the rider wait starts. A repeated arrival changes nothing,
+/// so the wait cannot be extended.
+fn arrive(ride: &mut Ride, now: Timestamp, config: &RideConfig) -> Option<Message> {
+    if ride.rider_wait_deadline.is_some() {
+        debug!("repeated arrival; the first one stands");
+        return None;
+    }
+    let driver_id = ride.driver_id.clone()?;
+    let rider_wait_deadline = after(now, config.rider_wait);
+    ride.rider_wait_deadline = Some(rider_wait_deadline);
+    debug!("driver arrived");
+    Some(Message::DriverArrived(DriverArrived {
+        rider_id: ride.rider_id.clone(),
+        driver_id,
+        rider_wait_deadline,
+    }))
 }
 
 fn complete(
@@ -285,16 +348,16 @@ fn complete(
 }
 
 /// An event from another service, for a ride that has not ended.
-fn event(ride: &mut Ride, input: &Message) -> Option<Message> {
+fn event(ride: &mut Ride, input: &Message, now: Timestamp, config: &RideConfig) -> Option<Message> {
     match input {
         Message::FraudFlagged(flag) => reject(ride, flag),
-        Message::DriverAssigned(assigned) => assign(ride, assigned),
+        Message::DriverAssigned(assigned) => assign(ride, assigned, now, config),
         Message::DriverUnavailable(_) if ride.status == Status::Requested => {
             Some(cancel(ride, CancelReason::NoDriver))
         }
         Message::PaymentAuthorized(_) if ride.status == Status::Requested => {
             ride.hold = Hold::Authorized;
-            confirm_if_ready(ride)
+            confirm_if_ready(ride, now, config)
         }
         Message::PaymentDeclined(_) if ride.status == Status::Requested => {
             ride.hold = Hold::Declined;
@@ -328,10 +391,16 @@ fn reject(ride: &mut Ride, flag: &FraudFlagged) -> Option<Message> {
         rider_id: ride.rider_id.clone(),
         score: flag.score,
         reasons: flag.reasons.clone(),
+        detail: None,
     }))
 }
 
-fn assign(ride: &mut Ride, assigned: &DriverAssigned) -> Option<Message> {
+fn assign(
+    ride: &mut Ride,
+    assigned: &DriverAssigned,
+    now: Timestamp,
+    config: &RideConfig,
+) -> Option<Message> {
     match &ride.driver_id {
         Some(known) if *known != assigned.driver_id => {
             warn!(%known, other = %assigned.driver_id, "second driver for one ride ignored");
@@ -344,20 +413,24 @@ fn assign(ride: &mut Ride, assigned: &DriverAssigned) -> Option<Message> {
     if ride.hold == Hold::Declined {
         return Some(cancel(ride, CancelReason::PaymentDeclined));
     }
-    confirm_if_ready(ride)
+    confirm_if_ready(ride, now, config)
 }
 
-fn confirm_if_ready(ride: &mut Ride) -> Option<Message> {
+/// Confirms a ride that has both its driver and its hold; the pickup deadline starts now.
+fn confirm_if_ready(ride: &mut Ride, now: Timestamp, config: &RideConfig) -> Option<Message> {
     let driver_id = ride.driver_id.clone()?;
     if ride.status != Status::Requested || ride.hold != Hold::Authorized {
         return None;
     }
+    let pickup_deadline = after(now, config.pickup_deadline);
     ride.status = Status::Confirmed;
+    ride.pickup_deadline = Some(pickup_deadline);
     debug!("ride confirmed");
     Some(Message::RideConfirmed(RideConfirmed {
         rider_id: ride.rider_id.clone(),
         driver_id,
         estimated_fare_cents: ride.estimated_fare_cents,
+        pickup_deadline: Some(pickup_deadline),
     }))
 }
 

@@ -142,6 +142,7 @@ fn a_request_emits_requested_with_distance_fare_and_deadline() {
         config().fares.estimate_cents(planned)
     );
     assert_eq!(evt.match_deadline, at(30));
+    assert_eq!(evt.expires_at, Some(at(45)));
     let ride = state.unwrap();
     assert_eq!((ride.status, ride.expires_at), (Status::Requested, at(45)));
 }
@@ -159,19 +160,51 @@ fn a_second_request_that_differs_is_refused() {
     assert_eq!(state.unwrap().dropoff, GeoPoint::new(52.50, 13.45).unwrap());
 }
 
-#[test]
-fn a_request_to_the_same_place_is_refused_and_creates_nothing() {
-    let (state, out) = run(&[request_to(52.52, 13.40)], at(0));
-    assert!(state.is_none());
-    assert!(refusal(&out).reason.contains("same place"));
-    assert_eq!(refusal(&out).command, "cmd.ride.request");
+/// The rejection a request that breaks the service's rules ends its saga with.
+fn rejection(outputs: &[Message]) -> &RideRejected {
+    match outputs.first() {
+        Some(Message::RideRejected(r)) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
 }
 
 #[test]
-fn a_trip_longer_than_the_limit_is_refused() {
+fn a_request_to_the_same_place_is_refused_and_its_saga_ends_rejected() {
+    let (state, out) = run(&[request_to(52.52, 13.40)], at(0));
+    assert_eq!(status(&state), Status::Rejected);
+    assert!(refusal(&out).reason.contains("same place"));
+    assert_eq!(refusal(&out).command, "cmd.ride.request");
+    let rejected = rejection(&out);
+    assert_eq!(rejected.reasons, vec![INVALID_REQUEST.to_owned()]);
+    assert!(rejected.detail.as_deref().unwrap().contains("same place"));
+    assert_eq!(out.len(), 2, "{out:?}");
+}
+
+#[test]
+fn a_trip_longer_than_the_limit_is_refused_and_the_rider_told_why() {
     let (state, out) = run(&[request_to(48.13, 11.57)], at(0));
-    assert!(state.is_none());
+    assert_eq!(status(&state), Status::Rejected);
     assert!(refusal(&out).reason.contains("at most 200 km"));
+    let rejected = rejection(&out);
+    assert_eq!((rejected.score, &rejected.rider_id), (0, &rider()));
+    assert!(
+        rejected
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("at most 200 km")
+    );
+}
+
+#[test]
+fn a_rejected_request_stays_rejected_when_sent_again_or_corrected() {
+    let (state, out) = run(&[request_to(48.13, 11.57), request_to(48.13, 11.57)], at(0));
+    assert_eq!(status(&state), Status::Rejected);
+    assert_eq!(out.len(), 2, "the repeat emits nothing: {out:?}");
+    let (state, out) = run(&[request_to(48.13, 11.57), request()], at(0));
+    assert_eq!(status(&state), Status::Rejected);
+    assert!(refusal(&out).reason.contains("already exists"));
+    assert!(!out.iter().any(|m| matches!(m, Message::RideRequested(_))));
 }
 
 #[test]
@@ -354,11 +387,137 @@ fn expiry_after_a_decline_reports_the_decline() {
     assert_eq!(out, Some(cancelled(None, CancelReason::PaymentDeclined)));
 }
 
-#[test]
-fn a_confirmed_ride_does_not_expire() {
+fn arrive_cmd() -> Message {
+    Message::ArriveRide(ridesaga_schemas::ArriveRide {})
+}
+
+/// The default pickup deadline and rider wait, in seconds.
+const PICKUP_S: i64 = 20 * 60;
+const WAIT_S: i64 = 5 * 60;
+
+/// A ride confirmed at `at(0)`.
+fn confirmed_ride() -> Ride {
     let (state, _) = run(&[request(), assigned(), authorized()], at(0));
-    let (ride, out) = expire(state.unwrap(), at(3600));
+    state.unwrap()
+}
+
+/// Applies `input` to `ride` at `at(seconds)`.
+fn apply(ride: Ride, input: &Message, seconds: i64) -> (Ride, Vec<Message>) {
+    let (state, out) = handle(Some(ride), input, at(seconds), &config());
+    (state.unwrap(), out)
+}
+
+#[test]
+fn a_confirmation_carries_the_pickup_deadline() {
+    let (state, out) = run(&[request(), assigned(), authorized()], at(7));
+    let Some(Message::RideConfirmed(confirmed)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(confirmed.pickup_deadline, Some(at(7 + PICKUP_S)));
+    assert_eq!(state.unwrap().deadline(), Some(at(7 + PICKUP_S)));
+}
+
+#[test]
+fn a_confirmed_ride_without_an_arrival_is_cancelled_at_the_pickup_deadline() {
+    let (ride, out) = expire(confirmed_ride(), at(PICKUP_S - 1));
     assert_eq!((ride.status, out), (Status::Confirmed, None));
+    let (ride, out) = expire(ride, at(PICKUP_S));
+    assert_eq!(ride.status, Status::Cancelled(CancelReason::DriverNoShow));
+    assert_eq!(
+        out,
+        Some(cancelled(Some(driver()), CancelReason::DriverNoShow))
+    );
+    assert!(!ride.is_due(at(PICKUP_S * 10)));
+}
+
+#[test]
+fn an_arrival_starts_the_rider_wait_and_a_rider_no_show_cancels_at_its_end() {
+    let (ride, out) = apply(confirmed_ride(), &arrive_cmd(), 600);
+    let [Message::DriverArrived(arrived)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (
+            &arrived.rider_id,
+            &arrived.driver_id,
+            arrived.rider_wait_deadline
+        ),
+        (&rider(), &driver(), at(600 + WAIT_S))
+    );
+    assert_eq!(ride.status, Status::Confirmed);
+    let (ride, out) = expire(ride, at(600 + WAIT_S - 1));
+    assert!(out.is_none());
+    let (ride, out) = expire(ride, at(600 + WAIT_S));
+    assert_eq!(ride.status, Status::Cancelled(CancelReason::RiderNoShow));
+    assert_eq!(
+        out,
+        Some(cancelled(Some(driver()), CancelReason::RiderNoShow))
+    );
+}
+
+#[test]
+fn an_arrival_just_before_the_pickup_deadline_gets_the_whole_rider_wait() {
+    let (ride, _) = apply(confirmed_ride(), &arrive_cmd(), PICKUP_S - 10);
+    let (ride, out) = expire(ride, at(PICKUP_S));
+    assert_eq!((ride.status, out), (Status::Confirmed, None));
+    let (ride, _) = expire(ride, at(PICKUP_S - 10 + WAIT_S));
+    assert_eq!(ride.status, Status::Cancelled(CancelReason::RiderNoShow));
+}
+
+#[test]
+fn a_repeated_arrival_changes_nothing_and_does_not_extend_the_wait() {
+    let (ride, _) = apply(confirmed_ride(), &arrive_cmd(), 600);
+    let (ride, out) = apply(ride, &arrive_cmd(), 800);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(ride.deadline(), Some(at(600 + WAIT_S)));
+}
+
+#[test]
+fn a_start_before_the_deadline_wins_with_or_without_an_arrival() {
+    let (ride, out) = apply(confirmed_ride(), &start_cmd(), PICKUP_S - 1);
+    assert!(matches!(&out[..], [Message::RideStarted(_)]), "{out:?}");
+    let (ride, out) = expire(ride, at(PICKUP_S * 10));
+    assert_eq!((ride.status, out), (Status::Started, None));
+    assert_eq!(ride.deadline(), None);
+
+    let (ride, _) = apply(confirmed_ride(), &arrive_cmd(), 600);
+    let (ride, out) = apply(ride, &start_cmd(), 600 + WAIT_S - 1);
+    assert!(matches!(&out[..], [Message::RideStarted(_)]), "{out:?}");
+    let (ride, out) = expire(ride, at(PICKUP_S * 10));
+    assert_eq!((ride.status, out), (Status::Started, None));
+}
+
+#[test]
+fn arrive_is_refused_unless_the_ride_is_confirmed() {
+    let (state, out) = run(&[request(), assigned(), arrive_cmd()], at(1));
+    assert_eq!(status(&state), Status::Requested);
+    let refused = refusal(&out);
+    assert_eq!(refused.command, "cmd.ride.arrive");
+    assert!(
+        refused.reason.contains("the ride is requested"),
+        "{refused:?}"
+    );
+
+    let (ride, _) = apply(confirmed_ride(), &start_cmd(), 60);
+    let (ride, out) = apply(ride, &arrive_cmd(), 70);
+    assert!(refusal(&out).reason.contains("the ride is started"));
+    assert_eq!(ride.status, Status::Started);
+
+    let (ride, _) = apply(confirmed_ride(), &cancel_cmd(), 60);
+    let (_, out) = apply(ride, &arrive_cmd(), 70);
+    assert!(refusal(&out).reason.contains("cancelled (rider)"));
+
+    let (state, out) = run(&[arrive_cmd()], at(0));
+    assert!(state.is_none());
+    assert_eq!(refusal(&out).reason, "no such ride");
+}
+
+#[test]
+fn a_rider_cancel_after_the_arrival_is_a_rider_cancel() {
+    let (ride, _) = apply(confirmed_ride(), &arrive_cmd(), 600);
+    let (ride, out) = apply(ride, &cancel_cmd(), 700);
+    assert_eq!(out, [cancelled(Some(driver()), CancelReason::Rider)]);
+    assert!(!ride.is_due(at(PICKUP_S * 10)));
 }
 
 /// One saga's inputs to the ride service: `before` in causal order, then `events` in any
@@ -388,6 +547,11 @@ fn saga(number: usize) -> Saga {
             vec![request()],
             vec![assigned(), authorized()],
             vec![cancel_cmd()],
+        ),
+        5 => (
+            vec![request()],
+            vec![assigned(), authorized()],
+            vec![arrive_cmd(), start_cmd(), complete_cmd(None, None)],
         ),
         _ => (vec![request()], vec![flagged()], vec![start_cmd()]),
     };
@@ -438,7 +602,7 @@ proptest! {
 
     #[test]
     fn any_interleaving_with_redeliveries_ends_like_in_order_delivery(
-        number in 0usize..6,
+        number in 0usize..7,
         picks in proptest::collection::vec(any::<Index>(), 4),
         redeliveries in proptest::collection::vec((any::<Index>(), any::<Index>()), 0..5),
     ) {

@@ -1,6 +1,7 @@
 //! The ride service: owns each ride's state machine (requested -> confirmed -> started ->
 //! completed, or cancelled, or rejected), answers `cmd.ride.*`, reacts to fraud, driver and
-//! payment events, and expires rides that are not confirmed in time.
+//! payment events, expires rides that are not confirmed in time, and cancels confirmed rides
+//! that do not start in time (driver or rider no-show).
 //!
 //! # Layout
 //! - [`config`]: deadlines, fare table, trip limits.
@@ -96,12 +97,19 @@ impl RideService {
             .into_iter()
             .map(|m| Envelope::caused_by(envelope, m, "", Service::Ride.name()))
             .collect();
-        // A refused command for an unknown ride stores nothing.
+        // A command refused for an unknown ride stores nothing.
         if let Some(ride) = ride {
             if slot.origin.is_none() {
+                // A new ride opens with its acceptance, or with its rejection when the
+                // request broke the service's rules.
                 let requested = outputs
                     .iter()
-                    .find(|e| matches!(e.message, Message::RideRequested(_)))
+                    .find(|e| {
+                        matches!(
+                            e.message,
+                            Message::RideRequested(_) | Message::RideRejected(_)
+                        )
+                    })
                     .ok_or_else(|| HandleError::Permanent("new ride without a request".into()))?;
                 slot.origin = Some(Origin {
                     correlation_id: envelope.correlation_id.clone(),
@@ -125,7 +133,7 @@ impl RideService {
         for (ride_id, ride, origin) in store::due(conn, now, EXPIRIES_PER_TICK).await? {
             let (ride, message) = domain::expire(ride, now);
             if let Some(message) = message {
-                debug!(%ride_id, "ride expired");
+                debug!(%ride_id, "ride past its deadline cancelled");
                 outputs.push(timer_output(&ride_id, &origin, message, now));
             }
             expired.push((ride_id, ride, origin));
@@ -162,8 +170,8 @@ impl Slot {
     }
 }
 
-/// An output of the expiry timer: its id comes from the ride id alone, so replicas that race
-/// to expire the same ride emit the same message.
+/// An output of the deadline timer: its id comes from the ride id alone (a ride is cancelled
+/// once), so replicas that race to cancel the same ride emit the same message.
 fn timer_output(ride_id: &RideId, origin: &Origin, message: Message, now: Timestamp) -> Envelope {
     let mut envelope = Envelope::new(message, Some(ride_id.clone()), Service::Ride.name());
     envelope.id = MessageId::derive_from_key(&format!("ride/{ride_id}/expired"));

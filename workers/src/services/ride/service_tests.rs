@@ -2,8 +2,8 @@
 //! SQLite database.
 
 use ridesaga_schemas::{
-    CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide, RiderId,
-    StartRide,
+    ArriveRide, CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide,
+    RiderId, StartRide,
 };
 
 use super::domain::Status;
@@ -248,4 +248,69 @@ async fn the_tick_expires_due_rides_once_with_a_timer_id() {
     );
     assert_eq!(status(&mut conn, "r_late").await, Some(Status::Requested));
     assert_eq!(status(&mut conn, "r_done").await, Some(Status::Confirmed));
+}
+
+#[tokio::test]
+async fn the_tick_cancels_confirmed_rides_that_do_not_start_by_their_deadlines() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    for id in ["r_absent", "r_waiting", "r_started"] {
+        apply(&mut conn, &request(id), at(0)).await;
+        apply(&mut conn, &assigned(id), at(1)).await;
+        apply(&mut conn, &authorized(id), at(2)).await;
+    }
+    let arrive = Envelope::new(ArriveRide {}, ride("r_waiting"), "ridectl");
+    let out = apply(&mut conn, &arrive, at(100)).await;
+    assert_eq!(out[0].subject(), "evt.ride.driver_arrived.r_waiting");
+    let start = Envelope::new(StartRide {}, ride("r_started"), "ridectl");
+    apply(&mut conn, &start, at(100)).await;
+
+    // The rider wait (5 minutes from the arrival) ends first.
+    assert!(tick(&mut conn, at(399)).await.is_empty());
+    let out = tick(&mut conn, at(400)).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(matches!(
+        &out[0].message,
+        Message::RideCancelled(c) if c.reason == CancelReason::RiderNoShow
+    ));
+    assert_eq!(
+        out[0].id,
+        MessageId::derive_from_key("ride/r_waiting/expired")
+    );
+
+    // The pickup deadline is 20 minutes from the confirmation.
+    assert!(tick(&mut conn, at(2 + 1199)).await.is_empty());
+    let out = tick(&mut conn, at(2 + 1200)).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].subject(), "evt.ride.cancelled.r_absent");
+    assert!(matches!(
+        &out[0].message,
+        Message::RideCancelled(c)
+            if c.reason == CancelReason::DriverNoShow && c.driver_id.is_some()
+    ));
+    assert!(tick(&mut conn, at(99_999)).await.is_empty());
+
+    assert_eq!(
+        status(&mut conn, "r_absent").await,
+        Some(Status::Cancelled(CancelReason::DriverNoShow))
+    );
+    assert_eq!(
+        status(&mut conn, "r_waiting").await,
+        Some(Status::Cancelled(CancelReason::RiderNoShow))
+    );
+    assert_eq!(status(&mut conn, "r_started").await, Some(Status::Started));
+}
+
+#[tokio::test]
+async fn the_deadlines_of_a_confirmed_ride_survive_between_transactions() {
+    let (_dir, mut conn) = database(&MIGRATOR).await;
+    apply(&mut conn, &request("r_1"), at(0)).await;
+    apply(&mut conn, &assigned("r_1"), at(1)).await;
+    apply(&mut conn, &authorized("r_1"), at(2)).await;
+    let arrive = Envelope::new(ArriveRide {}, ride("r_1"), "ridectl");
+    apply(&mut conn, &arrive, at(60)).await;
+    let ride_id = RideId::parse("r_1").unwrap();
+    let (ride, _) = store::load(&mut conn, &ride_id).await.unwrap().unwrap();
+    assert_eq!(ride.pickup_deadline, Some(at(2 + 1200)));
+    assert_eq!(ride.rider_wait_deadline, Some(at(60 + 300)));
+    assert_eq!(ride.deadline(), Some(at(60 + 300)));
 }

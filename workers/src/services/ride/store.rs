@@ -1,7 +1,7 @@
 //! The ride service's table: load and save rides' state (a batch's rides in one statement
 //! each), and find rides whose deadline has passed. Runs inside the runtime's transaction. A
-//! batch's rows travel as one JSON array expanded by `json_each`, SQLite's; the rest is
-//! portable SQL.
+//! batch's ride ids travel as one JSON array expanded by `json_each` and its changed rows as
+//! one expanded by `jsonb_each`, both SQLite's; the rest is portable SQL.
 
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ macro_rules! columns {
         "ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
          payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, \
          status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
-         requested_event_id"
+         requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms"
     };
 }
 const COLUMNS: &str = columns!();
@@ -78,8 +78,9 @@ pub fn loaded(rows: &[SqliteRow]) -> Result<Loaded, HandleError> {
     Ok(rides)
 }
 
-/// Up to `limit` rides whose expiry is due at `now`, oldest deadline first. The partial index
-/// on `expires_at_ms` keeps this a range scan over waiting rides only.
+/// Up to `limit` rides whose deadline is due at `now` (expiry, pickup or rider wait), oldest
+/// deadline first. The partial index on `expires_at_ms` keeps this a range scan over waiting
+/// rides only.
 pub async fn due(
     conn: &mut SqliteConnection,
     now: Timestamp,
@@ -114,19 +115,23 @@ pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
         "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, \
          dropoff_lng, payment_token, distance_km, estimated_fare_cents, match_deadline_ms, \
          expires_at_ms, status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, \
-         correlation_id, requested_event_id, created_at_ms, updated_at_ms) \
+         correlation_id, requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, \
+         created_at_ms, updated_at_ms) \
          SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'pickup_lat', \
          value ->> 'pickup_lng', value ->> 'dropoff_lat', value ->> 'dropoff_lng', \
          value ->> 'payment_token', value ->> 'distance_km', value ->> 'estimated_fare_cents', \
          value ->> 'match_deadline_ms', value ->> 'expires_at_ms', value ->> 'status', \
          value ->> 'cancel_reason', value ->> 'driver_id', value ->> 'hold', \
          value ->> 'started_at_ms', value ->> 'fare_cents', value ->> 'correlation_id', \
-         value ->> 'requested_event_id', value ->> 'at_ms', value ->> 'at_ms' \
+         value ->> 'requested_event_id', value ->> 'pickup_deadline_ms', \
+         value ->> 'rider_wait_deadline_ms', value ->> 'at_ms', value ->> 'at_ms' \
          FROM jsonb_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
          expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
          cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
          hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
-         fare_cents = excluded.fare_cents, updated_at_ms = excluded.updated_at_ms",
+         fare_cents = excluded.fare_cents, pickup_deadline_ms = excluded.pickup_deadline_ms, \
+         rider_wait_deadline_ms = excluded.rider_wait_deadline_ms, \
+         updated_at_ms = excluded.updated_at_ms",
         &rows,
     )
 }
@@ -153,6 +158,8 @@ struct RideRow<'a> {
     fare_cents: Option<i64>,
     correlation_id: &'a str,
     requested_event_id: &'a str,
+    pickup_deadline_ms: Option<i64>,
+    rider_wait_deadline_ms: Option<i64>,
     at_ms: i64,
 }
 
@@ -174,8 +181,9 @@ fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
         distance_km: ride.distance_km,
         estimated_fare_cents: cents(ride.estimated_fare_cents)?,
         match_deadline_ms: ride.match_deadline.unix_millis(),
-        // Only rides still waiting keep their expiry, so the timer's index holds only them.
-        expires_at_ms: (ride.status == Status::Requested).then(|| ride.expires_at.unix_millis()),
+        // Only rides the timer may still act on keep a deadline, so its index holds only them:
+        // the expiry of a requested ride, the pickup or rider wait deadline of a confirmed one.
+        expires_at_ms: ride.deadline().map(Timestamp::unix_millis),
         status: ride.status.as_str(),
         cancel_reason: match ride.status {
             Status::Cancelled(reason) => Some(reason.as_str()),
@@ -187,6 +195,8 @@ fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
         fare_cents: ride.fare_cents.map(cents).transpose()?,
         correlation_id: &origin.correlation_id,
         requested_event_id: origin.requested_event_id.as_str(),
+        pickup_deadline_ms: ride.pickup_deadline.map(Timestamp::unix_millis),
+        rider_wait_deadline_ms: ride.rider_wait_deadline.map(Timestamp::unix_millis),
         at_ms: at.unix_millis(),
     })
 }
@@ -195,6 +205,11 @@ fn decode(row: &SqliteRow) -> Result<(RideId, Ride, Origin), HandleError> {
     let text = |name: &str| row.try_get::<String, _>(name);
     let point = |lat: &str, lng: &str| -> Result<GeoPoint, HandleError> {
         GeoPoint::new(row.try_get(lat)?, row.try_get(lng)?).map_err(corrupt)
+    };
+    let instant = |name: &str| -> Result<Option<Timestamp>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<i64>, _>(name)?
+            .map(Timestamp::from_unix_millis))
     };
     let match_deadline = Timestamp::from_unix_millis(row.try_get("match_deadline_ms")?);
     let expires_at: Option<i64> = row.try_get("expires_at_ms")?;
@@ -207,8 +222,11 @@ fn decode(row: &SqliteRow) -> Result<(RideId, Ride, Origin), HandleError> {
         distance_km: row.try_get("distance_km")?,
         estimated_fare_cents: from_cents(row.try_get("estimated_fare_cents")?)?,
         match_deadline,
-        // Only rides still waiting keep their expiry; the others never look at it.
-        expires_at: expires_at.map_or(match_deadline, Timestamp::from_unix_millis),
+        // Only requested rides keep their expiry there; the others never look at it.
+        expires_at: match (status, expires_at) {
+            (Status::Requested, Some(ms)) => Timestamp::from_unix_millis(ms),
+            _ => match_deadline,
+        },
         status,
         driver_id: row
             .try_get::<Option<String>, _>("driver_id")?
@@ -223,6 +241,8 @@ fn decode(row: &SqliteRow) -> Result<(RideId, Ride, Origin), HandleError> {
             .try_get::<Option<i64>, _>("fare_cents")?
             .map(from_cents)
             .transpose()?,
+        pickup_deadline: instant("pickup_deadline_ms")?,
+        rider_wait_deadline: instant("rider_wait_deadline_ms")?,
     };
     let origin = Origin {
         correlation_id: text("correlation_id")?,
@@ -250,6 +270,8 @@ fn reason_from(reason: &str) -> Result<CancelReason, HandleError> {
         CancelReason::NoDriver,
         CancelReason::PaymentDeclined,
         CancelReason::Expired,
+        CancelReason::DriverNoShow,
+        CancelReason::RiderNoShow,
     ]
     .into_iter()
     .find(|r| r.as_str() == reason)
