@@ -26,7 +26,6 @@ use ridesaga_schemas::{
 };
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{self, HandleError, Worker};
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
@@ -69,13 +68,13 @@ impl Worker for Floor {
         Service::Notification
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, _kind: runtime::Kind) -> &'static Migrator {
         &NO_TABLES
     }
 
     async fn apply<'a>(
         &'a self,
-        _conn: &'a mut SqliteConnection,
+        _conn: &'a mut runtime::Conn<'_>,
         input: &'a Envelope,
         _now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {

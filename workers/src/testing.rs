@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Sqlite, Transaction};
 use tempfile::TempDir;
 
-use crate::runtime::{BatchError, HandleError, Input, Worker};
+use crate::runtime::{BatchError, Conn, HandleError, Input, Worker};
 
 /// Where [`database`] puts the database file inside its directory.
 pub(crate) fn database_file(dir: &TempDir) -> PathBuf {
@@ -48,7 +48,7 @@ pub(crate) async fn apply_in_tx<W: Worker>(
     now: Timestamp,
 ) -> Result<Vec<Envelope>, HandleError> {
     let mut tx = conn.begin().await.unwrap();
-    let result = worker.apply(&mut tx, input, now).await;
+    let result = worker.apply(&mut Conn::Sqlite(&mut tx), input, now).await;
     finish(tx, &result).await;
     result
 }
@@ -68,7 +68,7 @@ pub(crate) async fn apply_batch_in_tx<W: Worker>(
         })
         .collect();
     let mut tx = conn.begin().await.unwrap();
-    let done = match worker.apply_batch(&mut tx, &batch).await {
+    let done = match worker.apply_batch(&mut Conn::Sqlite(&mut tx), &batch).await {
         Ok(done) => done,
         Err(e) => {
             tx.rollback().await.unwrap();
@@ -76,7 +76,7 @@ pub(crate) async fn apply_batch_in_tx<W: Worker>(
         }
     };
     for write in &done.writes {
-        write.execute(&mut tx).await.unwrap();
+        write.execute(&mut Conn::Sqlite(&mut tx)).await.unwrap();
     }
     tx.commit().await.unwrap();
     Ok(done.outputs)
@@ -111,7 +111,7 @@ pub(crate) async fn tick_in_tx<W: Worker>(
     now: Timestamp,
 ) -> Result<Vec<Envelope>, HandleError> {
     let mut tx = conn.begin().await.unwrap();
-    let result = worker.tick(&mut tx, now).await;
+    let result = worker.tick(&mut Conn::Sqlite(&mut tx), now).await;
     finish(tx, &result).await;
     result
 }

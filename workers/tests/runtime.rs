@@ -12,8 +12,8 @@ use ridesaga_schemas::*;
 use ridesaga_testkit::NatsServer;
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{
-    self, BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, store,
-    writer_lock::WriterLock,
+    self, BatchError, BatchOutput, BatchWrite, Conn, HandleError, Input, Kind, Worker,
+    sqlite::{self as store, writer_lock::WriterLock},
 };
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, SqliteConnection};
@@ -34,16 +34,18 @@ impl Worker for Blocklist {
         Service::Fraud
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, _kind: Kind) -> &'static Migrator {
         &NO_MIGRATIONS
     }
 
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         input: &Envelope,
         _now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
         let Message::BlockRider(block) = &input.message else {
             return Ok(Vec::new());
         };
@@ -82,13 +84,13 @@ impl Worker for Ledger {
         Service::Fraud
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, _kind: Kind) -> &'static Migrator {
         &NO_MIGRATIONS
     }
 
     async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         input: &Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
@@ -97,9 +99,11 @@ impl Worker for Ledger {
 
     async fn apply_batch(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         inputs: &[Input<'_>],
     ) -> Result<BatchOutput, BatchError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS effects \
              (rider TEXT NOT NULL CHECK (rider NOT LIKE 'u_badwrite%'))",
@@ -331,7 +335,7 @@ async fn outputs_left_in_the_outbox_by_a_crash_are_relayed() {
     store::outbox_insert(
         &mut conn,
         Some(&cmd.id),
-        &[store::OutboxRow::from_envelope(&output)],
+        &[runtime::db::OutboxRow::from_envelope(&output)],
         Timestamp::from_unix_millis(0),
     )
     .await
@@ -550,13 +554,13 @@ impl Worker for Janitor {
         Service::Fraud
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, _kind: Kind) -> &'static Migrator {
         &NO_MIGRATIONS
     }
 
     async fn apply(
         &self,
-        _conn: &mut SqliteConnection,
+        _conn: &mut Conn<'_>,
         _input: &Envelope,
         _now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
@@ -565,9 +569,11 @@ impl Worker for Janitor {
 
     async fn tick(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
         sqlx::query("CREATE TABLE IF NOT EXISTS swept (at INTEGER NOT NULL)")
             .execute(&mut *conn)
             .await?;

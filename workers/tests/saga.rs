@@ -366,7 +366,7 @@ async fn effects(sys: &System) -> Vec<(String, i64)> {
             "sqlite://{}",
             sys.dir.path().join(format!("{service}.db")).display()
         );
-        let pool = ridesaga_workers::runtime::store::open(&url, 1)
+        let pool = ridesaga_workers::runtime::sqlite::open(&url, 1)
             .await
             .unwrap();
         out.push((

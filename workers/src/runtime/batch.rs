@@ -5,16 +5,14 @@
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, Timestamp};
-use sqlx::SqliteConnection;
 use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
-use super::store::{self, InboxEntry, OutboxRow};
-use super::writer::Turn;
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
@@ -73,7 +71,7 @@ impl<W: Worker> Shared<W> {
             };
             // The writer's turn first, then the batch: inputs that arrive while a timer, the
             // relay or another replica writes join this batch instead of waiting for the next.
-            let mut turn = match self.writer.turn().await {
+            let mut turn = match self.database.turn().await {
                 Ok(turn) => turn,
                 Err(e) => {
                     let error = HandleError::Transient(format!("writer lock: {e}"));
@@ -148,7 +146,7 @@ impl<W: Worker> Shared<W> {
                 break;
             }
             let attempt = match turn.conn().await {
-                Ok(conn) => self.try_batch(conn, batch, &pending, stored).await,
+                Ok(mut conn) => self.try_batch(&mut conn, batch, &pending, stored).await,
                 Err(e) => Err(e),
             };
             let attempt = attempt.inspect_err(|_| turn.give_back())?;
@@ -183,7 +181,7 @@ impl<W: Worker> Shared<W> {
     /// back (the writer is not cancelled mid-batch: it stops between batches).
     async fn try_batch(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         batch: &[WriteRequest],
         pending: &[usize],
         stored: &[String],
@@ -206,11 +204,11 @@ impl<W: Worker> Shared<W> {
         // The service's preload, for every pending input (rows for a repeated one do no harm).
         let preload = self
             .worker
-            .preload()
+            .preload(conn.kind())
             .map(|sql| (sql, self.worker.preload_parameter(&inputs_at(pending))));
         let preloading = preload.is_some();
-        let store::Opened { fresh, preloaded } =
-            store::open_batch(conn, stored, &entries, preload).await?;
+        let db::Opened { fresh, preloaded } =
+            db::open_batch(conn, stored, &entries, preload).await?;
         // Each input is new (applied by this batch), a second delivery of one that is, or one
         // applied by an earlier batch (answered with its outputs still in the outbox).
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -226,10 +224,10 @@ impl<W: Worker> Shared<W> {
                 first_of.insert(id, i);
                 work.push(i);
             } else {
-                match store::outbox_for_cause(conn, &input.id).await {
+                match db::outbox_for_cause(conn, &input.id).await {
                     Ok(rows) => applied.push((i, Applied::Duplicate(rows))),
                     Err(e) => {
-                        store::abort_batch(conn).await;
+                        db::abort_batch(conn).await;
                         return Err(e);
                     }
                 }
@@ -244,7 +242,7 @@ impl<W: Worker> Shared<W> {
         let done = match applied_batch {
             Ok(done) if done.outputs.len() == work.len() => done,
             Ok(done) => {
-                store::abort_batch(conn).await;
+                db::abort_batch(conn).await;
                 return Err(sqlx::Error::Protocol(format!(
                     "the service answered {} of {} inputs",
                     done.outputs.len(),
@@ -252,14 +250,14 @@ impl<W: Worker> Shared<W> {
                 )));
             }
             Err(BatchError::Input { index, error }) => {
-                store::abort_batch(conn).await;
+                db::abort_batch(conn).await;
                 return Ok(Attempt::Failed {
                     index: work.get(index).copied().unwrap_or(pending[0]),
                     error,
                 });
             }
             Err(BatchError::Batch(error)) => {
-                store::abort_batch(conn).await;
+                db::abort_batch(conn).await;
                 return Ok(Attempt::AllFailed(error));
             }
         };
@@ -270,7 +268,7 @@ impl<W: Worker> Shared<W> {
                     rows_of.insert(i, rows);
                 }
                 Err(error) => {
-                    store::abort_batch(conn).await;
+                    db::abort_batch(conn).await;
                     return Ok(Attempt::Failed { index: i, error });
                 }
             }
@@ -282,7 +280,7 @@ impl<W: Worker> Shared<W> {
                 rows_of[&i].iter().map(move |row| (Some(cause), row))
             })
             .collect();
-        store::close_batch(conn, &done.writes, &outputs, Timestamp::now()).await?;
+        db::close_batch(conn, &done.writes, &outputs, Timestamp::now()).await?;
         for (i, first) in repeats {
             applied.push((i, Applied::Duplicate(rows_of[&first].clone())));
         }

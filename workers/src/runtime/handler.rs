@@ -6,8 +6,8 @@ use std::pin::Pin;
 
 use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, SqliteConnection};
+
+use super::db::{self, Conn, Kind, Row};
 
 /// What a handler failure means for the input message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,20 +32,21 @@ impl From<sqlx::Error> for HandleError {
 
 /// A service's logic as the runtime sees it. Implementations keep no state in memory between
 /// calls: everything lives in the service's database, reached through `conn`, which is inside
-/// the transaction that also records the input in the inbox and the outputs in the outbox.
+/// the transaction that also records the input in the inbox and the outputs in the outbox, on
+/// whichever backend ([`Kind`]) the service runs.
 pub trait Worker: Send + Sync + 'static {
     /// Which service this is (consumer name, producer field, metrics label).
     fn service(&self) -> Service;
 
-    /// The service's own tables. Versions start at 100: lower versions belong to the runtime's
-    /// tables (inbox, outbox), which share the database and the migrations table.
-    fn migrator(&self) -> &'static Migrator;
+    /// The service's own tables on `kind`. Versions start at 100: lower versions belong to the
+    /// runtime's tables (inbox, outbox), which share the database and the migrations table.
+    fn migrator(&self, kind: Kind) -> &'static Migrator;
 
     /// Applies one input and returns the messages to publish. Called at most once per message
     /// id that commits (the runtime's inbox check runs first in the same transaction).
     fn apply<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a;
@@ -63,14 +64,15 @@ pub trait Worker: Send + Sync + 'static {
     /// [`apply_as_batch`].
     fn apply_batch<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         async move {
-            match self.preload() {
+            match self.preload(conn.kind()) {
                 Some(sql) => {
-                    let rows =
-                        preload_rows(&mut *conn, sql, self.preload_parameter(inputs)).await?;
+                    let rows = db::preload_rows(conn, sql, self.preload_parameter(inputs))
+                        .await
+                        .map_err(|e| BatchError::Batch(e.into()))?;
                     self.apply_preloaded(conn, inputs, rows).await
                 }
                 None => apply_one_by_one(self, conn, inputs).await,
@@ -78,14 +80,15 @@ pub trait Worker: Send + Sync + 'static {
         }
     }
 
-    /// The statement that reads the state a batch's inputs touch, if the service has one: its
-    /// only parameter, a positional `?`, is [`Worker::preload_parameter`] of the batch's
+    /// The statement that reads the state a batch's inputs touch on `kind`, if the service has
+    /// one: its only parameter (SQLite's positional `?`) is [`Worker::preload_parameter`] of the batch's
     /// inputs (by default the JSON array of their saga ids). The runtime runs it in the round
     /// trip that opens the batch's transaction and hands its rows to
     /// [`Worker::apply_preloaded`], so the batch costs one round trip to the database fewer. A
     /// service that has one implements `apply_preloaded`. The text must be the same from one
     /// batch to the next (it is prepared once).
-    fn preload(&self) -> Option<&str> {
+    fn preload(&self, kind: Kind) -> Option<&str> {
+        let _ = kind;
         None
     }
 
@@ -101,9 +104,9 @@ pub trait Worker: Send + Sync + 'static {
     /// transaction. The default ignores them and applies one input after another.
     fn apply_preloaded<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         let _ = rows;
         apply_one_by_one(self, conn, inputs)
@@ -114,7 +117,7 @@ pub trait Worker: Send + Sync + 'static {
     /// (`MessageId::derive_from_key`) so replicas that race emit identical messages.
     fn tick<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         let _ = (conn, now);
@@ -134,13 +137,13 @@ pub struct Input<'a> {
 /// that contains itself.
 fn apply_one_by_one<'a, W: Worker + ?Sized>(
     worker: &'a W,
-    conn: &'a mut SqliteConnection,
+    conn: &'a mut Conn<'_>,
     inputs: &'a [Input<'a>],
 ) -> Pin<Box<dyn Future<Output = Result<BatchOutput, BatchError>> + Send + 'a>> {
     Box::pin(async move {
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let applied = worker.apply(&mut *conn, input.envelope, input.now).await;
+            let applied = worker.apply(conn, input.envelope, input.now).await;
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
         Ok(BatchOutput {
@@ -158,20 +161,6 @@ pub fn saga_ids(inputs: &[Input<'_>]) -> String {
         .filter_map(|input| input.envelope.saga_id.as_ref().map(RideId::as_str))
         .collect();
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// Runs the service's [`Worker::preload`] statement `sql` with `parameter` on its own: what
-/// `apply_batch` does when the runtime did not run it.
-pub async fn preload_rows(
-    conn: &mut SqliteConnection,
-    sql: &str,
-    parameter: String,
-) -> Result<Vec<SqliteRow>, BatchError> {
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(parameter)
-        .fetch_all(conn)
-        .await
-        .map_err(|e| BatchError::Batch(e.into()))
 }
 
 /// What [`Worker::apply_batch`] did.
@@ -224,12 +213,8 @@ impl BatchWrite {
     }
 
     /// Runs the write on its own (in a timer, or for a batch of one).
-    pub async fn execute(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(self.sql)
-            .bind(self.rows.as_str())
-            .execute(conn)
-            .await
-            .map(|_| ())
+    pub async fn execute(&self, conn: &mut Conn<'_>) -> Result<(), sqlx::Error> {
+        db::execute(conn, self).await
     }
 }
 
@@ -237,7 +222,7 @@ impl BatchWrite {
 /// a batch of one and runs its writes at once.
 pub async fn apply_as_batch<W: Worker>(
     worker: &W,
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     input: &Envelope,
     now: Timestamp,
 ) -> Result<Vec<Envelope>, HandleError> {
@@ -246,7 +231,7 @@ pub async fn apply_as_batch<W: Worker>(
         now,
     }];
     let done = worker
-        .apply_batch(&mut *conn, &inputs)
+        .apply_batch(conn, &inputs)
         .await
         .map_err(|e| match e {
             BatchError::Input { error, .. } | BatchError::Batch(error) => error,
@@ -258,7 +243,7 @@ pub async fn apply_as_batch<W: Worker>(
         )));
     };
     for write in &done.writes {
-        write.execute(&mut *conn).await?;
+        write.execute(conn).await?;
     }
     Ok(outputs)
 }

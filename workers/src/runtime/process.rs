@@ -7,15 +7,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
 use super::batch::{WriteRequest, to_rows};
+use super::db::{self, Database, OutboxRow};
 use super::handler::{HandleError, Worker};
 use super::metrics::Metrics;
 use super::publish::Publisher;
-use super::store::{self, OutboxRow};
-use super::writer::Writer;
 
 /// Everything the handling of one message needs; shared by all in-flight tasks.
 #[derive(Debug)]
@@ -23,16 +21,13 @@ pub struct Shared<W> {
     pub worker: W,
     pub service: Service,
     pub instance: String,
-    /// For reads; every write goes through `writer`.
-    pub pool: SqlitePool,
     pub js: jetstream::Context,
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
     /// Inputs on their way to the batch writer.
     pub writes: mpsc::Sender<WriteRequest>,
-    /// The connection writes go through, one turn at a time, shared in turn with the other
-    /// replicas of the database.
-    pub writer: Writer,
+    /// The service's database: every write goes through its writer, one turn at a time.
+    pub database: Database,
 }
 
 /// What happens to a delivered message.
@@ -67,12 +62,12 @@ impl<W: Worker> Shared<W> {
     /// state change without an event) is kept. A commit that changed nothing writes nothing to
     /// the log.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
-        self.writer
+        self.database
             .transaction(async |conn| {
                 let outputs = self.worker.tick(conn, now).await?;
                 let rows = to_rows(&outputs)?;
                 if !rows.is_empty() {
-                    store::outbox_insert(conn, None, &rows, now).await?;
+                    db::outbox_insert(conn, None, &rows, now).await?;
                 }
                 Ok(rows)
             })

@@ -5,9 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::db::{self, Database, OutboxRow};
 use super::metrics::Metrics;
-use super::store::{self, OutboxRow};
-use super::writer::Writer;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 
@@ -19,7 +18,7 @@ const ATTEMPTS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct Publisher {
     js: jetstream::Context,
-    writer: Writer,
+    database: Database,
     metrics: Arc<Metrics>,
     stored: Arc<Mutex<Vec<String>>>,
 }
@@ -33,10 +32,10 @@ pub struct PublishFailed {
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, writer: Writer, metrics: Arc<Metrics>) -> Self {
+    pub fn new(js: jetstream::Context, database: Database, metrics: Arc<Metrics>) -> Self {
         Publisher {
             js,
-            writer,
+            database,
             metrics,
             stored: Arc::default(),
         }
@@ -104,8 +103,8 @@ impl Publisher {
             return Ok(());
         }
         let deleted = self
-            .writer
-            .transaction(async |conn| store::outbox_delete(conn, &ids).await)
+            .database
+            .transaction(async |conn| db::outbox_delete(conn, &ids).await)
             .await;
         if deleted.is_err() {
             self.restore_stored(ids);

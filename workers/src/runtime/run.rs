@@ -16,24 +16,19 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::checkpoint;
+use super::db::{self, Database};
 use super::handler::Worker;
 use super::http::{self, HttpState};
 use super::metrics::Metrics;
 use super::process::Shared;
 use super::publish::Publisher;
-use super::store::{self, Checkpoints};
-use super::writer::Writer;
-use super::writer_lock::WriterLock;
 use crate::config::RuntimeConfig;
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("database {url}: {source}")]
-    Database { url: String, source: sqlx::Error },
-    #[error("migrating the database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Database { url: String, source: db::OpenError },
     #[error("connecting to NATS at {url}: {source}")]
     Connect {
         url: String,
@@ -75,7 +70,7 @@ pub async fn run<W: Worker>(
 ) -> Result<(), RunError> {
     // The database first: a bad URL or a failed migration is reported at once, not after NATS
     // came up.
-    let database = Database::open(&config, worker.migrator()).await?;
+    let database = open_database(&worker, &config).await?;
     let client = config
         .nats
         .connect(&config.instance)
@@ -103,49 +98,23 @@ pub async fn run_on<W: Worker>(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let database = Database::open(&config, worker.migrator()).await?;
+    let database = open_database(&worker, &config).await?;
     serve(worker, config, database, client, consumer, shutdown).await
 }
 
-/// A worker's database: the writer every write goes through, a pool for reads, and a
-/// connection of its own for checkpoints, so a checkpoint never takes the writer's.
-struct Database {
-    pool: sqlx::SqlitePool,
-    writer: Writer,
-    checkpoints: sqlx::SqlitePool,
-}
-
-impl Database {
-    async fn open(
-        config: &RuntimeConfig,
-        migrator: &'static sqlx::migrate::Migrator,
-    ) -> Result<Self, RunError> {
-        let failed = |source| RunError::Database {
-            url: config.database_url.clone(),
-            source,
-        };
-        let pool = store::open_with(
-            &config.database_url,
-            config.db_pool,
-            Checkpoints::Background,
-        )
-        .await
-        .map_err(failed)?;
-        store::migrate(&pool, migrator).await?;
-        let lock = store::database_path(&config.database_url)
-            .and_then(|path| WriterLock::beside(&path).map_err(sqlx::Error::Io))
-            .map_err(failed)?;
-        let writes = store::open_with(&config.database_url, 1, Checkpoints::Background)
-            .await
-            .map_err(failed)?;
-        let writer = Writer::new(writes, lock);
-        let checkpoints = store::open(&config.database_url, 1).await.map_err(failed)?;
-        Ok(Database {
-            pool,
-            writer,
-            checkpoints,
-        })
-    }
+/// Opens and migrates the worker's database (the backend `DATABASE_URL` names).
+async fn open_database<W: Worker>(
+    worker: &W,
+    config: &RuntimeConfig,
+) -> Result<Database, RunError> {
+    Database::open(&config.database_url, config.db_pool, |kind| {
+        worker.migrator(kind)
+    })
+    .await
+    .map_err(|source| RunError::Database {
+        url: config.database_url.clone(),
+        source,
+    })
 }
 
 async fn serve<W: Worker>(
@@ -157,26 +126,20 @@ async fn serve<W: Worker>(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let service = worker.service();
-    let Database {
-        pool,
-        writer,
-        checkpoints,
-    } = database;
     let js = jetstream::new(client.clone());
 
     let metrics = Arc::new(Metrics::new());
-    let publisher = Publisher::new(js.clone(), writer.clone(), metrics.clone());
+    let publisher = Publisher::new(js.clone(), database.clone(), metrics.clone());
     let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
     let shared = Arc::new(Shared {
         worker,
         service,
         instance: config.instance.clone(),
-        pool: pool.clone(),
         js: js.clone(),
         publisher,
         metrics: metrics.clone(),
         writes,
-        writer: writer.clone(),
+        database: database.clone(),
     });
 
     // Background tasks stop on `background`, which is cancelled only after in-flight work
@@ -207,11 +170,10 @@ async fn serve<W: Worker>(
         background.clone(),
     ));
     tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
-    tasks.spawn(checkpoint::checkpoint_loop(
-        checkpoints,
-        writer.clone(),
-        background.clone(),
-    ));
+    tasks.spawn({
+        let (database, stop) = (database.clone(), background.clone());
+        async move { database.maintain(stop).await }
+    });
     tasks.spawn(lag_loop(
         consumer.clone(),
         metrics.clone(),
@@ -239,8 +201,7 @@ async fn serve<W: Worker>(
     if tokio::time::timeout(NATS_GOODBYE, goodbye).await.is_err() {
         tracing::warn!("NATS unreachable while stopping; unflushed acks will be redelivered");
     }
-    writer.close().await;
-    pool.close().await;
+    database.close().await;
     tracing::info!("worker stopped");
     result
 }
@@ -386,7 +347,7 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
         }
         // Rows younger than this are still being published by the task that wrote them.
         let settled = Timestamp::now().unix_millis() - 2 * every.as_millis() as i64;
-        match store::outbox_stale(&shared.pool, settled, 500).await {
+        match shared.database.outbox_stale(settled, 500).await {
             Ok(rows) if !rows.is_empty() => match shared.publisher.publish(&rows).await {
                 Ok(()) => {
                     shared
@@ -403,7 +364,7 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = tokio::time::Instant::now();
             let week_ago = Timestamp::now().unix_millis() - 7 * 24 * 3600 * 1000;
-            if let Err(e) = prune_inbox(&shared.writer, week_ago).await {
+            if let Err(e) = prune_inbox(&shared.database, week_ago).await {
                 tracing::warn!(error = %e, "could not prune the inbox");
             }
         }
@@ -411,9 +372,9 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
 }
 
 /// Drops the inbox entries received before `before_ms`, in the writer's turn.
-async fn prune_inbox(writer: &Writer, before_ms: i64) -> Result<u64, sqlx::Error> {
-    writer
-        .transaction(async |conn| store::inbox_prune(conn, before_ms).await)
+async fn prune_inbox(database: &Database, before_ms: i64) -> Result<u64, sqlx::Error> {
+    database
+        .transaction(async |conn| db::inbox_prune(conn, before_ms).await)
         .await
 }
 

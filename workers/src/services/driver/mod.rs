@@ -20,6 +20,7 @@ mod store;
 
 use std::time::Duration;
 
+use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{
     CancelReason, DriverAssigned, DriverReleased, DriverUnavailable, DriverUpdated, Envelope,
     Message, MessageId, RideId, Service, Timestamp,
@@ -139,16 +140,19 @@ impl Worker for DriverService {
         Service::Driver
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, kind: Kind) -> &'static Migrator {
+        let Kind::Sqlite = kind;
         &MIGRATOR
     }
 
     async fn apply<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
         let event = input_of(input)?;
         let mut view = BatchView::default();
         let outputs = self
@@ -158,7 +162,8 @@ impl Worker for DriverService {
         Ok(outputs)
     }
 
-    fn preload(&self) -> Option<&str> {
+    fn preload(&self, kind: Kind) -> Option<&str> {
+        let Kind::Sqlite = kind;
         Some(store::READ_AHEAD_SQL)
     }
 
@@ -168,10 +173,13 @@ impl Worker for DriverService {
     /// decide and store.
     async fn apply_preloaded<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         inputs: &'a [runtime::Input<'a>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
+        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let events = inputs
             .iter()
             .enumerate()
@@ -212,9 +220,11 @@ impl Worker for DriverService {
 
     async fn tick<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
         let rules = &self.config.rules;
         let batch = i64::from(self.config.tick_batch);
         let mut loaded = store::load_for_tick(conn, now, rules, batch)

@@ -23,7 +23,7 @@ struct Db {
 }
 
 async fn db() -> Db {
-    let (dir, conn) = database(service().migrator()).await;
+    let (dir, conn) = database(service().migrator(crate::runtime::Kind::Sqlite)).await;
     let path = database_file(&dir);
     Db {
         _dir: dir,

@@ -18,6 +18,7 @@ mod store;
 
 use std::time::Duration;
 
+use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{
     Envelope, FraudCleared, FraudFlagged, Message, MessageId, RiderBlockChanged, Service, Timestamp,
 };
@@ -151,13 +152,14 @@ impl Worker for FraudService {
         Service::Fraud
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, kind: Kind) -> &'static Migrator {
+        let Kind::Sqlite = kind;
         &MIGRATOR
     }
 
     fn apply<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
@@ -165,7 +167,8 @@ impl Worker for FraudService {
     }
 
     /// Every request's slice of the tables, read in the round trip that opens the batch.
-    fn preload(&self) -> Option<&str> {
+    fn preload(&self, kind: Kind) -> Option<&str> {
+        let Kind::Sqlite = kind;
         Some(&self.preload)
     }
 
@@ -183,10 +186,13 @@ impl Worker for FraudService {
     /// its own. What they added is written by the round trip that commits the batch.
     async fn apply_preloaded<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         inputs: &'a [runtime::Input<'a>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
+        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let rules = &self.config.rules;
         let preloaded = Preloaded::new(rows).map_err(|e| BatchError::Batch(store_failed(e)))?;
         let mut pending = Pending::default();
@@ -214,9 +220,11 @@ impl Worker for FraudService {
 
     async fn tick<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
+        let Conn::Sqlite(conn) = conn;
+        let conn: &mut SqliteConnection = conn;
         let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
             .await
             .map_err(store_failed)?;

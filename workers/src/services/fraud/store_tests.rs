@@ -19,7 +19,7 @@ struct Db {
 }
 
 async fn db() -> Db {
-    let (dir, conn) = database(service().migrator()).await;
+    let (dir, conn) = database(service().migrator(crate::runtime::Kind::Sqlite)).await;
     Db { _dir: dir, conn }
 }
 
@@ -209,10 +209,19 @@ async fn rows_past_retention_are_pruned_on_tick() {
     apply(&mut db.conn, &requested(1, 1, 8.0, 0)).await;
     apply(&mut db.conn, &declined(1, 1, 0)).await;
     let mut tx = db.conn.begin().await.unwrap();
-    assert!(service().tick(&mut tx, at(3600)).await.unwrap().is_empty());
+    assert!(
+        service()
+            .tick(&mut crate::runtime::Conn::Sqlite(&mut tx), at(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let late =
         Timestamp(at(0).0 + service().config().retention + std::time::Duration::from_secs(1));
-    service().tick(&mut tx, late).await.unwrap();
+    service()
+        .tick(&mut crate::runtime::Conn::Sqlite(&mut tx), late)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let left: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM fraud_requests) + (SELECT COUNT(*) FROM fraud_declines)",

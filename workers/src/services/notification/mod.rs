@@ -18,8 +18,8 @@ pub mod channel;
 pub mod domain;
 pub mod store;
 
+use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{Envelope, MessageId, NotificationSent, RideId, Service, Timestamp};
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteRow;
 use tracing::debug;
@@ -60,8 +60,9 @@ impl<C: Channel> NotificationService<C> {
     async fn apply_many(
         &self,
         inputs: &[Input<'_>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
+        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let loaded = store::loaded(rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
             rides: Rides::loaded(loaded),
@@ -181,28 +182,30 @@ impl<C: Channel> Worker for NotificationService<C> {
         Service::Notification
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, kind: Kind) -> &'static Migrator {
+        let Kind::Sqlite = kind;
         &MIGRATOR
     }
 
     fn apply<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn preload(&self) -> Option<&str> {
+    fn preload(&self, kind: Kind) -> Option<&str> {
+        let Kind::Sqlite = kind;
         Some(store::LOAD_SQL)
     }
 
     fn apply_preloaded<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
         let _ = conn;

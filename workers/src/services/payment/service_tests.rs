@@ -11,6 +11,7 @@ use ridesaga_schemas::{
 use super::domain::{Hold, Settlement};
 use super::*;
 use crate::testing::{apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, epoch, timeless};
+use sqlx::SqliteConnection;
 
 /// The simulated gateway behind an outage that swallows the first `down_for` calls.
 #[derive(Debug, Default)]

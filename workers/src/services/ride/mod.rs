@@ -13,8 +13,8 @@ pub mod config;
 pub mod domain;
 pub mod store;
 
+use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteRow;
 use tracing::debug;
@@ -52,8 +52,9 @@ impl RideService {
     async fn apply_many(
         &self,
         inputs: &[Input<'_>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
+        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut rides = Rides::loaded(
             loaded
@@ -125,12 +126,16 @@ impl RideService {
 
     async fn expire_due(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
         let mut outputs = Vec::new();
         let mut expired = Vec::new();
-        for (ride_id, ride, origin) in store::due(conn, now, EXPIRIES_PER_TICK).await? {
+        let due = {
+            let Conn::Sqlite(conn) = conn;
+            store::due(conn, now, EXPIRIES_PER_TICK).await?
+        };
+        for (ride_id, ride, origin) in due {
             let (ride, message) = domain::expire(ride, now);
             if let Some(message) = message {
                 debug!(%ride_id, "ride past its deadline cancelled");
@@ -186,28 +191,30 @@ impl Worker for RideService {
         Service::Ride
     }
 
-    fn migrator(&self) -> &'static Migrator {
+    fn migrator(&self, kind: Kind) -> &'static Migrator {
+        let Kind::Sqlite = kind;
         &MIGRATOR
     }
 
     fn apply<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         apply_as_batch(self, conn, input, now)
     }
 
-    fn preload(&self) -> Option<&str> {
+    fn preload(&self, kind: Kind) -> Option<&str> {
+        let Kind::Sqlite = kind;
         Some(store::LOAD_SQL)
     }
 
     fn apply_preloaded<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],
-        rows: Vec<SqliteRow>,
+        rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
         let _ = conn;
@@ -216,7 +223,7 @@ impl Worker for RideService {
 
     fn tick<'a>(
         &'a self,
-        conn: &'a mut SqliteConnection,
+        conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         self.expire_due(conn, now)

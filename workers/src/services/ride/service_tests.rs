@@ -11,6 +11,7 @@ use super::*;
 use crate::testing::{
     apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, tick_in_tx, timeless,
 };
+use sqlx::SqliteConnection;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -176,7 +177,7 @@ async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit() {
         .collect();
     store::save_many(&changed)
         .unwrap()
-        .execute(&mut conn)
+        .execute(&mut Conn::Sqlite(&mut conn))
         .await
         .unwrap();
     for (ride_id, ride) in &rides {
@@ -200,7 +201,10 @@ async fn a_failing_input_fails_alone_with_its_index() {
             now: at(0),
         })
         .collect();
-    let err = service().apply_batch(&mut conn, &batch).await.unwrap_err();
+    let err = service()
+        .apply_batch(&mut Conn::Sqlite(&mut conn), &batch)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) } if m.contains("saga id")),
         "{err:?}"

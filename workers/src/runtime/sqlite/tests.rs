@@ -186,7 +186,10 @@ async fn a_preload_runs_in_the_opening_round_trip_with_its_own_parameter_and_row
     let preloaded: Vec<(String, String)> = opened
         .preloaded
         .iter()
-        .map(|row| (row.get("id"), row.get("subject")))
+        .map(|row| {
+            let AnyRow::Sqlite(row) = row;
+            (row.get("id"), row.get("subject"))
+        })
         .collect();
     assert_eq!(preloaded, [("m_2".to_owned(), "cmd.b".to_owned())]);
     abort_batch(&mut conn).await;

@@ -1,5 +1,16 @@
-//! The service database: opening it (WAL, so local replicas can share one file), migrations,
-//! and the runtime's inbox and outbox.
+//! SQLite, the embedded backend: opening a service's database file (WAL, so replicas on one
+//! host can share it), migrations, and the runtime's inbox and outbox.
+//!
+//! # Layout
+//! - this file: opening, migrations, the inbox and the statements that open and close a batch.
+//! - [`outbox`]: the outbox's statements.
+//! - [`writer`]: the connection every write goes through, one turn at a time.
+//! - [`writer_lock`]: one writer at a time among replicas sharing the file.
+//! - [`checkpoint`]: moving the write-ahead log into the database file, and starting it over.
+
+pub(crate) mod checkpoint;
+pub mod writer;
+pub mod writer_lock;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -12,25 +23,40 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Column as _, Row, SqliteConnection, SqlitePool};
 
-use super::handler::BatchWrite;
+use crate::runtime::db::{InboxEntry, Opened, OutboxRow, Row as AnyRow};
+use crate::runtime::handler::BatchWrite;
+use writer::Writer;
+use writer_lock::WriterLock;
 
 static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/runtime");
 
-/// A message waiting in the outbox.
+/// A service's SQLite database as a replica runs it: a pool for reads, the writer every write
+/// goes through (taking turns with the other replicas on the file), and a connection of its own
+/// for checkpoints, so a checkpoint never takes the writer's.
 #[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub message_id: String,
-    pub subject: String,
-    pub payload: Vec<u8>,
+pub struct Database {
+    pub pool: SqlitePool,
+    pub writer: Writer,
+    pub checkpoints: SqlitePool,
 }
 
-impl OutboxRow {
-    pub fn from_envelope(envelope: &Envelope) -> Self {
-        OutboxRow {
-            message_id: envelope.id.to_string(),
-            subject: envelope.subject(),
-            payload: envelope.encode(),
-        }
+impl Database {
+    /// Opens the file `url` names with `pool` connections for reads and migrates it.
+    pub async fn open(
+        url: &str,
+        pool: u32,
+        migrator: &'static Migrator,
+    ) -> Result<Database, crate::runtime::db::OpenError> {
+        let reads = open_with(url, pool, Checkpoints::Background).await?;
+        migrate(&reads, migrator).await?;
+        let lock = WriterLock::beside(&database_path(url)?).map_err(sqlx::Error::Io)?;
+        let writes = open_with(url, 1, Checkpoints::Background).await?;
+        let checkpoints = open(url, 1).await?;
+        Ok(Database {
+            pool: reads,
+            writer: Writer::new(writes, lock),
+            checkpoints,
+        })
     }
 }
 
@@ -151,28 +177,6 @@ macro_rules! outbox_delete_sql {
     };
 }
 
-/// One input for the inbox: the message (its id and occurrence time, which together identify
-/// it; see the runtime's migration `0002`), its subject, and when it was received.
-#[derive(Debug, Clone, Copy)]
-pub struct InboxEntry<'a> {
-    pub id: &'a str,
-    pub subject: &'a str,
-    pub occurred: Timestamp,
-    pub received: Timestamp,
-}
-
-impl<'a> InboxEntry<'a> {
-    /// The entry for `input` (whose subject is `subject`), received at `received`.
-    pub fn of(input: &'a Envelope, subject: &'a str, received: Timestamp) -> Self {
-        InboxEntry {
-            id: input.id.as_str(),
-            subject,
-            occurred: input.occurred_at,
-            received,
-        }
-    }
-}
-
 /// Records `input` as applied; false when it already was (a duplicate or redelivery).
 pub async fn inbox_insert(
     conn: &mut SqliteConnection,
@@ -202,15 +206,6 @@ pub async fn inbox_insert_many(
         .fetch_all(conn)
         .await?;
     Ok(inserted.into_iter().collect())
-}
-
-/// What the query that opens a batch returned.
-#[derive(Debug, Default)]
-pub struct Opened {
-    /// The inbox entries that were new.
-    pub fresh: HashSet<String>,
-    /// The rows of the service's preload statement, if it was given one.
-    pub preloaded: Vec<SqliteRow>,
 }
 
 /// Opens a batch's transaction on `conn` in one round trip to the database thread: `BEGIN
@@ -263,7 +258,7 @@ pub async fn open_batch(
             if is_new_id {
                 opened.fresh.insert(row.try_get(0)?);
             } else {
-                opened.preloaded.push(row);
+                opened.preloaded.push(AnyRow::Sqlite(row));
             }
         }
         Ok(opened)
@@ -356,13 +351,33 @@ pub async fn inbox_prune(conn: &mut SqliteConnection, before_ms: i64) -> Result<
     Ok(done.rows_affected())
 }
 
-#[path = "store_outbox.rs"]
 mod outbox;
 use outbox::outbox_rows;
 pub use outbox::{
     outbox_delete, outbox_for_cause, outbox_insert, outbox_insert_many, outbox_stale,
 };
 
+/// Runs a service's preload statement `sql` with `parameter` on its own.
+pub async fn preload_rows(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    parameter: String,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(parameter)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(AnyRow::Sqlite).collect())
+}
+
+/// Runs one of a service's writes on its own.
+pub async fn execute(conn: &mut SqliteConnection, write: &BatchWrite) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(write.sql()))
+        .bind(write.rows())
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;

@@ -116,7 +116,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::runtime::store;
+    use crate::runtime::sqlite as store;
 
     async fn writer(dir: &tempfile::TempDir) -> Writer {
         let path = dir.path().join("service.db");

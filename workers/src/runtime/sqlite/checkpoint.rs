@@ -46,7 +46,7 @@ async fn checkpoint(pool: &SqlitePool) -> Result<LogState, sqlx::Error> {
 }
 
 /// Checkpoints every second until `stop`, then once more, and closes `checkpoints`.
-pub(super) async fn checkpoint_loop(
+pub(crate) async fn checkpoint_loop(
     checkpoints: SqlitePool,
     writer: Writer,
     stop: CancellationToken,
@@ -98,8 +98,8 @@ pub(super) async fn checkpoint_round(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::store::{self, Checkpoints};
-    use crate::runtime::writer_lock::WriterLock;
+    use crate::runtime::sqlite::writer_lock::WriterLock;
+    use crate::runtime::sqlite::{self as store, Checkpoints};
 
     /// Every frame is in the database file: the next write transaction starts the log over.
     fn all_copied(state: &LogState) -> bool {

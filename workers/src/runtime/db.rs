@@ -1,0 +1,334 @@
+//! The storage seam: what the runtime and the services see of a service's database, whichever
+//! backend holds it. Each backend lives in a module of its own ([`super::sqlite`]); this module
+//! names what every backend provides and hands each call to the one in use:
+//!
+//! - [`Database`]: opening and migrating the service's database, the writer's [`Turn`],
+//!   transactions for timers and clean-ups, the relay's read of rows left behind;
+//! - the statements of a batch: [`open_batch`] (inbox entries and the service's preload),
+//!   [`close_batch`] (the service's writes, the outbox rows, the commit), [`abort_batch`];
+//! - the outbox and the inbox's retention.
+//!
+//! Services reach their own tables through [`Conn`] (a connection inside the runtime's
+//! transaction) and read what their preload returned as [`Row`]s; their stores choose the
+//! statements by [`Conn::kind`].
+
+use std::collections::HashSet;
+
+use ridesaga_schemas::{Envelope, MessageId, Timestamp};
+use sqlx::SqliteConnection;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteRow;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::BatchWrite;
+use super::sqlite;
+
+/// Which database a service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One file per service, shared by the replicas on one host (the default).
+    Sqlite,
+}
+
+impl Kind {
+    /// The backend a `DATABASE_URL` names, by its scheme.
+    pub fn of_url(url: &str) -> Result<Kind, String> {
+        match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("sqlite") => Ok(Kind::Sqlite),
+            _ => Err(format!(
+                "unsupported database URL {url:?}: expected sqlite://PATH"
+            )),
+        }
+    }
+}
+
+/// A connection of the service's database, inside the transaction of the batch or timer run
+/// that hands it over.
+#[derive(Debug)]
+pub enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+}
+
+impl Conn<'_> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Conn::Sqlite(_) => Kind::Sqlite,
+        }
+    }
+
+    /// The same connection, borrowed again (to hand to a call that takes it by value).
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
+}
+
+/// A row of a service's preload statement.
+#[derive(Debug)]
+pub enum Row {
+    Sqlite(SqliteRow),
+}
+
+/// A message waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub message_id: String,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxRow {
+    pub fn from_envelope(envelope: &Envelope) -> Self {
+        OutboxRow {
+            message_id: envelope.id.to_string(),
+            subject: envelope.subject(),
+            payload: envelope.encode(),
+        }
+    }
+}
+
+/// One input for the inbox: the message (its id and occurrence time, which together identify
+/// it), its subject, and when it was received.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxEntry<'a> {
+    pub id: &'a str,
+    pub subject: &'a str,
+    pub occurred: Timestamp,
+    pub received: Timestamp,
+}
+
+impl<'a> InboxEntry<'a> {
+    /// The entry for `input` (whose subject is `subject`), received at `received`.
+    pub fn of(input: &'a Envelope, subject: &'a str, received: Timestamp) -> Self {
+        InboxEntry {
+            id: input.id.as_str(),
+            subject,
+            occurred: input.occurred_at,
+            received,
+        }
+    }
+}
+
+/// What the statements that open a batch returned.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// The inbox entries that were new.
+    pub fresh: HashSet<String>,
+    /// The rows of the service's preload statement, if it was given one.
+    pub preloaded: Vec<Row>,
+}
+
+/// Why a service's database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Url(String),
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A service's database, open and migrated; clones share it.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(sqlite::Database),
+}
+
+impl Database {
+    /// Opens the database `url` names (see [`Kind::of_url`]) with `pool` connections for reads,
+    /// and runs the runtime's migrations and the service's (`migrator` of the backend).
+    pub async fn open(
+        url: &str,
+        pool: u32,
+        migrator: impl Fn(Kind) -> &'static Migrator,
+    ) -> Result<Database, OpenError> {
+        match Kind::of_url(url).map_err(OpenError::Url)? {
+            Kind::Sqlite => Ok(Database::Sqlite(
+                sqlite::Database::open(url, pool, migrator(Kind::Sqlite)).await?,
+            )),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Database::Sqlite(_) => Kind::Sqlite,
+        }
+    }
+
+    /// Waits for the writer's turn: the one connection writes go through, to its holder alone
+    /// until the turn drops.
+    pub async fn turn(&self) -> Result<Turn, sqlx::Error> {
+        match self {
+            Database::Sqlite(db) => Ok(Turn::Sqlite(
+                db.writer.turn().await.map_err(sqlx::Error::Io)?,
+            )),
+        }
+    }
+
+    /// Runs `write` in the writer's turn, in a transaction of its own, and commits when it
+    /// succeeds; rolls back on any failure. For the writes beside the batches: timers, deletes
+    /// of published outbox rows, the inbox's retention.
+    pub async fn transaction<T, E>(
+        &self,
+        write: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error>,
+    {
+        match self {
+            Database::Sqlite(db) => {
+                db.writer
+                    .transaction(async |conn| write(&mut Conn::Sqlite(conn)).await)
+                    .await
+            }
+        }
+    }
+
+    /// Up to `limit` outbox rows created before `before_ms`: left behind by a crash or a failed
+    /// publish. Read outside the writer's turn.
+    pub async fn outbox_stale(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        match self {
+            Database::Sqlite(db) => sqlite::outbox_stale(&db.pool, before_ms, limit).await,
+        }
+    }
+
+    /// What the backend runs beside the worker until `stop` (SQLite's checkpointer).
+    pub async fn maintain(&self, stop: CancellationToken) {
+        match self {
+            Database::Sqlite(db) => {
+                sqlite::checkpoint::checkpoint_loop(db.checkpoints.clone(), db.writer.clone(), stop)
+                    .await
+            }
+        }
+    }
+
+    /// Closes every connection (when the replica stops).
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(db) => {
+                db.writer.close().await;
+                db.pool.close().await;
+                db.checkpoints.close().await;
+            }
+        }
+    }
+}
+
+/// The writer's turn (see [`Database::turn`]).
+#[derive(Debug)]
+pub enum Turn {
+    Sqlite(sqlite::writer::Turn),
+}
+
+impl Turn {
+    /// The writer's connection.
+    pub async fn conn(&mut self) -> Result<Conn<'_>, sqlx::Error> {
+        match self {
+            Turn::Sqlite(turn) => Ok(Conn::Sqlite(turn.conn().await?)),
+        }
+    }
+
+    /// Gives the connection back to its pool, which tests it (and replaces it if it is broken)
+    /// before the next turn: for after a failure, which may have been the connection's.
+    pub fn give_back(&mut self) {
+        match self {
+            Turn::Sqlite(turn) => turn.give_back(),
+        }
+    }
+}
+
+/// Opens a batch's transaction on `conn`: deletes the outbox rows in `published`, records
+/// every entry in the inbox (returning the ids that were new) and runs the service's preload
+/// statement with its parameter, if given. The caller ends the transaction with
+/// [`close_batch`] or [`abort_batch`].
+pub async fn open_batch(
+    conn: &mut Conn<'_>,
+    published: &[String],
+    entries: &[InboxEntry<'_>],
+    preload: Option<(&str, String)>,
+) -> Result<Opened, sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::open_batch(c, published, entries, preload).await,
+    }
+}
+
+/// Runs the service's `writes`, stores the batch's outputs (each with the id of the input
+/// that caused it) and commits. On failure the transaction is rolled back.
+pub async fn close_batch(
+    conn: &mut Conn<'_>,
+    writes: &[BatchWrite],
+    outputs: &[(Option<&str>, &OutboxRow)],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::close_batch(c, writes, outputs, now).await,
+    }
+}
+
+/// Rolls back a batch's transaction, if one is open.
+pub async fn abort_batch(conn: &mut Conn<'_>) {
+    match conn {
+        Conn::Sqlite(c) => sqlite::abort_batch(c).await,
+    }
+}
+
+/// The outputs of an input applied before that are still waiting in the outbox.
+pub async fn outbox_for_cause(
+    conn: &mut Conn<'_>,
+    cause: &MessageId,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::outbox_for_cause(c, cause).await,
+    }
+}
+
+/// Stores `rows` in the outbox, caused by `cause` (none for a timer's outputs).
+pub async fn outbox_insert(
+    conn: &mut Conn<'_>,
+    cause: Option<&MessageId>,
+    rows: &[OutboxRow],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::outbox_insert(c, cause, rows, now).await,
+    }
+}
+
+/// Deletes the outbox rows whose ids are given (the server stored them).
+pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::outbox_delete(c, ids).await,
+    }
+}
+
+/// Drops inbox entries received before `before_ms`; returns how many.
+pub async fn inbox_prune(conn: &mut Conn<'_>, before_ms: i64) -> Result<u64, sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::inbox_prune(c, before_ms).await,
+    }
+}
+
+/// Runs a service's preload statement on its own: what `apply_batch` does when the runtime did
+/// not run it with the statements that open the batch.
+pub async fn preload_rows(
+    conn: &mut Conn<'_>,
+    sql: &str,
+    parameter: String,
+) -> Result<Vec<Row>, sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::preload_rows(c, sql, parameter).await,
+    }
+}
+
+/// Runs one of a service's writes on its own (in a timer, or for a batch of one).
+pub async fn execute(conn: &mut Conn<'_>, write: &BatchWrite) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::execute(c, write).await,
+    }
+}
