@@ -7,6 +7,10 @@
 #   RIDESAGA_MONITOR_PORT  HTTP monitoring port (default 8222)
 #   RIDESAGA_PROFILE       cargo profile of the binaries to run: debug (default) or release
 #   RIDESAGA_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (default 10)
+#   RIDESAGA_DB            the workers' databases: sqlite (default) or postgres
+#   RIDESAGA_PG_PORT       port of the local PostgreSQL cluster (default: a free one)
+#   RIDESAGA_PG_BIN        PostgreSQL's programs (default: pg_config --bindir, else the newest
+#                          /usr/lib/postgresql/*/bin)
 #   CARGO_TARGET_DIR       honoured when looking for binaries
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +33,14 @@ DATA_DIR="$RUN_DIR/data"
 STORE_DIR="$RUN_DIR/nats"
 NATS_LOG="$RUN_DIR/nats.log"
 ENV_FILE="$RUN_DIR/env"
+# The local PostgreSQL cluster of `scripts/up --db postgres`: its data directory (owned by the
+# postgres system user when run as root), its log, the port it last ran on, and the password
+# of its superuser in libpq's password-file format (mode 0600; never printed, never in env).
+PG_DIR="$RUN_DIR/postgres"
+PG_LOG="$RUN_DIR/postgres.log"
+PG_PORT_FILE="$RUN_DIR/postgres.port"
+PG_PASSFILE="$RUN_DIR/pgpass"
+PG_USER=ridesaga
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
@@ -160,4 +172,87 @@ ridectl_has() {
   local help
   help="$("$RIDECTL" --help 2>/dev/null)" || return 1
   grep -qE "^ +$1( |$)" <<<"$help"
+}
+
+# free_ports N: N distinct free loopback ports, one a line.
+free_ports() {
+  python3 -c '
+import socket, sys
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in sockets:
+    s.bind(("127.0.0.1", 0))
+for s in sockets:
+    print(s.getsockname()[1])
+' "$1"
+}
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+# pg_bin_dir: PostgreSQL's program directory, as the test harness finds it: RIDESAGA_PG_BIN,
+# else `pg_config --bindir`, else the newest /usr/lib/postgresql/<version>/bin (Debian's layout).
+pg_bin_dir() {
+  local dir versions candidates=("${RIDESAGA_PG_BIN:-}")
+  candidates+=("$(pg_config --bindir 2>/dev/null || true)")
+  mapfile -t versions < <(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -name '[0-9]*' \
+    -printf '%f\n' 2>/dev/null | sort -rn)
+  for dir in "${versions[@]}"; do
+    candidates+=("/usr/lib/postgresql/$dir/bin")
+  done
+  for dir in "${candidates[@]}"; do
+    if [[ -n "$dir" && -x "$dir/postgres" && -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then
+      printf '%s\n' "$dir"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# pg_owner_setup: sets PG_BIN (or fails), PG_OWNER and PG_AS, the prefix that runs a server
+# program (initdb, pg_ctl) as the cluster's owner. PostgreSQL refuses to run as root, so as root
+# the owner is the one of $PG_DIR, or the postgres system user (Debian's package creates it)
+# for a cluster not created yet, and PG_AS switches to it with setpriv; for anyone else the
+# owner is themselves and PG_AS is empty.
+pg_owner_setup() {
+  PG_BIN="$(pg_bin_dir)" || return 1
+  PG_OWNER="$(id -un)"
+  PG_AS=()
+  [[ "$(id -u)" == 0 ]] || return 0
+  PG_OWNER=postgres
+  [[ -d "$PG_DIR" ]] && PG_OWNER="$(stat -c %U "$PG_DIR")"
+  [[ "$PG_OWNER" == root ]] && PG_OWNER=postgres
+  id -u "$PG_OWNER" >/dev/null 2>&1 ||
+    die "no $PG_OWNER system user to run PostgreSQL as (it refuses root); scripts/setup installs Debian's postgresql, which creates it"
+  command -v setpriv >/dev/null || die "setpriv (util-linux) is missing: it runs PostgreSQL as $PG_OWNER"
+  PG_AS=(setpriv "--reuid=$PG_OWNER" "--regid=$(id -g "$PG_OWNER")" --init-groups)
+}
+
+# pg_server PROGRAM ARGS...: runs one of PostgreSQL's server programs as the cluster's owner,
+# from / (the owner may not be allowed into the current directory). Needs pg_owner_setup.
+pg_server() {
+  local program="$1"
+  shift
+  (cd / && exec "${PG_AS[@]}" "$PG_BIN/$program" "$@")
+}
+
+# pg_running: the cluster in $PG_DIR is running (pg_ctl status). Needs pg_owner_setup.
+pg_running() {
+  [[ -f "$PG_DIR/PG_VERSION" ]] && pg_server pg_ctl status -D "$PG_DIR" >/dev/null 2>&1
+}
+
+# pg_pid_field N: line N of the running cluster's postmaster.pid (1 pid, 4 port).
+pg_pid_field() {
+  [[ -f "$PG_DIR/postmaster.pid" ]] && sed -n "${1}p" "$PG_DIR/postmaster.pid" | tr -dc '0-9'
+}
+
+# pg_password: the superuser's password, from $PG_PASSFILE (host:port:database:user:password).
+pg_password() {
+  [[ -s "$PG_PASSFILE" ]] && cut -d: -f5- "$PG_PASSFILE"
+}
+
+# pg_client PROGRAM ARGS...: runs a client program (psql, createdb) against the cluster as
+# $PG_USER on 127.0.0.1:$PG_PORT, with the password from $PG_PASSFILE.
+pg_client() {
+  local program="$1"
+  shift
+  PGPASSFILE="$PG_PASSFILE" "$PG_BIN/$program" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -w "$@"
 }

@@ -43,6 +43,10 @@ pub enum Error {
     #[error("nats-server is not running")]
     NotRunning,
 
+    /// PostgreSQL could not be found, set up or started.
+    #[error("PostgreSQL: could not {step}: {reason}")]
+    Postgres { step: String, reason: String },
+
     /// Connecting a client failed.
     #[error("could not connect to {url}: {source}")]
     Connect {

@@ -18,12 +18,16 @@
 //! - [`config`]: finding the binary and writing the server's configuration file.
 //! - [`probe`]: deciding when a freshly started server is ready.
 //! - [`error`]: [`Error`], with the server's log tail when start-up fails.
+//! - [`postgres`]: [`Postgres`], a throwaway PostgreSQL server shared by a test process, and a
+//!   fresh database per test.
 
 pub mod config;
 pub mod error;
+pub mod postgres;
 pub mod probe;
 pub mod server;
 
 pub use config::find_nats_server;
 pub use error::Error;
+pub use postgres::Postgres;
 pub use server::{Builder, NatsServer};

@@ -44,7 +44,9 @@ impl Worker for Blocklist {
         input: &Envelope,
         _now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let Conn::Sqlite(conn) = conn;
+        let Conn::Sqlite(conn) = conn else {
+            unreachable!("the runtime's tests run their workers on SQLite files")
+        };
         let conn: &mut SqliteConnection = conn;
         let Message::BlockRider(block) = &input.message else {
             return Ok(Vec::new());
@@ -102,7 +104,9 @@ impl Worker for Ledger {
         conn: &mut Conn<'_>,
         inputs: &[Input<'_>],
     ) -> Result<BatchOutput, BatchError> {
-        let Conn::Sqlite(conn) = conn;
+        let Conn::Sqlite(conn) = conn else {
+            unreachable!("the runtime's tests run their workers on SQLite files")
+        };
         let conn: &mut SqliteConnection = conn;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS effects \
@@ -572,7 +576,9 @@ impl Worker for Janitor {
         conn: &mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let Conn::Sqlite(conn) = conn;
+        let Conn::Sqlite(conn) = conn else {
+            unreachable!("the runtime's tests run their workers on SQLite files")
+        };
         let conn: &mut SqliteConnection = conn;
         sqlx::query("CREATE TABLE IF NOT EXISTS swept (at INTEGER NOT NULL)")
             .execute(&mut *conn)

@@ -362,23 +362,9 @@ async fn effects(sys: &System) -> Vec<(String, i64)> {
         (Service::Notification, "SELECT COUNT(*) FROM notifications"),
         (Service::Driver, "SELECT COUNT(*) FROM driver_rides"),
     ] {
-        let url = format!(
-            "sqlite://{}",
-            sys.dir.path().join(format!("{service}.db")).display()
-        );
-        let pool = ridesaga_workers::runtime::sqlite::open(&url, 1)
-            .await
-            .unwrap();
-        out.push((
-            sql.to_string(),
-            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap(),
-        ));
-        let applied = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        out.push((sql.to_string(), sys.scalar(service, sql).await));
+        let applied = sys.scalar(service, "SELECT COUNT(*) FROM inbox").await;
         out.push((format!("{service} inbox"), applied));
-        pool.close().await;
     }
     let log = std::fs::read_to_string(sys.dir.path().join("notifications.jsonl")).unwrap();
     out.push(("notification log lines".into(), log.lines().count() as i64));
@@ -581,5 +567,91 @@ async fn a_rider_who_does_not_show_after_the_arrival_pays_the_no_show_fee() {
     };
     assert_eq!(fee.amount_cents, 300);
     assert_eq!(count(&saga, MessageKind::PaymentVoided), 0);
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn three_replicas_of_every_service_never_book_a_driver_twice() {
+    let mut sys = System::start().await;
+    sys.add_replicas(2);
+    let drivers = ["d_r1", "d_r2", "d_r3", "d_r4"];
+    for (i, id) in drivers.iter().enumerate() {
+        let at = (NEARBY.0 + i as f64 * 0.0005, NEARBY.1);
+        sys.driver(id, id, at).await;
+    }
+    // Ten riders at once for four drivers: the replicas race for every driver.
+    let requests = (0..10).map(|i| {
+        let rider = format!("u_race_{i}");
+        let sys = &sys;
+        async move { sys.request(&rider, PICKUP, DROPOFF, "tok_visa").await }
+    });
+    let rides = futures_util::future::join_all(requests).await;
+    let mut confirmed = Vec::new();
+    let mut cancelled = 0;
+    for ride in &rides {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let saga = sys.saga(ride).await;
+            if let Some(Message::RideConfirmed(c)) = saga
+                .iter()
+                .map(|e| &e.message)
+                .find(|m| matches!(m, Message::RideConfirmed(_)))
+            {
+                confirmed.push(c.driver_id.to_string());
+                break;
+            }
+            if count(&saga, MessageKind::RideCancelled) == 1 {
+                cancelled += 1;
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{ride} never settled:\n{}",
+                describe(&saga)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    confirmed.sort();
+    assert_eq!(
+        confirmed, drivers,
+        "each driver confirmed for exactly one ride"
+    );
+    assert_eq!(cancelled, 6);
+    let assigned = sys.read("evt.driver.assigned.*").await;
+    assert_eq!(assigned.len(), 4, "one assignment per driver");
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_stored_twice_is_applied_once_by_racing_replicas() {
+    let mut sys = System::start().await;
+    sys.add_replicas(2);
+    sys.driver("d_twin", "Twin", NEARBY).await;
+    let ride = RideId::generate();
+    let request = Envelope::new(
+        RequestRide {
+            rider_id: RiderId::parse("u_twin").unwrap(),
+            pickup: GeoPoint::new(PICKUP.0, PICKUP.1).unwrap(),
+            dropoff: GeoPoint::new(DROPOFF.0, DROPOFF.1).unwrap(),
+            payment_token: "tok_visa".into(),
+        },
+        Some(ride.clone()),
+        "test",
+    );
+    // The same message stored three times (as a publisher outside the duplicate window
+    // would), so that replicas receive copies at the same moment: the inbox decides.
+    sys.send_copies(&request, 3).await;
+    let saga = sys.settle(&ride, MessageKind::RideConfirmed).await;
+    assert_eq!(count(&saga, MessageKind::RequestRide), 3);
+    for kind in [
+        MessageKind::RideRequested,
+        MessageKind::FraudCleared,
+        MessageKind::DriverAssigned,
+        MessageKind::PaymentAuthorized,
+        MessageKind::RideConfirmed,
+    ] {
+        assert_eq!(count(&saga, kind), 1, "{kind} once in\n{}", describe(&saga));
+    }
     sys.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The storage seam: what the runtime and the services see of a service's database, whichever
-//! backend holds it. Each backend lives in a module of its own ([`super::sqlite`]); this module
+//! backend holds it. Each backend lives in a module of its own ([`super::sqlite`],
+//! [`super::postgres`]); this module
 //! names what every backend provides and hands each call to the one in use:
 //!
 //! - [`Database`]: opening and migrating the service's database, the writer's [`Turn`],
@@ -15,19 +16,22 @@
 use std::collections::HashSet;
 
 use ridesaga_schemas::{Envelope, MessageId, Timestamp};
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{PgConnection, SqliteConnection};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::BatchWrite;
-use super::sqlite;
+use super::{postgres, sqlite};
 
 /// Which database a service runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// One file per service, shared by the replicas on one host (the default).
     Sqlite,
+    /// One database per service, shared by replicas on any number of hosts.
+    Postgres,
 }
 
 impl Kind {
@@ -35,8 +39,10 @@ impl Kind {
     pub fn of_url(url: &str) -> Result<Kind, String> {
         match url.split_once(':').map(|(scheme, _)| scheme) {
             Some("sqlite") => Ok(Kind::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Kind::Postgres),
             _ => Err(format!(
-                "unsupported database URL {url:?}: expected sqlite://PATH"
+                "unsupported database URL {url:?}: expected sqlite://PATH or \
+                 postgres://USER:PASSWORD@HOST:PORT/DATABASE"
             )),
         }
     }
@@ -47,12 +53,14 @@ impl Kind {
 #[derive(Debug)]
 pub enum Conn<'c> {
     Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
 }
 
 impl Conn<'_> {
     pub fn kind(&self) -> Kind {
         match self {
             Conn::Sqlite(_) => Kind::Sqlite,
+            Conn::Postgres(_) => Kind::Postgres,
         }
     }
 
@@ -60,7 +68,26 @@ impl Conn<'_> {
     pub fn reborrow(&mut self) -> Conn<'_> {
         match self {
             Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
         }
+    }
+}
+
+impl<'c> From<&'c mut SqliteConnection> for Conn<'c> {
+    fn from(conn: &'c mut SqliteConnection) -> Self {
+        Conn::Sqlite(conn)
+    }
+}
+
+impl<'c> From<&'c mut PgConnection> for Conn<'c> {
+    fn from(conn: &'c mut PgConnection) -> Self {
+        Conn::Postgres(conn)
+    }
+}
+
+impl<'a, 'c: 'a> From<&'a mut Conn<'c>> for Conn<'a> {
+    fn from(conn: &'a mut Conn<'c>) -> Self {
+        conn.reborrow()
     }
 }
 
@@ -68,6 +95,7 @@ impl Conn<'_> {
 #[derive(Debug)]
 pub enum Row {
     Sqlite(SqliteRow),
+    Postgres(PgRow),
 }
 
 /// A message waiting in the outbox.
@@ -134,6 +162,7 @@ pub enum OpenError {
 #[derive(Debug, Clone)]
 pub enum Database {
     Sqlite(sqlite::Database),
+    Postgres(postgres::Database),
 }
 
 impl Database {
@@ -148,12 +177,16 @@ impl Database {
             Kind::Sqlite => Ok(Database::Sqlite(
                 sqlite::Database::open(url, pool, migrator(Kind::Sqlite)).await?,
             )),
+            Kind::Postgres => Ok(Database::Postgres(
+                postgres::Database::open(url, pool, migrator(Kind::Postgres)).await?,
+            )),
         }
     }
 
     pub fn kind(&self) -> Kind {
         match self {
             Database::Sqlite(_) => Kind::Sqlite,
+            Database::Postgres(_) => Kind::Postgres,
         }
     }
 
@@ -164,6 +197,7 @@ impl Database {
             Database::Sqlite(db) => Ok(Turn::Sqlite(
                 db.writer.turn().await.map_err(sqlx::Error::Io)?,
             )),
+            Database::Postgres(db) => Ok(Turn::Postgres(db.turn().await?)),
         }
     }
 
@@ -183,6 +217,24 @@ impl Database {
                     .transaction(async |conn| write(&mut Conn::Sqlite(conn)).await)
                     .await
             }
+            Database::Postgres(db) => {
+                let mut turn = db.turn().await?;
+                let done: Result<T, E> = async {
+                    let conn = turn.conn().await?;
+                    postgres::begin(conn).await?;
+                    let value = write(&mut Conn::Postgres(&mut *conn)).await?;
+                    postgres::commit(conn).await?;
+                    Ok(value)
+                }
+                .await;
+                if done.is_err() {
+                    if let Ok(conn) = turn.conn().await {
+                        postgres::abort_batch(conn).await;
+                    }
+                    turn.give_back();
+                }
+                done
+            }
         }
     }
 
@@ -195,6 +247,7 @@ impl Database {
     ) -> Result<Vec<OutboxRow>, sqlx::Error> {
         match self {
             Database::Sqlite(db) => sqlite::outbox_stale(&db.pool, before_ms, limit).await,
+            Database::Postgres(db) => postgres::outbox_stale(&db.pool, before_ms, limit).await,
         }
     }
 
@@ -205,6 +258,8 @@ impl Database {
                 sqlite::checkpoint::checkpoint_loop(db.checkpoints.clone(), db.writer.clone(), stop)
                     .await
             }
+            // The server keeps its own log; nothing to run beside the worker.
+            Database::Postgres(_) => stop.cancelled().await,
         }
     }
 
@@ -216,6 +271,7 @@ impl Database {
                 db.pool.close().await;
                 db.checkpoints.close().await;
             }
+            Database::Postgres(db) => db.pool.close().await,
         }
     }
 }
@@ -224,6 +280,7 @@ impl Database {
 #[derive(Debug)]
 pub enum Turn {
     Sqlite(sqlite::writer::Turn),
+    Postgres(postgres::Turn),
 }
 
 impl Turn {
@@ -231,6 +288,7 @@ impl Turn {
     pub async fn conn(&mut self) -> Result<Conn<'_>, sqlx::Error> {
         match self {
             Turn::Sqlite(turn) => Ok(Conn::Sqlite(turn.conn().await?)),
+            Turn::Postgres(turn) => Ok(Conn::Postgres(turn.conn().await?)),
         }
     }
 
@@ -239,6 +297,7 @@ impl Turn {
     pub fn give_back(&mut self) {
         match self {
             Turn::Sqlite(turn) => turn.give_back(),
+            Turn::Postgres(turn) => turn.give_back(),
         }
     }
 }
@@ -255,6 +314,7 @@ pub async fn open_batch(
 ) -> Result<Opened, sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::open_batch(c, published, entries, preload).await,
+        Conn::Postgres(c) => postgres::open_batch(c, published, entries, preload).await,
     }
 }
 
@@ -268,6 +328,7 @@ pub async fn close_batch(
 ) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::close_batch(c, writes, outputs, now).await,
+        Conn::Postgres(c) => postgres::close_batch(c, writes, outputs, now).await,
     }
 }
 
@@ -275,6 +336,7 @@ pub async fn close_batch(
 pub async fn abort_batch(conn: &mut Conn<'_>) {
     match conn {
         Conn::Sqlite(c) => sqlite::abort_batch(c).await,
+        Conn::Postgres(c) => postgres::abort_batch(c).await,
     }
 }
 
@@ -285,6 +347,7 @@ pub async fn outbox_for_cause(
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::outbox_for_cause(c, cause).await,
+        Conn::Postgres(c) => postgres::outbox_for_cause(c, cause).await,
     }
 }
 
@@ -297,6 +360,7 @@ pub async fn outbox_insert(
 ) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::outbox_insert(c, cause, rows, now).await,
+        Conn::Postgres(c) => postgres::outbox_insert(c, cause, rows, now).await,
     }
 }
 
@@ -304,6 +368,7 @@ pub async fn outbox_insert(
 pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::outbox_delete(c, ids).await,
+        Conn::Postgres(c) => postgres::outbox_delete(c, ids).await,
     }
 }
 
@@ -311,6 +376,7 @@ pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sq
 pub async fn inbox_prune(conn: &mut Conn<'_>, before_ms: i64) -> Result<u64, sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::inbox_prune(c, before_ms).await,
+        Conn::Postgres(c) => postgres::inbox_prune(c, before_ms).await,
     }
 }
 
@@ -323,6 +389,7 @@ pub async fn preload_rows(
 ) -> Result<Vec<Row>, sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::preload_rows(c, sql, parameter).await,
+        Conn::Postgres(c) => postgres::preload_rows(c, sql, parameter).await,
     }
 }
 
@@ -330,5 +397,6 @@ pub async fn preload_rows(
 pub async fn execute(conn: &mut Conn<'_>, write: &BatchWrite) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::execute(c, write).await,
+        Conn::Postgres(c) => postgres::execute(c, write).await,
     }
 }

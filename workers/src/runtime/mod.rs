@@ -5,6 +5,8 @@
 //! - `handler`: the [`Worker`] trait a service implements and [`HandleError`].
 //! - [`db`]: the storage seam: what the runtime and the services see of a service's database,
 //!   whichever backend holds it.
+//! - [`postgres`]: the backend for replicas on many hosts (a database per service, writers
+//!   taking turns through an advisory lock).
 //! - [`sqlite`]: the embedded backend (a WAL file per service, shared by the replicas on one
 //!   host): opening, migrations, inbox, outbox, the writer, the checkpointer.
 //! - `process`: one input from delivery to ack; every ack decision is made there.
@@ -18,6 +20,7 @@ pub mod db;
 mod handler;
 pub mod http;
 pub mod metrics;
+pub mod postgres;
 pub mod process;
 pub mod publish;
 mod run;

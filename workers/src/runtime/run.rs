@@ -112,9 +112,23 @@ async fn open_database<W: Worker>(
     })
     .await
     .map_err(|source| RunError::Database {
-        url: config.database_url.clone(),
+        url: redacted(&config.database_url),
         source,
     })
+}
+
+/// `url` with its password, if it has one, replaced by `***`, for logs and error messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 async fn serve<W: Worker>(
@@ -451,4 +465,25 @@ async fn register_service(
         }
     });
     Ok(nats_service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_password_never_reaches_an_error_message() {
+        assert_eq!(
+            redacted("postgres://ridesaga:s3cr:et@127.0.0.1:5432/ridesaga_ride"),
+            "postgres://ridesaga:***@127.0.0.1:5432/ridesaga_ride"
+        );
+        assert_eq!(
+            redacted("sqlite://.run/data/ride.db"),
+            "sqlite://.run/data/ride.db"
+        );
+        assert_eq!(
+            redacted("postgres://ridesaga@host/db"),
+            "postgres://ridesaga@host/db"
+        );
+    }
 }

@@ -1,16 +1,31 @@
 //! What ride, payment and notification share when they apply a batch whole: each keeps one
 //! state per ride, keyed by the saga id; a batch loads the states of all its rides in one
-//! statement, applies its inputs in order in memory, and saves the rides that changed.
+//! statement, applies its inputs in order in memory, and saves the rides that changed. Their
+//! stores read rows of either backend with [`column`].
 
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, RideId, Timestamp};
+use sqlx::{Decode, Postgres, Sqlite, Type};
 
-use crate::runtime::HandleError;
+use crate::runtime::{HandleError, Row};
 
-/// Ride ids as the JSON array a batch's load expands with `json_each`.
+/// Ride ids as the JSON array a batch's load expands (SQLite's `json_each`, PostgreSQL's
+/// `jsonb_array_elements_text`).
 pub(crate) fn json_ids(ride_ids: &[&str]) -> Result<String, HandleError> {
     serde_json::to_string(ride_ids).map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))
+}
+
+/// The column `name` of `row`, whichever backend read it: a type both backends decode the
+/// same way (`String`, `i64`, `f64`, `bool` and their `Option`s).
+pub(crate) fn column<T>(row: &Row, name: &str) -> Result<T, sqlx::Error>
+where
+    T: Type<Sqlite> + for<'r> Decode<'r, Sqlite> + Type<Postgres> + for<'r> Decode<'r, Postgres>,
+{
+    match row {
+        Row::Sqlite(row) => sqlx::Row::try_get(row, name),
+        Row::Postgres(row) => sqlx::Row::try_get(row, name),
+    }
 }
 
 /// The states of the rides one batch touches, as loaded and then as its inputs change them.

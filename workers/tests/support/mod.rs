@@ -1,5 +1,9 @@
 //! A whole Ridesaga in one test: a real nats-server, provisioned streams, and the five workers
 //! running in-process on temporary databases, each of which can be stopped and restarted.
+//!
+//! The databases are SQLite files unless `RIDESAGA_TEST_DB=postgres`: then each service gets a
+//! fresh database of its own on a PostgreSQL server the test process shares (see
+//! `ridesaga_testkit::Postgres`).
 
 #![allow(dead_code)]
 
@@ -19,7 +23,10 @@ pub struct System {
     pub server: NatsServer,
     pub js: jetstream::Context,
     pub dir: tempfile::TempDir,
-    workers: HashMap<Service, (CancellationToken, JoinHandle<()>)>,
+    /// Each service's `DATABASE_URL`.
+    databases: HashMap<Service, String>,
+    /// The running replicas of each service.
+    workers: HashMap<Service, Vec<(CancellationToken, JoinHandle<()>)>>,
     pub extra: Vec<(String, String)>,
 }
 
@@ -38,10 +45,16 @@ impl System {
         streams::provision(&js, streams::ProvisionOptions::default())
             .await
             .expect("provisions");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let databases = Service::ALL
+            .into_iter()
+            .map(|service| (service, database_url(&dir, service)))
+            .collect();
         let mut system = System {
             server,
             js,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
+            databases,
             workers: HashMap::new(),
             extra: extra
                 .iter()
@@ -55,10 +68,9 @@ impl System {
     }
 
     pub fn settings(&self, service: Service) -> Settings {
-        let db = self.dir.path().join(format!("{service}.db"));
         let mut settings = Settings::from_pairs([
             ("NATS_URL", self.server.url()),
-            ("DATABASE_URL", format!("sqlite://{}", db.display())),
+            ("DATABASE_URL", self.database_url(service)),
             ("RIDESAGA_HTTP_ADDR", "off".into()),
             ("RIDESAGA_TICK", "100ms".into()),
             ("RIDESAGA_RELAY_INTERVAL", "200ms".into()),
@@ -79,9 +91,47 @@ impl System {
         settings
     }
 
+    /// The service's `DATABASE_URL`.
+    pub fn database_url(&self, service: Service) -> String {
+        self.databases[&service].clone()
+    }
+
+    /// Whether the services run on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.database_url(Service::Ride).starts_with("postgres")
+    }
+
+    /// The one number `sql` selects from the service's database, on either backend.
+    pub async fn scalar(&self, service: Service, sql: &str) -> i64 {
+        let url = self.database_url(service);
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+            let n = sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("query");
+            pool.close().await;
+            n
+        } else {
+            let pool = ridesaga_workers::runtime::sqlite::open(&url, 1)
+                .await
+                .expect("opens");
+            let n = sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("query");
+            pool.close().await;
+            n
+        }
+    }
+
     pub fn start_worker(&mut self, service: Service) {
         let token = CancellationToken::new();
-        let settings = self.settings(service);
+        let replica = self.workers.get(&service).map_or(0, Vec::len);
+        let settings = self
+            .settings(service)
+            .with("RIDESAGA_INSTANCE", format!("{service}-{replica}"));
         let handle = tokio::spawn({
             let token = token.clone();
             async move {
@@ -90,20 +140,33 @@ impl System {
                 }
             }
         });
-        self.workers.insert(service, (token, handle));
+        self.workers
+            .entry(service)
+            .or_default()
+            .push((token, handle));
     }
 
-    /// Stops a worker the way SIGTERM does (drain) and waits for it.
+    /// Starts `n` more replicas of every service, on the same consumers and databases.
+    pub fn add_replicas(&mut self, n: usize) {
+        for service in Service::ALL {
+            for _ in 0..n {
+                self.start_worker(service);
+            }
+        }
+    }
+
+    /// Stops every replica of a service the way SIGTERM does (drain) and waits for them.
     pub async fn stop_worker(&mut self, service: Service) {
-        if let Some((token, handle)) = self.workers.remove(&service) {
+        for (token, handle) in self.workers.remove(&service).unwrap_or_default() {
             token.cancel();
             handle.await.expect("worker task");
         }
     }
 
-    /// Kills a worker without draining: its task is aborted mid-flight, like a crashed pod.
+    /// Kills every replica of a service without draining: their tasks are aborted mid-flight,
+    /// like crashed pods.
     pub async fn kill_worker(&mut self, service: Service) {
-        if let Some((_, handle)) = self.workers.remove(&service) {
+        for (_, handle) in self.workers.remove(&service).unwrap_or_default() {
             handle.abort();
             let _ = handle.await;
         }
@@ -126,6 +189,20 @@ impl System {
             .expect("publish")
             .await
             .expect("stored");
+    }
+
+    /// Stores `envelope` `n` times, each copy under a `Nats-Msg-Id` of its own, so the stream's
+    /// duplicate window keeps them all.
+    pub async fn send_copies(&self, envelope: &Envelope, n: usize) {
+        let acks = (0..n).map(|copy| {
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(envelope.encode().into())
+                .message_id(format!("{}-copy-{copy}", envelope.id));
+            self.js.send_publish(envelope.subject(), msg)
+        });
+        for ack in futures_util::future::join_all(acks).await {
+            ack.expect("publish").await.expect("stored");
+        }
     }
 
     pub async fn command(&self, message: impl Into<Message>, ride: Option<&RideId>) -> Envelope {
@@ -266,4 +343,22 @@ pub fn find(saga: &[Envelope], kind: MessageKind) -> &Message {
         .find(|e| e.kind() == kind)
         .unwrap_or_else(|| panic!("no {kind} in\n{}", describe(saga)))
         .message
+}
+
+/// Where `service` keeps its state in a new system: a SQLite file in `dir`, or a fresh
+/// PostgreSQL database when `RIDESAGA_TEST_DB=postgres`.
+fn database_url(dir: &tempfile::TempDir, service: Service) -> String {
+    match std::env::var("RIDESAGA_TEST_DB").as_deref() {
+        Ok("postgres") => ridesaga_testkit::Postgres::shared()
+            .expect("PostgreSQL starts")
+            .create_database(service.name())
+            .expect("creates a database"),
+        Ok("sqlite") | Err(_) => {
+            format!(
+                "sqlite://{}",
+                dir.path().join(format!("{service}.db")).display()
+            )
+        }
+        Ok(other) => panic!("RIDESAGA_TEST_DB={other}: expected sqlite or postgres"),
+    }
 }

@@ -28,7 +28,7 @@ use crate::runtime::handler::BatchWrite;
 use writer::Writer;
 use writer_lock::WriterLock;
 
-static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/runtime");
+static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/runtime");
 
 /// A service's SQLite database as a replica runs it: a pool for reads, the writer every write
 /// goes through (taking turns with the other replicas on the file), and a connection of its own
@@ -48,8 +48,13 @@ impl Database {
         migrator: &'static Migrator,
     ) -> Result<Database, crate::runtime::db::OpenError> {
         let reads = open_with(url, pool, Checkpoints::Background).await?;
-        migrate(&reads, migrator).await?;
         let lock = WriterLock::beside(&database_path(url)?).map_err(sqlx::Error::Io)?;
+        {
+            // Replicas that start together migrate one at a time: SQLite has no lock of its
+            // own around migrations, and a second replica would try to apply them again.
+            let _turn = lock.acquire().await.map_err(sqlx::Error::Io)?;
+            migrate(&reads, migrator).await?;
+        }
         let writes = open_with(url, 1, Checkpoints::Background).await?;
         let checkpoints = open(url, 1).await?;
         Ok(Database {

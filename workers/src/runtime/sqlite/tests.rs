@@ -187,7 +187,9 @@ async fn a_preload_runs_in_the_opening_round_trip_with_its_own_parameter_and_row
         .preloaded
         .iter()
         .map(|row| {
-            let AnyRow::Sqlite(row) = row;
+            let AnyRow::Sqlite(row) = row else {
+                panic!("a SQLite batch returned another backend's row")
+            };
             (row.get("id"), row.get("subject"))
         })
         .collect();

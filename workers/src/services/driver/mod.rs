@@ -9,7 +9,7 @@
 //! in another replica) is one message.
 //!
 //! - [`domain`]: the rules, pure.
-//! - `store`: the tables (`migrations/driver`).
+//! - `store`: the tables (`migrations/{sqlite,postgres}/driver`), on either backend.
 //!
 //! Settings: `RIDESAGA_MATCH_RADIUS_KM` (default 10), `RIDESAGA_DRIVER_TICK_BATCH` (rides each
 //! timer run looks at, default 50), `RIDESAGA_DRIVER_RETENTION` (how long ended rides are kept
@@ -25,9 +25,7 @@ use ridesaga_schemas::{
     CancelReason, DriverAssigned, DriverReleased, DriverUnavailable, DriverUpdated, Envelope,
     Message, MessageId, RideId, Service, Timestamp,
 };
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
 use tracing::{debug, warn};
 
 use crate::config::{ConfigError, Settings};
@@ -35,7 +33,8 @@ use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker};
 use domain::{DriverError, Effect, Input, MatchRules, RideRequest};
 use store::{BatchView, Correlations, StoreError};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/driver");
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/driver");
+static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/driver");
 
 /// Ended rides pruned per timer run.
 const PRUNE_BATCH: i64 = 500;
@@ -110,7 +109,7 @@ impl DriverService {
     /// what changed in `view`, for the inputs after it and for the batch's save.
     async fn apply_event(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         input: &Envelope,
         event: &Input,
         now: Timestamp,
@@ -141,8 +140,10 @@ impl Worker for DriverService {
     }
 
     fn migrator(&self, kind: Kind) -> &'static Migrator {
-        let Kind::Sqlite = kind;
-        &MIGRATOR
+        match kind {
+            Kind::Sqlite => &MIGRATOR,
+            Kind::Postgres => &PG_MIGRATOR,
+        }
     }
 
     async fn apply<'a>(
@@ -151,8 +152,6 @@ impl Worker for DriverService {
         input: &'a Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let Conn::Sqlite(conn) = conn;
-        let conn: &mut SqliteConnection = conn;
         let event = input_of(input)?;
         let mut view = BatchView::default();
         let outputs = self
@@ -163,8 +162,7 @@ impl Worker for DriverService {
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
-        let Kind::Sqlite = kind;
-        Some(store::READ_AHEAD_SQL)
+        Some(store::read_ahead_sql(kind))
     }
 
     /// Applies the inputs one by one, each seeing what the ones before it changed
@@ -177,9 +175,6 @@ impl Worker for DriverService {
         inputs: &'a [runtime::Input<'a>],
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
-        let Conn::Sqlite(conn) = conn;
-        let conn: &mut SqliteConnection = conn;
-        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let events = inputs
             .iter()
             .enumerate()
@@ -223,8 +218,6 @@ impl Worker for DriverService {
         conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let Conn::Sqlite(conn) = conn;
-        let conn: &mut SqliteConnection = conn;
         let rules = &self.config.rules;
         let batch = i64::from(self.config.tick_batch);
         let mut loaded = store::load_for_tick(conn, now, rules, batch)

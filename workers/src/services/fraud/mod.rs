@@ -22,9 +22,7 @@ use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{
     Envelope, FraudCleared, FraudFlagged, Message, MessageId, RiderBlockChanged, Service, Timestamp,
 };
-use sqlx::SqliteConnection;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
 use tracing::{debug, info};
 
 use crate::config::{ConfigError, Settings};
@@ -32,7 +30,8 @@ use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, apply_a
 use domain::{Effect, FraudRules, Input};
 use store::{Pending, Preloaded, StoreError};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/fraud");
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/fraud");
+static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/fraud");
 
 const PRODUCER: &str = "fraud";
 /// Rows pruned per timer run, per table.
@@ -128,8 +127,9 @@ fn invalid(name: &str, value: String, problem: &str) -> ConfigError {
 #[derive(Debug, Clone)]
 pub struct FraudService {
     config: FraudConfig,
-    /// [`store::preload_sql`] for the configured rules.
-    preload: String,
+    /// [`store::preload_sql`] for the configured rules, on each backend.
+    sqlite_preload: String,
+    postgres_preload: String,
 }
 
 impl FraudService {
@@ -138,8 +138,11 @@ impl FraudService {
     }
 
     pub fn new(config: FraudConfig) -> Self {
-        let preload = store::preload_sql(&config.rules);
-        FraudService { config, preload }
+        FraudService {
+            sqlite_preload: store::preload_sql(Kind::Sqlite, &config.rules),
+            postgres_preload: store::preload_sql(Kind::Postgres, &config.rules),
+            config,
+        }
     }
 
     pub fn config(&self) -> &FraudConfig {
@@ -153,8 +156,10 @@ impl Worker for FraudService {
     }
 
     fn migrator(&self, kind: Kind) -> &'static Migrator {
-        let Kind::Sqlite = kind;
-        &MIGRATOR
+        match kind {
+            Kind::Sqlite => &MIGRATOR,
+            Kind::Postgres => &PG_MIGRATOR,
+        }
     }
 
     fn apply<'a>(
@@ -166,10 +171,12 @@ impl Worker for FraudService {
         apply_as_batch(self, conn, input, now)
     }
 
-    /// Every request's slice of the tables, read in the round trip that opens the batch.
+    /// Every input's slice of the tables, read in the round trip that opens the batch.
     fn preload(&self, kind: Kind) -> Option<&str> {
-        let Kind::Sqlite = kind;
-        Some(&self.preload)
+        Some(match kind {
+            Kind::Sqlite => &self.sqlite_preload,
+            Kind::Postgres => &self.postgres_preload,
+        })
     }
 
     fn preload_parameter(&self, inputs: &[runtime::Input<'_>]) -> String {
@@ -181,18 +188,15 @@ impl Worker for FraudService {
         store::preload_parameter(&read, &self.config.rules)
     }
 
-    /// Applies the inputs one by one, each reading what it can as the inputs before it left
-    /// it (`Pending`): a request from the preloaded rows, another input with a statement of
-    /// its own. What they added is written by the round trip that commits the batch.
+    /// Applies the inputs one by one, each reading its slice as the inputs before it left it:
+    /// the preloaded rows, under what the batch added (`Pending`). What they added is written
+    /// by the round trip that commits the batch.
     async fn apply_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [runtime::Input<'a>],
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
-        let Conn::Sqlite(conn) = conn;
-        let conn: &mut SqliteConnection = conn;
-        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let rules = &self.config.rules;
         let preloaded = Preloaded::new(rows).map_err(|e| BatchError::Batch(store_failed(e)))?;
         let mut pending = Pending::default();
@@ -201,8 +205,7 @@ impl Worker for FraudService {
             let failed = |error| BatchError::Input { index, error };
             let event = input_of(input.envelope).map_err(failed)?;
             let slice = preloaded.of(&input.envelope.id);
-            let mut state = store::load_for_input(conn, &event, rules, &pending, slice)
-                .await
+            let mut state = store::load_for_input(&event, rules, &pending, slice)
                 .map_err(|e| failed(store_failed(e)))?;
             let before = state.clone();
             let effects = domain::handle(&mut state, &event, rules);
@@ -214,7 +217,7 @@ impl Worker for FraudService {
                     .collect(),
             );
         }
-        let writes = pending.writes().map_err(BatchError::Batch)?;
+        let writes = pending.writes(conn.kind()).map_err(BatchError::Batch)?;
         Ok(BatchOutput { outputs, writes })
     }
 
@@ -223,8 +226,6 @@ impl Worker for FraudService {
         conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let Conn::Sqlite(conn) = conn;
-        let conn: &mut SqliteConnection = conn;
         let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
             .await
             .map_err(store_failed)?;

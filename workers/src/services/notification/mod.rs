@@ -18,19 +18,20 @@ pub mod channel;
 pub mod domain;
 pub mod store;
 
-use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{Envelope, MessageId, NotificationSent, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::channel::{Channel, Delivery, LogChannel};
 use self::domain::{Audience, Notice};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
+use crate::runtime::{
+    BatchError, BatchOutput, Conn, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/notification");
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/notification");
+static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/notification");
 
 /// The notification service as the runtime runs it.
 #[derive(Debug)]
@@ -56,14 +57,14 @@ impl<C: Channel> NotificationService<C> {
 
     /// Applies a batch's inputs in order against what is known about their rides, loaded in
     /// one statement; the rides that changed and the notifications sent are saved with one
-    /// statement each when the batch commits.
+    /// statement each (on `kind`) when the batch commits.
     async fn apply_many(
         &self,
+        kind: Kind,
         inputs: &[Input<'_>],
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
-        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
-        let loaded = store::loaded(rows).map_err(BatchError::Batch)?;
+        let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
             rides: Rides::loaded(loaded),
             sent: Vec::new(),
@@ -77,11 +78,11 @@ impl<C: Channel> NotificationService<C> {
         self.deliver(&batch.queued).await?;
         let mut writes = Vec::new();
         if !batch.sent.is_empty() {
-            writes.push(store::record_many(&batch.sent).map_err(BatchError::Batch)?);
+            writes.push(store::record_many(kind, &batch.sent).map_err(BatchError::Batch)?);
         }
         let changed: Vec<(&RideId, &Audience, Timestamp)> = batch.rides.changed().collect();
         if !changed.is_empty() {
-            writes.push(store::save_many(&changed).map_err(BatchError::Batch)?);
+            writes.push(store::save_many(kind, &changed).map_err(BatchError::Batch)?);
         }
         Ok(BatchOutput { outputs, writes })
     }
@@ -183,8 +184,10 @@ impl<C: Channel> Worker for NotificationService<C> {
     }
 
     fn migrator(&self, kind: Kind) -> &'static Migrator {
-        let Kind::Sqlite = kind;
-        &MIGRATOR
+        match kind {
+            Kind::Sqlite => &MIGRATOR,
+            Kind::Postgres => &PG_MIGRATOR,
+        }
     }
 
     fn apply<'a>(
@@ -197,8 +200,7 @@ impl<C: Channel> Worker for NotificationService<C> {
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
-        let Kind::Sqlite = kind;
-        Some(store::LOAD_SQL)
+        Some(store::load_sql(kind))
     }
 
     fn apply_preloaded<'a>(
@@ -208,8 +210,7 @@ impl<C: Channel> Worker for NotificationService<C> {
         rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
-        let _ = conn;
-        self.apply_many(inputs, rows)
+        self.apply_many(conn.kind(), inputs, rows)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Tests of the notification worker: inputs applied one by one and as batches, with the log
-//! channel and with channels that fail, against a real SQLite database.
+//! channel and with channels that fail, against a real database of each backend (every body
+//! runs once on SQLite and once on PostgreSQL).
 
 use std::sync::Mutex;
 
@@ -9,7 +10,8 @@ use ridesaga_schemas::{
 
 use super::channel::ChannelError;
 use super::*;
-use crate::testing::{apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, epoch, timeless};
+use crate::testing::each_backend;
+use crate::testing::{TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, epoch, timeless};
 
 /// A channel that fails its first delivery, and remembers the ids it delivered.
 #[derive(Debug, Default)]
@@ -55,6 +57,11 @@ impl Channel for NoRideTwo {
     }
 }
 
+/// A fresh database of `kind` with the notification service's tables.
+async fn database(kind: Kind) -> TestDb {
+    TestDb::open(kind, &MIGRATOR, &PG_MIGRATOR).await
+}
+
 fn ride_id() -> RideId {
     RideId::parse("r_1").unwrap()
 }
@@ -86,9 +93,10 @@ fn log_ids(service: &NotificationService) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_redelivered_assignment_notifies_rider_and_driver_once() {
-    let (dir, mut conn) = database(&MIGRATOR).await;
+async fn a_redelivered_assignment_notifies_rider_and_driver_once(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = NotificationService::new(LogChannel::new(dir.path().join("log/n.jsonl")));
     let input = assigned();
     let out = apply_in_tx(&service, &mut conn, &input, epoch())
@@ -113,9 +121,10 @@ async fn a_redelivered_assignment_notifies_rider_and_driver_once() {
     assert_eq!(log_ids(&service).len(), 2);
 }
 
-#[tokio::test]
-async fn a_cancel_before_the_assignment_still_tells_the_driver_once() {
-    let (dir, mut conn) = database(&MIGRATOR).await;
+async fn a_cancel_before_the_assignment_still_tells_the_driver_once(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = NotificationService::new(LogChannel::new(dir.path().join("n.jsonl")));
     let out = apply_in_tx(&service, &mut conn, &cancelled(), epoch())
         .await
@@ -135,9 +144,9 @@ async fn a_cancel_before_the_assignment_still_tells_the_driver_once() {
     assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 4);
 }
 
-#[tokio::test]
-async fn a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = NotificationService::new(NoRideTwo);
     let inputs: Vec<(Envelope, Timestamp)> = [assigned(), of_ride(assigned(), "r_2")]
         .into_iter()
@@ -163,9 +172,9 @@ async fn a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it() {
     assert_eq!(out[0].len(), 2);
 }
 
-#[tokio::test]
-async fn a_failed_delivery_rolls_back_and_the_retry_sends_the_same_notifications() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_failed_delivery_rolls_back_and_the_retry_sends_the_same_notifications(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = NotificationService::new(Flaky::default());
     let input = assigned();
     let err = apply_in_tx(&service, &mut conn, &input, epoch())
@@ -188,8 +197,7 @@ fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
     input
 }
 
-#[tokio::test]
-async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once() {
+async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once(kind: Kind) {
     // Two assignments of r_1 (the second a new message, not a redelivery) and its cancel,
     // with r_2's assignment in between.
     let inputs: Vec<(Envelope, Timestamp)> = [
@@ -201,10 +209,14 @@ async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once() {
     .into_iter()
     .map(|input| (input, epoch()))
     .collect();
-    let (one_dir, mut one) = database(&MIGRATOR).await;
+    let one_dir = tempfile::tempdir().unwrap();
+    let mut one_db = database(kind).await;
+    let mut one = one_db.conn();
     let one_service = NotificationService::new(LogChannel::new(one_dir.path().join("n.jsonl")));
     let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
-    let (dir, mut conn) = database(&MIGRATOR).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = NotificationService::new(LogChannel::new(dir.path().join("n.jsonl")));
     let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
         .await
@@ -221,3 +233,11 @@ async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once() {
     assert_eq!(audience.driver_id, Some(DriverId::parse("d_bob").unwrap()));
     assert_eq!(audience.sent.len(), 4);
 }
+
+each_backend!(
+    a_redelivered_assignment_notifies_rider_and_driver_once,
+    a_cancel_before_the_assignment_still_tells_the_driver_once,
+    a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it,
+    a_failed_delivery_rolls_back_and_the_retry_sends_the_same_notifications,
+    a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once,
+);

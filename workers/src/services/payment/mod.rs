@@ -20,10 +20,8 @@ pub mod domain;
 pub mod gateway;
 pub mod store;
 
-use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{Envelope, Service, Timestamp};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::domain::{Fees, Operation, Outcome, Payment};
@@ -33,9 +31,12 @@ use self::gateway::{
 use self::store::Changed;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
+use crate::runtime::{
+    BatchError, BatchOutput, Conn, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/payment");
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/payment");
+static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/payment");
 
 /// Operations one input can make due: a hold, then a capture or a void.
 const MAX_OPERATIONS_PER_INPUT: usize = 3;
@@ -80,13 +81,13 @@ impl<G: Gateway> PaymentService<G> {
 
     /// Applies a batch's inputs in order against the payments loaded for all of them in one
     /// statement; the payments that changed and the operations journaled are saved with one
-    /// statement each when the batch commits.
+    /// statement each (on `kind`) when the batch commits.
     async fn apply_many(
         &self,
+        kind: Kind,
         inputs: &[Input<'_>],
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
-        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
             payments: Rides::loaded(
@@ -103,7 +104,7 @@ impl<G: Gateway> PaymentService<G> {
         }
         let mut writes = Vec::new();
         if !batch.journal.is_empty() {
-            writes.push(store::journal_many(&batch.journal).map_err(BatchError::Batch)?);
+            writes.push(store::journal_many(kind, &batch.journal).map_err(BatchError::Batch)?);
         }
         let changed: Vec<Changed<'_>> = batch
             .payments
@@ -115,7 +116,7 @@ impl<G: Gateway> PaymentService<G> {
             })
             .collect();
         if !changed.is_empty() {
-            writes.push(store::save_many(&changed).map_err(BatchError::Batch)?);
+            writes.push(store::save_many(kind, &changed).map_err(BatchError::Batch)?);
         }
         Ok(BatchOutput { outputs, writes })
     }
@@ -263,8 +264,10 @@ impl<G: Gateway> Worker for PaymentService<G> {
     }
 
     fn migrator(&self, kind: Kind) -> &'static Migrator {
-        let Kind::Sqlite = kind;
-        &MIGRATOR
+        match kind {
+            Kind::Sqlite => &MIGRATOR,
+            Kind::Postgres => &PG_MIGRATOR,
+        }
     }
 
     fn apply<'a>(
@@ -277,8 +280,7 @@ impl<G: Gateway> Worker for PaymentService<G> {
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
-        let Kind::Sqlite = kind;
-        Some(store::LOAD_SQL)
+        Some(store::load_sql(kind))
     }
 
     fn apply_preloaded<'a>(
@@ -288,8 +290,7 @@ impl<G: Gateway> Worker for PaymentService<G> {
         rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
-        let _ = conn;
-        self.apply_many(inputs, rows)
+        self.apply_many(conn.kind(), inputs, rows)
     }
 }
 

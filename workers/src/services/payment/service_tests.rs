@@ -1,5 +1,5 @@
 //! Tests of the payment worker: inputs applied one by one and as batches, against a real
-//! SQLite database.
+//! database of each backend (every body runs once on SQLite and once on PostgreSQL).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -8,10 +8,10 @@ use ridesaga_schemas::{
     RideCompleted, RideId, RideRequested, RiderId,
 };
 
-use super::domain::{Hold, Settlement};
+use super::domain::{Ending, Hold, Settlement, Trip};
 use super::*;
-use crate::testing::{apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, epoch, timeless};
-use sqlx::SqliteConnection;
+use crate::testing::{TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, epoch, timeless};
+use crate::testing::{each_backend, execute};
 
 /// The simulated gateway behind an outage that swallows the first `down_for` calls.
 #[derive(Debug, Default)]
@@ -47,6 +47,11 @@ impl Gateway for Outage {
         self.failing()?;
         self.inner.void(request).await
     }
+}
+
+/// A fresh database of `kind` with the payment service's tables.
+async fn database(kind: Kind) -> TestDb {
+    TestDb::open(kind, &MIGRATOR, &PG_MIGRATOR).await
 }
 
 fn ride_id() -> RideId {
@@ -105,13 +110,13 @@ fn subjects(outputs: &[Envelope]) -> Vec<String> {
     outputs.iter().map(Envelope::subject).collect()
 }
 
-async fn journal(conn: &mut SqliteConnection) -> Vec<(String, String)> {
+async fn journal(conn: &mut Conn<'_>) -> Vec<(String, String)> {
     store::operations(conn, &ride_id()).await.unwrap()
 }
 
-#[tokio::test]
-async fn a_redelivered_assigned_event_places_one_hold() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_redelivered_assigned_event_places_one_hold(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
         .await
@@ -134,9 +139,9 @@ async fn a_redelivered_assigned_event_places_one_hold() {
     assert_eq!(journal(&mut conn).await, [("hold".into(), "held".into())]);
 }
 
-#[tokio::test]
-async fn a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::with_gateway(Outage {
         down_for: AtomicU32::new(2),
         inner: SimulatedGateway::default(),
@@ -167,9 +172,9 @@ async fn a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_eve
     assert_eq!(journal(&mut conn).await.len(), 1);
 }
 
-#[tokio::test]
-async fn completion_captures_the_fare_once() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn completion_captures_the_fare_once(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     for input in [requested("tok_visa"), assigned()] {
         apply_in_tx(&service, &mut conn, &input, epoch())
@@ -198,9 +203,9 @@ async fn completion_captures_the_fare_once() {
     );
 }
 
-#[tokio::test]
-async fn a_refused_capture_is_announced_for_operators_once() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_refused_capture_is_announced_for_operators_once(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     for input in [requested(gateway::CAPTURE_FAILS_TOKEN), assigned()] {
         apply_in_tx(&service, &mut conn, &input, epoch())
@@ -221,9 +226,9 @@ async fn a_refused_capture_is_announced_for_operators_once() {
     assert_eq!(ops[0], ("capture".into(), "capture_refused".into()));
 }
 
-#[tokio::test]
-async fn a_cancel_before_the_assignment_means_no_hold_is_ever_placed() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_cancel_before_the_assignment_means_no_hold_is_ever_placed(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     for input in [cancelled(), requested("tok_visa"), assigned()] {
         assert!(
@@ -237,9 +242,9 @@ async fn a_cancel_before_the_assignment_means_no_hold_is_ever_placed() {
     assert!(journal(&mut conn).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_cancel_after_the_hold_voids_it() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_cancel_after_the_hold_voids_it(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     for input in [requested("tok_visa"), assigned()] {
         apply_in_tx(&service, &mut conn, &input, epoch())
@@ -260,8 +265,7 @@ fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
     input
 }
 
-#[tokio::test]
-async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once() {
+async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once(kind: Kind) {
     let inputs: Vec<(Envelope, Timestamp)> = [
         requested("tok_visa"),
         of_ride(assigned(), "r_2"),
@@ -275,10 +279,12 @@ async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_onc
     .map(|input| (input, epoch()))
     .collect();
     let one_service = PaymentService::new(GatewayConfig::default());
-    let (_one_dir, mut one) = database(&MIGRATOR).await;
+    let mut one_db = database(kind).await;
+    let mut one = one_db.conn();
     let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
     let service = PaymentService::new(GatewayConfig::default());
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
         .await
         .unwrap();
@@ -302,22 +308,21 @@ async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_onc
     );
 }
 
-#[tokio::test]
-async fn an_operation_already_journaled_is_refused_without_calling_the_gateway() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn an_operation_already_journaled_is_refused_without_calling_the_gateway(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
         .await
         .unwrap();
     // A journal entry the state does not reflect: they disagree.
-    sqlx::query(
+    execute(
+        &mut conn,
         "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
          outcome, input_message_id, performed_at_ms) \
          VALUES ('r_1/hold', 'r_1', 'hold', 1200, 'held', 'm_x', 0)",
     )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    .await;
     let inputs = [(requested("tok_visa"), epoch()), (assigned(), epoch())];
     let err = apply_batch_in_tx(&service, &mut conn, &inputs)
         .await
@@ -330,9 +335,9 @@ async fn an_operation_already_journaled_is_refused_without_calling_the_gateway()
     assert_eq!(service.gateway().calls("r_1/hold"), 0);
 }
 
-#[tokio::test]
-async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let service =
         PaymentService::new(GatewayConfig::default()).with_fees(Fees { no_show_cents: 450 });
     for input in [requested("tok_visa"), assigned()] {
@@ -351,7 +356,7 @@ async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending(
     assert_eq!(subjects(&out), ["evt.payment.captured.r_1"]);
     assert!(matches!(&out[0].message, Message::PaymentCaptured(c) if c.amount_cents == 450));
     let payment = store::load(&mut conn, &ride_id()).await.unwrap();
-    assert_eq!(payment.ending, Some(domain::Ending::RiderNoShow));
+    assert_eq!(payment.ending, Some(Ending::RiderNoShow));
     assert_eq!(
         payment.settlement,
         Settlement::Captured { amount_cents: 450 }
@@ -369,6 +374,81 @@ async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending(
     );
 }
 
+async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let odd = "'single' \"double\" back\\slash\ttab\nline ünï 🚕";
+    let payments = [
+        Payment::default(),
+        Payment {
+            trip: Some(Trip {
+                rider_id: rider(),
+                payment_token: format!("tok_{odd}"),
+                estimated_fare_cents: i64::MAX as u64,
+            }),
+            driver_assigned: true,
+            ending: Some(Ending::Completed {
+                fare_cents: i64::MAX as u64,
+            }),
+            hold: Hold::Declined {
+                code: format!("code {odd}"),
+                message: format!("message {odd}"),
+            },
+            settlement: Settlement::CaptureFailed {
+                error: format!("error {odd}"),
+            },
+        },
+        Payment {
+            trip: None,
+            driver_assigned: false,
+            ending: Some(Ending::RiderNoShow),
+            hold: Hold::Held {
+                hold_id: format!("hold {odd}"),
+                amount_cents: i64::MAX as u64,
+            },
+            settlement: Settlement::Captured {
+                amount_cents: i64::MAX as u64,
+            },
+        },
+    ];
+    let ride_ids: Vec<RideId> = (0..payments.len())
+        .map(|i| RideId::parse(format!("r_{i}")).unwrap())
+        .collect();
+    // Each ride saved new, then again over itself with the next one's payment.
+    for shift in 0..2 {
+        let changed: Vec<Changed<'_>> = ride_ids
+            .iter()
+            .enumerate()
+            .map(|(i, ride_id)| Changed {
+                ride_id,
+                payment: &payments[(i + shift) % payments.len()],
+                at: epoch(),
+            })
+            .collect();
+        store::save_many(kind, &changed)
+            .unwrap()
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for change in &changed {
+            let stored = store::load(&mut conn, change.ride_id).await.unwrap();
+            assert_eq!(&stored, change.payment, "{}", change.ride_id);
+        }
+    }
+
+    let mut too_big = payments[2].clone();
+    too_big.settlement = Settlement::Captured {
+        amount_cents: i64::MAX as u64 + 1,
+    };
+    let changed = [Changed {
+        ride_id: &ride_ids[0],
+        payment: &too_big,
+        at: epoch(),
+    }];
+    let err = store::save_many(kind, &changed).unwrap_err();
+    assert!(err.to_string().contains("does not fit BIGINT"), "{err}");
+}
+
 #[test]
 fn the_no_show_fee_is_read_from_the_settings() {
     let settings = Settings::from_pairs([("RIDESAGA_NO_SHOW_FEE_CENTS", "300")]);
@@ -382,3 +462,16 @@ fn the_no_show_fee_is_read_from_the_settings() {
     let err = PaymentService::load(&bad).unwrap_err().to_string();
     assert!(err.contains("RIDESAGA_NO_SHOW_FEE_CENTS"), "{err}");
 }
+
+each_backend!(
+    a_redelivered_assigned_event_places_one_hold,
+    a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event,
+    completion_captures_the_fare_once,
+    a_refused_capture_is_announced_for_operators_once,
+    a_cancel_before_the_assignment_means_no_hold_is_ever_placed,
+    a_cancel_after_the_hold_voids_it,
+    a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once,
+    an_operation_already_journaled_is_refused_without_calling_the_gateway,
+    a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending,
+    texts_and_the_largest_amounts_survive_the_json_rows,
+);

@@ -13,10 +13,8 @@ pub mod config;
 pub mod domain;
 pub mod store;
 
-use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
 use tracing::debug;
 
 use self::config::RideConfig;
@@ -24,9 +22,12 @@ use self::domain::Ride;
 use self::store::{Changed, Origin};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{BatchError, BatchOutput, HandleError, Input, Worker, apply_as_batch};
+use crate::runtime::{
+    BatchError, BatchOutput, Conn, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+};
 
-static MIGRATOR: Migrator = sqlx::migrate!("migrations/ride");
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/ride");
+static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/ride");
 
 /// Rides expired per tick; the rest wait for the next tick.
 const EXPIRIES_PER_TICK: i64 = 256;
@@ -48,13 +49,14 @@ impl RideService {
     }
 
     /// Applies a batch's inputs in order against the rides loaded for all of them in one
-    /// statement, and saves the rides that changed in one statement when the batch commits.
+    /// statement, and saves the rides that changed in one statement (on `kind`) when the batch
+    /// commits.
     async fn apply_many(
         &self,
+        kind: Kind,
         inputs: &[Input<'_>],
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
-        let rows: Vec<SqliteRow> = rows.into_iter().map(|Row::Sqlite(row)| row).collect();
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut rides = Rides::loaded(
             loaded
@@ -79,7 +81,7 @@ impl RideService {
             .collect();
         let mut writes = Vec::new();
         if !rows.is_empty() {
-            writes.push(store::save_many(&rows).map_err(BatchError::Batch)?);
+            writes.push(store::save_many(kind, &rows).map_err(BatchError::Batch)?);
         }
         Ok(BatchOutput { outputs, writes })
     }
@@ -131,10 +133,7 @@ impl RideService {
     ) -> Result<Vec<Envelope>, HandleError> {
         let mut outputs = Vec::new();
         let mut expired = Vec::new();
-        let due = {
-            let Conn::Sqlite(conn) = conn;
-            store::due(conn, now, EXPIRIES_PER_TICK).await?
-        };
+        let due = store::due(conn, now, EXPIRIES_PER_TICK).await?;
         for (ride_id, ride, origin) in due {
             let (ride, message) = domain::expire(ride, now);
             if let Some(message) = message {
@@ -153,7 +152,9 @@ impl RideService {
                     at: now,
                 })
                 .collect();
-            store::save_many(&changed)?.execute(conn).await?;
+            store::save_many(conn.kind(), &changed)?
+                .execute(conn)
+                .await?;
         }
         Ok(outputs)
     }
@@ -192,8 +193,10 @@ impl Worker for RideService {
     }
 
     fn migrator(&self, kind: Kind) -> &'static Migrator {
-        let Kind::Sqlite = kind;
-        &MIGRATOR
+        match kind {
+            Kind::Sqlite => &MIGRATOR,
+            Kind::Postgres => &PG_MIGRATOR,
+        }
     }
 
     fn apply<'a>(
@@ -206,8 +209,7 @@ impl Worker for RideService {
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
-        let Kind::Sqlite = kind;
-        Some(store::LOAD_SQL)
+        Some(store::load_sql(kind))
     }
 
     fn apply_preloaded<'a>(
@@ -217,8 +219,7 @@ impl Worker for RideService {
         rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
-        let _ = conn;
-        self.apply_many(inputs, rows)
+        self.apply_many(conn.kind(), inputs, rows)
     }
 
     fn tick<'a>(

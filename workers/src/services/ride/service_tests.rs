@@ -1,5 +1,5 @@
 //! Tests of the ride worker: inputs applied one by one and as batches, against a real
-//! SQLite database.
+//! database of each backend (every body runs once on SQLite and once on PostgreSQL).
 
 use ridesaga_schemas::{
     ArriveRide, CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide,
@@ -8,10 +8,10 @@ use ridesaga_schemas::{
 
 use super::domain::Status;
 use super::*;
+use crate::testing::each_backend;
 use crate::testing::{
-    apply_batch_in_tx, apply_each_in_tx, apply_in_tx, database, tick_in_tx, timeless,
+    TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, tick_in_tx, timeless,
 };
-use sqlx::SqliteConnection;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -23,12 +23,17 @@ fn service() -> RideService {
     RideService::new(RideConfig::default())
 }
 
+/// A fresh database of `kind` with the ride service's tables.
+async fn database(kind: Kind) -> TestDb {
+    TestDb::open(kind, &MIGRATOR, &PG_MIGRATOR).await
+}
+
 /// One transaction, as the runtime runs it (without the inbox).
-async fn apply(conn: &mut SqliteConnection, input: &Envelope, now: Timestamp) -> Vec<Envelope> {
+async fn apply(conn: &mut Conn<'_>, input: &Envelope, now: Timestamp) -> Vec<Envelope> {
     apply_in_tx(&service(), conn, input, now).await.unwrap()
 }
 
-async fn tick(conn: &mut SqliteConnection, now: Timestamp) -> Vec<Envelope> {
+async fn tick(conn: &mut Conn<'_>, now: Timestamp) -> Vec<Envelope> {
     tick_in_tx(&service(), conn, now).await.unwrap()
 }
 
@@ -65,7 +70,7 @@ fn authorized(id: &str) -> Envelope {
     Envelope::new(message, ride(id), "payment")
 }
 
-async fn status(conn: &mut SqliteConnection, id: &str) -> Option<Status> {
+async fn status(conn: &mut Conn<'_>, id: &str) -> Option<Status> {
     let ride_id = RideId::parse(id).unwrap();
     store::load(conn, &ride_id)
         .await
@@ -73,9 +78,9 @@ async fn status(conn: &mut SqliteConnection, id: &str) -> Option<Status> {
         .map(|(ride, _)| ride.status)
 }
 
-#[tokio::test]
-async fn a_ride_survives_between_transactions_until_it_is_confirmed() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_ride_survives_between_transactions_until_it_is_confirmed(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let input = request("r_1");
     let out = apply(&mut conn, &input, at(0)).await;
     assert_eq!(out.len(), 1);
@@ -100,11 +105,13 @@ async fn a_ride_survives_between_transactions_until_it_is_confirmed() {
 }
 
 /// Every ride's stored state, by ride id.
-async fn all_rides(conn: &mut SqliteConnection) -> Vec<(Ride, Origin)> {
-    let ids: Vec<String> = sqlx::query_scalar("SELECT ride_id FROM rides ORDER BY ride_id")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+async fn all_rides(conn: &mut Conn<'_>) -> Vec<(Ride, Origin)> {
+    let sql = "SELECT ride_id FROM rides ORDER BY ride_id";
+    let ids: Vec<String> = match conn {
+        Conn::Sqlite(conn) => sqlx::query_scalar(sql).fetch_all(&mut **conn).await,
+        Conn::Postgres(conn) => sqlx::query_scalar(sql).fetch_all(&mut **conn).await,
+    }
+    .unwrap();
     let mut rides = Vec::new();
     for id in ids {
         let ride_id = RideId::parse(id).unwrap();
@@ -113,8 +120,7 @@ async fn all_rides(conn: &mut SqliteConnection) -> Vec<(Ride, Origin)> {
     rides
 }
 
-#[tokio::test]
-async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one() {
+async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one(kind: Kind) {
     let inputs: Vec<(Envelope, Timestamp)> = [
         request("r_1"),
         request("r_2"),
@@ -128,9 +134,11 @@ async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one() 
     .enumerate()
     .map(|(i, input)| (input, at(i as i64)))
     .collect();
-    let (_one_dir, mut one) = database(&MIGRATOR).await;
+    let mut one_db = database(kind).await;
+    let mut one = one_db.conn();
     let one_by_one = apply_each_in_tx(&service(), &mut one, &inputs).await;
-    let (_batch_dir, mut conn) = database(&MIGRATOR).await;
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let batch = apply_batch_in_tx(&service(), &mut conn, &inputs)
         .await
         .unwrap();
@@ -143,9 +151,9 @@ async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one() 
     assert_eq!(stored[0].0.pickup, GeoPoint::new(52.52, 13.40).unwrap());
 }
 
-#[tokio::test]
-async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let input = request("r_1");
     apply(&mut conn, &input, at(0)).await;
     let ride_id = RideId::parse("r_1").unwrap();
@@ -175,9 +183,9 @@ async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit() {
             at: at(1),
         })
         .collect();
-    store::save_many(&changed)
+    store::save_many(kind, &changed)
         .unwrap()
-        .execute(&mut Conn::Sqlite(&mut conn))
+        .execute(&mut conn)
         .await
         .unwrap();
     for (ride_id, ride) in &rides {
@@ -188,9 +196,61 @@ async fn coordinates_and_distances_survive_the_json_rows_bit_for_bit() {
     }
 }
 
-#[tokio::test]
-async fn a_failing_input_fails_alone_with_its_index() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    apply(&mut conn, &request("r_1"), at(0)).await;
+    let ride_id = RideId::parse("r_1").unwrap();
+    let (mut ride, mut origin) = store::load(&mut conn, &ride_id).await.unwrap().unwrap();
+    ride.payment_token = "tok_'single' \"double\" back\\slash\ttab\nline ünï 🚕".into();
+    ride.estimated_fare_cents = i64::MAX as u64;
+    ride.status = Status::Completed;
+    ride.driver_id = Some(DriverId::parse("d_bob").unwrap());
+    ride.started_at = Some(at(60));
+    ride.fare_cents = Some(i64::MAX as u64);
+    // A ride that no longer waits keeps no expiry: it reads back as its match deadline.
+    ride.expires_at = ride.match_deadline;
+    origin.correlation_id = "corr-'\"-ü".into();
+    let changed = [Changed {
+        ride_id: &ride_id,
+        ride: &ride,
+        origin: &origin,
+        at: at(61),
+    }];
+    // A known ride keeps its places, token and estimate: only a new one is saved whole.
+    let other = RideId::parse("r_2").unwrap();
+    let new = [Changed {
+        ride_id: &other,
+        ..changed[0]
+    }];
+    for write in [&changed[..], &new[..]] {
+        store::save_many(kind, write)
+            .unwrap()
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let (stored, stored_origin) = store::load(&mut conn, &other).await.unwrap().unwrap();
+    assert_eq!(stored, ride);
+    assert_eq!(stored_origin, origin);
+    let (updated, _) = store::load(&mut conn, &ride_id).await.unwrap().unwrap();
+    assert_eq!(updated.fare_cents, Some(i64::MAX as u64));
+    assert_eq!(updated.status, Status::Completed);
+    assert_eq!(updated.payment_token, "tok_visa");
+
+    let mut too_big = ride.clone();
+    too_big.fare_cents = Some(i64::MAX as u64 + 1);
+    let too_big = [Changed {
+        ride: &too_big,
+        ..changed[0]
+    }];
+    let err = store::save_many(kind, &too_big).unwrap_err();
+    assert!(err.to_string().contains("does not fit BIGINT"), "{err}");
+}
+
+async fn a_failing_input_fails_alone_with_its_index(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let mut orphan = request("r_2");
     orphan.saga_id = None;
     let inputs = [request("r_1"), orphan];
@@ -201,28 +261,25 @@ async fn a_failing_input_fails_alone_with_its_index() {
             now: at(0),
         })
         .collect();
-    let err = service()
-        .apply_batch(&mut Conn::Sqlite(&mut conn), &batch)
-        .await
-        .unwrap_err();
+    let err = service().apply_batch(&mut conn, &batch).await.unwrap_err();
     assert!(
         matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) } if m.contains("saga id")),
         "{err:?}"
     );
 }
 
-#[tokio::test]
-async fn a_refused_command_stores_nothing() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn a_refused_command_stores_nothing(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let start = Envelope::new(StartRide {}, ride("r_ghost"), "ridectl");
     let out = apply(&mut conn, &start, at(0)).await;
     assert_eq!(out[0].subject(), "evt.ride.refused.r_ghost");
     assert_eq!(status(&mut conn, "r_ghost").await, None);
 }
 
-#[tokio::test]
-async fn the_tick_expires_due_rides_once_with_a_timer_id() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn the_tick_expires_due_rides_once_with_a_timer_id(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     let early = request("r_early");
     apply(&mut conn, &early, at(0)).await;
     apply(&mut conn, &request("r_late"), at(10)).await;
@@ -254,9 +311,9 @@ async fn the_tick_expires_due_rides_once_with_a_timer_id() {
     assert_eq!(status(&mut conn, "r_done").await, Some(Status::Confirmed));
 }
 
-#[tokio::test]
-async fn the_tick_cancels_confirmed_rides_that_do_not_start_by_their_deadlines() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn the_tick_cancels_confirmed_rides_that_do_not_start_by_their_deadlines(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     for id in ["r_absent", "r_waiting", "r_started"] {
         apply(&mut conn, &request(id), at(0)).await;
         apply(&mut conn, &assigned(id), at(1)).await;
@@ -304,9 +361,9 @@ async fn the_tick_cancels_confirmed_rides_that_do_not_start_by_their_deadlines()
     assert_eq!(status(&mut conn, "r_started").await, Some(Status::Started));
 }
 
-#[tokio::test]
-async fn the_deadlines_of_a_confirmed_ride_survive_between_transactions() {
-    let (_dir, mut conn) = database(&MIGRATOR).await;
+async fn the_deadlines_of_a_confirmed_ride_survive_between_transactions(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
     apply(&mut conn, &request("r_1"), at(0)).await;
     apply(&mut conn, &assigned("r_1"), at(1)).await;
     apply(&mut conn, &authorized("r_1"), at(2)).await;
@@ -318,3 +375,15 @@ async fn the_deadlines_of_a_confirmed_ride_survive_between_transactions() {
     assert_eq!(ride.rider_wait_deadline, Some(at(60 + 300)));
     assert_eq!(ride.deadline(), Some(at(60 + 300)));
 }
+
+each_backend!(
+    a_ride_survives_between_transactions_until_it_is_confirmed,
+    a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one,
+    coordinates_and_distances_survive_the_json_rows_bit_for_bit,
+    texts_and_the_largest_amounts_survive_the_json_rows,
+    a_failing_input_fails_alone_with_its_index,
+    a_refused_command_stores_nothing,
+    the_tick_expires_due_rides_once_with_a_timer_id,
+    the_tick_cancels_confirmed_rides_that_do_not_start_by_their_deadlines,
+    the_deadlines_of_a_confirmed_ride_survive_between_transactions,
+);

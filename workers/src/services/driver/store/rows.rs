@@ -1,7 +1,14 @@
 //! Reading the driver service's rows back into the domain's types, column by column in the
-//! order of [`driver_columns!`] and [`ride_columns!`].
+//! order of [`driver_columns!`] and [`ride_columns!`], from a row of either backend.
+
+use sqlx::{ColumnIndex, Database, Decode, Type};
 
 use super::*;
+
+/// A type the store reads from a column of `DB`.
+pub(super) trait Decodes<DB: Database>: Type<DB> + for<'r> Decode<'r, DB> {}
+
+impl<DB: Database, T: Type<DB> + for<'r> Decode<'r, DB>> Decodes<DB> for T {}
 
 pub(super) fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
     StoreError::Corrupt {
@@ -11,7 +18,15 @@ pub(super) fn corrupt(table: &'static str, problem: impl ToString) -> StoreError
 }
 
 /// The driver in the [`driver_columns!`] of `row` from column `first` on.
-pub(super) fn driver_at(row: &SqliteRow, first: usize) -> Result<Driver, StoreError> {
+pub(super) fn driver_at<R>(row: &R, first: usize) -> Result<Driver, StoreError>
+where
+    R: sqlx::Row,
+    usize: ColumnIndex<R>,
+    String: Decodes<R::Database>,
+    f64: Decodes<R::Database>,
+    i64: Decodes<R::Database>,
+    bool: Decodes<R::Database>,
+{
     let bad = |e: &dyn ToString| corrupt("drivers", e.to_string());
     let location =
         GeoPoint::new(row.try_get(first + 2)?, row.try_get(first + 3)?).map_err(|e| bad(&e))?;
@@ -32,7 +47,15 @@ pub(super) fn driver_at(row: &SqliteRow, first: usize) -> Result<Driver, StoreEr
 }
 
 /// The ride and its correlation id in the [`ride_columns!`] of `row` from column `first` on.
-pub(super) fn ride_at(row: &SqliteRow, first: usize) -> Result<(Ride, Option<String>), StoreError> {
+pub(super) fn ride_at<R>(row: &R, first: usize) -> Result<StoredRide, StoreError>
+where
+    R: sqlx::Row,
+    usize: ColumnIndex<R>,
+    String: Decodes<R::Database>,
+    f64: Decodes<R::Database>,
+    i64: Decodes<R::Database>,
+    bool: Decodes<R::Database>,
+{
     let bad = |e: &dyn ToString| corrupt("driver_rides", e.to_string());
     let id = RideId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?;
     let rider: Option<String> = row.try_get(first + 1)?;
@@ -74,4 +97,31 @@ pub(super) fn ride_at(row: &SqliteRow, first: usize) -> Result<(Ride, Option<Str
         stage,
     };
     Ok((ride, row.try_get(first + 9)?))
+}
+
+/// A ride in the [`ride_columns!`] of `row` from column `first` on, then its driver in the
+/// [`driver_columns!`] after them (null when the ride has no driver): a row of
+/// [`found_ride_sql!`].
+pub(super) fn found_ride<R>(row: &R, first: usize) -> Result<FoundRide, StoreError>
+where
+    R: sqlx::Row,
+    usize: ColumnIndex<R>,
+    String: Decodes<R::Database>,
+    f64: Decodes<R::Database>,
+    i64: Decodes<R::Database>,
+    bool: Decodes<R::Database>,
+{
+    let (ride, correlation) = ride_at(row, first)?;
+    let driver_first = first + RIDE_COLUMNS;
+    let has_driver = row.try_get::<Option<String>, _>(driver_first)?.is_some();
+    let driver = if has_driver {
+        Some(driver_at(row, driver_first)?)
+    } else {
+        None
+    };
+    Ok(FoundRide {
+        ride,
+        correlation,
+        driver,
+    })
 }

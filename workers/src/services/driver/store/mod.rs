@@ -1,7 +1,8 @@
-//! The driver service's tables (`migrations/driver`): load the slice of state an input or a
-//! timer can touch, and write back what changed. Reservations are written with guards
-//! (`current_ride IS NULL` to reserve, `= ride` to release) on top of the schema's uniqueness,
-//! so a logic slip or a concurrent writer fails the transaction instead of double-booking.
+//! The driver service's tables (`migrations/<backend>/driver`): load the slice of state an
+//! input or a timer can touch, and write back what changed. Reservations are written with
+//! guards (`current_ride IS NULL` to reserve, `= ride` to release) on top of the schema's
+//! uniqueness, so a logic slip or a concurrent writer fails the transaction instead of
+//! double-booking.
 //!
 //! Each statement is a round trip to the database, so an input reads only what its outcome
 //! can depend on (the driver search only for a ride that may be matched now), a ride comes with
@@ -9,15 +10,17 @@
 //! rides its inputs name in one statement and writes only the rows that changed, once, when
 //! it ends ([`BatchView`]).
 //!
-//! SQL is kept portable to PostgreSQL (`$n` parameters, `ON CONFLICT`, `UPDATE ... FROM`,
-//! partial indexes) except for the JSON functions that expand a batch's rows, which the
-//! PostgreSQL statements will spell with `jsonb_array_elements`.
+//! This module and its `search`, `view`, `write` and `rows` decide what to read and write, the
+//! same on every backend. The statements are the backends': [`sqlite`] and [`postgres`] each
+//! provide the functions that [`find_driver`] and the ones after it hand each call to, by the
+//! connection's backend. Both return rows in the column order of [`driver_columns!`] and
+//! [`ride_columns!`], which `rows` reads back from either.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+
+use crate::runtime::{Conn, Kind, Row};
 
 use super::domain::{
     self, BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State,
@@ -102,17 +105,6 @@ macro_rules! found_ride_sql {
     };
 }
 
-/// Reads the rides whose ids are in the JSON array given (positional, for the runtime's
-/// preload), each with its correlation id and driver: what a batch's inputs name, read ahead.
-/// First, in a row of its own, whether any ride waits for a driver: where none did when the
-/// batch began, an ending need not look for one near the driver it frees (most batches, in a
-/// city with drivers to spare).
-pub const READ_AHEAD_SQL: &str = concat!(
-    "SELECT EXISTS (SELECT 1 FROM driver_rides WHERE stage = 'waiting' AND cleared) \
-     AS rides_waiting; ",
-    found_ride_sql!("r.ride_id IN (SELECT value FROM json_each(?))")
-);
-
 /// How many columns [`ride_columns!`] lists.
 const RIDE_COLUMNS: usize = 10;
 
@@ -165,7 +157,7 @@ impl Correlations {
 /// drivers near its pickup; or, for an ending, the ride, its driver and, only if the ending
 /// frees that driver, the waiting rides near them.
 pub async fn load_for_input(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     input: &Input,
     now: Timestamp,
     rules: &MatchRules,
@@ -243,34 +235,15 @@ pub async fn load_for_input(
 /// What a timer run can touch: up to `batch` waiting rides past their deadline, up to `batch`
 /// waiting cleared rides before it (earliest first) and the available drivers near each.
 pub async fn load_for_tick(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     now: Timestamp,
     rules: &MatchRules,
     batch: i64,
 ) -> Result<Loaded, StoreError> {
     let mut loaded = Loaded::default();
-    let due = sqlx::query(concat!(
-        "SELECT ",
-        ride_columns!(""),
-        " FROM driver_rides WHERE stage = 'waiting' AND match_deadline_ms <= $1 \
-         ORDER BY match_deadline_ms, ride_id LIMIT $2"
-    ))
-    .bind(now.unix_millis())
-    .bind(batch)
-    .fetch_all(&mut *conn)
-    .await?;
-    let waiting = sqlx::query(concat!(
-        "SELECT ",
-        ride_columns!(""),
-        " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
-         ORDER BY match_deadline_ms, ride_id LIMIT $2"
-    ))
-    .bind(now.unix_millis())
-    .bind(batch)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in due.iter().chain(&waiting) {
-        let (ride, correlation) = ride_at(row, 0)?;
+    let due = rides_past_deadline(conn, now, batch).await?;
+    let waiting = rides_waiting_before_deadline(conn, now, batch).await?;
+    for (ride, correlation) in due.into_iter().chain(waiting) {
         loaded.add_ride(ride, correlation);
     }
     let pickups: Vec<GeoPoint> = loaded
@@ -290,7 +263,7 @@ pub async fn load_for_tick(
 }
 
 async fn load_driver_side(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     view: &BatchView,
     loaded: &mut Loaded,
     driver_id: &DriverId,
@@ -314,21 +287,6 @@ async fn load_driver_side(
     Ok(())
 }
 
-async fn find_driver(
-    conn: &mut SqliteConnection,
-    driver_id: &DriverId,
-) -> Result<Option<Driver>, StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        driver_columns!(""),
-        " FROM drivers WHERE driver_id = $1"
-    ))
-    .bind(driver_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.as_ref().map(|row| driver_at(row, 0)).transpose()
-}
-
 /// A stored ride, its correlation id and, if it is assigned, its driver.
 #[derive(Debug, Clone)]
 struct FoundRide {
@@ -337,51 +295,146 @@ struct FoundRide {
     driver: Option<Driver>,
 }
 
+/// A stored ride and its correlation id.
+type StoredRide = (Ride, Option<String>);
+
+// What each backend provides, under the same names: `READ_AHEAD_SQL` and `read_ahead_row`
+// (what one of its rows holds), and a function for each of those below.
+
+/// The statement that reads a batch's rides ahead on `kind` (the service's preload): the
+/// rides whose ids are in the JSON array given, each with its correlation id and driver, and
+/// whether any cleared ride waits for a driver. Where none did when the batch began, an ending
+/// need not look for one near the driver it frees (most batches, in a city with drivers to
+/// spare).
+pub fn read_ahead_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => sqlite::READ_AHEAD_SQL,
+        Kind::Postgres => postgres::READ_AHEAD_SQL,
+    }
+}
+
+/// What the read-ahead statement returned.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    /// Whether any cleared ride waited for a driver (`None`: no row said).
+    rides_waiting: Option<bool>,
+    rides: Vec<FoundRide>,
+}
+
+fn read_ahead(rows: &[Row]) -> Result<ReadAhead, StoreError> {
+    let mut ahead = ReadAhead::default();
+    for row in rows {
+        match row {
+            Row::Sqlite(row) => sqlite::read_ahead_row(row, &mut ahead)?,
+            Row::Postgres(row) => postgres::read_ahead_row(row, &mut ahead)?,
+        }
+    }
+    Ok(ahead)
+}
+
+/// The driver `driver_id`, as stored.
+async fn find_driver(
+    conn: &mut Conn<'_>,
+    driver_id: &DriverId,
+) -> Result<Option<Driver>, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::find_driver(c, driver_id).await,
+        Conn::Postgres(c) => postgres::find_driver(c, driver_id).await,
+    }
+}
+
 /// The ride `ride_id`, its correlation id and its driver, in one statement.
-async fn find_ride(
-    conn: &mut SqliteConnection,
-    ride_id: &RideId,
-) -> Result<Option<FoundRide>, StoreError> {
-    let row = sqlx::query(found_ride_sql!("r.ride_id = $1"))
-        .bind(ride_id.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(found_ride).transpose()
+async fn find_ride(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Option<FoundRide>, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::find_ride(c, ride_id).await,
+        Conn::Postgres(c) => postgres::find_ride(c, ride_id).await,
+    }
 }
 
-/// A row of [`ride_columns!`] then [`driver_columns!`] (null when the ride has no driver).
-fn found_ride(row: &SqliteRow) -> Result<FoundRide, StoreError> {
-    let (ride, correlation) = ride_at(row, 0)?;
-    let has_driver = row.try_get::<Option<String>, _>(RIDE_COLUMNS)?.is_some();
-    let driver = if has_driver {
-        Some(driver_at(row, RIDE_COLUMNS)?)
-    } else {
-        None
-    };
-    Ok(FoundRide {
-        ride,
-        correlation,
-        driver,
-    })
+/// The stored drivers `search` asks for.
+async fn available_drivers_in_box(
+    conn: &mut Conn<'_>,
+    search: &DriverSearch,
+) -> Result<Vec<Driver>, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::available_drivers_in_box(c, search).await,
+        Conn::Postgres(c) => postgres::available_drivers_in_box(c, search).await,
+    }
 }
 
-#[path = "store_search.rs"]
+/// Up to `limit` stored waiting cleared rides before their deadline (after `now`) with their
+/// pickup in `bbox`, earliest deadline first, then by id.
+async fn waiting_rides_in_box(
+    conn: &mut Conn<'_>,
+    bbox: &BoundingBox,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<StoredRide>, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::waiting_rides_in_box(c, bbox, now, limit).await,
+        Conn::Postgres(c) => postgres::waiting_rides_in_box(c, bbox, now, limit).await,
+    }
+}
+
+/// Up to `limit` waiting rides whose deadline is at or before `now`, earliest first, then by
+/// id.
+async fn rides_past_deadline(
+    conn: &mut Conn<'_>,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<StoredRide>, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::rides_past_deadline(c, now, limit).await,
+        Conn::Postgres(c) => postgres::rides_past_deadline(c, now, limit).await,
+    }
+}
+
+/// Up to `limit` waiting cleared rides whose deadline is after `now`, earliest first, then by
+/// id.
+async fn rides_waiting_before_deadline(
+    conn: &mut Conn<'_>,
+    now: Timestamp,
+    limit: i64,
+) -> Result<Vec<StoredRide>, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::rides_waiting_before_deadline(c, now, limit).await,
+        Conn::Postgres(c) => postgres::rides_waiting_before_deadline(c, now, limit).await,
+    }
+}
+
+/// Writes `rows` in one round trip (see [`SaveRows`]); returns how many rows changed.
+async fn save_rows(conn: &mut Conn<'_>, rows: &SaveRows<'_>) -> Result<u64, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::save_rows(c, rows).await,
+        Conn::Postgres(c) => postgres::save_rows(c, rows).await,
+    }
+}
+
+/// Deletes up to `limit` ended rides (released, closed, unavailable) last changed before
+/// `before`, oldest first; returns how many.
+pub async fn prune(conn: &mut Conn<'_>, before: Timestamp, limit: i64) -> Result<u64, StoreError> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::prune(c, before, limit).await,
+        Conn::Postgres(c) => postgres::prune(c, before, limit).await,
+    }
+}
+
+mod postgres;
+mod sqlite;
+
 mod search;
-use search::{add_available_drivers_near, add_waiting_rides_near};
+use search::{DriverSearch, add_available_drivers_near, add_waiting_rides_near};
 
-#[path = "store_view.rs"]
 mod view;
 pub use view::BatchView;
 use view::read_past;
 
-#[path = "store_write.rs"]
 mod write;
-pub use write::{prune, save};
+use write::SaveRows;
+pub use write::save;
 
-#[path = "store_rows.rs"]
 mod rows;
-use rows::{driver_at, ride_at};
+use rows::{driver_at, found_ride, ride_at};
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;

@@ -8,7 +8,7 @@ use super::*;
 /// fraction of the rows the whole radius would scan; only when no driver is inside any of
 /// them does the whole radius get searched.
 pub(super) async fn add_available_drivers_near(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     view: &BatchView,
     state: &mut State,
     pickup: GeoPoint,
@@ -17,7 +17,7 @@ pub(super) async fn add_available_drivers_near(
 ) -> Result<(), StoreError> {
     let mut found = None;
     for radius_km in NEAR_FIRST_KM.into_iter().filter(|&km| km < rules.radius_km) {
-        let drivers = available_drivers_in_box(conn, view, pickup, radius_km, limit).await?;
+        let drivers = available_drivers_in_view(conn, view, pickup, radius_km, limit).await?;
         // A driver inside the circle is nearer than anyone outside its box, so the nearest
         // overall is among these. Corners of the box do not count.
         if drivers
@@ -30,7 +30,7 @@ pub(super) async fn add_available_drivers_near(
     }
     let drivers = match found {
         Some(drivers) => drivers,
-        None => available_drivers_in_box(conn, view, pickup, rules.radius_km, limit).await?,
+        None => available_drivers_in_view(conn, view, pickup, rules.radius_km, limit).await?,
     };
     for driver in drivers {
         state.drivers.entry(driver.id.clone()).or_insert(driver);
@@ -38,45 +38,52 @@ pub(super) async fn add_available_drivers_near(
     Ok(())
 }
 
+/// What [`available_drivers_in_box`] asks a backend for: up
+/// to `limit` drivers online and not reserved whose position is in `bbox`, nearest `pickup`
+/// first by the equirectangular estimate `(lat - pickup.lat)² + (lng - pickup.lng)² ·
+/// lng_scale`, computed in that order (as [`DriverSearch::estimate`] does), then by id.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DriverSearch {
+    pub bbox: BoundingBox,
+    pub pickup: GeoPoint,
+    /// cos² of the pickup's latitude: a degree of longitude's length relative to a degree of
+    /// latitude's, squared.
+    pub lng_scale: f64,
+    pub limit: i64,
+}
+
+impl DriverSearch {
+    /// The order of the search for a driver at `location`.
+    fn estimate(&self, location: GeoPoint) -> f64 {
+        let (dlat, dlng) = (
+            location.lat - self.pickup.lat,
+            location.lng - self.pickup.lng,
+        );
+        dlat * dlat + dlng * dlng * self.lng_scale
+    }
+}
+
 /// Up to `limit` available drivers in the box around `pickup` of `radius_km`, nearest first by
 /// an equirectangular estimate (see [`NEARBY_DRIVERS`] for how exact), as the batch in `view`
 /// has left them.
-async fn available_drivers_in_box(
-    conn: &mut SqliteConnection,
+async fn available_drivers_in_view(
+    conn: &mut Conn<'_>,
     view: &BatchView,
     pickup: GeoPoint,
     radius_km: f64,
     limit: i64,
 ) -> Result<Vec<Driver>, StoreError> {
     let bbox = BoundingBox::around(pickup, radius_km);
-    let lng_scale = pickup.lat.to_radians().cos().powi(2);
     let changed = &view.changed.state.drivers;
-    // The limit is written into the statement, not bound: SQLite re-prepares a statement
-    // every time a parameter used as its LIMIT is bound.
-    let sql = format!(
-        concat!(
-            "SELECT ",
-            driver_columns!(""),
-            " FROM drivers WHERE online AND current_ride IS NULL \
-             AND lat BETWEEN $1 AND $2 AND lng BETWEEN $3 AND $4 \
-             ORDER BY (lat - $5) * (lat - $5) + (lng - $6) * (lng - $6) * $7, driver_id \
-             LIMIT {limit}"
-        ),
-        limit = read_past(limit, view.stored_available_in(&bbox))
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(bbox.min_lat)
-        .bind(bbox.max_lat)
-        .bind(bbox.min_lng)
-        .bind(bbox.max_lng)
-        .bind(pickup.lat)
-        .bind(pickup.lng)
-        .bind(lng_scale)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut drivers = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let driver = driver_at(row, 0)?;
+    let search = DriverSearch {
+        bbox,
+        pickup,
+        lng_scale: pickup.lat.to_radians().cos().powi(2),
+        limit: read_past(limit, view.stored_available_in(&bbox)),
+    };
+    let stored = available_drivers_in_box(conn, &search).await?;
+    let mut drivers = Vec::with_capacity(stored.len());
+    for driver in stored {
         if !changed.contains_key(&driver.id) {
             drivers.push(driver);
         }
@@ -91,14 +98,10 @@ async fn available_drivers_in_box(
             .filter(|d| d.online && d.current_ride.is_none() && bbox.contains(d.location))
             .cloned(),
     );
-    let estimate = |d: &Driver| {
-        let (lat, lng) = (d.location.lat, d.location.lng);
-        (lat - pickup.lat) * (lat - pickup.lat)
-            + (lng - pickup.lng) * (lng - pickup.lng) * lng_scale
-    };
     drivers.sort_by(|a, b| {
-        estimate(a)
-            .total_cmp(&estimate(b))
+        search
+            .estimate(a.location)
+            .total_cmp(&search.estimate(b.location))
             .then_with(|| a.id.cmp(&b.id))
     });
     drivers.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -108,7 +111,7 @@ async fn available_drivers_in_box(
 /// Waiting cleared rides before their deadline in the box around `place`, earliest first, as
 /// the batch in `view` has left them.
 pub(super) async fn add_waiting_rides_near(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     view: &BatchView,
     loaded: &mut Loaded,
     place: GeoPoint,
@@ -119,14 +122,14 @@ pub(super) async fn add_waiting_rides_near(
     let changed = &view.changed.state.rides;
     // The tables are as the batch found them (its changes are in `view`): if no ride waited
     // then, the statement would return nothing.
-    let rows = if view.rides_waiting == Some(false) {
+    let stored = if view.rides_waiting == Some(false) {
         Vec::new()
     } else {
-        waiting_rides_in_box(conn, &bbox, now, read_past(NEARBY_RIDES, changed.len())).await?
+        let limit = read_past(NEARBY_RIDES, changed.len());
+        waiting_rides_in_box(conn, &bbox, now, limit).await?
     };
-    let mut rides = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (ride, correlation) = ride_at(row, 0)?;
+    let mut rides = Vec::with_capacity(stored.len());
+    for (ride, correlation) in stored {
         if !changed.contains_key(&ride.id) {
             rides.push((ride, correlation));
         }
@@ -165,34 +168,4 @@ pub(super) async fn add_waiting_rides_near(
         loaded.add_ride(ride, correlation);
     }
     Ok(())
-}
-
-/// Up to `limit` stored waiting cleared rides before their deadline in `bbox`, earliest
-/// deadline first.
-async fn waiting_rides_in_box(
-    conn: &mut SqliteConnection,
-    bbox: &BoundingBox,
-    now: Timestamp,
-    limit: i64,
-) -> Result<Vec<SqliteRow>, StoreError> {
-    // A literal limit (see `available_drivers_in_box`).
-    let sql = format!(
-        concat!(
-            "SELECT ",
-            ride_columns!(""),
-            " FROM driver_rides WHERE stage = 'waiting' AND cleared AND match_deadline_ms > $1 \
-             AND pickup_lat BETWEEN $2 AND $3 AND pickup_lng BETWEEN $4 AND $5 \
-             ORDER BY match_deadline_ms, ride_id LIMIT {limit}"
-        ),
-        limit = limit
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(now.unix_millis())
-        .bind(bbox.min_lat)
-        .bind(bbox.max_lat)
-        .bind(bbox.min_lng)
-        .bind(bbox.max_lng)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows)
 }

@@ -1,22 +1,23 @@
 //! The payment service's tables: each ride's payment state, and the journal of gateway calls.
-//! Runs inside the runtime's transaction. A batch's payments load in one statement and save
-//! in one, its journal entries in another; the ride ids travel as one JSON array expanded by
-//! `json_each` and the rows to save as one expanded by `jsonb_each`, both SQLite's; the rest
-//! is portable SQL.
+//! Runs inside the runtime's transaction, on either backend: this module reads and writes the
+//! rows, `sqlite` and `postgres` hold each backend's statements. A batch's payments load
+//! in one statement and save in one, its journal entries in another; the ride ids travel as
+//! one JSON array and the rows to save as another, whatever their number.
+
+mod postgres;
+mod sqlite;
 
 use std::collections::HashMap;
 
 use ridesaga_schemas::{MessageId, RideId, RiderId, Timestamp};
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
-use crate::runtime::{BatchWrite, HandleError};
-use crate::services::rides::json_ids;
+use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
+use crate::services::rides::{column, json_ids};
 
 /// The ride's payment, or the empty state if payment has not heard of the ride.
-pub async fn load(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<Payment, HandleError> {
+pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Payment, HandleError> {
     let mut loaded = load_many(conn, &[ride_id.as_str()]).await?;
     match loaded.remove(ride_id) {
         Some(stored) => stored.map(|stored| stored.payment),
@@ -36,36 +37,44 @@ pub struct Stored {
 /// in one statement. A row that cannot be read is its ride's error, for the input that
 /// touches it.
 pub async fn load_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
-    let rows = sqlx::query(LOAD_SQL)
-        .bind(json_ids(ride_ids)?)
-        .fetch_all(&mut *conn)
-        .await?;
+    let sql = load_sql(conn.kind());
+    let rows = db::preload_rows(conn, sql, json_ids(ride_ids)?).await?;
     loaded(&rows)
 }
 
-/// Reads the payments (and the operations journaled for each) of the rides whose ids are in
-/// the JSON array given (positional, for the runtime's preload): [`loaded`] reads the rows.
-pub const LOAD_SQL: &str = "SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
+/// The columns every load selects, as [`loaded`] reads them; `journaled` is the JSON array of
+/// the names of the operations journaled for the ride.
+macro_rules! columns {
+    () => {
+        "ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
-         settlement, captured_cents, capture_error, \
-         (SELECT json_group_array(o.operation) FROM payment_operations o \
-          WHERE o.ride_id = p.ride_id) AS journaled \
-         FROM payments p WHERE ride_id IN (SELECT value FROM json_each(?))";
+         settlement, captured_cents, capture_error"
+    };
+}
+use columns;
 
-/// The payments in rows of [`LOAD_SQL`]. A row that cannot be read is its ride's error, for
+/// The statement that reads the payments (and the operations journaled for each) of the
+/// rides whose ids are in the JSON array given (its only parameter, for the runtime's
+/// preload): [`loaded`] reads the rows.
+pub fn load_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => sqlite::LOAD,
+        Kind::Postgres => postgres::LOAD,
+    }
+}
+
+/// The payments in rows of [`load_sql`]. A row that cannot be read is its ride's error, for
 /// the input that touches it.
-pub fn loaded(
-    rows: &[SqliteRow],
-) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
+pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
     let mut payments = HashMap::with_capacity(rows.len());
     for row in rows {
-        let ride_id: String = row.try_get("ride_id")?;
+        let ride_id: String = column(row, "ride_id")?;
         let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
         let stored = decode(row).and_then(|payment| {
-            let journaled: String = row.try_get("journaled")?;
+            let journaled: String = column(row, "journaled")?;
             let journaled = serde_json::from_str(&journaled).map_err(corrupt)?;
             Ok(Stored { payment, journaled })
         });
@@ -82,34 +91,17 @@ pub struct Changed<'a> {
     pub at: Timestamp,
 }
 
-/// Saves every payment in `changed` in one statement.
-pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
+/// Saves every payment in `changed` in one statement on `kind`.
+pub fn save_many(kind: Kind, changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
     let rows = changed
         .iter()
         .map(|c| payment_row(c.ride_id, c.payment, c.at))
         .collect::<Result<Vec<_>, _>>()?;
-    BatchWrite::new(
-        "INSERT INTO payments (ride_id, rider_id, payment_token, estimated_fare_cents, \
-         driver_assigned, ending, fare_cents, hold, hold_id, hold_amount_cents, decline_code, \
-         decline_message, settlement, captured_cents, capture_error, created_at_ms, \
-         updated_at_ms) \
-         SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
-         value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
-         value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
-         value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
-         value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
-         value ->> 'at_ms', value ->> 'at_ms' FROM jsonb_each(?) WHERE true \
-         ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
-         payment_token = excluded.payment_token, \
-         estimated_fare_cents = excluded.estimated_fare_cents, \
-         driver_assigned = excluded.driver_assigned, ending = excluded.ending, \
-         fare_cents = excluded.fare_cents, hold = excluded.hold, hold_id = excluded.hold_id, \
-         hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
-         decline_message = excluded.decline_message, settlement = excluded.settlement, \
-         captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
-         updated_at_ms = excluded.updated_at_ms",
-        &rows,
-    )
+    let sql = match kind {
+        Kind::Sqlite => sqlite::SAVE,
+        Kind::Postgres => postgres::SAVE,
+    };
+    BatchWrite::new(sql, &rows)
 }
 
 /// One row of [`save_many`]'s JSON array.
@@ -228,42 +220,37 @@ impl Journaled {
     }
 }
 
-/// Journals gateway operations in one statement. The batch checked that none was journaled
-/// before (see [`Stored::journaled`]); a key that was anyway fails the batch's commit, since
-/// the primary key refuses it: state and journal would disagree, and no second operation
-/// with a key may commit.
-pub fn journal_many(operations: &[Journaled]) -> Result<BatchWrite, HandleError> {
-    BatchWrite::new(
-        "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
-         outcome, input_message_id, performed_at_ms) \
-         SELECT value ->> 'idempotency_key', value ->> 'ride_id', value ->> 'operation', \
-         value ->> 'amount_cents', value ->> 'outcome', value ->> 'input_message_id', \
-         value ->> 'performed_at_ms' FROM jsonb_each(?)",
-        operations,
-    )
+/// Journals gateway operations in one statement on `kind`. The batch checked that none was
+/// journaled before (see [`Stored::journaled`]); a key that was anyway fails the batch's
+/// commit, since the primary key refuses it: state and journal would disagree, and no second
+/// operation with a key may commit.
+pub fn journal_many(kind: Kind, operations: &[Journaled]) -> Result<BatchWrite, HandleError> {
+    let sql = match kind {
+        Kind::Sqlite => sqlite::JOURNAL,
+        Kind::Postgres => postgres::JOURNAL,
+    };
+    BatchWrite::new(sql, operations)
 }
 
 /// Operations journaled for a ride, as `(operation, outcome)` sorted by operation.
 pub async fn operations(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ride_id: &RideId,
 ) -> Result<Vec<(String, String)>, HandleError> {
-    let rows = sqlx::query(
-        "SELECT operation, outcome FROM payment_operations WHERE ride_id = $1 \
-         ORDER BY operation",
-    )
-    .bind(ride_id.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<Row> = match conn {
+        Conn::Sqlite(conn) => sqlite::operations(conn, ride_id.as_str()).await?,
+        Conn::Postgres(conn) => postgres::operations(conn, ride_id.as_str()).await?,
+    };
     rows.iter()
-        .map(|r| Ok((r.try_get("operation")?, r.try_get("outcome")?)))
+        .map(|r| Ok((column(r, "operation")?, column(r, "outcome")?)))
         .collect()
 }
 
-fn decode(row: &SqliteRow) -> Result<Payment, HandleError> {
-    let text = |name: &str| row.try_get::<Option<String>, _>(name);
+/// A row of the columns `columns!` names, read by either backend.
+fn decode(row: &Row) -> Result<Payment, HandleError> {
+    let text = |name: &str| column::<Option<String>>(row, name);
     let amount = |name: &str| -> Result<Option<u64>, HandleError> {
-        row.try_get::<Option<i64>, _>(name)?
+        column::<Option<i64>>(row, name)?
             .map(from_cents)
             .transpose()
     };
@@ -311,7 +298,7 @@ fn decode(row: &SqliteRow) -> Result<Payment, HandleError> {
     };
     Ok(Payment {
         trip,
-        driver_assigned: row.try_get("driver_assigned")?,
+        driver_assigned: column(row, "driver_assigned")?,
         ending,
         hold,
         settlement,

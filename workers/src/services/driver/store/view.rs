@@ -1,8 +1,6 @@
 //! A batch's view of the driver service's tables: what its inputs changed so far, kept in
 //! memory and laid over what is stored for the inputs after them, until the batch saves it.
 
-use sqlx::Column as _;
-
 use super::*;
 
 /// A batch as its inputs see the tables: the rides its inputs name, read in one statement when
@@ -29,22 +27,17 @@ pub struct BatchView {
 
 impl BatchView {
     /// Begins a batch whose inputs name `ride_ids` (duplicates allowed), with the rows of
-    /// [`READ_AHEAD_SQL`] for them.
-    pub fn read_ahead(ride_ids: &[&RideId], rows: &[SqliteRow]) -> Result<Self, StoreError> {
-        let mut view = BatchView::default();
+    /// the read-ahead statement ([`read_ahead_sql`]) for them.
+    pub fn read_ahead(ride_ids: &[&RideId], rows: &[Row]) -> Result<Self, StoreError> {
+        let ahead = read_ahead(rows)?;
+        let mut view = BatchView {
+            rides_waiting: ahead.rides_waiting,
+            ..BatchView::default()
+        };
         for id in ride_ids {
             view.ahead.insert((*id).clone(), None);
         }
-        for row in rows {
-            if row
-                .columns()
-                .first()
-                .is_some_and(|c| c.name() == "rides_waiting")
-            {
-                view.rides_waiting = Some(row.try_get(0)?);
-                continue;
-            }
-            let found = found_ride(row)?;
+        for found in ahead.rides {
             view.ahead.insert(found.ride.id.clone(), Some(found));
         }
         Ok(view)
@@ -54,7 +47,7 @@ impl BatchView {
     /// has left them.
     pub(super) async fn ride(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         ride_id: &RideId,
     ) -> Result<Option<FoundRide>, StoreError> {
         let stored = match self.ahead.get(ride_id) {
@@ -91,7 +84,7 @@ impl BatchView {
     /// The driver `driver_id` as the batch has left them.
     pub(super) async fn driver(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn<'_>,
         driver_id: &DriverId,
     ) -> Result<Option<Driver>, StoreError> {
         match self.changed.state.drivers.get(driver_id) {
@@ -149,11 +142,7 @@ impl BatchView {
     }
 
     /// Writes every row the batch changed, in one round trip (see [`save`]).
-    pub async fn save(
-        &self,
-        conn: &mut SqliteConnection,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
+    pub async fn save(&self, conn: &mut Conn<'_>, now: Timestamp) -> Result<(), StoreError> {
         save(conn, &self.stored, &self.changed, now)
             .await
             .map(|_| ())

@@ -1,21 +1,23 @@
 //! The notification service's tables: what it remembers per ride, and the record of every
 //! notification sent, at most one per (ride, kind, recipient). Runs inside the runtime's
-//! transaction: a batch loads its rides in one statement and saves them, and its records, with
-//! one statement each. Ride ids travel as one JSON array expanded by `json_each` and rows
-//! to save as one expanded by `jsonb_each`, both SQLite's; the rest is portable SQL.
+//! transaction, on either backend: this module reads and writes the rows, `sqlite` and
+//! `postgres` hold each backend's statements. A batch loads its rides in one statement and
+//! saves them, and its records, with one statement each; ride ids travel as one JSON array and
+//! rows to save as another, whatever their number.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
 
 use ridesaga_schemas::{
     CancelReason, DriverId, MessageId, NotificationKind, Recipient, RideId, Timestamp,
 };
-use std::collections::HashMap;
-
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Audience, Notice};
-use crate::runtime::{BatchWrite, HandleError};
-use crate::services::rides::json_ids;
+use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
+use crate::services::rides::{column, json_ids};
 
 const KINDS: [NotificationKind; 6] = [
     NotificationKind::DriverAssigned,
@@ -36,7 +38,7 @@ const REASONS: [CancelReason; 6] = [
 ];
 
 /// What notification knows about the ride, including what it already sent.
-pub async fn load(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<Audience, HandleError> {
+pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Audience, HandleError> {
     let mut loaded = load_many(conn, &[ride_id.as_str()]).await?;
     loaded.remove(ride_id).unwrap_or(Ok(Audience::default()))
 }
@@ -45,37 +47,37 @@ pub async fn load(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<Audie
 /// statement: the rides' rows and the notifications already sent for them. A row that cannot
 /// be read is its ride's error, for the input that touches it.
 pub async fn load_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ride_ids: &[&str],
 ) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
-    let rows = sqlx::query(LOAD_SQL)
-        .bind(json_ids(ride_ids)?)
-        .fetch_all(&mut *conn)
-        .await?;
-    loaded(rows)
+    let sql = load_sql(conn.kind());
+    let rows = db::preload_rows(conn, sql, json_ids(ride_ids)?).await?;
+    loaded(&rows)
 }
 
-/// Reads what is known of the rides whose ids are in the JSON array given (positional, for the
-/// runtime's preload), and the notifications sent for them: [`loaded`] reads the rows.
-pub const LOAD_SQL: &str = "WITH ids AS (SELECT value AS id FROM json_each(?)) \
-     SELECT 'ride' AS what, ride_id, driver_id AS a, cancel_reason AS b \
-     FROM notification_rides WHERE ride_id IN (SELECT id FROM ids) \
-     UNION ALL SELECT 'sent', ride_id, kind, recipient FROM notifications \
-     WHERE ride_id IN (SELECT id FROM ids)";
+/// The statement that reads what is known of the rides whose ids are in the JSON array given
+/// (its only parameter, for the runtime's preload), and the notifications sent for them:
+/// [`loaded`] reads the rows. Each row has the ride's id, `what` it is, and two texts `a` and
+/// `b`: a ride's row (`ride`) has its driver and its cancel reason, a notification's
+/// (`sent`) its kind and its recipient.
+pub fn load_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => sqlite::LOAD,
+        Kind::Postgres => postgres::LOAD,
+    }
+}
 
-/// What rows of [`LOAD_SQL`] tell about their rides. A row that cannot be read is its ride's
+/// What rows of [`load_sql`] tell about their rides. A row that cannot be read is its ride's
 /// error, for the input that touches it.
-pub fn loaded(
-    rows: Vec<SqliteRow>,
-) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
+pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
     let mut audiences: HashMap<RideId, Result<Audience, HandleError>> = HashMap::new();
     for row in rows {
-        let ride_id = RideId::parse(row.try_get::<String, _>("ride_id")?).map_err(corrupt)?;
+        let ride_id = RideId::parse(column::<String>(row, "ride_id")?).map_err(corrupt)?;
         let audience = audiences
             .entry(ride_id)
             .or_insert_with(|| Ok(Audience::default()));
         if let Ok(known) = audience
-            && let Err(e) = add_row(known, &row)
+            && let Err(e) = add_row(known, row)
         {
             *audience = Err(e);
         }
@@ -83,11 +85,11 @@ pub fn loaded(
     Ok(audiences)
 }
 
-/// Adds one row of [`load_many`] to what is known about its ride.
-fn add_row(audience: &mut Audience, row: &SqliteRow) -> Result<(), HandleError> {
-    let a: Option<String> = row.try_get("a")?;
-    let b: Option<String> = row.try_get("b")?;
-    if row.try_get::<String, _>("what")? == "ride" {
+/// Adds one row of [`load_sql`] to what is known about its ride.
+fn add_row(audience: &mut Audience, row: &Row) -> Result<(), HandleError> {
+    let a: Option<String> = column(row, "a")?;
+    let b: Option<String> = column(row, "b")?;
+    if column::<String>(row, "what")? == "ride" {
         audience.driver_id = a.map(DriverId::parse).transpose().map_err(corrupt)?;
         audience.cancelled = b.map(|r| parse(&REASONS, &r, |x| x.as_str())).transpose()?;
         return Ok(());
@@ -103,26 +105,34 @@ fn add_row(audience: &mut Audience, row: &SqliteRow) -> Result<(), HandleError> 
 }
 
 /// Saves what notification remembers about each ride in `changed` (`(ride, audience, when)`),
-/// in one statement (the sent notifications are saved by [`record_many`]).
-pub fn save_many(changed: &[(&RideId, &Audience, Timestamp)]) -> Result<BatchWrite, HandleError> {
-    let rows: Vec<(&str, Option<&str>, Option<&str>, i64)> = changed
+/// in one statement on `kind` (the sent notifications are saved by [`record_many`]).
+pub fn save_many(
+    kind: Kind,
+    changed: &[(&RideId, &Audience, Timestamp)],
+) -> Result<BatchWrite, HandleError> {
+    let rows: Vec<RideRow<'_>> = changed
         .iter()
-        .map(|(ride_id, audience, at)| {
-            (
-                ride_id.as_str(),
-                audience.driver_id.as_ref().map(DriverId::as_str),
-                audience.cancelled.map(CancelReason::as_str),
-                at.unix_millis(),
-            )
+        .map(|(ride_id, audience, at)| RideRow {
+            ride_id: ride_id.as_str(),
+            driver_id: audience.driver_id.as_ref().map(DriverId::as_str),
+            cancel_reason: audience.cancelled.map(CancelReason::as_str),
+            updated_at_ms: at.unix_millis(),
         })
         .collect();
-    BatchWrite::new(
-        "INSERT INTO notification_rides (ride_id, driver_id, cancel_reason, updated_at_ms) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM jsonb_each(?) \
-         WHERE true ON CONFLICT (ride_id) DO UPDATE SET driver_id = excluded.driver_id, \
-         cancel_reason = excluded.cancel_reason, updated_at_ms = excluded.updated_at_ms",
-        &rows,
-    )
+    let sql = match kind {
+        Kind::Sqlite => sqlite::SAVE,
+        Kind::Postgres => postgres::SAVE,
+    };
+    BatchWrite::new(sql, &rows)
+}
+
+/// One row of [`save_many`]'s JSON array.
+#[derive(Debug, Serialize)]
+struct RideRow<'a> {
+    ride_id: &'a str,
+    driver_id: Option<&'a str>,
+    cancel_reason: Option<&'static str>,
+    updated_at_ms: i64,
 }
 
 /// A notification sent, as recorded.
@@ -160,28 +170,24 @@ impl Sent {
     }
 }
 
-/// Records the notifications sent, in one statement. The batch decided they were new from
-/// what it loaded inside its transaction, which no other writer shares; should one be there
-/// anyway, UNIQUE (ride, kind, recipient) keeps the first record.
-pub fn record_many(sent: &[Sent]) -> Result<BatchWrite, HandleError> {
-    BatchWrite::new(
-        "INSERT INTO notifications (ride_id, kind, recipient, recipient_id, channel, text, \
-         message_id, sent_at_ms) \
-         SELECT value ->> 'ride_id', value ->> 'kind', value ->> 'recipient', \
-         value ->> 'recipient_id', value ->> 'channel', value ->> 'text', \
-         value ->> 'message_id', value ->> 'sent_at_ms' FROM jsonb_each(?) \
-         WHERE true ON CONFLICT (ride_id, kind, recipient) DO NOTHING",
-        sent,
-    )
+/// Records the notifications sent, in one statement on `kind`. The batch decided they were
+/// new from what it loaded inside its transaction, which no other writer shares; should one
+/// be there anyway, UNIQUE (ride, kind, recipient) keeps the first record.
+pub fn record_many(kind: Kind, sent: &[Sent]) -> Result<BatchWrite, HandleError> {
+    let sql = match kind {
+        Kind::Sqlite => sqlite::RECORD,
+        Kind::Postgres => postgres::RECORD,
+    };
+    BatchWrite::new(sql, sent)
 }
 
 /// How many notifications were recorded for the ride.
-pub async fn count(conn: &mut SqliteConnection, ride_id: &RideId) -> Result<i64, HandleError> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM notifications WHERE ride_id = $1")
-        .bind(ride_id.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(row.try_get("n")?)
+pub async fn count(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<i64, HandleError> {
+    let ride_id = ride_id.as_str();
+    Ok(match conn {
+        Conn::Sqlite(conn) => sqlite::count(conn, ride_id).await?,
+        Conn::Postgres(conn) => postgres::count(conn, ride_id).await?,
+    })
 }
 
 /// `rider` or `driver`.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use ridesaga_schemas::{RideId, RiderId, Timestamp};
 
 use super::super::domain::{FraudRules, State};
-use crate::runtime::{BatchWrite, HandleError};
+use super::{BlockRow, DeclineRow, RequestRow, writes};
+use crate::runtime::{BatchWrite, HandleError, Kind};
 
 /// What the inputs of a batch added so far (scored requests, declines, blocklist entries),
 /// kept in memory: laid over what is stored for the inputs after them, and written by the
@@ -73,61 +74,45 @@ impl Pending {
         keep_latest(&mut state.declines, rules.max_declines, |d| d.at);
     }
 
-    /// The batch's writes, for the round trip that commits it: one statement per table, each
-    /// of whose rows must be new (requests and declines) or changes one entry (blocklist).
-    pub fn writes(&self) -> Result<Vec<BatchWrite>, HandleError> {
-        let mut writes = Vec::new();
+    /// The batch's writes on `kind`, for the round trip that commits it: one statement per
+    /// table, each of whose rows must be new (requests and declines) or changes one entry
+    /// (blocklist).
+    pub fn writes(&self, kind: Kind) -> Result<Vec<BatchWrite>, HandleError> {
         let added = &self.added;
-        if !added.blocks.is_empty() {
-            let rows: Vec<_> = added
-                .blocks
-                .iter()
-                .map(|(rider_id, b)| (rider_id.as_str(), b.blocked, b.reason.as_deref(), b.at))
-                .collect();
-            writes.push(BatchWrite::new(
-                "INSERT INTO fraud_blocklist (rider_id, blocked, reason, changed_at_ms) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM jsonb_each(?) \
-                 WHERE true ON CONFLICT (rider_id) DO UPDATE SET blocked = excluded.blocked, \
-                 reason = excluded.reason, changed_at_ms = excluded.changed_at_ms",
-                &rows,
-            )?);
+        let blocks: Vec<BlockRow<'_>> = added
+            .blocks
+            .iter()
+            .map(|(rider_id, b)| BlockRow {
+                rider_id: rider_id.as_str(),
+                blocked: b.blocked,
+                reason: b.reason.as_deref(),
+                changed_at_ms: b.at,
+            })
+            .collect();
+        let mut requests = Vec::with_capacity(added.requests.len());
+        for (ride_id, scored) in &added.requests {
+            let reasons = serde_json::to_string(&scored.assessment.reasons)
+                .map_err(|e| HandleError::Permanent(format!("fraud reasons: {e}")))?;
+            requests.push(RequestRow {
+                ride_id: ride_id.as_str(),
+                rider_id: scored.rider_id.as_str(),
+                requested_at_ms: scored.at,
+                score: scored.assessment.score,
+                flagged: scored.assessment.flagged,
+                reasons,
+                scored_at_ms: self.scored_at.get(ride_id).copied().unwrap_or(scored.at),
+            });
         }
-        if !added.requests.is_empty() {
-            let mut rows = Vec::with_capacity(added.requests.len());
-            for (ride_id, scored) in &added.requests {
-                let reasons = serde_json::to_string(&scored.assessment.reasons)
-                    .map_err(|e| HandleError::Permanent(format!("fraud reasons: {e}")))?;
-                let scored_at = self.scored_at.get(ride_id).copied().unwrap_or(scored.at);
-                rows.push((
-                    ride_id.as_str(),
-                    scored.rider_id.as_str(),
-                    scored.at,
-                    scored.assessment.score,
-                    scored.assessment.flagged,
-                    reasons,
-                    scored_at,
-                ));
-            }
-            writes.push(BatchWrite::new(
-                "INSERT INTO fraud_requests (ride_id, rider_id, requested_at_ms, score, flagged, \
-                 reasons, scored_at_ms) SELECT value ->> 0, value ->> 1, value ->> 2, \
-                 value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM jsonb_each(?)",
-                &rows,
-            )?);
-        }
-        if !added.declines.is_empty() {
-            let rows: Vec<_> = added
-                .declines
-                .iter()
-                .map(|(ride_id, d)| (ride_id.as_str(), d.rider_id.as_str(), d.at))
-                .collect();
-            writes.push(BatchWrite::new(
-                "INSERT INTO fraud_declines (ride_id, rider_id, declined_at_ms) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM jsonb_each(?)",
-                &rows,
-            )?);
-        }
-        Ok(writes)
+        let declines: Vec<DeclineRow<'_>> = added
+            .declines
+            .iter()
+            .map(|(ride_id, d)| DeclineRow {
+                ride_id: ride_id.as_str(),
+                rider_id: d.rider_id.as_str(),
+                declined_at_ms: d.at,
+            })
+            .collect();
+        writes(kind, &blocks, &requests, &declines)
     }
 }
 

@@ -1,19 +1,20 @@
 //! The ride service's table: load and save rides' state (a batch's rides in one statement
-//! each), and find rides whose deadline has passed. Runs inside the runtime's transaction. A
-//! batch's ride ids travel as one JSON array expanded by `json_each` and its changed rows as
-//! one expanded by `jsonb_each`, both SQLite's; the rest is portable SQL.
+//! each), and find rides whose deadline has passed. Runs inside the runtime's transaction, on
+//! either backend: this module reads and writes the rows, `sqlite` and `postgres` hold
+//! each backend's statements. A batch's ride ids travel as one JSON array, and its changed
+//! rides as another, whatever their number.
+
+mod postgres;
+mod sqlite;
 
 use std::collections::HashMap;
 
 use ridesaga_schemas::{CancelReason, DriverId, GeoPoint, MessageId, RideId, RiderId, Timestamp};
-
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
 use super::domain::{Hold, Ride, Status};
-use crate::runtime::{BatchWrite, HandleError};
-use crate::services::rides::json_ids;
+use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
+use crate::services::rides::{column, json_ids};
 
 /// Where a ride's saga came from: what timer outputs need for their causation and correlation.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +23,7 @@ pub struct Origin {
     pub requested_event_id: MessageId,
 }
 
+/// The columns every read selects, as [`decode`] reads them.
 macro_rules! columns {
     () => {
         "ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
@@ -30,19 +32,20 @@ macro_rules! columns {
          requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms"
     };
 }
-const COLUMNS: &str = columns!();
+use columns;
 
-/// Reads the rides whose ids are in the JSON array given (positional, for the runtime's
-/// preload): [`loaded`] reads the rows.
-pub const LOAD_SQL: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM rides WHERE ride_id IN (SELECT value FROM json_each(?))"
-);
+/// The statement that reads the rides whose ids are in the JSON array given (its only
+/// parameter, for the runtime's preload): [`loaded`] reads the rows.
+pub fn load_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => sqlite::LOAD,
+        Kind::Postgres => postgres::LOAD,
+    }
+}
 
 /// The ride, if this service has seen it.
 pub async fn load(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ride_id: &RideId,
 ) -> Result<Option<(Ride, Origin)>, HandleError> {
     let mut loaded = load_many(conn, &[ride_id.as_str()]).await?;
@@ -51,26 +54,21 @@ pub async fn load(
 
 /// The rides among `ride_ids` this service has seen, in one statement. A row that cannot be
 /// read is its ride's error, for the input that touches it.
-pub async fn load_many(
-    conn: &mut SqliteConnection,
-    ride_ids: &[&str],
-) -> Result<Loaded, HandleError> {
-    let rows = sqlx::query(LOAD_SQL)
-        .bind(json_ids(ride_ids)?)
-        .fetch_all(&mut *conn)
-        .await?;
+pub async fn load_many(conn: &mut Conn<'_>, ride_ids: &[&str]) -> Result<Loaded, HandleError> {
+    let sql = load_sql(conn.kind());
+    let rows = db::preload_rows(conn, sql, json_ids(ride_ids)?).await?;
     loaded(&rows)
 }
 
 /// Rides as a batch loads them: a row that could not be read is its ride's error.
 pub type Loaded = HashMap<RideId, Result<(Ride, Origin), HandleError>>;
 
-/// The rides in rows of [`LOAD_SQL`]. A row that cannot be read is its ride's error, for the
+/// The rides in rows of [`load_sql`]. A row that cannot be read is its ride's error, for the
 /// input that touches it.
-pub fn loaded(rows: &[SqliteRow]) -> Result<Loaded, HandleError> {
+pub fn loaded(rows: &[Row]) -> Result<Loaded, HandleError> {
     let mut rides = HashMap::with_capacity(rows.len());
     for row in rows {
-        let ride_id: String = row.try_get("ride_id")?;
+        let ride_id: String = column(row, "ride_id")?;
         let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
         let decoded = decode(row).map(|(_, ride, origin)| (ride, origin));
         rides.insert(ride_id, decoded);
@@ -82,19 +80,15 @@ pub fn loaded(rows: &[SqliteRow]) -> Result<Loaded, HandleError> {
 /// deadline first. The partial index on `expires_at_ms` keeps this a range scan over waiting
 /// rides only.
 pub async fn due(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     now: Timestamp,
     limit: i64,
 ) -> Result<Vec<(RideId, Ride, Origin)>, HandleError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM rides WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1 \
-         ORDER BY expires_at_ms LIMIT $2"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now.unix_millis())
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+    let now = now.unix_millis();
+    let rows: Vec<Row> = match conn {
+        Conn::Sqlite(conn) => sqlite::due(conn, now, limit).await?,
+        Conn::Postgres(conn) => postgres::due(conn, now, limit).await?,
+    };
     rows.iter().map(decode).collect()
 }
 
@@ -107,33 +101,16 @@ pub struct Changed<'a> {
     pub at: Timestamp,
 }
 
-/// Saves every ride in `changed` in one statement: a new ride is inserted whole, a known one
-/// has its changing part updated (rider, places, fare estimate and origin never change).
-pub fn save_many(changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
+/// Saves every ride in `changed` in one statement on `kind`: a new ride is inserted whole, a
+/// known one has its changing part updated (rider, places, fare estimate and origin never
+/// change).
+pub fn save_many(kind: Kind, changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
     let rows = changed.iter().map(row_of).collect::<Result<Vec<_>, _>>()?;
-    BatchWrite::new(
-        "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, \
-         dropoff_lng, payment_token, distance_km, estimated_fare_cents, match_deadline_ms, \
-         expires_at_ms, status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, \
-         correlation_id, requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, \
-         created_at_ms, updated_at_ms) \
-         SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'pickup_lat', \
-         value ->> 'pickup_lng', value ->> 'dropoff_lat', value ->> 'dropoff_lng', \
-         value ->> 'payment_token', value ->> 'distance_km', value ->> 'estimated_fare_cents', \
-         value ->> 'match_deadline_ms', value ->> 'expires_at_ms', value ->> 'status', \
-         value ->> 'cancel_reason', value ->> 'driver_id', value ->> 'hold', \
-         value ->> 'started_at_ms', value ->> 'fare_cents', value ->> 'correlation_id', \
-         value ->> 'requested_event_id', value ->> 'pickup_deadline_ms', \
-         value ->> 'rider_wait_deadline_ms', value ->> 'at_ms', value ->> 'at_ms' \
-         FROM jsonb_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
-         expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
-         cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
-         hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
-         fare_cents = excluded.fare_cents, pickup_deadline_ms = excluded.pickup_deadline_ms, \
-         rider_wait_deadline_ms = excluded.rider_wait_deadline_ms, \
-         updated_at_ms = excluded.updated_at_ms",
-        &rows,
-    )
+    let sql = match kind {
+        Kind::Sqlite => sqlite::SAVE,
+        Kind::Postgres => postgres::SAVE,
+    };
+    BatchWrite::new(sql, &rows)
 }
 
 /// One row of [`save_many`]'s JSON array.
@@ -201,26 +178,25 @@ fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
     })
 }
 
-fn decode(row: &SqliteRow) -> Result<(RideId, Ride, Origin), HandleError> {
-    let text = |name: &str| row.try_get::<String, _>(name);
+/// A row of the columns `columns!` names, read by either backend.
+fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
+    let text = |name: &str| column::<String>(row, name);
     let point = |lat: &str, lng: &str| -> Result<GeoPoint, HandleError> {
-        GeoPoint::new(row.try_get(lat)?, row.try_get(lng)?).map_err(corrupt)
+        GeoPoint::new(column(row, lat)?, column(row, lng)?).map_err(corrupt)
     };
     let instant = |name: &str| -> Result<Option<Timestamp>, sqlx::Error> {
-        Ok(row
-            .try_get::<Option<i64>, _>(name)?
-            .map(Timestamp::from_unix_millis))
+        Ok(column::<Option<i64>>(row, name)?.map(Timestamp::from_unix_millis))
     };
-    let match_deadline = Timestamp::from_unix_millis(row.try_get("match_deadline_ms")?);
-    let expires_at: Option<i64> = row.try_get("expires_at_ms")?;
-    let status = status_from(&text("status")?, row.try_get("cancel_reason")?)?;
+    let match_deadline = Timestamp::from_unix_millis(column(row, "match_deadline_ms")?);
+    let expires_at: Option<i64> = column(row, "expires_at_ms")?;
+    let status = status_from(&text("status")?, column(row, "cancel_reason")?)?;
     let ride = Ride {
         rider_id: RiderId::parse(text("rider_id")?).map_err(corrupt)?,
         pickup: point("pickup_lat", "pickup_lng")?,
         dropoff: point("dropoff_lat", "dropoff_lng")?,
         payment_token: text("payment_token")?,
-        distance_km: row.try_get("distance_km")?,
-        estimated_fare_cents: from_cents(row.try_get("estimated_fare_cents")?)?,
+        distance_km: column(row, "distance_km")?,
+        estimated_fare_cents: from_cents(column(row, "estimated_fare_cents")?)?,
         match_deadline,
         // Only requested rides keep their expiry there; the others never look at it.
         expires_at: match (status, expires_at) {
@@ -228,17 +204,13 @@ fn decode(row: &SqliteRow) -> Result<(RideId, Ride, Origin), HandleError> {
             _ => match_deadline,
         },
         status,
-        driver_id: row
-            .try_get::<Option<String>, _>("driver_id")?
+        driver_id: column::<Option<String>>(row, "driver_id")?
             .map(DriverId::parse)
             .transpose()
             .map_err(corrupt)?,
         hold: hold_from(&text("hold")?)?,
-        started_at: row
-            .try_get::<Option<i64>, _>("started_at_ms")?
-            .map(Timestamp::from_unix_millis),
-        fare_cents: row
-            .try_get::<Option<i64>, _>("fare_cents")?
+        started_at: instant("started_at_ms")?,
+        fare_cents: column::<Option<i64>>(row, "fare_cents")?
             .map(from_cents)
             .transpose()?,
         pickup_deadline: instant("pickup_deadline_ms")?,

@@ -1,0 +1,329 @@
+//! PostgreSQL, the backend for replicas on many hosts: one database per service, reached by
+//! every replica of the service over the network; nothing is shared through the file system.
+//!
+//! Replicas take turns to write as they do on SQLite: every write transaction (a batch, a
+//! timer run, a clean-up) first takes the database's writer lock, a transaction-level advisory
+//! lock released by its commit or rollback. The services' state machines rely on one writer at
+//! a time (a driver is booked by the transaction that saw it free; fraud counts a rider's
+//! requests before adding one), and the lock gives them that on any number of hosts, at the
+//! price of one batch at a time per service, which group commit amortises. Statements run at
+//! READ COMMITTED: each sees everything committed before it, so a transaction that holds the
+//! lock sees every write of the holders before it.
+//!
+//! A batch costs a fixed number of round trips whatever its size: `BEGIN` with the lock; the
+//! delete of published outbox rows (when there are some); the inbox entries; the service's
+//! preload; each of the service's writes; the outbox rows; `COMMIT`. Rows travel as arrays
+//! (`unnest`) or as one JSON document, so every statement's text is the same for any number
+//! of rows.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ridesaga_schemas::{MessageId, Timestamp};
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
+
+use super::db::{InboxEntry, OpenError, Opened, OutboxRow, Row as AnyRow};
+use super::handler::BatchWrite;
+
+static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/runtime");
+
+/// The advisory lock every write transaction of a service's database takes first (each
+/// service has a database of its own, so one key serves all of them).
+const WRITER_LOCK: i64 = 0x7269_6465_7361_6761; // "ridesaga"
+
+/// A service's PostgreSQL database as a replica runs it: one pool, for reads and for the
+/// writer's connection.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub pool: PgPool,
+}
+
+impl Database {
+    /// Connects to the database `url` names, with `pool` connections for reads besides the
+    /// writer's, and migrates it.
+    pub async fn open(
+        url: &str,
+        pool: u32,
+        migrator: &'static Migrator,
+    ) -> Result<Database, OpenError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.max(1) + 1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        migrate(&pool, migrator).await?;
+        Ok(Database { pool })
+    }
+
+    /// The writer's connection for one turn (the lock is taken by the transaction it opens).
+    pub async fn turn(&self) -> Result<Turn, sqlx::Error> {
+        Ok(Turn {
+            conn: Some(self.pool.acquire().await?),
+            pool: self.pool.clone(),
+        })
+    }
+}
+
+/// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
+/// set, in one migrations table.
+pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+    let all = RUNTIME_MIGRATOR
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
+    Migrator::with_migrations(all).run(pool).await
+}
+
+/// One turn: a connection of the pool, to this holder alone until it is dropped.
+#[derive(Debug)]
+pub struct Turn {
+    conn: Option<PoolConnection<Postgres>>,
+    pool: PgPool,
+}
+
+impl Turn {
+    /// The turn's connection, acquired again if a failure gave the last one back.
+    pub async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        match self.conn.as_mut() {
+            Some(conn) => Ok(&mut **conn),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// Closes the connection instead of returning it to the pool: after a failure, which may
+    /// have been the connection's (a restarted server, a cut link).
+    pub fn give_back(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// Opens a write transaction and takes the writer lock, in one round trip.
+pub async fn begin(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn commit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("COMMIT").execute(conn).await.map(|_| ())
+}
+
+/// Opens a batch's transaction (see the module's documentation for its round trips).
+pub async fn open_batch(
+    conn: &mut PgConnection,
+    published: &[String],
+    entries: &[InboxEntry<'_>],
+    preload: Option<(&str, String)>,
+) -> Result<Opened, sqlx::Error> {
+    let opened = async {
+        begin(&mut *conn).await?;
+        if !published.is_empty() {
+            outbox_delete(&mut *conn, published).await?;
+        }
+        let fresh = inbox_insert_many(&mut *conn, entries).await?;
+        let preloaded = match preload {
+            Some((sql, parameter)) => preload_rows(&mut *conn, sql, parameter).await?,
+            None => Vec::new(),
+        };
+        Ok(Opened { fresh, preloaded })
+    }
+    .await;
+    if opened.is_err() {
+        abort_batch(conn).await;
+    }
+    opened
+}
+
+/// Records every entry in the inbox and returns the ids that were new.
+async fn inbox_insert_many(
+    conn: &mut PgConnection,
+    entries: &[InboxEntry<'_>],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let occurred: Vec<i64> = entries.iter().map(|e| e.occurred.unix_millis()).collect();
+    let ids: Vec<&str> = entries.iter().map(|e| e.id).collect();
+    let subjects: Vec<&str> = entries.iter().map(|e| e.subject).collect();
+    let received: Vec<i64> = entries.iter().map(|e| e.received.unix_millis()).collect();
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO inbox (occurred_at, message_id, subject, received_at) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+         ON CONFLICT DO NOTHING RETURNING message_id",
+    )
+    .bind(occurred)
+    .bind(ids)
+    .bind(subjects)
+    .bind(received)
+    .fetch_all(conn)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Runs the service's `writes`, stores the batch's outputs and commits. On failure the
+/// transaction is rolled back.
+pub async fn close_batch(
+    conn: &mut PgConnection,
+    writes: &[BatchWrite],
+    outputs: &[(Option<&str>, &OutboxRow)],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let closed = async {
+        for write in writes {
+            execute(&mut *conn, write).await?;
+        }
+        outbox_insert_many(&mut *conn, outputs, now).await?;
+        commit(&mut *conn).await
+    }
+    .await;
+    if closed.is_err() {
+        abort_batch(conn).await;
+    }
+    closed
+}
+
+/// Rolls back a batch's transaction, if one is open.
+pub async fn abort_batch(conn: &mut PgConnection) {
+    if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(conn).await {
+        tracing::debug!(error = %e, "rollback failed");
+    }
+}
+
+/// Stores outputs caused by `cause`; an output already stored (same id) is kept once.
+pub async fn outbox_insert(
+    conn: &mut PgConnection,
+    cause: Option<&MessageId>,
+    rows: &[OutboxRow],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let entries: Vec<(Option<&str>, &OutboxRow)> = rows
+        .iter()
+        .map(|row| (cause.map(MessageId::as_str), row))
+        .collect();
+    outbox_insert_many(conn, &entries, now).await
+}
+
+/// Stores the outputs of several inputs (`(cause, row)`) in one statement.
+async fn outbox_insert_many(
+    conn: &mut PgConnection,
+    entries: &[(Option<&str>, &OutboxRow)],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = entries.iter().map(|(_, r)| r.message_id.as_str()).collect();
+    let causes: Vec<Option<&str>> = entries.iter().map(|(cause, _)| *cause).collect();
+    let subjects: Vec<&str> = entries.iter().map(|(_, r)| r.subject.as_str()).collect();
+    let payloads: Vec<&[u8]> = entries.iter().map(|(_, r)| r.payload.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+         SELECT id, cause, subject, payload, $5 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+         AS t (id, cause, subject, payload) \
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(causes)
+    .bind(subjects)
+    .bind(payloads)
+    .bind(now.unix_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The outputs of `cause` still waiting in the outbox.
+pub async fn outbox_for_cause(
+    conn: &mut PgConnection,
+    cause: &MessageId,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT message_id, subject, payload FROM outbox WHERE cause_id = $1")
+        .bind(cause.as_str())
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(outbox_row).collect()
+}
+
+/// Up to `limit` outbox rows created before `before_ms`, oldest first.
+pub async fn outbox_stale(
+    pool: &PgPool,
+    before_ms: i64,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT message_id, subject, payload FROM outbox WHERE created_at < $1 \
+         ORDER BY created_at LIMIT $2",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(outbox_row).collect()
+}
+
+fn outbox_row(row: &sqlx::postgres::PgRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        message_id: row.try_get("message_id")?,
+        subject: row.try_get("subject")?,
+        payload: row.try_get("payload")?,
+    })
+}
+
+/// Forgets rows the server has stored, in one statement whatever their number.
+pub async fn outbox_delete(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM outbox WHERE message_id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Drops inbox entries that occurred and were received before `before_ms`.
+pub async fn inbox_prune(conn: &mut PgConnection, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM inbox WHERE occurred_at < $1 AND received_at < $1")
+        .bind(before_ms)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Runs a service's preload statement: its only parameter, `$1`, is the JSON text given.
+pub async fn preload_rows(
+    conn: &mut PgConnection,
+    sql: &str,
+    parameter: String,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(parameter)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(AnyRow::Postgres).collect())
+}
+
+/// Runs one of a service's writes: its only parameter, `$1`, is the JSON array of its rows.
+pub async fn execute(conn: &mut PgConnection, write: &BatchWrite) -> Result<(), sqlx::Error> {
+    sqlx::query(AssertSqlSafe(write.sql()))
+        .bind(write.rows())
+        .execute(conn)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,65 @@
+//! The payment service's statements on PostgreSQL. A batch's ride ids are expanded with
+//! `jsonb_array_elements_text` and its rows to save with `jsonb_to_recordset`, which types
+//! each field by the column list it is given.
+
+use sqlx::PgConnection;
+
+use super::columns;
+use crate::runtime::Row;
+
+/// [`super::load_sql`]: the payments of the rides whose ids are in the JSON array `$1`.
+/// `journaled` is JSON text, as SQLite's `json_group_array` gives it (`[]` when there is
+/// none).
+pub const LOAD: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", (SELECT COALESCE(json_agg(o.operation), '[]')::text FROM payment_operations o \
+     WHERE o.ride_id = p.ride_id) AS journaled \
+     FROM payments p WHERE ride_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+);
+
+/// [`super::save_many`]: inserts the payments of the JSON array `$1` (objects of
+/// `PaymentRow`'s fields), or updates them.
+pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
+     estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
+     hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
+     capture_error, created_at_ms, updated_at_ms) \
+     SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
+     fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, settlement, \
+     captured_cents, capture_error, at_ms, at_ms \
+     FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
+     payment_token TEXT, estimated_fare_cents BIGINT, driver_assigned BOOLEAN, ending TEXT, \
+     fare_cents BIGINT, hold TEXT, hold_id TEXT, hold_amount_cents BIGINT, \
+     decline_code TEXT, decline_message TEXT, settlement TEXT, captured_cents BIGINT, \
+     capture_error TEXT, at_ms BIGINT) \
+     ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
+     payment_token = excluded.payment_token, \
+     estimated_fare_cents = excluded.estimated_fare_cents, \
+     driver_assigned = excluded.driver_assigned, ending = excluded.ending, \
+     fare_cents = excluded.fare_cents, hold = excluded.hold, hold_id = excluded.hold_id, \
+     hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
+     decline_message = excluded.decline_message, settlement = excluded.settlement, \
+     captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
+     updated_at_ms = excluded.updated_at_ms";
+
+/// [`super::journal_many`]: inserts the operations of the JSON array `$1` (objects of
+/// `Journaled`'s fields).
+pub const JOURNAL: &str = "INSERT INTO payment_operations (idempotency_key, ride_id, operation, \
+     amount_cents, outcome, input_message_id, performed_at_ms) \
+     SELECT idempotency_key, ride_id, operation, amount_cents, outcome, input_message_id, \
+     performed_at_ms \
+     FROM jsonb_to_recordset($1::jsonb) AS r (idempotency_key TEXT, ride_id TEXT, \
+     operation TEXT, amount_cents BIGINT, outcome TEXT, input_message_id TEXT, \
+     performed_at_ms BIGINT)";
+
+/// [`super::operations`]: the operations journaled for the ride, by operation.
+pub async fn operations(conn: &mut PgConnection, ride_id: &str) -> Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT operation, outcome FROM payment_operations WHERE ride_id = $1 \
+         ORDER BY operation",
+    )
+    .bind(ride_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Row::Postgres).collect())
+}

@@ -1,0 +1,63 @@
+//! The payment service's statements on SQLite. A batch's ride ids are expanded with
+//! `json_each` and its rows to save with `jsonb_each`, whose `->>` gives each field its SQL
+//! type.
+
+use sqlx::SqliteConnection;
+
+use super::columns;
+use crate::runtime::Row;
+
+/// [`super::load_sql`]: the payments of the rides whose ids are in the JSON array `?`.
+pub const LOAD: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", (SELECT json_group_array(o.operation) FROM payment_operations o \
+     WHERE o.ride_id = p.ride_id) AS journaled \
+     FROM payments p WHERE ride_id IN (SELECT value FROM json_each(?))"
+);
+
+/// [`super::save_many`]: inserts the payments of the JSON array `?` (objects of
+/// `PaymentRow`'s fields), or updates them. `WHERE true` tells SQLite's parser that
+/// `ON CONFLICT` is the upsert's, not the join's.
+pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
+     estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
+     hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
+     capture_error, created_at_ms, updated_at_ms) \
+     SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
+     value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
+     value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
+     value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
+     value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
+     value ->> 'at_ms', value ->> 'at_ms' FROM jsonb_each(?) WHERE true \
+     ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
+     payment_token = excluded.payment_token, \
+     estimated_fare_cents = excluded.estimated_fare_cents, \
+     driver_assigned = excluded.driver_assigned, ending = excluded.ending, \
+     fare_cents = excluded.fare_cents, hold = excluded.hold, hold_id = excluded.hold_id, \
+     hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
+     decline_message = excluded.decline_message, settlement = excluded.settlement, \
+     captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
+     updated_at_ms = excluded.updated_at_ms";
+
+/// [`super::journal_many`]: inserts the operations of the JSON array `?` (objects of
+/// `Journaled`'s fields).
+pub const JOURNAL: &str = "INSERT INTO payment_operations (idempotency_key, ride_id, operation, \
+     amount_cents, outcome, input_message_id, performed_at_ms) \
+     SELECT value ->> 'idempotency_key', value ->> 'ride_id', value ->> 'operation', \
+     value ->> 'amount_cents', value ->> 'outcome', value ->> 'input_message_id', \
+     value ->> 'performed_at_ms' FROM jsonb_each(?)";
+
+/// [`super::operations`]: the operations journaled for the ride, by operation.
+pub async fn operations(
+    conn: &mut SqliteConnection,
+    ride_id: &str,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT operation, outcome FROM payment_operations WHERE ride_id = ? \
+         ORDER BY operation",
+    )
+    .bind(ride_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Row::Sqlite).collect())
+}

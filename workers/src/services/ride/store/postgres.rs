@@ -1,0 +1,61 @@
+//! The ride service's statements on PostgreSQL. A batch's ride ids are expanded with
+//! `jsonb_array_elements_text` and its changed rides with `jsonb_to_recordset`, which types
+//! each field by the column list it is given.
+
+use sqlx::PgConnection;
+
+use super::columns;
+use crate::runtime::Row;
+
+/// [`super::load_sql`]: the rides whose ids are in the JSON array `$1`.
+pub const LOAD: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM rides WHERE ride_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+);
+
+/// [`super::save_many`]: inserts the rides of the JSON array `$1` (objects of `RideRow`'s
+/// fields), or updates their changing part.
+pub const SAVE: &str = "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, \
+     dropoff_lng, payment_token, distance_km, estimated_fare_cents, match_deadline_ms, \
+     expires_at_ms, status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, \
+     correlation_id, requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, \
+     created_at_ms, updated_at_ms) \
+     SELECT ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
+     payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, \
+     status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
+     requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, at_ms, at_ms \
+     FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
+     pickup_lat DOUBLE PRECISION, pickup_lng DOUBLE PRECISION, \
+     dropoff_lat DOUBLE PRECISION, dropoff_lng DOUBLE PRECISION, payment_token TEXT, \
+     distance_km DOUBLE PRECISION, estimated_fare_cents BIGINT, match_deadline_ms BIGINT, \
+     expires_at_ms BIGINT, status TEXT, cancel_reason TEXT, driver_id TEXT, hold TEXT, \
+     started_at_ms BIGINT, fare_cents BIGINT, correlation_id TEXT, requested_event_id TEXT, \
+     pickup_deadline_ms BIGINT, rider_wait_deadline_ms BIGINT, at_ms BIGINT) \
+     ON CONFLICT (ride_id) DO UPDATE SET \
+     expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
+     cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
+     hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
+     fare_cents = excluded.fare_cents, pickup_deadline_ms = excluded.pickup_deadline_ms, \
+     rider_wait_deadline_ms = excluded.rider_wait_deadline_ms, \
+     updated_at_ms = excluded.updated_at_ms";
+
+/// [`super::due`]: up to `limit` rides whose deadline is at or before `now_ms`.
+pub async fn due(
+    conn: &mut PgConnection,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM rides WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= $1 \
+         ORDER BY expires_at_ms LIMIT $2"
+    );
+    let rows = sqlx::query(sql)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(Row::Postgres).collect())
+}
