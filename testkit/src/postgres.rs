@@ -3,10 +3,11 @@
 //!
 //! Creating a cluster takes a second or two, a database a few tens of milliseconds, so the
 //! tests of one binary share one server ([`Postgres::shared`]) and each takes databases of its
-//! own ([`Postgres::create_database`]). The server is started behind a watchdog shell that
-//! stops it and deletes its directory once the test process has exited, so nothing outlives
-//! the run even though a shared server is never dropped. Everything here is blocking
-//! (processes and a TCP probe), so it works from any test, async or not.
+//! own ([`Postgres::create_database`]). A fault test starts a server of its own
+//! ([`Postgres::start`]) to [`Postgres::crash`] and [`Postgres::restart`] it. Every server has
+//! a watchdog shell that stops it and deletes its directory once the test process has exited,
+//! so nothing outlives the run even though a shared server is never dropped. Everything here
+//! is blocking (processes and a TCP probe), so it works from any test, async or not.
 //!
 //! PostgreSQL refuses to run as root: when the tests run as root, the cluster belongs to the
 //! `postgres` system user (created by Debian's package) and its programs run as that user.
@@ -75,9 +76,22 @@ impl Postgres {
             run_as,
         };
         server.initdb()?;
-        server.spawn()?;
+        server.pg_ctl_start()?;
+        server.watch()?;
         server.wait_ready()?;
         Ok(server)
+    }
+
+    /// Kills the server the way a crash or a lost host would (`pg_ctl stop -m immediate`):
+    /// connections break, nothing is shut down cleanly. The data stays for [`Postgres::restart`].
+    pub fn crash(&self) -> Result<(), Error> {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"], "stop")
+    }
+
+    /// Starts the server again on the same port and data, after [`Postgres::crash`].
+    pub fn restart(&self) -> Result<(), Error> {
+        self.pg_ctl_start()?;
+        self.wait_ready()
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -164,27 +178,52 @@ impl Postgres {
         Ok(())
     }
 
-    /// Starts the server behind a watchdog: a shell that waits for this process to end, then
-    /// stops the server (fast shutdown) and deletes the cluster's directory.
-    fn spawn(&self) -> Result<(), Error> {
-        let postgres = self.bin.join("postgres");
-        let log = self.dir.join("postgres.log");
-        // Durability settings are for throwaway test data only.
-        let server = format!(
-            "{run_as} {postgres} -D {data} -p {port} -c listen_addresses=127.0.0.1 \
-             -c unix_socket_directories={dir} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
-            run_as = self.run_as.join(" "),
-            postgres = postgres.display(),
-            data = self.data_dir().display(),
+    /// Starts the server in the background (`pg_ctl start`), its log in the directory.
+    fn pg_ctl_start(&self) -> Result<(), Error> {
+        // No fsync: the data survives the server's crash (the tests' faults), not the host's.
+        // Commits still wait for the log to reach the kernel, so a crash loses none.
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} \
+             -c fsync=off -c full_page_writes=off -c max_connections=300",
             port = self.port,
             dir = self.dir.display(),
         );
+        let log = self.dir.join("postgres.log");
+        let log = log.display().to_string();
+        self.pg_ctl(&["start", "-w", "-l", &log, "-o", &options], "start")
+    }
+
+    fn pg_ctl(&self, args: &[&str], what: &str) -> Result<(), Error> {
+        let out = self
+            .command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(Error::io(format!("run pg_ctl {what}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Postgres {
+                step: format!("pg_ctl {what}"),
+                reason: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// A shell that waits for this process to end, then stops the server (immediately: the
+    /// data is thrown away) and deletes the cluster's directory.
+    fn watch(&self) -> Result<(), Error> {
+        let stop = format!(
+            "{run_as} {pg_ctl} -D {data} stop -m immediate",
+            run_as = self.run_as.join(" "),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data_dir().display(),
+        );
         let script = format!(
-            "{server} >>{log} 2>&1 & pg=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 1; done; \
-             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
-            log = log.display(),
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
+             {stop} >/dev/null 2>&1; rm -rf {dir}",
             parent = std::process::id(),
             dir = self.dir.display(),
         );
@@ -195,7 +234,7 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(Error::io("start postgres"))?;
+            .map_err(Error::io("start the server's watchdog"))?;
         Ok(())
     }
 
@@ -329,6 +368,33 @@ fn random_hex(bytes: usize) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn psql(url: &str, sql: &str) -> String {
+        let out = Command::new(find_bin_dir().unwrap().join("psql"))
+            .arg(url)
+            .args(["-tAc", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn a_crashed_server_restarts_with_its_data() {
+        let server = Postgres::start().unwrap();
+        let url = server.create_database("crash").unwrap();
+        psql(
+            &url,
+            "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)",
+        );
+        server.crash().unwrap();
+        assert_eq!(
+            psql(&url, "SELECT 1"),
+            "",
+            "a crashed server answers nothing"
+        );
+        server.restart().unwrap();
+        assert_eq!(psql(&url, "SELECT n FROM kept"), "7");
+    }
 
     #[test]
     fn a_shared_server_gives_each_caller_a_database_of_its_own() {

@@ -655,3 +655,60 @@ async fn a_message_stored_twice_is_applied_once_by_racing_replicas() {
     }
     sys.shutdown().await;
 }
+
+#[tokio::test]
+async fn sagas_survive_postgresql_crashing_under_load_and_nothing_is_applied_twice() {
+    let server = ridesaga_testkit::Postgres::start().expect("PostgreSQL starts");
+    // Deadlines longer than the outage: the saga waits for the database, not for a driver.
+    let sys = System::start_on(&server, &[("RIDESAGA_MATCH_DEADLINE", "30s")]).await;
+    sys.driver("d_pg1", "Pia", NEARBY).await;
+    sys.driver("d_pg2", "Per", (NEARBY.0 + 0.001, NEARBY.1))
+        .await;
+    let before = confirmed_ride(&sys, "u_before").await;
+    // The database goes away with a ride in flight and another requested while it is gone:
+    // the workers' batches fail, their inputs are retried, and they go through once it is back.
+    sys.command(StartRide {}, Some(&before)).await;
+    server.crash().expect("crashes");
+    let during = sys.request("u_during", PICKUP, DROPOFF, "tok_visa").await;
+    sys.command(
+        CompleteRide {
+            distance_km: Some(4.0),
+            duration_min: Some(9.0),
+        },
+        Some(&before),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart().expect("restarts");
+    let saga = sys.settle(&before, MessageKind::PaymentCaptured).await;
+    for kind in [
+        MessageKind::RideStarted,
+        MessageKind::RideCompleted,
+        MessageKind::PaymentCaptured,
+    ] {
+        assert_eq!(count(&saga, kind), 1, "{kind} once in\n{}", describe(&saga));
+    }
+    let saga = sys.settle(&during, MessageKind::RideConfirmed).await;
+    for kind in [
+        MessageKind::RideRequested,
+        MessageKind::FraudCleared,
+        MessageKind::DriverAssigned,
+        MessageKind::PaymentAuthorized,
+        MessageKind::RideConfirmed,
+    ] {
+        assert_eq!(count(&saga, kind), 1, "{kind} once in\n{}", describe(&saga));
+    }
+    let mut dead_letters = sys
+        .js
+        .get_stream(streams::DEAD_LETTER_STREAM)
+        .await
+        .expect("dead-letter stream");
+    let dead = dead_letters
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .messages;
+    assert_eq!(dead, 0, "nothing dead-lettered");
+    sys.shutdown().await;
+}

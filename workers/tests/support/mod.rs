@@ -36,7 +36,29 @@ impl System {
         Self::start_with(&[]).await
     }
 
+    /// Starts everything with each service's database on `server` (a PostgreSQL server of the
+    /// test's own, for tests that crash it).
+    pub async fn start_on(server: &ridesaga_testkit::Postgres, extra: &[(&str, &str)]) -> System {
+        let databases = Service::ALL
+            .into_iter()
+            .map(|service| {
+                let url = server
+                    .create_database(service.name())
+                    .expect("creates a database");
+                (service, url)
+            })
+            .collect();
+        Self::start_databases(extra, Some(databases)).await
+    }
+
     pub async fn start_with(extra: &[(&str, &str)]) -> System {
+        Self::start_databases(extra, None).await
+    }
+
+    async fn start_databases(
+        extra: &[(&str, &str)],
+        databases: Option<HashMap<Service, String>>,
+    ) -> System {
         if std::env::var_os("RUST_LOG").is_some() {
             ridesaga_workers::telemetry::init("info");
         }
@@ -46,10 +68,12 @@ impl System {
             .await
             .expect("provisions");
         let dir = tempfile::tempdir().expect("temp dir");
-        let databases = Service::ALL
-            .into_iter()
-            .map(|service| (service, database_url(&dir, service)))
-            .collect();
+        let databases = databases.unwrap_or_else(|| {
+            Service::ALL
+                .into_iter()
+                .map(|service| (service, database_url(&dir, service)))
+                .collect()
+        });
         let mut system = System {
             server,
             js,
