@@ -372,11 +372,19 @@ pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sq
     }
 }
 
-/// Drops inbox entries received before `before_ms`; returns how many.
-pub async fn inbox_prune(conn: &mut Conn<'_>, before_ms: i64) -> Result<u64, sqlx::Error> {
+/// The inbox's retention, one step: forgets up to `limit` entries (or, on PostgreSQL, whole
+/// days) of messages that occurred and were received before `before_ms`; returns how many
+/// entries went. `now_ms` lets a backend prepare for what comes (PostgreSQL's partitions of
+/// the days ahead).
+pub async fn inbox_prune(
+    conn: &mut Conn<'_>,
+    now_ms: i64,
+    before_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
     match conn {
-        Conn::Sqlite(c) => sqlite::inbox_prune(c, before_ms).await,
-        Conn::Postgres(c) => postgres::inbox_prune(c, before_ms).await,
+        Conn::Sqlite(c) => sqlite::inbox_prune(c, before_ms, limit).await,
+        Conn::Postgres(c) => postgres::inbox_prune(c, now_ms, before_ms, limit).await,
     }
 }
 

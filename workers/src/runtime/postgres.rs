@@ -57,6 +57,14 @@ impl Database {
             .connect_with(options)
             .await?;
         migrate(&pool, migrator).await?;
+        // The inbox's partitions of today and the next days, before the first batch needs them.
+        let mut conn = pool.acquire().await?;
+        begin(&mut conn).await?;
+        let today = Timestamp::now().unix_millis().div_euclid(DAY_MS);
+        for day in today..=today + DAYS_AHEAD {
+            create_partition(&mut conn, day).await?;
+        }
+        commit(&mut conn).await?;
         Ok(Database { pool })
     }
 
@@ -297,13 +305,82 @@ pub async fn outbox_delete(conn: &mut PgConnection, ids: &[String]) -> Result<()
     Ok(())
 }
 
-/// Drops inbox entries that occurred and were received before `before_ms`.
-pub async fn inbox_prune(conn: &mut PgConnection, before_ms: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM inbox WHERE occurred_at < $1 AND received_at < $1")
-        .bind(before_ms)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
+/// A day in milliseconds: the inbox's partitions each hold the messages that occurred on one
+/// day (UTC), named `inbox_d<days since the Unix epoch>`.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Days of partitions made ready ahead of time: rows never wait for one to be created.
+const DAYS_AHEAD: i64 = 2;
+
+/// The inbox's retention, one step: makes sure the partitions of today and the next days exist,
+/// drops the partitions whose whole day is before `before_ms` (a whole day goes at the cost of
+/// a catalog change, however many rows it holds), and deletes up to `limit` entries older than
+/// that from the default partition, where a message lands whose day had no partition. Runs in
+/// the writer's turn, so replicas do this one at a time.
+pub async fn inbox_prune(
+    conn: &mut PgConnection,
+    now_ms: i64,
+    before_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let today = now_ms.div_euclid(DAY_MS);
+    for day in today..=today + DAYS_AHEAD {
+        create_partition(&mut *conn, day).await?;
+    }
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'inbox'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut dropped = 0;
+    for name in partitions {
+        let Some(day) = name
+            .strip_prefix("inbox_d")
+            .and_then(|d| d.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        if (day + 1) * DAY_MS <= before_ms {
+            let rows: i64 =
+                sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
+                    .fetch_one(&mut *conn)
+                    .await?;
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {name}")))
+                .execute(&mut *conn)
+                .await?;
+            dropped += rows as u64;
+        }
+    }
+    let deleted = sqlx::query(
+        "DELETE FROM inbox_default WHERE (occurred_at, message_id) IN (SELECT occurred_at, \
+         message_id FROM inbox_default WHERE occurred_at < $1 AND received_at < $1 LIMIT $2)",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(dropped + deleted.rows_affected())
+}
+
+/// Creates the partition of `day` unless it exists. When the default partition already holds
+/// rows of that day (their partition was missing when they came), the day stays there: a
+/// savepoint keeps the refusal from aborting the transaction.
+async fn create_partition(conn: &mut PgConnection, day: i64) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "SAVEPOINT partition; \
+         CREATE TABLE IF NOT EXISTS inbox_d{day} PARTITION OF inbox \
+         FOR VALUES FROM ({from}) TO ({to}); \
+         RELEASE SAVEPOINT partition",
+        from = day * DAY_MS,
+        to = (day + 1) * DAY_MS,
+    );
+    if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+        tracing::debug!(error = %e, day, "the day's inbox entries stay in the default partition");
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT partition; RELEASE SAVEPOINT partition")
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs a service's preload statement: its only parameter, `$1`, is the JSON text given.
@@ -326,4 +403,96 @@ pub async fn execute(conn: &mut PgConnection, write: &BatchWrite) -> Result<(), 
         .execute(conn)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    static NO_TABLES: Migrator = Migrator::DEFAULT;
+
+    fn entry<'a>(id: &'a str, occurred: i64, received: i64) -> InboxEntry<'a> {
+        InboxEntry {
+            id,
+            subject: "cmd.test",
+            occurred: Timestamp::from_unix_millis(occurred),
+            received: Timestamp::from_unix_millis(received),
+        }
+    }
+
+    async fn ids(conn: &mut PgConnection) -> Vec<String> {
+        sqlx::query_scalar("SELECT message_id FROM inbox ORDER BY message_id")
+            .fetch_all(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn retention_drops_whole_days_and_what_the_default_partition_holds_before_the_horizon() {
+        let url = ridesaga_testkit::Postgres::shared()
+            .unwrap()
+            .create_database("retention")
+            .unwrap();
+        let db = Database::open(&url, 1, &NO_TABLES).await.unwrap();
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let now = Timestamp::now().unix_millis();
+        let today = now.div_euclid(DAY_MS) * DAY_MS;
+        let old_day = today - 5 * DAY_MS;
+        begin(&mut conn).await.unwrap();
+        create_partition(&mut conn, old_day / DAY_MS).await.unwrap();
+        let entries = [
+            entry("m_today", today + 1, now),
+            entry("m_old_day", old_day + 10, old_day + 20),
+            // No partition for its day: it lands in the default partition.
+            entry("m_older", today - 9 * DAY_MS, today - 9 * DAY_MS),
+            // Occurred long ago but received since the horizon: kept.
+            entry("m_late", today - 9 * DAY_MS, now),
+        ];
+        let fresh = inbox_insert_many(&mut conn, &entries).await.unwrap();
+        assert_eq!(fresh.len(), 4);
+        commit(&mut conn).await.unwrap();
+        let placed: Vec<(String, String)> = sqlx::query_as(
+            "SELECT message_id, tableoid::regclass::text FROM inbox ORDER BY message_id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let day = |ms: i64| format!("inbox_d{}", ms / DAY_MS);
+        assert_eq!(
+            placed,
+            [
+                ("m_late".to_owned(), "inbox_default".to_owned()),
+                ("m_old_day".to_owned(), day(old_day)),
+                ("m_older".to_owned(), "inbox_default".to_owned()),
+                ("m_today".to_owned(), day(today)),
+            ]
+        );
+
+        let horizon = today - DAY_MS;
+        begin(&mut conn).await.unwrap();
+        let forgotten = inbox_prune(&mut conn, now, horizon, 1_000).await.unwrap();
+        commit(&mut conn).await.unwrap();
+        assert_eq!(forgotten, 2);
+        assert_eq!(ids(&mut conn).await, ["m_late", "m_today"]);
+        let days: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'inbox' ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(!days.contains(&day(old_day)), "{days:?}");
+        for ahead in 0..=DAYS_AHEAD {
+            assert!(days.contains(&day(today + ahead * DAY_MS)), "{days:?}");
+        }
+        // A message seen before is still known after the retention, on any day.
+        begin(&mut conn).await.unwrap();
+        let again = inbox_insert_many(&mut conn, &[entry("m_today", today + 1, now)])
+            .await
+            .unwrap();
+        commit(&mut conn).await.unwrap();
+        assert!(again.is_empty());
+        db.pool.close().await;
+    }
 }

@@ -350,7 +350,7 @@ async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::O
 async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = tokio::time::Instant::now();
+    let mut last_retention: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -375,21 +375,64 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "relay could not read the outbox"),
         }
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            last_prune = tokio::time::Instant::now();
-            let week_ago = Timestamp::now().unix_millis() - 7 * 24 * 3600 * 1000;
-            if let Err(e) = prune_inbox(&shared.database, week_ago).await {
-                tracing::warn!(error = %e, "could not prune the inbox");
+        if last_retention.is_none_or(|at| at.elapsed() > RETENTION_EVERY) {
+            last_retention = Some(tokio::time::Instant::now());
+            let now = Timestamp::now().unix_millis();
+            let horizon = inbox_horizon(&shared.js, now).await;
+            match prune_inbox(&shared.database, now, horizon).await {
+                Ok(0) => {}
+                Ok(forgotten) => tracing::info!(forgotten, horizon, "inbox retention"),
+                Err(e) => tracing::warn!(error = %e, "could not prune the inbox"),
             }
         }
     }
 }
 
-/// Drops the inbox entries received before `before_ms`, in the writer's turn.
-async fn prune_inbox(database: &Database, before_ms: i64) -> Result<u64, sqlx::Error> {
-    database
-        .transaction(async |conn| db::inbox_prune(conn, before_ms).await)
-        .await
+/// How often the inbox's retention runs (and, on PostgreSQL, readies the days ahead).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// Entries dropped per write turn of the retention, so batches never wait long behind it.
+const RETENTION_CHUNK: i64 = 10_000;
+/// The least the inbox remembers, whatever the stream still holds: a replica that was down
+/// republishes the outputs it had stored (under their first ids) when it comes back.
+const INBOX_FLOOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Until when the inbox may forget: a message can be delivered again only while the saga
+/// stream holds it (a redelivery, a consumer started over from the beginning), so entries
+/// received before the stream's oldest message can go, but never ones younger than
+/// [`INBOX_FLOOR`]. Without the stream's state, its configured maximum age bounds it.
+async fn inbox_horizon(js: &jetstream::Context, now_ms: i64) -> i64 {
+    let oldest = async {
+        let mut stream = js.get_stream(streams::SAGA_STREAM).await.ok()?;
+        let info = stream.info().await.ok()?;
+        // An empty stream reports the epoch: then nothing is forgotten.
+        Some((info.state.first_timestamp.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+    .await;
+    horizon(oldest, now_ms)
+}
+
+/// [`inbox_horizon`] given the time of the oldest message the saga stream holds, if known.
+fn horizon(oldest_ms: Option<i64>, now_ms: i64) -> i64 {
+    let floor = now_ms - INBOX_FLOOR.as_millis() as i64;
+    let oldest = oldest_ms
+        .unwrap_or_else(|| now_ms - streams::saga_stream_config().max_age.as_millis() as i64);
+    oldest.min(floor)
+}
+
+/// Forgets the inbox entries of messages received before `before_ms`, a chunk per write turn.
+async fn prune_inbox(database: &Database, now_ms: i64, before_ms: i64) -> Result<u64, sqlx::Error> {
+    let mut forgotten = 0;
+    loop {
+        let step = database
+            .transaction(async |conn| {
+                db::inbox_prune(conn, now_ms, before_ms, RETENTION_CHUNK).await
+            })
+            .await?;
+        forgotten += step;
+        if step < RETENTION_CHUNK as u64 {
+            return Ok(forgotten);
+        }
+    }
 }
 
 /// Runs the service's timers.
@@ -470,6 +513,22 @@ async fn register_service(
 #[cfg(test)]
 mod tests {
     use super::redacted;
+
+    #[test]
+    fn the_inbox_remembers_what_the_stream_holds_and_at_least_a_day() {
+        use super::horizon;
+        const HOUR: i64 = 3600 * 1000;
+        let now = 1_000 * 24 * HOUR;
+        // The stream holds 30 days: everything it holds is remembered.
+        assert_eq!(
+            horizon(Some(now - 30 * 24 * HOUR), now),
+            now - 30 * 24 * HOUR
+        );
+        // The stream holds an hour (its byte limit): a day is remembered anyway.
+        assert_eq!(horizon(Some(now - HOUR), now), now - 24 * HOUR);
+        // The stream's state unknown: its configured maximum age.
+        assert_eq!(horizon(None, now), now - 30 * 24 * HOUR);
+    }
 
     #[test]
     fn a_database_password_never_reaches_an_error_message() {

@@ -341,16 +341,23 @@ fn json_array<T: serde::Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
     serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// Drops inbox entries received before `before_ms`: no redelivery comes that late (the
-/// stream's consumers ack within minutes), so the table stays bounded. The entries are found
-/// by their occurrence (the key's first column; a message is received after it occurs), and
-/// one that occurred that long ago but was received since is kept.
-pub async fn inbox_prune(conn: &mut SqliteConnection, before_ms: i64) -> Result<u64, sqlx::Error> {
+/// Drops up to `limit` inbox entries that occurred and were received before `before_ms` (the
+/// runtime's retention calls it until it drops fewer, each time in a short write turn). The
+/// entries are found by their occurrence (the key's first column; a message is received after
+/// it occurs), and one that occurred that long ago but was received since is kept.
+pub async fn inbox_prune(
+    conn: &mut SqliteConnection,
+    before_ms: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "DELETE FROM inbox WHERE occurred_at < ?1 AND received_at < ?1; \
-         DELETE FROM inbox_legacy WHERE received_at < ?1",
+        "DELETE FROM inbox WHERE (occurred_at, message_id) IN (SELECT occurred_at, message_id \
+         FROM inbox WHERE occurred_at < ?1 AND received_at < ?1 LIMIT ?2); \
+         DELETE FROM inbox_legacy WHERE message_id IN (SELECT message_id FROM inbox_legacy \
+         WHERE received_at < ?1 LIMIT ?2)",
     )
     .bind(before_ms)
+    .bind(limit)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

@@ -258,7 +258,12 @@ async fn a_message_is_known_by_its_id_and_occurrence_and_the_legacy_entries_stil
     .await
     .unwrap();
     let mut pruning = pool.acquire().await.unwrap();
-    assert_eq!(inbox_prune(&mut pruning, 5_000).await.unwrap(), 2);
+    assert_eq!(
+        inbox_prune(&mut pruning, 5_000, 1).await.unwrap(),
+        2,
+        "one of each table"
+    );
+    assert_eq!(inbox_prune(&mut pruning, 5_000, 1_000).await.unwrap(), 0);
     drop(pruning);
     let left: Vec<String> = sqlx::query_scalar(
         "SELECT message_id FROM inbox UNION ALL SELECT message_id FROM inbox_legacy ORDER BY 1",
