@@ -106,6 +106,14 @@ impl TestDb {
         }
     }
 
+    /// The database's URL, as a worker's `DATABASE_URL` names it.
+    pub(crate) fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
+            TestDb::Postgres { url, .. } => url.clone(),
+        }
+    }
+
     /// Another connection to the same database (another replica's); the database itself
     /// lives as long as `self`.
     pub(crate) async fn another(&self) -> TestDb {

@@ -20,6 +20,7 @@ crate::testing::each_backend!(
     a_blocked_rider_is_flagged_until_unblocked,
     rows_past_retention_are_pruned_on_tick,
     prune_deletes_the_oldest_rows_before_the_time_up_to_its_limit,
+    replicas_scoring_one_rider_at_once_count_each_others_requests,
 );
 
 /// A fresh database on `kind` with the fraud tables.
@@ -527,5 +528,50 @@ proptest! {
         sizes in prop::collection::vec(1usize..12, 1..6),
     ) {
         batches_decide_what_the_domain_decides_input_by_input(Kind::Postgres, script, sizes);
+    }
+}
+
+/// Four replicas score four requests of one rider, all made at the same instant, at the same
+/// time, each in a write transaction of the runtime's: with at most one request allowed in the
+/// window, exactly one is cleared. Replicas that counted without seeing each other's requests
+/// would clear them all.
+async fn replicas_scoring_one_rider_at_once_count_each_others_requests(kind: Kind) {
+    let db = db(kind).await;
+    let mut config = FraudConfig::default();
+    config.rules.max_requests = 1;
+    let service = FraudService::new(config);
+    let url = db.url();
+    let mut replicas = Vec::new();
+    for _ in 0..4 {
+        let opened = crate::runtime::Database::open(&url, 1, |kind| service.migrator(kind));
+        replicas.push(opened.await.unwrap());
+    }
+    let inputs: Vec<Envelope> = (1..=4).map(|n| requested(n, 1, 8.0, 0)).collect();
+    let scored =
+        futures_util::future::join_all(replicas.iter().zip(&inputs).map(|(replica, input)| {
+            let service = &service;
+            async move {
+                replica
+                    .transaction(async |conn| service.apply(conn, input, at(0)).await)
+                    .await
+            }
+        }))
+        .await;
+    let kinds: Vec<MessageKind> = scored
+        .into_iter()
+        .flat_map(|outputs| outputs.unwrap())
+        .map(|e| e.kind())
+        .collect();
+    let cleared = kinds
+        .iter()
+        .filter(|k| **k == MessageKind::FraudCleared)
+        .count();
+    let flagged = kinds
+        .iter()
+        .filter(|k| **k == MessageKind::FraudFlagged)
+        .count();
+    assert_eq!((cleared, flagged), (1, 3), "{kinds:?}");
+    for replica in replicas {
+        replica.close().await;
     }
 }
