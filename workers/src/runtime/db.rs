@@ -19,7 +19,7 @@ use ridesaga_schemas::{Envelope, MessageId, Timestamp};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{PgConnection, SqliteConnection};
+use sqlx::{Decode, PgConnection, Postgres, Sqlite, SqliteConnection, Type};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::BatchWrite;
@@ -96,6 +96,23 @@ impl<'a, 'c: 'a> From<&'a mut Conn<'c>> for Conn<'a> {
 pub enum Row {
     Sqlite(SqliteRow),
     Postgres(PgRow),
+}
+
+impl Row {
+    /// The column `name`, whichever backend read the row: a type both backends decode the
+    /// same way (`String`, `i64`, `f64`, `bool` and their `Option`s).
+    pub fn get<T>(&self, name: &str) -> Result<T, sqlx::Error>
+    where
+        T: Type<Sqlite>
+            + for<'r> Decode<'r, Sqlite>
+            + Type<Postgres>
+            + for<'r> Decode<'r, Postgres>,
+    {
+        match self {
+            Row::Sqlite(row) => sqlx::Row::try_get(row, name),
+            Row::Postgres(row) => sqlx::Row::try_get(row, name),
+        }
+    }
 }
 
 /// A message waiting in the outbox.

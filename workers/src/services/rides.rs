@@ -6,26 +6,13 @@
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, RideId, Timestamp};
-use sqlx::{Decode, Postgres, Sqlite, Type};
 
-use crate::runtime::{HandleError, Row};
+use crate::runtime::HandleError;
 
 /// Ride ids as the JSON array a batch's load expands (SQLite's `json_each`, PostgreSQL's
 /// `jsonb_array_elements_text`).
 pub(crate) fn json_ids(ride_ids: &[&str]) -> Result<String, HandleError> {
     serde_json::to_string(ride_ids).map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))
-}
-
-/// The column `name` of `row`, whichever backend read it: a type both backends decode the
-/// same way (`String`, `i64`, `f64`, `bool` and their `Option`s).
-pub(crate) fn column<T>(row: &Row, name: &str) -> Result<T, sqlx::Error>
-where
-    T: Type<Sqlite> + for<'r> Decode<'r, Sqlite> + Type<Postgres> + for<'r> Decode<'r, Postgres>,
-{
-    match row {
-        Row::Sqlite(row) => sqlx::Row::try_get(row, name),
-        Row::Postgres(row) => sqlx::Row::try_get(row, name),
-    }
 }
 
 /// The states of the rides one batch touches, as loaded and then as its inputs change them.

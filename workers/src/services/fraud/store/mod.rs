@@ -131,7 +131,7 @@ impl Preloaded {
     pub fn new(rows: Vec<Row>) -> Result<Self, StoreError> {
         let mut by_input: HashMap<String, Vec<Row>> = HashMap::new();
         for row in rows {
-            let id = row.text("input_id")?;
+            let id = row.get::<String>("input_id")?;
             by_input.entry(id).or_default().push(row);
         }
         Ok(Preloaded(by_input))
@@ -199,7 +199,7 @@ pub fn load_for_input(
 fn read_slice(state: &mut State, rows: &[Row]) -> Result<(), StoreError> {
     let mut tagged = Vec::with_capacity(rows.len());
     for row in rows {
-        tagged.push((row.text("what")?, row));
+        tagged.push((row.get::<String>("what")?, row));
     }
     if let Some(own) = tagged.iter().find(|(what, _)| what == "own") {
         tagged = vec![own.clone()];
@@ -294,103 +294,46 @@ fn writes(
     Ok(writes)
 }
 
-/// A row of either backend, read by column name: what the decoding below needs of it.
-trait Record {
-    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
-    fn maybe_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
-    fn flag(&self, column: &str) -> Result<bool, sqlx::Error>;
-}
-
-impl<R> Record for R
-where
-    R: sqlx::Row,
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-    String: sqlx::Type<R::Database> + for<'r> sqlx::Decode<'r, R::Database>,
-    i64: sqlx::Type<R::Database> + for<'r> sqlx::Decode<'r, R::Database>,
-    bool: sqlx::Type<R::Database> + for<'r> sqlx::Decode<'r, R::Database>,
-{
-    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-        self.try_get(column)
-    }
-    fn maybe_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
-        self.try_get(column)
-    }
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
-        self.try_get(column)
-    }
-    fn flag(&self, column: &str) -> Result<bool, sqlx::Error> {
-        self.try_get(column)
-    }
-}
-
-impl Record for Row {
-    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-        match self {
-            Row::Sqlite(row) => row.text(column),
-            Row::Postgres(row) => row.text(column),
-        }
-    }
-    fn maybe_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
-        match self {
-            Row::Sqlite(row) => row.maybe_text(column),
-            Row::Postgres(row) => row.maybe_text(column),
-        }
-    }
-    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
-        match self {
-            Row::Sqlite(row) => row.int(column),
-            Row::Postgres(row) => row.int(column),
-        }
-    }
-    fn flag(&self, column: &str) -> Result<bool, sqlx::Error> {
-        match self {
-            Row::Sqlite(row) => row.flag(column),
-            Row::Postgres(row) => row.flag(column),
-        }
-    }
-}
-
 /// A request from its columns `ride_id`, `rider_id`, `requested_at_ms`, `score`, `flagged`,
 /// `reasons`.
-fn scored_from_row(row: &impl Record) -> Result<(RideId, Scored), StoreError> {
+fn scored_from_row(row: &Row) -> Result<(RideId, Scored), StoreError> {
     let bad = |e: &dyn ToString| corrupt("fraud_requests", e.to_string());
-    let ride_id = RideId::parse(row.text("ride_id")?).map_err(|e| bad(&e))?;
-    let rider_id = RiderId::parse(row.text("rider_id")?).map_err(|e| bad(&e))?;
-    let reasons = row.text("reasons")?;
+    let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(|e| bad(&e))?;
+    let rider_id = RiderId::parse(row.get::<String>("rider_id")?).map_err(|e| bad(&e))?;
+    let reasons = row.get::<String>("reasons")?;
     let assessment = Assessment {
-        score: u32::try_from(row.int("score")?).map_err(|e| bad(&e))?,
+        score: u32::try_from(row.get::<i64>("score")?).map_err(|e| bad(&e))?,
         reasons: serde_json::from_str(&reasons).map_err(|e| bad(&e))?,
-        flagged: row.flag("flagged")?,
+        flagged: row.get::<bool>("flagged")?,
     };
     let scored = Scored {
         rider_id,
-        at: row.int("requested_at_ms")?,
+        at: row.get::<i64>("requested_at_ms")?,
         assessment,
     };
     Ok((ride_id, scored))
 }
 
 /// A decline from its columns `ride_id`, `rider_id`, `declined_at_ms`.
-fn decline_from_row(row: &impl Record) -> Result<(RideId, Decline), StoreError> {
+fn decline_from_row(row: &Row) -> Result<(RideId, Decline), StoreError> {
     let bad = |e: &dyn ToString| corrupt("fraud_declines", e.to_string());
-    let ride_id = RideId::parse(row.text("ride_id")?).map_err(|e| bad(&e))?;
-    let rider_id = RiderId::parse(row.text("rider_id")?).map_err(|e| bad(&e))?;
+    let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(|e| bad(&e))?;
+    let rider_id = RiderId::parse(row.get::<String>("rider_id")?).map_err(|e| bad(&e))?;
     let decline = Decline {
         rider_id,
-        at: row.int("declined_at_ms")?,
+        at: row.get::<i64>("declined_at_ms")?,
     };
     Ok((ride_id, decline))
 }
 
 /// A blocklist entry from its columns `rider_id`, `blocked`, `reason`, `changed_at_ms`.
-fn block_from_row(row: &impl Record) -> Result<(RiderId, Block), StoreError> {
-    let rider_id =
-        RiderId::parse(row.text("rider_id")?).map_err(|e| corrupt("fraud_blocklist", e))?;
+fn block_from_row(row: &Row) -> Result<(RiderId, Block), StoreError> {
+    let rider_id = RiderId::parse(row.get::<String>("rider_id")?)
+        .map_err(|e| corrupt("fraud_blocklist", e))?;
     let block = Block {
-        blocked: row.flag("blocked")?,
-        reason: row.maybe_text("reason")?,
-        at: row.int("changed_at_ms")?,
+        blocked: row.get::<bool>("blocked")?,
+        reason: row.get::<Option<String>>("reason")?,
+        at: row.get::<i64>("changed_at_ms")?,
     };
     Ok((rider_id, block))
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::domain::{Audience, Notice};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::{column, json_ids};
+use crate::services::rides::json_ids;
 
 const KINDS: [NotificationKind; 6] = [
     NotificationKind::DriverAssigned,
@@ -72,7 +72,7 @@ pub fn load_sql(kind: Kind) -> &'static str {
 pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
     let mut audiences: HashMap<RideId, Result<Audience, HandleError>> = HashMap::new();
     for row in rows {
-        let ride_id = RideId::parse(column::<String>(row, "ride_id")?).map_err(corrupt)?;
+        let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(corrupt)?;
         let audience = audiences
             .entry(ride_id)
             .or_insert_with(|| Ok(Audience::default()));
@@ -87,9 +87,9 @@ pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Audience, HandleErr
 
 /// Adds one row of [`load_sql`] to what is known about its ride.
 fn add_row(audience: &mut Audience, row: &Row) -> Result<(), HandleError> {
-    let a: Option<String> = column(row, "a")?;
-    let b: Option<String> = column(row, "b")?;
-    if column::<String>(row, "what")? == "ride" {
+    let a: Option<String> = row.get("a")?;
+    let b: Option<String> = row.get("b")?;
+    if row.get::<String>("what")? == "ride" {
         audience.driver_id = a.map(DriverId::parse).transpose().map_err(corrupt)?;
         audience.cancelled = b.map(|r| parse(&REASONS, &r, |x| x.as_str())).transpose()?;
         return Ok(());

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::{column, json_ids};
+use crate::services::rides::json_ids;
 
 /// The ride's payment, or the empty state if payment has not heard of the ride.
 pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Payment, HandleError> {
@@ -71,10 +71,10 @@ pub fn load_sql(kind: Kind) -> &'static str {
 pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Stored, HandleError>>, HandleError> {
     let mut payments = HashMap::with_capacity(rows.len());
     for row in rows {
-        let ride_id: String = column(row, "ride_id")?;
+        let ride_id: String = row.get("ride_id")?;
         let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
         let stored = decode(row).and_then(|payment| {
-            let journaled: String = column(row, "journaled")?;
+            let journaled: String = row.get("journaled")?;
             let journaled = serde_json::from_str(&journaled).map_err(corrupt)?;
             Ok(Stored { payment, journaled })
         });
@@ -242,17 +242,15 @@ pub async fn operations(
         Conn::Postgres(conn) => postgres::operations(conn, ride_id.as_str()).await?,
     };
     rows.iter()
-        .map(|r| Ok((column(r, "operation")?, column(r, "outcome")?)))
+        .map(|r| Ok((r.get("operation")?, r.get("outcome")?)))
         .collect()
 }
 
 /// A row of the columns `columns!` names, read by either backend.
 fn decode(row: &Row) -> Result<Payment, HandleError> {
-    let text = |name: &str| column::<Option<String>>(row, name);
+    let text = |name: &str| row.get::<Option<String>>(name);
     let amount = |name: &str| -> Result<Option<u64>, HandleError> {
-        column::<Option<i64>>(row, name)?
-            .map(from_cents)
-            .transpose()
+        row.get::<Option<i64>>(name)?.map(from_cents).transpose()
     };
     let trip = match (
         text("rider_id")?,
@@ -298,7 +296,7 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
     };
     Ok(Payment {
         trip,
-        driver_assigned: column(row, "driver_assigned")?,
+        driver_assigned: row.get("driver_assigned")?,
         ending,
         hold,
         settlement,

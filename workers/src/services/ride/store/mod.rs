@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::domain::{Hold, Ride, Status};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::{column, json_ids};
+use crate::services::rides::json_ids;
 
 /// Where a ride's saga came from: what timer outputs need for their causation and correlation.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ pub type Loaded = HashMap<RideId, Result<(Ride, Origin), HandleError>>;
 pub fn loaded(rows: &[Row]) -> Result<Loaded, HandleError> {
     let mut rides = HashMap::with_capacity(rows.len());
     for row in rows {
-        let ride_id: String = column(row, "ride_id")?;
+        let ride_id: String = row.get("ride_id")?;
         let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
         let decoded = decode(row).map(|(_, ride, origin)| (ride, origin));
         rides.insert(ride_id, decoded);
@@ -180,23 +180,25 @@ fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
 
 /// A row of the columns `columns!` names, read by either backend.
 fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
-    let text = |name: &str| column::<String>(row, name);
+    let text = |name: &str| row.get::<String>(name);
     let point = |lat: &str, lng: &str| -> Result<GeoPoint, HandleError> {
-        GeoPoint::new(column(row, lat)?, column(row, lng)?).map_err(corrupt)
+        GeoPoint::new(row.get(lat)?, row.get(lng)?).map_err(corrupt)
     };
     let instant = |name: &str| -> Result<Option<Timestamp>, sqlx::Error> {
-        Ok(column::<Option<i64>>(row, name)?.map(Timestamp::from_unix_millis))
+        Ok(row
+            .get::<Option<i64>>(name)?
+            .map(Timestamp::from_unix_millis))
     };
-    let match_deadline = Timestamp::from_unix_millis(column(row, "match_deadline_ms")?);
-    let expires_at: Option<i64> = column(row, "expires_at_ms")?;
-    let status = status_from(&text("status")?, column(row, "cancel_reason")?)?;
+    let match_deadline = Timestamp::from_unix_millis(row.get("match_deadline_ms")?);
+    let expires_at: Option<i64> = row.get("expires_at_ms")?;
+    let status = status_from(&text("status")?, row.get("cancel_reason")?)?;
     let ride = Ride {
         rider_id: RiderId::parse(text("rider_id")?).map_err(corrupt)?,
         pickup: point("pickup_lat", "pickup_lng")?,
         dropoff: point("dropoff_lat", "dropoff_lng")?,
         payment_token: text("payment_token")?,
-        distance_km: column(row, "distance_km")?,
-        estimated_fare_cents: from_cents(column(row, "estimated_fare_cents")?)?,
+        distance_km: row.get("distance_km")?,
+        estimated_fare_cents: from_cents(row.get("estimated_fare_cents")?)?,
         match_deadline,
         // Only requested rides keep their expiry there; the others never look at it.
         expires_at: match (status, expires_at) {
@@ -204,13 +206,15 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
             _ => match_deadline,
         },
         status,
-        driver_id: column::<Option<String>>(row, "driver_id")?
+        driver_id: row
+            .get::<Option<String>>("driver_id")?
             .map(DriverId::parse)
             .transpose()
             .map_err(corrupt)?,
         hold: hold_from(&text("hold")?)?,
         started_at: instant("started_at_ms")?,
-        fare_cents: column::<Option<i64>>(row, "fare_cents")?
+        fare_cents: row
+            .get::<Option<i64>>("fare_cents")?
             .map(from_cents)
             .transpose()?,
         pickup_deadline: instant("pickup_deadline_ms")?,
