@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// Measures Ridesaga's saga throughput, latency and cost against the broker's own relay
 /// ceiling, on one nats-server started for the run. Normally run through `scripts/bench`.
@@ -31,9 +31,33 @@ pub struct Cli {
     #[arg(long)]
     pub no_record: bool,
 
-    /// Keep the run's directory (server store, worker databases and logs) for inspection.
+    /// Keep the run's directory (server store, worker databases and logs) for inspection; a
+    /// PostgreSQL cluster (--db postgres) is deleted once this process exits all the same.
     #[arg(long)]
     pub keep: bool,
+
+    /// The workers' databases: a SQLite file per service in the run's directory, or a database
+    /// per service on a PostgreSQL cluster started for the run (its processes' CPU and memory
+    /// are measured like nats-server's).
+    #[arg(long, value_enum, default_value_t = Db::Sqlite)]
+    pub db: Db,
+
+    /// Instead of the usual phases: queue this many ride requests while no worker runs, start
+    /// --replicas replicas of every worker, time how long they take to drain the backlog (every
+    /// saga through to its capture), then run `ridectl audit`; an unclean audit fails the run.
+    #[arg(long, value_name = "SAGAS",
+          value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with_all = ["relay_only", "ab_only", "baseline_bin_dir", "perf"])]
+    pub backlog: Option<u64>,
+
+    /// Replicas of every worker that drain the backlog (--backlog).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "backlog",
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: u32,
+
+    /// The `ridectl` binary that audits the backlog [default: ridectl in --bin-dir].
+    #[arg(long, value_name = "PATH")]
+    pub ridectl: Option<PathBuf>,
 
     /// The nats-server binary.
     #[arg(
@@ -133,6 +157,25 @@ pub struct Cli {
     pub pids_file: Option<PathBuf>,
 }
 
+/// Where the workers keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Db {
+    /// A SQLite file per service, shared by the service's replicas.
+    #[default]
+    Sqlite,
+    /// A database per service on one PostgreSQL cluster.
+    Postgres,
+}
+
+impl Db {
+    pub fn name(self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        }
+    }
+}
+
 /// The resolved durations and sizes of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Settings {
@@ -164,6 +207,37 @@ impl Cli {
             batch: self.batch.max(1),
             max_in_flight: self.max_in_flight.max(1),
         }
+    }
+
+    /// What the report's file name adds to its date: the backend when it is not SQLite, then
+    /// the kind of run (`-relay`, `-ab`, `-backlog`, each with `-quick` when quick).
+    pub fn report_suffix(&self) -> String {
+        let db = match self.db {
+            Db::Sqlite => "",
+            Db::Postgres => "-postgres",
+        };
+        let kind = match (
+            self.relay_only,
+            self.ab_only,
+            self.backlog.is_some(),
+            self.quick,
+        ) {
+            (true, _, _, _) => "-relay",
+            (_, true, _, true) => "-ab-quick",
+            (_, true, _, false) => "-ab",
+            (_, _, true, true) => "-backlog-quick",
+            (_, _, true, false) => "-backlog",
+            (_, _, _, true) => "-quick",
+            _ => "",
+        };
+        format!("{db}{kind}")
+    }
+
+    /// The `ridectl` the backlog's audit runs.
+    pub fn ridectl_path(&self) -> PathBuf {
+        self.ridectl
+            .clone()
+            .unwrap_or_else(|| self.bin_dir.join("ridectl"))
     }
 
     /// The command line the report records.
@@ -218,6 +292,62 @@ mod tests {
             "--relay-only",
         ];
         assert!(Cli::try_parse_from(relay).is_err());
+    }
+
+    #[test]
+    fn the_database_is_sqlite_unless_postgres_is_asked_for() {
+        assert_eq!(Cli::parse_from(["ridesaga-bench"]).db, Db::Sqlite);
+        let postgres = Cli::parse_from(["ridesaga-bench", "--db", "postgres"]);
+        assert_eq!(postgres.db, Db::Postgres);
+        assert_eq!(postgres.db.name(), "postgres");
+        assert!(Cli::try_parse_from(["ridesaga-bench", "--db", "mysql"]).is_err());
+    }
+
+    #[test]
+    fn the_backlog_takes_three_replicas_unless_told_and_runs_alone() {
+        let cli = Cli::parse_from(["ridesaga-bench", "--db", "postgres", "--backlog", "2000"]);
+        assert_eq!((cli.backlog, cli.replicas), (Some(2000), 3));
+        let two = ["ridesaga-bench", "--backlog", "10", "--replicas", "2"];
+        assert_eq!(Cli::parse_from(two).replicas, 2);
+        for wrong in [
+            vec!["ridesaga-bench", "--replicas", "3"],
+            vec!["ridesaga-bench", "--backlog", "0"],
+            vec!["ridesaga-bench", "--backlog", "10", "--replicas", "0"],
+            vec!["ridesaga-bench", "--backlog", "10", "--relay-only"],
+            vec![
+                "ridesaga-bench",
+                "--backlog",
+                "10",
+                "--baseline-bin-dir",
+                "b",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&wrong).is_err(), "{wrong:?}");
+        }
+        assert_eq!(cli.ridectl_path(), PathBuf::from("target/release/ridectl"));
+    }
+
+    #[test]
+    fn report_names_keep_sqlite_s_and_mark_postgres_and_the_backlog() {
+        let suffix = |args: &[&str]| {
+            let mut all = vec!["ridesaga-bench"];
+            all.extend_from_slice(args);
+            Cli::parse_from(all).report_suffix()
+        };
+        assert_eq!(suffix(&[]), "");
+        assert_eq!(suffix(&["--quick"]), "-quick");
+        assert_eq!(suffix(&["--relay-only", "--quick"]), "-relay");
+        assert_eq!(
+            suffix(&["--baseline-bin-dir", "b", "--ab-only", "--quick"]),
+            "-ab-quick"
+        );
+        assert_eq!(suffix(&["--db", "postgres"]), "-postgres");
+        assert_eq!(suffix(&["--db", "postgres", "--quick"]), "-postgres-quick");
+        assert_eq!(
+            suffix(&["--db", "postgres", "--backlog", "2000"]),
+            "-postgres-backlog"
+        );
+        assert_eq!(suffix(&["--backlog", "5", "--quick"]), "-backlog-quick");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The worker processes under test: the release binaries `<service>-worker`, one process per
-//! service and replica, each replica of a service sharing that service's temporary SQLite
-//! database, HTTP endpoints off, logs in the run's directory.
+//! service and replica, each replica of a service sharing that service's database (a temporary
+//! SQLite file, or a database on the run's PostgreSQL cluster), HTTP endpoints off, logs in the
+//! run's directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,32 @@ pub struct FleetConfig {
     pub nats_url: String,
     pub batch: usize,
     pub max_in_flight: usize,
+    pub databases: Databases,
+}
+
+/// Where each service of a fleet keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Databases {
+    /// `data/<service>.db` in the fleet's directory.
+    Sqlite,
+    /// The `DATABASE_URL` of each service.
+    Urls(BTreeMap<Service, String>),
+}
+
+impl Databases {
+    /// The `DATABASE_URL` of `service` in a fleet whose data directory is `data`.
+    pub fn url(&self, service: Service, data: &Path) -> anyhow::Result<String> {
+        match self {
+            Databases::Sqlite => Ok(format!(
+                "sqlite://{}",
+                data.join(format!("{service}.db")).display()
+            )),
+            Databases::Urls(urls) => urls
+                .get(&service)
+                .cloned()
+                .with_context(|| format!("no database for the {service} service")),
+        }
+    }
 }
 
 /// One worker process.
@@ -64,6 +91,11 @@ impl Fleet {
         }
     }
 
+    /// How its workers run.
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
     /// Starts replica number `replica` (1, 2, ...) of every service.
     pub fn start_replica(&mut self, replica: u32, pids: &PidLog) -> anyhow::Result<()> {
         let data = self.config.dir.join("data");
@@ -76,10 +108,7 @@ impl Fleet {
             let instance = format!("{}-{replica}", service.name());
             let mut command = Command::new(binary(&self.config.bin_dir, service));
             command
-                .env(
-                    "DATABASE_URL",
-                    format!("sqlite://{}", data.join(format!("{service}.db")).display()),
-                )
+                .env("DATABASE_URL", self.config.databases.url(service, &data)?)
                 .env("NATS_URL", &self.config.nats_url)
                 .env("RIDESAGA_BATCH", self.config.batch.to_string())
                 .env(
@@ -203,6 +232,25 @@ pub fn stats_counters(reply: &[u8]) -> BTreeMap<String, u64> {
     out
 }
 
+/// The `handled` counter of each replica that answers the NATS service API's `STATS`, per
+/// service, largest first: how the replicas shared the work.
+pub async fn handled_per_replica(
+    client: &async_nats::Client,
+) -> anyhow::Result<BTreeMap<Service, Vec<u64>>> {
+    let mut out = BTreeMap::new();
+    for service in Service::ALL {
+        let subject = format!("$SRV.STATS.ridesaga-{}", service.name());
+        let mut handled: Vec<u64> = gather(client, &subject, Duration::from_millis(200))
+            .await?
+            .iter()
+            .map(|reply| stats_counters(reply).get("handled").copied().unwrap_or(0))
+            .collect();
+        handled.sort_unstable_by(|a, b| b.cmp(a));
+        out.insert(service, handled);
+    }
+    Ok(out)
+}
+
 /// Counter increases between two readings (a counter that went down, a replica that
 /// restarted, counts from zero).
 pub fn counts_between(before: &WorkerCounts, after: &WorkerCounts) -> WorkerCounts {
@@ -269,6 +317,24 @@ mod tests {
         assert_eq!(counters["redelivered"], 2);
         assert!(!counters.contains_key("in_flight") && !counters.contains_key("note"));
         assert!(stats_counters(b"not json").is_empty());
+    }
+
+    #[test]
+    fn sqlite_databases_are_files_in_the_fleet_and_postgres_ones_are_given() {
+        let data = Path::new("/run/workers/data");
+        assert_eq!(
+            Databases::Sqlite.url(Service::Ride, data).unwrap(),
+            "sqlite:///run/workers/data/ride.db"
+        );
+        let urls = Databases::Urls(BTreeMap::from([(
+            Service::Fraud,
+            "postgres://u:p@127.0.0.1:5433/fraud_1".to_owned(),
+        )]));
+        assert_eq!(
+            urls.url(Service::Fraud, data).unwrap(),
+            "postgres://u:p@127.0.0.1:5433/fraud_1"
+        );
+        assert!(urls.url(Service::Ride, data).is_err());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Like the relay ([`crate::relay`]), but each message goes through the runtime every worker
 //! runs (`ridesaga_workers::runtime::run_on`), with the workers' settings: decoded, recorded in
-//! the inbox and its one output stored in the outbox in one SQLite transaction (batched as the
-//! workers batch), the output published with its `Nats-Msg-Id` after the commit, the input
+//! the inbox and its one output stored in the outbox in one transaction of the workers' kind of
+//! database (batched as the workers batch), the output published with its `Nats-Msg-Id` after the commit, the input
 //! acked last. The service in between, [`Floor`], reads and writes nothing: its rate, F, is
 //! what exactly-once effects cost before any domain logic, so no service on this runtime can
 //! run more than F / D sagas per second, and S / (F / D) says how much of that the services'
@@ -15,7 +15,6 @@
 //! consumer of its own that exists only for the run. No service consumes payment voids, and
 //! the floor runs before any worker starts; its messages are purged afterwards.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -95,12 +94,12 @@ impl Worker for Floor {
 
 /// Relays `messages` messages through the runtime with `batch` and `max_in_flight` and
 /// measures the rate, from the runtime's first delivery to its last ack (the server's times
-/// of both). Its database goes in
-/// `dir`. `meter` is called right before and right after the timed part.
+/// of both), on the database `database_url` names. `meter` is called right before and right
+/// after the timed part.
 pub async fn run<T>(
     js: &jetstream::Context,
     nats_url: &str,
-    dir: &Path,
+    database_url: &str,
     messages: u64,
     (batch, max_in_flight): (usize, usize),
     mut meter: impl FnMut() -> T,
@@ -122,13 +121,7 @@ pub async fn run<T>(
 
     let settings = Settings::from_pairs([
         ("NATS_URL", nats_url.to_owned()),
-        (
-            "DATABASE_URL",
-            format!(
-                "sqlite://{}",
-                dir.join(format!("floor-{max_in_flight}.db")).display()
-            ),
-        ),
+        ("DATABASE_URL", database_url.to_owned()),
         ("RIDESAGA_HTTP_ADDR", "off".into()),
         ("RIDESAGA_BATCH", batch.to_string()),
         ("RIDESAGA_MAX_IN_FLIGHT", max_in_flight.to_string()),

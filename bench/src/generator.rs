@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use ridesaga_schemas::{
     CompleteRide, DriverId, DriverOnline, Envelope, Message, MessageKind, RegisterDriver,
-    RequestRide, RideId, RiderId, StartRide, parse_subject,
+    RequestRide, RideId, RiderId, Service, StartRide, parse_subject,
 };
 
 use crate::city::{self, Rng};
@@ -102,6 +102,24 @@ impl Outcome {
 
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
+    }
+}
+
+/// Ride requests stored while no worker runs, not yet followed.
+#[derive(Debug)]
+pub struct Backlog {
+    sagas: HashMap<String, Saga>,
+    /// Messages waiting for the ride service once they were all stored.
+    pub waiting: u64,
+}
+
+impl Backlog {
+    pub fn len(&self) -> usize {
+        self.sagas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sagas.is_empty()
     }
 }
 
@@ -255,6 +273,62 @@ impl Generator {
         );
     }
 
+    /// Publishes `count` ride requests and waits until the server has stored every one, for
+    /// workers that are not running yet: a backlog that [`Generator::drain`] then follows.
+    pub async fn queue_requests(&mut self, count: u64) -> anyhow::Result<Backlog> {
+        let errors_before = self.publish_errors.load(Ordering::Relaxed);
+        let mut sagas = HashMap::new();
+        for _ in 0..count {
+            self.request(&mut sagas).await;
+        }
+        // Each request's ack is awaited in the background; the ride service's consumer counts
+        // what was stored.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stored = loop {
+            let errors = self.publish_errors.load(Ordering::Relaxed) - errors_before;
+            if errors > 0 {
+                bail!("{errors} of {count} ride requests were not stored by the server");
+            }
+            let pending = consumers::snapshot(&self.js).await?;
+            let waiting = pending.get(&Service::Ride).map_or(0, |c| c.pending);
+            if waiting >= count {
+                break waiting;
+            }
+            if Instant::now() >= deadline {
+                bail!("only {waiting} of {count} ride requests are waiting for the ride service");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Backlog {
+            sagas,
+            waiting: stored,
+        })
+    }
+
+    /// Follows a backlog queued with [`Generator::queue_requests`] to its end, as a phase does
+    /// once it stops starting sagas: each saga is started and completed as its events arrive,
+    /// until every one has ended and every consumer is empty, or `drain_timeout` has passed.
+    /// `from` is when the workers were started: the outcome's times (`elapsed`, the latencies
+    /// of confirmation and of the whole saga) run from it.
+    pub async fn drain(
+        &mut self,
+        backlog: Backlog,
+        from: Instant,
+        drain_timeout: Duration,
+        health: &mut dyn FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Outcome> {
+        let mut sagas = backlog.sagas;
+        for saga in sagas.values_mut() {
+            saga.requested = from;
+        }
+        let plan = Plan {
+            pace: Pace::Window(0),
+            duration: Duration::ZERO,
+            drain_timeout,
+        };
+        self.follow(plan, sagas, health).await
+    }
+
     /// Runs one phase. `health` is called every 100 ms and ends the phase with its error (a
     /// worker that died, say).
     pub async fn run(
@@ -262,10 +336,22 @@ impl Generator {
         plan: Plan,
         health: &mut dyn FnMut() -> anyhow::Result<()>,
     ) -> anyhow::Result<Outcome> {
+        self.follow(plan, HashMap::new(), health).await
+    }
+
+    /// A phase over `sagas` already started and those `plan` starts.
+    async fn follow(
+        &mut self,
+        plan: Plan,
+        mut sagas: HashMap<String, Saga>,
+        health: &mut dyn FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Outcome> {
         let errors_before = self.publish_errors.load(Ordering::Relaxed);
-        let mut out = Outcome::default();
-        let mut sagas: HashMap<String, Saga> = HashMap::new();
-        let mut open = 0usize;
+        let mut out = Outcome {
+            started: sagas.len() as u64,
+            ..Outcome::default()
+        };
+        let mut open = sagas.len();
         let mut completions = Vec::new();
         let start = Instant::now();
         let stop_starting = start + plan.duration;

@@ -7,8 +7,10 @@
 //! - [`cli`]: options and the durations and sizes they resolve to.
 //! - [`run`]: the phases of a run, in order, and the processes they need.
 //! - [`ab`]: the comparison with a baseline build: rounds, ratios and medians, and its section.
+//! - [`backlog`]: the backlog drain (`--backlog`): its figures, the audit, its section.
 //! - [`server`]: the run's own nats-server with the repository's `nats.conf`.
-//! - [`fleet`]: the worker processes, one or two replicas of each service.
+//! - [`fleet`]: the worker processes, one or more replicas of each service.
+//! - [`database`]: the PostgreSQL cluster of a `--db postgres` run.
 //! - [`process`]: starting, watching and stopping child processes.
 //! - [`relay`]: the broker's ceiling, a raw JetStream relay pipelined like the workers.
 //! - [`generator`]: riders and drivers: starts sagas at a pace and times them.
@@ -23,9 +25,11 @@
 //! - [`notes`]: the run's conditions and problems, as the report states them.
 
 pub mod ab;
+pub mod backlog;
 pub mod city;
 pub mod cli;
 pub mod consumers;
+pub mod database;
 pub mod fleet;
 pub mod floor;
 pub mod generator;

@@ -2,8 +2,9 @@
 //! `BENCHMARKS.md`), and prints the summary line last on stdout. Progress goes to stderr.
 //!
 //! Exit codes: 0 measured, every saga completed; 1 the run failed (the error chain is
-//! printed); 2 bad usage; 3 measured, but some sagas failed or did not finish (see the
-//! report's problems); 130 interrupted (every process started is stopped).
+//! printed); 2 bad usage; 3 measured, but some sagas failed or did not finish, or the
+//! backlog's audit was not clean (see the report's problems); 130 interrupted (every process
+//! started is stopped).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,20 +51,15 @@ async fn bench(cli: &Cli) -> anyhow::Result<Report> {
     };
     std::fs::create_dir_all(&results_dir)
         .with_context(|| format!("creating {}", results_dir.display()))?;
-    let suffix = match (cli.relay_only, cli.ab_only, cli.quick) {
-        (true, _, _) => "-relay",
-        (_, true, true) => "-ab-quick",
-        (_, true, false) => "-ab",
-        (_, _, true) => "-quick",
-        _ => "",
-    };
-    let path = results_dir.join(format!("{}{suffix}.md", report.date));
+    let path = results_dir.join(format!("{}{}.md", report.date, cli.report_suffix()));
     report.report_path = path.display().to_string();
     write(&path, &markdown::render(&report))?;
     eprintln!("bench: report written to {}", path.display());
     if cli.ab_only && !cli.no_record {
         // Its report has none of the latest figures: the block keeps the last full set.
         eprintln!("bench: --ab-only: BENCHMARKS.md left alone");
+    } else if cli.backlog.is_some() && !cli.no_record {
+        eprintln!("bench: --backlog: BENCHMARKS.md left alone");
     } else if !cli.no_record {
         let document = std::fs::read_to_string(&cli.benchmarks_file).unwrap_or_default();
         let updated = markdown::replace_block(&document, &markdown::latest_block(&report));

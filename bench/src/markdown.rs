@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use ridesaga_schemas::Service;
 
 use crate::ab;
+use crate::cli::Db;
+use crate::database;
 use crate::hops;
 use crate::procfs::Usage;
 use crate::report::{
@@ -154,8 +156,9 @@ pub fn render(report: &Report) -> String {
     for (name, value) in &report.settings {
         let _ = writeln!(out, "- {name}: {value}");
     }
-    // An A/B-only run has none of the headline's figures.
-    if report.ab.is_none() || report.max1.is_some() || !report.relay.is_empty() {
+    // An A/B-only run and a backlog drain have none of the headline's figures.
+    let own_figures = report.ab.is_some() || report.backlog.is_some();
+    if !own_figures || report.max1.is_some() || !report.relay.is_empty() {
         out.push_str("\n## Summary\n\n");
         out.push_str(&headline(report));
     }
@@ -180,6 +183,10 @@ pub fn render(report: &Report) -> String {
     if let Some((rate, phase)) = &report.light {
         let title = "Latency under light load";
         render_latency(&mut out, title, *rate, phase, &report.light_hops);
+    }
+    if let Some(backlog) = &report.backlog {
+        backlog.render(&mut out);
+        render_deliveries(&mut out, &backlog.phase);
     }
     render_costs(&mut out, report);
     render_dominance(&mut out, report);
@@ -290,6 +297,19 @@ fn render_phase(out: &mut String, name: &str, phase: &Phase) {
     for (why, count) in &o.failures {
         let _ = writeln!(out, "- failed: {count} x {why}");
     }
+    render_deliveries(out, phase);
+    if let Some(s) = Summary::of(&o.confirm_ms) {
+        let _ = writeln!(
+            out,
+            "\nUnder this load, request -> confirmed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+            s.p50, s.p99, s.max
+        );
+    }
+}
+
+/// The deliveries of a phase per consumer, beside what the workers counted.
+fn render_deliveries(out: &mut String, phase: &Phase) {
+    let o = &phase.outcome;
     if !phase.deliveries.is_empty() {
         out.push_str(
             "\nDeliveries are the server's count (consumer sequence); the other columns are what \
@@ -345,13 +365,6 @@ fn render_phase(out: &mut String, name: &str, phase: &Phase) {
             phase.total_deliveries(),
             cell(phase.deliveries_per_saga(), 2),
             columns(None)
-        );
-    }
-    if let Some(s) = Summary::of(&o.confirm_ms) {
-        let _ = writeln!(
-            out,
-            "\nUnder this load, request -> confirmed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
-            s.p50, s.p99, s.max
         );
     }
 }

@@ -19,6 +19,19 @@ pub(super) fn render_costs(out: &mut String, report: &Report) {
         // The A/B rounds run their own fleets; these figures end where they begin.
         out.push_str(" The whole run here ends before the A/B rounds.");
     }
+    if report
+        .costs
+        .iter()
+        .any(|cost| cost.name == database::PROCESS_NAME)
+    {
+        let _ = write!(
+            out,
+            " `{}` is PostgreSQL's processes together: its memory is their proportional set \
+             sizes (`Pss` in `/proc/<pid>/smaps_rollup`) summed, and its peak the largest sum \
+             seen at the readings around each phase.",
+            database::PROCESS_NAME
+        );
+    }
     out.push_str("\n\n");
     let mut header =
         "| process | idle RSS MB | peak RSS MB | end RSS MB | CPU s, whole run |".to_owned();
@@ -45,7 +58,11 @@ pub(super) fn render_costs(out: &mut String, report: &Report) {
         out.push('\n');
     }
     if let Some(max1) = report.max1.as_ref() {
-        render_per_saga(out, max1);
+        render_per_saga(out, max1, "at the maximum rate with one replica");
+    }
+    if let Some(backlog) = report.backlog.as_ref() {
+        let title = format!("while {} replicas drained the backlog", backlog.replicas);
+        render_per_saga(out, &backlog.phase, &title);
     }
     render_by_load(out, report);
 }
@@ -61,17 +78,36 @@ fn render_by_load(out: &mut String, report: &Report) {
     if phases.len() < 2 || phases.iter().any(|(_, phase)| phase.usage.is_empty()) {
         return;
     }
-    out.push_str(
-        "\nPer completed saga at each load with one replica: CPU of all the workers, of \
-         nats-server and of every measured process (the generator included), and the last as a \
-         multiple of its value at the maximum rate; how busy the machine's cores were with the \
-         measured processes; and inputs per write transaction (all workers).\n\n",
-    );
-    out.push_str(
-        "| phase | sagas per second | cores busy | inputs per transaction | workers CPU ms | \
-         nats-server CPU ms | all CPU ms | all, x max rate |\n",
-    );
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    // PostgreSQL's processes get a column of their own when they ran.
+    let database = phases
+        .iter()
+        .any(|(_, phase)| phase.usage.contains_key(database::PROCESS_NAME));
+    if database {
+        out.push_str(
+            "\nPer completed saga at each load with one replica: CPU of all the workers, of \
+             nats-server, of PostgreSQL and of every measured process (the generator included), \
+             and the last as a multiple of its value at the maximum rate; how busy the \
+             machine's cores were with the measured processes; and inputs per write transaction \
+             (all workers).\n\n",
+        );
+        out.push_str(
+            "| phase | sagas per second | cores busy | inputs per transaction | workers CPU ms | \
+             nats-server CPU ms | postgres CPU ms | all CPU ms | all, x max rate |\n",
+        );
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    } else {
+        out.push_str(
+            "\nPer completed saga at each load with one replica: CPU of all the workers, of \
+             nats-server and of every measured process (the generator included), and the last \
+             as a multiple of its value at the maximum rate; how busy the machine's cores were \
+             with the measured processes; and inputs per write transaction (all workers).\n\n",
+        );
+        out.push_str(
+            "| phase | sagas per second | cores busy | inputs per transaction | workers CPU ms | \
+             nats-server CPU ms | all CPU ms | all, x max rate |\n",
+        );
+        out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    }
     let per_saga = |phase: &Phase, filter: &dyn Fn(&str) -> bool| {
         let cpu: f64 = phase
             .usage
@@ -87,9 +123,17 @@ fn render_by_load(out: &mut String, report: &Report) {
         let wall = phase.outcome.elapsed.as_secs_f64() * report.cores.max(1) as f64;
         let cpu: f64 = phase.usage.values().map(|u| u.cpu_seconds).sum();
         let batches = phase.worker_total("batches");
+        let database_cell = if database {
+            format!(
+                " {:.3} |",
+                per_saga(phase, &|name| name == database::PROCESS_NAME)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {} | {:.1} | {} | {} | {:.3} | {:.3} |{database_cell} {:.3} | {} |",
             name.trim_end_matches(", 1 replica"),
             phase.outcome.per_second(),
             if wall > 0.0 {
@@ -109,15 +153,16 @@ fn render_by_load(out: &mut String, report: &Report) {
     }
 }
 
-/// What each process spent per completed saga at the maximum rate.
-fn render_per_saga(out: &mut String, phase: &Phase) {
+/// What each process spent per completed saga during `phase`, which ran `when`.
+fn render_per_saga(out: &mut String, phase: &Phase, when: &str) {
     let sagas = phase.outcome.captured;
     if sagas == 0 || phase.usage.is_empty() {
         return;
     }
     let per = |v: f64| v / sagas as f64;
-    out.push_str(
-        "\nPer completed saga at the maximum rate with one replica: CPU, context switches (live \
+    let _ = write!(
+        out,
+        "\nPer completed saga {when}: CPU, context switches (live \
          threads, `/proc/<pid>/task/*/status`), read-like and write-like system calls on files \
          and sockets and bytes written to storage (`/proc/<pid>/io`).\n\n",
     );
@@ -171,8 +216,12 @@ pub fn dominance(report: &Report) -> Vec<String> {
         .filter(|(name, _)| name.contains("-worker"))
         .map(|(_, cpu)| cpu)
         .sum();
+    let database = cpu
+        .get(database::PROCESS_NAME)
+        .map(|cpu| format!("; PostgreSQL: {:.0}%", 100.0 * cpu / total))
+        .unwrap_or_default();
     lines.push(format!(
-        "All workers together: {:.0}% of that CPU; nats-server: {:.0}%.",
+        "All workers together: {:.0}% of that CPU; nats-server: {:.0}%{database}.",
         100.0 * workers / total,
         100.0 * cpu.get("nats-server").copied().unwrap_or(0.0) / total
     ));

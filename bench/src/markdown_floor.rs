@@ -12,12 +12,17 @@ pub(super) fn render_floor(out: &mut String, report: &Report) {
         return;
     }
     out.push_str("\n## Runtime floor\n\n");
-    out.push_str(
+    let _ = write!(
+        out,
         "The workers' runtime relays each message around a service that does nothing: decoded, \
-         recorded in the inbox and its one output stored in the outbox in one SQLite \
+         recorded in the inbox and its one output stored in the outbox in one {} \
          transaction (batched as the workers batch), the output published with its \
          `Nats-Msg-Id` after the commit, the input acked last. Same server, same settings; F \
          is the first run.\n\n",
+        match report.db {
+            Db::Sqlite => "SQLite",
+            Db::Postgres => "PostgreSQL",
+        }
     );
     out.push_str(
         "| run | in flight | messages | seconds | messages per second | ms per message | \

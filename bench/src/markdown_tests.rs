@@ -186,3 +186,46 @@ fn cpu_per_saga_is_compared_across_the_loads_of_one_replica() {
     // Two replicas are not a load of the one-replica fleet.
     assert!(!table.contains("| max rate, 2 replicas |"), "{text}");
 }
+
+#[test]
+fn postgres_gets_its_column_its_share_and_its_memory_note_only_when_it_ran() {
+    let sqlite = render(&report());
+    assert!(!sqlite.contains("postgres CPU ms"), "{sqlite}");
+    assert!(!sqlite.contains("PostgreSQL"), "{sqlite}");
+
+    let mut report = report();
+    report.db = Db::Postgres;
+    for phase in [
+        report.max1.as_mut(),
+        report.latency.as_mut().map(|(_, p)| p),
+    ] {
+        let phase = phase.unwrap();
+        phase.usage.insert(
+            database::PROCESS_NAME.to_owned(),
+            crate::report::fixture::usage(5.0),
+        );
+    }
+    report.costs.push(crate::report::ProcessCost {
+        name: database::PROCESS_NAME.into(),
+        idle_rss_kib: Some(32 * 1024),
+        peak_rss_kib: 200 * 1024,
+        end_rss_kib: 150 * 1024,
+        cpu_seconds: 12.0,
+    });
+    let text = render(&report);
+    // Max rate: 1000 sagas; workers 4 s, nats-server 6 s, postgres 5 s.
+    assert!(
+        text.contains("| max rate | 500.0 | 375% | n/a | 4.000 | 6.000 | 5.000 | 15.000 | 1.00 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("All workers together: 27% of that CPU; nats-server: 40%; PostgreSQL: 33%."),
+        "{text}"
+    );
+    assert!(text.contains("`postgres` is PostgreSQL's processes together"));
+    assert!(text.contains("in one PostgreSQL transaction"), "{text}");
+    assert!(
+        text.contains("| postgres | 32.0 | 200.0 | 150.0 | 12.00 |"),
+        "{text}"
+    );
+}

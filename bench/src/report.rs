@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use ridesaga_schemas::Service;
 
 use crate::ab::Comparison;
+use crate::backlog::BacklogRun;
+use crate::cli::Db;
 use crate::fleet::WorkerCounts;
 use crate::floor::FloorRun;
 use crate::generator::Outcome;
@@ -117,6 +119,10 @@ pub struct Report {
     pub max2: Option<Phase>,
     /// The rounds against a baseline build, when one was given.
     pub ab: Option<Comparison>,
+    /// The workers' databases.
+    pub db: Db,
+    /// The backlog drain (`--backlog`), which runs instead of the other phases.
+    pub backlog: Option<BacklogRun>,
     pub costs: Vec<ProcessCost>,
     /// Flat profile of the maximum-rate phase, when it was recorded.
     pub profile: Option<String>,
@@ -178,10 +184,14 @@ impl Report {
         idle.filter_map(|c| c.idle_rss_kib.map(mb)).reduce(f64::max)
     }
 
-    /// The line printed last: `bench: key=value ...`.
+    /// The line printed last: `bench: key=value ...`, ending with `db=postgres` when the
+    /// workers ran on PostgreSQL. A backlog drain has fields of its own.
     pub fn summary_line(&self) -> String {
         let mut fields: Vec<String> = Vec::new();
         let mut put = |key: &str, value: String| fields.push(format!("{key}={value}"));
+        for (key, value) in self.backlog.iter().flat_map(BacklogRun::summary_fields) {
+            put(key, value);
+        }
         if let Some(max1) = &self.max1 {
             put("sagas", max1.outcome.captured.to_string());
             put("sagas_per_s", format!("{:.1}", max1.outcome.per_second()));
@@ -231,15 +241,20 @@ impl Report {
         for (key, value) in self.ab.iter().flat_map(Comparison::summary_fields) {
             put(key, value);
         }
+        if self.db != Db::Sqlite {
+            put("db", self.db.name().to_owned());
+        }
         format!("bench: {}", fields.join(" "))
     }
 
-    /// Whether a saga failed or did not finish in any phase, the A/B rounds' included.
+    /// Whether a saga failed or did not finish in any phase, the A/B rounds' included, or the
+    /// backlog drain did not pass.
     pub fn broken(&self) -> bool {
         self.phases()
             .map(|(_, p)| p)
             .chain(self.ab.iter().flat_map(Comparison::phases))
             .any(|p| p.outcome.failed() + p.outcome.unfinished > 0)
+            || self.backlog.as_ref().is_some_and(|b| !b.passed())
     }
 
     pub(crate) fn phases(&self) -> impl Iterator<Item = (&'static str, &Phase)> {
@@ -412,6 +427,17 @@ mod tests {
             .outcome
             .unfinished = 1;
         assert!(report.broken());
+    }
+
+    #[test]
+    fn a_postgres_run_says_so_at_the_end_of_the_same_summary_line() {
+        let sqlite = report().summary_line();
+        let postgres = Report {
+            db: Db::Postgres,
+            ..report()
+        };
+        assert_eq!(postgres.summary_line(), format!("{sqlite} db=postgres"));
+        assert!(!sqlite.contains("db="));
     }
 
     #[test]

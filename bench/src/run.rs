@@ -9,13 +9,21 @@
 //! 6. with a baseline build, the A/B rounds ([`crate::ab`]): both builds in turn, each on a
 //!    fresh fleet and a clean saga stream, at the maximum rate and at a common latency rate.
 //!
-//! CPU and memory of every process are read from `/proc` around each phase, consumer counters
-//! from the server. Everything started is stopped at the end (and killed if the run fails).
+//! With `--backlog`, the backlog drain ([`crate::backlog`]) runs instead of all of these.
+//!
+//! The workers' databases are SQLite files in the run's directory, or, with `--db postgres`,
+//! databases on a PostgreSQL cluster started for the run ([`crate::database`]), whose
+//! processes are measured as one beside nats-server. CPU and memory of every process are read
+//! from `/proc` around each phase, consumer counters from the server. Everything started is
+//! stopped at the end (and killed if the run fails); the cluster stops once this process has
+//! exited.
 
 mod ab_rounds;
+mod backlog;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,9 +32,10 @@ use ridesaga_schemas::streams::{self, DEAD_LETTER_STREAM, ProvisionOptions};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{Cli, Settings};
+use crate::cli::{Cli, Db, Settings};
 use crate::consumers;
-use crate::fleet::{self, Fleet, FleetConfig};
+use crate::database::{self, Cluster};
+use crate::fleet::{self, Databases, Fleet, FleetConfig};
 use crate::floor;
 use crate::generator::{Generator, Pace, Plan};
 use crate::hops;
@@ -51,6 +60,11 @@ struct Run {
     fleet: Fleet,
     client: async_nats::Client,
     js: jetstream::Context,
+    /// The PostgreSQL cluster the workers' databases are on, with `--db postgres`.
+    cluster: Option<Cluster>,
+    cluster_idle: Option<ProcSample>,
+    /// The largest memory of the cluster's processes together seen by a sample, in KiB.
+    cluster_peak_kib: AtomicU64,
 }
 
 /// Runs every phase and returns the report (not yet written anywhere).
@@ -80,6 +94,15 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
             listed(&missing)
         );
     }
+    if cli.backlog.is_some() {
+        let ridectl = cli.ridectl_path();
+        anyhow::ensure!(
+            ridectl.is_file(),
+            "{} is missing: the backlog is audited with ridectl (build it with `cargo build \
+             --release --workspace`, or pass --ridectl)",
+            ridectl.display()
+        );
+    }
     if let Some(baseline) = &cli.baseline_bin_dir {
         let missing = fleet::missing_binaries(baseline);
         anyhow::ensure!(
@@ -99,10 +122,25 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         revision: revision(),
         settings: describe(&settings, &cli.nats_conf),
+        db: cli.db,
         ..Report::default()
     };
     if cli.ab_only {
         report.settings.retain(|(name, _)| name != "relay");
+    }
+    if let Some(queued) = cli.backlog {
+        report
+            .settings
+            .retain(|(name, _)| name != "relay" && name != "load");
+        report.settings.push((
+            "backlog".into(),
+            format!(
+                "{queued} ride requests stored while no worker runs, then {} replicas of every \
+                 worker; {} drivers online",
+                cli.replicas,
+                backlog_drivers(&settings, queued)
+            ),
+        ));
     }
 
     // The server's and the workers' logs are what explains a failed run: keep them then.
@@ -121,6 +159,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
         }
     };
     report.nats_version = run.server.version.clone();
+    if !cli.relay_only {
+        let database = match &run.cluster {
+            Some(cluster) => cluster.describe(),
+            None => database::SQLITE_DESCRIPTION.to_owned(),
+        };
+        report.settings.push(("database".into(), database));
+    }
     let result = run.measure(cli, &mut report).await;
     run.stop().await;
     if result.is_err() {
@@ -173,12 +218,34 @@ impl Run {
             .await
             .context("provisioning the streams and consumers")?;
         let server_idle = server.process.sample(ticks).ok();
+        let cluster = match cli.db {
+            Db::Sqlite => None,
+            Db::Postgres if cli.relay_only => None,
+            Db::Postgres => {
+                eprintln!("bench: starting a PostgreSQL cluster for the workers' databases");
+                let cluster = Cluster::start().await?;
+                eprintln!(
+                    "bench: PostgreSQL {} ready (postmaster pid {})",
+                    cluster.version, cluster.postmaster
+                );
+                Some(cluster)
+            }
+        };
+        let cluster_idle = match &cluster {
+            Some(cluster) => Some(cluster.sample(ticks)?),
+            None => None,
+        };
+        let databases = match &cluster {
+            Some(cluster) => cluster.databases("fleet")?,
+            None => Databases::Sqlite,
+        };
         let fleet = Fleet::new(FleetConfig {
             bin_dir: cli.bin_dir.clone(),
             dir: dir.join("workers"),
             nats_url: server.url(),
             batch: settings.batch,
             max_in_flight: settings.max_in_flight,
+            databases,
         });
         Ok(Run {
             settings,
@@ -190,11 +257,27 @@ impl Run {
             fleet,
             client,
             js,
+            cluster_peak_kib: AtomicU64::new(cluster_idle.map_or(0, |s| s.rss_kib)),
+            cluster,
+            cluster_idle,
         })
     }
 
+    /// New databases for a fleet: none to create on SQLite (each fleet's files are in its own
+    /// directory), one per service named after `name` on PostgreSQL.
+    fn databases(&self, name: &str) -> anyhow::Result<Databases> {
+        match &self.cluster {
+            Some(cluster) => cluster.databases(name),
+            None => Ok(Databases::Sqlite),
+        }
+    }
+
     async fn measure(&mut self, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
-        if !cli.ab_only {
+        if let Some(queued) = cli.backlog {
+            self.backlog(queued, cli.replicas, &cli.ridectl_path(), report)
+                .await?;
+            report.costs = self.costs()?;
+        } else if !cli.ab_only {
             self.usual_phases(cli, report).await?;
             // Before the A/B rounds replace the fleet: these are the costs of the phases above.
             report.costs = self.costs()?;
@@ -341,8 +424,15 @@ impl Run {
                 settings.1
             );
             let url = self.server.url();
+            let database_url = match &self.cluster {
+                Some(cluster) => cluster.database(&format!("floor_{}", settings.1))?,
+                None => format!(
+                    "sqlite://{}",
+                    self.dir.join(format!("floor-{}.db", settings.1)).display()
+                ),
+            };
             let (run, before, after) =
-                floor::run(&self.js, &url, &self.dir, messages, settings, || {
+                floor::run(&self.js, &url, &database_url, messages, settings, || {
                     self.sample_all()
                 })
                 .await?;
@@ -446,6 +536,12 @@ impl Run {
             "nats-server".to_owned(),
             self.server.process.sample(self.ticks)?,
         );
+        if let Some(cluster) = &self.cluster {
+            let sample = cluster.sample(self.ticks)?;
+            self.cluster_peak_kib
+                .fetch_max(sample.rss_kib, Ordering::Relaxed);
+            out.insert(database::PROCESS_NAME.to_owned(), sample);
+        }
         for worker in &self.fleet.workers {
             out.insert(
                 worker.process.name.clone(),
@@ -473,6 +569,12 @@ impl Run {
             }
         };
         let mut out = vec![cost("nats-server", self.server_idle)];
+        if self.cluster.is_some() {
+            // No high-water mark for a group of processes: the largest sum a sample saw.
+            let mut cluster = cost(database::PROCESS_NAME, self.cluster_idle);
+            cluster.peak_rss_kib = self.cluster_peak_kib.load(Ordering::Relaxed);
+            out.push(cluster);
+        }
         for worker in &self.fleet.workers {
             out.push(cost(&worker.process.name, worker.idle));
         }
@@ -520,6 +622,13 @@ impl Settings {
             drain_timeout: self.drain_timeout,
         }
     }
+}
+
+/// Drivers online for a backlog: enough for every queued ride at once, so none waits for one.
+fn backlog_drivers(settings: &Settings, queued: u64) -> usize {
+    settings
+        .drivers
+        .max(usize::try_from(queued).unwrap_or(usize::MAX))
 }
 
 fn listed(paths: &[PathBuf]) -> String {

@@ -18,8 +18,14 @@ async fn the_floor_relays_every_message_through_the_runtime_and_cleans_up() {
 
     for (messages, settings) in [(300, (16, 8)), (40, (1, 1))] {
         let mut readings = 0;
+        let database = format!(
+            "sqlite://{}",
+            dir.path()
+                .join(format!("floor-{}.db", settings.1))
+                .display()
+        );
         let (run, before, after) =
-            floor::run(&js, &server.url(), dir.path(), messages, settings, || {
+            floor::run(&js, &server.url(), &database, messages, settings, || {
                 readings += 1;
                 readings
             })

@@ -127,7 +127,8 @@ impl Run {
     }
 
     /// Stops the current fleet, cleans the saga stream, and starts one replica of every worker
-    /// from `bin_dir` with new databases under `ab/<name>` in the run's directory. Returns a
+    /// from `bin_dir` with new databases (under `ab/<name>` in the run's directory, or named
+    /// after `name` on the PostgreSQL cluster). Returns a
     /// generator on its own connection with the drivers online.
     async fn fresh_fleet(&mut self, bin_dir: &Path, name: &str) -> anyhow::Result<Generator> {
         let s = self.settings;
@@ -139,6 +140,7 @@ impl Run {
             nats_url: self.server.url(),
             batch: s.batch,
             max_in_flight: s.max_in_flight,
+            databases: self.databases(name)?,
         });
         self.fleet.start_replica(1, &self.pids)?;
         self.fleet

@@ -1,0 +1,153 @@
+//! The backlog drain of a run (`--backlog`, [`crate::backlog`]): drivers online through one
+//! replica of every worker, which then stops; ride requests stored while no worker runs; then
+//! every replica started at once, the drain followed to its last event, and `ridectl audit`
+//! over the log it left.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::Command;
+
+use super::{READY_TIMEOUT, Run, backlog_drivers, connect, usage_between};
+use crate::backlog::{Audit, BacklogRun};
+use crate::consumers;
+use crate::fleet::{self, Fleet};
+use crate::generator::Generator;
+use crate::notes::note_phase_problems;
+use crate::report::{Phase, Report};
+
+/// How long `ridectl audit` may take.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Run {
+    /// Queues `queued` ride requests, drains them with `replicas` replicas of every worker and
+    /// audits the log with `ridectl`; puts the drain in the report.
+    pub(super) async fn backlog(
+        &mut self,
+        queued: u64,
+        replicas: u32,
+        ridectl: &Path,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let drivers = backlog_drivers(&self.settings, queued);
+        eprintln!("bench: backlog: one replica of every worker brings {drivers} drivers online");
+        self.fleet.start_replica(1, &self.pids)?;
+        self.fleet
+            .wait_ready(&self.client, 1, READY_TIMEOUT, self.ticks)
+            .await?;
+        let mut generator = Generator::connect(connect(&self.server.url()).await?).await?;
+        generator
+            .bring_drivers_online(drivers, READY_TIMEOUT)
+            .await?;
+        self.wait_quiet(READY_TIMEOUT).await?;
+        eprintln!("bench: backlog: stopping the workers");
+        self.fleet.stop().await;
+        // The same databases for the replicas that drain the backlog.
+        self.fleet = Fleet::new(self.fleet.config().clone());
+
+        eprintln!("bench: backlog: storing {queued} ride requests while no worker runs");
+        let backlog = generator.queue_requests(queued).await?;
+        let waiting = backlog.waiting;
+        let drain_timeout = self.settings.drain_timeout.max(Duration::from_secs(120))
+            + Duration::from_millis(50 * queued);
+
+        let deliveries_before = consumers::snapshot(&self.js).await?;
+        let cpu_before = self.sample_all()?;
+        eprintln!("bench: backlog: starting {replicas} replicas of every worker");
+        let started = Instant::now();
+        for replica in 1..=replicas {
+            self.fleet.start_replica(replica, &self.pids)?;
+        }
+        let fleet = &mut self.fleet;
+        let server = &mut self.server;
+        let mut health = || {
+            server.process.check_running()?;
+            fleet.check_running()
+        };
+        let outcome = generator
+            .drain(backlog, started, drain_timeout, &mut health)
+            .await?;
+        let cpu_after = self.sample_all()?;
+        let deliveries_after = consumers::snapshot(&self.js).await?;
+        eprintln!(
+            "bench: backlog: {} of {queued} sagas completed in {:.2} s ({:.1} per second)",
+            outcome.captured,
+            outcome.elapsed.as_secs_f64(),
+            outcome.per_second()
+        );
+        let phase = Phase {
+            deliveries: consumers::deliveries_between(&deliveries_before, &deliveries_after),
+            worker_counts: fleet::worker_counts(&self.client).await?,
+            usage: usage_between(&cpu_before, &cpu_after),
+            outcome,
+        };
+        note_phase_problems(report, "backlog drain", &phase);
+        let handled_per_replica = fleet::handled_per_replica(&self.client).await?;
+        for (service, handled) in &handled_per_replica {
+            if handled.len() != replicas as usize {
+                report.problems.push(format!(
+                    "backlog: {} of {replicas} {service} replicas answered at the end",
+                    handled.len()
+                ));
+            }
+        }
+
+        eprintln!("bench: backlog: ridectl audit");
+        let audit = self.audit(ridectl).await?;
+        eprintln!("bench: backlog: audit {}", audit.verdict());
+        let run = BacklogRun {
+            queued,
+            waiting,
+            replicas,
+            drivers,
+            phase,
+            handled_per_replica,
+            audit,
+        };
+        report.problems.extend(run.problems());
+        report.backlog = Some(run);
+        Ok(())
+    }
+
+    /// Waits until no service consumer has anything pending or awaiting an ack.
+    async fn wait_quiet(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = consumers::snapshot(&self.js).await?;
+            if consumers::is_quiet(&snapshot) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the service consumers were not empty after {timeout:?}: {snapshot:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `ridectl --output json audit --settle 0s` against the run's server: every saga in the
+    /// log is judged as finished, so the liveness invariants are checked for all of them.
+    async fn audit(&self, ridectl: &Path) -> anyhow::Result<Audit> {
+        let args = ["--output", "json", "audit", "--settle", "0s"];
+        let mut command = Command::new(ridectl);
+        command
+            .args(args)
+            .env("NATS_URL", self.server.url())
+            // The run's server has no users: credentials for another server must not be sent.
+            .env_remove("NATS_USER")
+            .env_remove("NATS_PASSWORD")
+            .env_remove("NATS_CREDS")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(AUDIT_TIMEOUT, command.output())
+            .await
+            .with_context(|| format!("ridectl audit took longer than {AUDIT_TIMEOUT:?}"))?
+            .with_context(|| format!("running {}", ridectl.display()))?;
+        Ok(Audit::parse(
+            format!("ridectl {}", args.join(" ")),
+            output.status.success(),
+            &String::from_utf8_lossy(&output.stdout),
+            &String::from_utf8_lossy(&output.stderr),
+        ))
+    }
+}
