@@ -36,6 +36,11 @@ pub struct Cli {
     #[arg(long)]
     pub keep: bool,
 
+    /// Latency the payment worker's simulated gateway adds to every call, e.g. 300ms
+    /// (`RIDESAGA_GATEWAY_LATENCY` of every fleet; none by default).
+    #[arg(long, value_name = "DURATION", value_parser = ridesaga_workers::config::parse_duration)]
+    pub gateway_latency: Option<Duration>,
+
     /// The workers' databases: a SQLite file per service in the run's directory, or a database
     /// per service on a PostgreSQL cluster started for the run (its processes' CPU and memory
     /// are measured like nats-server's).
@@ -188,6 +193,8 @@ pub struct Settings {
     pub drivers: usize,
     pub batch: usize,
     pub max_in_flight: usize,
+    /// `RIDESAGA_GATEWAY_LATENCY` of the workers, if one is set.
+    pub gateway_latency: Option<Duration>,
 }
 
 impl Cli {
@@ -206,6 +213,7 @@ impl Cli {
             drivers: self.drivers.unwrap_or(2 * window).max(window),
             batch: self.batch.max(1),
             max_in_flight: self.max_in_flight.max(1),
+            gateway_latency: self.gateway_latency,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct FleetConfig {
     pub batch: usize,
     pub max_in_flight: usize,
     pub databases: Databases,
+    /// `RIDESAGA_GATEWAY_LATENCY` of the payment worker's simulated gateway, if set.
+    pub gateway_latency: Option<Duration>,
 }
 
 /// Where each service of a fleet keeps its state.
@@ -122,6 +124,12 @@ impl Fleet {
                     data.join(format!("notifications-{instance}.jsonl")),
                 )
                 .env("RIDESAGA_DRAIN_TIMEOUT", "5s");
+            if let Some(latency) = &self.config.gateway_latency {
+                command.env(
+                    "RIDESAGA_GATEWAY_LATENCY",
+                    format!("{}ms", latency.as_millis()),
+                );
+            }
             let log = logs.join(format!("{instance}.log"));
             let process = Spawned::start(name, command, &log, pids)?;
             self.workers.push(Worker {

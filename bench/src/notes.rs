@@ -100,6 +100,16 @@ pub fn describe(s: &Settings, nats_conf: &Path) -> Vec<(String, String)> {
             ),
         ),
         (
+            "payment gateway".into(),
+            match &s.gateway_latency {
+                Some(latency) => format!(
+                    "simulated, `RIDESAGA_GATEWAY_LATENCY={}ms` per call",
+                    latency.as_millis()
+                ),
+                None => "simulated, no added latency".into(),
+            },
+        ),
+        (
             "load".into(),
             format!(
                 "{} sagas in flight at the maximum rate, {} drivers online, {} s warm-up, {} s per maximum-rate phase, {} s at half rate",

@@ -246,6 +246,7 @@ impl Run {
             batch: settings.batch,
             max_in_flight: settings.max_in_flight,
             databases,
+            gateway_latency: settings.gateway_latency,
         });
         Ok(Run {
             settings,

@@ -141,6 +141,7 @@ impl Run {
             batch: s.batch,
             max_in_flight: s.max_in_flight,
             databases: self.databases(name)?,
+            gateway_latency: s.gateway_latency,
         });
         self.fleet.start_replica(1, &self.pids)?;
         self.fleet
