@@ -30,6 +30,8 @@ pub struct BacklogRun {
     pub phase: Phase,
     /// Inputs each replica handled, per service, largest first.
     pub handled_per_replica: BTreeMap<Service, Vec<u64>>,
+    /// How much each service's database grew during the drain, in bytes.
+    pub stored_bytes: BTreeMap<Service, u64>,
     pub audit: Audit,
 }
 
@@ -136,6 +138,26 @@ impl Audit {
 }
 
 impl BacklogRun {
+    /// What the drain added to the databases per saga, per service and in all (each service's
+    /// inbox, its state and its outbox until published), as a report line.
+    pub fn stored_bytes_line(&self) -> Option<String> {
+        let sagas = self.phase.outcome.captured.max(1) as f64;
+        if self.stored_bytes.is_empty() {
+            return None;
+        }
+        let total: u64 = self.stored_bytes.values().sum();
+        let each: Vec<String> = self
+            .stored_bytes
+            .iter()
+            .map(|(service, bytes)| format!("{service} {:.0}", *bytes as f64 / sagas))
+            .collect();
+        Some(format!(
+            "- stored per saga (database growth during the drain / sagas): {:.0} bytes ({})",
+            total as f64 / sagas,
+            each.join(", ")
+        ))
+    }
+
     /// Every queued saga completed, none is left open, and the audit is clean.
     pub fn passed(&self) -> bool {
         let o = &self.phase.outcome;
@@ -274,6 +296,9 @@ impl BacklogRun {
                 shares.join(", ")
             );
         }
+        if let Some(line) = self.stored_bytes_line() {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "- `{}`: {}", self.audit.command, self.audit.verdict());
         for violation in self.audit.violations.iter().take(20) {
             let _ = writeln!(out, "  - {violation}");
@@ -363,6 +388,10 @@ mod tests {
                 ..Phase::default()
             },
             handled_per_replica: BTreeMap::from([(Service::Ride, vec![2100, 2000, 1900])]),
+            stored_bytes: BTreeMap::from([
+                (Service::Ride, 3_000_000),
+                (Service::Driver, 1_000_000),
+            ]),
             audit: audit(true, CLEAN),
         }
     }
@@ -386,6 +415,10 @@ mod tests {
         let mut text = String::new();
         run.render(&mut text);
         assert!(text.contains("- inputs handled by each replica: ride 2100 / 2000 / 1900"));
+        assert!(
+            text.contains("- stored per saga (database growth during the drain / sagas): 2000 bytes (ride 1500, driver 500)"),
+            "{text}"
+        );
         assert!(
             text.contains("- `ridectl audit`: clean: 2000 sagas"),
             "{text}"

@@ -71,6 +71,38 @@ pub struct Fleet {
     pub workers: Vec<Worker>,
 }
 
+impl Fleet {
+    /// What each service's database takes on disk now: a SQLite file with its write-ahead log,
+    /// or a PostgreSQL database (`pg_database_size`).
+    pub async fn database_bytes(&self) -> anyhow::Result<BTreeMap<Service, u64>> {
+        let data = self.config.dir.join("data");
+        let mut bytes = BTreeMap::new();
+        for service in Service::ALL {
+            let size = match &self.config.databases {
+                Databases::Sqlite => ["db", "db-wal"]
+                    .iter()
+                    .map(|ext| data.join(format!("{service}.{ext}")))
+                    .filter_map(|path| std::fs::metadata(path).ok())
+                    .map(|meta| meta.len())
+                    .sum(),
+                Databases::Urls(urls) => {
+                    let url = urls
+                        .get(&service)
+                        .with_context(|| format!("no database for {service}"))?;
+                    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+                    let size: i64 =
+                        sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                            .fetch_one(&mut conn)
+                            .await?;
+                    u64::try_from(size).unwrap_or(0)
+                }
+            };
+            bytes.insert(service, size);
+        }
+        Ok(bytes)
+    }
+}
+
 /// The binary of a service's worker.
 pub fn binary(bin_dir: &Path, service: Service) -> PathBuf {
     bin_dir.join(format!("{}-worker", service.name()))

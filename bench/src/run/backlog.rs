@@ -52,6 +52,7 @@ impl Run {
         let drain_timeout = self.settings.drain_timeout.max(Duration::from_secs(120))
             + Duration::from_millis(50 * queued);
 
+        let bytes_before = self.fleet.database_bytes().await?;
         let deliveries_before = consumers::snapshot(&self.js).await?;
         let cpu_before = self.sample_all()?;
         eprintln!("bench: backlog: starting {replicas} replicas of every worker");
@@ -93,6 +94,14 @@ impl Run {
             }
         }
 
+        let bytes_after = self.fleet.database_bytes().await?;
+        let stored_bytes = bytes_after
+            .iter()
+            .map(|(service, after)| {
+                let before = bytes_before.get(service).copied().unwrap_or(0);
+                (*service, after.saturating_sub(before))
+            })
+            .collect();
         eprintln!("bench: backlog: ridectl audit");
         let audit = self.audit(ridectl).await?;
         eprintln!("bench: backlog: audit {}", audit.verdict());
@@ -103,6 +112,7 @@ impl Run {
             drivers,
             phase,
             handled_per_replica,
+            stored_bytes,
             audit,
         };
         report.problems.extend(run.problems());
