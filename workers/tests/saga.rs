@@ -19,6 +19,31 @@ async fn confirmed_ride(sys: &System, rider: &str) -> RideId {
     ride
 }
 
+/// Waits until `ride` is confirmed (its driver) or cancelled (`None`).
+async fn confirmed_or_cancelled(
+    sys: &System,
+    ride: &RideId,
+    timeout: Duration,
+) -> Option<DriverId> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let saga = sys.saga(ride).await;
+        for envelope in &saga {
+            match &envelope.message {
+                Message::RideConfirmed(c) => return Some(c.driver_id.clone()),
+                Message::RideCancelled(_) => return None,
+                _ => {}
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ride} never settled:\n{}",
+            describe(&saga)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn happy_path_completes_and_captures_the_fare() {
     let sys = System::start().await;
@@ -192,24 +217,8 @@ async fn two_concurrent_requests_and_one_driver_confirm_exactly_one() {
     // One is confirmed; the other finds no driver before its deadline.
     let mut outcomes = Vec::new();
     for ride in [&a, &b] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let saga = sys.saga(ride).await;
-            if count(&saga, MessageKind::RideConfirmed) == 1 {
-                outcomes.push("confirmed");
-                break;
-            }
-            if count(&saga, MessageKind::RideCancelled) == 1 {
-                outcomes.push("cancelled");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{ride} never settled:\n{}",
-                describe(&saga)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let outcome = confirmed_or_cancelled(&sys, ride, Duration::from_secs(20)).await;
+        outcomes.push(outcome.map_or("cancelled", |_| "confirmed"));
     }
     outcomes.sort();
     assert_eq!(outcomes, ["cancelled", "confirmed"]);
@@ -589,27 +598,9 @@ async fn three_replicas_of_every_service_never_book_a_driver_twice() {
     let mut confirmed = Vec::new();
     let mut cancelled = 0;
     for ride in &rides {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let saga = sys.saga(ride).await;
-            if let Some(Message::RideConfirmed(c)) = saga
-                .iter()
-                .map(|e| &e.message)
-                .find(|m| matches!(m, Message::RideConfirmed(_)))
-            {
-                confirmed.push(c.driver_id.to_string());
-                break;
-            }
-            if count(&saga, MessageKind::RideCancelled) == 1 {
-                cancelled += 1;
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{ride} never settled:\n{}",
-                describe(&saga)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match confirmed_or_cancelled(&sys, ride, Duration::from_secs(30)).await {
+            Some(driver) => confirmed.push(driver.to_string()),
+            None => cancelled += 1,
         }
     }
     confirmed.sort();
