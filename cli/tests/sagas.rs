@@ -24,6 +24,11 @@ impl Drop for System {
 }
 
 async fn system(match_deadline: &str) -> System {
+    system_with(match_deadline, &[]).await
+}
+
+/// [`system`] with more settings for every worker.
+async fn system_with(match_deadline: &str, extra: &[(&str, &str)]) -> System {
     let h = Harness::provisioned().await;
     let data = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
@@ -42,6 +47,9 @@ async fn system(match_deadline: &str) -> System {
                 format!("{}/notifications.jsonl", data.path().display()),
             ),
         ]);
+        let settings = extra.iter().fold(settings, |settings, (name, value)| {
+            settings.with(name, *value)
+        });
         let token = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = ridesaga_workers::app::run(service, settings, token).await {
@@ -169,4 +177,69 @@ async fn a_blocked_rider_is_rejected_and_nothing_is_held() {
     let saga = json(&out);
     assert_eq!(saga["held_cents"], 0);
     assert!(saga.get("driver_id").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_stuck_at_the_gateway_shows_in_ride_show_and_saga_trace() {
+    let s = system_with(
+        "30s",
+        &[
+            ("RIDESAGA_GATEWAY_FAILURE_RATE", "1.0"),
+            ("RIDESAGA_EFFECT_DEADLINE", "5m"),
+        ],
+    )
+    .await;
+    s.driver_online("d_stuck", "52.5205,13.4060").await;
+    let request = [
+        "ride",
+        "request",
+        "--rider",
+        "u_stuck",
+        "--from",
+        "52.5200,13.4050",
+        "--to",
+        "52.5100,13.4300",
+        "--card",
+        "tok_visa",
+        "--id",
+        "r_stuck",
+    ];
+    assert_code(&s.ridectl(&request).await, 0);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let shown = json(&s.ridectl(&["ride", "show", "r_stuck"]).await);
+        let pending = shown["pending_effects"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let hold = pending.iter().find(|e| e["kind"] == "payment.hold");
+        if let Some(hold) = hold.filter(|h| h["attempts"].as_u64() > Some(0)) {
+            assert_eq!(hold["id"], "r_stuck/hold");
+            assert_eq!(hold["service"], "payment");
+            assert!(
+                hold["last_error"].as_str().unwrap().contains("unavailable"),
+                "{hold}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hold never showed as pending: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let table = s.ridectl(&["ride", "show", "r_stuck", "-o", "table"]).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("pending") && text.contains("payment.hold r_stuck/hold"),
+        "{text}"
+    );
+    let trace = s
+        .ridectl(&["saga", "trace", "r_stuck", "-o", "table"])
+        .await;
+    let text = String::from_utf8_lossy(&trace.stdout);
+    assert!(
+        text.contains("pending: payment.hold r_stuck/hold"),
+        "{text}"
+    );
 }

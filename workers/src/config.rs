@@ -225,6 +225,15 @@ pub struct RuntimeConfig {
     pub drain_timeout: Duration,
     /// `RIDESAGA_INSTANCE`: this replica's name (default: host name and pid).
     pub instance: String,
+    /// `RIDESAGA_EFFECT_CONCURRENCY`: calls to the outside world (effects) one replica makes
+    /// at once. Default 64.
+    pub effect_concurrency: usize,
+    /// `RIDESAGA_EFFECT_TIMEOUT`: how long one attempt at an effect may take before it counts
+    /// as a transient failure. Default 10s.
+    pub effect_timeout: Duration,
+    /// `RIDESAGA_EFFECT_DEADLINE`: how long after it was recorded an effect that fails
+    /// transiently is retried before it settles as given up. Default 2m.
+    pub effect_deadline: Duration,
 }
 
 impl RuntimeConfig {
@@ -239,6 +248,17 @@ impl RuntimeConfig {
                     name: name.into(),
                     value: "0".into(),
                     problem: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let nonzero = |name: &str, value: Duration| {
+            if value.is_zero() {
+                Err(ConfigError {
+                    name: name.into(),
+                    value: s.raw(name).unwrap_or_default(),
+                    problem: "must be longer than 0".into(),
                 })
             } else {
                 Ok(value)
@@ -260,6 +280,18 @@ impl RuntimeConfig {
             instance: s.get(
                 "RIDESAGA_INSTANCE",
                 format!("{service}-{}", std::process::id()),
+            )?,
+            effect_concurrency: positive(
+                "RIDESAGA_EFFECT_CONCURRENCY",
+                s.get("RIDESAGA_EFFECT_CONCURRENCY", 64)?,
+            )?,
+            effect_timeout: nonzero(
+                "RIDESAGA_EFFECT_TIMEOUT",
+                s.duration("RIDESAGA_EFFECT_TIMEOUT", Duration::from_secs(10))?,
+            )?,
+            effect_deadline: nonzero(
+                "RIDESAGA_EFFECT_DEADLINE",
+                s.duration("RIDESAGA_EFFECT_DEADLINE", Duration::from_secs(120))?,
             )?,
         })
     }
@@ -290,6 +322,28 @@ mod tests {
             err.starts_with("invalid setting RIDESAGA_BATCH=\"lots\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn effect_settings_have_defaults_and_refuse_zero() {
+        let config =
+            RuntimeConfig::load("payment", &Settings::from_pairs::<_, &str, &str>([])).unwrap();
+        assert_eq!(config.effect_concurrency, 64);
+        assert_eq!(config.effect_timeout, Duration::from_secs(10));
+        assert_eq!(config.effect_deadline, Duration::from_secs(120));
+        for (name, value) in [
+            ("RIDESAGA_EFFECT_CONCURRENCY", "0"),
+            ("RIDESAGA_EFFECT_TIMEOUT", "0s"),
+            ("RIDESAGA_EFFECT_DEADLINE", "0ms"),
+        ] {
+            let err = RuntimeConfig::load("payment", &Settings::from_pairs([(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("invalid setting {name}=")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The shared runtime against a real nats-server, with a small test service: effects happen
+//! The shared runtime against a real nats-server, with small test services: inputs take effect
 //! once under redelivery and duplicates, outputs left behind by a crash are relayed, poison
-//! messages are dead-lettered with their reason, and transient failures are retried.
+//! messages are dead-lettered with their reason, transient failures are retried, and calls to
+//! the outside world (effects) are made and settled once through crashes, timeouts and
+//! outages, on both backends.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
@@ -12,17 +15,19 @@ use ridesaga_schemas::*;
 use ridesaga_testkit::NatsServer;
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{
-    self, BatchError, BatchOutput, BatchWrite, Conn, HandleError, Input, Kind, Worker,
+    self, BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome,
+    HandleError, Input, Kind, PendingEffect, Settled, Worker,
     sqlite::{self as store, writer_lock::WriterLock},
 };
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, SqliteConnection};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
 
-/// Answers every `cmd.fraud.block` with `evt.fraud.blocklist`, counting the effect in its
-/// database; fails transiently for riders named `u_flaky*` on the first deliveries, and
+/// Answers every `cmd.fraud.block` with `evt.fraud.blocklist`, counting what it applied in its
+/// database (table `applied`); fails transiently for riders named `u_flaky*` on the first deliveries, and
 /// permanently for `u_poison*`.
 #[derive(Clone, Default)]
 struct Blocklist {
@@ -55,10 +60,10 @@ impl Worker for Blocklist {
         if rider.starts_with("u_flaky") && self.attempts.fetch_add(1, Ordering::SeqCst) < 2 {
             return Err(HandleError::Transient("gateway timeout".into()));
         }
-        sqlx::query("CREATE TABLE IF NOT EXISTS effects (rider TEXT NOT NULL)")
+        sqlx::query("CREATE TABLE IF NOT EXISTS applied (rider TEXT NOT NULL)")
             .execute(&mut *conn)
             .await?;
-        sqlx::query("INSERT INTO effects (rider) VALUES (?)")
+        sqlx::query("INSERT INTO applied (rider) VALUES (?)")
             .bind(rider)
             .execute(&mut *conn)
             .await?;
@@ -109,7 +114,7 @@ impl Worker for Ledger {
         };
         let conn: &mut SqliteConnection = conn;
         sqlx::query(
-            "CREATE TABLE IF NOT EXISTS effects \
+            "CREATE TABLE IF NOT EXISTS applied \
              (rider TEXT NOT NULL CHECK (rider NOT LIKE 'u_badwrite%'))",
         )
         .execute(&mut *conn)
@@ -131,13 +136,14 @@ impl Worker for Ledger {
             outputs.push(vec![Envelope::caused_by(input.envelope, out, "", "fraud")]);
         }
         let write = BatchWrite::new(
-            "INSERT INTO effects (rider) SELECT value FROM json_each(?)",
+            "INSERT INTO applied (rider) SELECT value FROM json_each(?)",
             &riders,
         )
         .map_err(BatchError::Batch)?;
         Ok(BatchOutput {
             outputs,
             writes: vec![write],
+            effects: Vec::new(),
         })
     }
 }
@@ -146,10 +152,19 @@ struct Harness {
     server: NatsServer,
     js: jetstream::Context,
     dir: tempfile::TempDir,
+    /// The workers' `DATABASE_URL`.
+    database: String,
 }
 
 impl Harness {
+    /// A server and a SQLite file for the workers.
     async fn start() -> Harness {
+        Harness::start_on(Kind::Sqlite).await
+    }
+
+    /// A server and a fresh database of `kind` for the workers (PostgreSQL: on the server the
+    /// test process shares).
+    async fn start_on(kind: Kind) -> Harness {
         if std::env::var_os("RUST_LOG").is_some() {
             ridesaga_workers::telemetry::init("info");
         }
@@ -158,15 +173,37 @@ impl Harness {
         streams::provision(&js, streams::ProvisionOptions::default())
             .await
             .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let database = match kind {
+            Kind::Sqlite => format!("sqlite://{}", dir.path().join("fraud.db").display()),
+            Kind::Postgres => ridesaga_testkit::Postgres::shared()
+                .unwrap()
+                .create_database("runtime")
+                .unwrap(),
+        };
         Harness {
             server,
             js,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            database,
         }
     }
 
     fn database_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("fraud.db").display())
+        self.database.clone()
+    }
+
+    fn config(&self, extra: &[(&str, String)]) -> RuntimeConfig {
+        let mut settings = Settings::from_pairs([
+            ("NATS_URL", self.server.url()),
+            ("DATABASE_URL", self.database_url()),
+            ("RIDESAGA_HTTP_ADDR", "off".to_string()),
+            ("RIDESAGA_RELAY_INTERVAL", "100ms".to_string()),
+        ]);
+        for (name, value) in extra {
+            settings = settings.with(name, value.clone());
+        }
+        RuntimeConfig::load("fraud", &settings).unwrap()
     }
 
     fn spawn(&self, worker: Blocklist) -> (CancellationToken, tokio::task::JoinHandle<()>) {
@@ -178,16 +215,7 @@ impl Harness {
         worker: W,
         extra: &[(&str, String)],
     ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let mut settings = Settings::from_pairs([
-            ("NATS_URL", self.server.url()),
-            ("DATABASE_URL", self.database_url()),
-            ("RIDESAGA_HTTP_ADDR", "off".to_string()),
-            ("RIDESAGA_RELAY_INTERVAL", "100ms".to_string()),
-        ]);
-        for (name, value) in extra {
-            settings = settings.with(name, value.clone());
-        }
-        let config = RuntimeConfig::load("fraud", &settings).unwrap();
+        let config = self.config(extra);
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();
@@ -208,9 +236,9 @@ impl Harness {
             .unwrap();
     }
 
-    async fn effects(&self, rider: &str) -> i64 {
+    async fn applied(&self, rider: &str) -> i64 {
         let pool = store::open(&self.database_url(), 1).await.unwrap();
-        let count = sqlx::query_scalar("SELECT COUNT(*) FROM effects WHERE rider = ?")
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM applied WHERE rider = ?")
             .bind(rider)
             .fetch_one(&pool)
             .await
@@ -309,7 +337,7 @@ async fn a_message_delivered_twice_takes_effect_once_and_emits_once() {
     task.await.unwrap();
     assert_eq!(out.len(), 1, "one output for two deliveries");
     assert_eq!(
-        h.effects("u_twice").await,
+        h.applied("u_twice").await,
         1,
         "one effect for two deliveries"
     );
@@ -361,7 +389,7 @@ async fn outputs_left_in_the_outbox_by_a_crash_are_relayed() {
         output.id
     );
     assert_eq!(
-        h.effects("u_crashed").await,
+        h.applied("u_crashed").await,
         0,
         "the redelivered input was not applied again"
     );
@@ -420,7 +448,7 @@ async fn a_transient_failure_is_retried_until_it_succeeds_once() {
     task.await.unwrap();
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
     assert_eq!(out.len(), 1);
-    assert_eq!(h.effects("u_flaky").await, 1);
+    assert_eq!(h.applied("u_flaky").await, 1);
     assert!(h.dead_letters(0).await.is_empty());
 }
 
@@ -508,8 +536,8 @@ async fn a_failing_input_in_a_batch_rolls_back_alone() {
     assert_eq!(out.len(), 20);
     assert_eq!(letters.len(), 20);
     for n in 0..20 {
-        assert_eq!(h.effects(&format!("u_good{n}")).await, 1, "u_good{n}");
-        assert_eq!(h.effects(&format!("u_poison{n}")).await, 0, "u_poison{n}");
+        assert_eq!(h.applied(&format!("u_good{n}")).await, 1, "u_good{n}");
+        assert_eq!(h.applied(&format!("u_poison{n}")).await, 0, "u_poison{n}");
     }
 }
 
@@ -544,9 +572,9 @@ async fn a_write_that_fails_a_batch_commit_fails_only_its_own_input() {
         "a broken constraint is not retried"
     );
     for n in 0..20 {
-        assert_eq!(h.effects(&format!("u_good{n}")).await, 1, "u_good{n}");
+        assert_eq!(h.applied(&format!("u_good{n}")).await, 1, "u_good{n}");
     }
-    assert_eq!(h.effects("u_badwrite1").await, 0);
+    assert_eq!(h.applied("u_badwrite1").await, 0);
 }
 
 /// Writes a row on every timer run and emits nothing: what a retention prune does.
@@ -648,4 +676,604 @@ async fn inputs_that_arrive_while_another_replica_writes_join_one_batch() {
     assert_eq!(batches, "1", "{metrics}");
     stop.cancel();
     task.await.unwrap();
+}
+
+// ---- effects ----------------------------------------------------------------------------------
+
+/// An outside party (a gateway): performs each operation once per idempotency key and answers a
+/// repeated key with its first answer, counting every call per key. It can be told to fail
+/// transiently the next N calls, to answer the next call late (after performing it), to refuse,
+/// or to be down.
+#[derive(Default)]
+struct Party {
+    calls: Mutex<HashMap<String, u32>>,
+    performed: Mutex<HashMap<String, String>>,
+    busy_for: AtomicU32,
+    late_once: Mutex<Option<Duration>>,
+    refuses: AtomicBool,
+    down: AtomicBool,
+}
+
+impl Party {
+    async fn call(&self, key: &str) -> Result<String, EffectError> {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default() += 1;
+        if self.down.load(Ordering::SeqCst) {
+            return Err(EffectError::Transient("the party is down".into()));
+        }
+        let busy = self
+            .busy_for
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if busy.is_ok() {
+            return Err(EffectError::Transient("busy, try again".into()));
+        }
+        if self.refuses.load(Ordering::SeqCst) {
+            return Err(EffectError::Permanent("refused".into()));
+        }
+        let answer = {
+            let mut performed = self.performed.lock().unwrap();
+            let n = performed.len();
+            performed
+                .entry(key.to_owned())
+                .or_insert_with(|| format!("answer {n} for {key}"))
+                .clone()
+        };
+        let late = self.late_once.lock().unwrap().take();
+        if let Some(late) = late {
+            tokio::time::sleep(late).await;
+        }
+        Ok(answer)
+    }
+
+    fn calls(&self, key: &str) -> u32 {
+        self.calls.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    /// Operations performed (each key once, however often it was called).
+    fn performed(&self) -> usize {
+        self.performed.lock().unwrap().len()
+    }
+}
+
+/// Declares a call to the [`Party`] for every `evt.ride.requested` (effect `<ride>/check`) and
+/// settles it with `evt.fraud.cleared` (done) or `evt.fraud.flagged` (refused, gave up). It
+/// can be told to stall its first call before it reaches the party, or to panic in its first
+/// settle, each time telling the test through `reached`, or to fail the first settle of some
+/// effects.
+#[derive(Clone, Default)]
+struct Caller {
+    party: Arc<Party>,
+    stall_first_call: Arc<AtomicBool>,
+    panic_first_settle: Arc<AtomicBool>,
+    refuse_settle_once: Arc<Mutex<std::collections::HashSet<String>>>,
+    reached: Arc<Notify>,
+    settled: Arc<Mutex<Vec<(String, EffectOutcome)>>>,
+}
+
+impl Caller {
+    fn settled(&self) -> Vec<(String, EffectOutcome)> {
+        self.settled.lock().unwrap().clone()
+    }
+}
+
+impl Worker for Caller {
+    fn service(&self) -> Service {
+        Service::Fraud
+    }
+
+    fn migrator(&self, _kind: Kind) -> &'static Migrator {
+        &NO_MIGRATIONS
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut Conn<'_>,
+        input: &Envelope,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        runtime::apply_as_batch(self, conn, input, now).await
+    }
+
+    async fn apply_batch(
+        &self,
+        _conn: &mut Conn<'_>,
+        inputs: &[Input<'_>],
+    ) -> Result<BatchOutput, BatchError> {
+        let mut effects = Vec::new();
+        for input in inputs {
+            if let (Message::RideRequested(requested), Some(ride)) =
+                (&input.envelope.message, &input.envelope.saga_id)
+            {
+                effects.push(Effect {
+                    id: format!("{ride}/check"),
+                    kind: "test.check".into(),
+                    saga_id: Some(ride.clone()),
+                    request: serde_json::json!({ "rider": requested.rider_id }).to_string(),
+                });
+            }
+        }
+        Ok(BatchOutput {
+            outputs: inputs.iter().map(|_| Vec::new()).collect(),
+            writes: Vec::new(),
+            effects,
+        })
+    }
+
+    async fn perform(&self, effect: &PendingEffect) -> Result<String, EffectError> {
+        if self.stall_first_call.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.party.call(&effect.effect.id).await
+    }
+
+    async fn settle(
+        &self,
+        _conn: &mut Conn<'_>,
+        effect: &PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> Result<Settled, HandleError> {
+        if self.panic_first_settle.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            panic!(
+                "the replica dies before the outcome of {} commits",
+                effect.effect.id
+            );
+        }
+        if self
+            .refuse_settle_once
+            .lock()
+            .unwrap()
+            .remove(&effect.effect.id)
+        {
+            return Err(HandleError::Transient(
+                "the service could not settle".into(),
+            ));
+        }
+        self.settled
+            .lock()
+            .unwrap()
+            .push((effect.effect.id.clone(), outcome.clone()));
+        let request: serde_json::Value = serde_json::from_str(&effect.effect.request)
+            .map_err(|e| HandleError::Permanent(e.to_string()))?;
+        let rider_id = RiderId::parse(request["rider"].as_str().unwrap_or_default())
+            .map_err(|e| HandleError::Permanent(e.to_string()))?;
+        let event = match outcome {
+            EffectOutcome::Done(answer) => effect.event(
+                FraudCleared {
+                    rider_id,
+                    score: 0,
+                    reasons: vec![answer],
+                },
+                "",
+                "fraud",
+                now,
+            ),
+            EffectOutcome::Failed(reason) | EffectOutcome::GaveUp(reason) => effect.event(
+                FraudFlagged {
+                    rider_id,
+                    score: 100,
+                    reasons: vec![reason],
+                },
+                "",
+                "fraud",
+                now,
+            ),
+        };
+        Ok(Settled {
+            outputs: vec![event],
+            effects: Vec::new(),
+        })
+    }
+}
+
+/// A replica on a runtime of its own, on a thread of its own, so that it can be killed: every
+/// task it spawned stops wherever it was, as in a crashed process.
+struct Replica {
+    stop: CancellationToken,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Stops the replica without draining.
+    async fn kill(mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        self.join().await;
+    }
+
+    /// Stops the replica the way SIGTERM does.
+    async fn stop(mut self) {
+        self.stop.cancel();
+        self.join().await;
+    }
+
+    async fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl Harness {
+    fn replica<W: Worker>(&self, worker: W, extra: &[(&str, String)]) -> Replica {
+        let config = self.config(extra);
+        let stop = CancellationToken::new();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    tokio::select! {
+                        result = runtime::run(worker, config, stop) => result.unwrap(),
+                        _ = killed => {}
+                    }
+                });
+                // Dropping the runtime drops every task the replica spawned.
+                drop(runtime);
+            }
+        });
+        Replica {
+            stop,
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    /// A ride request for `ride`, as the ride service publishes it.
+    async fn request(&self, ride: &str) -> RideId {
+        let ride = RideId::parse(ride).unwrap();
+        let point = |lat, lon| GeoPoint::new(lat, lon).unwrap();
+        let requested = RideRequested {
+            rider_id: RiderId::parse("u_effects").unwrap(),
+            pickup: point(52.52, 13.40),
+            dropoff: point(52.50, 13.45),
+            payment_token: "tok_visa".into(),
+            estimated_distance_km: 4.0,
+            estimated_fare_cents: 1_200,
+            match_deadline: Timestamp::now(),
+            expires_at: None,
+        };
+        let envelope = Envelope::new(requested, Some(ride.clone()), "ride");
+        self.publish(&envelope, envelope.id.as_str()).await;
+        ride
+    }
+
+    /// What the replicas' service API answers for the pending effects of `ride` (once a
+    /// replica has registered it).
+    async fn pending_effects(&self, ride: &RideId) -> serde_json::Value {
+        let client = self.server.client().await.unwrap();
+        for _ in 0..100 {
+            match client
+                .request("ridesaga.effects.fraud", ride.to_string().into())
+                .await
+            {
+                Ok(answer) => return serde_json::from_slice(&answer.payload).unwrap(),
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("asking for the effects of {ride}: {e}"),
+            }
+        }
+        panic!("no replica answers for the effects of {ride}");
+    }
+
+    /// Effects still recorded in the workers' database.
+    async fn recorded_effects(&self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM effects";
+        if self.database.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&self.database).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        } else {
+            let pool = store::open(&self.database, 1).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
+/// Runs an effect scenario on each backend: `<name>_on_sqlite` and `<name>_on_postgres`.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn on_sqlite() {
+                super::$name(Harness::start_on(Kind::Sqlite).await).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                super::$name(Harness::start_on(Kind::Postgres).await).await;
+            }
+        }
+    };
+}
+
+fn waits(what: &'static str) -> impl FnOnce(tokio::time::error::Elapsed) {
+    move |_| panic!("timed out waiting for {what}")
+}
+
+on_both_backends!(an_effect_is_performed_once_and_settled_once);
+async fn an_effect_is_performed_once_and_settled_once(h: Harness) {
+    let worker = Caller::default();
+    let (stop, task) = h.spawn_with(worker.clone(), &[]);
+    let ride = h.request("r_once").await;
+    let cleared = h.stored(&format!("evt.fraud.cleared.{ride}"), 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(cleared.len(), 1, "one event");
+    assert_eq!(worker.party.calls("r_once/check"), 1, "one call");
+    assert_eq!(
+        worker.settled(),
+        [(
+            "r_once/check".to_owned(),
+            EffectOutcome::Done("answer 0 for r_once/check".into())
+        )]
+    );
+    assert_eq!(
+        h.recorded_effects().await,
+        0,
+        "settled effects are forgotten"
+    );
+}
+
+on_both_backends!(a_crash_after_the_intent_commits_and_before_the_call_calls_once);
+async fn a_crash_after_the_intent_commits_and_before_the_call_calls_once(h: Harness) {
+    let worker = Caller::default();
+    worker.stall_first_call.store(true, Ordering::SeqCst);
+    let settings = [("RIDESAGA_EFFECT_TIMEOUT", "3s".to_string())];
+    let first = h.replica(worker.clone(), &settings);
+    let ride = h.request("r_crash_before").await;
+    tokio::time::timeout(Duration::from_secs(20), worker.reached.notified())
+        .await
+        .unwrap_or_else(waits("the first replica's call"));
+    first.kill().await;
+    assert_eq!(worker.party.calls("r_crash_before/check"), 0);
+
+    // The effect is still recorded, claimed by the dead replica: the next one performs it
+    // once the claim expires.
+    let second = h.replica(worker.clone(), &settings);
+    let cleared = h.stored(&format!("evt.fraud.cleared.{ride}"), 1).await;
+    second.stop().await;
+    assert_eq!(cleared.len(), 1, "one event");
+    assert_eq!(worker.party.calls("r_crash_before/check"), 1, "one call");
+    assert_eq!(worker.settled().len(), 1, "settled once");
+    assert_eq!(h.recorded_effects().await, 0);
+}
+
+on_both_backends!(a_crash_after_the_call_performs_it_again_with_the_same_key);
+async fn a_crash_after_the_call_performs_it_again_with_the_same_key(h: Harness) {
+    let worker = Caller::default();
+    worker.panic_first_settle.store(true, Ordering::SeqCst);
+    let settings = [("RIDESAGA_EFFECT_TIMEOUT", "1s".to_string())];
+    let first = h.replica(worker.clone(), &settings);
+    let ride = h.request("r_crash_after").await;
+    tokio::time::timeout(Duration::from_secs(20), worker.reached.notified())
+        .await
+        .unwrap_or_else(waits("the first replica's settle"));
+    first.kill().await;
+    assert_eq!(worker.party.calls("r_crash_after/check"), 1);
+
+    let second = h.replica(worker.clone(), &settings);
+    let cleared = h.stored(&format!("evt.fraud.cleared.{ride}"), 1).await;
+    second.stop().await;
+    assert_eq!(cleared.len(), 1, "one event");
+    assert_eq!(
+        worker.party.calls("r_crash_after/check"),
+        2,
+        "called again, with the same key"
+    );
+    assert_eq!(worker.party.performed(), 1, "one effect at the party");
+    assert_eq!(
+        worker.settled(),
+        [(
+            "r_crash_after/check".to_owned(),
+            EffectOutcome::Done("answer 0 for r_crash_after/check".into())
+        )]
+    );
+    assert_eq!(h.recorded_effects().await, 0);
+}
+
+on_both_backends!(a_call_that_times_out_and_then_succeeds_takes_effect_once);
+async fn a_call_that_times_out_and_then_succeeds_takes_effect_once(h: Harness) {
+    let worker = Caller::default();
+    // The party performs the first call but answers after the attempt's timeout.
+    *worker.party.late_once.lock().unwrap() = Some(Duration::from_secs(3));
+    let (stop, task) = h.spawn_with(
+        worker.clone(),
+        &[("RIDESAGA_EFFECT_TIMEOUT", "500ms".to_string())],
+    );
+    let ride = h.request("r_late").await;
+    let cleared = h.stored(&format!("evt.fraud.cleared.{ride}"), 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(cleared.len(), 1, "one event");
+    assert_eq!(
+        worker.party.calls("r_late/check"),
+        2,
+        "timed out, then again"
+    );
+    assert_eq!(worker.party.performed(), 1, "one effect at the party");
+    assert_eq!(worker.settled().len(), 1, "settled once");
+}
+
+on_both_backends!(transient_failures_are_retried_until_the_call_succeeds);
+async fn transient_failures_are_retried_until_the_call_succeeds(h: Harness) {
+    let worker = Caller::default();
+    worker.party.busy_for.store(3, Ordering::SeqCst);
+    let (stop, task) = h.spawn_with(worker.clone(), &[]);
+    let ride = h.request("r_busy").await;
+    let cleared = h.stored(&format!("evt.fraud.cleared.{ride}"), 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(cleared.len(), 1, "one event");
+    assert_eq!(
+        worker.party.calls("r_busy/check"),
+        4,
+        "three failures, then success"
+    );
+    assert_eq!(worker.settled().len(), 1);
+}
+
+on_both_backends!(a_refused_call_settles_as_failed_once);
+async fn a_refused_call_settles_as_failed_once(h: Harness) {
+    let worker = Caller::default();
+    worker.party.refuses.store(true, Ordering::SeqCst);
+    let (stop, task) = h.spawn_with(worker.clone(), &[]);
+    let ride = h.request("r_refused").await;
+    let flagged = h.stored(&format!("evt.fraud.flagged.{ride}"), 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(flagged.len(), 1, "one event");
+    assert_eq!(worker.party.calls("r_refused/check"), 1, "not retried");
+    assert_eq!(
+        worker.settled(),
+        [(
+            "r_refused/check".to_owned(),
+            EffectOutcome::Failed("refused".into())
+        )]
+    );
+}
+
+on_both_backends!(a_party_down_past_the_deadline_settles_as_given_up_once);
+async fn a_party_down_past_the_deadline_settles_as_given_up_once(h: Harness) {
+    let worker = Caller::default();
+    worker.party.down.store(true, Ordering::SeqCst);
+    let (stop, task) = h.spawn_with(
+        worker.clone(),
+        &[("RIDESAGA_EFFECT_DEADLINE", "3s".to_string())],
+    );
+    let ride = h.request("r_down").await;
+    // While it is retried, the control plane sees the stuck call.
+    let mut pending = serde_json::Value::Null;
+    for _ in 0..100 {
+        pending = h.pending_effects(&ride).await;
+        if pending[0]["attempts"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    assert_eq!(pending[0]["id"], "r_down/check", "{pending}");
+    assert_eq!(pending[0]["kind"], "test.check", "{pending}");
+    assert_eq!(pending[0]["last_error"], "the party is down", "{pending}");
+    assert!(pending[0]["next_at"].is_string(), "{pending}");
+
+    let flagged = h.stored(&format!("evt.fraud.flagged.{ride}"), 1).await;
+    let after = h.pending_effects(&ride).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(flagged.len(), 1, "one event");
+    assert_eq!(
+        worker.settled(),
+        [(
+            "r_down/check".to_owned(),
+            EffectOutcome::GaveUp("the party is down".into())
+        )]
+    );
+    assert!(worker.party.calls("r_down/check") >= 3);
+    assert_eq!(after, serde_json::json!([]));
+}
+
+on_both_backends!(an_outcome_that_fails_to_settle_is_retried_without_holding_up_the_others);
+async fn an_outcome_that_fails_to_settle_is_retried_without_holding_up_the_others(h: Harness) {
+    let worker = Caller::default();
+    worker
+        .refuse_settle_once
+        .lock()
+        .unwrap()
+        .insert("r_group2/check".into());
+    // Requested before the worker starts: one batch records the three effects, whose
+    // outcomes come in together.
+    let rides = [
+        h.request("r_group1").await,
+        h.request("r_group2").await,
+        h.request("r_group3").await,
+    ];
+    let port = free_port();
+    let (stop, task) = h.spawn_with(
+        worker.clone(),
+        &[("RIDESAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))],
+    );
+    let cleared = h.stored("evt.fraud.cleared.*", 3).await;
+    let metrics = http_get(port, "/metrics").await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(cleared.len(), 3, "one event each");
+    for ride in &rides {
+        let id = format!("{ride}/check");
+        let calls = if ride.as_str() == "r_group2" { 2 } else { 1 };
+        assert_eq!(worker.party.calls(&id), calls, "{id}");
+    }
+    assert_eq!(worker.party.performed(), 3);
+    // A settle the group's transaction rolled back (with the one that failed) ran again in
+    // the transaction redone without it: count the commits.
+    let mut settled: Vec<String> = worker.settled().into_iter().map(|(id, _)| id).collect();
+    settled.sort();
+    settled.dedup();
+    assert_eq!(settled.len(), 3, "{settled:?}");
+    for line in [
+        "ridesaga_effects_settle_failed_total{service=\"fraud\",instance=",
+        "ridesaga_effects_settled_total{service=\"fraud\",instance=",
+        "ridesaga_effects_performed_total{service=\"fraud\",instance=",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    let figure = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        figure("ridesaga_effects_settle_failed_total").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        figure("ridesaga_effects_settled_total").as_deref(),
+        Some("3"),
+        "committed once each: {metrics}"
+    );
+    assert_eq!(h.recorded_effects().await, 0);
+}
+
+on_both_backends!(effects_beyond_the_concurrency_wait_for_a_free_slot);
+async fn effects_beyond_the_concurrency_wait_for_a_free_slot(h: Harness) {
+    let worker = Caller::default();
+    let mut rides = Vec::new();
+    for n in 0..6 {
+        rides.push(h.request(&format!("r_slot{n}")).await);
+    }
+    let (stop, task) = h.spawn_with(
+        worker.clone(),
+        &[("RIDESAGA_EFFECT_CONCURRENCY", "1".to_string())],
+    );
+    let cleared = h.stored("evt.fraud.cleared.*", rides.len()).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(cleared.len(), rides.len(), "one event each");
+    for ride in &rides {
+        assert_eq!(worker.party.calls(&format!("{ride}/check")), 1, "{ride}");
+    }
+    assert_eq!(h.recorded_effects().await, 0);
 }

@@ -659,6 +659,8 @@ async fn sagas_survive_postgresql_crashing_under_load_and_nothing_is_applied_twi
     // The database goes away with a ride in flight and another requested while it is gone:
     // the workers' batches fail, their inputs are retried, and they go through once it is back.
     sys.command(StartRide {}, Some(&before)).await;
+    sys.wait_for(&before, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
     server.crash().expect("crashes");
     let during = sys.request("u_during", PICKUP, DROPOFF, "tok_visa").await;
     sys.command(
@@ -701,5 +703,183 @@ async fn sagas_survive_postgresql_crashing_under_load_and_nothing_is_applied_twi
         .state
         .messages;
     assert_eq!(dead, 0, "nothing dead-lettered");
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_gateway_still_confirms_and_completes_the_ride_once() {
+    let sys = System::start_with(&[("RIDESAGA_GATEWAY_LATENCY", "300ms")]).await;
+    sys.driver("d_pat", "Pat", NEARBY).await;
+    let ride = confirmed_ride(&sys, "u_slow").await;
+    sys.command(StartRide {}, Some(&ride)).await;
+    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
+    sys.command(
+        CompleteRide {
+            distance_km: Some(4.0),
+            duration_min: Some(10.0),
+        },
+        Some(&ride),
+    )
+    .await;
+    let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
+    for kind in [
+        MessageKind::PaymentAuthorized,
+        MessageKind::RideConfirmed,
+        MessageKind::RideCompleted,
+        MessageKind::PaymentCaptured,
+    ] {
+        assert_eq!(count(&saga, kind), 1, "{kind} once in\n{}", describe(&saga));
+    }
+    assert_eq!(count(&saga, MessageKind::PaymentVoided), 0);
+    sys.shutdown().await;
+}
+
+/// Waits until `ride`'s hold ended declined with `code`: the ride cancelled `payment_declined`,
+/// the driver released, the rider told; nothing confirmed, held or charged. The saga.
+async fn declined_by_the_gateway(sys: &System, ride: &RideId, code: &str) -> Vec<Envelope> {
+    let saga = sys.settle(ride, MessageKind::RideCancelled).await;
+    let Message::RideCancelled(cancelled) = find(&saga, MessageKind::RideCancelled) else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason, CancelReason::PaymentDeclined);
+    let Message::PaymentDeclined(declined) = find(&saga, MessageKind::PaymentDeclined) else {
+        unreachable!()
+    };
+    assert_eq!(declined.code, code, "{}", describe(&saga));
+    sys.wait_for(ride, MessageKind::DriverReleased, Duration::from_secs(10))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while told_rider(&sys.saga(ride).await, NotificationKind::RideCancelled).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rider was never told:\n{}",
+            describe(&sys.saga(ride).await)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let saga = sys.saga(ride).await;
+    assert_eq!(count(&saga, MessageKind::PaymentDeclined), 1);
+    assert_eq!(count(&saga, MessageKind::RideCancelled), 1);
+    for kind in [
+        MessageKind::RideConfirmed,
+        MessageKind::PaymentAuthorized,
+        MessageKind::PaymentCaptured,
+    ] {
+        assert_eq!(count(&saga, kind), 0, "{kind} in\n{}", describe(&saga));
+    }
+    saga
+}
+
+#[tokio::test]
+async fn a_gateway_down_past_the_deadline_cancels_the_ride_payment_declined() {
+    let sys = System::start_with(&[
+        ("RIDESAGA_GATEWAY_FAILURE_RATE", "1.0"),
+        ("RIDESAGA_EFFECT_DEADLINE", "1s"),
+    ])
+    .await;
+    sys.driver("d_quin", "Quin", NEARBY).await;
+    let ride = sys.request("u_offline", PICKUP, DROPOFF, "tok_visa").await;
+    declined_by_the_gateway(&sys, &ride, "gateway_unavailable").await;
+    sys.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_card_the_gateway_rejects_cancels_the_ride_payment_declined() {
+    let sys = System::start().await;
+    let driver = sys.driver("d_rae", "Rae", NEARBY).await;
+    let ride = sys
+        .request("u_rejected", PICKUP, DROPOFF, "tok_gateway_rejects")
+        .await;
+    declined_by_the_gateway(&sys, &ride, "gateway_error").await;
+    // The released driver takes the next ride.
+    let next = confirmed_ride(&sys, "u_accepted").await;
+    let Message::DriverAssigned(assigned) =
+        find(&sys.saga(&next).await, MessageKind::DriverAssigned).clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(assigned.driver_id, driver);
+    sys.shutdown().await;
+}
+
+/// A payment worker in a process of its own on `sys`'s server and database, with its
+/// settings, for a test that kills it outright (an in-process worker's tasks outlive an abort).
+fn payment_process(sys: &System) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_payment-worker"));
+    command
+        .env("NATS_URL", sys.server.url())
+        .env("DATABASE_URL", sys.database_url(Service::Payment))
+        .env("RIDESAGA_HTTP_ADDR", "off")
+        .env("RIDESAGA_TICK", "100ms")
+        .env("RIDESAGA_INSTANCE", "payment-process")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in &sys.extra {
+        command.env(name, value);
+    }
+    command.spawn().expect("payment-worker starts")
+}
+
+#[tokio::test]
+async fn a_hold_interrupted_by_a_crash_is_performed_again_and_announced_once() {
+    // A slow gateway keeps the hold in flight long enough to kill the payment worker during
+    // it; the ride waits longer than the claim the crash leaves behind.
+    let mut sys = System::start_with(&[
+        ("RIDESAGA_GATEWAY_LATENCY", "2s"),
+        ("RIDESAGA_EFFECT_TIMEOUT", "3s"),
+        ("RIDESAGA_MATCH_DEADLINE", "30s"),
+    ])
+    .await;
+    sys.stop_worker(Service::Payment).await;
+    let mut process = payment_process(&sys);
+    sys.driver("d_sam", "Sam", NEARBY).await;
+    let ride = sys.request("u_crash", PICKUP, DROPOFF, "tok_visa").await;
+    sys.wait_for(&ride, MessageKind::DriverAssigned, Duration::from_secs(10))
+        .await;
+    let in_flight = format!(
+        "SELECT COUNT(*) FROM effects WHERE effect_id = '{ride}/hold' AND claimed_until > 0"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while sys.scalar(Service::Payment, &in_flight).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hold was never claimed:\n{}",
+            describe(&sys.saga(&ride).await)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGKILL while the gateway call is in flight: nothing settled, the claim left behind.
+    process.kill().expect("kills");
+    process.wait().expect("exits");
+    let saga = sys.saga(&ride).await;
+    assert_eq!(
+        count(&saga, MessageKind::PaymentAuthorized),
+        0,
+        "{}",
+        describe(&saga)
+    );
+    assert_eq!(sys.scalar(Service::Payment, &in_flight).await, 1);
+
+    sys.start_worker(Service::Payment);
+    let saga = sys.settle(&ride, MessageKind::RideConfirmed).await;
+    assert_eq!(
+        count(&saga, MessageKind::PaymentAuthorized),
+        1,
+        "{}",
+        describe(&saga)
+    );
+    assert_eq!(count(&saga, MessageKind::RideConfirmed), 1);
+    let held = format!(
+        "SELECT COUNT(*) FROM payment_operations WHERE ride_id = '{ride}' AND outcome = 'held'"
+    );
+    assert_eq!(sys.scalar(Service::Payment, &held).await, 1);
+    assert_eq!(
+        sys.scalar(Service::Payment, "SELECT COUNT(*) FROM effects")
+            .await,
+        0,
+        "nothing left pending"
+    );
     sys.shutdown().await;
 }

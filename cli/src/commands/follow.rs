@@ -68,7 +68,7 @@ pub async fn follow_ride(
     if ctx.out.is_json() {
         ctx.out.json(&saga_json(&saga, &rest))?;
     } else {
-        print_saga(ctx, &saga);
+        print_saga(ctx, &saga, &super::effects::Effects::default());
     }
     let outcome = outcome_label(&saga, &rest);
     if let Some(expect) = &wait.expect {

@@ -149,10 +149,13 @@ pub async fn load_saga(
 async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
     let nats = ctx.connect().await?;
     let (saga, _) = load_saga(&nats, &args.ride).await?;
+    let effects = super::effects::of_ride(&nats, &args.ride).await;
     if ctx.out.is_json() {
-        ctx.out.json(&saga_json(&saga, &Rest::State))?;
+        let mut value = saga_json(&saga, &Rest::State);
+        value["pending_effects"] = serde_json::to_value(&effects.pending)?;
+        ctx.out.json(&value)?;
     } else {
-        print_saga(ctx, &saga);
+        print_saga(ctx, &saga, &effects);
     }
     if let Some(expect) = &args.expect
         && !expect.matches(&saga, &Rest::State)
@@ -166,8 +169,8 @@ async fn show(ctx: &Ctx, args: ShowArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ride as a two-column table.
-pub fn print_saga(ctx: &Ctx, saga: &Saga) {
+/// The ride as a two-column table, with the calls to the outside world still pending.
+pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
     let out = &ctx.out;
     let state = out.paint(state_paint(saga.state), saga.state.as_str());
     let dash = || "-".to_string();
@@ -219,6 +222,7 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga) {
     }
     table.row(["deadline".to_string(), time(saga.deadline)]);
     table.row(["steps".to_string(), saga.steps.to_string()]);
+    super::effects::rows(effects, &mut table);
     out.table(&table);
 }
 

@@ -22,7 +22,8 @@ pub async fn run(ctx: &Ctx, command: SagaCommand) -> anyhow::Result<()> {
         SagaCommand::Trace { ride } => {
             let nats = ctx.connect().await?;
             let (saga, steps) = load_saga(&nats, &ride).await?;
-            trace(ctx, &saga, &steps)
+            let effects = super::effects::of_ride(&nats, &ride).await;
+            trace(ctx, &saga, &steps, &effects)
         }
         SagaCommand::List(args) => list(ctx, args).await,
     }
@@ -46,7 +47,12 @@ struct TimelineStep<'a> {
     data: &'a ridesaga_schemas::Message,
 }
 
-fn trace(ctx: &Ctx, saga: &Saga, steps: &[Step]) -> anyhow::Result<()> {
+fn trace(
+    ctx: &Ctx,
+    saga: &Saga,
+    steps: &[Step],
+    effects: &super::effects::Effects,
+) -> anyhow::Result<()> {
     let deltas = steps.iter().scan(None::<OffsetDateTime>, |previous, step| {
         let delta = previous.map(|p| step.time - p);
         *previous = Some(step.time);
@@ -85,6 +91,7 @@ fn trace(ctx: &Ctx, saga: &Saga, steps: &[Step]) -> anyhow::Result<()> {
             "state": saga.state,
             "reason": saga.reason,
             "steps": timeline,
+            "pending_effects": effects.pending,
         });
         return ctx.out.json(&value);
     }
@@ -123,6 +130,12 @@ fn trace(ctx: &Ctx, saga: &Saga, steps: &[Step]) -> anyhow::Result<()> {
         saga.steps,
         format_duration(total)
     ));
+    for effect in &effects.pending {
+        out.line(format!(
+            "pending: {}",
+            out.paint(Paint::Yellow, &super::effects::describe(effect))
+        ));
+    }
     Ok(())
 }
 

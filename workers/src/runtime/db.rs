@@ -7,21 +7,25 @@
 //!   transactions for timers and clean-ups, the relay's read of rows left behind;
 //! - the statements of a batch: [`open_batch`] (inbox entries and the service's preload),
 //!   [`close_batch`] (the service's writes, the outbox rows, the commit), [`abort_batch`];
-//! - the outbox and the inbox's retention.
+//! - the outbox and the inbox's retention;
+//! - the effects table: recording, claiming, retrying and forgetting effects (see
+//!   [`super::effects`]).
 //!
 //! Services reach their own tables through [`Conn`] (a connection inside the runtime's
 //! transaction) and read what their preload returned as [`Row`]s; their stores choose the
 //! statements by [`Conn::kind`].
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use ridesaga_schemas::{Envelope, MessageId, Timestamp};
+use ridesaga_schemas::{Envelope, MessageId, RideId, Timestamp};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, PgConnection, Postgres, Sqlite, SqliteConnection, Type};
 use tokio_util::sync::CancellationToken;
 
+use super::effects::{Effect, PendingEffect};
 use super::handler::BatchWrite;
 use super::{postgres, sqlite};
 
@@ -130,6 +134,80 @@ impl OutboxRow {
             subject: envelope.subject(),
             payload: envelope.encode(),
         }
+    }
+}
+
+/// Effects a transaction records: each is due at once and may be retried until `deadline`
+/// after the transaction's time.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEffects<'a> {
+    pub effects: &'a [Effect],
+    pub deadline: Duration,
+}
+
+impl NewEffects<'_> {
+    /// No effects.
+    pub const NONE: NewEffects<'static> = NewEffects {
+        effects: &[],
+        deadline: Duration::ZERO,
+    };
+
+    pub fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+
+    /// The effects' deadline, in milliseconds, for a transaction at `now`.
+    pub(crate) fn deadline_ms(&self, now: Timestamp) -> i64 {
+        now.unix_millis()
+            .saturating_add(i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// An effect to try again: its claim is cleared and it is due at `next_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectRetry {
+    pub id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_at: Timestamp,
+    pub last_error: String,
+}
+
+/// A pending effect as the control plane shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EffectStatus {
+    pub kind: String,
+    pub id: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Why the last attempt failed, if one did.
+    pub last_error: Option<String>,
+    /// Not performed again before this.
+    pub next_at: Timestamp,
+    /// A transient failure after this settles it as given up.
+    pub deadline: Timestamp,
+}
+
+/// A pending effect from its stored fields.
+pub(crate) fn pending_effect(
+    id: String,
+    kind: String,
+    saga_id: Option<String>,
+    request: String,
+    attempts: i64,
+    recorded_ms: i64,
+    deadline_ms: i64,
+) -> PendingEffect {
+    PendingEffect {
+        effect: Effect {
+            id,
+            kind,
+            saga_id: saga_id.and_then(|saga| RideId::parse(saga).ok()),
+            request,
+        },
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        recorded_at: Timestamp::from_unix_millis(recorded_ms),
+        deadline: Timestamp::from_unix_millis(deadline_ms),
     }
 }
 
@@ -268,6 +346,24 @@ impl Database {
         }
     }
 
+    /// How many effects are pending, and whether one of them is due and unclaimed at
+    /// `now_ms`: a read outside the writer's turn, so that a replica with nothing to perform
+    /// takes no turn to find out.
+    pub async fn effects_pending(&self, now_ms: i64) -> Result<(i64, bool), sqlx::Error> {
+        match self {
+            Database::Sqlite(db) => sqlite::effects_pending(&db.pool, now_ms).await,
+            Database::Postgres(db) => postgres::effects_pending(&db.pool, now_ms).await,
+        }
+    }
+
+    /// The pending effects of `saga`, oldest first. Read outside the writer's turn.
+    pub async fn effects_of_saga(&self, saga: &RideId) -> Result<Vec<EffectStatus>, sqlx::Error> {
+        match self {
+            Database::Sqlite(db) => sqlite::effects_of_saga(&db.pool, saga).await,
+            Database::Postgres(db) => postgres::effects_of_saga(&db.pool, saga).await,
+        }
+    }
+
     /// What the backend runs beside the worker until `stop` (SQLite's checkpointer).
     pub async fn maintain(&self, stop: CancellationToken) {
         match self {
@@ -336,16 +432,17 @@ pub async fn open_batch(
 }
 
 /// Runs the service's `writes`, stores the batch's outputs (each with the id of the input
-/// that caused it) and commits. On failure the transaction is rolled back.
+/// that caused it) and its effects, and commits. On failure the transaction is rolled back.
 pub async fn close_batch(
     conn: &mut Conn<'_>,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
+    effects: NewEffects<'_>,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     match conn {
-        Conn::Sqlite(c) => sqlite::close_batch(c, writes, outputs, now).await,
-        Conn::Postgres(c) => postgres::close_batch(c, writes, outputs, now).await,
+        Conn::Sqlite(c) => sqlite::close_batch(c, writes, outputs, effects, now).await,
+        Conn::Postgres(c) => postgres::close_batch(c, writes, outputs, effects, now).await,
     }
 }
 
@@ -386,6 +483,65 @@ pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sq
     match conn {
         Conn::Sqlite(c) => sqlite::outbox_delete(c, ids).await,
         Conn::Postgres(c) => postgres::outbox_delete(c, ids).await,
+    }
+}
+
+/// Records effects made due at `now`; an id already recorded keeps its first record.
+pub async fn effects_insert(
+    conn: &mut Conn<'_>,
+    effects: NewEffects<'_>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    if effects.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        Conn::Sqlite(c) => sqlite::effects_insert(c, effects, now).await,
+        Conn::Postgres(c) => postgres::effects_insert(c, effects, now).await,
+    }
+}
+
+/// Claims up to `limit` effects due and unclaimed at `now_ms`, earliest due first, until
+/// `until_ms`, and returns them.
+pub async fn effects_claim(
+    conn: &mut Conn<'_>,
+    now_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> Result<Vec<PendingEffect>, sqlx::Error> {
+    match conn {
+        Conn::Sqlite(c) => sqlite::effects_claim(c, now_ms, until_ms, limit).await,
+        Conn::Postgres(c) => postgres::effects_claim(c, now_ms, until_ms, limit).await,
+    }
+}
+
+/// Forgets the effects whose ids are given; returns the ids that were still recorded (the
+/// others were settled already, by another replica).
+pub async fn effects_delete(
+    conn: &mut Conn<'_>,
+    ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    match conn {
+        Conn::Sqlite(c) => sqlite::effects_delete(c, ids).await,
+        Conn::Postgres(c) => postgres::effects_delete(c, ids).await,
+    }
+}
+
+/// Sets effects up for another attempt: their attempts, when, the last error; clears their
+/// claims.
+pub async fn effects_retry(
+    conn: &mut Conn<'_>,
+    retries: &[EffectRetry],
+) -> Result<(), sqlx::Error> {
+    if retries.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        Conn::Sqlite(c) => sqlite::effects_retry(c, retries).await,
+        Conn::Postgres(c) => postgres::effects_retry(c, retries).await,
     }
 }
 

@@ -8,6 +8,7 @@ use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
 
 use super::db::{self, Conn, Kind, Row};
+use super::effects::{Effect, EffectError, EffectOutcome, PendingEffect, Settled};
 
 /// What a handler failure means for the input message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -112,6 +113,44 @@ pub trait Worker: Send + Sync + 'static {
         apply_one_by_one(self, conn, inputs)
     }
 
+    /// Performs an effect this service declared: the call to the outside world, with the
+    /// effect's id as its idempotency key. No transaction is open; the runtime bounds how many
+    /// run at once and how long each may take, and retries a transient failure until the
+    /// effect's deadline. Returns the result as the service will read it in
+    /// [`Worker::settle`].
+    fn perform<'a>(
+        &'a self,
+        effect: &'a PendingEffect,
+    ) -> impl Future<Output = Result<String, EffectError>> + Send + 'a {
+        async move {
+            Err(EffectError::Permanent(format!(
+                "{} performs no effects (asked for {})",
+                self.service(),
+                effect.effect.kind
+            )))
+        }
+    }
+
+    /// Records how an effect ended: changes the service's state through `conn` (inside the
+    /// transaction that also forgets the effect and stores the outputs), and returns the
+    /// events that announce it and the effects it makes due.
+    fn settle<'a>(
+        &'a self,
+        conn: &'a mut Conn<'_>,
+        effect: &'a PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Settled, HandleError>> + Send + 'a {
+        let _ = (conn, now);
+        async move {
+            Err(HandleError::Permanent(format!(
+                "{} settles no effects ({}: {outcome:?})",
+                self.service(),
+                effect.effect.kind
+            )))
+        }
+    }
+
     /// Runs due timers (deadlines, retries). Called periodically by every replica, each time in
     /// its own transaction; outputs must carry ids derived from stable keys
     /// (`MessageId::derive_from_key`) so replicas that race emit identical messages.
@@ -149,6 +188,7 @@ fn apply_one_by_one<'a, W: Worker + ?Sized>(
         Ok(BatchOutput {
             outputs,
             writes: Vec::new(),
+            effects: Vec::new(),
         })
     })
 }
@@ -170,6 +210,9 @@ pub struct BatchOutput {
     pub outputs: Vec<Vec<Envelope>>,
     /// Statements the runtime runs, in order, in the round trip that commits the batch.
     pub writes: Vec<BatchWrite>,
+    /// Calls to the outside world the batch made due: recorded when it commits, performed
+    /// after (see [`super::effects`]).
+    pub effects: Vec<Effect>,
 }
 
 /// Why a batch could not be applied.

@@ -23,6 +23,16 @@ pub struct Metrics {
     /// Write transactions the batch writer committed: inputs applied per batch is
     /// `handled / batches`, how well group commit amortises a transaction.
     pub batches: AtomicU64,
+    /// Attempts at effects (calls to the outside world), whatever their result.
+    pub effects_performed: AtomicU64,
+    /// Attempts at effects that failed (transiently, permanently or by timing out).
+    pub effects_failed: AtomicU64,
+    /// Effect outcomes committed (done, failed or given up).
+    pub effects_settled: AtomicU64,
+    /// Outcomes the service could not settle (the effect is performed again later).
+    pub effects_settle_failed: AtomicU64,
+    /// Effects recorded and not settled, as counted when this replica last claimed some.
+    pub effects_pending: AtomicI64,
     pub in_flight: AtomicI64,
     /// Consumer pending + ack pending, as last read from the server (-1: unknown).
     pub consumer_lag: AtomicI64,
@@ -65,6 +75,11 @@ impl Metrics {
             "dead_lettered": self.dead_lettered.load(Ordering::Relaxed),
             "published": self.published.load(Ordering::Relaxed),
             "batches": self.batches.load(Ordering::Relaxed),
+            "effects_performed": self.effects_performed.load(Ordering::Relaxed),
+            "effects_failed": self.effects_failed.load(Ordering::Relaxed),
+            "effects_settled": self.effects_settled.load(Ordering::Relaxed),
+            "effects_settle_failed": self.effects_settle_failed.load(Ordering::Relaxed),
+            "effects_pending": self.effects_pending.load(Ordering::Relaxed),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
             "consumer_lag": self.consumer_lag.load(Ordering::Relaxed),
         })
@@ -115,6 +130,26 @@ impl Metrics {
                 "Write transactions committed by the batch writer",
                 &self.batches,
             ),
+            (
+                "ridesaga_effects_performed_total",
+                "Attempts at effects (calls to the outside world)",
+                &self.effects_performed,
+            ),
+            (
+                "ridesaga_effects_failed_total",
+                "Attempts at effects that failed or timed out",
+                &self.effects_failed,
+            ),
+            (
+                "ridesaga_effects_settled_total",
+                "Effect outcomes committed",
+                &self.effects_settled,
+            ),
+            (
+                "ridesaga_effects_settle_failed_total",
+                "Effect outcomes the service could not settle (performed again later)",
+                &self.effects_settle_failed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -130,6 +165,11 @@ impl Metrics {
                 "ridesaga_consumer_lag",
                 "Consumer pending + ack pending (-1 unknown)",
                 self.consumer_lag.load(Ordering::Relaxed),
+            ),
+            (
+                "ridesaga_effects_pending",
+                "Effects recorded and not settled, as of this replica's last claim",
+                self.effects_pending.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in gauges {

@@ -9,6 +9,9 @@
 //!   taking turns through an advisory lock).
 //! - [`sqlite`]: the embedded backend (a WAL file per service, shared by the replicas on one
 //!   host): opening, migrations, inbox, outbox, the writer, the checkpointer.
+//! - [`effects`]: calls to the outside world, recorded with the input that made them due,
+//!   performed after commit, settled in a transaction of their own.
+//! - `perform`: the effect executor, which claims, performs and settles them.
 //! - `process`: one input from delivery to ack; every ack decision is made there.
 //! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
 //! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
@@ -17,16 +20,19 @@
 
 mod batch;
 pub mod db;
+pub mod effects;
 mod handler;
 pub mod http;
 pub mod metrics;
+mod perform;
 pub mod postgres;
 pub mod process;
 pub mod publish;
 mod run;
 pub mod sqlite;
 
-pub use db::{Conn, Database, Kind, Row};
+pub use db::{Conn, Database, EffectStatus, Kind, Row};
+pub use effects::{Effect, EffectError, EffectOutcome, PendingEffect, Settled};
 pub use handler::{
     BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch, saga_ids,
 };

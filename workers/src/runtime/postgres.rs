@@ -12,7 +12,8 @@
 //!
 //! A batch costs a fixed number of round trips whatever its size: `BEGIN` with the lock; the
 //! delete of published outbox rows (when there are some); the inbox entries; the service's
-//! preload; each of the service's writes; the outbox rows; `COMMIT`. Rows travel as arrays
+//! preload; each of the service's writes; the outbox rows; the effects (when there are some);
+//! `COMMIT`. Rows travel as arrays
 //! (`unnest`) or as one JSON document, so every statement's text is the same for any number
 //! of rows.
 
@@ -20,13 +21,17 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
-use ridesaga_schemas::{MessageId, Timestamp};
+use ridesaga_schemas::{MessageId, RideId, Timestamp};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 
-use super::db::{InboxEntry, OpenError, Opened, OutboxRow, Row as AnyRow};
+use super::db::{
+    EffectRetry, EffectStatus, InboxEntry, NewEffects, OpenError, Opened, OutboxRow, Row as AnyRow,
+    pending_effect,
+};
+use super::effects::PendingEffect;
 use super::handler::BatchWrite;
 
 static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/runtime");
@@ -183,12 +188,13 @@ async fn inbox_insert_many(
     Ok(inserted.into_iter().collect())
 }
 
-/// Runs the service's `writes`, stores the batch's outputs and commits. On failure the
-/// transaction is rolled back.
+/// Runs the service's `writes`, stores the batch's outputs and effects, and commits. On
+/// failure the transaction is rolled back.
 pub async fn close_batch(
     conn: &mut PgConnection,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
+    effects: NewEffects<'_>,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     let closed = async {
@@ -196,6 +202,9 @@ pub async fn close_batch(
             execute(&mut *conn, write).await?;
         }
         outbox_insert_many(&mut *conn, outputs, now).await?;
+        if !effects.is_empty() {
+            effects_insert(&mut *conn, effects, now).await?;
+        }
         commit(&mut *conn).await
     }
     .await;
@@ -303,6 +312,148 @@ pub async fn outbox_delete(conn: &mut PgConnection, ids: &[String]) -> Result<()
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Records effects made due at `now`, in one statement; an id already recorded keeps its
+/// first record.
+pub async fn effects_insert(
+    conn: &mut PgConnection,
+    effects: NewEffects<'_>,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = effects.effects.iter().map(|e| e.id.as_str()).collect();
+    let kinds: Vec<&str> = effects.effects.iter().map(|e| e.kind.as_str()).collect();
+    let sagas: Vec<Option<&str>> = effects
+        .effects
+        .iter()
+        .map(|e| e.saga_id.as_ref().map(RideId::as_str))
+        .collect();
+    let requests: Vec<&str> = effects.effects.iter().map(|e| e.request.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO effects (effect_id, kind, saga_id, request, attempts, recorded_at, \
+         next_at, deadline_at, claimed_until) \
+         SELECT id, kind, saga, request, 0, $5, $5, $6, 0 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t (id, kind, saga, request) \
+         ON CONFLICT (effect_id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(kinds)
+    .bind(sagas)
+    .bind(requests)
+    .bind(now.unix_millis())
+    .bind(effects.deadline_ms(now))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// How many effects are pending, and whether one is due and unclaimed at `now_ms`.
+pub async fn effects_pending(pool: &PgPool, now_ms: i64) -> Result<(i64, bool), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM effects), EXISTS (SELECT 1 FROM effects \
+         WHERE next_at <= $1 AND claimed_until <= $1)",
+    )
+    .bind(now_ms)
+    .fetch_one(pool)
+    .await
+}
+
+/// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first. Runs in the writer's turn, so no other replica claims meanwhile.
+pub async fn effects_claim(
+    conn: &mut PgConnection,
+    now_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> Result<Vec<PendingEffect>, sqlx::Error> {
+    let rows = sqlx::query(
+        "UPDATE effects SET claimed_until = $1 WHERE effect_id IN (SELECT effect_id FROM \
+         effects WHERE next_at <= $2 AND claimed_until <= $2 ORDER BY next_at LIMIT $3) \
+         RETURNING effect_id, kind, saga_id, request, attempts, recorded_at, deadline_at",
+    )
+    .bind(until_ms)
+    .bind(now_ms)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(pending_effect(
+                row.try_get("effect_id")?,
+                row.try_get("kind")?,
+                row.try_get("saga_id")?,
+                row.try_get("request")?,
+                i64::from(row.try_get::<i32, _>("attempts")?),
+                row.try_get("recorded_at")?,
+                row.try_get("deadline_at")?,
+            ))
+        })
+        .collect()
+}
+
+/// Forgets the effects whose ids are given; returns the ids that were recorded.
+pub async fn effects_delete(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let deleted: Vec<String> =
+        sqlx::query_scalar("DELETE FROM effects WHERE effect_id = ANY($1) RETURNING effect_id")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(deleted.into_iter().collect())
+}
+
+/// Sets effects up for another attempt and clears their claims.
+pub async fn effects_retry(
+    conn: &mut PgConnection,
+    retries: &[EffectRetry],
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = retries.iter().map(|r| r.id.as_str()).collect();
+    let attempts: Vec<i32> = retries
+        .iter()
+        .map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX))
+        .collect();
+    let next: Vec<i64> = retries.iter().map(|r| r.next_at.unix_millis()).collect();
+    let errors: Vec<&str> = retries.iter().map(|r| r.last_error.as_str()).collect();
+    sqlx::query(
+        "UPDATE effects SET attempts = t.attempts, next_at = t.next_at, \
+         last_error = t.last_error, claimed_until = 0 \
+         FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[]) \
+         AS t (id, attempts, next_at, last_error) WHERE effect_id = t.id",
+    )
+    .bind(ids)
+    .bind(attempts)
+    .bind(next)
+    .bind(errors)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The pending effects of `saga`, oldest first.
+pub async fn effects_of_saga(
+    pool: &PgPool,
+    saga: &RideId,
+) -> Result<Vec<EffectStatus>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT effect_id, kind, attempts, last_error, next_at, deadline_at FROM effects \
+         WHERE saga_id = $1 ORDER BY recorded_at, effect_id",
+    )
+    .bind(saga.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EffectStatus {
+                kind: row.try_get("kind")?,
+                id: row.try_get("effect_id")?,
+                attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                last_error: row.try_get("last_error")?,
+                next_at: Timestamp::from_unix_millis(row.try_get("next_at")?),
+                deadline: Timestamp::from_unix_millis(row.try_get("deadline_at")?),
+            })
+        })
+        .collect()
 }
 
 /// A day in milliseconds: the inbox's partitions each hold the messages that occurred on one

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::batch::{WriteRequest, to_rows};
 use super::db::{self, Database, OutboxRow};
@@ -28,6 +28,10 @@ pub struct Shared<W> {
     pub writes: mpsc::Sender<WriteRequest>,
     /// The service's database: every write goes through its writer, one turn at a time.
     pub database: Database,
+    /// Wakes the effect executor when a batch records effects.
+    pub effects_due: Notify,
+    /// `RIDESAGA_EFFECT_DEADLINE`: how long after it is recorded an effect may be retried.
+    pub effect_deadline: Duration,
 }
 
 /// What happens to a delivered message.

@@ -1,6 +1,7 @@
 //! Running one service: open the database, bind the durable consumer, then pull with bounded
-//! concurrency until shutdown, with the relay, the timers, the NATS service API and the HTTP
-//! endpoints beside it. On shutdown: stop pulling, finish and ack what is in flight, exit.
+//! concurrency until shutdown, with the relay, the timers, the effect executor, the NATS
+//! service API and the HTTP endpoints beside it. On shutdown: stop pulling, finish and ack
+//! what is in flight, let the calls in flight finish, exit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,8 +12,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use async_nats::service::ServiceExt;
 use futures_util::StreamExt;
-use ridesaga_schemas::{Timestamp, streams};
-use tokio::sync::Semaphore;
+use ridesaga_schemas::{RideId, Timestamp, streams};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +21,7 @@ use super::db::{self, Database};
 use super::handler::Worker;
 use super::http::{self, HttpState};
 use super::metrics::Metrics;
+use super::perform::EffectSettings;
 use super::process::Shared;
 use super::publish::Publisher;
 use crate::config::RuntimeConfig;
@@ -154,6 +156,8 @@ async fn serve<W: Worker>(
         metrics: metrics.clone(),
         writes,
         database: database.clone(),
+        effects_due: Notify::new(),
+        effect_deadline: config.effect_deadline,
     });
 
     // Background tasks stop on `background`, which is cancelled only after in-flight work
@@ -171,8 +175,14 @@ async fn serve<W: Worker>(
             .map_err(|source| RunError::Http { addr, source })?;
         tracing::info!(%bound, "serving /healthz and /metrics");
     }
-    let nats_service =
-        register_service(&client, service.name(), &config.instance, metrics.clone()).await?;
+    let nats_service = register_service(
+        &client,
+        service.name(),
+        &config.instance,
+        metrics.clone(),
+        database.clone(),
+    )
+    .await?;
     let tasks = TaskTracker::new();
     tasks.spawn({
         let (shared, stop, max) = (shared.clone(), background.clone(), config.max_in_flight);
@@ -184,6 +194,14 @@ async fn serve<W: Worker>(
         background.clone(),
     ));
     tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
+    tasks.spawn(shared.clone().effect_loop(
+        EffectSettings {
+            concurrency: config.effect_concurrency,
+            timeout: config.effect_timeout,
+            tick: config.tick,
+        },
+        background.clone(),
+    ));
     tasks.spawn({
         let (database, stop) = (database.clone(), background.clone());
         async move { database.maintain(stop).await }
@@ -476,12 +494,16 @@ async fn lag_loop(
 }
 
 /// Registers this replica with the NATS service API (`$SRV.PING|INFO|STATS`), so `ridectl
-/// services` lists it, with an endpoint `status` that answers with the replica's figures.
+/// services` lists it, with an endpoint `status` that answers with the replica's figures and
+/// an endpoint `effects` (`ridesaga.effects.<service>`) that answers a ride id with the JSON
+/// list of the ride's pending effects (kind, id, attempts, last error, when next attempted,
+/// deadline), so that an operator sees a call that is stuck.
 async fn register_service(
     client: &async_nats::Client,
     service: &str,
     instance: &str,
     metrics: Arc<Metrics>,
+    database: Database,
 ) -> Result<async_nats::service::Service, RunError> {
     let stats_metrics = metrics.clone();
     let nats_service = client
@@ -507,7 +529,37 @@ async fn register_service(
             let _ = request.respond(Ok(body.into())).await;
         }
     });
+    let mut effects = nats_service
+        .endpoint_builder()
+        .name("effects")
+        .add(format!("ridesaga.effects.{service}"))
+        .await
+        .map_err(|e| RunError::Service(e.to_string()))?;
+    tokio::spawn(async move {
+        while let Some(request) = effects.next().await {
+            let answer = pending_effects(&database, &request.message.payload).await;
+            let _ = request.respond(answer.map(Into::into)).await;
+        }
+    });
     Ok(nats_service)
+}
+
+/// The `effects` endpoint's answer to `request` (a ride id): the JSON list of the ride's
+/// pending effects ([`Database::effects_of_saga`]), or an error (400: not a ride id; 500: the
+/// database could not be read).
+async fn pending_effects(
+    database: &Database,
+    request: &[u8],
+) -> Result<Vec<u8>, async_nats::service::error::Error> {
+    let error = |code, status| async_nats::service::error::Error { status, code };
+    let text = String::from_utf8_lossy(request);
+    let ride = RideId::parse(text.trim().trim_matches('"'))
+        .map_err(|e| error(400, format!("{text:?} is not a ride id: {e}")))?;
+    let effects = database
+        .effects_of_saga(&ride)
+        .await
+        .map_err(|e| error(500, format!("reading the effects of {ride}: {e}")))?;
+    serde_json::to_vec(&effects).map_err(|e| error(500, e.to_string()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! # Layout
 //! - this file: opening, migrations, the inbox and the statements that open and close a batch.
 //! - [`outbox`]: the outbox's statements.
+//! - [`effects`]: the effects table's statements.
 //! - [`writer`]: the connection every write goes through, one turn at a time.
 //! - [`writer_lock`]: one writer at a time among replicas sharing the file.
 //! - [`checkpoint`]: moving the write-ahead log into the database file, and starting it over.
@@ -23,12 +24,12 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Column as _, Row, SqliteConnection, SqlitePool};
 
-use crate::runtime::db::{InboxEntry, Opened, OutboxRow, Row as AnyRow};
+use crate::runtime::db::{InboxEntry, NewEffects, Opened, OutboxRow, Row as AnyRow};
 use crate::runtime::handler::BatchWrite;
 use writer::Writer;
 use writer_lock::WriterLock;
 
-static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/runtime");
+pub(crate) static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/runtime");
 
 /// A service's SQLite database as a replica runs it: a pool for reads, the writer every write
 /// goes through (taking turns with the other replicas on the file), and a connection of its own
@@ -279,11 +280,13 @@ pub async fn open_batch(
 }
 
 /// Runs the service's `writes`, stores the batch's outputs (see [`outbox_insert_many`]) and
-/// commits, in one round trip. On failure the transaction is rolled back.
+/// its effects (when it has some), and commits, in one round trip. On failure the transaction
+/// is rolled back.
 pub async fn close_batch(
     conn: &mut SqliteConnection,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
+    effects: NewEffects<'_>,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     let closed = async {
@@ -293,18 +296,21 @@ pub async fn close_batch(
             sql.push_str("; ");
         }
         sql.push_str(OUTBOX_INSERT_SQL);
+        if !effects.is_empty() {
+            sql.push_str("; ");
+            sql.push_str(EFFECTS_INSERT_SQL);
+        }
         sql.push_str("; COMMIT");
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for write in writes {
             query = query.bind(write.rows());
         }
         let (payloads, rows) = outbox_rows(outputs)?;
-        query
-            .bind(payloads)
-            .bind(now.unix_millis())
-            .bind(rows)
-            .execute(&mut *conn)
-            .await
+        query = query.bind(payloads).bind(now.unix_millis()).bind(rows);
+        if !effects.is_empty() {
+            query = query.bind(effects_json(effects, now)?);
+        }
+        query.execute(&mut *conn).await
     }
     .await;
     if let Err(e) = closed {
@@ -363,6 +369,11 @@ pub async fn inbox_prune(
     Ok(done.rows_affected())
 }
 
+mod effects;
+use effects::{EFFECTS_INSERT_SQL, effects_json};
+pub use effects::{
+    effects_claim, effects_delete, effects_insert, effects_of_saga, effects_pending, effects_retry,
+};
 mod outbox;
 use outbox::outbox_rows;
 pub use outbox::{

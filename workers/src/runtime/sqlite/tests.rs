@@ -44,7 +44,7 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
     .fresh;
     assert_eq!(fresh, HashSet::from(["m_1".to_owned()]));
     let out = row("o_1", br#"{"a":"\"quoted\" and unicode: \u00e9"}"#);
-    close_batch(&mut conn, &[], &[(Some("m_1"), &out)], t)
+    close_batch(&mut conn, &[], &[(Some("m_1"), &out)], NewEffects::NONE, t)
         .await
         .unwrap();
     assert_eq!(
@@ -66,7 +66,9 @@ async fn a_batch_commits_its_inbox_entries_and_outputs_and_reports_which_inputs_
     .unwrap()
     .fresh;
     assert_eq!(fresh, HashSet::from(["m_2".to_owned()]));
-    close_batch(&mut conn, &[], &[], t).await.unwrap();
+    close_batch(&mut conn, &[], &[], NewEffects::NONE, t)
+        .await
+        .unwrap();
     assert_eq!(count(&mut conn, "outbox").await, 0);
     assert_eq!(count(&mut conn, "inbox").await, 2);
 }
@@ -94,9 +96,15 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
     .unwrap();
     let out = row("o_1", b"{}");
     assert!(
-        close_batch(&mut conn, &[twice], &[(Some("m_1"), &out)], t)
-            .await
-            .is_err()
+        close_batch(
+            &mut conn,
+            &[twice],
+            &[(Some("m_1"), &out)],
+            NewEffects::NONE,
+            t
+        )
+        .await
+        .is_err()
     );
     assert_eq!(count(&mut conn, "inbox").await, 0);
     assert_eq!(count(&mut conn, "outbox").await, 0);
@@ -112,7 +120,9 @@ async fn an_aborted_or_failed_batch_leaves_nothing_behind_and_no_transaction_ope
     open_batch(&mut conn, &[], &[entry("m_1", "cmd.a", t)], None)
         .await
         .unwrap();
-    close_batch(&mut conn, &[], &[], t).await.unwrap();
+    close_batch(&mut conn, &[], &[], NewEffects::NONE, t)
+        .await
+        .unwrap();
     assert_eq!(count(&mut conn, "inbox").await, 1);
     // Aborting with no transaction open is harmless.
     abort_batch(&mut conn).await;
@@ -136,9 +146,15 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
         .await
         .unwrap();
     let out = row("o_1", b"{}");
-    close_batch(&mut conn, &writes, &[(Some("m_1"), &out)], t)
-        .await
-        .unwrap();
+    close_batch(
+        &mut conn,
+        &writes,
+        &[(Some("m_1"), &out)],
+        NewEffects::NONE,
+        t,
+    )
+    .await
+    .unwrap();
     let kv: Vec<(String, i64)> = sqlx::query_as("SELECT k, v FROM kv ORDER BY k")
         .fetch_all(&mut conn)
         .await
@@ -152,9 +168,15 @@ async fn a_batch_runs_the_services_writes_before_its_outputs_in_the_closing_roun
         .unwrap();
     let broken = [BatchWrite::new(upsert, &[("c", None::<i64>)]).unwrap()];
     let out = row("o_2", b"{}");
-    close_batch(&mut conn, &broken, &[(Some("m_2"), &out)], t)
-        .await
-        .unwrap_err();
+    close_batch(
+        &mut conn,
+        &broken,
+        &[(Some("m_2"), &out)],
+        NewEffects::NONE,
+        t,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(count(&mut conn, "outbox").await, 1);
     assert_eq!(count(&mut conn, "inbox").await, 1);
     assert_eq!(count(&mut conn, "kv").await, 2);
@@ -232,7 +254,9 @@ async fn a_message_is_known_by_its_id_and_occurrence_and_the_legacy_entries_stil
     )
     .await
     .unwrap();
-    close_batch(&mut conn, &[], &[], late).await.unwrap();
+    close_batch(&mut conn, &[], &[], NewEffects::NONE, late)
+        .await
+        .unwrap();
     // The message applied before the migration is not applied again.
     assert_eq!(
         opened.fresh,
@@ -295,7 +319,9 @@ async fn the_outputs_of_a_batch_keep_their_payloads_byte_for_byte() {
         .map(|(i, payload)| row(&format!("o_{i}"), payload))
         .collect();
     let outputs: Vec<(Option<&str>, &OutboxRow)> = rows.iter().map(|r| (Some("m_1"), r)).collect();
-    close_batch(&mut conn, &[], &outputs, t).await.unwrap();
+    close_batch(&mut conn, &[], &outputs, NewEffects::NONE, t)
+        .await
+        .unwrap();
     let mut stored = outbox_for_cause(&mut conn, &MessageId::parse("m_1").unwrap())
         .await
         .unwrap();

@@ -210,6 +210,7 @@ impl Worker for DriverService {
         Ok(BatchOutput {
             outputs,
             writes: Vec::new(),
+            effects: Vec::new(),
         })
     }
 

@@ -111,6 +111,8 @@ pub enum Input {
     Declined {
         ride_id: RideId,
         rider_id: RiderId,
+        /// The decline's code: a card's refusal, or the gateway's own failure.
+        code: String,
         at: i64,
     },
     Block {
@@ -240,10 +242,12 @@ pub fn handle(state: &mut State, input: &Input, rules: &FraudRules) -> Vec<Effec
                 assessment,
             }]
         }
+        Input::Declined { code, .. } if !counts_against_rider(code) => Vec::new(),
         Input::Declined {
             ride_id,
             rider_id,
             at,
+            ..
         } => {
             let decline = Decline {
                 rider_id: rider_id.clone(),
@@ -296,6 +300,13 @@ fn saturating_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// Whether a payment decline says something about the rider: a card's refusal does; the
+/// gateway's own failure (`gateway_error`, `gateway_unavailable`: it refused or could not be
+/// reached, whatever the card) does not.
+pub fn counts_against_rider(code: &str) -> bool {
+    !code.starts_with("gateway_")
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -334,6 +345,7 @@ mod tests {
         Input::Declined {
             ride_id: ride(ride_n),
             rider_id: rider(rider_n),
+            code: "card_declined".into(),
             at,
         }
     }
@@ -427,6 +439,24 @@ mod tests {
         let flagged = decide(&mut state, request(11, 1, 5.0, s(2)));
         assert_eq!((flagged.score, flagged.flagged), (WEIGHT_DECLINES, true));
         assert_eq!(flagged.reasons, ["payment_declines: at least 3 within 24h"]);
+    }
+
+    #[test]
+    fn the_gateway_failing_is_not_the_rider_declining() {
+        let mut state = State::default();
+        for (n, code) in [
+            (1, "gateway_error"),
+            (2, "gateway_unavailable"),
+            (3, "gateway_error"),
+        ] {
+            let mut input = decline(n, 1, s(-60 + n as i64));
+            if let Input::Declined { code: c, .. } = &mut input {
+                *c = code.to_owned();
+            }
+            handle(&mut state, &input, &RULES);
+        }
+        assert!(state.declines.is_empty());
+        assert!(!decide(&mut state, request(10, 1, 5.0, s(0))).flagged);
     }
 
     #[test]

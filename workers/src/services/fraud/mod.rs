@@ -218,7 +218,11 @@ impl Worker for FraudService {
             );
         }
         let writes = pending.writes(conn.kind()).map_err(BatchError::Batch)?;
-        Ok(BatchOutput { outputs, writes })
+        Ok(BatchOutput {
+            outputs,
+            writes,
+            effects: Vec::new(),
+        })
     }
 
     async fn tick<'a>(
@@ -261,6 +265,7 @@ fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
         Message::PaymentDeclined(m) => Ok(Input::Declined {
             ride_id: ride_id()?,
             rider_id: m.rider_id.clone(),
+            code: m.code.clone(),
             at,
         }),
         Message::BlockRider(m) => Ok(Input::Block {

@@ -1,21 +1,26 @@
 //! How notifications leave the service: a channel adapter behind a trait, and the default
 //! channel that appends each notification as one JSON line to a log file.
 //!
-//! Delivery is at least once: the service writes the line inside the handling transaction,
-//! after its database row proved the notification new, and before the commit. If the commit
-//! never happens (crash, rollback, a later failure), the input is redelivered, the row is new
-//! again, and the same line is written again with the same `id`. Readers dedupe by `id`; the
-//! database row and `evt.notification.sent` stay exactly once. Writing after the commit
-//! instead would lose the line on a crash in between, and a lost message is worse than a
-//! repeated one that carries its own id. A real channel (SMS, push) gets the same id as its
-//! idempotency key.
+//! The service calls the channel only when it performs a notification's effect, after the
+//! transaction that made the notification due has committed, so no database write waits for a
+//! delivery. Delivery is at least once: if the process stops (or the settling transaction
+//! fails) after a line was written and before the delivery was settled, the effect is
+//! performed again once its claim expires, by this replica or another, with the same `id`.
+//! The log channel remembers the ids it wrote lately and does not write one of them again, so
+//! a repeat in the same process writes nothing; a repeat in another process (another replica,
+//! or this one restarted) writes the line a second time with the same `id`, and readers dedupe
+//! by `id`. The record and `evt.notification.sent` stay exactly once. A real channel (SMS,
+//! push) gets the same id as its idempotency key.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ridesaga_schemas::{MessageId, RideId, Timestamp};
+
+use tracing::debug;
 
 use super::domain::Notice;
 use crate::config::{ConfigError, Settings};
@@ -30,12 +35,15 @@ pub struct Delivery<'a> {
     pub at: Timestamp,
 }
 
-/// Why a channel could not deliver; always worth a retry.
+/// Why a channel could not deliver.
 #[derive(Debug, thiserror::Error)]
 #[error("channel {channel} could not deliver: {problem}")]
 pub struct ChannelError {
     pub channel: &'static str,
     pub problem: String,
+    /// The channel refused the notification for good (an unknown recipient): asking again
+    /// gets the same answer. Otherwise (an outage, a full disk) a later attempt may succeed.
+    pub permanent: bool,
 }
 
 /// A way to reach riders and drivers.
@@ -48,22 +56,6 @@ pub trait Channel: Send + Sync + 'static {
         &self,
         delivery: &Delivery<'_>,
     ) -> impl Future<Output = Result<(), ChannelError>> + Send;
-
-    /// Delivers a batch's notifications, in order; on failure, says which one failed (those
-    /// before it may have been delivered, and will be again when the batch is retried). The
-    /// default delivers them one by one; a channel that can send several at once (one write
-    /// to a file, one request to a provider) does so.
-    fn deliver_all(
-        &self,
-        deliveries: &[Delivery<'_>],
-    ) -> impl Future<Output = Result<(), (usize, ChannelError)>> + Send {
-        async move {
-            for (position, delivery) in deliveries.iter().enumerate() {
-                self.deliver(delivery).await.map_err(|e| (position, e))?;
-            }
-            Ok(())
-        }
-    }
 }
 
 /// `RIDESAGA_NOTIFY_LOG`: the JSON-lines file of the default channel.
@@ -76,11 +68,19 @@ pub fn log_path(settings: &Settings) -> Result<PathBuf, ConfigError> {
 
 /// The default channel: one JSON object per line, appended to a file (created with its
 /// parent directories on first use). The file stays open between lines; it is opened again
-/// when it was moved or deleted (log rotation) since the last line.
+/// when it was moved or deleted (log rotation) since the last line. A line whose id the
+/// channel wrote lately is not written again.
 #[derive(Debug, Clone)]
 pub struct LogChannel {
     path: Arc<Path>,
-    open: Arc<Mutex<Option<OpenLog>>>,
+    state: Arc<Mutex<LogState>>,
+}
+
+/// The open log file, and the ids of the lines written lately.
+#[derive(Debug, Default)]
+struct LogState {
+    open: Option<OpenLog>,
+    written: Written,
 }
 
 /// The open log file and which file it is, to notice a rotation.
@@ -90,11 +90,35 @@ struct OpenLog {
     id: Option<FileId>,
 }
 
+/// How many ids of written lines [`Written`] keeps in each of its two generations.
+const REMEMBERED: usize = 16_384;
+
+/// The ids of the lines a channel wrote lately: the last [`REMEMBERED`] at least, and at most
+/// twice as many, in two generations (the older one is dropped whole when the newer fills).
+#[derive(Debug, Default)]
+struct Written {
+    current: HashSet<MessageId>,
+    previous: HashSet<MessageId>,
+}
+
+impl Written {
+    fn contains(&self, id: &MessageId) -> bool {
+        self.current.contains(id) || self.previous.contains(id)
+    }
+
+    fn insert(&mut self, id: MessageId) {
+        if self.current.len() >= REMEMBERED {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(id);
+    }
+}
+
 impl LogChannel {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         LogChannel {
             path: Arc::from(path.into()),
-            open: Arc::default(),
+            state: Arc::default(),
         }
     }
 
@@ -106,11 +130,7 @@ impl LogChannel {
     /// several replicas sharing the file do not interleave. Written in place, not on the
     /// blocking pool: an append goes to the page cache and takes microseconds, less than the
     /// hand-off to another thread would.
-    fn append(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut open = self
-            .open
-            .lock()
-            .map_err(|_| std::io::Error::other("log file lock poisoned"))?;
+    fn append(&self, open: &mut Option<OpenLog>, line: &[u8]) -> std::io::Result<()> {
         let current = std::fs::metadata(&self.path).ok().and_then(|m| file_id(&m));
         let stale = match &*open {
             Some(log) => log.id.is_none() || log.id != current,
@@ -155,59 +175,50 @@ impl Channel for LogChannel {
         "log"
     }
 
+    /// Writes the line unless this channel wrote one with the same id lately. The check, the
+    /// write and the note of it happen under one lock, so two attempts at once write it once.
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
-        let mut line = Vec::new();
-        self.write_line(delivery, &mut line)?;
-        self.write_out(&line)
-    }
-
-    /// All the lines with one write: a batch costs one write (and one look at which file the
-    /// path names), not one of each per line.
-    async fn deliver_all(&self, deliveries: &[Delivery<'_>]) -> Result<(), (usize, ChannelError)> {
-        if deliveries.is_empty() {
+        let line = self.line(delivery)?;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| self.error("log file lock poisoned"))?;
+        let LogState { open, written } = &mut *state;
+        if written.contains(delivery.id) {
+            debug!(id = %delivery.id, "notification already written; not written again");
             return Ok(());
         }
-        let mut lines = Vec::with_capacity(deliveries.len() * 256);
-        for (position, delivery) in deliveries.iter().enumerate() {
-            self.write_line(delivery, &mut lines)
-                .map_err(|e| (position, e))?;
-        }
-        // Which line a failed write stopped at is not known: the first is named.
-        self.write_out(&lines).map_err(|e| (0, e))
+        self.append(open, &line)
+            .map_err(|e| self.error(format!("{}: {e}", self.path.display())))?;
+        written.insert(delivery.id.clone());
+        Ok(())
     }
 }
 
 impl LogChannel {
-    /// Appends `delivery` to `out` as one JSON line.
-    fn write_line(&self, delivery: &Delivery<'_>, out: &mut Vec<u8>) -> Result<(), ChannelError> {
-        serde_json::to_writer(
-            &mut *out,
-            &serde_json::json!({
-                "id": delivery.id,
-                "at": delivery.at,
-                "ride_id": delivery.ride_id,
-                "kind": delivery.notice.kind,
-                "recipient": delivery.notice.recipient,
-                "recipient_id": delivery.notice.recipient_id,
-                "channel": self.name(),
-                "text": delivery.notice.text,
-            }),
-        )
+    /// `delivery` as one JSON line.
+    fn line(&self, delivery: &Delivery<'_>) -> Result<Vec<u8>, ChannelError> {
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "id": delivery.id,
+            "at": delivery.at,
+            "ride_id": delivery.ride_id,
+            "kind": delivery.notice.kind,
+            "recipient": delivery.notice.recipient,
+            "recipient_id": delivery.notice.recipient_id,
+            "channel": self.name(),
+            "text": delivery.notice.text,
+        }))
         .map_err(|e| self.error(e))?;
-        out.push(b'\n');
-        Ok(())
+        line.push(b'\n');
+        Ok(line)
     }
 
-    /// [`LogChannel::append`], its error named for the channel and the file.
-    fn write_out(&self, lines: &[u8]) -> Result<(), ChannelError> {
-        self.append(lines)
-            .map_err(|e| self.error(format!("{}: {e}", self.path.display())))
-    }
-
+    /// A transient error of this channel: the file may be writable on a later attempt.
     fn error(&self, problem: impl std::fmt::Display) -> ChannelError {
         ChannelError {
             channel: self.name(),
             problem: problem.to_string(),
+            permanent: false,
         }
     }
 }
@@ -235,23 +246,60 @@ mod tests {
         channel.deliver(&delivery).await.unwrap();
     }
 
+    /// The log's lines, parsed.
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     #[tokio::test]
     async fn the_log_channel_appends_one_json_line_per_delivery_and_creates_its_directory() {
         let dir = tempfile::tempdir().unwrap();
         let channel = LogChannel::new(dir.path().join("nested/out.jsonl"));
         deliver(&channel, "m_1").await;
-        deliver(&channel, "m_1").await;
+        deliver(&channel, "m_2").await;
 
-        let text = std::fs::read_to_string(channel.path()).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = lines(channel.path());
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["id"], "m_1");
         assert_eq!(lines[0]["kind"], "receipt");
         assert_eq!(lines[0]["recipient"], "rider");
+        assert_eq!(lines[0]["channel"], "log");
         assert_eq!(lines[0]["at"], "1970-01-01T00:00:00Z");
+        assert_eq!(lines[1]["id"], "m_2");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_id_is_written_once_by_a_channel_and_again_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = LogChannel::new(dir.path().join("out.jsonl"));
+        deliver(&channel, "m_1").await;
+        deliver(&channel.clone(), "m_1").await;
+        assert_eq!(lines(channel.path()).len(), 1);
+
+        // Another replica, or this one restarted, does not know what was written before it.
+        let restarted = LogChannel::new(channel.path());
+        deliver(&restarted, "m_1").await;
+        let ids: Vec<String> = lines(channel.path())
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["m_1", "m_1"], "the same id, for readers to dedupe");
+    }
+
+    #[test]
+    fn the_channel_remembers_the_last_ids_it_wrote_and_forgets_older_ones() {
+        let id = |n: usize| MessageId::parse(format!("m_{n}")).unwrap();
+        let mut written = Written::default();
+        for n in 0..=2 * REMEMBERED {
+            written.insert(id(n));
+        }
+        assert!(!written.contains(&id(0)));
+        assert!((REMEMBERED..=2 * REMEMBERED).all(|n| written.contains(&id(n))));
+        assert!(written.current.len() + written.previous.len() <= 2 * REMEMBERED);
     }
 
     #[tokio::test]

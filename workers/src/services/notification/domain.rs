@@ -19,10 +19,11 @@ use std::collections::HashSet;
 use ridesaga_schemas::{
     CancelReason, DriverId, Message, NotificationKind, Recipient, RideId, RiderId,
 };
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 /// One notification to send.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
     pub kind: NotificationKind,
     pub recipient: Recipient,
@@ -37,7 +38,7 @@ pub struct Audience {
     pub driver_id: Option<DriverId>,
     /// Why the ride was cancelled, once it was.
     pub cancelled: Option<CancelReason>,
-    /// Notifications already sent.
+    /// Notifications already called for, delivered or not: none is called for twice.
     pub sent: HashSet<(NotificationKind, Recipient)>,
 }
 

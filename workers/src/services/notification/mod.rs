@@ -1,12 +1,17 @@
 //! The notification service: tells riders and drivers what matters about their ride, each
-//! (ride, kind, recipient) exactly once, and announces every notification with
+//! (ride, kind, recipient) exactly once, and announces every notification delivered with
 //! `evt.notification.sent` so the event log can audit it.
 //!
-//! For each notification the domain calls for that the ride's record does not show as sent,
-//! the service delivers it through the channel, records it and emits the event, all inside
-//! the input's transaction (the batch's: the records load and save once per batch, under the
-//! one writer's lock, and UNIQUE (ride, kind, recipient) backs them). See [`channel`] for why delivery is at least
-//! once while the record and the event are exactly once.
+//! Each notification the domain calls for that the ride's record does not show is recorded
+//! as due, in the input's transaction (the batch's: the records load and save once per batch,
+//! under the one writer's lock, and UNIQUE (ride, kind, recipient) backs them), together with
+//! an [`Effect`] the runtime records beside it. No channel is called there. After the commit
+//! the runtime performs the effect ([`Worker::perform`]: the channel delivers it) and settles
+//! its outcome ([`Worker::settle`]): a delivery marks the record delivered and emits the
+//! event, whose id derives from the effect's, so settling twice emits one message; a delivery
+//! refused for good, or not made before its deadline, marks it failed and warns, and no event
+//! says it was sent. See [`channel`] for why delivery is at least once while the record and
+//! the event are exactly once.
 //!
 //! # Layout
 //! - [`domain`]: which notifications the events call for.
@@ -19,15 +24,18 @@ pub mod domain;
 pub mod store;
 
 use ridesaga_schemas::{Envelope, MessageId, NotificationSent, RideId, Service, Timestamp};
+use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use self::channel::{Channel, Delivery, LogChannel};
 use self::domain::{Audience, Notice};
+use self::store::Status;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
-    BatchError, BatchOutput, Conn, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+    BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, HandleError, Input, Kind,
+    PendingEffect, Row, Settled, Worker, apply_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/notification");
@@ -56,9 +64,11 @@ impl<C: Channel> NotificationService<C> {
     }
 
     /// Applies a batch's inputs in order against what is known about their rides, loaded in
-    /// one statement; the rides that changed and the notifications sent are saved with one
-    /// statement each (on `kind`) when the batch commits.
-    async fn apply_many(
+    /// one statement; the rides that changed and the notifications that became due are saved
+    /// with one statement each (on `kind`) when the batch commits, and each notification's
+    /// delivery is an effect. The inputs themselves emit nothing: each delivery is announced
+    /// when it settles.
+    fn apply_many(
         &self,
         kind: Kind,
         inputs: &[Input<'_>],
@@ -67,87 +77,59 @@ impl<C: Channel> NotificationService<C> {
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
             rides: Rides::loaded(loaded),
-            sent: Vec::new(),
-            queued: Vec::new(),
+            due: Vec::new(),
+            effects: Vec::new(),
         };
-        let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let applied = self.apply_to(&mut batch, index, input);
-            outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
+            self.apply_to(&mut batch, input)
+                .map_err(|error| BatchError::Input { index, error })?;
         }
-        self.deliver(&batch.queued).await?;
         let mut writes = Vec::new();
-        if !batch.sent.is_empty() {
-            writes.push(store::record_many(kind, &batch.sent).map_err(BatchError::Batch)?);
+        if !batch.due.is_empty() {
+            writes.push(store::record_many(kind, &batch.due).map_err(BatchError::Batch)?);
         }
         let changed: Vec<(&RideId, &Audience, Timestamp)> = batch.rides.changed().collect();
         if !changed.is_empty() {
             writes.push(store::save_many(kind, &changed).map_err(BatchError::Batch)?);
         }
-        Ok(BatchOutput { outputs, writes })
+        Ok(BatchOutput {
+            outputs: vec![Vec::new(); inputs.len()],
+            writes,
+            effects: batch.effects,
+        })
     }
 
-    /// Delivers the batch's notifications through the channel, all at once, before the batch
-    /// commits. A failed delivery fails the input that called for it (the batch is redone
-    /// without it, and the notifications before it may go out again, with the same ids).
-    async fn deliver(&self, queued: &[Queued]) -> Result<(), BatchError> {
-        let deliveries: Vec<Delivery<'_>> = queued
-            .iter()
-            .map(|q| Delivery {
-                id: &q.id,
-                ride_id: &q.ride_id,
-                notice: &q.notice,
-                at: q.at,
-            })
-            .collect();
-        if let Err((position, e)) = self.channel.deliver_all(&deliveries).await {
-            return Err(BatchError::Input {
-                index: queued.get(position).map_or(0, |q| q.input),
-                error: HandleError::Transient(e.to_string()),
-            });
-        }
-        for q in queued {
-            debug!(ride_id = %q.ride_id, kind = q.notice.kind.as_str(), to = %q.notice.recipient_id, "notified");
-        }
-        Ok(())
-    }
-
-    /// Applies one input (the batch's `index`th): queues each notification it calls for that
-    /// was not sent before, and notes the records and the ride's changes for the batch to
-    /// save.
-    fn apply_to(
-        &self,
-        batch: &mut Batch,
-        index: usize,
-        input: &Input<'_>,
-    ) -> Result<Vec<Envelope>, HandleError> {
+    /// Applies one input: records each notification it calls for that was not called for
+    /// before as due, with the effect that delivers it, and notes the ride's changes for the
+    /// batch to save.
+    fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<(), HandleError> {
         let Input { envelope, now } = *input;
         let (ride_id, before) = batch.rides.of(envelope)?;
         let (audience, notices) = domain::handle(before.clone(), &ride_id, &envelope.message);
         let channel = self.channel.name();
-        let mut outputs = Vec::with_capacity(notices.len());
         for notice in notices {
-            let event = NotificationSent {
-                recipient: notice.recipient,
-                recipient_id: notice.recipient_id.clone(),
-                kind: notice.kind,
-                channel: channel.to_owned(),
-                text: notice.text.clone(),
-            };
-            let recipient = store::recipient_str(&notice.recipient);
-            let label = format!("{}/{recipient}", notice.kind.as_str());
-            let event = Envelope::caused_by(envelope, event, &label, Service::Notification.name());
-            batch
-                .sent
-                .push(store::Sent::new(&ride_id, &notice, channel, &event.id, now));
-            batch.queued.push(Queued {
-                input: index,
-                id: event.id.clone(),
+            let request = Request {
                 ride_id: ride_id.clone(),
                 notice,
-                at: now,
-            });
-            outputs.push(event);
+                cause: envelope.id.clone(),
+                correlation_id: envelope.correlation_id.clone(),
+            };
+            // The effect as the runtime hands it back, for the id of its announcement.
+            let effect = PendingEffect {
+                effect: request.effect()?,
+                attempts: 0,
+                recorded_at: now,
+                deadline: now,
+            };
+            let message_id = announcement(&effect, &request, channel, now).id;
+            batch.due.push(store::Due::new(
+                &ride_id,
+                &request.notice,
+                channel,
+                &message_id,
+                now,
+            ));
+            batch.effects.push(effect.effect);
         }
         let changed =
             audience.driver_id != before.driver_id || audience.cancelled != before.cancelled;
@@ -155,27 +137,178 @@ impl<C: Channel> NotificationService<C> {
         if changed {
             batch.rides.changed_at(ride_id, now);
         }
-        Ok(outputs)
+        Ok(())
+    }
+
+    /// Delivers a notification through the channel, with the id of the event that will
+    /// announce it (the line's id, a provider's idempotency key); the result names the
+    /// channel. A channel's error is worth another attempt unless the channel says otherwise.
+    async fn deliver(&self, effect: &PendingEffect) -> Result<String, EffectError> {
+        let request = Request::of(&effect.effect).map_err(EffectError::Permanent)?;
+        let now = Timestamp::now();
+        let id = announcement(effect, &request, self.channel.name(), now).id;
+        let delivery = Delivery {
+            id: &id,
+            ride_id: &request.ride_id,
+            notice: &request.notice,
+            at: now,
+        };
+        self.channel.deliver(&delivery).await.map_err(|e| {
+            if e.permanent {
+                EffectError::Permanent(e.to_string())
+            } else {
+                EffectError::Transient(e.to_string())
+            }
+        })?;
+        debug!(ride_id = %request.ride_id, kind = request.notice.kind.as_str(), to = %request.notice.recipient_id, "notified");
+        let delivered = Delivered {
+            channel: self.channel.name().to_owned(),
+        };
+        serde_json::to_string(&delivered).map_err(|e| EffectError::Permanent(e.to_string()))
+    }
+
+    /// Records how a delivery ended, if it had not been recorded yet: delivered, announced by
+    /// `evt.notification.sent`; or failed, with a warning for operators and no event (the
+    /// audit then shows the rider was not told).
+    async fn settle_delivery(
+        &self,
+        conn: &mut Conn<'_>,
+        effect: &PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> Result<Settled, HandleError> {
+        let request = Request::of(&effect.effect).map_err(HandleError::Permanent)?;
+        let key = request.key();
+        let (channel, error) = match &outcome {
+            EffectOutcome::Done(result) => {
+                let channel = serde_json::from_str::<Delivered>(result)
+                    .map(|d| d.channel)
+                    .unwrap_or_else(|_| self.channel.name().to_owned());
+                (channel, None)
+            }
+            EffectOutcome::Failed(reason) => (
+                self.channel.name().to_owned(),
+                Some(format!("refused: {reason}")),
+            ),
+            EffectOutcome::GaveUp(last) => (
+                self.channel.name().to_owned(),
+                Some(format!(
+                    "not delivered after {} attempts: {last}",
+                    effect.attempts + 1
+                )),
+            ),
+        };
+        let status = match error {
+            None => Status::Delivered,
+            Some(_) => Status::Failed,
+        };
+        let settled = store::Outcome {
+            status,
+            channel: &channel,
+            error: error.as_deref(),
+        };
+        if !store::settle(conn, key, settled, now).await? {
+            debug!(effect = %effect.effect.id, "notification settled before; nothing to record");
+            return Ok(Settled::default());
+        }
+        let Some(error) = error else {
+            let event = announcement(effect, &request, &channel, now);
+            return Ok(Settled {
+                outputs: vec![event],
+                effects: Vec::new(),
+            });
+        };
+        warn!(
+            ride_id = %request.ride_id,
+            kind = request.notice.kind.as_str(),
+            recipient = store::recipient_str(&request.notice.recipient),
+            recipient_id = %request.notice.recipient_id,
+            effect = %effect.effect.id,
+            %error,
+            "notification not delivered; no evt.notification.sent"
+        );
+        Ok(Settled::default())
     }
 }
 
-/// A batch in progress: what is known about the rides it touches, and the notifications it
-/// sends.
+/// A batch in progress: what is known about the rides it touches, the notifications that
+/// became due and the effects that deliver them.
 #[derive(Debug)]
 struct Batch {
     rides: Rides<Audience>,
-    sent: Vec<store::Sent>,
-    queued: Vec<Queued>,
+    due: Vec<store::Due>,
+    effects: Vec<Effect>,
 }
 
-/// A notification waiting for the batch's delivery, and the input that called for it.
-#[derive(Debug)]
-struct Queued {
-    input: usize,
-    id: MessageId,
+/// A notification's delivery as its effect carries it: the notice, its ride, and the input
+/// that called for it (the cause and correlation of the event that announces it).
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
     ride_id: RideId,
+    #[serde(flatten)]
     notice: Notice,
-    at: Timestamp,
+    cause: MessageId,
+    correlation_id: String,
+}
+
+impl Request {
+    /// The effect that delivers it: its id, `<ride>/<kind>/<recipient>`, is the notification's
+    /// key, so one notification is one effect however often it is asked for.
+    fn effect(&self) -> Result<Effect, HandleError> {
+        let kind = self.notice.kind.as_str();
+        let recipient = store::recipient_str(&self.notice.recipient);
+        let request = serde_json::to_string(self)
+            .map_err(|e| HandleError::Permanent(format!("notification request: {e}")))?;
+        Ok(Effect {
+            id: format!("{}/{kind}/{recipient}", self.ride_id),
+            kind: format!("notification.{kind}"),
+            saga_id: Some(self.ride_id.clone()),
+            request,
+        })
+    }
+
+    /// The request `effect` carries.
+    fn of(effect: &Effect) -> Result<Request, String> {
+        serde_json::from_str(&effect.request)
+            .map_err(|e| format!("effect {} has an unreadable request: {e}", effect.id))
+    }
+
+    fn key(&self) -> store::Key<'_> {
+        store::Key {
+            ride_id: &self.ride_id,
+            kind: self.notice.kind,
+            recipient: self.notice.recipient,
+        }
+    }
+}
+
+/// What a delivery's result says: the channel that took it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Delivered {
+    channel: String,
+}
+
+/// The `evt.notification.sent` that announces `effect`'s delivery through `channel`: its id
+/// derives from the effect's (so it is also known before the delivery), and it is caused by
+/// the input that called for the notification.
+fn announcement(
+    effect: &PendingEffect,
+    request: &Request,
+    channel: &str,
+    now: Timestamp,
+) -> Envelope {
+    let notice = &request.notice;
+    let sent = NotificationSent {
+        recipient: notice.recipient,
+        recipient_id: notice.recipient_id.clone(),
+        kind: notice.kind,
+        channel: channel.to_owned(),
+        text: notice.text.clone(),
+    };
+    let producer = Service::Notification.name();
+    let mut event = effect.event(sent, &request.correlation_id, producer, now);
+    event.causation_id = Some(request.cause.clone());
+    event
 }
 
 impl<C: Channel> Worker for NotificationService<C> {
@@ -210,7 +343,25 @@ impl<C: Channel> Worker for NotificationService<C> {
         rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
-        self.apply_many(conn.kind(), inputs, rows)
+        let kind = conn.kind();
+        async move { self.apply_many(kind, inputs, rows) }
+    }
+
+    fn perform<'a>(
+        &'a self,
+        effect: &'a PendingEffect,
+    ) -> impl Future<Output = Result<String, EffectError>> + Send + 'a {
+        self.deliver(effect)
+    }
+
+    fn settle<'a>(
+        &'a self,
+        conn: &'a mut Conn<'_>,
+        effect: &'a PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Settled, HandleError>> + Send + 'a {
+        self.settle_delivery(conn, effect, outcome, now)
     }
 }
 

@@ -1,17 +1,21 @@
-//! Tests of the notification worker: inputs applied one by one and as batches, with the log
-//! channel and with channels that fail, against a real database of each backend (every body
-//! runs once on SQLite and once on PostgreSQL).
+//! Tests of the notification worker: inputs applied one by one and as batches, the
+//! deliveries they make due performed and settled as the runtime performs and settles them,
+//! with the log channel and with channels that fail, against a real database of each backend
+//! (every body runs once on SQLite and once on PostgreSQL).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ridesaga_schemas::{
-    CancelReason, DriverAssigned, DriverId, Message, MessageId, RideCancelled, RideId, RiderId,
+    CancelReason, DriverAssigned, DriverId, Message, NotificationKind, Recipient, RideCancelled,
+    RideId, RiderId,
 };
+use sqlx::Connection;
 
 use super::channel::ChannelError;
 use super::*;
 use crate::testing::each_backend;
-use crate::testing::{TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, epoch, timeless};
+use crate::testing::{TestDb, epoch, timeless};
 
 /// A channel that fails its first delivery, and remembers the ids it delivered.
 #[derive(Debug, Default)]
@@ -31,6 +35,7 @@ impl Channel for Flaky {
             return Err(ChannelError {
                 channel: "flaky",
                 problem: "connection reset".into(),
+                permanent: false,
             });
         }
         self.delivered.lock().unwrap().push(delivery.id.clone());
@@ -38,19 +43,23 @@ impl Channel for Flaky {
     }
 }
 
-/// A channel that cannot reach anyone about ride `r_2`.
+/// A channel that knows no one on ride `r_2`, and counts its calls.
 #[derive(Debug, Default)]
-struct NoRideTwo;
+struct NoRideTwo {
+    calls: AtomicUsize,
+}
 
 impl Channel for NoRideTwo {
     fn name(&self) -> &'static str {
         "no-r2"
     }
     async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         if delivery.ride_id.as_str() == "r_2" {
             return Err(ChannelError {
                 channel: "no-r2",
-                problem: "unreachable".into(),
+                problem: "unknown recipient".into(),
+                permanent: true,
             });
         }
         Ok(())
@@ -85,6 +94,18 @@ fn cancelled() -> Envelope {
     Envelope::new(message, Some(ride_id()), "ride")
 }
 
+/// Another ride's copy of `input`.
+fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
+    input.saga_id = Some(RideId::parse(ride).unwrap());
+    input
+}
+
+/// A service with the log channel writing to `n.jsonl` in `dir`.
+fn logging(dir: &tempfile::TempDir) -> NotificationService {
+    NotificationService::new(LogChannel::new(dir.path().join("log/n.jsonl")))
+}
+
+/// The ids of the log's lines, in order.
 fn log_ids(service: &NotificationService) -> Vec<String> {
     let text = std::fs::read_to_string(service.channel().path()).unwrap_or_default();
     text.lines()
@@ -93,46 +114,311 @@ fn log_ids(service: &NotificationService) -> Vec<String> {
         .collect()
 }
 
-async fn a_redelivered_assignment_notifies_rider_and_driver_once(kind: Kind) {
+/// `inputs` applied as one batch, as the runtime applies them (without the inbox and the
+/// runtime's record of the effects): the service's writes run, its answer returned.
+async fn apply<W: Worker>(worker: &W, conn: &mut Conn<'_>, inputs: &[Envelope]) -> BatchOutput {
+    let batch: Vec<Input<'_>> = inputs
+        .iter()
+        .map(|envelope| Input {
+            envelope,
+            now: epoch(),
+        })
+        .collect();
+    let done = worker.apply_batch(conn, &batch).await.unwrap();
+    for write in &done.writes {
+        write.execute(conn).await.unwrap();
+    }
+    done
+}
+
+/// `effect` as the runtime hands it back to perform and to settle.
+fn pending(effect: &Effect) -> PendingEffect {
+    PendingEffect {
+        effect: effect.clone(),
+        attempts: 0,
+        recorded_at: epoch(),
+        deadline: Timestamp::from_unix_millis(120_000),
+    }
+}
+
+/// Performs each of `effects` and settles it as delivered, in order; the events settling
+/// emitted.
+async fn deliver<C: Channel>(
+    service: &NotificationService<C>,
+    conn: &mut Conn<'_>,
+    effects: &[Effect],
+) -> Vec<Envelope> {
+    let mut events = Vec::new();
+    for effect in effects.iter().map(pending) {
+        let result = service.perform(&effect).await.unwrap();
+        let settled = service
+            .settle(conn, &effect, EffectOutcome::Done(result), epoch())
+            .await
+            .unwrap();
+        assert!(settled.effects.is_empty());
+        events.extend(settled.outputs);
+    }
+    events
+}
+
+/// Settles `effect` in a transaction that is rolled back, as when the process stops before
+/// the commit; what settling returned.
+async fn settle_then_crash<C: Channel>(
+    service: &NotificationService<C>,
+    db: &mut TestDb,
+    effect: &PendingEffect,
+    outcome: EffectOutcome,
+) -> Settled {
+    match db {
+        TestDb::Sqlite { conn, .. } => {
+            let mut tx = conn.begin().await.unwrap();
+            let mut conn = Conn::Sqlite(&mut tx);
+            let settled = service.settle(&mut conn, effect, outcome, epoch());
+            let settled = settled.await.unwrap();
+            tx.rollback().await.unwrap();
+            settled
+        }
+        TestDb::Postgres { conn, .. } => {
+            let mut tx = conn.begin().await.unwrap();
+            let mut conn = Conn::Postgres(&mut tx);
+            let settled = service.settle(&mut conn, effect, outcome, epoch());
+            let settled = settled.await.unwrap();
+            tx.rollback().await.unwrap();
+            settled
+        }
+    }
+}
+
+/// How many of ride `r_1`'s notifications have `status`.
+async fn with_status(conn: &mut Conn<'_>, status: Status) -> i64 {
+    store::count_with_status(conn, &ride_id(), status)
+        .await
+        .unwrap()
+}
+
+async fn applying_an_input_records_due_deliveries_and_calls_no_channel(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = NotificationService::new(NoRideTwo::default());
+    let input = assigned();
+    let done = apply(&service, &mut conn, std::slice::from_ref(&input)).await;
+
+    assert_eq!(
+        done.outputs,
+        [Vec::<Envelope>::new()],
+        "nothing announced yet"
+    );
+    let ids: Vec<&str> = done.effects.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["r_1/driver_assigned/rider", "r_1/driver_assigned/driver"]
+    );
+    let effect = &done.effects[0];
+    assert_eq!(effect.kind, "notification.driver_assigned");
+    assert_eq!(effect.saga_id, Some(ride_id()));
+    let request: serde_json::Value = serde_json::from_str(&effect.request).unwrap();
+    assert_eq!(request["recipient_id"], "u_ada");
+    assert_eq!(request["cause"], input.id.as_str());
+    assert!(
+        request["text"]
+            .as_str()
+            .unwrap()
+            .contains("Bob is on the way")
+    );
+    assert_eq!(service.channel().calls.load(Ordering::SeqCst), 0);
+    assert_eq!(with_status(&mut conn, Status::Due).await, 2);
+
+    // The same event again (without the inbox) calls for nothing more.
+    let again = apply(&service, &mut conn, &[input]).await;
+    assert!(again.effects.is_empty());
+    assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);
+}
+
+async fn performing_writes_each_notification_once_with_the_id_of_its_event(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = database(kind).await;
     let mut conn = db.conn();
-    let service = NotificationService::new(LogChannel::new(dir.path().join("log/n.jsonl")));
+    let service = logging(&dir);
+    let effects = apply(&service, &mut conn, &[assigned()]).await.effects;
+    assert!(log_ids(&service).is_empty(), "applying writes no line");
+
+    for effect in effects.iter().map(pending) {
+        service.perform(&effect).await.unwrap();
+        service.perform(&effect).await.unwrap();
+    }
+    assert_eq!(log_ids(&service).len(), 2, "one line per notification");
+    let events = deliver(&service, &mut conn, &effects).await;
+    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(log_ids(&service), ids);
+}
+
+async fn settling_a_delivery_emits_its_event_once(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let service = logging(&dir);
     let input = assigned();
-    let out = apply_in_tx(&service, &mut conn, &input, epoch())
+    let effects = apply(&service, &mut db.conn(), std::slice::from_ref(&input))
+        .await
+        .effects;
+    let effect = pending(&effects[0]);
+    let result = service.perform(&effect).await.unwrap();
+
+    // A settle that never commits emits what the one after it emits.
+    let lost = settle_then_crash(
+        &service,
+        &mut db,
+        &effect,
+        EffectOutcome::Done(result.clone()),
+    );
+    let lost = lost.await;
+    let mut conn = db.conn();
+    assert_eq!(with_status(&mut conn, Status::Due).await, 2);
+    let settled = service
+        .settle(
+            &mut conn,
+            &effect,
+            EffectOutcome::Done(result.clone()),
+            epoch(),
+        )
         .await
         .unwrap();
-    let subjects: Vec<String> = out.iter().map(Envelope::subject).collect();
-    assert_eq!(subjects, ["evt.notification.sent.r_1"; 2]);
+    assert_eq!(settled.outputs.len(), 1);
     assert_eq!(
-        out[0].id,
-        MessageId::derive(&input.id, "evt.notification.sent/driver_assigned/rider")
+        timeless(vec![settled.outputs.clone()]),
+        timeless(vec![lost.outputs])
     );
-    let ids: Vec<String> = out.iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(log_ids(&service), ids);
+    let event = &settled.outputs[0];
+    assert_eq!(event.subject(), "evt.notification.sent.r_1");
+    assert_eq!(event.causation_id.as_ref(), Some(&input.id));
+    assert_eq!(event.correlation_id, input.correlation_id);
+    assert_eq!(event.producer, "notification");
+    let Message::NotificationSent(sent) = &event.message else {
+        panic!("{event:?}");
+    };
+    assert_eq!(
+        (sent.kind, sent.recipient, sent.recipient_id.as_str()),
+        (NotificationKind::DriverAssigned, Recipient::Rider, "u_ada")
+    );
+    assert_eq!(sent.channel, "log");
+    assert_eq!(with_status(&mut conn, Status::Delivered).await, 1);
 
+    // Settling it again (another replica, a repeat) changes nothing and emits nothing.
+    let again = service
+        .settle(&mut conn, &effect, EffectOutcome::Done(result), epoch())
+        .await
+        .unwrap();
+    assert!(again.outputs.is_empty() && again.effects.is_empty());
+    assert_eq!(with_status(&mut conn, Status::Delivered).await, 1);
+    assert_eq!(with_status(&mut conn, Status::Due).await, 1);
+}
+
+async fn a_crash_between_the_line_and_the_settle_repeats_the_line_and_announces_it_once(
+    kind: Kind,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let service = logging(&dir);
+    let effects = apply(&service, &mut db.conn(), &[assigned()]).await.effects;
+    let effect = pending(&effects[0]);
+    let result = service.perform(&effect).await.unwrap();
+    settle_then_crash(&service, &mut db, &effect, EffectOutcome::Done(result)).await;
+    drop(service);
+
+    // The effect is still due; the restarted process performs it again.
+    let restarted = logging(&dir);
+    let result = restarted.perform(&effect).await.unwrap();
+    let ids = log_ids(&restarted);
+    assert_eq!(ids.len(), 2, "at least once: the line again");
+    assert_eq!(ids[0], ids[1], "with the same id, for readers to dedupe");
+    let mut conn = db.conn();
+    let settled = restarted
+        .settle(&mut conn, &effect, EffectOutcome::Done(result), epoch())
+        .await
+        .unwrap();
+    assert_eq!(settled.outputs.len(), 1);
+    assert_eq!(settled.outputs[0].id.as_str(), ids[0]);
+    assert_eq!(with_status(&mut conn, Status::Delivered).await, 1);
+}
+
+async fn a_refused_or_abandoned_delivery_is_recorded_failed_and_announces_nothing(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = NotificationService::new(NoRideTwo::default());
+    let input = of_ride(assigned(), "r_2");
+    let effects = apply(&service, &mut conn, std::slice::from_ref(&input))
+        .await
+        .effects;
+    let (refused, abandoned) = (pending(&effects[0]), pending(&effects[1]));
+    let error = service.perform(&refused).await.unwrap_err();
+    assert!(matches!(error, EffectError::Permanent(_)), "{error}");
+
+    let failed = EffectOutcome::Failed(error.to_string());
+    let settled = service
+        .settle(&mut conn, &refused, failed, epoch())
+        .await
+        .unwrap();
+    assert!(settled.outputs.is_empty());
+    let gave_up = EffectOutcome::GaveUp("timed out".into());
+    let settled = service
+        .settle(&mut conn, &abandoned, gave_up, epoch())
+        .await
+        .unwrap();
+    assert!(settled.outputs.is_empty());
+    let r2 = RideId::parse("r_2").unwrap();
+    let failed = store::count_with_status(&mut conn, &r2, Status::Failed);
+    assert_eq!(failed.await.unwrap(), 2);
+
+    // A late success settles nothing, and the event does not call for them again.
+    let late = service
+        .settle(
+            &mut conn,
+            &refused,
+            EffectOutcome::Done("{}".into()),
+            epoch(),
+        )
+        .await
+        .unwrap();
+    assert!(late.outputs.is_empty());
     assert!(
-        apply_in_tx(&service, &mut conn, &input, epoch())
+        apply(&service, &mut conn, &[input])
             .await
-            .unwrap()
+            .effects
             .is_empty()
     );
-    assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);
-    assert_eq!(log_ids(&service).len(), 2);
+}
+
+async fn a_channel_that_fails_for_now_is_asked_again_with_the_same_id(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = NotificationService::new(Flaky::default());
+    let effects = apply(&service, &mut conn, &[assigned()]).await.effects;
+    let effect = pending(&effects[0]);
+    let error = service.perform(&effect).await.unwrap_err();
+    assert!(matches!(error, EffectError::Transient(_)), "{error}");
+
+    let events = deliver(&service, &mut conn, &effects).await;
+    let ids: Vec<MessageId> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(*service.channel().delivered.lock().unwrap(), ids);
+    assert_eq!(
+        events[0].message.kind().to_string(),
+        "evt.notification.sent"
+    );
+    let Message::NotificationSent(sent) = &events[0].message else {
+        panic!("{events:?}");
+    };
+    assert_eq!(sent.channel, "flaky");
+    assert_eq!(with_status(&mut conn, Status::Delivered).await, 2);
 }
 
 async fn a_cancel_before_the_assignment_still_tells_the_driver_once(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let mut db = database(kind).await;
     let mut conn = db.conn();
-    let service = NotificationService::new(LogChannel::new(dir.path().join("n.jsonl")));
-    let out = apply_in_tx(&service, &mut conn, &cancelled(), epoch())
-        .await
-        .unwrap();
-    assert_eq!(out.len(), 1);
-    let out = apply_in_tx(&service, &mut conn, &assigned(), epoch())
-        .await
-        .unwrap();
+    let service = logging(&dir);
+    let effects = apply(&service, &mut conn, &[cancelled()]).await.effects;
+    assert_eq!(deliver(&service, &mut conn, &effects).await.len(), 1);
+    let effects = apply(&service, &mut conn, &[assigned()]).await.effects;
+    let out = deliver(&service, &mut conn, &effects).await;
     let to_driver: Vec<&NotificationSent> = out
         .iter()
         .filter_map(|e| match &e.message {
@@ -142,88 +428,42 @@ async fn a_cancel_before_the_assignment_still_tells_the_driver_once(kind: Kind) 
         .collect();
     assert_eq!(to_driver.len(), 2, "{out:?}");
     assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 4);
-}
-
-async fn a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it(kind: Kind) {
-    let mut db = database(kind).await;
-    let mut conn = db.conn();
-    let service = NotificationService::new(NoRideTwo);
-    let inputs: Vec<(Envelope, Timestamp)> = [assigned(), of_ride(assigned(), "r_2")]
-        .into_iter()
-        .map(|input| (input, epoch()))
-        .collect();
-    let err = apply_batch_in_tx(&service, &mut conn, &inputs)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BatchError::Input {
-                index: 1,
-                error: HandleError::Transient(_)
-            }
-        ),
-        "{err}"
-    );
-    // Without it the batch goes through.
-    let out = apply_batch_in_tx(&service, &mut conn, &inputs[..1])
-        .await
-        .unwrap();
-    assert_eq!(out[0].len(), 2);
-}
-
-async fn a_failed_delivery_rolls_back_and_the_retry_sends_the_same_notifications(kind: Kind) {
-    let mut db = database(kind).await;
-    let mut conn = db.conn();
-    let service = NotificationService::new(Flaky::default());
-    let input = assigned();
-    let err = apply_in_tx(&service, &mut conn, &input, epoch())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, HandleError::Transient(_)), "{err}");
-    assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 0);
-
-    let out = apply_in_tx(&service, &mut conn, &input, epoch())
-        .await
-        .unwrap();
-    let ids: Vec<MessageId> = out.iter().map(|e| e.id.clone()).collect();
-    assert_eq!(*service.channel().delivered.lock().unwrap(), ids);
-    assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);
-}
-
-/// Another ride's copy of `input`.
-fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
-    input.saga_id = Some(RideId::parse(ride).unwrap());
-    input
+    assert_eq!(with_status(&mut conn, Status::Delivered).await, 4);
+    assert_eq!(log_ids(&service).len(), 4);
 }
 
 async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once(kind: Kind) {
     // Two assignments of r_1 (the second a new message, not a redelivery) and its cancel,
     // with r_2's assignment in between.
-    let inputs: Vec<(Envelope, Timestamp)> = [
+    let inputs = [
         cancelled(),
         assigned(),
         of_ride(assigned(), "r_2"),
         assigned(),
-    ]
-    .into_iter()
-    .map(|input| (input, epoch()))
-    .collect();
+    ];
     let one_dir = tempfile::tempdir().unwrap();
     let mut one_db = database(kind).await;
     let mut one = one_db.conn();
-    let one_service = NotificationService::new(LogChannel::new(one_dir.path().join("n.jsonl")));
-    let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
+    let one_service = logging(&one_dir);
+    let mut one_by_one = Vec::new();
+    let mut one_effects = Vec::new();
+    for input in &inputs {
+        let effects = apply(&one_service, &mut one, std::slice::from_ref(input))
+            .await
+            .effects;
+        one_by_one.extend(deliver(&one_service, &mut one, &effects).await);
+        one_effects.extend(effects);
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut db = database(kind).await;
     let mut conn = db.conn();
-    let service = NotificationService::new(LogChannel::new(dir.path().join("n.jsonl")));
-    let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
-        .await
-        .unwrap();
+    let service = logging(&dir);
+    let done = apply(&service, &mut conn, &inputs).await;
+    assert_eq!(done.outputs, vec![Vec::<Envelope>::new(); 4]);
+    assert_eq!(done.effects, one_effects);
+    let batch = deliver(&service, &mut conn, &done.effects).await;
 
-    assert!(batch[3].is_empty(), "the second assignment sends nothing");
-    assert_eq!(timeless(batch), timeless(one_by_one));
+    assert_eq!(timeless(vec![batch]), timeless(vec![one_by_one]));
     assert_eq!(log_ids(&service), log_ids(&one_service));
     assert_eq!(log_ids(&service).len(), 6);
     assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 4);
@@ -235,9 +475,12 @@ async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once(kin
 }
 
 each_backend!(
-    a_redelivered_assignment_notifies_rider_and_driver_once,
+    applying_an_input_records_due_deliveries_and_calls_no_channel,
+    performing_writes_each_notification_once_with_the_id_of_its_event,
+    settling_a_delivery_emits_its_event_once,
+    a_crash_between_the_line_and_the_settle_repeats_the_line_and_announces_it_once,
+    a_refused_or_abandoned_delivery_is_recorded_failed_and_announces_nothing,
+    a_channel_that_fails_for_now_is_asked_again_with_the_same_id,
     a_cancel_before_the_assignment_still_tells_the_driver_once,
-    a_delivery_that_fails_in_a_batch_fails_the_input_that_called_for_it,
-    a_failed_delivery_rolls_back_and_the_retry_sends_the_same_notifications,
     a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once,
 );

@@ -7,14 +7,22 @@
 //! cancelled; capture the fare once the ride completed; void the hold once it was cancelled,
 //! except that a ride cancelled because the rider did not show is charged the no-show fee, if
 //! one is configured (at most the hold). A cancel that arrives before the assignment is a
-//! tombstone: no hold is ever placed. Each operation's result is recorded, so an operation is
-//! never due twice.
+//! tombstone: no hold is ever placed.
+//!
+//! An operation is asked for ([`begin`]: the hold or the settlement is then pending, and no
+//! operation is due while one is) and answered later ([`record`]), so an operation is never due
+//! twice and at most one is in flight per ride. An operation the gateway never answered (it
+//! refused for good, or stayed unreachable until the deadline) ends as [`failed`] says: a hold
+//! as a decline (`gateway_error`, `gateway_unavailable`), so the saga cancels the ride as for a
+//! declined card; a capture as a failed capture, for an operator; a void as a failed void, for
+//! an operator, while the hold lapses at the gateway on its own.
 
 use ridesaga_schemas::{
     CancelReason, Message, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured,
     PaymentDeclined, PaymentVoided, RiderId,
 };
-use tracing::{debug, warn};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, warn};
 
 /// What `evt.ride.requested` tells payment.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,17 +63,35 @@ pub struct Fees {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hold {
     None,
-    Held { hold_id: String, amount_cents: u64 },
-    Declined { code: String, message: String },
+    /// Asked of the gateway; no answer yet.
+    Pending,
+    Held {
+        hold_id: String,
+        amount_cents: u64,
+    },
+    Declined {
+        code: String,
+        message: String,
+    },
 }
 
 /// What became of the hold.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {
     Open,
-    Captured { amount_cents: u64 },
+    /// A capture or a void was asked of the gateway; no answer yet.
+    Pending,
+    Captured {
+        amount_cents: u64,
+    },
     Voided,
-    CaptureFailed { error: String },
+    CaptureFailed {
+        error: String,
+    },
+    /// The void was refused or never reached the gateway: the hold lapses there on its own.
+    VoidFailed {
+        error: String,
+    },
 }
 
 /// One ride's payment.
@@ -90,8 +116,9 @@ impl Default for Payment {
     }
 }
 
-/// A gateway call the payment needs.
-#[derive(Debug, Clone, PartialEq)]
+/// A gateway call the payment needs (as JSON, the request of its effect).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
     Hold { token: String, amount_cents: u64 },
     Capture { hold_id: String, amount_cents: u64 },
@@ -117,14 +144,56 @@ impl Operation {
     }
 }
 
-/// The gateway's final answer to an operation (transient failures never get here).
-#[derive(Debug, Clone, PartialEq)]
+/// How an operation ended: the gateway's final answer (as JSON, the result of its effect), or
+/// what [`failed`] makes of an operation it never answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     Held { hold_id: String },
     Declined { code: String, message: String },
     Captured,
     CaptureRefused { error: String },
     Voided,
+    VoidFailed { error: String },
+}
+
+/// Why an operation got no answer from the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The gateway refused the call itself (not a card decline), for good.
+    Refused(String),
+    /// The gateway stayed unreachable until the operation's deadline; the last error.
+    Unreachable(String),
+}
+
+/// The decline code of a hold the gateway refused.
+pub const GATEWAY_ERROR: &str = "gateway_error";
+/// The decline code of a hold the gateway never answered.
+pub const GATEWAY_UNAVAILABLE: &str = "gateway_unavailable";
+
+/// What an operation without an answer amounts to: a hold is declined (so the ride is cancelled
+/// `payment_declined` and its driver released), a capture failed (an operator must act), a void
+/// failed (the hold lapses at the gateway; an operator may release it sooner).
+pub fn failed(operation: &Operation, failure: Failure) -> Outcome {
+    let (code, reason) = match failure {
+        Failure::Refused(reason) => (GATEWAY_ERROR, reason),
+        Failure::Unreachable(reason) => (GATEWAY_UNAVAILABLE, reason),
+    };
+    match operation {
+        Operation::Hold { .. } => Outcome::Declined {
+            code: code.to_owned(),
+            message: match code {
+                GATEWAY_ERROR => format!("The payment gateway refused the hold: {reason}"),
+                _ => format!("The payment gateway could not be reached: {reason}"),
+            },
+        },
+        Operation::Capture { .. } => Outcome::CaptureRefused {
+            error: format!("{code}: {reason}"),
+        },
+        Operation::Void { .. } => Outcome::VoidFailed {
+            error: format!("{code}: {reason}"),
+        },
+    }
 }
 
 /// Records what `input` says about the ride. Inputs this service does not use change nothing.
@@ -170,7 +239,7 @@ fn end(payment: &mut Payment, ending: Ending) {
     }
 }
 
-/// The gateway operation the facts call for now, if any.
+/// The gateway operation the facts call for now, if any: none while one is pending.
 pub fn next_operation(payment: &Payment, fees: &Fees) -> Option<Operation> {
     match (&payment.hold, payment.ending, &payment.settlement) {
         (Hold::None, ending, _) if !ending.is_some_and(Ending::is_cancellation) => {
@@ -212,7 +281,20 @@ pub fn next_operation(payment: &Payment, fees: &Fees) -> Option<Operation> {
     }
 }
 
-/// Records the gateway's answer to `operation` and returns the event that announces it.
+/// Records that `operation` was asked of the gateway: it is pending until [`record`]ed, and no
+/// operation is due meanwhile.
+pub fn begin(mut payment: Payment, operation: &Operation) -> Payment {
+    match operation {
+        Operation::Hold { .. } => payment.hold = Hold::Pending,
+        Operation::Capture { .. } | Operation::Void { .. } => {
+            payment.settlement = Settlement::Pending;
+        }
+    }
+    payment
+}
+
+/// Records how `operation` ended and returns the event that announces it (none for a failed
+/// void, which is logged for operators).
 pub fn record(
     mut payment: Payment,
     operation: &Operation,
@@ -277,6 +359,17 @@ pub fn record(
                 hold_id: hold_id.clone(),
                 amount_cents,
             })
+        }
+        (Operation::Void { hold_id, .. }, Outcome::VoidFailed { error }) => {
+            error!(
+                %hold_id,
+                amount_cents,
+                %error,
+                "void failed: the hold stays until it lapses at the gateway; an operator may \
+                 release it"
+            );
+            payment.settlement = Settlement::VoidFailed { error };
+            return (payment, None);
         }
         (operation, outcome) => {
             warn!(

@@ -9,7 +9,7 @@ use ridesaga_schemas::{
     Timestamp,
 };
 
-use super::super::gateway::{HoldOutcome, decide_hold};
+use super::super::gateway::{GATEWAY_REJECTS_TOKEN, HoldOutcome, decide_hold};
 use super::*;
 
 fn rider() -> RiderId {
@@ -60,25 +60,37 @@ fn cancelled(reason: CancelReason) -> Message {
 fn simulate(operation: &Operation) -> Outcome {
     match operation {
         Operation::Hold { token, .. } => match decide_hold("r_1/hold", token) {
-            HoldOutcome::Approved { hold_id } => Outcome::Held { hold_id },
-            HoldOutcome::Declined { code, message } => Outcome::Declined { code, message },
+            Ok(HoldOutcome::Approved { hold_id }) => Outcome::Held { hold_id },
+            Ok(HoldOutcome::Declined { code, message }) => Outcome::Declined { code, message },
+            Err(e) => failed(operation, Failure::Refused(e.to_string())),
         },
         Operation::Capture { .. } => Outcome::Captured,
         Operation::Void { .. } => Outcome::Voided,
     }
 }
 
-/// Records one input, then runs every operation it makes due, as the worker does.
+/// Asks for `operation` and records the simulated gateway's answer at once.
+fn perform(payment: Payment, operation: &Operation) -> (Payment, Option<Message>) {
+    let payment = begin(payment, operation);
+    assert_eq!(next_operation(&payment, &Fees::default()), None, "pending");
+    record(payment, operation, simulate(operation))
+}
+
+/// Records one input, then runs every operation it makes due, each answered at once.
 fn step(payment: Payment, input: &Message) -> (Payment, Vec<Message>) {
     step_with(payment, input, &Fees::default())
 }
 
 /// [`step`] with these fees.
 fn step_with(payment: Payment, input: &Message, fees: &Fees) -> (Payment, Vec<Message>) {
-    let mut payment = handle(payment, input);
+    settle_due(handle(payment, input), fees)
+}
+
+/// Runs every operation `payment` makes due, each answered at once.
+fn settle_due(mut payment: Payment, fees: &Fees) -> (Payment, Vec<Message>) {
     let mut out = Vec::new();
     while let Some(operation) = next_operation(&payment, fees) {
-        let (next, message) = record(payment, &operation, simulate(&operation));
+        let (next, message) = perform(payment, &operation);
         payment = next;
         out.extend(message);
     }
@@ -188,7 +200,7 @@ fn a_refused_capture_is_reported_once_and_never_retried() {
     let refused = Outcome::CaptureRefused {
         error: "issuer said no".into(),
     };
-    let (payment, message) = record(payment, &operation, refused);
+    let (payment, message) = record(begin(payment, &operation), &operation, refused);
     assert!(matches!(message, Some(Message::PaymentCaptureFailed(f)) if f.amount_cents == 1500));
     assert_eq!(next_operation(&payment, &Fees::default()), None);
     assert!(step(payment, &completed(1500)).1.is_empty());
@@ -330,17 +342,55 @@ fn linearize(after: &[Vec<usize>], picks: &[Index]) -> Vec<usize> {
     order
 }
 
-/// Delivers message numbers through a model of the runtime's inbox.
+/// Delivers message numbers through a model of the runtime's inbox, each operation answered
+/// at once.
 fn deliver(messages: &[Message], order: &[usize]) -> (Payment, Vec<String>) {
+    deliver_answering(messages, order, &[])
+}
+
+/// [`deliver`], except that an operation's answer comes later: before the input at each
+/// position in `answer_before` (in delivery order), and after the last input for the rest, as
+/// the runtime settles effects while inputs keep arriving.
+fn deliver_answering(
+    messages: &[Message],
+    order: &[usize],
+    answer_before: &[bool],
+) -> (Payment, Vec<String>) {
+    let fees = Fees::default();
     let mut seen = HashSet::new();
     let mut payment = Payment::default();
+    let mut in_flight: Option<Operation> = None;
     let mut effects = Vec::new();
-    for &n in order {
-        if seen.insert(n) {
-            let (next, out) = step(payment, &messages[n]);
-            payment = next;
-            effects.extend(out.iter().map(|m| format!("{m:?}")));
+    let mut answer = |payment: Payment, in_flight: &mut Option<Operation>| {
+        let Some(operation) = in_flight.take() else {
+            return payment;
+        };
+        let (payment, message) = record(payment, &operation, simulate(&operation));
+        effects.extend(message.iter().map(|m| format!("{m:?}")));
+        payment
+    };
+    for (position, &n) in order.iter().enumerate() {
+        if answer_before.get(position).copied().unwrap_or(true) {
+            payment = answer(payment, &mut in_flight);
         }
+        if !seen.insert(n) {
+            continue;
+        }
+        payment = handle(payment, &messages[n]);
+        if in_flight.is_none()
+            && let Some(operation) = next_operation(&payment, &fees)
+        {
+            payment = begin(payment, &operation);
+            in_flight = Some(operation);
+        }
+    }
+    loop {
+        payment = answer(payment, &mut in_flight);
+        let Some(operation) = next_operation(&payment, &fees) else {
+            break;
+        };
+        payment = begin(payment, &operation);
+        in_flight = Some(operation);
     }
     effects.sort();
     (payment, effects)
@@ -367,4 +417,214 @@ proptest! {
         }
         prop_assert_eq!(deliver(&messages, &order), expected);
     }
+
+    #[test]
+    fn operations_answered_while_inputs_keep_arriving_end_like_answered_at_once(
+        number in 0usize..5,
+        picks in proptest::collection::vec(any::<Index>(), 3),
+        answer_before in proptest::collection::vec(any::<bool>(), 8),
+        redeliveries in proptest::collection::vec((any::<Index>(), any::<Index>()), 0..5),
+    ) {
+        let (messages, after): (Vec<Message>, Vec<Vec<usize>>) = saga(number).into_iter().unzip();
+        let in_order: Vec<usize> = (0..messages.len()).collect();
+        let expected = deliver(&messages, &in_order);
+
+        let mut order = linearize(&after, &picks);
+        for (which, when) in &redeliveries {
+            let original = which.index(order.len());
+            let position = original + 1 + when.index(order.len() - original);
+            order.insert(position, order[original]);
+        }
+        prop_assert_eq!(deliver_answering(&messages, &order, &answer_before), expected);
+    }
+}
+
+#[test]
+fn an_asked_hold_is_pending_and_nothing_is_due_until_it_is_answered() {
+    let payment = handle(
+        handle(Payment::default(), &requested("tok_visa")),
+        &assigned(),
+    );
+    let operation = next_operation(&payment, &Fees::default()).unwrap();
+    let payment = begin(payment, &operation);
+    assert_eq!(payment.hold, Hold::Pending);
+    for input in [assigned(), completed(1400), requested("tok_visa")] {
+        let again = handle(payment.clone(), &input);
+        assert_eq!(next_operation(&again, &Fees::default()), None, "{input:?}");
+    }
+}
+
+#[test]
+fn a_cancel_while_the_hold_is_pending_makes_the_void_due_once_it_is_placed() {
+    let payment = handle(
+        handle(Payment::default(), &requested("tok_visa")),
+        &assigned(),
+    );
+    let hold = next_operation(&payment, &Fees::default()).unwrap();
+    let payment = handle(begin(payment, &hold), &cancelled(CancelReason::Rider));
+    assert_eq!(next_operation(&payment, &Fees::default()), None);
+    let (payment, message) = record(payment, &hold, simulate(&hold));
+    assert!(matches!(message, Some(Message::PaymentAuthorized(_))));
+    let void = next_operation(&payment, &Fees::default()).unwrap();
+    assert!(matches!(
+        void,
+        Operation::Void {
+            amount_cents: 1200,
+            ..
+        }
+    ));
+    let (payment, message) = perform(payment, &void);
+    assert!(matches!(message, Some(Message::PaymentVoided(_))));
+    assert_eq!(payment.settlement, Settlement::Voided);
+}
+
+#[test]
+fn a_completion_while_the_hold_is_pending_makes_the_capture_due_once_it_is_placed() {
+    let payment = handle(
+        handle(Payment::default(), &requested("tok_visa")),
+        &assigned(),
+    );
+    let hold = next_operation(&payment, &Fees::default()).unwrap();
+    let payment = handle(begin(payment, &hold), &completed(1534));
+    let (payment, _) = record(payment, &hold, simulate(&hold));
+    assert!(matches!(
+        next_operation(&payment, &Fees::default()),
+        Some(Operation::Capture {
+            amount_cents: 1534,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_hold_without_an_answer_is_declined_with_the_gateway_code() {
+    for (failure, code) in [
+        (Failure::Refused("refused".into()), GATEWAY_ERROR),
+        (
+            Failure::Unreachable("timed out".into()),
+            GATEWAY_UNAVAILABLE,
+        ),
+    ] {
+        let payment = handle(
+            handle(Payment::default(), &requested("tok_visa")),
+            &assigned(),
+        );
+        let hold = next_operation(&payment, &Fees::default()).unwrap();
+        let outcome = failed(&hold, failure);
+        assert!(matches!(&outcome, Outcome::Declined { code: c, .. } if c == code));
+        let (payment, message) = record(begin(payment, &hold), &hold, outcome);
+        assert!(
+            matches!(&message, Some(Message::PaymentDeclined(d)) if d.code == code),
+            "{message:?}"
+        );
+        assert!(matches!(payment.hold, Hold::Declined { .. }));
+        // The ride is cancelled payment_declined: nothing is left to void.
+        let payment = handle(payment, &cancelled(CancelReason::PaymentDeclined));
+        assert_eq!(next_operation(&payment, &Fees::default()), None);
+    }
+}
+
+#[test]
+fn the_gateway_rejects_token_ends_as_a_gateway_error_not_a_card_decline() {
+    let (payment, out) = run(&[requested(GATEWAY_REJECTS_TOKEN), assigned()]);
+    assert!(
+        matches!(&out[..], [Message::PaymentDeclined(d)] if d.code == GATEWAY_ERROR),
+        "{out:?}"
+    );
+    assert!(matches!(payment.hold, Hold::Declined { .. }));
+}
+
+#[test]
+fn a_capture_without_an_answer_is_a_failed_capture_for_operators() {
+    for failure in [
+        Failure::Refused("refused".into()),
+        Failure::Unreachable("timed out".into()),
+    ] {
+        let (payment, _) = run(&[requested("tok_visa"), assigned()]);
+        let payment = handle(payment, &completed(1500));
+        let capture = next_operation(&payment, &Fees::default()).unwrap();
+        let (payment, message) = record(
+            begin(payment, &capture),
+            &capture,
+            failed(&capture, failure),
+        );
+        assert!(
+            matches!(&message, Some(Message::PaymentCaptureFailed(f)) if f.amount_cents == 1500),
+            "{message:?}"
+        );
+        assert!(matches!(
+            payment.settlement,
+            Settlement::CaptureFailed { .. }
+        ));
+        assert_eq!(next_operation(&payment, &Fees::default()), None);
+    }
+}
+
+#[test]
+fn a_void_without_an_answer_is_recorded_failed_with_no_event_and_not_retried() {
+    for (failure, code) in [
+        (Failure::Refused("refused".into()), GATEWAY_ERROR),
+        (
+            Failure::Unreachable("timed out".into()),
+            GATEWAY_UNAVAILABLE,
+        ),
+    ] {
+        let (payment, _) = run(&[requested("tok_visa"), assigned()]);
+        let payment = handle(payment, &cancelled(CancelReason::Rider));
+        let void = next_operation(&payment, &Fees::default()).unwrap();
+        let (payment, message) = record(begin(payment, &void), &void, failed(&void, failure));
+        assert_eq!(message, None);
+        let Settlement::VoidFailed { error } = &payment.settlement else {
+            panic!("{:?}", payment.settlement);
+        };
+        assert!(error.starts_with(code), "{error}");
+        assert_eq!(next_operation(&payment, &Fees::default()), None);
+    }
+}
+
+#[test]
+fn operations_and_outcomes_read_back_from_their_json() {
+    let operations = [
+        Operation::Hold {
+            token: "tok_visa".into(),
+            amount_cents: 1200,
+        },
+        Operation::Capture {
+            hold_id: "hold_1".into(),
+            amount_cents: 1534,
+        },
+        Operation::Void {
+            hold_id: "hold_1".into(),
+            amount_cents: 1200,
+        },
+    ];
+    for operation in &operations {
+        let json = serde_json::to_string(operation).unwrap();
+        assert_eq!(
+            &serde_json::from_str::<Operation>(&json).unwrap(),
+            operation
+        );
+    }
+    assert_eq!(
+        serde_json::to_string(&operations[0]).unwrap(),
+        r#"{"operation":"hold","token":"tok_visa","amount_cents":1200}"#
+    );
+    let outcomes = [
+        Outcome::Held {
+            hold_id: "hold_1".into(),
+        },
+        Outcome::Declined {
+            code: "card_declined".into(),
+            message: "no".into(),
+        },
+        Outcome::Captured,
+        Outcome::CaptureRefused { error: "no".into() },
+        Outcome::Voided,
+        Outcome::VoidFailed { error: "no".into() },
+    ];
+    for outcome in &outcomes {
+        let json = serde_json::to_string(outcome).unwrap();
+        assert_eq!(&serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    }
+    assert!(serde_json::from_str::<Operation>(r#"{"operation":"refund"}"#).is_err());
 }

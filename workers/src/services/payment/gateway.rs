@@ -4,7 +4,9 @@
 //! Every call carries an idempotency key (ride id + operation) that the gateway honours: the
 //! same key always gets the same answer and never moves money twice. The simulated gateway is
 //! deterministic (hold ids and decisions derive from the key and the token), so replicas that
-//! share nothing still agree; it also keeps a per-process ledger so tests can count calls.
+//! share nothing still agree; it also keeps a per-process ledger of calls, which tests count
+//! and which remembers the keys it answered: a key answered once is answered again even while
+//! the simulated outage lasts, as a real gateway returns the first result of a key it stored.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -70,18 +72,29 @@ pub trait Gateway: Send + Sync + 'static {
 /// A token whose holds succeed but whose captures are refused (to exercise the alert path).
 pub const CAPTURE_FAILS_TOKEN: &str = "tok_capture_fails";
 
+/// A token the gateway itself refuses every call for (a gateway error, not a card decline),
+/// to exercise the path of an operation that fails for good.
+pub const GATEWAY_REJECTS_TOKEN: &str = "tok_gateway_rejects";
+
 /// Prefix of the hold ids placed on [`CAPTURE_FAILS_TOKEN`].
 const FRAGILE_HOLD: &str = "hold_fragile_";
 
 /// What the simulated gateway decides for a hold on `token`: `tok_chargeDeclined` and
-/// `tok_insufficient_funds` decline, anything else that starts with `tok_` approves (holds on
-/// [`CAPTURE_FAILS_TOKEN`] cannot be captured later), and anything else is not a token.
-pub fn decide_hold(idempotency_key: &str, token: &str) -> HoldOutcome {
-    let declined = |code: &str, message: &str| HoldOutcome::Declined {
-        code: code.into(),
-        message: message.into(),
+/// `tok_insufficient_funds` decline, [`GATEWAY_REJECTS_TOKEN`] is refused, anything else that
+/// starts with `tok_` approves (holds on [`CAPTURE_FAILS_TOKEN`] cannot be captured later),
+/// and anything else is not a token.
+pub fn decide_hold(idempotency_key: &str, token: &str) -> Result<HoldOutcome, GatewayError> {
+    let declined = |code: &str, message: &str| {
+        Ok(HoldOutcome::Declined {
+            code: code.into(),
+            message: message.into(),
+        })
     };
     match token {
+        GATEWAY_REJECTS_TOKEN => Err(GatewayError::Refused {
+            code: "gateway_error".into(),
+            message: "The gateway rejected the request.".into(),
+        }),
         "tok_chargeDeclined" => declined("card_declined", "Your card was declined."),
         "tok_insufficient_funds" => {
             declined("insufficient_funds", "Your card has insufficient funds.")
@@ -94,9 +107,9 @@ pub fn decide_hold(idempotency_key: &str, token: &str) -> HoldOutcome {
                 "hold_"
             };
             let hash = fnv1a(&[idempotency_key.as_bytes()]);
-            HoldOutcome::Approved {
+            Ok(HoldOutcome::Approved {
                 hold_id: format!("{prefix}{hash:016x}"),
-            }
+            })
         }
         _ => declined("invalid_token", "The payment method is not a known token."),
     }
@@ -131,15 +144,24 @@ impl GatewayConfig {
 }
 
 /// Idempotency keys the ledger remembers before it starts over (bounded memory; answers do not
-/// depend on it).
+/// depend on it, only whether an outage can hit a key answered before).
 const LEDGER_LIMIT: usize = 100_000;
 
 /// The built-in gateway: test tokens, injected latency and outages, and a ledger of calls.
 #[derive(Debug, Default)]
 pub struct SimulatedGateway {
     config: GatewayConfig,
-    /// Calls per idempotency key in this process (the "attempt" the outage hash uses).
-    calls: Mutex<HashMap<String, u32>>,
+    /// What this process knows of each idempotency key.
+    calls: Mutex<HashMap<String, Calls>>,
+}
+
+/// One idempotency key in the ledger.
+#[derive(Debug, Default, Clone, Copy)]
+struct Calls {
+    /// Calls made (the "attempt" the outage hash uses).
+    made: u32,
+    /// Whether one got past the outage: the key has its answer, which every later call gets.
+    answered: bool,
 }
 
 impl SimulatedGateway {
@@ -153,23 +175,25 @@ impl SimulatedGateway {
     /// How often this process called the gateway with `idempotency_key` (failed calls too).
     pub fn calls(&self, idempotency_key: &str) -> u32 {
         let calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        calls.get(idempotency_key).copied().unwrap_or(0)
+        calls.get(idempotency_key).map_or(0, |c| c.made)
     }
 
-    /// Latency, then an outage if this attempt is one of the unlucky ones.
+    /// Latency, then an outage if this attempt is one of the unlucky ones, unless the key was
+    /// answered before: its answer stands, outage or not.
     async fn call(&self, idempotency_key: &str) -> Result<(), GatewayError> {
         if !self.config.latency.is_zero() {
             tokio::time::sleep(self.config.latency).await;
         }
-        let attempt = {
-            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
-            if calls.len() >= LEDGER_LIMIT {
-                calls.clear();
-            }
-            let count = calls.entry(idempotency_key.to_owned()).or_insert(0);
-            *count += 1;
-            *count
-        };
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        if calls.len() >= LEDGER_LIMIT {
+            calls.clear();
+        }
+        let key = calls.entry(idempotency_key.to_owned()).or_default();
+        key.made += 1;
+        if key.answered {
+            return Ok(());
+        }
+        let attempt = key.made;
         let roll =
             fnv1a(&[idempotency_key.as_bytes(), &attempt.to_le_bytes()]) as f64 / u64::MAX as f64;
         if self.config.failure_rate >= 1.0 || roll < self.config.failure_rate {
@@ -177,7 +201,14 @@ impl SimulatedGateway {
                 "simulated outage on attempt {attempt} of {idempotency_key}"
             )));
         }
+        key.answered = true;
         Ok(())
+    }
+
+    /// The same gateway with another configuration (an outage starting or ending), keeping
+    /// what it answered.
+    pub fn reconfigure(&mut self, config: GatewayConfig) {
+        self.config = config;
     }
 }
 
@@ -188,7 +219,7 @@ impl Gateway for SimulatedGateway {
 
     async fn hold(&self, request: &HoldRequest) -> Result<HoldOutcome, GatewayError> {
         self.call(&request.idempotency_key).await?;
-        Ok(decide_hold(&request.idempotency_key, &request.token))
+        decide_hold(&request.idempotency_key, &request.token)
     }
 
     async fn capture(&self, request: &SettleRequest) -> Result<(), GatewayError> {
@@ -253,6 +284,58 @@ mod tests {
         let again = SimulatedGateway::default().hold(&hold("tok_visa")).await;
         assert_eq!(again.unwrap(), first);
         assert_eq!(gateway.calls("r_1/hold"), 1);
+    }
+
+    #[tokio::test]
+    async fn the_gateway_rejects_token_is_refused_on_every_call_not_declined() {
+        let gateway = SimulatedGateway::default();
+        for _ in 0..2 {
+            let err = gateway
+                .hold(&hold(GATEWAY_REJECTS_TOKEN))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, GatewayError::Refused { code, .. } if code == "gateway_error"),
+                "{err:?}"
+            );
+        }
+        assert_eq!(gateway.calls("r_1/hold"), 2);
+    }
+
+    #[tokio::test]
+    async fn an_outage_after_a_key_was_answered_still_returns_the_first_answer() {
+        let mut gateway = SimulatedGateway::default();
+        let first = gateway.hold(&hold("tok_visa")).await.unwrap();
+        let rejects = HoldRequest {
+            idempotency_key: "r_3/hold".into(),
+            ..hold(GATEWAY_REJECTS_TOKEN)
+        };
+        let refused = gateway.hold(&rejects).await.unwrap_err();
+        let capture = SettleRequest {
+            idempotency_key: "r_1/capture".into(),
+            hold_id: "hold_1".into(),
+            amount_cents: 1000,
+        };
+        gateway.capture(&capture).await.unwrap();
+        gateway.reconfigure(GatewayConfig {
+            latency: Duration::ZERO,
+            failure_rate: 1.0,
+        });
+        for _ in 0..3 {
+            assert_eq!(gateway.hold(&hold("tok_visa")).await.unwrap(), first);
+            assert_eq!(gateway.capture(&capture).await, Ok(()));
+            assert_eq!(gateway.hold(&rejects).await.unwrap_err(), refused);
+        }
+        // A key asked for the first time during the outage gets the outage.
+        let other = HoldRequest {
+            idempotency_key: "r_2/hold".into(),
+            ..hold("tok_visa")
+        };
+        assert!(matches!(
+            gateway.hold(&other).await,
+            Err(GatewayError::Unavailable(_))
+        ));
+        assert_eq!(gateway.calls("r_1/hold"), 4);
     }
 
     #[tokio::test]

@@ -2,13 +2,25 @@
 //! captures the final fare when the ride completes, and voids the hold when it is cancelled (or
 //! captures the no-show fee, if one is set, when the rider did not show).
 //!
-//! Each input is recorded as a fact, then every gateway operation the facts call for runs with
-//! an idempotency key (ride id + operation) and its result is saved in the same transaction.
-//! A batch of inputs loads its payments in one statement and saves them with the batch's
-//! commit.
-//! A transient gateway failure rolls the transaction back and naks the input; the retry asks
-//! the gateway again with the same key, so money never moves twice, and a committed result
-//! makes the operation never due again.
+//! Gateway calls are effects (see [`crate::runtime::effects`]); none runs while a transaction
+//! is open. Applying an input records its fact; an operation the facts make due is journaled
+//! `pending` (so it is never due twice), the payment waits for it (the hold or the settlement
+//! is pending), and it goes to the runtime as an effect: `payment.hold`, `payment.capture` or
+//! `payment.void`, its id the idempotency key `<ride>/<operation>`, its request the operation
+//! as JSON. A batch of inputs loads its payments in one statement and saves them, the journal
+//! entries and the effects with the batch's commit.
+//!
+//! [`Worker::perform`] calls the gateway with that key: an outage is transient (the runtime
+//! retries it until the effect's deadline), a refusal permanent, except the refusal of a
+//! capture, which is an outcome. [`Worker::settle`] records the outcome on the payment and in
+//! the journal, announces it with an event whose id derives from the effect's id, and returns
+//! the operation the new state makes due (a void for a hold placed on a ride cancelled
+//! meanwhile, a capture for one completed meanwhile). An operation that fails for good or gives
+//! up ends as [`domain::failed`] says: a hold is declined (`gateway_error`,
+//! `gateway_unavailable`), so the ride is cancelled `payment_declined` and its driver released;
+//! a capture failed (`evt.payment.capture_failed`: an operator must act, the rider is told);
+//! a void failed, with no event: it is logged for operators and the hold lapses at the gateway,
+//! whether the gateway refused it or stayed unreachable past the deadline.
 //!
 //! # Layout
 //! - [`domain`]: the pure state machine.
@@ -20,11 +32,11 @@ pub mod domain;
 pub mod gateway;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, Service, Timestamp};
+use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use self::domain::{Fees, Operation, Outcome, Payment};
+use self::domain::{Failure, Fees, Operation, Outcome, Payment};
 use self::gateway::{
     Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, SettleRequest, SimulatedGateway,
 };
@@ -32,14 +44,12 @@ use self::store::Changed;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
-    BatchError, BatchOutput, Conn, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+    BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, HandleError, Input, Kind,
+    PendingEffect, Row, Settled, Worker, apply_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/payment");
 static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/payment");
-
-/// Operations one input can make due: a hold, then a capture or a void.
-const MAX_OPERATIONS_PER_INPUT: usize = 3;
 
 /// The payment service as the runtime runs it.
 #[derive(Debug)]
@@ -80,9 +90,10 @@ impl<G: Gateway> PaymentService<G> {
     }
 
     /// Applies a batch's inputs in order against the payments loaded for all of them in one
-    /// statement; the payments that changed and the operations journaled are saved with one
-    /// statement each (on `kind`) when the batch commits.
-    async fn apply_many(
+    /// statement; the payments that changed and the operations made due are saved with one
+    /// statement each (on `kind`) when the batch commits, and the operations go to the runtime
+    /// as effects.
+    fn apply_many(
         &self,
         kind: Kind,
         inputs: &[Input<'_>],
@@ -96,10 +107,11 @@ impl<G: Gateway> PaymentService<G> {
                     .map(|(id, stored)| (id, stored.map(Slot::stored))),
             ),
             journal: Vec::new(),
+            effects: Vec::new(),
         };
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let applied = self.apply_to(&mut batch, input).await;
+            let applied = self.apply_to(&mut batch, input);
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
         let mut writes = Vec::new();
@@ -112,70 +124,89 @@ impl<G: Gateway> PaymentService<G> {
             .map(|(ride_id, slot, at)| Changed {
                 ride_id,
                 payment: &slot.payment,
+                correlation_id: slot.correlation_id.as_deref(),
                 at,
             })
             .collect();
         if !changed.is_empty() {
             writes.push(store::save_many(kind, &changed).map_err(BatchError::Batch)?);
         }
-        Ok(BatchOutput { outputs, writes })
+        Ok(BatchOutput {
+            outputs,
+            writes,
+            effects: batch.effects,
+        })
     }
 
-    /// Applies one input: records its fact, then runs every gateway operation the facts make
-    /// due, journaling each.
-    async fn apply_to(
-        &self,
-        batch: &mut Batch,
-        input: &Input<'_>,
-    ) -> Result<Vec<Envelope>, HandleError> {
+    /// Applies one input: records its fact, and makes due the gateway operation the facts call
+    /// for, if any. Emits nothing itself: the operation's outcome is announced when it settles.
+    fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now } = *input;
         let (ride_id, slot) = batch.payments.of(envelope)?;
-        let mut payment = domain::handle(slot.payment.clone(), &envelope.message);
-        let mut outputs = Vec::new();
-        let mut journal = Vec::new();
-        for _ in 0..MAX_OPERATIONS_PER_INPUT {
-            let Some(operation) = domain::next_operation(&payment, &self.fees) else {
-                break;
-            };
-            let key = format!("{ride_id}/{}", operation.name());
-            // State and journal commit together, so an operation due again means they
-            // disagree: a bug that retrying cannot fix, and no reason to call the gateway.
-            if slot.journaled.iter().any(|done| done == operation.name()) {
-                return Err(HandleError::Permanent(format!(
-                    "gateway operation {key} was already journaled"
-                )));
-            }
-            let outcome = self.perform(&key, &operation).await?;
-            let label = outcome_label(&outcome);
-            journal.push(store::Journaled::new(
-                key,
-                &ride_id,
-                &operation,
-                label,
-                &envelope.id,
-                now,
-            )?);
-            slot.journaled.push(operation.name().to_owned());
-            let (next, message) = domain::record(payment, &operation, outcome);
-            payment = next;
-            outputs.extend(
-                message.map(|m| Envelope::caused_by(envelope, m, "", Service::Payment.name())),
-            );
+        if slot.correlation_id.is_none() {
+            slot.correlation_id = Some(envelope.correlation_id.clone());
         }
+        let payment = domain::handle(slot.payment.clone(), &envelope.message);
+        let (payment, due) = self.make_due(&ride_id, payment, slot, envelope.id.as_str(), now)?;
         if payment != slot.payment {
             slot.payment = payment;
             batch.payments.changed_at(ride_id.clone(), now);
         }
-        batch.journal.extend(journal);
-        debug!(%ride_id, input = %envelope.kind(), outputs = outputs.len(), "payment input applied");
-        Ok(outputs)
+        if let Some((effect, journaled)) = due {
+            batch.effects.push(effect);
+            batch.journal.push(journaled);
+        }
+        debug!(%ride_id, input = %envelope.kind(), "payment input applied");
+        Ok(Vec::new())
     }
 
-    /// One gateway call; an outage is transient, a refusal of a capture is an outcome, any
-    /// other refusal is permanent.
-    async fn perform(&self, key: &str, operation: &Operation) -> Result<Outcome, HandleError> {
+    /// The operation `payment` calls for now, if any: the payment with it pending, and its
+    /// effect and journal entry (`cause`: the input's id, or the key of the operation whose
+    /// outcome made it due). Notes it in `slot`'s journaled operations.
+    fn make_due(
+        &self,
+        ride_id: &RideId,
+        payment: Payment,
+        slot: &mut Slot,
+        cause: &str,
+        now: Timestamp,
+    ) -> Result<(Payment, Option<(Effect, store::Journaled)>), HandleError> {
+        let Some(operation) = domain::next_operation(&payment, &self.fees) else {
+            return Ok((payment, None));
+        };
+        let key = format!("{ride_id}/{}", operation.name());
+        // State and journal commit together, so an operation due again means they disagree:
+        // a bug that retrying cannot fix, and no reason to call the gateway again.
+        if slot.journaled.iter().any(|done| done == operation.name()) {
+            return Err(HandleError::Permanent(format!(
+                "gateway operation {key} was already journaled"
+            )));
+        }
+        let request = serde_json::to_string(&operation)
+            .map_err(|e| HandleError::Permanent(format!("request of {key}: {e}")))?;
+        let journaled = store::Journaled::pending(key.clone(), ride_id, &operation, cause, now)?;
+        slot.journaled.push(operation.name().to_owned());
+        debug!(%key, "gateway operation due");
+        let effect = Effect {
+            id: key,
+            kind: effect_kind(&operation).to_owned(),
+            saga_id: Some(ride_id.clone()),
+            request,
+        };
+        Ok((
+            domain::begin(payment, &operation),
+            Some((effect, journaled)),
+        ))
+    }
+
+    /// One gateway call for `effect`, with its id as the idempotency key: an outage is
+    /// transient, a refusal of a capture is an outcome, any other refusal is permanent.
+    async fn call(&self, effect: &Effect) -> Result<String, EffectError> {
+        let key = effect.id.as_str();
+        let operation: Operation = serde_json::from_str(&effect.request)
+            .map_err(|e| EffectError::Permanent(format!("unreadable request of {key}: {e}")))?;
         debug!(gateway = self.gateway.name(), %key, "calling the payment gateway");
-        let result = match operation {
+        let result = match &operation {
             Operation::Hold {
                 token,
                 amount_cents,
@@ -194,7 +225,7 @@ impl<G: Gateway> PaymentService<G> {
                 hold_id,
                 amount_cents,
             } => {
-                let request = settle(key, hold_id, *amount_cents);
+                let request = settle_request(key, hold_id, *amount_cents);
                 match self.gateway.capture(&request).await {
                     Err(GatewayError::Refused { code, message }) => Ok(Outcome::CaptureRefused {
                         error: format!("{code}: {message}"),
@@ -206,29 +237,117 @@ impl<G: Gateway> PaymentService<G> {
                 hold_id,
                 amount_cents,
             } => {
-                let request = settle(key, hold_id, *amount_cents);
+                let request = settle_request(key, hold_id, *amount_cents);
                 self.gateway.void(&request).await.map(|()| Outcome::Voided)
             }
         };
-        result.map_err(|e| match e {
-            GatewayError::Unavailable(_) => HandleError::Transient(format!("{key}: {e}")),
-            GatewayError::Refused { .. } => HandleError::Permanent(format!("{key}: {e}")),
-        })
+        let outcome = result.map_err(|e| match e {
+            GatewayError::Unavailable(_) => EffectError::Transient(e.to_string()),
+            GatewayError::Refused { .. } => EffectError::Permanent(e.to_string()),
+        })?;
+        serde_json::to_string(&outcome)
+            .map_err(|e| EffectError::Permanent(format!("outcome of {key}: {e}")))
+    }
+
+    /// Records how `pending`'s operation ended: its journal entry, the ride's payment, the
+    /// event that announces it and the operation the new state makes due. An operation whose
+    /// journal entry is no longer pending was settled before: nothing changes.
+    async fn settle_operation(
+        &self,
+        conn: &mut Conn<'_>,
+        pending: &PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> Result<Settled, HandleError> {
+        let effect = &pending.effect;
+        let key = effect.id.as_str();
+        let ride_id = effect
+            .saga_id
+            .as_ref()
+            .ok_or_else(|| HandleError::Permanent(format!("{key} has no ride")))?;
+        let operation: Operation = serde_json::from_str(&effect.request)
+            .map_err(|e| HandleError::Permanent(format!("unreadable request of {key}: {e}")))?;
+        let (outcome, label, detail) = match outcome {
+            EffectOutcome::Done(result) => {
+                let outcome: Outcome = serde_json::from_str(&result).map_err(|e| {
+                    HandleError::Permanent(format!("unreadable outcome of {key}: {e}"))
+                })?;
+                let (label, detail) = journal_outcome(&outcome);
+                (outcome, label, detail)
+            }
+            EffectOutcome::Failed(reason) => {
+                warn!(%key, %reason, "gateway operation refused for good");
+                let outcome = domain::failed(&operation, Failure::Refused(reason.clone()));
+                (outcome, "failed", Some(reason))
+            }
+            EffectOutcome::GaveUp(error) => {
+                warn!(%key, %error, "gateway unreachable until the deadline; gave up");
+                let outcome = domain::failed(&operation, Failure::Unreachable(error.clone()));
+                (outcome, "gave_up", Some(error))
+            }
+        };
+        if !store::settle_journaled(conn, key, label, detail.as_deref(), now).await? {
+            debug!(%key, "gateway operation settled before; nothing to do");
+            return Ok(Settled::default());
+        }
+        let mut loaded = store::load_many(conn, &[ride_id.as_str()]).await?;
+        let mut slot = match loaded.remove(ride_id) {
+            Some(stored) => Slot::stored(stored?),
+            None => {
+                return Err(HandleError::Permanent(format!(
+                    "{key} is journaled but ride {ride_id} has no payment"
+                )));
+            }
+        };
+        let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
+        let (payment, due) = self.make_due(ride_id, payment, &mut slot, key, now)?;
+        let correlation_id = slot
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| ride_id.to_string());
+        let producer = Service::Payment.name();
+        let outputs = message
+            .map(|m| pending.event(m, &correlation_id, producer, now))
+            .into_iter()
+            .collect();
+        let kind = conn.kind();
+        if payment != slot.payment {
+            let changed = Changed {
+                ride_id,
+                payment: &payment,
+                correlation_id: slot.correlation_id.as_deref(),
+                at: now,
+            };
+            store::save_many(kind, &[changed])?.execute(conn).await?;
+        }
+        let mut effects = Vec::new();
+        if let Some((effect, journaled)) = due {
+            store::journal_many(kind, &[journaled])?
+                .execute(conn)
+                .await?;
+            effects.push(effect);
+        }
+        debug!(%key, label, "gateway operation settled");
+        Ok(Settled { outputs, effects })
     }
 }
 
-/// A batch in progress: the payments it touches and the operations it journaled.
+/// A batch in progress: the payments it touches, the operations it made due and their
+/// effects.
 #[derive(Debug)]
 struct Batch {
     payments: Rides<Slot>,
     journal: Vec<store::Journaled>,
+    effects: Vec<Effect>,
 }
 
-/// A payment as a batch sees it, with the operations journaled for it.
+/// A payment as a batch sees it, with the operations journaled for it and the saga's
+/// correlation id.
 #[derive(Debug, Default)]
 struct Slot {
     payment: Payment,
     journaled: Vec<String>,
+    correlation_id: Option<String>,
 }
 
 impl Slot {
@@ -236,11 +355,21 @@ impl Slot {
         Slot {
             payment: stored.payment,
             journaled: stored.journaled,
+            correlation_id: stored.correlation_id,
         }
     }
 }
 
-fn settle(key: &str, hold_id: &str, amount_cents: u64) -> SettleRequest {
+/// The kind of an operation's effect.
+pub fn effect_kind(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Hold { .. } => "payment.hold",
+        Operation::Capture { .. } => "payment.capture",
+        Operation::Void { .. } => "payment.void",
+    }
+}
+
+fn settle_request(key: &str, hold_id: &str, amount_cents: u64) -> SettleRequest {
     SettleRequest {
         idempotency_key: key.to_owned(),
         hold_id: hold_id.to_owned(),
@@ -248,13 +377,15 @@ fn settle(key: &str, hold_id: &str, amount_cents: u64) -> SettleRequest {
     }
 }
 
-fn outcome_label(outcome: &Outcome) -> &'static str {
+/// How the journal records the gateway's answer: its outcome, and what it said beyond that.
+fn journal_outcome(outcome: &Outcome) -> (&'static str, Option<String>) {
     match outcome {
-        Outcome::Held { .. } => "held",
-        Outcome::Declined { .. } => "declined",
-        Outcome::Captured => "captured",
-        Outcome::CaptureRefused { .. } => "capture_refused",
-        Outcome::Voided => "voided",
+        Outcome::Held { .. } => ("held", None),
+        Outcome::Declined { code, .. } => ("declined", Some(code.clone())),
+        Outcome::Captured => ("captured", None),
+        Outcome::CaptureRefused { error } => ("capture_refused", Some(error.clone())),
+        Outcome::Voided => ("voided", None),
+        Outcome::VoidFailed { error } => ("failed", Some(error.clone())),
     }
 }
 
@@ -290,7 +421,25 @@ impl<G: Gateway> Worker for PaymentService<G> {
         rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         // Everything the batch reads came with the preload.
-        self.apply_many(conn.kind(), inputs, rows)
+        let kind = conn.kind();
+        async move { self.apply_many(kind, inputs, rows) }
+    }
+
+    fn perform<'a>(
+        &'a self,
+        effect: &'a PendingEffect,
+    ) -> impl Future<Output = Result<String, EffectError>> + Send + 'a {
+        self.call(&effect.effect)
+    }
+
+    fn settle<'a>(
+        &'a self,
+        conn: &'a mut Conn<'_>,
+        effect: &'a PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Settled, HandleError>> + Send + 'a {
+        self.settle_operation(conn, effect, outcome, now)
     }
 }
 

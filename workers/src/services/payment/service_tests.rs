@@ -1,4 +1,5 @@
-//! Tests of the payment worker: inputs applied one by one and as batches, against a real
+//! Tests of the payment worker: inputs applied one by one and as batches, and the gateway
+//! operations they make due performed and settled as the runtime does, against a real
 //! database of each backend (every body runs once on SQLite and once on PostgreSQL).
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,10 +9,9 @@ use ridesaga_schemas::{
     RideCompleted, RideId, RideRequested, RiderId,
 };
 
-use super::domain::{Ending, Hold, Settlement, Trip};
+use super::domain::{Ending, GATEWAY_ERROR, GATEWAY_UNAVAILABLE, Hold, Settlement, Trip};
 use super::*;
-use crate::testing::{TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, epoch, timeless};
-use crate::testing::{each_backend, execute};
+use crate::testing::{TestDb, each_backend, epoch, execute, timeless};
 
 /// The simulated gateway behind an outage that swallows the first `down_for` calls.
 #[derive(Debug, Default)]
@@ -114,92 +114,244 @@ async fn journal(conn: &mut Conn<'_>) -> Vec<(String, String)> {
     store::operations(conn, &ride_id()).await.unwrap()
 }
 
-async fn a_redelivered_assigned_event_places_one_hold(kind: Kind) {
+fn journal_of(entries: &[(&str, &str)]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|(operation, outcome)| (operation.to_string(), outcome.to_string()))
+        .collect()
+}
+
+async fn payment(conn: &mut Conn<'_>) -> Payment {
+    store::load(conn, &ride_id()).await.unwrap()
+}
+
+/// Inputs applied as one batch, as the runtime applies them (each statement committing on its
+/// own here): each input's outputs, and the effects the batch made due.
+async fn apply_all<G: Gateway>(
+    service: &PaymentService<G>,
+    conn: &mut Conn<'_>,
+    inputs: &[&Envelope],
+) -> Result<(Vec<Vec<Envelope>>, Vec<Effect>), BatchError> {
+    let batch: Vec<Input<'_>> = inputs
+        .iter()
+        .map(|envelope| Input {
+            envelope,
+            now: epoch(),
+        })
+        .collect();
+    let done = service.apply_batch(conn, &batch).await?;
+    for write in &done.writes {
+        write.execute(conn).await.unwrap();
+    }
+    Ok((done.outputs, done.effects))
+}
+
+/// One input applied alone: the effects it made due (it emits nothing itself).
+async fn apply<G: Gateway>(
+    service: &PaymentService<G>,
+    conn: &mut Conn<'_>,
+    input: &Envelope,
+) -> Vec<Effect> {
+    let (outputs, effects) = apply_all(service, conn, &[input]).await.unwrap();
+    assert_eq!(outputs, [Vec::<Envelope>::new()], "applying emits nothing");
+    effects
+}
+
+/// `effect` as the runtime hands it over.
+fn pending(effect: &Effect) -> PendingEffect {
+    PendingEffect {
+        effect: effect.clone(),
+        attempts: 0,
+        recorded_at: epoch(),
+        deadline: Timestamp::from_unix_millis(120_000),
+    }
+}
+
+/// Performs `effect` as the runtime does, with no transaction open: attempts until one
+/// succeeds or fails for good; after `attempts` transient failures it gives up.
+async fn perform<G: Gateway>(
+    service: &PaymentService<G>,
+    effect: &Effect,
+    attempts: u32,
+) -> EffectOutcome {
+    let mut last = String::new();
+    for _ in 0..attempts {
+        match service.perform(&pending(effect)).await {
+            Ok(result) => return EffectOutcome::Done(result),
+            Err(EffectError::Permanent(reason)) => return EffectOutcome::Failed(reason),
+            Err(EffectError::Transient(error)) => last = error,
+        }
+    }
+    EffectOutcome::GaveUp(last)
+}
+
+/// Settles `effect`'s outcome as the runtime does (in one transaction there).
+async fn settle<G: Gateway>(
+    service: &PaymentService<G>,
+    conn: &mut Conn<'_>,
+    effect: &Effect,
+    outcome: EffectOutcome,
+) -> Settled {
+    service
+        .settle(conn, &pending(effect), outcome, epoch())
+        .await
+        .unwrap()
+}
+
+/// Performs and settles `effects`, then the ones settling them made due, until none is left:
+/// every event the outcomes announced.
+async fn run<G: Gateway>(
+    service: &PaymentService<G>,
+    conn: &mut Conn<'_>,
+    effects: Vec<Effect>,
+) -> Vec<Envelope> {
+    let mut due = std::collections::VecDeque::from(effects);
+    let mut events = Vec::new();
+    while let Some(effect) = due.pop_front() {
+        let outcome = perform(service, &effect, 5).await;
+        let settled = settle(service, conn, &effect, outcome).await;
+        events.extend(settled.outputs);
+        due.extend(settled.effects);
+    }
+    events
+}
+
+/// The hold placed for ride r_1 (`token`), through the gateway: request, assignment, hold.
+async fn held<G: Gateway>(service: &PaymentService<G>, conn: &mut Conn<'_>, token: &str) {
+    apply(service, conn, &requested(token)).await;
+    let effects = apply(service, conn, &assigned()).await;
+    let events = run(service, conn, effects).await;
+    assert_eq!(subjects(&events), ["evt.payment.authorized.r_1"]);
+}
+
+async fn an_assignment_makes_the_hold_due_without_calling_the_gateway(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
-    apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
-        .await
-        .unwrap();
+    let request = requested("tok_visa");
+    assert!(apply(&service, &mut conn, &request).await.is_empty());
     let assigned = assigned();
-    let out = apply_in_tx(&service, &mut conn, &assigned, epoch())
-        .await
-        .unwrap();
-    assert_eq!(subjects(&out), ["evt.payment.authorized.r_1"]);
-    assert_eq!(
-        out[0].id,
-        MessageId::derive(&assigned.id, "evt.payment.authorized/")
-    );
+    let effects = apply(&service, &mut conn, &assigned).await;
 
-    let again = apply_in_tx(&service, &mut conn, &assigned, epoch())
-        .await
-        .unwrap();
-    assert!(again.is_empty());
+    let hold = Operation::Hold {
+        token: "tok_visa".into(),
+        amount_cents: 1200,
+    };
+    assert_eq!(
+        effects,
+        [Effect {
+            id: "r_1/hold".into(),
+            kind: "payment.hold".into(),
+            saga_id: Some(ride_id()),
+            request: serde_json::to_string(&hold).unwrap(),
+        }]
+    );
+    assert_eq!(service.gateway().calls("r_1/hold"), 0, "no call in apply");
+    assert_eq!(payment(&mut conn).await.hold, Hold::Pending);
+    assert_eq!(journal(&mut conn).await, journal_of(&[("hold", "pending")]));
+    // The assignment again (past the inbox): the hold is pending, so not due twice.
+    assert!(apply(&service, &mut conn, &assigned).await.is_empty());
+
+    let outcome = perform(&service, &effects[0], 1).await;
     assert_eq!(service.gateway().calls("r_1/hold"), 1);
-    assert_eq!(journal(&mut conn).await, [("hold".into(), "held".into())]);
+    let settled = settle(&service, &mut conn, &effects[0], outcome.clone()).await;
+    assert!(settled.effects.is_empty());
+    assert_eq!(subjects(&settled.outputs), ["evt.payment.authorized.r_1"]);
+    let event = &settled.outputs[0];
+    assert_eq!(
+        event.id,
+        MessageId::derive_from_key("effect/r_1/hold/evt.payment.authorized")
+    );
+    assert_eq!(event.correlation_id, request.correlation_id, "the saga's");
+    assert_eq!(event.producer, "payment");
+    assert!(matches!(
+        payment(&mut conn).await.hold,
+        Hold::Held {
+            amount_cents: 1200,
+            ..
+        }
+    ));
+    assert_eq!(journal(&mut conn).await, journal_of(&[("hold", "held")]));
+
+    // Settled again (a second replica, a crash before the effect was forgotten): nothing.
+    let again = settle(&service, &mut conn, &effects[0], outcome).await;
+    assert!(again.outputs.is_empty() && again.effects.is_empty());
+    assert!(apply(&service, &mut conn, &assigned).await.is_empty());
+    assert_eq!(journal(&mut conn).await, journal_of(&[("hold", "held")]));
 }
 
-async fn a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event(kind: Kind) {
+async fn a_transient_gateway_failure_is_retried_by_perform_and_settles_once(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
     let service = PaymentService::with_gateway(Outage {
         down_for: AtomicU32::new(2),
         inner: SimulatedGateway::default(),
     });
-    let assigned = assigned();
-    apply_in_tx(&service, &mut conn, &assigned, epoch())
-        .await
-        .unwrap();
-    let requested = requested("tok_visa");
+    assert!(apply(&service, &mut conn, &assigned()).await.is_empty());
+    let effects = apply(&service, &mut conn, &requested("tok_visa")).await;
     for _ in 0..2 {
-        let err = apply_in_tx(&service, &mut conn, &requested, epoch())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, HandleError::Transient(_)), "{err}");
-        assert_eq!(
-            store::load(&mut conn, &ride_id()).await.unwrap().hold,
-            Hold::None
-        );
+        let err = service.perform(&pending(&effects[0])).await.unwrap_err();
+        assert!(matches!(err, EffectError::Transient(_)), "{err}");
+        assert_eq!(payment(&mut conn).await.hold, Hold::Pending);
     }
-    let out = apply_in_tx(&service, &mut conn, &requested, epoch())
-        .await
-        .unwrap();
-    assert_eq!(subjects(&out), ["evt.payment.authorized.r_1"]);
-    assert_eq!(
-        out[0].id,
-        MessageId::derive(&requested.id, "evt.payment.authorized/")
-    );
-    assert_eq!(journal(&mut conn).await.len(), 1);
+    let events = run(&service, &mut conn, effects).await;
+    assert_eq!(subjects(&events), ["evt.payment.authorized.r_1"]);
+    assert_eq!(service.gateway().inner.calls("r_1/hold"), 1);
+    assert_eq!(journal(&mut conn).await, journal_of(&[("hold", "held")]));
+}
+
+async fn a_repeated_perform_gets_the_first_answer_and_settles_once(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    apply(&service, &mut conn, &requested("tok_visa")).await;
+    let effects = apply(&service, &mut conn, &assigned()).await;
+    // The claim expired before the outcome was settled: the call is made again, same key.
+    let first = service.perform(&pending(&effects[0])).await.unwrap();
+    let second = service.perform(&pending(&effects[0])).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(service.gateway().calls("r_1/hold"), 2);
+    let settled = settle(&service, &mut conn, &effects[0], EffectOutcome::Done(first)).await;
+    assert_eq!(subjects(&settled.outputs), ["evt.payment.authorized.r_1"]);
+    let again = settle(
+        &service,
+        &mut conn,
+        &effects[0],
+        EffectOutcome::Done(second),
+    )
+    .await;
+    assert!(again.outputs.is_empty());
 }
 
 async fn completion_captures_the_fare_once(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
-    for input in [requested("tok_visa"), assigned()] {
-        apply_in_tx(&service, &mut conn, &input, epoch())
-            .await
-            .unwrap();
-    }
+    held(&service, &mut conn, "tok_visa").await;
     let done = completed(1534);
-    let out = apply_in_tx(&service, &mut conn, &done, epoch())
-        .await
-        .unwrap();
-    assert!(matches!(
-        &out[0].message,
-        Message::PaymentCaptured(c) if c.amount_cents == 1534
-    ));
-    assert!(
-        apply_in_tx(&service, &mut conn, &done, epoch())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(service.gateway().calls("r_1/capture"), 1);
-    let payment = store::load(&mut conn, &ride_id()).await.unwrap();
+    let effects = apply(&service, &mut conn, &done).await;
+    assert_eq!(effects.len(), 1);
     assert_eq!(
-        payment.settlement,
+        (effects[0].id.as_str(), effects[0].kind.as_str()),
+        ("r_1/capture", "payment.capture")
+    );
+    assert_eq!(service.gateway().calls("r_1/capture"), 0);
+    assert_eq!(payment(&mut conn).await.settlement, Settlement::Pending);
+    assert!(apply(&service, &mut conn, &done).await.is_empty());
+    let events = run(&service, &mut conn, effects).await;
+    assert!(matches!(
+        &events[..],
+        [Envelope { message: Message::PaymentCaptured(c), .. }] if c.amount_cents == 1534
+    ));
+    assert!(apply(&service, &mut conn, &done).await.is_empty());
+    assert_eq!(service.gateway().calls("r_1/capture"), 1);
+    assert_eq!(
+        payment(&mut conn).await.settlement,
         Settlement::Captured { amount_cents: 1534 }
+    );
+    assert_eq!(
+        journal(&mut conn).await,
+        journal_of(&[("capture", "captured"), ("hold", "held")])
     );
 }
 
@@ -207,19 +359,13 @@ async fn a_refused_capture_is_announced_for_operators_once(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
-    for input in [requested(gateway::CAPTURE_FAILS_TOKEN), assigned()] {
-        apply_in_tx(&service, &mut conn, &input, epoch())
-            .await
-            .unwrap();
-    }
-    let out = apply_in_tx(&service, &mut conn, &completed(1500), epoch())
-        .await
-        .unwrap();
-    assert_eq!(subjects(&out), ["evt.payment.capture_failed.r_1"]);
+    held(&service, &mut conn, gateway::CAPTURE_FAILS_TOKEN).await;
+    let effects = apply(&service, &mut conn, &completed(1500)).await;
+    let events = run(&service, &mut conn, effects).await;
+    assert_eq!(subjects(&events), ["evt.payment.capture_failed.r_1"]);
     assert!(
-        apply_in_tx(&service, &mut conn, &completed(1500), epoch())
+        apply(&service, &mut conn, &completed(1500))
             .await
-            .unwrap()
             .is_empty()
     );
     let ops = journal(&mut conn).await;
@@ -231,12 +377,7 @@ async fn a_cancel_before_the_assignment_means_no_hold_is_ever_placed(kind: Kind)
     let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
     for input in [cancelled(), requested("tok_visa"), assigned()] {
-        assert!(
-            apply_in_tx(&service, &mut conn, &input, epoch())
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(apply(&service, &mut conn, &input).await.is_empty());
     }
     assert_eq!(service.gateway().calls("r_1/hold"), 0);
     assert!(journal(&mut conn).await.is_empty());
@@ -246,17 +387,196 @@ async fn a_cancel_after_the_hold_voids_it(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
-    for input in [requested("tok_visa"), assigned()] {
-        apply_in_tx(&service, &mut conn, &input, epoch())
+    held(&service, &mut conn, "tok_visa").await;
+    let effects = apply(&service, &mut conn, &cancelled()).await;
+    assert_eq!(effects[0].kind, "payment.void");
+    assert_eq!(service.gateway().calls("r_1/void"), 0);
+    let events = run(&service, &mut conn, effects).await;
+    assert_eq!(subjects(&events), ["evt.payment.voided.r_1"]);
+    assert_eq!(payment(&mut conn).await.settlement, Settlement::Voided);
+}
+
+async fn a_cancel_while_the_hold_is_pending_voids_it_once_it_is_placed(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    apply(&service, &mut conn, &requested("tok_visa")).await;
+    let hold = apply(&service, &mut conn, &assigned()).await;
+    assert!(apply(&service, &mut conn, &cancelled()).await.is_empty());
+    let outcome = perform(&service, &hold[0], 1).await;
+    let settled = settle(&service, &mut conn, &hold[0], outcome).await;
+    assert_eq!(subjects(&settled.outputs), ["evt.payment.authorized.r_1"]);
+    assert_eq!(settled.effects.len(), 1);
+    let void = &settled.effects[0];
+    assert_eq!(
+        (void.id.as_str(), void.kind.as_str()),
+        ("r_1/void", "payment.void")
+    );
+    assert_eq!(service.gateway().calls("r_1/void"), 0, "no call in settle");
+    assert_eq!(payment(&mut conn).await.settlement, Settlement::Pending);
+    assert_eq!(
+        journal(&mut conn).await,
+        journal_of(&[("hold", "held"), ("void", "pending")])
+    );
+    let events = run(&service, &mut conn, settled.effects).await;
+    assert_eq!(subjects(&events), ["evt.payment.voided.r_1"]);
+    assert_eq!(
+        journal(&mut conn).await,
+        journal_of(&[("hold", "held"), ("void", "voided")])
+    );
+}
+
+async fn a_completion_while_the_hold_is_pending_captures_once_it_is_placed(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    apply(&service, &mut conn, &requested("tok_visa")).await;
+    let hold = apply(&service, &mut conn, &assigned()).await;
+    assert!(
+        apply(&service, &mut conn, &completed(1534))
             .await
-            .unwrap();
+            .is_empty()
+    );
+    let events = run(&service, &mut conn, hold).await;
+    assert_eq!(
+        subjects(&events),
+        ["evt.payment.authorized.r_1", "evt.payment.captured.r_1"]
+    );
+    assert_eq!(
+        payment(&mut conn).await.settlement,
+        Settlement::Captured { amount_cents: 1534 }
+    );
+}
+
+async fn a_hold_the_gateway_refuses_for_good_is_declined_as_a_gateway_error(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    apply(
+        &service,
+        &mut conn,
+        &requested(gateway::GATEWAY_REJECTS_TOKEN),
+    )
+    .await;
+    let effects = apply(&service, &mut conn, &assigned()).await;
+    let outcome = perform(&service, &effects[0], 5).await;
+    assert!(matches!(&outcome, EffectOutcome::Failed(_)), "{outcome:?}");
+    assert_eq!(
+        service.gateway().calls("r_1/hold"),
+        1,
+        "a refusal is not retried"
+    );
+    let settled = settle(&service, &mut conn, &effects[0], outcome).await;
+    assert!(settled.effects.is_empty());
+    assert!(
+        matches!(&settled.outputs[..], [Envelope { message: Message::PaymentDeclined(d), .. }]
+            if d.code == GATEWAY_ERROR),
+        "{:?}",
+        settled.outputs
+    );
+    let hold = payment(&mut conn).await.hold;
+    assert!(matches!(&hold, Hold::Declined { code, .. } if code == GATEWAY_ERROR));
+    assert_eq!(journal(&mut conn).await, journal_of(&[("hold", "failed")]));
+    // The ride is cancelled payment_declined: nothing to void.
+    let cancel = envelope(RideCancelled {
+        rider_id: rider(),
+        reason: CancelReason::PaymentDeclined,
+        driver_id: Some(DriverId::parse("d_bob").unwrap()),
+    });
+    assert!(apply(&service, &mut conn, &cancel).await.is_empty());
+}
+
+async fn a_hold_that_never_reaches_the_gateway_is_declined_as_unavailable(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig {
+        latency: std::time::Duration::ZERO,
+        failure_rate: 1.0,
+    });
+    apply(&service, &mut conn, &requested("tok_visa")).await;
+    let effects = apply(&service, &mut conn, &assigned()).await;
+    let outcome = perform(&service, &effects[0], 3).await;
+    assert!(
+        matches!(&outcome, EffectOutcome::GaveUp(e) if e.contains("unavailable")),
+        "{outcome:?}"
+    );
+    let settled = settle(&service, &mut conn, &effects[0], outcome).await;
+    assert!(
+        matches!(&settled.outputs[..], [Envelope { message: Message::PaymentDeclined(d), .. }]
+            if d.code == GATEWAY_UNAVAILABLE),
+        "{:?}",
+        settled.outputs
+    );
+    assert_eq!(journal(&mut conn).await, journal_of(&[("hold", "gave_up")]));
+}
+
+async fn a_capture_that_fails_or_gives_up_is_announced_as_a_failed_capture(kind: Kind) {
+    for outcome in [
+        EffectOutcome::Failed("payment gateway refused (gateway_error): no".into()),
+        EffectOutcome::GaveUp("payment gateway unavailable: timed out".into()),
+    ] {
+        let mut db = database(kind).await;
+        let mut conn = db.conn();
+        let service = PaymentService::new(GatewayConfig::default());
+        held(&service, &mut conn, "tok_visa").await;
+        let effects = apply(&service, &mut conn, &completed(1500)).await;
+        let label = match &outcome {
+            EffectOutcome::Failed(_) => "failed",
+            _ => "gave_up",
+        };
+        let settled = settle(&service, &mut conn, &effects[0], outcome).await;
+        assert!(settled.effects.is_empty());
+        let messages: Vec<&Message> = settled.outputs.iter().map(|e| &e.message).collect();
+        assert!(
+            matches!(&messages[..], [Message::PaymentCaptureFailed(f)] if f.amount_cents == 1500),
+            "{messages:?}"
+        );
+        assert!(matches!(
+            payment(&mut conn).await.settlement,
+            Settlement::CaptureFailed { .. }
+        ));
+        assert_eq!(
+            journal(&mut conn).await,
+            journal_of(&[("capture", label), ("hold", "held")])
+        );
+        assert_eq!(service.gateway().calls("r_1/capture"), 0);
     }
-    let out = apply_in_tx(&service, &mut conn, &cancelled(), epoch())
-        .await
-        .unwrap();
-    assert_eq!(subjects(&out), ["evt.payment.voided.r_1"]);
-    let payment = store::load(&mut conn, &ride_id()).await.unwrap();
-    assert_eq!(payment.settlement, Settlement::Voided);
+}
+
+async fn a_void_that_fails_or_gives_up_is_recorded_for_operators_without_an_event(kind: Kind) {
+    for (outcome, label, code) in [
+        (
+            EffectOutcome::Failed("payment gateway refused (gateway_error): no".into()),
+            "failed",
+            GATEWAY_ERROR,
+        ),
+        (
+            EffectOutcome::GaveUp("payment gateway unavailable: timed out".into()),
+            "gave_up",
+            GATEWAY_UNAVAILABLE,
+        ),
+    ] {
+        let mut db = database(kind).await;
+        let mut conn = db.conn();
+        let service = PaymentService::new(GatewayConfig::default());
+        held(&service, &mut conn, "tok_visa").await;
+        let effects = apply(&service, &mut conn, &cancelled()).await;
+        let settled = settle(&service, &mut conn, &effects[0], outcome).await;
+        assert!(
+            settled.outputs.is_empty() && settled.effects.is_empty(),
+            "{settled:?}"
+        );
+        let stored = payment(&mut conn).await;
+        let Settlement::VoidFailed { error } = &stored.settlement else {
+            panic!("{:?}", stored.settlement);
+        };
+        assert!(error.starts_with(code), "{error}");
+        assert_eq!(
+            journal(&mut conn).await,
+            journal_of(&[("hold", "held"), ("void", label)])
+        );
+        assert!(apply(&service, &mut conn, &cancelled()).await.is_empty());
+    }
 }
 
 /// Another ride's copy of `input`.
@@ -265,8 +585,8 @@ fn of_ride(mut input: Envelope, ride: &str) -> Envelope {
     input
 }
 
-async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once(kind: Kind) {
-    let inputs: Vec<(Envelope, Timestamp)> = [
+async fn a_batch_makes_due_what_its_inputs_applied_one_by_one_make_due_and_each_once(kind: Kind) {
+    let inputs: Vec<Envelope> = vec![
         requested("tok_visa"),
         of_ride(assigned(), "r_2"),
         assigned(),
@@ -274,22 +594,41 @@ async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_onc
         completed(1534),
         of_ride(cancelled(), "r_2"),
         completed(1534),
-    ]
-    .into_iter()
-    .map(|input| (input, epoch()))
-    .collect();
+    ];
     let one_service = PaymentService::new(GatewayConfig::default());
     let mut one_db = database(kind).await;
     let mut one = one_db.conn();
-    let one_by_one = apply_each_in_tx(&one_service, &mut one, &inputs).await;
+    let mut one_by_one = Vec::new();
+    for input in &inputs {
+        one_by_one.extend(apply(&one_service, &mut one, input).await);
+    }
     let service = PaymentService::new(GatewayConfig::default());
     let mut db = database(kind).await;
     let mut conn = db.conn();
-    let batch = apply_batch_in_tx(&service, &mut conn, &inputs)
-        .await
-        .unwrap();
+    let all: Vec<&Envelope> = inputs.iter().collect();
+    let (outputs, effects) = apply_all(&service, &mut conn, &all).await.unwrap();
+    assert_eq!(timeless(outputs), vec![Vec::new(); inputs.len()]);
+    assert_eq!(effects, one_by_one);
+    let ids: Vec<&str> = effects.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["r_1/hold", "r_2/hold"]);
+    for key in ["r_1/hold", "r_2/hold"] {
+        assert_eq!(service.gateway().calls(key), 0, "{key}");
+    }
 
-    assert_eq!(timeless(batch), timeless(one_by_one));
+    let events = run(&service, &mut conn, effects).await;
+    let one_events = run(&one_service, &mut one, one_by_one).await;
+    assert_eq!(timeless(vec![events.clone()]), timeless(vec![one_events]));
+    let mut kinds = subjects(&events);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "evt.payment.authorized.r_1",
+            "evt.payment.authorized.r_2",
+            "evt.payment.captured.r_1",
+            "evt.payment.voided.r_2"
+        ]
+    );
     for key in ["r_1/hold", "r_1/capture", "r_2/hold", "r_2/void"] {
         assert_eq!(service.gateway().calls(key), 1, "{key}");
     }
@@ -303,28 +642,27 @@ async fn a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_onc
         );
     }
     assert_eq!(
-        store::load(&mut conn, &ride_id()).await.unwrap().settlement,
+        payment(&mut conn).await.settlement,
         Settlement::Captured { amount_cents: 1534 }
     );
 }
 
-async fn an_operation_already_journaled_is_refused_without_calling_the_gateway(kind: Kind) {
+async fn an_operation_already_journaled_is_refused_without_making_it_due(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
     let service = PaymentService::new(GatewayConfig::default());
-    apply_in_tx(&service, &mut conn, &requested("tok_visa"), epoch())
-        .await
-        .unwrap();
+    apply(&service, &mut conn, &requested("tok_visa")).await;
     // A journal entry the state does not reflect: they disagree.
     execute(
         &mut conn,
         "INSERT INTO payment_operations (idempotency_key, ride_id, operation, amount_cents, \
-         outcome, input_message_id, performed_at_ms) \
+         outcome, input_message_id, recorded_at_ms) \
          VALUES ('r_1/hold', 'r_1', 'hold', 1200, 'held', 'm_x', 0)",
     )
     .await;
-    let inputs = [(requested("tok_visa"), epoch()), (assigned(), epoch())];
-    let err = apply_batch_in_tx(&service, &mut conn, &inputs)
+    let requested = requested("tok_visa");
+    let assigned = assigned();
+    let err = apply_all(&service, &mut conn, &[&requested, &assigned])
         .await
         .unwrap_err();
     assert!(
@@ -340,37 +678,27 @@ async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending(
     let mut conn = db.conn();
     let service =
         PaymentService::new(GatewayConfig::default()).with_fees(Fees { no_show_cents: 450 });
-    for input in [requested("tok_visa"), assigned()] {
-        apply_in_tx(&service, &mut conn, &input, epoch())
-            .await
-            .unwrap();
-    }
+    held(&service, &mut conn, "tok_visa").await;
     let no_show = envelope(RideCancelled {
         rider_id: rider(),
         reason: CancelReason::RiderNoShow,
         driver_id: Some(DriverId::parse("d_bob").unwrap()),
     });
-    let out = apply_in_tx(&service, &mut conn, &no_show, epoch())
-        .await
-        .unwrap();
+    let effects = apply(&service, &mut conn, &no_show).await;
+    assert_eq!(effects[0].kind, "payment.capture");
+    let out = run(&service, &mut conn, effects).await;
     assert_eq!(subjects(&out), ["evt.payment.captured.r_1"]);
     assert!(matches!(&out[0].message, Message::PaymentCaptured(c) if c.amount_cents == 450));
-    let payment = store::load(&mut conn, &ride_id()).await.unwrap();
-    assert_eq!(payment.ending, Some(Ending::RiderNoShow));
+    let stored = payment(&mut conn).await;
+    assert_eq!(stored.ending, Some(Ending::RiderNoShow));
     assert_eq!(
-        payment.settlement,
+        stored.settlement,
         Settlement::Captured { amount_cents: 450 }
     );
-    let again = apply_in_tx(&service, &mut conn, &no_show, epoch())
-        .await
-        .unwrap();
-    assert!(again.is_empty(), "{again:?}");
+    assert!(apply(&service, &mut conn, &no_show).await.is_empty());
     assert_eq!(
         journal(&mut conn).await,
-        [
-            ("capture".to_owned(), "captured".to_owned()),
-            ("hold".to_owned(), "held".to_owned())
-        ]
+        journal_of(&[("capture", "captured"), ("hold", "held")])
     );
 }
 
@@ -410,6 +738,25 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
                 amount_cents: i64::MAX as u64,
             },
         },
+        Payment {
+            trip: None,
+            driver_assigned: true,
+            ending: Some(Ending::Cancelled),
+            hold: Hold::Pending,
+            settlement: Settlement::Pending,
+        },
+        Payment {
+            trip: None,
+            driver_assigned: true,
+            ending: Some(Ending::Cancelled),
+            hold: Hold::Held {
+                hold_id: "hold_1".into(),
+                amount_cents: 1,
+            },
+            settlement: Settlement::VoidFailed {
+                error: format!("error {odd}"),
+            },
+        },
     ];
     let ride_ids: Vec<RideId> = (0..payments.len())
         .map(|i| RideId::parse(format!("r_{i}")).unwrap())
@@ -422,6 +769,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             .map(|(i, ride_id)| Changed {
                 ride_id,
                 payment: &payments[(i + shift) % payments.len()],
+                correlation_id: Some(odd),
                 at: epoch(),
             })
             .collect();
@@ -431,8 +779,12 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             .await
             .unwrap();
         for change in &changed {
-            let stored = store::load(&mut conn, change.ride_id).await.unwrap();
-            assert_eq!(&stored, change.payment, "{}", change.ride_id);
+            let mut loaded = store::load_many(&mut conn, &[change.ride_id.as_str()])
+                .await
+                .unwrap();
+            let stored = loaded.remove(change.ride_id).unwrap().unwrap();
+            assert_eq!(&stored.payment, change.payment, "{}", change.ride_id);
+            assert_eq!(stored.correlation_id.as_deref(), Some(odd));
         }
     }
 
@@ -443,6 +795,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
     let changed = [Changed {
         ride_id: &ride_ids[0],
         payment: &too_big,
+        correlation_id: None,
         at: epoch(),
     }];
     let err = store::save_many(kind, &changed).unwrap_err();
@@ -464,14 +817,21 @@ fn the_no_show_fee_is_read_from_the_settings() {
 }
 
 each_backend!(
-    a_redelivered_assigned_event_places_one_hold,
-    a_transient_gateway_failure_rolls_back_and_the_retry_emits_the_same_event,
+    an_assignment_makes_the_hold_due_without_calling_the_gateway,
+    a_transient_gateway_failure_is_retried_by_perform_and_settles_once,
+    a_repeated_perform_gets_the_first_answer_and_settles_once,
     completion_captures_the_fare_once,
     a_refused_capture_is_announced_for_operators_once,
     a_cancel_before_the_assignment_means_no_hold_is_ever_placed,
     a_cancel_after_the_hold_voids_it,
-    a_batch_moves_the_money_its_inputs_applied_one_by_one_move_and_each_once,
-    an_operation_already_journaled_is_refused_without_calling_the_gateway,
+    a_cancel_while_the_hold_is_pending_voids_it_once_it_is_placed,
+    a_completion_while_the_hold_is_pending_captures_once_it_is_placed,
+    a_hold_the_gateway_refuses_for_good_is_declined_as_a_gateway_error,
+    a_hold_that_never_reaches_the_gateway_is_declined_as_unavailable,
+    a_capture_that_fails_or_gives_up_is_announced_as_a_failed_capture,
+    a_void_that_fails_or_gives_up_is_recorded_for_operators_without_an_event,
+    a_batch_makes_due_what_its_inputs_applied_one_by_one_make_due_and_each_once,
+    an_operation_already_journaled_is_refused_without_making_it_due,
     a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending,
     texts_and_the_largest_amounts_survive_the_json_rows,
 );

@@ -83,7 +83,11 @@ impl RideService {
         if !rows.is_empty() {
             writes.push(store::save_many(kind, &rows).map_err(BatchError::Batch)?);
         }
-        Ok(BatchOutput { outputs, writes })
+        Ok(BatchOutput {
+            outputs,
+            writes,
+            effects: Vec::new(),
+        })
     }
 
     /// Applies one input to its ride's slot (empty if the ride is new).

@@ -1,9 +1,10 @@
 //! The notification service's tables: what it remembers per ride, and the record of every
-//! notification sent, at most one per (ride, kind, recipient). Runs inside the runtime's
-//! transaction, on either backend: this module reads and writes the rows, `sqlite` and
-//! `postgres` hold each backend's statements. A batch loads its rides in one statement and
-//! saves them, and its records, with one statement each; ride ids travel as one JSON array and
-//! rows to save as another, whatever their number.
+//! notification called for, at most one per (ride, kind, recipient), with its delivery's
+//! [`Status`]. Runs inside the runtime's transactions, on either backend: this module reads
+//! and writes the rows, `sqlite` and `postgres` hold each backend's statements. A batch loads
+//! its rides in one statement and saves them, and its records, with one statement each; ride
+//! ids travel as one JSON array and rows to save as another, whatever their number. A
+//! delivery's outcome updates its record with one statement of its own.
 
 mod postgres;
 mod sqlite;
@@ -59,7 +60,7 @@ pub async fn load_many(
 /// (its only parameter, for the runtime's preload), and the notifications sent for them:
 /// [`loaded`] reads the rows. Each row has the ride's id, `what` it is, and two texts `a` and
 /// `b`: a ride's row (`ride`) has its driver and its cancel reason, a notification's
-/// (`sent`) its kind and its recipient.
+/// (`sent`, whatever its status) its kind and its recipient.
 pub fn load_sql(kind: Kind) -> &'static str {
     match kind {
         Kind::Sqlite => sqlite::LOAD,
@@ -135,21 +136,21 @@ struct RideRow<'a> {
     updated_at_ms: i64,
 }
 
-/// A notification sent, as recorded.
+/// A notification called for, as recorded when it becomes due.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sent {
+pub struct Due {
     pub ride_id: String,
     pub kind: &'static str,
     pub recipient: &'static str,
     pub recipient_id: String,
     pub channel: &'static str,
     pub text: String,
-    /// The id of the `evt.notification.sent` announcing it.
+    /// The id of the `evt.notification.sent` that will announce it (and of its log line).
     pub message_id: String,
-    pub sent_at_ms: i64,
+    pub due_at_ms: i64,
 }
 
-impl Sent {
+impl Due {
     pub fn new(
         ride_id: &RideId,
         notice: &Notice,
@@ -157,7 +158,7 @@ impl Sent {
         message_id: &MessageId,
         now: Timestamp,
     ) -> Self {
-        Sent {
+        Due {
             ride_id: ride_id.to_string(),
             kind: notice.kind.as_str(),
             recipient: recipient_str(&notice.recipient),
@@ -165,23 +166,109 @@ impl Sent {
             channel,
             text: notice.text.clone(),
             message_id: message_id.to_string(),
-            sent_at_ms: now.unix_millis(),
+            due_at_ms: now.unix_millis(),
         }
     }
 }
 
-/// Records the notifications sent, in one statement on `kind`. The batch decided they were
-/// new from what it loaded inside its transaction, which no other writer shares; should one
-/// be there anyway, UNIQUE (ride, kind, recipient) keeps the first record.
-pub fn record_many(kind: Kind, sent: &[Sent]) -> Result<BatchWrite, HandleError> {
+/// Records the notifications that became due, in one statement on `kind`. The batch decided
+/// they were new from what it loaded inside its transaction, which no other writer shares;
+/// should one be there anyway, UNIQUE (ride, kind, recipient) keeps the first record.
+pub fn record_many(kind: Kind, due: &[Due]) -> Result<BatchWrite, HandleError> {
     let sql = match kind {
         Kind::Sqlite => sqlite::RECORD,
         Kind::Postgres => postgres::RECORD,
     };
-    BatchWrite::new(sql, sent)
+    BatchWrite::new(sql, due)
 }
 
-/// How many notifications were recorded for the ride.
+/// Where a notification's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Called for; its delivery has not settled.
+    Due,
+    /// The channel took it, and `evt.notification.sent` announced it.
+    Delivered,
+    /// The channel refused it, or could not be reached before the delivery's deadline.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Due => "due",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// Which notification: its ride, kind and recipient.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub ride_id: &'a RideId,
+    pub kind: NotificationKind,
+    pub recipient: Recipient,
+}
+
+/// How a delivery settled: by which channel, and why it failed if it did.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub status: Status,
+    pub channel: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// Settles the delivery of the notification `key` if it is still due, and says whether it
+/// was: a delivery settled before (by another replica, or before a crash) stays as it was.
+pub async fn settle(
+    conn: &mut Conn<'_>,
+    key: Key<'_>,
+    outcome: Outcome<'_>,
+    now: Timestamp,
+) -> Result<bool, HandleError> {
+    let row = SettleRow {
+        ride_id: key.ride_id.as_str(),
+        kind: key.kind.as_str(),
+        recipient: recipient_str(&key.recipient),
+        status: outcome.status.as_str(),
+        channel: outcome.channel,
+        error: outcome.error,
+        settled_at_ms: now.unix_millis(),
+    };
+    let changed = match conn {
+        Conn::Sqlite(conn) => sqlite::settle(conn, &row).await?,
+        Conn::Postgres(conn) => postgres::settle(conn, &row).await?,
+    };
+    Ok(changed > 0)
+}
+
+/// The values of [`settle`]'s statement.
+#[derive(Debug)]
+struct SettleRow<'a> {
+    ride_id: &'a str,
+    kind: &'static str,
+    recipient: &'static str,
+    status: &'static str,
+    channel: &'a str,
+    error: Option<&'a str>,
+    settled_at_ms: i64,
+}
+
+/// How many of the ride's notifications have `status`.
+pub async fn count_with_status(
+    conn: &mut Conn<'_>,
+    ride_id: &RideId,
+    status: Status,
+) -> Result<i64, HandleError> {
+    let (ride_id, status) = (ride_id.as_str(), status.as_str());
+    Ok(match conn {
+        Conn::Sqlite(conn) => sqlite::count_with_status(conn, ride_id, status).await?,
+        Conn::Postgres(conn) => postgres::count_with_status(conn, ride_id, status).await?,
+    })
+}
+
+/// How many notifications were recorded for the ride, whatever their status.
 pub async fn count(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<i64, HandleError> {
     let ride_id = ride_id.as_str();
     Ok(match conn {

@@ -4,6 +4,8 @@
 
 use sqlx::PgConnection;
 
+use super::SettleRow;
+
 /// [`super::load_sql`]: the rides whose ids are in the JSON array `$1`, and their
 /// notifications.
 pub const LOAD: &str = "WITH ids AS (SELECT jsonb_array_elements_text($1::jsonb) AS id) \
@@ -23,18 +25,49 @@ pub const SAVE: &str = "INSERT INTO notification_rides (ride_id, driver_id, canc
      cancel_reason = excluded.cancel_reason, updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::record_many`]: records the notifications of the JSON array `$1` (objects of
-/// `Sent`'s fields), keeping a record already there.
+/// `Due`'s fields) as due, keeping a record already there.
 pub const RECORD: &str = "INSERT INTO notifications (ride_id, kind, recipient, recipient_id, \
-     channel, text, message_id, sent_at_ms) \
-     SELECT ride_id, kind, recipient, recipient_id, channel, text, message_id, sent_at_ms \
+     channel, text, message_id, due_at_ms, status) \
+     SELECT ride_id, kind, recipient, recipient_id, channel, text, message_id, due_at_ms, 'due' \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, kind TEXT, recipient TEXT, \
-     recipient_id TEXT, channel TEXT, text TEXT, message_id TEXT, sent_at_ms BIGINT) \
+     recipient_id TEXT, channel TEXT, text TEXT, message_id TEXT, due_at_ms BIGINT) \
      ON CONFLICT (ride_id, kind, recipient) DO NOTHING";
 
 /// [`super::count`]: how many notifications were recorded for the ride.
 pub async fn count(conn: &mut PgConnection, ride_id: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE ride_id = $1")
         .bind(ride_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// [`super::settle`]: settles a delivery still due; how many records it changed (0 or 1).
+pub async fn settle(conn: &mut PgConnection, row: &SettleRow<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE notifications SET status = $1, channel = $2, error = $3, settled_at_ms = $4 \
+         WHERE ride_id = $5 AND kind = $6 AND recipient = $7 AND status = 'due'",
+    )
+    .bind(row.status)
+    .bind(row.channel)
+    .bind(row.error)
+    .bind(row.settled_at_ms)
+    .bind(row.ride_id)
+    .bind(row.kind)
+    .bind(row.recipient)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// [`super::count_with_status`]: how many of the ride's notifications have the status.
+pub async fn count_with_status(
+    conn: &mut PgConnection,
+    ride_id: &str,
+    status: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE ride_id = $1 AND status = $2")
+        .bind(ride_id)
+        .bind(status)
         .fetch_one(conn)
         .await
 }

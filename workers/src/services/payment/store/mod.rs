@@ -1,15 +1,16 @@
-//! The payment service's tables: each ride's payment state, and the journal of gateway calls.
-//! Runs inside the runtime's transaction, on either backend: this module reads and writes the
-//! rows, `sqlite` and `postgres` hold each backend's statements. A batch's payments load
-//! in one statement and save in one, its journal entries in another; the ride ids travel as
-//! one JSON array and the rows to save as another, whatever their number.
+//! The payment service's tables: each ride's payment state, and the journal of gateway
+//! operations (recorded `pending` when due, then their outcome). Runs inside the runtime's
+//! transaction, on either backend: this module reads and writes the rows, `sqlite` and
+//! `postgres` hold each backend's statements. A batch's payments load in one statement and
+//! save in one, its journal entries in another; the ride ids travel as one JSON array and the
+//! rows to save as another, whatever their number.
 
 mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
 
-use ridesaga_schemas::{MessageId, RideId, RiderId, Timestamp};
+use ridesaga_schemas::{RideId, RiderId, Timestamp};
 use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
@@ -29,8 +30,10 @@ pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Payment, Hand
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub payment: Payment,
-    /// Names of the operations journaled (`hold`, `capture`, `void`).
+    /// Names of the operations journaled (`hold`, `capture`, `void`), pending or settled.
     pub journaled: Vec<String>,
+    /// The saga's correlation id, as the first input about the ride carried it.
+    pub correlation_id: Option<String>,
 }
 
 /// The payments among `ride_ids` that payment has heard of, with their journaled operations,
@@ -51,7 +54,7 @@ macro_rules! columns {
     () => {
         "ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
-         settlement, captured_cents, capture_error"
+         settlement, captured_cents, capture_error, void_error, correlation_id"
     };
 }
 use columns;
@@ -76,18 +79,23 @@ pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Stored, HandleError
         let stored = decode(row).and_then(|payment| {
             let journaled: String = row.get("journaled")?;
             let journaled = serde_json::from_str(&journaled).map_err(corrupt)?;
-            Ok(Stored { payment, journaled })
+            Ok(Stored {
+                payment,
+                journaled,
+                correlation_id: row.get("correlation_id")?,
+            })
         });
         payments.insert(ride_id, stored);
     }
     Ok(payments)
 }
 
-/// A payment to save, and when it changed.
+/// A payment to save, with the saga's correlation id, and when it changed.
 #[derive(Debug, Clone, Copy)]
 pub struct Changed<'a> {
     pub ride_id: &'a RideId,
     pub payment: &'a Payment,
+    pub correlation_id: Option<&'a str>,
     pub at: Timestamp,
 }
 
@@ -95,7 +103,7 @@ pub struct Changed<'a> {
 pub fn save_many(kind: Kind, changed: &[Changed<'_>]) -> Result<BatchWrite, HandleError> {
     let rows = changed
         .iter()
-        .map(|c| payment_row(c.ride_id, c.payment, c.at))
+        .map(|c| payment_row(c))
         .collect::<Result<Vec<_>, _>>()?;
     let sql = match kind {
         Kind::Sqlite => sqlite::SAVE,
@@ -122,14 +130,18 @@ struct PaymentRow<'a> {
     settlement: &'static str,
     captured_cents: Option<i64>,
     capture_error: Option<&'a str>,
+    void_error: Option<&'a str>,
+    correlation_id: Option<&'a str>,
     at_ms: i64,
 }
 
-fn payment_row<'a>(
-    ride_id: &'a RideId,
-    payment: &'a Payment,
-    at: Timestamp,
-) -> Result<PaymentRow<'a>, HandleError> {
+fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError> {
+    let &Changed {
+        ride_id,
+        payment,
+        correlation_id,
+        at,
+    } = changed;
     let trip = payment.trip.as_ref();
     let (ending, fare_cents) = match payment.ending {
         None => (None, None),
@@ -154,10 +166,13 @@ fn payment_row<'a>(
         settlement: "open",
         captured_cents: None,
         capture_error: None,
+        void_error: None,
+        correlation_id,
         at_ms: at.unix_millis(),
     };
     match &payment.hold {
         Hold::None => {}
+        Hold::Pending => row.hold = "pending",
         Hold::Held {
             hold_id,
             amount_cents,
@@ -174,6 +189,7 @@ fn payment_row<'a>(
     }
     match &payment.settlement {
         Settlement::Open => {}
+        Settlement::Pending => row.settlement = "pending",
         Settlement::Captured { amount_cents } => {
             row.settlement = "captured";
             row.captured_cents = Some(cents(*amount_cents)?);
@@ -183,11 +199,19 @@ fn payment_row<'a>(
             row.settlement = "capture_failed";
             row.capture_error = Some(error);
         }
+        Settlement::VoidFailed { error } => {
+            row.settlement = "void_failed";
+            row.void_error = Some(error);
+        }
     }
     Ok(row)
 }
 
-/// A gateway operation that is about to commit with the state it produced.
+/// The journal's outcome of an operation made due and not settled yet.
+pub const PENDING: &str = "pending";
+
+/// A gateway operation made due, about to commit (as [`PENDING`]) with the state that made it
+/// due.
 #[derive(Debug, Clone, Serialize)]
 pub struct Journaled {
     pub idempotency_key: String,
@@ -195,17 +219,19 @@ pub struct Journaled {
     pub operation: &'static str,
     pub amount_cents: i64,
     pub outcome: &'static str,
+    /// The input that made it due, or the key of the operation whose outcome did.
     pub input_message_id: String,
-    pub performed_at_ms: i64,
+    pub recorded_at_ms: i64,
 }
 
 impl Journaled {
-    pub fn new(
+    /// `operation` of the ride, due since `now` because of `cause` (an input's id, or the
+    /// key of the operation whose outcome made it due).
+    pub fn pending(
         idempotency_key: String,
         ride_id: &RideId,
         operation: &Operation,
-        outcome: &'static str,
-        input: &MessageId,
+        cause: &str,
         now: Timestamp,
     ) -> Result<Self, HandleError> {
         Ok(Journaled {
@@ -213,9 +239,9 @@ impl Journaled {
             ride_id: ride_id.to_string(),
             operation: operation.name(),
             amount_cents: cents(operation.amount_cents())?,
-            outcome,
-            input_message_id: input.to_string(),
-            performed_at_ms: now.unix_millis(),
+            outcome: PENDING,
+            input_message_id: cause.to_owned(),
+            recorded_at_ms: now.unix_millis(),
         })
     }
 }
@@ -223,13 +249,35 @@ impl Journaled {
 /// Journals gateway operations in one statement on `kind`. The batch checked that none was
 /// journaled before (see [`Stored::journaled`]); a key that was anyway fails the batch's
 /// commit, since the primary key refuses it: state and journal would disagree, and no second
-/// operation with a key may commit.
+/// operation with a key may be made due.
 pub fn journal_many(kind: Kind, operations: &[Journaled]) -> Result<BatchWrite, HandleError> {
     let sql = match kind {
         Kind::Sqlite => sqlite::JOURNAL,
         Kind::Postgres => postgres::JOURNAL,
     };
     BatchWrite::new(sql, operations)
+}
+
+/// Records the outcome of the pending operation `idempotency_key` (with `detail`, e.g. why it
+/// failed), settled at `now`. False if it is not pending (settled before, or never journaled):
+/// then nothing changes.
+pub async fn settle_journaled(
+    conn: &mut Conn<'_>,
+    idempotency_key: &str,
+    outcome: &str,
+    detail: Option<&str>,
+    now: Timestamp,
+) -> Result<bool, HandleError> {
+    let at = now.unix_millis();
+    let changed = match conn {
+        Conn::Sqlite(conn) => {
+            sqlite::settle_journaled(conn, idempotency_key, outcome, detail, at).await?
+        }
+        Conn::Postgres(conn) => {
+            postgres::settle_journaled(conn, idempotency_key, outcome, detail, at).await?
+        }
+    };
+    Ok(changed == 1)
 }
 
 /// Operations journaled for a ride, as `(operation, outcome)` sorted by operation.
@@ -273,6 +321,7 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
     };
     let hold = match (text("hold")?.as_deref(), text("hold_id")?) {
         (Some("none"), _) => Hold::None,
+        (Some("pending"), _) => Hold::Pending,
         (Some("held"), Some(hold_id)) => Hold::Held {
             hold_id,
             amount_cents: amount("hold_amount_cents")?.unwrap_or_default(),
@@ -285,12 +334,16 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
     };
     let settlement = match text("settlement")?.as_deref() {
         Some("open") => Settlement::Open,
+        Some("pending") => Settlement::Pending,
         Some("captured") => Settlement::Captured {
             amount_cents: amount("captured_cents")?.unwrap_or_default(),
         },
         Some("voided") => Settlement::Voided,
         Some("capture_failed") => Settlement::CaptureFailed {
             error: text("capture_error")?.unwrap_or_default(),
+        },
+        Some("void_failed") => Settlement::VoidFailed {
+            error: text("void_error")?.unwrap_or_default(),
         },
         other => return Err(corrupt(format!("settlement {other:?}"))),
     };

@@ -23,15 +23,15 @@ pub const LOAD: &str = concat!(
 pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
-     capture_error, created_at_ms, updated_at_ms) \
+     capture_error, void_error, correlation_id, created_at_ms, updated_at_ms) \
      SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
      fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, settlement, \
-     captured_cents, capture_error, at_ms, at_ms \
+     captured_cents, capture_error, void_error, correlation_id, at_ms, at_ms \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
      payment_token TEXT, estimated_fare_cents BIGINT, driver_assigned BOOLEAN, ending TEXT, \
      fare_cents BIGINT, hold TEXT, hold_id TEXT, hold_amount_cents BIGINT, \
      decline_code TEXT, decline_message TEXT, settlement TEXT, captured_cents BIGINT, \
-     capture_error TEXT, at_ms BIGINT) \
+     capture_error TEXT, void_error TEXT, correlation_id TEXT, at_ms BIGINT) \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      payment_token = excluded.payment_token, \
      estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -40,17 +40,40 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
      decline_message = excluded.decline_message, settlement = excluded.settlement, \
      captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
+     void_error = excluded.void_error, \
+     correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::journal_many`]: inserts the operations of the JSON array `$1` (objects of
 /// `Journaled`'s fields).
 pub const JOURNAL: &str = "INSERT INTO payment_operations (idempotency_key, ride_id, operation, \
-     amount_cents, outcome, input_message_id, performed_at_ms) \
+     amount_cents, outcome, input_message_id, recorded_at_ms) \
      SELECT idempotency_key, ride_id, operation, amount_cents, outcome, input_message_id, \
-     performed_at_ms \
+     recorded_at_ms \
      FROM jsonb_to_recordset($1::jsonb) AS r (idempotency_key TEXT, ride_id TEXT, \
      operation TEXT, amount_cents BIGINT, outcome TEXT, input_message_id TEXT, \
-     performed_at_ms BIGINT)";
+     recorded_at_ms BIGINT)";
+
+/// [`super::settle_journaled`]: the outcome of a pending operation; the rows it changed.
+pub async fn settle_journaled(
+    conn: &mut PgConnection,
+    key: &str,
+    outcome: &str,
+    detail: Option<&str>,
+    at_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE payment_operations SET outcome = $1, detail = $2, settled_at_ms = $3 \
+         WHERE idempotency_key = $4 AND outcome = 'pending'",
+    )
+    .bind(outcome)
+    .bind(detail)
+    .bind(at_ms)
+    .bind(key)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
 
 /// [`super::operations`]: the operations journaled for the ride, by operation.
 pub async fn operations(conn: &mut PgConnection, ride_id: &str) -> Result<Vec<Row>, sqlx::Error> {

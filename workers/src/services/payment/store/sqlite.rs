@@ -22,13 +22,14 @@ pub const LOAD: &str = concat!(
 pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
-     capture_error, created_at_ms, updated_at_ms) \
+     capture_error, void_error, correlation_id, created_at_ms, updated_at_ms) \
      SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
      value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
      value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
      value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
      value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
-     value ->> 'at_ms', value ->> 'at_ms' FROM jsonb_each(?) WHERE true \
+     value ->> 'void_error', value ->> 'correlation_id', value ->> 'at_ms', value ->> 'at_ms' \
+     FROM jsonb_each(?) WHERE true \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      payment_token = excluded.payment_token, \
      estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -37,15 +38,38 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
      decline_message = excluded.decline_message, settlement = excluded.settlement, \
      captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
+     void_error = excluded.void_error, \
+     correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::journal_many`]: inserts the operations of the JSON array `?` (objects of
 /// `Journaled`'s fields).
 pub const JOURNAL: &str = "INSERT INTO payment_operations (idempotency_key, ride_id, operation, \
-     amount_cents, outcome, input_message_id, performed_at_ms) \
+     amount_cents, outcome, input_message_id, recorded_at_ms) \
      SELECT value ->> 'idempotency_key', value ->> 'ride_id', value ->> 'operation', \
      value ->> 'amount_cents', value ->> 'outcome', value ->> 'input_message_id', \
-     value ->> 'performed_at_ms' FROM jsonb_each(?)";
+     value ->> 'recorded_at_ms' FROM jsonb_each(?)";
+
+/// [`super::settle_journaled`]: the outcome of a pending operation; the rows it changed.
+pub async fn settle_journaled(
+    conn: &mut SqliteConnection,
+    key: &str,
+    outcome: &str,
+    detail: Option<&str>,
+    at_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE payment_operations SET outcome = ?, detail = ?, settled_at_ms = ? \
+         WHERE idempotency_key = ? AND outcome = 'pending'",
+    )
+    .bind(outcome)
+    .bind(detail)
+    .bind(at_ms)
+    .bind(key)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
 
 /// [`super::operations`]: the operations journaled for the ride, by operation.
 pub async fn operations(
