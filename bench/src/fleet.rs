@@ -72,19 +72,37 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// What each service's database takes on disk now: a SQLite file with its write-ahead log,
-    /// or a PostgreSQL database (`pg_database_size`).
+    /// What each service's database holds now: a SQLite file's pages in use, or a PostgreSQL
+    /// database's size (`pg_database_size`, its files).
     pub async fn database_bytes(&self) -> anyhow::Result<BTreeMap<Service, u64>> {
         let data = self.config.dir.join("data");
         let mut bytes = BTreeMap::new();
         for service in Service::ALL {
             let size = match &self.config.databases {
-                Databases::Sqlite => ["db", "db-wal"]
-                    .iter()
-                    .map(|ext| data.join(format!("{service}.{ext}")))
-                    .filter_map(|path| std::fs::metadata(path).ok())
-                    .map(|meta| meta.len())
-                    .sum(),
+                // The pages in use, the write-ahead log's included (a reader sees them), not the
+                // files' sizes: the log holds every version of a page written since the last
+                // restart of the log.
+                Databases::Sqlite => {
+                    let path = data.join(format!("{service}.db"));
+                    if !path.exists() {
+                        0
+                    } else {
+                        let options = sqlx::sqlite::SqliteConnectOptions::new()
+                            .filename(&path)
+                            .read_only(true);
+                        let mut conn =
+                            <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+                                .await?;
+                        let size: i64 = sqlx::query_scalar(
+                            "SELECT (p.page_count - f.freelist_count) * s.page_size \
+                             FROM pragma_page_count() p, pragma_freelist_count() f, \
+                             pragma_page_size() s",
+                        )
+                        .fetch_one(&mut conn)
+                        .await?;
+                        u64::try_from(size).unwrap_or(0)
+                    }
+                }
                 Databases::Urls(urls) => {
                     let url = urls
                         .get(&service)

@@ -226,7 +226,7 @@ pub struct RuntimeConfig {
     /// `RIDESAGA_INSTANCE`: this replica's name (default: host name and pid).
     pub instance: String,
     /// `RIDESAGA_EFFECT_CONCURRENCY`: calls to the outside world (effects) one replica makes
-    /// at once. Default 64.
+    /// at once. Default 1024.
     pub effect_concurrency: usize,
     /// `RIDESAGA_EFFECT_TIMEOUT`: how long one attempt at an effect may take before it counts
     /// as a transient failure. Default 10s.
@@ -283,7 +283,7 @@ impl RuntimeConfig {
             )?,
             effect_concurrency: positive(
                 "RIDESAGA_EFFECT_CONCURRENCY",
-                s.get("RIDESAGA_EFFECT_CONCURRENCY", 64)?,
+                s.get("RIDESAGA_EFFECT_CONCURRENCY", 1024)?,
             )?,
             effect_timeout: nonzero(
                 "RIDESAGA_EFFECT_TIMEOUT",
@@ -328,7 +328,7 @@ mod tests {
     fn effect_settings_have_defaults_and_refuse_zero() {
         let config =
             RuntimeConfig::load("payment", &Settings::from_pairs::<_, &str, &str>([])).unwrap();
-        assert_eq!(config.effect_concurrency, 64);
+        assert_eq!(config.effect_concurrency, 1024);
         assert_eq!(config.effect_timeout, Duration::from_secs(10));
         assert_eq!(config.effect_deadline, Duration::from_secs(120));
         for (name, value) in [
