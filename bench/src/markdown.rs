@@ -17,9 +17,7 @@ use crate::report::{
 };
 use crate::stats::Summary;
 
-#[path = "markdown_costs.rs"]
 mod costs;
-#[path = "markdown_floor.rs"]
 mod floor;
 pub use costs::dominance;
 use costs::{render_costs, render_dominance};
@@ -454,5 +452,4 @@ fn render_latency(out: &mut String, title: &str, rate: f64, phase: &Phase, hops:
 }
 
 #[cfg(test)]
-#[path = "markdown_tests.rs"]
 mod tests;

@@ -601,5 +601,4 @@ impl BoundingBox {
 }
 
 #[cfg(test)]
-#[path = "domain_tests.rs"]
 mod tests;

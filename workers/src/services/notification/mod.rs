@@ -366,5 +366,4 @@ impl<C: Channel> Worker for NotificationService<C> {
 }
 
 #[cfg(test)]
-#[path = "service_tests.rs"]
 mod tests;

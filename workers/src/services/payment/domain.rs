@@ -384,5 +384,4 @@ pub fn record(
 }
 
 #[cfg(test)]
-#[path = "domain_tests.rs"]
 mod tests;

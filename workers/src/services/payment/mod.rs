@@ -444,5 +444,4 @@ impl<G: Gateway> Worker for PaymentService<G> {
 }
 
 #[cfg(test)]
-#[path = "service_tests.rs"]
 mod tests;

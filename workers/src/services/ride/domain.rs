@@ -467,5 +467,4 @@ fn after(at: Timestamp, duration: std::time::Duration) -> Timestamp {
 }
 
 #[cfg(test)]
-#[path = "domain_tests.rs"]
 mod tests;

@@ -236,5 +236,4 @@ impl Worker for RideService {
 }
 
 #[cfg(test)]
-#[path = "service_tests.rs"]
 mod tests;
