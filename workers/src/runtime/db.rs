@@ -188,6 +188,19 @@ pub struct EffectStatus {
     pub deadline: Timestamp,
 }
 
+/// A row of a backend's `effects_of_saga` (`effect_id`, `kind`, `attempts`, `last_error`,
+/// `next_at`, `deadline_at`) as the control plane shows it.
+fn effect_status(row: &Row) -> Result<EffectStatus, sqlx::Error> {
+    Ok(EffectStatus {
+        kind: row.get("kind")?,
+        id: row.get("effect_id")?,
+        attempts: u32::try_from(row.get::<i64>("attempts")?).unwrap_or(0),
+        last_error: row.get("last_error")?,
+        next_at: Timestamp::from_unix_millis(row.get("next_at")?),
+        deadline: Timestamp::from_unix_millis(row.get("deadline_at")?),
+    })
+}
+
 /// A pending effect from its stored fields.
 pub(crate) fn pending_effect(
     id: String,
@@ -361,7 +374,10 @@ impl Database {
         match self {
             Database::Sqlite(db) => sqlite::effects_of_saga(&db.pool, saga).await,
             Database::Postgres(db) => postgres::effects_of_saga(&db.pool, saga).await,
-        }
+        }?
+        .iter()
+        .map(effect_status)
+        .collect()
     }
 
     /// What the backend runs beside the worker until `stop` (SQLite's checkpointer).

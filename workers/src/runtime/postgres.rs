@@ -28,7 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 
 use super::db::{
-    EffectRetry, EffectStatus, InboxEntry, NewEffects, OpenError, Opened, OutboxRow, Row as AnyRow,
+    EffectRetry, InboxEntry, NewEffects, OpenError, Opened, OutboxRow, Row as AnyRow,
     pending_effect,
 };
 use super::effects::PendingEffect;
@@ -430,30 +430,16 @@ pub async fn effects_retry(
     .map(|_| ())
 }
 
-/// The pending effects of `saga`, oldest first.
-pub async fn effects_of_saga(
-    pool: &PgPool,
-    saga: &RideId,
-) -> Result<Vec<EffectStatus>, sqlx::Error> {
+/// The rows of the pending effects of `saga`, oldest first (decoded by the runtime's `db`).
+pub async fn effects_of_saga(pool: &PgPool, saga: &RideId) -> Result<Vec<AnyRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT effect_id, kind, attempts, last_error, next_at, deadline_at FROM effects \
+        "SELECT effect_id, kind, attempts::bigint AS attempts, last_error, next_at, deadline_at FROM effects \
          WHERE saga_id = $1 ORDER BY recorded_at, effect_id",
     )
     .bind(saga.as_str())
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(EffectStatus {
-                kind: row.try_get("kind")?,
-                id: row.try_get("effect_id")?,
-                attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-                last_error: row.try_get("last_error")?,
-                next_at: Timestamp::from_unix_millis(row.try_get("next_at")?),
-                deadline: Timestamp::from_unix_millis(row.try_get("deadline_at")?),
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(AnyRow::Postgres).collect())
 }
 
 /// A day in milliseconds: the inbox's partitions each hold the messages that occurred on one

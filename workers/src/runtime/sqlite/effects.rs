@@ -3,7 +3,7 @@
 //! The statement that records a batch's effects joins the query that closes the batch.
 
 use super::*;
-use crate::runtime::db::{EffectRetry, EffectStatus, NewEffects, pending_effect};
+use crate::runtime::db::{EffectRetry, NewEffects, Row as AnyRow, pending_effect};
 use crate::runtime::effects::PendingEffect;
 use ridesaga_schemas::RideId;
 
@@ -133,11 +133,8 @@ pub async fn effects_retry(
     .map(|_| ())
 }
 
-/// The pending effects of `saga`, oldest first.
-pub async fn effects_of_saga(
-    pool: &SqlitePool,
-    saga: &RideId,
-) -> Result<Vec<EffectStatus>, sqlx::Error> {
+/// The rows of the pending effects of `saga`, oldest first (decoded by the runtime's `db`).
+pub async fn effects_of_saga(pool: &SqlitePool, saga: &RideId) -> Result<Vec<AnyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT effect_id, kind, attempts, last_error, next_at, deadline_at FROM effects \
          WHERE saga_id = ? ORDER BY recorded_at, effect_id",
@@ -145,16 +142,5 @@ pub async fn effects_of_saga(
     .bind(saga.as_str())
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(EffectStatus {
-                kind: row.try_get("kind")?,
-                id: row.try_get("effect_id")?,
-                attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                last_error: row.try_get("last_error")?,
-                next_at: Timestamp::from_unix_millis(row.try_get("next_at")?),
-                deadline: Timestamp::from_unix_millis(row.try_get("deadline_at")?),
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(AnyRow::Sqlite).collect())
 }
