@@ -12,7 +12,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, PgConnection, Transaction};
 use tempfile::TempDir;
 
-use crate::runtime::{BatchError, Conn, HandleError, Input, Kind, Worker, postgres};
+use crate::runtime::{
+    BatchError, Conn, EffectOutcome, Finished, HandleError, Input, Kind, PendingEffect, Settled,
+    Worker, postgres,
+};
 
 /// Both backends, for tests that run one body on each.
 pub(crate) const KINDS: [Kind; 2] = [Kind::Sqlite, Kind::Postgres];
@@ -274,4 +277,35 @@ pub(crate) async fn execute(conn: &mut Conn<'_>, sql: &'static str) {
         Conn::Postgres(conn) => sqlx::query(sql).execute(&mut **conn).await.map(drop),
     }
     .unwrap();
+}
+
+/// [`Worker::settle`] for one effect.
+pub(crate) trait SettleOne {
+    async fn settle_one(
+        &self,
+        conn: &mut Conn<'_>,
+        effect: &PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> Result<Settled, HandleError>;
+}
+
+impl<W: Worker> SettleOne for W {
+    async fn settle_one(
+        &self,
+        conn: &mut Conn<'_>,
+        effect: &PendingEffect,
+        outcome: EffectOutcome,
+        now: Timestamp,
+    ) -> Result<Settled, HandleError> {
+        let finished = [Finished {
+            effect: effect.clone(),
+            outcome,
+        }];
+        self.settle(conn, &finished, now)
+            .await
+            .map_err(|e| match e {
+                BatchError::Input { error, .. } | BatchError::Batch(error) => error,
+            })
+    }
 }

@@ -15,7 +15,7 @@ use ridesaga_schemas::*;
 use ridesaga_testkit::NatsServer;
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{
-    self, BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome,
+    self, BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome, Finished,
     HandleError, Input, Kind, PendingEffect, Settled, Worker,
     sqlite::{self as store, writer_lock::WriterLock},
 };
@@ -814,10 +814,31 @@ impl Worker for Caller {
     async fn settle(
         &self,
         _conn: &mut Conn<'_>,
+        finished: &[Finished],
+        now: Timestamp,
+    ) -> Result<Settled, BatchError> {
+        let mut outputs = Vec::new();
+        for (index, f) in finished.iter().enumerate() {
+            let event = self
+                .settle_effect(&f.effect, f.outcome.clone(), now)
+                .map_err(|error| BatchError::Input { index, error })?;
+            outputs.push(event);
+        }
+        Ok(Settled {
+            outputs,
+            effects: Vec::new(),
+        })
+    }
+}
+
+impl Caller {
+    /// Settles one effect: the event that announces its outcome.
+    fn settle_effect(
+        &self,
         effect: &PendingEffect,
         outcome: EffectOutcome,
         now: Timestamp,
-    ) -> Result<Settled, HandleError> {
+    ) -> Result<Envelope, HandleError> {
         if self.panic_first_settle.swap(false, Ordering::SeqCst) {
             self.reached.notify_one();
             panic!(
@@ -865,10 +886,7 @@ impl Worker for Caller {
                 now,
             ),
         };
-        Ok(Settled {
-            outputs: vec![event],
-            effects: Vec::new(),
-        })
+        Ok(event)
     }
 }
 
@@ -971,6 +989,30 @@ impl Harness {
         panic!("no replica answers for the effects of {ride}");
     }
 
+    /// Until when the effect `id` is claimed (0: by nobody), if it is recorded.
+    async fn claimed_until(&self, id: &str) -> Option<i64> {
+        if self.database.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&self.database).await.unwrap();
+            let until =
+                sqlx::query_scalar("SELECT claimed_until FROM effects WHERE effect_id = $1")
+                    .bind(id)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            until
+        } else {
+            let pool = store::open(&self.database, 1).await.unwrap();
+            let until = sqlx::query_scalar("SELECT claimed_until FROM effects WHERE effect_id = ?")
+                .bind(id)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            until
+        }
+    }
+
     /// Effects still recorded in the workers' database.
     async fn recorded_effects(&self) -> i64 {
         let sql = "SELECT COUNT(*) FROM effects";
@@ -1056,6 +1098,51 @@ async fn a_crash_after_the_intent_commits_and_before_the_call_calls_once(h: Harn
     assert_eq!(cleared.len(), 1, "one event");
     assert_eq!(worker.party.calls("r_crash_before/check"), 1, "one call");
     assert_eq!(worker.settled().len(), 1, "settled once");
+    assert_eq!(h.recorded_effects().await, 0);
+}
+
+on_both_backends!(a_stopping_replica_hands_back_the_effects_it_had_not_started);
+async fn a_stopping_replica_hands_back_the_effects_it_had_not_started(h: Harness) {
+    let worker = Caller::default();
+    worker.stall_first_call.store(true, Ordering::SeqCst);
+    let settings = [
+        ("RIDESAGA_EFFECT_CONCURRENCY", "1".to_string()),
+        ("RIDESAGA_EFFECT_TIMEOUT", "2s".to_string()),
+    ];
+    let first = h.replica(worker.clone(), &settings);
+    let stalled = h.request("r_stalled").await;
+    tokio::time::timeout(Duration::from_secs(20), worker.reached.notified())
+        .await
+        .unwrap_or_else(waits("the first call"));
+    // Recorded by the first replica, claimed by it, and waiting for its only slot.
+    let waiting = h.request("r_waiting").await;
+    let id = format!("{waiting}/check");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while h.claimed_until(&id).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(waits("the second effect's record"));
+    assert!(
+        h.claimed_until(&id).await > Some(0),
+        "claimed by its replica"
+    );
+
+    first.stop().await;
+    assert_eq!(worker.party.calls(&id), 0, "never started");
+    assert_eq!(
+        h.claimed_until(&id).await,
+        Some(0),
+        "handed back: the next replica need not wait for the claim to expire"
+    );
+    let second = h.replica(worker.clone(), &[]);
+    let cleared = h.stored("evt.fraud.cleared.*", 2).await;
+    second.stop().await;
+    assert_eq!(cleared.len(), 2, "one event each");
+    for ride in [&stalled, &waiting] {
+        assert_eq!(worker.party.calls(&format!("{ride}/check")), 1, "{ride}");
+    }
     assert_eq!(h.recorded_effects().await, 0);
 }
 

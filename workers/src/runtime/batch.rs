@@ -9,7 +9,7 @@ use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::db::{self, Conn, InboxEntry, NewEffects, OutboxRow, Turn};
+use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
@@ -282,14 +282,10 @@ impl<W: Worker> Shared<W> {
             .collect();
         // The effects of the inputs this attempt applied: an attempt that failed rolled back
         // its own with everything else.
-        let effects = NewEffects {
-            effects: &done.effects,
-            deadline: self.effect_deadline,
-        };
-        db::close_batch(conn, &done.writes, &outputs, effects, Timestamp::now()).await?;
-        if !effects.is_empty() {
-            self.effects_due.notify_one();
-        }
+        let effects = self.effects.record(&done.effects);
+        let now = Timestamp::now();
+        db::close_batch(conn, &done.writes, &outputs, effects, now).await?;
+        self.effects.hand(effects, now);
         for (i, first) in repeats {
             applied.push((i, Applied::Duplicate(rows_of[&first].clone())));
         }

@@ -138,11 +138,14 @@ impl OutboxRow {
 }
 
 /// Effects a transaction records: each is due at once and may be retried until `deadline`
-/// after the transaction's time.
+/// after the transaction's time. With a `claim`, they are recorded claimed for that long by
+/// the replica that records them, whose executor gets them in memory once the transaction
+/// commits ([`NewEffects::pending`]); without one, any replica's executor claims them.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEffects<'a> {
     pub effects: &'a [Effect],
     pub deadline: Duration,
+    pub claim: Duration,
 }
 
 impl NewEffects<'_> {
@@ -150,10 +153,35 @@ impl NewEffects<'_> {
     pub const NONE: NewEffects<'static> = NewEffects {
         effects: &[],
         deadline: Duration::ZERO,
+        claim: Duration::ZERO,
     };
 
     pub fn is_empty(&self) -> bool {
         self.effects.is_empty()
+    }
+
+    /// The effects as recorded by a transaction at `now`.
+    pub fn pending(&self, now: Timestamp) -> Vec<PendingEffect> {
+        let deadline = Timestamp::from_unix_millis(self.deadline_ms(now));
+        self.effects
+            .iter()
+            .map(|effect| PendingEffect {
+                effect: effect.clone(),
+                attempts: 0,
+                recorded_at: now,
+                deadline,
+            })
+            .collect()
+    }
+
+    /// Until when the effects are claimed, in milliseconds, for a transaction at `now` (0:
+    /// unclaimed).
+    pub(crate) fn claimed_until_ms(&self, now: Timestamp) -> i64 {
+        if self.claim.is_zero() {
+            return 0;
+        }
+        now.unix_millis()
+            .saturating_add(i64::try_from(self.claim.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// The effects' deadline, in milliseconds, for a transaction at `now`.
@@ -543,6 +571,17 @@ pub async fn effects_delete(
     match conn {
         Conn::Sqlite(c) => sqlite::effects_delete(c, ids).await,
         Conn::Postgres(c) => postgres::effects_delete(c, ids).await,
+    }
+}
+
+/// Clears the claims of the effects whose ids are given, so any replica claims them next.
+pub async fn effects_release(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        Conn::Sqlite(c) => sqlite::effects_release(c, ids).await,
+        Conn::Postgres(c) => postgres::effects_release(c, ids).await,
     }
 }
 

@@ -67,13 +67,20 @@ pub enum EffectOutcome {
     GaveUp(String),
 }
 
-/// What settling an effect's outcome produced, besides the service's own writes (which it makes
+/// An effect that ended, and how, for [`Worker::settle`](super::Worker::settle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub effect: PendingEffect,
+    pub outcome: EffectOutcome,
+}
+
+/// What settling effects' outcomes produced, besides the service's own writes (which it makes
 /// on the connection it is given).
 #[derive(Debug, Default)]
 pub struct Settled {
-    /// Events that announce the outcome.
+    /// Events that announce the outcomes.
     pub outputs: Vec<Envelope>,
-    /// Effects the outcome makes due (recorded in the same transaction).
+    /// Effects the outcomes make due (recorded in the same transaction).
     pub effects: Vec<Effect>,
 }
 

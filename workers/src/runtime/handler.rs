@@ -8,7 +8,7 @@ use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
 
 use super::db::{self, Conn, Kind, Row};
-use super::effects::{Effect, EffectError, EffectOutcome, PendingEffect, Settled};
+use super::effects::{Effect, EffectError, Finished, PendingEffect, Settled};
 
 /// What a handler failure means for the input message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -131,23 +131,28 @@ pub trait Worker: Send + Sync + 'static {
         }
     }
 
-    /// Records how an effect ended: changes the service's state through `conn` (inside the
-    /// transaction that also forgets the effect and stores the outputs), and returns the
-    /// events that announce it and the effects it makes due.
+    /// Records how a group of effects ended, in order: changes the service's state through
+    /// `conn` (inside the transaction that also forgets the effects and stores the outputs),
+    /// and returns the events that announce the outcomes and the effects they make due. Every
+    /// effect in `finished` was still recorded (none is settled twice). A service settles a
+    /// group in a fixed number of statements whatever its size; an outcome it cannot settle is
+    /// [`BatchError::Input`] with its index (the group is redone without it).
     fn settle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
-        effect: &'a PendingEffect,
-        outcome: EffectOutcome,
+        finished: &'a [Finished],
         now: Timestamp,
-    ) -> impl Future<Output = Result<Settled, HandleError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Settled, BatchError>> + Send + 'a {
         let _ = (conn, now);
         async move {
-            Err(HandleError::Permanent(format!(
-                "{} settles no effects ({}: {outcome:?})",
-                self.service(),
-                effect.effect.kind
-            )))
+            Err(BatchError::Input {
+                index: 0,
+                error: HandleError::Permanent(format!(
+                    "{} settles no effects ({} finished)",
+                    self.service(),
+                    finished.len()
+                )),
+            })
         }
     }
 

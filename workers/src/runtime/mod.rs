@@ -32,7 +32,7 @@ mod run;
 pub mod sqlite;
 
 pub use db::{Conn, Database, EffectStatus, Kind, Row};
-pub use effects::{Effect, EffectError, EffectOutcome, PendingEffect, Settled};
+pub use effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect, Settled};
 pub use handler::{
     BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch, saga_ids,
 };

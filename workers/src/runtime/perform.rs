@@ -1,33 +1,37 @@
 //! The effect executor: performs the effects the service's transactions recorded, outside any
 //! transaction, and settles their outcomes (see [`super::effects`]).
 //!
-//! One task per replica ([`Shared::effect_loop`]) wakes when a batch records effects and on
-//! every tick. It claims due effects in a short write transaction (a claim lasts the attempt's
-//! timeout and a margin, so replicas do not perform one effect at the same time; a claim that
-//! expired is taken again, which resumes an effect a crash interrupted), performs each in a
-//! task of its own (at most `RIDESAGA_EFFECT_CONCURRENCY` at once, each attempt bounded by
-//! `RIDESAGA_EFFECT_TIMEOUT`), and settles the results that are in whenever it gets to them in
-//! one transaction (group commit): an outcome through [`Worker::settle`], which also forgets
-//! the effect and stores its outputs and the effects it makes due; a transient failure before
-//! the deadline as another attempt after a growing delay. Outputs are published after the
-//! commit.
+//! One task per replica ([`Shared::effect_loop`]). The effects a replica's transactions record
+//! are recorded claimed by it (for an attempt's timeout and a margin) and reach its executor
+//! in memory once they commit ([`Handoff`]), so the common path costs no claim. The executor
+//! also claims, on every tick, due effects nobody holds: the retries it scheduled, and the
+//! effects of a replica that stopped or crashed before performing them (their claims expired).
+//! A claim is a short write transaction, so replicas never perform one effect at the same
+//! time while claims hold. Each effect is performed in a task of its own (at most
+//! `RIDESAGA_EFFECT_CONCURRENCY` at once, each attempt bounded by `RIDESAGA_EFFECT_TIMEOUT`),
+//! and the results that are in are settled together whenever the executor gets to them, in
+//! one transaction (group commit) through [`Worker::settle`], which also forgets the effects
+//! and stores their outputs and the effects they make due; a transient failure before the
+//! deadline becomes another attempt after a growing delay. Outputs are published after the
+//! commit. A stopping executor starts nothing more, hands the claims of the effects it had not
+//! started back, and lets the attempts in flight finish.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use ridesaga_schemas::Timestamp;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::to_rows;
 use super::db::{self, Conn, EffectRetry, NewEffects, OutboxRow};
-use super::effects::{Effect, EffectError, EffectOutcome, PendingEffect};
-use super::handler::{HandleError, Worker};
+use super::effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect};
+use super::handler::{BatchError, HandleError, Worker};
 use super::metrics::Metrics;
 use super::process::Shared;
 
@@ -50,6 +54,61 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// The most effects one claim takes.
 const CLAIM_MAX: usize = 256;
+
+/// The effects this replica's transactions recorded, on their way to its executor.
+#[derive(Debug)]
+pub struct Handoff {
+    handed: Mutex<Vec<PendingEffect>>,
+    due: Notify,
+    /// `RIDESAGA_EFFECT_DEADLINE`: how long after it is recorded an effect may be retried.
+    deadline: Duration,
+    /// How long a recorded effect stays claimed by the replica that recorded it: an attempt's
+    /// timeout and the margin.
+    claim: Duration,
+}
+
+impl Handoff {
+    pub fn new(deadline: Duration, attempt_timeout: Duration) -> Self {
+        Handoff {
+            handed: Mutex::new(Vec::new()),
+            due: Notify::new(),
+            deadline,
+            claim: attempt_timeout + CLAIM_MARGIN,
+        }
+    }
+
+    /// `effects` as a transaction records them: claimed by this replica.
+    pub fn record<'a>(&self, effects: &'a [Effect]) -> NewEffects<'a> {
+        NewEffects {
+            effects,
+            deadline: self.deadline,
+            claim: self.claim,
+        }
+    }
+
+    /// Hands what a transaction at `now` recorded with [`Handoff::record`] to the executor,
+    /// once it committed.
+    pub fn hand(&self, recorded: NewEffects<'_>, now: Timestamp) {
+        if recorded.is_empty() {
+            return;
+        }
+        let pending = recorded.pending(now);
+        self.handed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(pending);
+        self.due.notify_one();
+    }
+
+    fn take(&self) -> Vec<PendingEffect> {
+        std::mem::take(
+            &mut *self
+                .handed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
 
 /// The delay before the next attempt at an effect that had `attempts` attempts before the one
 /// that just failed: 200 ms, 400 ms, 800 ms ... capped at 10 s.
@@ -104,16 +163,14 @@ fn retry_of(effect: &PendingEffect, error: String, now: Timestamp) -> EffectRetr
 /// Why a settle transaction was rolled back.
 enum SettleError {
     /// The service could not settle the outcome at this index of the group.
-    Effect {
-        index: usize,
-        error: HandleError,
-    },
-    Database(sqlx::Error),
+    Effect { index: usize, error: HandleError },
+    /// Nothing in the group could be settled (the database failed).
+    Group(HandleError),
 }
 
 impl From<sqlx::Error> for SettleError {
     fn from(e: sqlx::Error) -> Self {
-        SettleError::Database(e)
+        SettleError::Group(e.into())
     }
 }
 
@@ -123,52 +180,73 @@ struct Committed {
     rows: Vec<OutboxRow>,
     /// Outcomes settled (those another replica had not settled first).
     settled: usize,
-    /// New effects recorded.
-    recorded: usize,
+    /// The effects the outcomes made due, recorded claimed by this replica.
+    effects: Vec<Effect>,
 }
 
-/// An outcome to settle.
-type Outcome = (PendingEffect, EffectOutcome);
-
-/// How the loop looks for due effects next.
+/// How the loop looks for due effects nobody holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Look {
     /// Not now.
     No,
     /// A read first; the claim only if something is due.
     Peek,
-    /// Claim at once (a batch or a settle just recorded effects).
+    /// Claim at once (the last claim was full).
     Claim,
 }
 
+/// The executor's state.
+struct Executor {
+    settings: EffectSettings,
+    limit: Arc<Semaphore>,
+    tasks: TaskTracker,
+    done: mpsc::UnboundedSender<Attempt>,
+    /// Ids of the effects this executor holds: waiting in `queue` or being attempted.
+    held: HashSet<String>,
+    /// Effects handed or claimed, waiting for a permit.
+    queue: VecDeque<PendingEffect>,
+}
+
 impl<W: Worker> Shared<W> {
-    /// The executor, until `stop`: then it claims nothing more, lets the attempts in flight
-    /// finish (each within its timeout), settles them and waits for their outputs' publishing.
+    /// The executor, until `stop`: then it starts nothing more, hands back the claims of the
+    /// effects it had not started, lets the attempts in flight finish (each within its
+    /// timeout), settles them and waits for their outputs' publishing.
     pub async fn effect_loop(self: Arc<Self>, settings: EffectSettings, stop: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(settings.concurrency));
-        let tasks = TaskTracker::new();
         let (done, mut results) = mpsc::unbounded_channel::<Attempt>();
-        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut ex = Executor {
+            settings,
+            limit: Arc::new(Semaphore::new(settings.concurrency)),
+            tasks: TaskTracker::new(),
+            done,
+            held: HashSet::new(),
+            queue: VecDeque::new(),
+        };
         let mut ticker = tokio::time::interval(settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut look = Look::No;
         let mut stopping = false;
         loop {
-            if !stopping && look != Look::No {
-                let more = self
-                    .claim_and_perform(look, settings, &limit, &tasks, &done, &mut in_flight)
-                    .await;
-                look = if more { Look::Claim } else { Look::No };
-                if more && limit.available_permits() > 0 {
-                    continue;
+            if !stopping {
+                self.take_handed(&mut ex);
+                self.start_queued(&mut ex);
+                if look != Look::No && ex.queue.is_empty() {
+                    let more = self.claim(look, &mut ex).await;
+                    self.start_queued(&mut ex);
+                    look = if more { Look::Claim } else { Look::No };
+                    if more && ex.limit.available_permits() > 0 {
+                        continue;
+                    }
                 }
             }
-            if stopping && in_flight.is_empty() {
+            if stopping && ex.held.is_empty() {
                 break;
             }
             tokio::select! {
-                _ = stop.cancelled(), if !stopping => stopping = true,
-                _ = self.effects_due.notified(), if !stopping => look = Look::Claim,
+                _ = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    self.hand_back(&mut ex).await;
+                }
+                _ = self.effects.due.notified(), if !stopping => {}
                 _ = ticker.tick(), if !stopping => {
                     if look == Look::No {
                         look = Look::Peek;
@@ -180,30 +258,50 @@ impl<W: Worker> Shared<W> {
                         group.push(next);
                     }
                     for attempt in &group {
-                        in_flight.remove(&attempt.effect.effect.id);
+                        ex.held.remove(&attempt.effect.effect.id);
                     }
-                    if self.settle_attempts(group, &tasks).await {
-                        look = Look::Claim;
-                    }
+                    self.settle_attempts(group, &ex.tasks).await;
                 }
             }
         }
-        tasks.close();
-        tasks.wait().await;
+        ex.tasks.close();
+        ex.tasks.wait().await;
     }
 
-    /// Claims as many due effects as there is room for and starts an attempt at each; true
-    /// when more may be due than there was room for.
-    async fn claim_and_perform(
-        self: &Arc<Self>,
-        look: Look,
-        settings: EffectSettings,
-        limit: &Arc<Semaphore>,
-        tasks: &TaskTracker,
-        done: &mpsc::UnboundedSender<Attempt>,
-        in_flight: &mut HashSet<String>,
-    ) -> bool {
-        let room = limit.available_permits().min(CLAIM_MAX);
+    /// Queues the effects this replica's transactions handed over.
+    fn take_handed(&self, ex: &mut Executor) {
+        for effect in self.effects.take() {
+            if ex.held.insert(effect.effect.id.clone()) {
+                ex.queue.push_back(effect);
+            }
+        }
+    }
+
+    /// Starts an attempt at each queued effect there is a permit for.
+    fn start_queued(self: &Arc<Self>, ex: &mut Executor) {
+        while !ex.queue.is_empty() {
+            let Ok(permit) = ex.limit.clone().try_acquire_owned() else {
+                return;
+            };
+            if let Some(effect) = ex.queue.pop_front() {
+                self.start(ex, effect, permit);
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, ex: &Executor, effect: PendingEffect, permit: OwnedSemaphorePermit) {
+        let (shared, done, timeout) = (self.clone(), ex.done.clone(), ex.settings.timeout);
+        ex.tasks.spawn(async move {
+            let _permit = permit;
+            let result = shared.attempt(&effect, timeout).await;
+            let _ = done.send(Attempt { effect, result });
+        });
+    }
+
+    /// Claims as many due effects nobody holds as there are free permits, and queues them;
+    /// true when more may be due than there was room for.
+    async fn claim(&self, look: Look, ex: &mut Executor) -> bool {
+        let room = ex.limit.available_permits().min(CLAIM_MAX);
         let now = Timestamp::now().unix_millis();
         if look == Look::Peek {
             match self.database.effects_pending(now).await {
@@ -225,7 +323,7 @@ impl<W: Worker> Shared<W> {
             // Every permit is taken: claim once an attempt finishes.
             return true;
         }
-        let until = now.saturating_add((settings.timeout + CLAIM_MARGIN).as_millis() as i64);
+        let until = now.saturating_add((ex.settings.timeout + CLAIM_MARGIN).as_millis() as i64);
         let claimed = self
             .database
             .transaction(async |conn| db::effects_claim(conn, now, until, room as i64).await)
@@ -239,22 +337,36 @@ impl<W: Worker> Shared<W> {
         };
         let full = claimed.len() >= room;
         for effect in claimed {
-            // Claimed again by this replica while its attempt is still in flight (its claim
-            // expired meanwhile): that attempt settles it.
-            if !in_flight.insert(effect.effect.id.clone()) {
-                continue;
+            // Claimed again while this executor still holds it (its claim expired
+            // meanwhile): the attempt it holds settles it.
+            if ex.held.insert(effect.effect.id.clone()) {
+                ex.queue.push_back(effect);
             }
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
-            };
-            let (shared, done, timeout) = (self.clone(), done.clone(), settings.timeout);
-            tasks.spawn(async move {
-                let _permit = permit;
-                let result = shared.attempt(&effect, timeout).await;
-                let _ = done.send(Attempt { effect, result });
-            });
         }
         full
+    }
+
+    /// Clears the claims of the effects this executor holds but has not started, so that
+    /// another replica performs them without waiting for the claims to expire.
+    async fn hand_back(&self, ex: &mut Executor) {
+        self.take_handed(ex);
+        let ids: Vec<String> = ex.queue.drain(..).map(|e| e.effect.id).collect();
+        for id in &ids {
+            ex.held.remove(id);
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let released = self
+            .database
+            .transaction(async |conn| db::effects_release(conn, &ids).await)
+            .await;
+        match released {
+            Ok(()) => tracing::info!(effects = ids.len(), "handed unstarted effects back"),
+            Err(e) => {
+                tracing::warn!(error = %e, effects = ids.len(), "could not hand effects back; another replica performs them once their claims expire");
+            }
+        }
     }
 
     /// One attempt at `effect` through the service, within `timeout`. A panic in the service's
@@ -280,36 +392,31 @@ impl<W: Worker> Shared<W> {
         result
     }
 
-    /// Settles a group of attempts in one transaction; true when that recorded new effects.
-    /// When the transaction itself fails, each outcome is settled alone, so that one outcome's
-    /// fault is its own; one that still fails is left to its claim's expiry (it is performed
-    /// again then).
-    async fn settle_attempts(self: &Arc<Self>, group: Vec<Attempt>, tasks: &TaskTracker) -> bool {
+    /// Settles a group of attempts in one transaction. When the transaction itself fails,
+    /// each outcome is settled alone, so that one outcome's fault is its own; one that still
+    /// fails is left to its claim's expiry (it is performed again then).
+    async fn settle_attempts(self: &Arc<Self>, group: Vec<Attempt>, tasks: &TaskTracker) {
         let now = Timestamp::now();
         let mut outcomes = Vec::new();
         let mut retries = Vec::new();
         for Attempt { effect, result } in group {
             match next_step(&effect, result, now) {
-                Next::Settle(outcome) => outcomes.push((effect, outcome)),
+                Next::Settle(outcome) => outcomes.push(Finished { effect, outcome }),
                 Next::Retry(retry) => retries.push(retry),
             }
         }
         let error = match self.settle_group(&outcomes, &retries, now, tasks).await {
-            Ok(recorded) => return recorded,
+            Ok(()) => return,
             Err(e) => e,
         };
         if outcomes.len() <= 1 {
             tracing::warn!(error = %error, "could not record effect outcomes; they are performed again once their claims expire");
-            return false;
+            return;
         }
         tracing::warn!(error = %error, outcomes = outcomes.len(), "settling effects failed; settling them one by one");
-        let mut recorded = false;
         for one in outcomes.chunks(1) {
-            match self.settle_group(one, &[], now, tasks).await {
-                Ok(more) => recorded |= more,
-                Err(e) => {
-                    tracing::warn!(effect = %one[0].0.effect.id, error = %e, "could not record an effect's outcome; it is performed again once its claim expires");
-                }
+            if let Err(e) = self.settle_group(one, &[], now, tasks).await {
+                tracing::warn!(effect = %one[0].effect.effect.id, error = %e, "could not record an effect's outcome; it is performed again once its claim expires");
             }
         }
         if !retries.is_empty()
@@ -317,26 +424,25 @@ impl<W: Worker> Shared<W> {
         {
             tracing::warn!(error = %e, "could not schedule effects for another attempt; they are retried once their claims expire");
         }
-        recorded
     }
 
     /// Settles `outcomes` and schedules `retries` in one transaction. An outcome the service
     /// cannot settle is left out and the transaction redone without it (failures are rare, and
     /// this keeps the common path free of a savepoint per outcome); the effect is then set up
-    /// for another attempt. Returns whether the commit recorded new effects.
+    /// for another attempt. The effects the outcomes make due go to this executor.
     async fn settle_group(
         self: &Arc<Self>,
-        outcomes: &[Outcome],
+        outcomes: &[Finished],
         retries: &[EffectRetry],
         now: Timestamp,
         tasks: &TaskTracker,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<(), HandleError> {
         let mut refused: Vec<(usize, HandleError)> = Vec::new();
         loop {
             let skip: HashSet<usize> = refused.iter().map(|(index, _)| *index).collect();
             let mut updates = retries.to_vec();
             updates.extend(refused.iter().map(|(index, error)| {
-                retry_of(&outcomes[*index].0, format!("settle: {error}"), now)
+                retry_of(&outcomes[*index].effect, format!("settle: {error}"), now)
             }));
             let attempt = self
                 .database
@@ -351,8 +457,10 @@ impl<W: Worker> Shared<W> {
                         .fetch_add(committed.settled as u64, Ordering::Relaxed);
                     for (index, error) in &refused {
                         Metrics::inc(&self.metrics.effects_settle_failed);
-                        tracing::warn!(effect = %outcomes[*index].0.effect.id, %error, "could not settle an effect's outcome; it is performed again later");
+                        tracing::warn!(effect = %outcomes[*index].effect.effect.id, %error, "could not settle an effect's outcome; it is performed again later");
                     }
+                    self.effects
+                        .hand(self.effects.record(&committed.effects), now);
                     if !committed.rows.is_empty() {
                         let shared = self.clone();
                         tasks.spawn(async move {
@@ -361,10 +469,10 @@ impl<W: Worker> Shared<W> {
                             }
                         });
                     }
-                    return Ok(committed.recorded > 0);
+                    return Ok(());
                 }
                 Err(SettleError::Effect { index, error }) => refused.push((index, error)),
-                Err(SettleError::Database(e)) => return Err(e),
+                Err(SettleError::Group(e)) => return Err(e),
             }
         }
     }
@@ -376,7 +484,7 @@ impl<W: Worker> Shared<W> {
     async fn settle_once(
         &self,
         conn: &mut Conn<'_>,
-        outcomes: &[Outcome],
+        outcomes: &[Finished],
         skip: &HashSet<usize>,
         updates: &[EffectRetry],
         now: Timestamp,
@@ -385,42 +493,45 @@ impl<W: Worker> Shared<W> {
             .iter()
             .enumerate()
             .filter(|(index, _)| !skip.contains(index))
-            .map(|(_, (effect, _))| effect.effect.id.clone())
+            .map(|(_, finished)| finished.effect.effect.id.clone())
             .collect();
         let recorded = db::effects_delete(conn, &ids).await?;
-        let mut rows = Vec::new();
-        let mut effects: Vec<Effect> = Vec::new();
-        let mut settled = 0;
-        for (index, (effect, outcome)) in outcomes.iter().enumerate() {
-            if skip.contains(&index) {
-                continue;
-            }
-            if !recorded.contains(&effect.effect.id) {
-                tracing::debug!(effect = %effect.effect.id, "settled already");
-                continue;
-            }
-            let done = self
-                .worker
-                .settle(conn, effect, outcome.clone(), now)
+        // The outcomes to settle, and the index of each in `outcomes`.
+        let (indices, group): (Vec<usize>, Vec<Finished>) = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(index, finished)| {
+                let id = &finished.effect.effect.id;
+                let settle = !skip.contains(index) && recorded.contains(id);
+                if !settle && !skip.contains(index) {
+                    tracing::debug!(effect = %id, "settled already");
+                }
+                settle
+            })
+            .map(|(index, finished)| (index, finished.clone()))
+            .unzip();
+        let done = if group.is_empty() {
+            Default::default()
+        } else {
+            self.worker
+                .settle(conn, &group, now)
                 .await
-                .map_err(|error| SettleError::Effect { index, error })?;
-            rows.extend(
-                to_rows(&done.outputs).map_err(|error| SettleError::Effect { index, error })?,
-            );
-            effects.extend(done.effects);
-            settled += 1;
-        }
-        db::outbox_insert(conn, None, &rows, now).await?;
-        let new = NewEffects {
-            effects: &effects,
-            deadline: self.effect_deadline,
+                .map_err(|e| match e {
+                    BatchError::Input { index, error } => SettleError::Effect {
+                        index: indices.get(index).copied().unwrap_or(indices[0]),
+                        error,
+                    },
+                    BatchError::Batch(error) => SettleError::Group(error),
+                })?
         };
-        db::effects_insert(conn, new, now).await?;
+        let rows = to_rows(&done.outputs).map_err(SettleError::Group)?;
+        db::outbox_insert(conn, None, &rows, now).await?;
+        db::effects_insert(conn, self.effects.record(&done.effects), now).await?;
         db::effects_retry(conn, updates).await?;
         Ok(Committed {
             rows,
-            settled,
-            recorded: effects.len(),
+            settled: group.len(),
+            effects: done.effects,
         })
     }
 }
@@ -542,6 +653,7 @@ mod tests {
         let new = |effects| NewEffects {
             effects,
             deadline: minute,
+            claim: Duration::ZERO,
         };
         db::effects_insert(&mut conn, new(&first), at(1_000))
             .await
@@ -626,6 +738,7 @@ mod tests {
         let new = NewEffects {
             effects: &effects,
             deadline: Duration::from_secs(60),
+            claim: Duration::ZERO,
         };
         db::close_batch(&mut conn, &[], &[], new, now)
             .await

@@ -332,7 +332,7 @@ pub async fn effects_insert(
     sqlx::query(
         "INSERT INTO effects (effect_id, kind, saga_id, request, attempts, recorded_at, \
          next_at, deadline_at, claimed_until) \
-         SELECT id, kind, saga, request, 0, $5, $5, $6, 0 \
+         SELECT id, kind, saga, request, 0, $5, $5, $6, $7 \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t (id, kind, saga, request) \
          ON CONFLICT (effect_id) DO NOTHING",
     )
@@ -342,6 +342,7 @@ pub async fn effects_insert(
     .bind(requests)
     .bind(now.unix_millis())
     .bind(effects.deadline_ms(now))
+    .bind(effects.claimed_until_ms(now))
     .execute(conn)
     .await
     .map(|_| ())
@@ -428,6 +429,15 @@ pub async fn effects_retry(
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Clears the claims of the effects whose ids are given.
+pub async fn effects_release(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE effects SET claimed_until = 0 WHERE effect_id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// The rows of the pending effects of `saga`, oldest first (decoded by the runtime's `db`).

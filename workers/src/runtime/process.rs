@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::batch::{WriteRequest, to_rows};
 use super::db::{self, Database, OutboxRow};
 use super::handler::{HandleError, Worker};
 use super::metrics::Metrics;
+use super::perform::Handoff;
 use super::publish::Publisher;
 
 /// Everything the handling of one message needs; shared by all in-flight tasks.
@@ -28,10 +29,8 @@ pub struct Shared<W> {
     pub writes: mpsc::Sender<WriteRequest>,
     /// The service's database: every write goes through its writer, one turn at a time.
     pub database: Database,
-    /// Wakes the effect executor when a batch records effects.
-    pub effects_due: Notify,
-    /// `RIDESAGA_EFFECT_DEADLINE`: how long after it is recorded an effect may be retried.
-    pub effect_deadline: Duration,
+    /// The effects this replica records, on their way to its executor.
+    pub effects: Handoff,
 }
 
 /// What happens to a delivered message.

@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use async_nats::service::ServiceExt;
 use futures_util::StreamExt;
 use ridesaga_schemas::{RideId, Timestamp, streams};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +21,7 @@ use super::db::{self, Database};
 use super::handler::Worker;
 use super::http::{self, HttpState};
 use super::metrics::Metrics;
-use super::perform::EffectSettings;
+use super::perform::{EffectSettings, Handoff};
 use super::process::Shared;
 use super::publish::Publisher;
 use crate::config::RuntimeConfig;
@@ -156,8 +156,7 @@ async fn serve<W: Worker>(
         metrics: metrics.clone(),
         writes,
         database: database.clone(),
-        effects_due: Notify::new(),
-        effect_deadline: config.effect_deadline,
+        effects: Handoff::new(config.effect_deadline, config.effect_timeout),
     });
 
     // Background tasks stop on `background`, which is cancelled only after in-flight work

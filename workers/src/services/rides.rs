@@ -50,6 +50,13 @@ impl<S: Default> Rides<S> {
         Ok((ride_id.clone(), state))
     }
 
+    /// The stored state of `ride_id`, if the service has heard of the ride.
+    pub fn stored(&mut self, ride_id: &RideId) -> Option<Result<&mut S, HandleError>> {
+        self.states
+            .get_mut(ride_id)
+            .map(|state| state.as_mut().map_err(|e| e.clone()))
+    }
+
     /// Notes that the input applied at `at` changed the ride's state.
     pub fn changed_at(&mut self, ride_id: RideId, at: Timestamp) {
         if self.changed_at.insert(ride_id.clone(), at).is_none() {

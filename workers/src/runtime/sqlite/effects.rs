@@ -7,17 +7,19 @@ use crate::runtime::db::{EffectRetry, NewEffects, Row as AnyRow, pending_effect}
 use crate::runtime::effects::PendingEffect;
 use ridesaga_schemas::RideId;
 
-/// Effects `[id, kind, saga, request, recorded_ms, deadline_ms]` (the one parameter), due at
-/// once and unclaimed; an id already recorded keeps its first record.
+/// Effects `[id, kind, saga, request, recorded_ms, deadline_ms, claimed_until_ms]` (the one
+/// parameter), due at once; an id already recorded keeps its first record.
 pub(super) const EFFECTS_INSERT_SQL: &str = "INSERT INTO effects (effect_id, kind, saga_id, \
      request, attempts, recorded_at, next_at, deadline_at, claimed_until) SELECT value ->> 0, \
-     value ->> 1, value ->> 2, value ->> 3, 0, value ->> 4, value ->> 4, value ->> 5, 0 \
+     value ->> 1, value ->> 2, value ->> 3, 0, value ->> 4, value ->> 4, value ->> 5, \
+     value ->> 6 \
      FROM jsonb_each(?) WHERE true ON CONFLICT (effect_id) DO NOTHING";
 
 /// The rows [`EFFECTS_INSERT_SQL`] expands, for a transaction at `now`.
 pub(super) fn effects_json(effects: NewEffects<'_>, now: Timestamp) -> Result<String, sqlx::Error> {
     let recorded = now.unix_millis();
     let deadline = effects.deadline_ms(now);
+    let claimed = effects.claimed_until_ms(now);
     let rows: Vec<serde_json::Value> = effects
         .effects
         .iter()
@@ -29,6 +31,7 @@ pub(super) fn effects_json(effects: NewEffects<'_>, now: Timestamp) -> Result<St
                 e.request,
                 recorded,
                 deadline,
+                claimed,
             ])
         })
         .collect();
@@ -131,6 +134,18 @@ pub async fn effects_retry(
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Clears the claims of the effects whose ids are given.
+pub async fn effects_release(
+    conn: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE effects SET claimed_until = 0 FROM jsonb_each(?) WHERE effect_id = value")
+        .bind(json_array(ids)?)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// The rows of the pending effects of `saga`, oldest first (decoded by the runtime's `db`).

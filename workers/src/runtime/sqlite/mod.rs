@@ -372,7 +372,8 @@ pub async fn inbox_prune(
 mod effects;
 use effects::{EFFECTS_INSERT_SQL, effects_json};
 pub use effects::{
-    effects_claim, effects_delete, effects_insert, effects_of_saga, effects_pending, effects_retry,
+    effects_claim, effects_delete, effects_insert, effects_of_saga, effects_pending,
+    effects_release, effects_retry,
 };
 mod outbox;
 use outbox::outbox_rows;

@@ -34,8 +34,8 @@ use self::store::Status;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
-    BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, HandleError, Input, Kind,
-    PendingEffect, Row, Settled, Worker, apply_as_batch,
+    BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, Finished, HandleError,
+    Input, Kind, PendingEffect, Row, Settled, Worker, apply_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/notification");
@@ -167,67 +167,88 @@ impl<C: Channel> NotificationService<C> {
         serde_json::to_string(&delivered).map_err(|e| EffectError::Permanent(e.to_string()))
     }
 
-    /// Records how a delivery ended, if it had not been recorded yet: delivered, announced by
-    /// `evt.notification.sent`; or failed, with a warning for operators and no event (the
-    /// audit then shows the rider was not told).
-    async fn settle_delivery(
+    /// Records how a group of deliveries ended, in one statement: each delivery not
+    /// recorded before is delivered, announced by `evt.notification.sent`, or failed, with a
+    /// warning for operators and no event (the audit then shows the rider was not told).
+    async fn settle_deliveries(
         &self,
         conn: &mut Conn<'_>,
-        effect: &PendingEffect,
-        outcome: EffectOutcome,
+        finished: &[Finished],
         now: Timestamp,
-    ) -> Result<Settled, HandleError> {
-        let request = Request::of(&effect.effect).map_err(HandleError::Permanent)?;
-        let key = request.key();
-        let (channel, error) = match &outcome {
+    ) -> Result<Settled, BatchError> {
+        let mut deliveries = Vec::with_capacity(finished.len());
+        for (index, f) in finished.iter().enumerate() {
+            let request = Request::of(&f.effect.effect).map_err(|error| BatchError::Input {
+                index,
+                error: HandleError::Permanent(error),
+            })?;
+            let (channel, error) = self.ending(f);
+            deliveries.push((request, channel, error));
+        }
+        let rows: Vec<store::Settling<'_>> = deliveries
+            .iter()
+            .map(|(request, channel, error)| store::Settling {
+                key: request.key(),
+                outcome: store::Outcome {
+                    status: match error {
+                        None => Status::Delivered,
+                        Some(_) => Status::Failed,
+                    },
+                    channel,
+                    error: error.as_deref(),
+                },
+            })
+            .collect();
+        let was_due = store::settle(conn, &rows, now)
+            .await
+            .map_err(BatchError::Batch)?;
+        let mut outputs = Vec::new();
+        for ((f, (request, channel, error)), due) in finished.iter().zip(&deliveries).zip(was_due) {
+            let effect = &f.effect;
+            if !due {
+                debug!(effect = %effect.effect.id, "notification settled before; nothing to record");
+                continue;
+            }
+            let Some(error) = error else {
+                outputs.push(announcement(effect, request, channel, now));
+                continue;
+            };
+            warn!(
+                ride_id = %request.ride_id,
+                kind = request.notice.kind.as_str(),
+                recipient = store::recipient_str(&request.notice.recipient),
+                recipient_id = %request.notice.recipient_id,
+                effect = %effect.effect.id,
+                %error,
+                "notification not delivered; no evt.notification.sent"
+            );
+        }
+        Ok(Settled {
+            outputs,
+            effects: Vec::new(),
+        })
+    }
+
+    /// How a delivery ended: the channel that took it (or was asked), and why it failed if
+    /// it did.
+    fn ending(&self, finished: &Finished) -> (String, Option<String>) {
+        let ours = || self.channel.name().to_owned();
+        match &finished.outcome {
             EffectOutcome::Done(result) => {
-                let channel = serde_json::from_str::<Delivered>(result)
+                let channel = serde_json::from_str::<Delivered>(result.as_str())
                     .map(|d| d.channel)
-                    .unwrap_or_else(|_| self.channel.name().to_owned());
+                    .unwrap_or_else(|_| ours());
                 (channel, None)
             }
-            EffectOutcome::Failed(reason) => (
-                self.channel.name().to_owned(),
-                Some(format!("refused: {reason}")),
-            ),
+            EffectOutcome::Failed(reason) => (ours(), Some(format!("refused: {reason}"))),
             EffectOutcome::GaveUp(last) => (
-                self.channel.name().to_owned(),
+                ours(),
                 Some(format!(
                     "not delivered after {} attempts: {last}",
-                    effect.attempts + 1
+                    finished.effect.attempts + 1
                 )),
             ),
-        };
-        let status = match error {
-            None => Status::Delivered,
-            Some(_) => Status::Failed,
-        };
-        let settled = store::Outcome {
-            status,
-            channel: &channel,
-            error: error.as_deref(),
-        };
-        if !store::settle(conn, key, settled, now).await? {
-            debug!(effect = %effect.effect.id, "notification settled before; nothing to record");
-            return Ok(Settled::default());
         }
-        let Some(error) = error else {
-            let event = announcement(effect, &request, &channel, now);
-            return Ok(Settled {
-                outputs: vec![event],
-                effects: Vec::new(),
-            });
-        };
-        warn!(
-            ride_id = %request.ride_id,
-            kind = request.notice.kind.as_str(),
-            recipient = store::recipient_str(&request.notice.recipient),
-            recipient_id = %request.notice.recipient_id,
-            effect = %effect.effect.id,
-            %error,
-            "notification not delivered; no evt.notification.sent"
-        );
-        Ok(Settled::default())
     }
 }
 
@@ -357,11 +378,10 @@ impl<C: Channel> Worker for NotificationService<C> {
     fn settle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
-        effect: &'a PendingEffect,
-        outcome: EffectOutcome,
+        finished: &'a [Finished],
         now: Timestamp,
-    ) -> impl Future<Output = Result<Settled, HandleError>> + Send + 'a {
-        self.settle_delivery(conn, effect, outcome, now)
+    ) -> impl Future<Output = Result<Settled, BatchError>> + Send + 'a {
+        self.settle_deliveries(conn, finished, now)
     }
 }
 

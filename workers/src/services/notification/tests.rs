@@ -15,7 +15,7 @@ use sqlx::Connection;
 use super::channel::ChannelError;
 use super::*;
 use crate::testing::each_backend;
-use crate::testing::{TestDb, epoch, timeless};
+use crate::testing::{SettleOne, TestDb, epoch, timeless};
 
 /// A channel that fails its first delivery, and remembers the ids it delivered.
 #[derive(Debug, Default)]
@@ -152,13 +152,40 @@ async fn deliver<C: Channel>(
     for effect in effects.iter().map(pending) {
         let result = service.perform(&effect).await.unwrap();
         let settled = service
-            .settle(conn, &effect, EffectOutcome::Done(result), epoch())
+            .settle_one(conn, &effect, EffectOutcome::Done(result), epoch())
             .await
             .unwrap();
         assert!(settled.effects.is_empty());
         events.extend(settled.outputs);
     }
     events
+}
+
+/// Performs each of `effects` and settles them all as one group, as the runtime's executor
+/// does with the attempts that finished together; the events settling emitted. Settling the
+/// group again (a replica whose claims expired) announces nothing more.
+async fn deliver_group<C: Channel>(
+    service: &NotificationService<C>,
+    conn: &mut Conn<'_>,
+    effects: &[Effect],
+) -> Vec<Envelope> {
+    let mut finished = Vec::new();
+    for effect in effects.iter().map(pending) {
+        let result = service.perform(&effect).await.unwrap();
+        finished.push(Finished {
+            effect,
+            outcome: EffectOutcome::Done(result),
+        });
+    }
+    let settled = service.settle(conn, &finished, epoch()).await.unwrap();
+    assert!(settled.effects.is_empty());
+    let again = service.settle(conn, &finished, epoch()).await.unwrap();
+    assert!(
+        again.outputs.is_empty(),
+        "settled twice: {:?}",
+        again.outputs
+    );
+    settled.outputs
 }
 
 /// Settles `effect` in a transaction that is rolled back, as when the process stops before
@@ -173,7 +200,7 @@ async fn settle_then_crash<C: Channel>(
         TestDb::Sqlite { conn, .. } => {
             let mut tx = conn.begin().await.unwrap();
             let mut conn = Conn::Sqlite(&mut tx);
-            let settled = service.settle(&mut conn, effect, outcome, epoch());
+            let settled = service.settle_one(&mut conn, effect, outcome, epoch());
             let settled = settled.await.unwrap();
             tx.rollback().await.unwrap();
             settled
@@ -181,7 +208,7 @@ async fn settle_then_crash<C: Channel>(
         TestDb::Postgres { conn, .. } => {
             let mut tx = conn.begin().await.unwrap();
             let mut conn = Conn::Postgres(&mut tx);
-            let settled = service.settle(&mut conn, effect, outcome, epoch());
+            let settled = service.settle_one(&mut conn, effect, outcome, epoch());
             let settled = settled.await.unwrap();
             tx.rollback().await.unwrap();
             settled
@@ -274,7 +301,7 @@ async fn settling_a_delivery_emits_its_event_once(kind: Kind) {
     let mut conn = db.conn();
     assert_eq!(with_status(&mut conn, Status::Due).await, 2);
     let settled = service
-        .settle(
+        .settle_one(
             &mut conn,
             &effect,
             EffectOutcome::Done(result.clone()),
@@ -304,7 +331,7 @@ async fn settling_a_delivery_emits_its_event_once(kind: Kind) {
 
     // Settling it again (another replica, a repeat) changes nothing and emits nothing.
     let again = service
-        .settle(&mut conn, &effect, EffectOutcome::Done(result), epoch())
+        .settle_one(&mut conn, &effect, EffectOutcome::Done(result), epoch())
         .await
         .unwrap();
     assert!(again.outputs.is_empty() && again.effects.is_empty());
@@ -332,7 +359,7 @@ async fn a_crash_between_the_line_and_the_settle_repeats_the_line_and_announces_
     assert_eq!(ids[0], ids[1], "with the same id, for readers to dedupe");
     let mut conn = db.conn();
     let settled = restarted
-        .settle(&mut conn, &effect, EffectOutcome::Done(result), epoch())
+        .settle_one(&mut conn, &effect, EffectOutcome::Done(result), epoch())
         .await
         .unwrap();
     assert_eq!(settled.outputs.len(), 1);
@@ -354,13 +381,13 @@ async fn a_refused_or_abandoned_delivery_is_recorded_failed_and_announces_nothin
 
     let failed = EffectOutcome::Failed(error.to_string());
     let settled = service
-        .settle(&mut conn, &refused, failed, epoch())
+        .settle_one(&mut conn, &refused, failed, epoch())
         .await
         .unwrap();
     assert!(settled.outputs.is_empty());
     let gave_up = EffectOutcome::GaveUp("timed out".into());
     let settled = service
-        .settle(&mut conn, &abandoned, gave_up, epoch())
+        .settle_one(&mut conn, &abandoned, gave_up, epoch())
         .await
         .unwrap();
     assert!(settled.outputs.is_empty());
@@ -370,7 +397,7 @@ async fn a_refused_or_abandoned_delivery_is_recorded_failed_and_announces_nothin
 
     // A late success settles nothing, and the event does not call for them again.
     let late = service
-        .settle(
+        .settle_one(
             &mut conn,
             &refused,
             EffectOutcome::Done("{}".into()),
@@ -461,7 +488,7 @@ async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once(kin
     let done = apply(&service, &mut conn, &inputs).await;
     assert_eq!(done.outputs, vec![Vec::<Envelope>::new(); 4]);
     assert_eq!(done.effects, one_effects);
-    let batch = deliver(&service, &mut conn, &done.effects).await;
+    let batch = deliver_group(&service, &mut conn, &done.effects).await;
 
     assert_eq!(timeless(vec![batch]), timeless(vec![one_by_one]));
     assert_eq!(log_ids(&service), log_ids(&one_service));

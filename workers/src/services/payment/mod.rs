@@ -32,6 +32,8 @@ pub mod domain;
 pub mod gateway;
 pub mod store;
 
+use std::collections::HashMap;
+
 use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
 use tracing::{debug, warn};
@@ -44,8 +46,8 @@ use self::store::Changed;
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
-    BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, HandleError, Input, Kind,
-    PendingEffect, Row, Settled, Worker, apply_as_batch,
+    BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome, Finished,
+    HandleError, Input, Kind, PendingEffect, Row, Settled, Worker, apply_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/payment");
@@ -100,37 +102,13 @@ impl<G: Gateway> PaymentService<G> {
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
-        let mut batch = Batch {
-            payments: Rides::loaded(
-                loaded
-                    .into_iter()
-                    .map(|(id, stored)| (id, stored.map(Slot::stored))),
-            ),
-            journal: Vec::new(),
-            effects: Vec::new(),
-        };
+        let mut batch = Batch::loaded(loaded);
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
             let applied = self.apply_to(&mut batch, input);
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
-        let mut writes = Vec::new();
-        if !batch.journal.is_empty() {
-            writes.push(store::journal_many(kind, &batch.journal).map_err(BatchError::Batch)?);
-        }
-        let changed: Vec<Changed<'_>> = batch
-            .payments
-            .changed()
-            .map(|(ride_id, slot, at)| Changed {
-                ride_id,
-                payment: &slot.payment,
-                correlation_id: slot.correlation_id.as_deref(),
-                at,
-            })
-            .collect();
-        if !changed.is_empty() {
-            writes.push(store::save_many(kind, &changed).map_err(BatchError::Batch)?);
-        }
+        let writes = batch.writes(kind).map_err(BatchError::Batch)?;
         Ok(BatchOutput {
             outputs,
             writes,
@@ -249,17 +227,125 @@ impl<G: Gateway> PaymentService<G> {
             .map_err(|e| EffectError::Permanent(format!("outcome of {key}: {e}")))
     }
 
-    /// Records how `pending`'s operation ended: its journal entry, the ride's payment, the
-    /// event that announces it and the operation the new state makes due. An operation whose
-    /// journal entry is no longer pending was settled before: nothing changes.
-    async fn settle_operation(
+    /// Records how a group of operations ended: their journal entries (one statement), the
+    /// payments of their rides (loaded in one statement, saved in one), the events that
+    /// announce them and the operations the new states make due (journaled in one statement).
+    /// An operation whose journal entry is no longer pending was settled before: nothing
+    /// changes for it.
+    async fn settle_operations(
         &self,
         conn: &mut Conn<'_>,
-        pending: &PendingEffect,
-        outcome: EffectOutcome,
+        finished: &[Finished],
         now: Timestamp,
-    ) -> Result<Settled, HandleError> {
-        let effect = &pending.effect;
+    ) -> Result<Settled, BatchError> {
+        let settlements = finished
+            .iter()
+            .enumerate()
+            .map(|(index, f)| Settlement::of(f).map_err(|error| BatchError::Input { index, error }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries: Vec<store::JournalOutcome<'_>> = settlements
+            .iter()
+            .map(|s| store::JournalOutcome {
+                idempotency_key: s.key,
+                outcome: s.label,
+                detail: s.detail.as_deref(),
+            })
+            .collect();
+        let pending = store::settle_journaled(conn, &entries, now)
+            .await
+            .map_err(BatchError::Batch)?;
+        let ride_ids: Vec<&str> = settlements
+            .iter()
+            .filter(|s| pending.contains(s.key))
+            .map(|s| s.ride_id.as_str())
+            .collect();
+        let loaded = store::load_many(conn, &ride_ids)
+            .await
+            .map_err(BatchError::Batch)?;
+        let mut batch = Batch::loaded(loaded);
+        let mut outputs = Vec::new();
+        for (index, (settlement, f)) in settlements.into_iter().zip(finished).enumerate() {
+            if !pending.contains(settlement.key) {
+                debug!(
+                    key = settlement.key,
+                    "gateway operation settled before; nothing to do"
+                );
+                continue;
+            }
+            let announced = self
+                .settle_operation(&mut batch, settlement, &f.effect, now)
+                .map_err(|error| BatchError::Input { index, error })?;
+            outputs.extend(announced);
+        }
+        let kind = conn.kind();
+        for write in batch.writes(kind).map_err(BatchError::Batch)? {
+            write
+                .execute(conn)
+                .await
+                .map_err(|e| BatchError::Batch(e.into()))?;
+        }
+        Ok(Settled {
+            outputs,
+            effects: batch.effects,
+        })
+    }
+
+    /// Records one operation's outcome on its ride's payment in `batch`, and makes due the
+    /// operation the new state calls for; returns the event that announces the outcome.
+    fn settle_operation(
+        &self,
+        batch: &mut Batch,
+        settlement: Settlement<'_>,
+        pending: &PendingEffect,
+        now: Timestamp,
+    ) -> Result<Option<Envelope>, HandleError> {
+        let Settlement {
+            key,
+            ride_id,
+            operation,
+            outcome,
+            label,
+            ..
+        } = settlement;
+        let slot = batch.payments.stored(ride_id).ok_or_else(|| {
+            HandleError::Permanent(format!(
+                "{key} is journaled but ride {ride_id} has no payment"
+            ))
+        })??;
+        let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
+        let (payment, due) = self.make_due(ride_id, payment, slot, key, now)?;
+        let correlation_id = slot
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| ride_id.to_string());
+        if payment != slot.payment {
+            slot.payment = payment;
+            batch.payments.changed_at(ride_id.clone(), now);
+        }
+        if let Some((effect, journaled)) = due {
+            batch.effects.push(effect);
+            batch.journal.push(journaled);
+        }
+        debug!(%key, label, "gateway operation settled");
+        let producer = Service::Payment.name();
+        Ok(message.map(|m| pending.event(m, &correlation_id, producer, now)))
+    }
+}
+
+/// An operation's outcome, read from the effect that performed it.
+struct Settlement<'a> {
+    key: &'a str,
+    ride_id: &'a RideId,
+    operation: Operation,
+    outcome: Outcome,
+    /// The journal's outcome, and what the gateway said beyond it.
+    label: &'static str,
+    detail: Option<String>,
+}
+
+impl<'a> Settlement<'a> {
+    fn of(finished: &'a Finished) -> Result<Self, HandleError> {
+        let effect = &finished.effect.effect;
         let key = effect.id.as_str();
         let ride_id = effect
             .saga_id
@@ -267,9 +353,9 @@ impl<G: Gateway> PaymentService<G> {
             .ok_or_else(|| HandleError::Permanent(format!("{key} has no ride")))?;
         let operation: Operation = serde_json::from_str(&effect.request)
             .map_err(|e| HandleError::Permanent(format!("unreadable request of {key}: {e}")))?;
-        let (outcome, label, detail) = match outcome {
+        let (outcome, label, detail) = match &finished.outcome {
             EffectOutcome::Done(result) => {
-                let outcome: Outcome = serde_json::from_str(&result).map_err(|e| {
+                let outcome: Outcome = serde_json::from_str(result).map_err(|e| {
                     HandleError::Permanent(format!("unreadable outcome of {key}: {e}"))
                 })?;
                 let (label, detail) = journal_outcome(&outcome);
@@ -278,57 +364,22 @@ impl<G: Gateway> PaymentService<G> {
             EffectOutcome::Failed(reason) => {
                 warn!(%key, %reason, "gateway operation refused for good");
                 let outcome = domain::failed(&operation, Failure::Refused(reason.clone()));
-                (outcome, "failed", Some(reason))
+                (outcome, "failed", Some(reason.clone()))
             }
             EffectOutcome::GaveUp(error) => {
                 warn!(%key, %error, "gateway unreachable until the deadline; gave up");
                 let outcome = domain::failed(&operation, Failure::Unreachable(error.clone()));
-                (outcome, "gave_up", Some(error))
+                (outcome, "gave_up", Some(error.clone()))
             }
         };
-        if !store::settle_journaled(conn, key, label, detail.as_deref(), now).await? {
-            debug!(%key, "gateway operation settled before; nothing to do");
-            return Ok(Settled::default());
-        }
-        let mut loaded = store::load_many(conn, &[ride_id.as_str()]).await?;
-        let mut slot = match loaded.remove(ride_id) {
-            Some(stored) => Slot::stored(stored?),
-            None => {
-                return Err(HandleError::Permanent(format!(
-                    "{key} is journaled but ride {ride_id} has no payment"
-                )));
-            }
-        };
-        let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
-        let (payment, due) = self.make_due(ride_id, payment, &mut slot, key, now)?;
-        let correlation_id = slot
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| ride_id.to_string());
-        let producer = Service::Payment.name();
-        let outputs = message
-            .map(|m| pending.event(m, &correlation_id, producer, now))
-            .into_iter()
-            .collect();
-        let kind = conn.kind();
-        if payment != slot.payment {
-            let changed = Changed {
-                ride_id,
-                payment: &payment,
-                correlation_id: slot.correlation_id.as_deref(),
-                at: now,
-            };
-            store::save_many(kind, &[changed])?.execute(conn).await?;
-        }
-        let mut effects = Vec::new();
-        if let Some((effect, journaled)) = due {
-            store::journal_many(kind, &[journaled])?
-                .execute(conn)
-                .await?;
-            effects.push(effect);
-        }
-        debug!(%key, label, "gateway operation settled");
-        Ok(Settled { outputs, effects })
+        Ok(Settlement {
+            key,
+            ride_id,
+            operation,
+            outcome,
+            label,
+            detail,
+        })
     }
 }
 
@@ -339,6 +390,44 @@ struct Batch {
     payments: Rides<Slot>,
     journal: Vec<store::Journaled>,
     effects: Vec<Effect>,
+}
+
+impl Batch {
+    /// A batch on the payments loaded for it.
+    fn loaded(loaded: HashMap<RideId, Result<store::Stored, HandleError>>) -> Self {
+        Batch {
+            payments: Rides::loaded(
+                loaded
+                    .into_iter()
+                    .map(|(id, stored)| (id, stored.map(Slot::stored))),
+            ),
+            journal: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// The statements that save what the batch changed on `kind`: the operations it
+    /// journaled, then the payments.
+    fn writes(&self, kind: Kind) -> Result<Vec<BatchWrite>, HandleError> {
+        let mut writes = Vec::new();
+        if !self.journal.is_empty() {
+            writes.push(store::journal_many(kind, &self.journal)?);
+        }
+        let changed: Vec<Changed<'_>> = self
+            .payments
+            .changed()
+            .map(|(ride_id, slot, at)| Changed {
+                ride_id,
+                payment: &slot.payment,
+                correlation_id: slot.correlation_id.as_deref(),
+                at,
+            })
+            .collect();
+        if !changed.is_empty() {
+            writes.push(store::save_many(kind, &changed)?);
+        }
+        Ok(writes)
+    }
 }
 
 /// A payment as a batch sees it, with the operations journaled for it and the saga's
@@ -435,11 +524,10 @@ impl<G: Gateway> Worker for PaymentService<G> {
     fn settle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
-        effect: &'a PendingEffect,
-        outcome: EffectOutcome,
+        finished: &'a [Finished],
         now: Timestamp,
-    ) -> impl Future<Output = Result<Settled, HandleError>> + Send + 'a {
-        self.settle_operation(conn, effect, outcome, now)
+    ) -> impl Future<Output = Result<Settled, BatchError>> + Send + 'a {
+        self.settle_operations(conn, finished, now)
     }
 }
 

@@ -11,7 +11,7 @@ use ridesaga_schemas::{
 
 use super::domain::{Ending, GATEWAY_ERROR, GATEWAY_UNAVAILABLE, Hold, Settlement, Trip};
 use super::*;
-use crate::testing::{TestDb, each_backend, epoch, execute, timeless};
+use crate::testing::{SettleOne, TestDb, each_backend, epoch, execute, timeless};
 
 /// The simulated gateway behind an outage that swallows the first `down_for` calls.
 #[derive(Debug, Default)]
@@ -193,7 +193,7 @@ async fn settle<G: Gateway>(
     outcome: EffectOutcome,
 ) -> Settled {
     service
-        .settle(conn, &pending(effect), outcome, epoch())
+        .settle_one(conn, &pending(effect), outcome, epoch())
         .await
         .unwrap()
 }
@@ -647,6 +647,93 @@ async fn a_batch_makes_due_what_its_inputs_applied_one_by_one_make_due_and_each_
     );
 }
 
+/// `effects` finished with the outcomes `service` gets for them.
+async fn finish<G: Gateway>(service: &PaymentService<G>, effects: &[Effect]) -> Vec<Finished> {
+    let mut finished = Vec::new();
+    for effect in effects {
+        finished.push(Finished {
+            effect: pending(effect),
+            outcome: perform(service, effect, 1).await,
+        });
+    }
+    finished
+}
+
+async fn a_group_of_outcomes_settles_as_its_outcomes_one_by_one_and_each_once(kind: Kind) {
+    let inputs: Vec<Envelope> = vec![
+        requested("tok_visa"),
+        assigned(),
+        of_ride(requested("tok_visa"), "r_2"),
+        of_ride(assigned(), "r_2"),
+        completed(1534),
+        of_ride(cancelled(), "r_2"),
+    ];
+    let all: Vec<&Envelope> = inputs.iter().collect();
+    let one_service = PaymentService::new(GatewayConfig::default());
+    let mut one_db = database(kind).await;
+    let mut one = one_db.conn();
+    let (_, holds) = apply_all(&one_service, &mut one, &all).await.unwrap();
+    let service = PaymentService::new(GatewayConfig::default());
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let (_, group_holds) = apply_all(&service, &mut conn, &all).await.unwrap();
+    assert_eq!(holds, group_holds);
+
+    let mut one_events = Vec::new();
+    let mut one_due = Vec::new();
+    for hold in &holds {
+        let outcome = perform(&one_service, hold, 1).await;
+        let settled = settle(&one_service, &mut one, hold, outcome).await;
+        one_events.extend(settled.outputs);
+        one_due.extend(settled.effects);
+    }
+    let finished = finish(&service, &group_holds).await;
+    let settled = service.settle(&mut conn, &finished, epoch()).await.unwrap();
+    assert_eq!(
+        timeless(vec![settled.outputs.clone()]),
+        timeless(vec![one_events])
+    );
+    assert_eq!(
+        subjects(&settled.outputs),
+        ["evt.payment.authorized.r_1", "evt.payment.authorized.r_2"]
+    );
+    assert_eq!(settled.effects, one_due);
+    let due: Vec<&str> = settled.effects.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(due, ["r_1/capture", "r_2/void"]);
+    for ride in ["r_1", "r_2"] {
+        let ride = RideId::parse(ride).unwrap();
+        assert_eq!(
+            store::load(&mut conn, &ride).await.unwrap(),
+            store::load(&mut one, &ride).await.unwrap()
+        );
+        assert_eq!(
+            store::operations(&mut conn, &ride).await.unwrap(),
+            store::operations(&mut one, &ride).await.unwrap()
+        );
+    }
+
+    // Settled again (a replica whose claim expired): nothing changes, nothing is announced.
+    let again = service.settle(&mut conn, &finished, epoch()).await.unwrap();
+    assert!(again.outputs.is_empty() && again.effects.is_empty());
+
+    // An outcome that cannot be read is refused by its index, before anything is written.
+    let mut next = finish(&service, &settled.effects).await;
+    next[1].effect.effect.request = "{".into();
+    match service.settle(&mut conn, &next, epoch()).await {
+        Err(BatchError::Input { index: 1, error }) => {
+            assert!(
+                error.to_string().contains("unreadable request of r_2/void"),
+                "{error}"
+            )
+        }
+        other => panic!("expected the second outcome refused, got {other:?}"),
+    }
+    assert_eq!(
+        journal(&mut conn).await,
+        journal_of(&[("capture", "pending"), ("hold", "held")])
+    );
+}
+
 async fn an_operation_already_journaled_is_refused_without_making_it_due(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
@@ -831,6 +918,7 @@ each_backend!(
     a_capture_that_fails_or_gives_up_is_announced_as_a_failed_capture,
     a_void_that_fails_or_gives_up_is_recorded_for_operators_without_an_event,
     a_batch_makes_due_what_its_inputs_applied_one_by_one_make_due_and_each_once,
+    a_group_of_outcomes_settles_as_its_outcomes_one_by_one_and_each_once,
     an_operation_already_journaled_is_refused_without_making_it_due,
     a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending,
     texts_and_the_largest_amounts_survive_the_json_rows,

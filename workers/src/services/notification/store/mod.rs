@@ -9,7 +9,7 @@
 mod postgres;
 mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ridesaga_schemas::{
     CancelReason, DriverId, MessageId, NotificationKind, Recipient, RideId, Timestamp,
@@ -219,32 +219,54 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Settles the delivery of the notification `key` if it is still due, and says whether it
-/// was: a delivery settled before (by another replica, or before a crash) stays as it was.
-pub async fn settle(
-    conn: &mut Conn<'_>,
-    key: Key<'_>,
-    outcome: Outcome<'_>,
-    now: Timestamp,
-) -> Result<bool, HandleError> {
-    let row = SettleRow {
-        ride_id: key.ride_id.as_str(),
-        kind: key.kind.as_str(),
-        recipient: recipient_str(&key.recipient),
-        status: outcome.status.as_str(),
-        channel: outcome.channel,
-        error: outcome.error,
-        settled_at_ms: now.unix_millis(),
-    };
-    let changed = match conn {
-        Conn::Sqlite(conn) => sqlite::settle(conn, &row).await?,
-        Conn::Postgres(conn) => postgres::settle(conn, &row).await?,
-    };
-    Ok(changed > 0)
+/// A delivery to settle: which notification, and how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Settling<'a> {
+    pub key: Key<'a>,
+    pub outcome: Outcome<'a>,
 }
 
-/// The values of [`settle`]'s statement.
-#[derive(Debug)]
+/// Settles the deliveries still due among `settling`, in one statement, and says of each
+/// whether it was due: a delivery settled before (by another replica, or before a crash)
+/// stays as it was.
+pub async fn settle(
+    conn: &mut Conn<'_>,
+    settling: &[Settling<'_>],
+    now: Timestamp,
+) -> Result<Vec<bool>, HandleError> {
+    if settling.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<SettleRow<'_>> = settling
+        .iter()
+        .map(|s| SettleRow {
+            ride_id: s.key.ride_id.as_str(),
+            kind: s.key.kind.as_str(),
+            recipient: recipient_str(&s.key.recipient),
+            status: s.outcome.status.as_str(),
+            channel: s.outcome.channel,
+            error: s.outcome.error,
+        })
+        .collect();
+    let json = serde_json::to_string(&rows)
+        .map_err(|e| HandleError::Permanent(format!("deliveries to settle: {e}")))?;
+    let at = now.unix_millis();
+    let settled: Vec<(String, String, String)> = match conn {
+        Conn::Sqlite(conn) => sqlite::settle(conn, json, at).await?,
+        Conn::Postgres(conn) => postgres::settle(conn, json, at).await?,
+    };
+    let settled: HashSet<(&str, &str, &str)> = settled
+        .iter()
+        .map(|(r, k, p)| (r.as_str(), k.as_str(), p.as_str()))
+        .collect();
+    Ok(rows
+        .iter()
+        .map(|r| settled.contains(&(r.ride_id, r.kind, r.recipient)))
+        .collect())
+}
+
+/// One row of [`settle`]'s JSON array.
+#[derive(Debug, Serialize)]
 struct SettleRow<'a> {
     ride_id: &'a str,
     kind: &'static str,
@@ -252,7 +274,6 @@ struct SettleRow<'a> {
     status: &'static str,
     channel: &'a str,
     error: Option<&'a str>,
-    settled_at_ms: i64,
 }
 
 /// How many of the ride's notifications have `status`.

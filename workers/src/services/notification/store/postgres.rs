@@ -4,8 +4,6 @@
 
 use sqlx::PgConnection;
 
-use super::SettleRow;
-
 /// [`super::load_sql`]: the rides whose ids are in the JSON array `$1`, and their
 /// notifications.
 pub const LOAD: &str = "WITH ids AS (SELECT jsonb_array_elements_text($1::jsonb) AS id) \
@@ -41,22 +39,25 @@ pub async fn count(conn: &mut PgConnection, ride_id: &str) -> Result<i64, sqlx::
         .await
 }
 
-/// [`super::settle`]: settles a delivery still due; how many records it changed (0 or 1).
-pub async fn settle(conn: &mut PgConnection, row: &SettleRow<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE notifications SET status = $1, channel = $2, error = $3, settled_at_ms = $4 \
-         WHERE ride_id = $5 AND kind = $6 AND recipient = $7 AND status = 'due'",
+/// [`super::settle`]: settles the deliveries of the JSON array `rows` (objects of
+/// `SettleRow`'s fields) that are still due; the keys `(ride_id, kind, recipient)` it changed.
+pub async fn settle(
+    conn: &mut PgConnection,
+    rows: String,
+    at_ms: i64,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE notifications n SET status = r.status, channel = r.channel, error = r.error, \
+         settled_at_ms = $2 \
+         FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, kind TEXT, recipient TEXT, \
+         status TEXT, channel TEXT, error TEXT) \
+         WHERE n.ride_id = r.ride_id AND n.kind = r.kind AND n.recipient = r.recipient \
+         AND n.status = 'due' RETURNING n.ride_id, n.kind, n.recipient",
     )
-    .bind(row.status)
-    .bind(row.channel)
-    .bind(row.error)
-    .bind(row.settled_at_ms)
-    .bind(row.ride_id)
-    .bind(row.kind)
-    .bind(row.recipient)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .bind(rows)
+    .bind(at_ms)
+    .fetch_all(conn)
+    .await
 }
 
 /// [`super::count_with_status`]: how many of the ride's notifications have the status.

@@ -4,8 +4,6 @@
 
 use sqlx::SqliteConnection;
 
-use super::SettleRow;
-
 /// [`super::load_sql`]: the rides whose ids are in the JSON array `?`, and their
 /// notifications.
 pub const LOAD: &str = "WITH ids AS (SELECT value AS id FROM json_each(?)) \
@@ -41,22 +39,24 @@ pub async fn count(conn: &mut SqliteConnection, ride_id: &str) -> Result<i64, sq
         .await
 }
 
-/// [`super::settle`]: settles a delivery still due; how many records it changed (0 or 1).
-pub async fn settle(conn: &mut SqliteConnection, row: &SettleRow<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE notifications SET status = ?, channel = ?, error = ?, settled_at_ms = ? \
-         WHERE ride_id = ? AND kind = ? AND recipient = ? AND status = 'due'",
+/// [`super::settle`]: settles the deliveries of the JSON array `rows` (objects of
+/// `SettleRow`'s fields) that are still due; the keys `(ride_id, kind, recipient)` it changed.
+pub async fn settle(
+    conn: &mut SqliteConnection,
+    rows: String,
+    at_ms: i64,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE notifications SET status = r.value ->> 'status', \
+         channel = r.value ->> 'channel', error = r.value ->> 'error', settled_at_ms = ?2 \
+         FROM jsonb_each(?1) AS r WHERE ride_id = r.value ->> 'ride_id' \
+         AND kind = r.value ->> 'kind' AND recipient = r.value ->> 'recipient' \
+         AND status = 'due' RETURNING ride_id, kind, recipient",
     )
-    .bind(row.status)
-    .bind(row.channel)
-    .bind(row.error)
-    .bind(row.settled_at_ms)
-    .bind(row.ride_id)
-    .bind(row.kind)
-    .bind(row.recipient)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .bind(rows)
+    .bind(at_ms)
+    .fetch_all(conn)
+    .await
 }
 
 /// [`super::count_with_status`]: how many of the ride's notifications have the status.

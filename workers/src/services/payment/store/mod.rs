@@ -8,7 +8,7 @@
 mod postgres;
 mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ridesaga_schemas::{RideId, RiderId, Timestamp};
 use serde::Serialize;
@@ -258,26 +258,34 @@ pub fn journal_many(kind: Kind, operations: &[Journaled]) -> Result<BatchWrite, 
     BatchWrite::new(sql, operations)
 }
 
-/// Records the outcome of the pending operation `idempotency_key` (with `detail`, e.g. why it
-/// failed), settled at `now`. False if it is not pending (settled before, or never journaled):
-/// then nothing changes.
+/// How a journaled operation ended: its outcome, and what the gateway said beyond it (e.g.
+/// why it failed).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct JournalOutcome<'a> {
+    pub idempotency_key: &'a str,
+    pub outcome: &'a str,
+    pub detail: Option<&'a str>,
+}
+
+/// Records the outcomes of pending operations, settled at `now`, in one statement; returns the
+/// keys that were pending. One that is not (settled before, or never journaled) is left as it
+/// is.
 pub async fn settle_journaled(
     conn: &mut Conn<'_>,
-    idempotency_key: &str,
-    outcome: &str,
-    detail: Option<&str>,
+    outcomes: &[JournalOutcome<'_>],
     now: Timestamp,
-) -> Result<bool, HandleError> {
+) -> Result<HashSet<String>, HandleError> {
+    if outcomes.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = serde_json::to_string(outcomes)
+        .map_err(|e| HandleError::Permanent(format!("journal outcomes: {e}")))?;
     let at = now.unix_millis();
-    let changed = match conn {
-        Conn::Sqlite(conn) => {
-            sqlite::settle_journaled(conn, idempotency_key, outcome, detail, at).await?
-        }
-        Conn::Postgres(conn) => {
-            postgres::settle_journaled(conn, idempotency_key, outcome, detail, at).await?
-        }
+    let keys = match conn {
+        Conn::Sqlite(conn) => sqlite::settle_journaled(conn, rows, at).await?,
+        Conn::Postgres(conn) => postgres::settle_journaled(conn, rows, at).await?,
     };
-    Ok(changed == 1)
+    Ok(keys.into_iter().collect())
 }
 
 /// Operations journaled for a ride, as `(operation, outcome)` sorted by operation.

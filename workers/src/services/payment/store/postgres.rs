@@ -54,25 +54,24 @@ pub const JOURNAL: &str = "INSERT INTO payment_operations (idempotency_key, ride
      operation TEXT, amount_cents BIGINT, outcome TEXT, input_message_id TEXT, \
      recorded_at_ms BIGINT)";
 
-/// [`super::settle_journaled`]: the outcome of a pending operation; the rows it changed.
+/// [`super::settle_journaled`]: the outcomes of the JSON array `rows` (objects of
+/// `JournalOutcome`'s fields) on the operations still pending; the keys it changed.
 pub async fn settle_journaled(
     conn: &mut PgConnection,
-    key: &str,
-    outcome: &str,
-    detail: Option<&str>,
+    rows: String,
     at_ms: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE payment_operations SET outcome = $1, detail = $2, settled_at_ms = $3 \
-         WHERE idempotency_key = $4 AND outcome = 'pending'",
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE payment_operations o SET outcome = r.outcome, detail = r.detail, \
+         settled_at_ms = $2 \
+         FROM jsonb_to_recordset($1::jsonb) AS r (idempotency_key TEXT, outcome TEXT, detail TEXT) \
+         WHERE o.idempotency_key = r.idempotency_key AND o.outcome = 'pending' \
+         RETURNING o.idempotency_key",
     )
-    .bind(outcome)
-    .bind(detail)
+    .bind(rows)
     .bind(at_ms)
-    .bind(key)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
 }
 
 /// [`super::operations`]: the operations journaled for the ride, by operation.

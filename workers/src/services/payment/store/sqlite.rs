@@ -50,25 +50,23 @@ pub const JOURNAL: &str = "INSERT INTO payment_operations (idempotency_key, ride
      value ->> 'amount_cents', value ->> 'outcome', value ->> 'input_message_id', \
      value ->> 'recorded_at_ms' FROM jsonb_each(?)";
 
-/// [`super::settle_journaled`]: the outcome of a pending operation; the rows it changed.
+/// [`super::settle_journaled`]: the outcomes of the JSON array `rows` (objects of
+/// `JournalOutcome`'s fields) on the operations still pending; the keys it changed.
 pub async fn settle_journaled(
     conn: &mut SqliteConnection,
-    key: &str,
-    outcome: &str,
-    detail: Option<&str>,
+    rows: String,
     at_ms: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE payment_operations SET outcome = ?, detail = ?, settled_at_ms = ? \
-         WHERE idempotency_key = ? AND outcome = 'pending'",
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE payment_operations SET outcome = r.value ->> 'outcome', \
+         detail = r.value ->> 'detail', settled_at_ms = ?2 FROM jsonb_each(?1) AS r \
+         WHERE idempotency_key = r.value ->> 'idempotency_key' AND outcome = 'pending' \
+         RETURNING idempotency_key",
     )
-    .bind(outcome)
-    .bind(detail)
+    .bind(rows)
     .bind(at_ms)
-    .bind(key)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
 }
 
 /// [`super::operations`]: the operations journaled for the ride, by operation.
