@@ -530,6 +530,30 @@ pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sq
     }
 }
 
+/// Stores what a transaction beside the batches produced at `now`: `rows` (caused by no
+/// input), the `effects` it made due and the `retries` it scheduled; one statement on
+/// PostgreSQL.
+pub async fn store_outputs(
+    conn: &mut Conn<'_>,
+    rows: &[OutboxRow],
+    effects: NewEffects<'_>,
+    retries: &[EffectRetry],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Sqlite(_) => {
+            outbox_insert(conn, None, rows, now).await?;
+            effects_insert(conn, effects, now).await?;
+            effects_retry(conn, retries).await
+        }
+        Conn::Postgres(c) => {
+            let outputs: Vec<(Option<&str>, &OutboxRow)> =
+                rows.iter().map(|row| (None, row)).collect();
+            postgres::store_all(c, &[], &outputs, effects, retries, now).await
+        }
+    }
+}
+
 /// Records effects made due at `now`; an id already recorded keeps its first record.
 pub async fn effects_insert(
     conn: &mut Conn<'_>,

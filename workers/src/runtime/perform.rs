@@ -525,9 +525,14 @@ impl<W: Worker> Shared<W> {
                 })?
         };
         let rows = to_rows(&done.outputs).map_err(SettleError::Group)?;
-        db::outbox_insert(conn, None, &rows, now).await?;
-        db::effects_insert(conn, self.effects.record(&done.effects), now).await?;
-        db::effects_retry(conn, updates).await?;
+        db::store_outputs(
+            conn,
+            &rows,
+            self.effects.record(&done.effects),
+            updates,
+            now,
+        )
+        .await?;
         Ok(Committed {
             rows,
             settled: group.len(),

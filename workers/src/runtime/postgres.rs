@@ -10,12 +10,12 @@
 //! READ COMMITTED: each sees everything committed before it, so a transaction that holds the
 //! lock sees every write of the holders before it.
 //!
-//! A batch costs a fixed number of round trips whatever its size: `BEGIN` with the lock; the
-//! delete of published outbox rows (when there are some); the inbox entries; the service's
-//! preload; each of the service's writes; the outbox rows; the effects (when there are some);
-//! `COMMIT`. Rows travel as arrays
-//! (`unnest`) or as one JSON document, so every statement's text is the same for any number
-//! of rows.
+//! A batch costs five round trips whatever its size: `BEGIN` with the lock; one statement that
+//! deletes the published outbox rows and records the inputs in the inbox; the service's
+//! preload; one statement that runs the service's writes, stores the outputs and records the
+//! effects (each a data-modifying `WITH` clause of one `INSERT`); `COMMIT`. Rows travel as
+//! arrays (`unnest`) or as JSON documents, so a statement's text depends only on which kinds of
+//! rows it stores, never on their number, and is prepared once per connection.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -145,10 +145,12 @@ pub async fn open_batch(
 ) -> Result<Opened, sqlx::Error> {
     let opened = async {
         begin(&mut *conn).await?;
-        if !published.is_empty() {
+        let fresh = if entries.is_empty() {
             outbox_delete(&mut *conn, published).await?;
-        }
-        let fresh = inbox_insert_many(&mut *conn, entries).await?;
+            HashSet::new()
+        } else {
+            inbox_insert_many(&mut *conn, entries, published).await?
+        };
         let preloaded = match preload {
             Some((sql, parameter)) => preload_rows(&mut *conn, sql, parameter).await?,
             None => Vec::new(),
@@ -162,29 +164,32 @@ pub async fn open_batch(
     opened
 }
 
-/// Records every entry in the inbox and returns the ids that were new.
+/// Records every entry in the inbox and returns the ids that were new; forgets the outbox rows
+/// whose ids are in `published` in the same statement.
 async fn inbox_insert_many(
     conn: &mut PgConnection,
     entries: &[InboxEntry<'_>],
+    published: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(HashSet::new());
-    }
     let occurred: Vec<i64> = entries.iter().map(|e| e.occurred.unix_millis()).collect();
     let ids: Vec<&str> = entries.iter().map(|e| e.id).collect();
     let subjects: Vec<&str> = entries.iter().map(|e| e.subject).collect();
     let received: Vec<i64> = entries.iter().map(|e| e.received.unix_millis()).collect();
-    let inserted: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO inbox (occurred_at, message_id, subject, received_at) \
+    let insert = "INSERT INTO inbox (occurred_at, message_id, subject, received_at) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
-         ON CONFLICT DO NOTHING RETURNING message_id",
-    )
-    .bind(occurred)
-    .bind(ids)
-    .bind(subjects)
-    .bind(received)
-    .fetch_all(conn)
-    .await?;
+         ON CONFLICT DO NOTHING RETURNING message_id";
+    let query = if published.is_empty() {
+        sqlx::query_scalar(AssertSqlSafe(insert.to_owned()))
+    } else {
+        let sql =
+            format!("WITH published AS (DELETE FROM outbox WHERE message_id = ANY($5)) {insert}");
+        sqlx::query_scalar(AssertSqlSafe(sql))
+    };
+    let mut query = query.bind(occurred).bind(ids).bind(subjects).bind(received);
+    if !published.is_empty() {
+        query = query.bind(published);
+    }
+    let inserted: Vec<String> = query.fetch_all(conn).await?;
     Ok(inserted.into_iter().collect())
 }
 
@@ -198,13 +203,7 @@ pub async fn close_batch(
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     let closed = async {
-        for write in writes {
-            execute(&mut *conn, write).await?;
-        }
-        outbox_insert_many(&mut *conn, outputs, now).await?;
-        if !effects.is_empty() {
-            effects_insert(&mut *conn, effects, now).await?;
-        }
+        store_all(&mut *conn, writes, outputs, effects, &[], now).await?;
         commit(&mut *conn).await
     }
     .await;
@@ -212,6 +211,131 @@ pub async fn close_batch(
         abort_batch(conn).await;
     }
     closed
+}
+
+/// What a write transaction stores at its end, in one statement: the service's `writes`, each
+/// in a `WITH` clause (its `$1` renumbered), the `effects` and the `retries` likewise, then the
+/// `outputs` (`(cause, row)`) in the `INSERT` the clauses belong to. The clauses see the
+/// transaction as it was before the statement and must touch different rows, which they do:
+/// each service write saves one table's rows, and the effects recorded are not those retried.
+pub async fn store_all(
+    conn: &mut PgConnection,
+    writes: &[BatchWrite],
+    outputs: &[(Option<&str>, &OutboxRow)],
+    effects: NewEffects<'_>,
+    retries: &[EffectRetry],
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    if writes.is_empty() && outputs.is_empty() && effects.is_empty() && retries.is_empty() {
+        return Ok(());
+    }
+    let mut clauses = Vec::new();
+    for (n, write) in writes.iter().enumerate() {
+        let sql = write.sql().replace("$1", &format!("${}", n + 1));
+        clauses.push(format!("w{n} AS ({sql})"));
+    }
+    let mut next = writes.len() + 1;
+    let mut parameters = |count: usize| {
+        let first = next;
+        next += count;
+        first
+    };
+    let o = parameters(5);
+    let e = (!effects.is_empty()).then(|| parameters(7));
+    if let Some(e) = e {
+        clauses.push(format!(
+            "effects_recorded AS (INSERT INTO effects (effect_id, kind, saga_id, request, \
+             attempts, recorded_at, next_at, deadline_at, claimed_until) \
+             SELECT id, kind, saga, request, 0, ${t}, ${t}, ${d}, ${c} \
+             FROM unnest(${e}::text[], ${k}::text[], ${s}::text[], ${r}::text[]) \
+             AS t (id, kind, saga, request) ON CONFLICT (effect_id) DO NOTHING)",
+            k = e + 1,
+            s = e + 2,
+            r = e + 3,
+            t = e + 4,
+            d = e + 5,
+            c = e + 6,
+        ));
+    }
+    let r = (!retries.is_empty()).then(|| parameters(4));
+    if let Some(r) = r {
+        clauses.push(format!(
+            "effects_retried AS (UPDATE effects SET attempts = t.attempts, \
+             next_at = t.next_at, last_error = t.last_error, claimed_until = 0 \
+             FROM unnest(${r}::text[], ${a}::int[], ${n}::bigint[], ${l}::text[]) \
+             AS t (id, attempts, next_at, last_error) WHERE effect_id = t.id)",
+            a = r + 1,
+            n = r + 2,
+            l = r + 3,
+        ));
+    }
+    let with = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", clauses.join(", "))
+    };
+    let sql = format!(
+        "{with}INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
+         SELECT id, cause, subject, payload, ${t} \
+         FROM unnest(${o}::text[], ${c}::text[], ${s}::text[], ${p}::bytea[]) \
+         AS t (id, cause, subject, payload) ON CONFLICT (message_id) DO NOTHING",
+        c = o + 1,
+        s = o + 2,
+        p = o + 3,
+        t = o + 4,
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for write in writes {
+        query = query.bind(write.rows());
+    }
+    let ids: Vec<&str> = outputs.iter().map(|(_, r)| r.message_id.as_str()).collect();
+    let causes: Vec<Option<&str>> = outputs.iter().map(|(cause, _)| *cause).collect();
+    let subjects: Vec<&str> = outputs.iter().map(|(_, r)| r.subject.as_str()).collect();
+    let payloads: Vec<&[u8]> = outputs.iter().map(|(_, r)| r.payload.as_slice()).collect();
+    query = query
+        .bind(ids)
+        .bind(causes)
+        .bind(subjects)
+        .bind(payloads)
+        .bind(now.unix_millis());
+    if e.is_some() {
+        let list = effects.effects;
+        query = query
+            .bind(list.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+            .bind(list.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(
+                list.iter()
+                    .map(|e| e.saga_id.as_ref().map(RideId::as_str))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(list.iter().map(|e| e.request.as_str()).collect::<Vec<_>>())
+            .bind(now.unix_millis())
+            .bind(effects.deadline_ms(now))
+            .bind(effects.claimed_until_ms(now));
+    }
+    if r.is_some() {
+        query = query
+            .bind(retries.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(
+                retries
+                    .iter()
+                    .map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                retries
+                    .iter()
+                    .map(|r| r.next_at.unix_millis())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                retries
+                    .iter()
+                    .map(|r| r.last_error.as_str())
+                    .collect::<Vec<_>>(),
+            );
+    }
+    query.execute(conn).await.map(|_| ())
 }
 
 /// Rolls back a batch's transaction, if one is open.
@@ -596,7 +720,7 @@ mod tests {
             // Occurred long ago but received since the horizon: kept.
             entry("m_late", today - 9 * DAY_MS, now),
         ];
-        let fresh = inbox_insert_many(&mut conn, &entries).await.unwrap();
+        let fresh = inbox_insert_many(&mut conn, &entries, &[]).await.unwrap();
         assert_eq!(fresh.len(), 4);
         commit(&mut conn).await.unwrap();
         let placed: Vec<(String, String)> = sqlx::query_as(
@@ -635,7 +759,7 @@ mod tests {
         }
         // A message seen before is still known after the retention, on any day.
         begin(&mut conn).await.unwrap();
-        let again = inbox_insert_many(&mut conn, &[entry("m_today", today + 1, now)])
+        let again = inbox_insert_many(&mut conn, &[entry("m_today", today + 1, now)], &[])
             .await
             .unwrap();
         commit(&mut conn).await.unwrap();
