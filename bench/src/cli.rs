@@ -119,13 +119,15 @@ pub struct Cli {
     #[arg(long)]
     pub drivers: Option<usize>,
 
-    /// Messages per pull, for the workers and the relay alike.
-    #[arg(long, env = "RIDESAGA_BATCH", default_value_t = 64)]
-    pub batch: usize,
+    /// Messages per pull, for the workers and the relay alike [default: the workers' default
+    /// on --db's backend].
+    #[arg(long, env = "RIDESAGA_BATCH")]
+    pub batch: Option<usize>,
 
-    /// Messages handled at once per worker replica, and by the relay.
-    #[arg(long, env = "RIDESAGA_MAX_IN_FLIGHT", default_value_t = 64)]
-    pub max_in_flight: usize,
+    /// Messages handled at once per worker replica, and by the relay [default: the workers'
+    /// default on --db's backend].
+    #[arg(long, env = "RIDESAGA_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
 
     /// Also compare the workers in --bin-dir with a baseline build's `<service>-worker`
     /// binaries in this directory, in the same run on the same server: after the usual phases,
@@ -203,6 +205,10 @@ impl Cli {
             given.unwrap_or(if self.quick { quick } else { full })
         };
         let window = self.window.max(1);
+        let default_window = ridesaga_workers::config::default_window(match self.db {
+            Db::Sqlite => ridesaga_workers::runtime::Kind::Sqlite,
+            Db::Postgres => ridesaga_workers::runtime::Kind::Postgres,
+        });
         Settings {
             phase: Duration::from_secs(pick(self.phase_secs, 30, 10).max(1)),
             latency: Duration::from_secs(pick(self.latency_secs, 30, 10).max(1)),
@@ -211,8 +217,8 @@ impl Cli {
             relay_messages: pick(self.relay_messages, 200_000, 50_000).max(1),
             window,
             drivers: self.drivers.unwrap_or(2 * window).max(window),
-            batch: self.batch.max(1),
-            max_in_flight: self.max_in_flight.max(1),
+            batch: self.batch.unwrap_or(default_window).max(1),
+            max_in_flight: self.max_in_flight.unwrap_or(default_window).max(1),
             gateway_latency: self.gateway_latency,
         }
     }

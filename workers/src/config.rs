@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::runtime::Kind;
+
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {name}={value:?}: {problem}")]
@@ -213,7 +215,8 @@ pub struct RuntimeConfig {
     /// default: a message waiting in the client's buffer gets no progress acks, and one that
     /// waits past the ack wait is redelivered to another replica.
     pub batch: usize,
-    /// `RIDESAGA_MAX_IN_FLIGHT`: messages handled concurrently by one replica.
+    /// `RIDESAGA_MAX_IN_FLIGHT`: messages handled concurrently by one replica. Both default to
+    /// [`default_window`] of the database's kind.
     pub max_in_flight: usize,
     /// `RIDESAGA_TICK`: how often timers (deadlines) are checked.
     pub tick: Duration,
@@ -234,6 +237,21 @@ pub struct RuntimeConfig {
     /// `RIDESAGA_EFFECT_DEADLINE`: how long after it was recorded an effect that fails
     /// transiently is retried before it settles as given up. Default 2m.
     pub effect_deadline: Duration,
+}
+
+/// The default of `RIDESAGA_BATCH` and `RIDESAGA_MAX_IN_FLIGHT` on SQLite.
+const SQLITE_WINDOW: usize = 64;
+/// Their default on PostgreSQL, where a transaction costs network round trips and takes the
+/// service's writer lock: a replica keeps four times as many inputs in flight, so that the
+/// batches that amortise those are as large as its share of the load allows.
+const POSTGRES_WINDOW: usize = 256;
+
+/// How many inputs a replica pulls at once and handles at once by default, on `kind`.
+pub fn default_window(kind: Kind) -> usize {
+    match kind {
+        Kind::Sqlite => SQLITE_WINDOW,
+        Kind::Postgres => POSTGRES_WINDOW,
+    }
 }
 
 impl RuntimeConfig {
@@ -264,14 +282,17 @@ impl RuntimeConfig {
                 Ok(value)
             }
         };
+        let database_url: String =
+            s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?;
+        let window = Kind::of_url(&database_url).map_or(SQLITE_WINDOW, default_window);
         Ok(RuntimeConfig {
             nats: NatsConfig::load(s)?,
-            database_url: s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?,
+            database_url,
             db_pool: s.get("RIDESAGA_DB_POOL", 1)?,
-            batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", 64)?)?,
+            batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", window)?)?,
             max_in_flight: positive(
                 "RIDESAGA_MAX_IN_FLIGHT",
-                s.get("RIDESAGA_MAX_IN_FLIGHT", 64)?,
+                s.get("RIDESAGA_MAX_IN_FLIGHT", window)?,
             )?,
             tick: s.duration("RIDESAGA_TICK", Duration::from_millis(250))?,
             relay_interval: s.duration("RIDESAGA_RELAY_INTERVAL", Duration::from_secs(1))?,
@@ -321,6 +342,26 @@ mod tests {
         assert!(
             err.starts_with("invalid setting RIDESAGA_BATCH=\"lots\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_window_defaults_by_the_database_and_can_be_set() {
+        let window = |pairs: &[(&str, &str)]| {
+            let config =
+                RuntimeConfig::load("ride", &Settings::from_pairs(pairs.to_vec())).unwrap();
+            (config.batch, config.max_in_flight)
+        };
+        assert_eq!(window(&[]), (64, 64));
+        let postgres = ("DATABASE_URL", "postgres://u:p@127.0.0.1:5432/ride");
+        assert_eq!(window(&[postgres]), (256, 256));
+        assert_eq!(
+            window(&[
+                postgres,
+                ("RIDESAGA_BATCH", "32"),
+                ("RIDESAGA_MAX_IN_FLIGHT", "48")
+            ]),
+            (32, 48)
         );
     }
 
