@@ -3,8 +3,11 @@
 #
 # Environment (all optional):
 #   RIDESAGA_RUN_DIR       where a running system keeps pids, logs, data and env (default .run)
-#   RIDESAGA_NATS_PORT     client port (default 4222)
-#   RIDESAGA_MONITOR_PORT  HTTP monitoring port (default 8222)
+#   RIDESAGA_NATS_PORT     client port (default 4222); with up --cluster, node n0's (n1 and n2
+#                          take the next two) or three comma-separated ports
+#   RIDESAGA_MONITOR_PORT  HTTP monitoring port (default 8222); the same for a cluster
+#   RIDESAGA_CLUSTER_PORT  with up --cluster, n0's route port (default 6222; n1, n2 the next
+#                          two) or three comma-separated ports
 #   RIDESAGA_PROFILE       cargo profile of the binaries to run: debug (default) or release
 #   RIDESAGA_STOP_TIMEOUT  seconds to wait after SIGTERM before SIGKILL (default 10)
 #   RIDESAGA_DB            the workers' databases: sqlite (default) or postgres
@@ -17,6 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NATS_BIN="${NATS_SERVER_BIN:-$ROOT/.tools/bin/nats-server}"
 NATS_PORT="${RIDESAGA_NATS_PORT:-4222}"
 MONITOR_PORT="${RIDESAGA_MONITOR_PORT:-8222}"
+CLUSTER_PORT="${RIDESAGA_CLUSTER_PORT:-6222}"
 PROFILE="${RIDESAGA_PROFILE:-debug}"
 STOP_TIMEOUT="${RIDESAGA_STOP_TIMEOUT:-10}"
 
@@ -33,6 +37,11 @@ DATA_DIR="$RUN_DIR/data"
 STORE_DIR="$RUN_DIR/nats"
 NATS_LOG="$RUN_DIR/nats.log"
 ENV_FILE="$RUN_DIR/env"
+# The nodes of `scripts/up --cluster`: n0, n1, n2. Each one's pid file is nats-<node>.pid, its
+# store $STORE_DIR/<node>, its log $RUN_DIR/nats-<node>.log; $CLUSTER_PORTS_FILE has their ports,
+# a line per node: client, monitoring, route.
+CLUSTER_NODES=(n0 n1 n2)
+CLUSTER_PORTS_FILE="$RUN_DIR/cluster-ports"
 # The local PostgreSQL cluster of `scripts/up --db postgres`: its data directory (owned by the
 # postgres system user when run as root), its log, the port it last ran on, and the password
 # of its superuser in libpq's password-file format (mode 0600; never printed, never in env).
@@ -109,6 +118,12 @@ running() {
   return 1
 }
 
+# worker_exe NAME: the binary a worker recorded as NAME runs: NAME without the `-<n>` of a
+# replica after the first (payment-worker-2 runs payment-worker).
+worker_exe() {
+  printf '%s\n' "${1%-[0-9]*}"
+}
+
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -133,6 +148,35 @@ http_get() {
 # nats_healthy: the monitoring port reports the server (and JetStream) healthy.
 nats_healthy() {
   http_get "$MONITOR_PORT" /healthz >/dev/null 2>&1
+}
+
+# is_nats_pid_name NAME: NAME is the pid file name of nats-server or of a cluster's node.
+is_nats_pid_name() {
+  [[ "$1" == nats-server || "$1" == nats-n[0-9] ]]
+}
+
+# node_ports VALUE: the three nodes' ports from VALUE, one a line: VALUE itself and the next two,
+# or VALUE's three comma-separated ports. Fails on anything else.
+node_ports() {
+  if [[ "$1" =~ ^[0-9]+$ ]]; then
+    printf '%s\n' "$1" "$(($1 + 1))" "$(($1 + 2))"
+  elif [[ "$1" =~ ^[0-9]+,[0-9]+,[0-9]+$ ]]; then
+    tr ',' '\n' <<<"$1"
+  else
+    return 1
+  fi
+}
+
+# meta_leader PORT: the JetStream meta leader that the node with monitoring port PORT reports
+# (its /jsz), or nothing while there is none.
+meta_leader() {
+  http_get "$1" /jsz 2>/dev/null | python3 -c '
+import json, sys
+try:
+    print(json.load(sys.stdin).get("meta_cluster", {}).get("leader") or "")
+except ValueError:
+    pass
+'
 }
 
 # tail_log FILE: the last lines of a log, indented, for error messages.

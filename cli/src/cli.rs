@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId};
+use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, limits};
 
 use crate::duration::parse_duration;
 use crate::saga::Expectation;
@@ -106,9 +106,15 @@ pub enum Command {
     Audit(AuditArgs),
     /// Create or update the streams and consumers from the contract (idempotent).
     Provision(ProvisionArgs),
+    /// Move a stream's leader, or a consumer's, to another node of a JetStream cluster; prints
+    /// the old and the new leader.
+    StepDown(StepDownArgs),
     /// Inspect and replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Each service's consumer lag as KEDA reads it, and the replicas KEDA would choose.
+    #[command(subcommand)]
+    Scale(ScaleCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -122,8 +128,8 @@ pub enum DriverCommand {
     Register {
         /// The driver id, e.g. d_berlin_1.
         id: DriverId,
-        /// The driver's display name.
-        #[arg(long)]
+        /// The driver's display name (at most 500 characters, no control characters).
+        #[arg(long, value_parser = parse_name)]
         name: String,
         /// Position as LAT,LNG in decimal degrees; south and west are negative, e.g.
         /// `--at -33.92,18.42` (Cape Town).
@@ -225,10 +231,10 @@ pub struct CompleteArgs {
     /// The ride.
     pub ride: RideId,
     /// Distance driven in km (default: the planned route).
-    #[arg(long, value_name = "KM", value_parser = parse_non_negative, allow_hyphen_values = true)]
+    #[arg(long, value_name = "KM", value_parser = parse_km, allow_hyphen_values = true)]
     pub distance_km: Option<f64>,
     /// Duration in minutes (default: the time since the start).
-    #[arg(long, value_name = "MIN", value_parser = parse_non_negative, allow_hyphen_values = true)]
+    #[arg(long, value_name = "MIN", value_parser = parse_minutes, allow_hyphen_values = true)]
     pub duration_min: Option<f64>,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -271,8 +277,8 @@ pub enum FraudCommand {
     Block {
         /// The rider.
         rider: RiderId,
-        /// Why, for the record.
-        #[arg(long)]
+        /// Why, for the record (at most 500 characters, no control characters).
+        #[arg(long, value_parser = parse_reason)]
         reason: Option<String>,
         #[command(flatten)]
         wait: DriverWaitArgs,
@@ -365,6 +371,24 @@ pub struct ProvisionArgs {
     pub replicas: u8,
 }
 
+#[derive(Debug, Args)]
+pub struct StepDownArgs {
+    /// The stream whose leader steps down (or whose consumer's, with --consumer).
+    #[arg(
+        long,
+        default_value = ridesaga_schemas::streams::SAGA_STREAM,
+        value_name = "STREAM",
+        value_parser = parse_jetstream_name
+    )]
+    pub stream: String,
+    /// Move this consumer's leader instead of the stream's, e.g. payment-worker.
+    #[arg(long, value_name = "CONSUMER", value_parser = parse_jetstream_name)]
+    pub consumer: Option<String>,
+    /// How long to wait for the replicas to elect the new leader.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// List dead letters: worker records with reasons and server advisories.
@@ -381,6 +405,49 @@ pub enum DlqCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ScaleCommand {
+    /// Show each service's consumer lag as KEDA's nats-jetstream scaler reads it from the
+    /// monitoring port (pending + ack pending, from the consumer leader's node in a cluster)
+    /// and the replicas its HPA would choose: ceil(lag / --lag-threshold) within [--min,
+    /// --max]. A missing consumer is an error for its service (KEDA applies the
+    /// ScaledObject's fallback); a missing account or stream fails the command.
+    Plan(ScalePlanArgs),
+}
+
+/// The ScaledObject's trigger and bounds, and where to read the lag. The defaults are those of
+/// the ScaledObjects in deploy/k8s.
+#[derive(Debug, Args)]
+pub struct ScalePlanArgs {
+    /// NATS monitoring URL, http://HOST:PORT; one per cluster node, repeated or separated by
+    /// commas. Given one node of a cluster, the others are found as KEDA finds them. `source
+    /// .run/env` after scripts/up sets RIDESAGA_MONITOR_URL.
+    #[arg(
+        long,
+        env = "RIDESAGA_MONITOR_URL",
+        default_value = "http://127.0.0.1:8222",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub monitor: Vec<crate::monitor::MonitorUrl>,
+    /// The NATS account, by name or id ($G: a server without accounts).
+    #[arg(long, default_value = crate::lag::DEFAULT_ACCOUNT, value_name = "ACCOUNT")]
+    pub account: String,
+    /// KEDA's lagThreshold: the lag one replica is meant to carry.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub lag_threshold: u64,
+    /// KEDA's activationLagThreshold: at or below it the scaler is inactive, which means zero
+    /// replicas only with --min 0.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub activation_lag_threshold: u64,
+    /// KEDA's minReplicaCount.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub min: u32,
+    /// KEDA's maxReplicaCount.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..), value_name = "R")]
+    pub max: u32,
+}
+
 fn parse_card_token(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
         && value.len() <= 64
@@ -394,11 +461,49 @@ fn parse_card_token(value: &str) -> Result<String, String> {
     }
 }
 
-fn parse_non_negative(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("expected a number of at least 0, got {value:?}")),
+/// A stream or consumer name: one subject token, so no dots, wildcards or whitespace.
+fn parse_jetstream_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("a stream or consumer name has no '.', '*', '>' or whitespace".into())
     }
+}
+
+/// A distance in km within the contract's bounds (`ridesaga_schemas::limits`).
+fn parse_km(value: &str) -> Result<f64, String> {
+    parse_between(value, limits::MAX_DISTANCE_KM)
+}
+
+/// A duration in minutes within the contract's bounds.
+fn parse_minutes(value: &str) -> Result<f64, String> {
+    parse_between(value, limits::MAX_DURATION_MIN)
+}
+
+fn parse_between(value: &str, max: f64) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        // NaN fails the range check too.
+        Ok(v) if (0.0..=max).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from 0 to {max}, got {value:?}")),
+    }
+}
+
+/// A driver's name: text as the contract allows it.
+fn parse_name(value: &str) -> Result<String, String> {
+    limits::check_text("name", value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A block's reason: text as the contract allows it.
+fn parse_reason(value: &str) -> Result<String, String> {
+    limits::check_text("reason", value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -477,7 +582,8 @@ mod tests {
             Cli::try_parse_from(["ridectl", "ride", "complete", "r_1", "--distance-km", "-3"])
                 .unwrap_err();
         assert!(
-            err.to_string().contains("expected a number of at least 0"),
+            err.to_string()
+                .contains("expected a number from 0 to 40075"),
             "{err}"
         );
     }
@@ -520,7 +626,9 @@ mod tests {
     fn card_tokens_and_distances_are_checked() {
         assert!(parse_card_token("tok_visa").is_ok());
         assert!(parse_card_token("4242 4242").is_err());
-        assert!(parse_non_negative("-1").is_err());
-        assert_eq!(parse_non_negative("2.5"), Ok(2.5));
+        assert!(parse_km("-1").is_err());
+        assert!(parse_km("NaN").is_err());
+        assert!(parse_minutes("1e9").is_err());
+        assert_eq!(parse_km("2.5"), Ok(2.5));
     }
 }

@@ -8,6 +8,9 @@
 //! - [`saga`]: pure folding of stored messages into saga state, `--wait` rest rules, timeline
 //!   summaries and the audit invariants.
 //! - [`nats`]: connecting, publishing with `Nats-Msg-Id`, scanning and following the stream.
+//! - [`lag`]: consumer lag as KEDA's nats-jetstream scaler reads it from `/jsz`, and the
+//!   replicas it would choose (pure).
+//! - [`monitor`]: reading the NATS monitoring port (`/varz`, `/jsz`) of one or more nodes.
 //! - [`output`]: tables, JSON, colours, stderr diagnostics.
 //! - [`exit`]: the documented exit codes and `hint:` lines.
 //! - [`duration`]: `500ms`, `30s`, `2m`.
@@ -16,6 +19,8 @@ pub mod cli;
 pub mod commands;
 pub mod duration;
 pub mod exit;
+pub mod lag;
+pub mod monitor;
 pub mod nats;
 pub mod output;
 pub mod saga;

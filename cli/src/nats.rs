@@ -79,15 +79,15 @@ impl Nats {
     }
 
     /// Publishes an envelope on its subject with its id as `Nats-Msg-Id` and waits for the
-    /// stream's acknowledgement.
+    /// stream's acknowledgement. An envelope the contract refuses (the checks every receiver
+    /// makes, and the size limit) is not published.
     pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<PublishAck> {
-        envelope.validate()?;
-        self.publish_raw(
-            envelope.subject(),
-            Bytes::from(envelope.encode()),
-            envelope.id.as_str(),
-        )
-        .await
+        let subject = envelope.subject();
+        let payload = envelope
+            .encode_checked()
+            .with_context(|| format!("refusing to publish {subject}"))?;
+        self.publish_raw(subject, Bytes::from(payload), envelope.id.as_str())
+            .await
     }
 
     /// Publishes bytes with a message id and waits for the stream's acknowledgement.

@@ -1,6 +1,6 @@
-//! `ridectl` against a real nats-server, without workers: provisioning, inspection, input
-//! validation, publishing, dead letters, service discovery, the audit, and the exit codes that
-//! need no saga (1 error, 2 usage, 4 timeout).
+//! `ridectl` against a real nats-server (or a three-node cluster), without workers:
+//! provisioning, inspection, input validation, publishing, dead letters, service discovery, the
+//! audit, leader step-down, and the exit codes that need no saga (1 error, 2 usage, 4 timeout).
 
 mod common;
 
@@ -356,4 +356,59 @@ async fn the_audit_passes_on_an_empty_log_and_fails_on_a_stuck_saga() {
     let report = json(&out);
     assert_eq!(report["violations"][0]["ride_id"], "r_stuck");
     assert_eq!(report["violations"][0]["invariant"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_down_on_a_single_server_fails_saying_a_cluster_is_needed() {
+    let h = Harness::provisioned().await;
+    for args in [
+        &["step-down"][..],
+        &["step-down", "--consumer", "payment-worker"],
+    ] {
+        let out = h.ridectl(args).await;
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("single replica") && err.contains("scripts/up --cluster"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_down_moves_the_leader_of_a_stream_and_of_a_consumer_on_a_cluster() {
+    let cluster = ridesaga_testkit::NatsCluster::start().await.unwrap();
+    let js = cluster.jetstream().await.unwrap();
+    ridesaga_schemas::streams::provision(
+        &js,
+        ridesaga_schemas::streams::ProvisionOptions { replicas: 3 },
+    )
+    .await
+    .unwrap();
+    let urls = cluster.urls();
+    for (args, consumer) in [
+        (&["step-down"][..], None),
+        (
+            &[
+                "step-down",
+                "--stream",
+                SAGA_STREAM,
+                "--consumer",
+                "payment-worker",
+            ],
+            Some("payment-worker"),
+        ),
+    ] {
+        let out = run_ridectl(Some(&urls), args).await;
+        assert_code(&out, 0);
+        let report = json(&out);
+        assert_eq!(report["stream"], SAGA_STREAM);
+        assert_eq!(report["consumer"].as_str(), consumer);
+        let (old, new) = (&report["old_leader"], &report["new_leader"]);
+        assert_ne!(old, new, "{report}");
+        for leader in [old, new] {
+            let name = leader.as_str().unwrap_or_default();
+            assert!(cluster.index_of(name).is_some(), "{report}");
+        }
+    }
 }

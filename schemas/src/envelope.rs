@@ -1,11 +1,16 @@
 //! The envelope every message travels in, its JSON encoding, and decoding that checks the
 //! envelope against the subject it arrived on.
 
+use std::time::Duration;
+
+use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ids::{IdError, MessageId, RideId};
+use crate::ids::{IdError, MessageId, RideId, validate_token};
+use crate::limits::ValueError;
 use crate::messages::{KeyKind, Message, MessageKind, Timestamp};
+use crate::object::Object;
 use crate::subject::{SubjectError, parse_subject};
 
 /// The schema version this build writes, and the newest it reads.
@@ -14,6 +19,16 @@ pub const SCHEMA_VERSION: u16 = 1;
 /// Largest encoded message accepted, in bytes. Our messages are well under 1 KiB; the server's
 /// `max_payload` in nats.conf is set above this.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest total size of a message's headers accepted, in bytes, counted as they travel
+/// (`NATS/1.0`, one `Name: value` line per value, the blank line). A publisher sets one,
+/// `Nats-Msg-Id` (at most 64 bytes); tracing headers fit easily.
+pub const MAX_HEADER_BYTES: usize = 4 * 1024;
+
+/// How far ahead of the receiver's clock a message's `occurred_at` may be: a day. Producers
+/// stamp messages with their own clock, and clocks drift by seconds, not days; a message from
+/// further ahead would sort after everything that happens in the meantime.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
 
 /// A message with its metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,10 +90,14 @@ struct WireIn<'a> {
 pub enum DecodeError {
     #[error("message is {size} bytes; the limit is {max}")]
     TooLarge { size: usize, max: usize },
+    #[error("headers are {size} bytes; the limit is {max}")]
+    HeadersTooLarge { size: usize, max: usize },
     #[error(transparent)]
     Subject(#[from] SubjectError),
     #[error("malformed envelope: {0}")]
     Envelope(#[source] serde_json::Error),
+    #[error("malformed envelope: {0}")]
+    EnvelopeField(#[source] IdError),
     #[error("envelope type {envelope:?} does not match subject type {subject}")]
     TypeMismatch {
         envelope: String,
@@ -92,6 +111,12 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("invalid {kind} payload: {source}")]
+    Value {
+        kind: MessageKind,
+        #[source]
+        source: ValueError,
+    },
     #[error("{kind} names {field} {in_message:?} but its subject ends with {in_subject:?}")]
     KeyMismatch {
         kind: MessageKind,
@@ -103,6 +128,15 @@ pub enum DecodeError {
     MissingSagaId { kind: MessageKind },
     #[error("{kind} is not a ride message but has a saga_id")]
     UnexpectedSagaId { kind: MessageKind },
+    #[error(
+        "{kind} occurred at {occurred_at}, more than {} hours ahead of the receiver's clock ({now})",
+        MAX_CLOCK_SKEW.as_secs() / 3600
+    )]
+    FromTheFuture {
+        kind: MessageKind,
+        occurred_at: Timestamp,
+        now: Timestamp,
+    },
 }
 
 impl Envelope {
@@ -165,16 +199,38 @@ impl Envelope {
         format!("{}.{}", self.kind(), self.subject_id())
     }
 
-    /// Checks that the envelope is publishable: ride messages carry a saga id, others do not.
+    /// Checks that the envelope is publishable: ride messages carry a saga id, others do not;
+    /// the correlation id and the producer are id-like tokens; the payload's values are within
+    /// the bounds of [`crate::limits`].
     pub fn validate(&self) -> Result<(), DecodeError> {
         let kind = self.kind();
         match (kind.key_kind(), &self.saga_id) {
-            (KeyKind::Ride, None) => Err(DecodeError::MissingSagaId { kind }),
+            (KeyKind::Ride, None) => return Err(DecodeError::MissingSagaId { kind }),
             (KeyKind::Driver | KeyKind::Rider, Some(_)) => {
-                Err(DecodeError::UnexpectedSagaId { kind })
+                return Err(DecodeError::UnexpectedSagaId { kind });
             }
-            _ => Ok(()),
+            _ => {}
         }
+        validate_token("correlation id", &self.correlation_id)
+            .map_err(DecodeError::EnvelopeField)?;
+        validate_token("producer", &self.producer).map_err(DecodeError::EnvelopeField)?;
+        self.message
+            .check_values(self.occurred_at)
+            .map_err(|source| DecodeError::Value { kind, source })
+    }
+
+    /// Validates ([`Envelope::validate`]) and encodes, refusing a result over
+    /// [`MAX_MESSAGE_BYTES`]: what a publisher sends.
+    pub fn encode_checked(&self) -> Result<Vec<u8>, DecodeError> {
+        self.validate()?;
+        let bytes = self.encode();
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        Ok(bytes)
     }
 
     /// JSON bytes.
@@ -195,8 +251,19 @@ impl Envelope {
     }
 
     /// Decodes a message received on `subject`, refusing oversize payloads, unknown fields,
-    /// unknown types and any disagreement between the subject and the envelope.
+    /// unknown types, values out of bounds ([`Envelope::validate`]), any disagreement between
+    /// the subject and the envelope, and a message from more than [`MAX_CLOCK_SKEW`] ahead of
+    /// this machine's clock.
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, DecodeError> {
+        Envelope::decode_at(subject, payload, Timestamp::now())
+    }
+
+    /// [`Envelope::decode`] with the receiver's clock reading `now`.
+    pub fn decode_at(
+        subject: &str,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> Result<Envelope, DecodeError> {
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(DecodeError::TooLarge {
                 size: payload.len(),
@@ -204,7 +271,8 @@ impl Envelope {
             });
         }
         let (kind, token) = parse_subject(subject)?;
-        let wire: WireIn<'_> = serde_json::from_slice(payload).map_err(DecodeError::Envelope)?;
+        let Object(wire): Object<WireIn<'_>> =
+            serde_json::from_slice(payload).map_err(DecodeError::Envelope)?;
         if wire.kind != kind.as_str() {
             return Err(DecodeError::TypeMismatch {
                 envelope: wire.kind,
@@ -243,8 +311,48 @@ impl Envelope {
                 in_subject: token.to_owned(),
             });
         }
+        let skew = time::Duration::seconds(MAX_CLOCK_SKEW.as_secs() as i64);
+        if now
+            .0
+            .checked_add(skew)
+            .is_some_and(|latest| envelope.occurred_at.0 > latest)
+        {
+            return Err(DecodeError::FromTheFuture {
+                kind,
+                occurred_at: envelope.occurred_at,
+                now,
+            });
+        }
         Ok(envelope)
     }
+
+    /// Refuses headers larger than [`MAX_HEADER_BYTES`]; checked by a receiver before
+    /// [`Envelope::decode`].
+    pub fn check_headers(headers: Option<&HeaderMap>) -> Result<(), DecodeError> {
+        let size = headers.map_or(0, headers_size);
+        if size > MAX_HEADER_BYTES {
+            return Err(DecodeError::HeadersTooLarge {
+                size,
+                max: MAX_HEADER_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The size of headers as they travel: `NATS/1.0\r\n`, `Name: value\r\n` per value, `\r\n`.
+pub fn headers_size(headers: &HeaderMap) -> usize {
+    let lines: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(|value| name.len() + 2 + value.as_str().len() + 2)
+                .sum::<usize>()
+        })
+        .sum();
+    "NATS/1.0\r\n".len() + lines + 2
 }
 
 impl From<IdError> for DecodeError {

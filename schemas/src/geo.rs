@@ -1,17 +1,20 @@
 //! Positions on the earth and the great-circle distance between them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
+
+use crate::object::Object;
 
 /// Mean earth radius in kilometres (IUGG).
 const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// A WGS84 position in decimal degrees.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, try_from = "RawPoint")]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "PointObject")]
 pub struct GeoPoint {
     pub lat: f64,
     pub lng: f64,
@@ -20,7 +23,6 @@ pub struct GeoPoint {
 /// The wire form, validated into a [`GeoPoint`].
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "GeoPoint")]
 struct RawPoint {
     /// Latitude in degrees, -90 to 90.
     #[schemars(range(min = -90.0, max = 90.0))]
@@ -30,19 +32,39 @@ struct RawPoint {
     lng: f64,
 }
 
-impl TryFrom<RawPoint> for GeoPoint {
+/// The wire form read from a JSON object only (not from `[lat, lng]`, which the JSON Schemas
+/// refuse).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct PointObject(Object<RawPoint>);
+
+impl TryFrom<PointObject> for GeoPoint {
     type Error = GeoError;
-    fn try_from(raw: RawPoint) -> Result<Self, GeoError> {
+    fn try_from(PointObject(Object(raw)): PointObject) -> Result<Self, GeoError> {
         GeoPoint::new(raw.lat, raw.lng)
+    }
+}
+
+impl JsonSchema for GeoPoint {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("GeoPoint")
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = RawPoint::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "A WGS84 position in decimal degrees.".into(),
+        );
+        schema
     }
 }
 
 /// Why a position was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GeoError {
-    #[error("latitude out of range: {0} (must be between -90 and 90)")]
+    #[error("latitude out of range: {0:?} (must be between -90 and 90)")]
     Latitude(f64),
-    #[error("longitude out of range: {0} (must be between -180 and 180)")]
+    #[error("longitude out of range: {0:?} (must be between -180 and 180)")]
     Longitude(f64),
     #[error("expected LAT,LNG in decimal degrees (e.g. 52.52,13.40), got {0:?}")]
     Format(String),
@@ -100,7 +122,7 @@ mod tests {
         assert_eq!((p.lat, p.lng), (52.52, 13.405));
         assert_eq!(
             "91,0".parse::<GeoPoint>().unwrap_err().to_string(),
-            "latitude out of range: 91 (must be between -90 and 90)"
+            "latitude out of range: 91.0 (must be between -90 and 90)"
         );
         assert!(
             "0,181"
@@ -133,5 +155,10 @@ mod tests {
     fn deserializing_refuses_out_of_range_points() {
         assert!(serde_json::from_str::<GeoPoint>(r#"{"lat":91,"lng":0}"#).is_err());
         assert!(serde_json::from_str::<GeoPoint>(r#"{"lat":1,"lng":0,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<GeoPoint>("[1,0]").is_err());
+        assert_eq!(
+            serde_json::from_str::<GeoPoint>(r#"{"lat":1,"lng":0}"#).unwrap(),
+            GeoPoint::new(1.0, 0.0).unwrap()
+        );
     }
 }

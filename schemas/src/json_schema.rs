@@ -55,8 +55,8 @@ pub fn schema_for(kind: MessageKind) -> Value {
             "occurred_at": { "type": "string", "format": "date-time" },
             "saga_id": if ride_message { id_schema.clone() } else { json!(false) },
             "causation_id": id_schema,
-            "correlation_id": { "type": "string", "minLength": 1 },
-            "producer": { "type": "string", "minLength": 1 },
+            "correlation_id": id_schema,
+            "producer": id_schema,
             "data": payload.to_value(),
         },
     });

@@ -5,6 +5,7 @@
 //! - [`geo`]: positions and great-circle distance.
 //! - [`messages`]: every command and event payload, and the table of their subjects.
 //! - [`envelope`]: the common envelope, JSON encoding, and decoding that checks everything.
+//! - [`limits`]: bounds on amounts, distances, durations, scores, text and deadlines.
 //! - [`subject`]: subject builders and parsers.
 //! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
 //! - [`streams`]: stream and consumer definitions, and provisioning.
@@ -15,14 +16,19 @@ pub mod envelope;
 pub mod geo;
 pub mod ids;
 pub mod json_schema;
+pub mod limits;
 pub mod messages;
+mod object;
 pub mod streams;
 pub mod subject;
 
 pub use dead_letter::DeadLetter;
-pub use envelope::{DecodeError, Envelope, MAX_MESSAGE_BYTES, SCHEMA_VERSION};
+pub use envelope::{
+    DecodeError, Envelope, MAX_CLOCK_SKEW, MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, SCHEMA_VERSION,
+};
 pub use geo::{GeoError, GeoPoint};
 pub use ids::{DriverId, IdError, MessageId, RideId, RiderId};
+pub use limits::ValueError;
 pub use messages::*;
 pub use streams::Service;
 pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};

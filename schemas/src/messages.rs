@@ -9,6 +9,11 @@ use time::OffsetDateTime;
 
 use crate::geo::GeoPoint;
 use crate::ids::{DriverId, RiderId};
+use crate::limits::{
+    MAX_AMOUNT_CENTS, MAX_DISTANCE_KM, MAX_DURATION_MIN, MAX_NOTIFICATION_CHARS, MAX_REASONS,
+    MAX_SCORE, MAX_TEXT_CHARS, TEXT_PATTERN,
+};
+use crate::object::Object;
 
 /// A point in time, written as RFC 3339 in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -136,6 +141,7 @@ payload!(
         pickup: GeoPoint,
         dropoff: GeoPoint,
         /// The payment method, as a gateway token (never a card number).
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         payment_token: String,
     }
 );
@@ -156,14 +162,21 @@ payload!(
     /// and the time since the start.
     CompleteRide {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
         distance_km: Option<f64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.0, max = MAX_DURATION_MIN))]
         duration_min: Option<f64>,
     }
 );
 payload!(
     /// Registers (or renames and relocates) a driver; a new driver starts offline.
-    RegisterDriver { driver_id: DriverId, name: String, location: GeoPoint }
+    RegisterDriver {
+        driver_id: DriverId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        name: String,
+        location: GeoPoint,
+    }
 );
 payload!(
     /// The driver is available for rides, optionally at a new position.
@@ -186,6 +199,7 @@ payload!(
     BlockRider {
         rider_id: RiderId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         reason: Option<String>,
     }
 );
@@ -202,12 +216,16 @@ payload!(
         rider_id: RiderId,
         pickup: GeoPoint,
         dropoff: GeoPoint,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         payment_token: String,
         /// Great-circle distance of the trip.
+        #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
         estimated_distance_km: f64,
         /// The fare for the planned trip, in cents; the payment hold.
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
         estimated_fare_cents: u64,
         /// A driver must be assigned before this instant, or the ride is cancelled (no_driver).
+        /// At most a week after the message occurred, as every deadline.
         match_deadline: Timestamp,
         /// The ride is cancelled (expired) unless confirmed before this instant.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,11 +234,23 @@ payload!(
 );
 payload!(
     /// Fraud checks passed.
-    FraudCleared { rider_id: RiderId, score: u32, reasons: Vec<String> }
+    FraudCleared {
+        rider_id: RiderId,
+        #[schemars(range(max = MAX_SCORE))]
+        score: u32,
+        #[schemars(length(max = MAX_REASONS), inner(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN)))]
+        reasons: Vec<String>,
+    }
 );
 payload!(
     /// Fraud checks failed: the ride is rejected, nothing is reserved or charged.
-    FraudFlagged { rider_id: RiderId, score: u32, reasons: Vec<String> }
+    FraudFlagged {
+        rider_id: RiderId,
+        #[schemars(range(max = MAX_SCORE))]
+        score: u32,
+        #[schemars(length(max = MAX_REASONS), inner(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN)))]
+        reasons: Vec<String>,
+    }
 );
 payload!(
     /// A rider was blocked or unblocked.
@@ -228,6 +258,7 @@ payload!(
         rider_id: RiderId,
         blocked: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         reason: Option<String>,
     }
 );
@@ -236,48 +267,97 @@ payload!(
     DriverAssigned {
         rider_id: RiderId,
         driver_id: DriverId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         driver_name: String,
         /// Distance from the driver to the pickup.
+        #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
         pickup_distance_km: f64,
     }
 );
 payload!(
     /// No driver could be reserved before the match deadline.
-    DriverUnavailable { rider_id: RiderId, reason: String }
+    DriverUnavailable {
+        rider_id: RiderId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        reason: String,
+    }
 );
 payload!(
     /// A driver reserved for the ride is free again.
-    DriverReleased { driver_id: DriverId, reason: String }
+    DriverReleased {
+        driver_id: DriverId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        reason: String,
+    }
 );
 payload!(
     /// A driver's registration, availability or position changed.
-    DriverUpdated { driver_id: DriverId, name: String, online: bool, location: GeoPoint }
+    DriverUpdated {
+        driver_id: DriverId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        name: String,
+        online: bool,
+        location: GeoPoint,
+    }
 );
 payload!(
     /// A hold for the estimated fare was placed.
-    PaymentAuthorized { rider_id: RiderId, hold_id: String, amount_cents: u64 }
+    PaymentAuthorized {
+        rider_id: RiderId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        hold_id: String,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: u64,
+    }
 );
 payload!(
     /// The hold was declined.
-    PaymentDeclined { rider_id: RiderId, code: String, message: String }
+    PaymentDeclined {
+        rider_id: RiderId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        code: String,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        message: String,
+    }
 );
 payload!(
     /// The final fare was captured.
-    PaymentCaptured { rider_id: RiderId, hold_id: String, amount_cents: u64 }
+    PaymentCaptured {
+        rider_id: RiderId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        hold_id: String,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: u64,
+    }
 );
 payload!(
     /// The hold was released without charge.
-    PaymentVoided { rider_id: RiderId, hold_id: String, amount_cents: u64 }
+    PaymentVoided {
+        rider_id: RiderId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        hold_id: String,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: u64,
+    }
 );
 payload!(
     /// Capturing failed after every retry; an operator must act.
-    PaymentCaptureFailed { rider_id: RiderId, hold_id: String, amount_cents: u64, error: String }
+    PaymentCaptureFailed {
+        rider_id: RiderId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        hold_id: String,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: u64,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        error: String,
+    }
 );
 payload!(
     /// The ride is confirmed: driver reserved and payment held.
     RideConfirmed {
         rider_id: RiderId,
         driver_id: DriverId,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
         estimated_fare_cents: u64,
         /// The driver must report arrival or start the ride before this instant, or the ride
         /// is cancelled (driver_no_show).
@@ -303,8 +383,11 @@ payload!(
     RideCompleted {
         rider_id: RiderId,
         driver_id: DriverId,
+        #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
         distance_km: f64,
+        #[schemars(range(min = 0.0, max = MAX_DURATION_MIN))]
         duration_min: f64,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
         fare_cents: u64,
     }
 );
@@ -326,9 +409,12 @@ payload!(
     /// `detail` says which rule, in words for the rider).
     RideRejected {
         rider_id: RiderId,
+        #[schemars(range(max = MAX_SCORE))]
         score: u32,
+        #[schemars(length(max = MAX_REASONS), inner(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN)))]
         reasons: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         detail: Option<String>,
     }
 );
@@ -336,7 +422,9 @@ payload!(
     /// A command was refused (unknown ride, or not allowed in the ride's state).
     RideCommandRefused {
         /// The refused command's type, e.g. `cmd.ride.start`.
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         command: String,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         reason: String,
     }
 );
@@ -344,9 +432,12 @@ payload!(
     /// A notification was delivered through a channel.
     NotificationSent {
         recipient: Recipient,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         recipient_id: String,
         kind: NotificationKind,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         channel: String,
+        #[schemars(length(max = MAX_NOTIFICATION_CHARS), pattern(TEXT_PATTERN))]
         text: String,
     }
 );
@@ -402,7 +493,9 @@ macro_rules! contract {
                 raw: &str,
             ) -> Result<Message, serde_json::Error> {
                 Ok(match kind {
-                    $(MessageKind::$variant => Message::$variant(serde_json::from_str(raw)?),)*
+                    $(MessageKind::$variant => {
+                        Message::$variant(serde_json::from_str::<Object<$payload>>(raw)?.0)
+                    })*
                 })
             }
         }

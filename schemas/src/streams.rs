@@ -31,6 +31,9 @@ pub const BACKOFF: [Duration; 4] = [
 ];
 /// Messages a service may hold unacknowledged across all its replicas.
 pub const MAX_ACK_PENDING: i64 = 1024;
+/// How long provisioning waits for a stream whose replica count changed to have its peers
+/// placed, before it updates the stream's consumers (which may not have more replicas than it).
+pub const REPLICAS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The five saga services. Each has exactly one durable pull consumer on the saga stream, shared
 /// by all its replicas; that consumer's pending + ack pending is the service's lag.
@@ -198,6 +201,15 @@ pub enum ProvisionError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "stream {name} did not take on {replicas} replicas within {timeout:?} (last seen: {last_seen})"
+    )]
+    Replicas {
+        name: String,
+        replicas: usize,
+        timeout: Duration,
+        last_seen: String,
+    },
     #[error("could not create or update consumer {name}: {source}")]
     Consumer {
         name: String,
@@ -207,7 +219,8 @@ pub enum ProvisionError {
 }
 
 /// `num_replicas` to use: 1 on a single server, 3 on a cluster. Provisioning takes it as a
-/// parameter so a clustered deployment needs no code change.
+/// parameter so a clustered deployment needs no code change; run again with another count, it
+/// scales the existing streams and consumers (their history stays).
 #[derive(Debug, Clone, Copy)]
 pub struct ProvisionOptions {
     pub replicas: usize,
@@ -219,7 +232,9 @@ impl Default for ProvisionOptions {
     }
 }
 
-/// Creates or updates both streams and the five consumers. Idempotent.
+/// Creates or updates both streams and the five consumers with `options.replicas` replicas each.
+/// Idempotent. A stream whose replica count changes is updated in place and waited for (see
+/// [`REPLICAS_TIMEOUT`]) before its consumers are.
 pub async fn provision(
     js: &jetstream::Context,
     options: ProvisionOptions,
@@ -244,6 +259,7 @@ pub async fn provision(
             name: name.clone(),
             source,
         })?;
+        wait_for_replicas(js, &name, options.replicas).await?;
         report.streams.push(name);
     }
     let stream = js
@@ -269,4 +285,37 @@ pub async fn provision(
         report.consumers.push(name);
     }
     Ok(report)
+}
+
+/// Waits until the stream reports `replicas` in its configuration and as many placed peers
+/// (the leader and its followers): the server applies a changed count after it answers the
+/// update, and refuses a consumer with more replicas than its stream has until then.
+async fn wait_for_replicas(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<(), ProvisionError> {
+    let deadline = tokio::time::Instant::now() + REPLICAS_TIMEOUT;
+    loop {
+        let last_seen = match js.get_stream(name).await {
+            Ok(stream) => {
+                let info = stream.cached_info();
+                let peers = info.cluster.as_ref().map_or(0, |c| c.replicas.len()) + 1;
+                if info.config.num_replicas == replicas && peers == replicas {
+                    return Ok(());
+                }
+                format!("{} configured, {peers} placed", info.config.num_replicas)
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ProvisionError::Replicas {
+                name: name.to_string(),
+                replicas,
+                timeout: REPLICAS_TIMEOUT,
+                last_seen,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,5 +1,6 @@
-//! Test harness for Ridesaga: a real `nats-server` with JetStream, one per test, on free loopback
-//! ports with a temporary store, killed and cleaned up when the handle is dropped.
+//! Test harness for Ridesaga: a real `nats-server` with JetStream (or a three-node cluster of
+//! them), one per test, on free loopback ports with a temporary store, killed and cleaned up
+//! when the handle is dropped.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), ridesaga_testkit::Error> {
@@ -15,18 +16,22 @@
 //!
 //! # Layout
 //! - [`server`]: [`NatsServer`], its [`Builder`], start, stop, restart and clean-up.
+//! - [`cluster`]: [`NatsCluster`], three routed nodes (`n0`..`n2`) with JetStream; kill and
+//!   restart one, wait until a meta leader is agreed on.
 //! - [`config`]: finding the binary and writing the server's configuration file.
-//! - [`probe`]: deciding when a freshly started server is ready.
+//! - [`probe`]: deciding when a freshly started server is ready; `/jsz`'s meta leader.
 //! - [`error`]: [`Error`], with the server's log tail when start-up fails.
 //! - [`postgres`]: [`Postgres`], a throwaway PostgreSQL server shared by a test process, and a
 //!   fresh database per test.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod postgres;
 pub mod probe;
 pub mod server;
 
+pub use cluster::NatsCluster;
 pub use config::find_nats_server;
 pub use error::Error;
 pub use postgres::Postgres;

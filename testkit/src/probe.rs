@@ -1,6 +1,6 @@
 //! Readiness checks for a starting server: its ports file, a NATS `INFO` greeting on the client
 //! port and `200 OK` from `/healthz` on the monitoring port (which covers JetStream recovery
-//! after a restart).
+//! after a restart); for a cluster, the meta leader `/jsz` reports.
 
 use std::{
     fs,
@@ -76,18 +76,42 @@ pub async fn client_port_ready(port: u16) -> bool {
     matches!(timeout(PROBE_TIMEOUT, attempt).await, Ok(Some(true)))
 }
 
-/// True once `GET /healthz` on the monitoring port answers `200`.
+/// True once `GET /healthz` on the monitoring port answers `200`. On a cluster's node that
+/// includes contact with a JetStream meta leader and every replica it holds being current.
 pub async fn healthy(monitor_port: u16) -> bool {
+    matches!(http_get(monitor_port, "/healthz").await, Some((200, _)))
+}
+
+/// `GET path` on the monitoring port: the status code and the body, or `None` when the server
+/// does not answer within a second.
+pub async fn http_get(monitor_port: u16, path: &str) -> Option<(u16, String)> {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", monitor_port)).await.ok()?;
-        let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let request =
+            format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
-        let status_line = response.split(|b| *b == b'\n').next()?;
-        Some(String::from_utf8_lossy(status_line).contains(" 200 "))
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
     };
-    matches!(timeout(PROBE_TIMEOUT, attempt).await, Ok(Some(true)))
+    timeout(PROBE_TIMEOUT, attempt).await.ok().flatten()
+}
+
+/// The `server_name` of the JetStream meta leader as `/jsz` reports it on the monitoring port,
+/// or `None` while there is none (or the server is not a cluster's node).
+pub async fn meta_leader(monitor_port: u16) -> Option<String> {
+    let (status, body) = http_get(monitor_port, "/jsz").await?;
+    if status != 200 {
+        return None;
+    }
+    let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+    jsz["meta_cluster"]["leader"]
+        .as_str()
+        .filter(|leader| !leader.is_empty())
+        .map(str::to_owned)
 }
 
 /// The last `lines` lines of each existing file, labelled, for error messages.

@@ -3,6 +3,8 @@
 //! The first start lets the server choose free loopback ports (`-1`) and reads them back from
 //! its ports file, so parallel tests never race for a port; the configuration is then rewritten
 //! with those ports so [`NatsServer::restart`] comes back on the same address with the same store.
+//! A [`crate::NatsCluster`]'s nodes are started with ports chosen up front instead, since each
+//! node's routes must name the others'.
 
 use std::{
     fs::{self, File},
@@ -17,14 +19,16 @@ use tokio::time::{Instant, sleep};
 
 use crate::{
     Error,
-    config::{self, Layout, Ports},
+    config::{self, ClusterBlock, Layout, Ports},
     probe,
 };
 
 /// How long a start or restart may take before it is reported as failed.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-const LOG_TAIL_LINES: usize = 30;
+pub(crate) const LOG_TAIL_LINES: usize = 30;
+/// `server_name` of a server that is no cluster's node.
+const DEFAULT_NAME: &str = "ridesaga_testkit";
 
 /// Options for a test server; [`NatsServer::start`] uses the defaults.
 #[derive(Debug, Clone)]
@@ -32,6 +36,10 @@ pub struct Builder {
     binary: Option<PathBuf>,
     extra_config: String,
     startup_timeout: Duration,
+    name: String,
+    ports: Ports,
+    cluster: Option<ClusterBlock>,
+    dir_prefix: &'static str,
 }
 
 impl Default for Builder {
@@ -40,6 +48,10 @@ impl Default for Builder {
             binary: None,
             extra_config: String::new(),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            name: DEFAULT_NAME.to_string(),
+            ports: Ports::default(),
+            cluster: None,
+            dir_prefix: "ridesaga-nats-",
         }
     }
 }
@@ -63,6 +75,16 @@ impl Builder {
         self
     }
 
+    /// A node of a cluster: its `server_name`, fixed client and monitoring ports, and its
+    /// `cluster {}` block.
+    pub(crate) fn node(mut self, name: String, ports: Ports, cluster: ClusterBlock) -> Self {
+        self.name = name;
+        self.ports = ports;
+        self.cluster = Some(cluster);
+        self.dir_prefix = "ridesaga-nats-node-";
+        self
+    }
+
     /// Starts the server and waits until it accepts clients and reports itself healthy.
     pub async fn start(self) -> Result<NatsServer, Error> {
         let binary = match self.binary {
@@ -70,7 +92,7 @@ impl Builder {
             None => config::find_nats_server()?,
         };
         let dir = tempfile::Builder::new()
-            .prefix("ridesaga-nats-")
+            .prefix(self.dir_prefix)
             .tempdir()
             .map_err(Error::io("create the server's temporary directory"))?;
         let layout = Layout::new(dir.path());
@@ -79,8 +101,10 @@ impl Builder {
             binary,
             extra_config: self.extra_config,
             startup_timeout: self.startup_timeout,
+            name: self.name,
+            cluster: self.cluster,
             layout,
-            ports: Ports::default(),
+            ports: self.ports,
             child: None,
             dir,
         };
@@ -96,6 +120,8 @@ pub struct NatsServer {
     binary: PathBuf,
     extra_config: String,
     startup_timeout: Duration,
+    name: String,
+    cluster: Option<ClusterBlock>,
     layout: Layout,
     ports: Ports,
     child: Option<Child>,
@@ -112,6 +138,11 @@ impl NatsServer {
     /// Options for a server that needs more than the defaults.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// The `server_name`: `ridesaga_testkit`, or `n0`, `n1`, ... in a [`crate::NatsCluster`].
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -213,7 +244,7 @@ impl NatsServer {
     }
 
     async fn launch(&mut self) -> Result<(), Error> {
-        let text = config::render(&self.layout, self.ports, &self.extra_config);
+        let text = self.render();
         fs::write(&self.layout.config, text)
             .map_err(Error::io("write the server configuration"))?;
         let output = File::options()
@@ -238,8 +269,18 @@ impl NatsServer {
             return Err(error);
         }
         // Pin the chosen ports so a restart comes back on the same address.
-        let text = config::render(&self.layout, self.ports, &self.extra_config);
+        let text = self.render();
         fs::write(&self.layout.config, text).map_err(Error::io("write the server configuration"))
+    }
+
+    fn render(&self) -> String {
+        config::render(
+            &self.layout,
+            &self.name,
+            self.ports,
+            self.cluster.as_ref(),
+            &self.extra_config,
+        )
     }
 
     async fn wait_until_ready(&mut self) -> Result<(), Error> {

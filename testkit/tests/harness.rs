@@ -1,10 +1,11 @@
 //! The harness itself: a real server starts on free ports, serves monitoring, survives a
-//! crash-and-restart with its store, and leaves nothing behind when dropped.
+//! crash-and-restart with its store, and leaves nothing behind when dropped; a three-node
+//! cluster elects a meta leader, keeps a replicated stream through a node's crash and restart.
 
 use std::{path::Path, time::Duration};
 
-use async_nats::jetstream::stream;
-use ridesaga_testkit::{Error, NatsServer};
+use async_nats::jetstream::{self, stream};
+use ridesaga_testkit::{Error, NatsCluster, NatsServer};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -138,4 +139,135 @@ async fn a_server_that_rejects_its_configuration_reports_why_with_its_log_tail()
         .unwrap_err();
     assert!(matches!(error, Error::Exited { .. }), "{error}");
     assert!(error.to_string().contains("--- last lines of"), "{error}");
+}
+
+/// Publishes until the stream stores the message (a stream leader may be moving), with one
+/// `Nats-Msg-Id` so a retried publish is stored once.
+async fn publish_until_stored(js: &jetstream::Context, subject: &str, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = jetstream::message::PublishMessage::build()
+            .payload("x".into())
+            .message_id(id);
+        let stored = match js.send_publish(subject.to_string(), message).await {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(_) => return,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{subject} never stored: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The stream's info once its replicas have a leader (retried while one is being elected).
+async fn stream_with_leader(js: &jetstream::Context, name: &str) -> stream::Info {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut stream) = js.get_stream(name).await
+            && let Ok(info) = stream.info().await
+            && info
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader.as_ref())
+                .is_some()
+        {
+            return info.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} has no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_elects_a_meta_leader_and_keeps_a_replicated_stream_through_a_node_crash() {
+    let mut cluster = NatsCluster::start().await.unwrap();
+    let urls = cluster.url_list();
+    assert_eq!(cluster.urls(), urls.join(","));
+    assert_eq!(urls.len(), NatsCluster::SIZE);
+    let names: Vec<&str> = (0..NatsCluster::SIZE)
+        .map(|i| cluster.node(i).name())
+        .collect();
+    assert_eq!(names, ["n0", "n1", "n2"]);
+    let leader = cluster.meta_leader().await.expect("a meta leader");
+    assert!(cluster.index_of(&leader).is_some(), "{leader}");
+
+    let js = cluster.jetstream().await.unwrap();
+    js.create_stream(stream::Config {
+        name: "KEPT".into(),
+        subjects: vec!["kept.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    publish_until_stored(&js, "kept.one", "one").await;
+    let info = stream_with_leader(&js, "KEPT").await;
+    let placement = info.cluster.unwrap();
+    assert_eq!(
+        placement.replicas.len(),
+        2,
+        "R3: a leader and two followers"
+    );
+
+    // The stream's leader crashes: the other two elect another and keep storing.
+    let crashed = cluster
+        .index_of(placement.leader.as_deref().unwrap())
+        .unwrap();
+    let (port, monitor_port) = (
+        cluster.node(crashed).port(),
+        cluster.node(crashed).monitor_port(),
+    );
+    cluster.stop(crashed);
+    assert_eq!(cluster.running().len(), 2);
+    publish_until_stored(&js, "kept.two", "two").await;
+    let info = stream_with_leader(&js, "KEPT").await;
+    let new_leader = info.cluster.as_ref().unwrap().leader.clone().unwrap();
+    assert_ne!(cluster.index_of(&new_leader), Some(crashed));
+    assert_eq!(info.state.messages, 2);
+
+    // Back on the same ports with its store, it catches up with what it missed.
+    cluster.restart(crashed).await.unwrap();
+    assert_eq!(cluster.running().len(), 3);
+    let node = cluster.node(crashed);
+    assert_eq!((node.port(), node.monitor_port()), (port, monitor_port));
+    let restarted = jetstream::new(node.client().await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = stream_with_leader(&restarted, "KEPT").await;
+        let replicas = info.cluster.unwrap().replicas;
+        if info.state.messages == 2 && replicas.iter().all(|r| r.current) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted node never caught up: {} messages, {replicas:?}",
+            info.state.messages
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_cluster_kills_every_node_and_removes_their_stores() {
+    let cluster = NatsCluster::start().await.unwrap();
+    let nodes: Vec<(u32, std::path::PathBuf)> = (0..NatsCluster::SIZE)
+        .map(|i| {
+            let node = cluster.node(i);
+            (node.pid().unwrap(), node.dir().to_path_buf())
+        })
+        .collect();
+    drop(cluster);
+    for (pid, dir) in nodes {
+        assert!(!process_exists(pid), "nats-server {pid} still running");
+        assert!(!dir.exists(), "{} still exists", dir.display());
+    }
 }

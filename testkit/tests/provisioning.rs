@@ -1,12 +1,13 @@
 //! The contract's streams and consumers, provisioned on a real server: what exists afterwards,
-//! that provisioning again changes nothing, and that the saga stream drops duplicate publishes.
+//! that provisioning again changes nothing, that the saga stream drops duplicate publishes, and
+//! that on a cluster provisioning again with another replica count scales what exists.
 
 use std::collections::BTreeSet;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::TryStreamExt;
 use ridesaga_schemas::streams::{self, DEAD_LETTER_STREAM, ProvisionOptions, SAGA_STREAM, Service};
-use ridesaga_testkit::NatsServer;
+use ridesaga_testkit::{NatsCluster, NatsServer};
 
 async fn consumer_names(js: &jetstream::Context) -> BTreeSet<String> {
     let stream = js.get_stream(SAGA_STREAM).await.unwrap();
@@ -142,4 +143,58 @@ async fn an_event_published_twice_with_the_same_message_id_is_stored_once() {
         .await
         .unwrap();
     assert_eq!(info.state.messages, 1);
+}
+
+/// Replicas of both streams and the five consumers, as the server reports them.
+async fn replicas(js: &jetstream::Context) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for name in [SAGA_STREAM, DEAD_LETTER_STREAM] {
+        let info = js.get_stream(name).await.unwrap().get_info().await.unwrap();
+        out.push((name.to_string(), info.config.num_replicas));
+    }
+    let stream = js.get_stream(SAGA_STREAM).await.unwrap();
+    for service in Service::ALL {
+        let info = stream.consumer_info(service.consumer_name()).await.unwrap();
+        out.push((info.name.clone(), info.config.num_replicas));
+    }
+    out
+}
+
+#[tokio::test]
+async fn provisioning_again_with_another_replica_count_on_a_cluster_scales_what_exists() {
+    let cluster = NatsCluster::start().await.unwrap();
+    let js = cluster.jetstream().await.unwrap();
+
+    streams::provision(&js, ProvisionOptions { replicas: 1 })
+        .await
+        .unwrap();
+    js.publish("evt.ride.requested.r1", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(replicas(&js).await.iter().all(|(_, n)| *n == 1));
+
+    streams::provision(&js, ProvisionOptions { replicas: 3 })
+        .await
+        .unwrap();
+    let all = replicas(&js).await;
+    assert!(all.iter().all(|(_, n)| *n == 3), "{all:?}");
+    let info = js
+        .get_stream(SAGA_STREAM)
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 1, "the history is kept");
+    let placement = info.cluster.expect("clustered");
+    assert_eq!(placement.replicas.len(), 2, "{placement:?}");
+
+    // And back down.
+    streams::provision(&js, ProvisionOptions { replicas: 1 })
+        .await
+        .unwrap();
+    let all = replicas(&js).await;
+    assert!(all.iter().all(|(_, n)| *n == 1), "{all:?}");
 }

@@ -236,6 +236,22 @@ impl Harness {
             .unwrap();
     }
 
+    async fn publish_acked(
+        &self,
+        envelope: &Envelope,
+        msg_id: &str,
+    ) -> jetstream::publish::PublishAck {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(envelope.encode().into())
+            .message_id(msg_id);
+        self.js
+            .send_publish(envelope.subject(), msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+    }
+
     async fn applied(&self, rider: &str) -> i64 {
         let pool = store::open(&self.database_url(), 1).await.unwrap();
         let count = sqlx::query_scalar("SELECT COUNT(*) FROM applied WHERE rider = ?")
@@ -470,6 +486,263 @@ async fn a_worker_resumes_after_the_server_restarts() {
 }
 
 /// A loopback port nothing listens on (for the worker's HTTP endpoint).
+/// Publishes `payload` on `subject` as it is (no `Nats-Msg-Id`), with `headers`.
+async fn publish_raw(
+    js: &jetstream::Context,
+    subject: &str,
+    headers: async_nats::HeaderMap,
+    payload: Vec<u8>,
+) -> Result<jetstream::publish::PublishAck, String> {
+    let message = jetstream::message::PublishMessage::build()
+        .payload(payload.into())
+        .headers(headers);
+    js.send_publish(subject.to_owned(), message)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl Harness {
+    /// Waits until the fraud consumer has nothing pending and nothing unacknowledged: every
+    /// message published so far was handled and settled (acknowledged or terminated).
+    async fn settled(&self) {
+        let stream = self.js.get_stream(streams::SAGA_STREAM).await.unwrap();
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_consumer(&Service::Fraud.consumer_name())
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = consumer.info().await.unwrap();
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the worker did not settle: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_raw_messages_are_dead_lettered_with_the_decoders_reason() {
+    let h = Harness::start().await;
+    let worker = Blocklist::default();
+    let (stop, task) = h.spawn(worker);
+    let none = async_nats::HeaderMap::new;
+    let mut expected: Vec<(String, String)> = Vec::new();
+
+    // A wrong type: the reason is the decoder's, word for word.
+    let mut value: serde_json::Value = serde_json::from_slice(&block("u_types").encode()).unwrap();
+    value["schema_version"] = "1".into();
+    let payload = serde_json::to_vec(&value).unwrap();
+    let subject = "cmd.fraud.block.u_types";
+    let reason = Envelope::decode(subject, &payload).unwrap_err().to_string();
+    assert!(reason.contains("expected u16"), "{reason}");
+    publish_raw(&h.js, subject, none(), payload).await.unwrap();
+    expected.push((subject.into(), format!("undecodable message: {reason}")));
+
+    // A look-alike id in the subject (Cyrillic 'а').
+    let subject = "cmd.fraud.block.u_\u{430}lice";
+    publish_raw(&h.js, subject, none(), block("u_alice").encode())
+        .await
+        .unwrap();
+    expected.push((
+        subject.into(),
+        "undecodable message: subject id: subject id \"u_\u{430}lice\" contains '\u{430}'; only \
+         ASCII letters, digits, '_' and '-' are allowed (ids are NATS subject tokens)"
+            .into(),
+    ));
+
+    // Subject and envelope that disagree.
+    let subject = "cmd.fraud.block.u_other";
+    publish_raw(&h.js, subject, none(), block("u_one").encode())
+        .await
+        .unwrap();
+    expected.push((
+        subject.into(),
+        "undecodable message: cmd.fraud.block names rider_id \"u_one\" but its subject ends \
+         with \"u_other\""
+            .into(),
+    ));
+
+    // A terminal escape in a text field.
+    let mut escape = block("u_escape");
+    escape.message = Message::BlockRider(BlockRider {
+        rider_id: RiderId::parse("u_escape").unwrap(),
+        reason: Some("\u{1b}[2J".into()),
+    });
+    let subject = "cmd.fraud.block.u_escape";
+    publish_raw(&h.js, subject, none(), escape.encode())
+        .await
+        .unwrap();
+    expected.push((
+        subject.into(),
+        "undecodable message: invalid cmd.fraud.block payload: reason contains the control \
+         character '\\u{1b}'"
+            .into(),
+    ));
+
+    // Headers over the limit on an otherwise good message.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Filler", "x".repeat(5_000).as_str());
+    let subject = "cmd.fraud.block.u_headers";
+    publish_raw(&h.js, subject, headers, block("u_headers").encode())
+        .await
+        .unwrap();
+    expected.push((
+        subject.into(),
+        "undecodable message: headers are 5024 bytes; the limit is 4096".into(),
+    ));
+
+    // 60 KiB of NUL bytes: six times that as JSON text, too much to copy into the record.
+    let subject = "cmd.fraud.block.u_nul";
+    let nul = publish_raw(&h.js, subject, none(), vec![0; 60 * 1024])
+        .await
+        .unwrap();
+    expected.push((
+        subject.into(),
+        format!(
+            "undecodable message: malformed envelope: expected value at line 1 column 1 (the \
+             payload, 61440 bytes as text, is not copied: see saga stream sequence {})",
+            nul.sequence
+        ),
+    ));
+
+    // Far in the future: the receiver's clock is in the reason, so only its start is known.
+    let mut future = block("u_future");
+    future.occurred_at =
+        Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 2 * 24 * 3600 * 1000);
+    let subject = "cmd.fraud.block.u_future";
+    publish_raw(&h.js, subject, none(), future.encode())
+        .await
+        .unwrap();
+    let future_reason = format!(
+        "undecodable message: cmd.fraud.block occurred at {}, more than 24 hours ahead of the \
+         receiver's clock (",
+        future.occurred_at
+    );
+
+    // Over the size limit: the stream refuses it at once, so the publisher learns why.
+    let refused = publish_raw(
+        &h.js,
+        "cmd.fraud.block.u_huge",
+        none(),
+        vec![b' '; MAX_MESSAGE_BYTES + 1],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.contains("message size exceeds maximum allowed"),
+        "{refused}"
+    );
+
+    let letters = h.dead_letters(expected.len() + 1).await;
+    h.settled().await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(letters.len(), expected.len() + 1, "{letters:#?}");
+    for (subject, reason) in &expected {
+        let letter = letters
+            .iter()
+            .find(|l| &l.subject == subject)
+            .unwrap_or_else(|| panic!("no dead letter for {subject}: {letters:#?}"));
+        assert_eq!(&letter.reason, reason);
+        assert_eq!(letter.deliveries, 1, "dead-lettered at once, not retried");
+        assert_eq!(letter.service, "fraud");
+    }
+    let future = letters
+        .iter()
+        .find(|l| l.subject == "cmd.fraud.block.u_future")
+        .unwrap();
+    assert!(
+        future.reason.starts_with(&future_reason) && future.reason.ends_with(')'),
+        "{}",
+        future.reason
+    );
+    // The record keeps the original for replay, except where it would not fit (then the saga
+    // stream has it, at the sequence the reason names).
+    for letter in &letters {
+        let original =
+            h.js.get_stream(streams::SAGA_STREAM)
+                .await
+                .unwrap()
+                .get_raw_message(letter.stream_sequence)
+                .await
+                .unwrap();
+        assert_eq!(original.subject.as_str(), letter.subject);
+        if letter.subject.ends_with("u_nul") {
+            assert!(letter.payload.is_empty());
+            assert_eq!(original.payload.len(), 60 * 1024);
+        } else {
+            assert_eq!(letter.payload.as_bytes(), &original.payload[..]);
+        }
+    }
+    // Nothing was applied and nothing emitted.
+    for rider in [
+        "u_types",
+        "u_alice",
+        "u_one",
+        "u_escape",
+        "u_headers",
+        "u_future",
+    ] {
+        assert_eq!(h.applied(rider).await, 0, "{rider}");
+    }
+    assert!(h.stored("evt.fraud.blocklist.*", 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_replayed_message_with_changed_content_under_an_old_id_changes_nothing() {
+    let h = Harness::start().await;
+    let (stop, task) = h.spawn(Blocklist::default());
+    let original = Envelope {
+        message: Message::BlockRider(BlockRider {
+            rider_id: RiderId::parse("u_replay").unwrap(),
+            reason: Some("first".into()),
+        }),
+        ..block("u_replay")
+    };
+    let mut changed = original.clone();
+    changed.message = Message::BlockRider(BlockRider {
+        rider_id: RiderId::parse("u_replay").unwrap(),
+        reason: Some("second".into()),
+    });
+    assert_ne!(original.encode(), changed.encode());
+
+    let ack = h.publish_acked(&original, original.id.as_str()).await;
+    assert!(!ack.duplicate);
+    let out = h.stored("evt.fraud.blocklist.u_replay", 1).await;
+    assert_eq!(out.len(), 1);
+
+    // Within the duplicate window, the stream drops the changed copy: it is never delivered.
+    let ack = h.publish_acked(&changed, original.id.as_str()).await;
+    assert!(ack.duplicate, "the stream stored the changed copy: {ack:?}");
+
+    // Past the window (another Nats-Msg-Id stands in for it), the copy is stored and delivered;
+    // the inbox knows its id and occurrence, so it is acknowledged without effect.
+    let ack = h.publish_acked(&changed, "after-the-window").await;
+    assert!(!ack.duplicate);
+    h.settled().await;
+    let out = h.stored("evt.fraud.blocklist.u_replay", 1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 1, "no second output");
+    let emitted = Envelope::decode(&out[0].subject, &out[0].payload).unwrap();
+    assert!(
+        matches!(&emitted.message, Message::RiderBlockChanged(c) if c.reason.as_deref() == Some("first")),
+        "the first content stands: {emitted:?}"
+    );
+    assert_eq!(h.applied("u_replay").await, 1, "applied once");
+    assert!(
+        h.dead_letters(0).await.is_empty(),
+        "a duplicate is not an error"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -871,7 +1144,7 @@ impl Caller {
                     score: 0,
                     reasons: vec![answer],
                 },
-                "",
+                "c_test",
                 "fraud",
                 now,
             ),
@@ -881,7 +1154,7 @@ impl Caller {
                     score: 100,
                     reasons: vec![reason],
                 },
-                "",
+                "c_test",
                 "fraud",
                 now,
             ),

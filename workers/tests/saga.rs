@@ -1,5 +1,10 @@
-//! The ride saga end to end: all five workers against a real nats-server, one test per path.
+//! The ride saga end to end: all five workers against a real nats-server, one test per path;
+//! in `cluster`, many sagas at once on a three-node cluster that loses nodes and leaders; in
+//! `replicas`, a backlog behind a stopped service drained by three replicas, then a scale-down
+//! under load.
 
+mod cluster;
+mod replicas;
 mod support;
 
 use std::time::Duration;
@@ -808,7 +813,7 @@ async fn a_card_the_gateway_rejects_cancels_the_ride_payment_declined() {
 fn payment_process(sys: &System) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_payment-worker"));
     command
-        .env("NATS_URL", sys.server.url())
+        .env("NATS_URL", &sys.nats_url)
         .env("DATABASE_URL", sys.database_url(Service::Payment))
         .env("RIDESAGA_HTTP_ADDR", "off")
         .env("RIDESAGA_TICK", "100ms")

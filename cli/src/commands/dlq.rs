@@ -92,7 +92,8 @@ fn letter(record: &Record) -> anyhow::Result<Letter> {
         deliveries: dead.deliveries,
         subject: Some(dead.subject),
         reason: dead.reason,
-        payload: Some(dead.payload),
+        // An empty copy: the record left the payload out; the saga stream has the original.
+        payload: Some(dead.payload).filter(|p| !p.is_empty()),
     })
 }
 

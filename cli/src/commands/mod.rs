@@ -6,8 +6,10 @@ mod driver;
 mod effects;
 mod events;
 mod follow;
+mod leader;
 mod ride;
 mod saga;
+mod scale;
 mod services;
 mod streams;
 
@@ -48,7 +50,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Services(args) => services::run(&ctx, args).await,
         Command::Audit(args) => audit::run(&ctx, args).await,
         Command::Provision(args) => streams::provision(&ctx, args).await,
+        Command::StepDown(args) => leader::step_down(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
+        Command::Scale(command) => scale::run(&ctx, command).await,
         Command::Completions { shell } => {
             let mut command = Cli::command();
             let mut script = Vec::new();

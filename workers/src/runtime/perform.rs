@@ -8,11 +8,12 @@
 //! effects of a replica that stopped or crashed before performing them (their claims expired).
 //! A claim is a short write transaction, so replicas never perform one effect at the same
 //! time while claims hold. Each effect is performed in a task of its own (at most
-//! `RIDESAGA_EFFECT_CONCURRENCY` at once, each attempt bounded by `RIDESAGA_EFFECT_TIMEOUT`),
-//! and the results that are in are settled together whenever the executor gets to them, in
-//! one transaction (group commit) through [`Worker::settle`], which also forgets the effects
-//! and stores their outputs and the effects they make due; a transient failure before the
-//! deadline becomes another attempt after a growing delay. Outputs are published after the
+//! `RIDESAGA_EFFECT_CONCURRENCY` at once, each attempt bounded by `RIDESAGA_EFFECT_TIMEOUT`).
+//! Outcomes settle in one transaction at a time, which runs beside the loop (attempts keep
+//! starting while it commits), and the attempts that end meanwhile form the next group (group
+//! commit) through [`Worker::settle`], which also forgets the effects and stores their outputs
+//! and the effects they make due; a transient failure before the deadline becomes another
+//! attempt after a growing delay. Outputs are published after the
 //! commit. A stopping executor starts nothing more, hands the claims of the effects it had not
 //! started back, and lets the attempts in flight finish.
 
@@ -213,6 +214,7 @@ impl<W: Worker> Shared<W> {
     /// timeout), settles them and waits for their outputs' publishing.
     pub async fn effect_loop(self: Arc<Self>, settings: EffectSettings, stop: CancellationToken) {
         let (done, mut results) = mpsc::unbounded_channel::<Attempt>();
+        let (settled, mut settles) = mpsc::unbounded_channel::<()>();
         let mut ex = Executor {
             settings,
             limit: Arc::new(Semaphore::new(settings.concurrency)),
@@ -225,6 +227,9 @@ impl<W: Worker> Shared<W> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut look = Look::No;
         let mut stopping = false;
+        // The attempts that ended while a settle transaction was running: the next group.
+        let mut ended: Vec<Attempt> = Vec::new();
+        let mut settling = false;
         loop {
             if !stopping {
                 self.take_handed(&mut ex);
@@ -238,7 +243,19 @@ impl<W: Worker> Shared<W> {
                     }
                 }
             }
-            if stopping && ex.held.is_empty() {
+            if !settling && !ended.is_empty() {
+                // One settle transaction at a time, beside the loop: attempts keep starting
+                // while it commits, and those that end meanwhile form the next group.
+                settling = true;
+                let (shared, tasks, group) =
+                    (self.clone(), ex.tasks.clone(), std::mem::take(&mut ended));
+                let settled = settled.clone();
+                ex.tasks.spawn(async move {
+                    shared.settle_attempts(group, &tasks).await;
+                    let _ = settled.send(());
+                });
+            }
+            if stopping && ex.held.is_empty() && !settling {
                 break;
             }
             tokio::select! {
@@ -252,16 +269,17 @@ impl<W: Worker> Shared<W> {
                         look = Look::Peek;
                     }
                 }
+                Some(()) = settles.recv() => settling = false,
                 Some(first) = results.recv() => {
-                    let mut group = vec![first];
+                    ended.push(first);
                     while let Ok(next) = results.try_recv() {
-                        group.push(next);
+                        ended.push(next);
                     }
-                    for attempt in &group {
-                        ex.held.remove(&attempt.effect.effect.id);
-                    }
-                    self.settle_attempts(group, &ex.tasks).await;
                 }
+            }
+            // An attempt that ended is no longer held: its claim holds until it settles.
+            for attempt in &ended {
+                ex.held.remove(&attempt.effect.effect.id);
             }
         }
         ex.tasks.close();
@@ -438,6 +456,7 @@ impl<W: Worker> Shared<W> {
         tasks: &TaskTracker,
     ) -> Result<(), HandleError> {
         let mut refused: Vec<(usize, HandleError)> = Vec::new();
+        let started = std::time::Instant::now();
         loop {
             let skip: HashSet<usize> = refused.iter().map(|(index, _)| *index).collect();
             let mut updates = retries.to_vec();
@@ -452,6 +471,12 @@ impl<W: Worker> Shared<W> {
                 .await;
             match attempt {
                 Ok(committed) => {
+                    tracing::debug!(
+                        outcomes = outcomes.len(),
+                        retries = retries.len(),
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "effect outcomes settled"
+                    );
                     self.metrics
                         .effects_settled
                         .fetch_add(committed.settled as u64, Ordering::Relaxed);

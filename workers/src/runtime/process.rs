@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
 use tokio::sync::mpsc;
@@ -77,9 +78,24 @@ impl<W: Worker> Shared<W> {
             .await
     }
 
-    /// Decides what to do with one delivery. `delivered` counts deliveries, 1 the first.
-    pub async fn handle(&self, subject: &str, payload: &[u8], delivered: i64) -> Verdict {
-        let input = match Envelope::decode(subject, payload) {
+    /// Decides what to do with one delivery. `delivered` counts deliveries, 1 the first. A
+    /// delivery that does not decode (oversize headers or payload, a malformed or invalid
+    /// envelope, one that disagrees with its subject, one from the future) is dead-lettered
+    /// with the decoder's reason.
+    ///
+    /// A message already applied (the inbox knows its `occurred_at` and id) is acknowledged
+    /// without effect, whatever its content: the first copy applied stands. A copy published
+    /// under the same `Nats-Msg-Id` within the stream's duplicate window is never delivered.
+    pub async fn handle(
+        &self,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+        delivered: i64,
+    ) -> Verdict {
+        let decoded =
+            Envelope::check_headers(headers).and_then(|()| Envelope::decode(subject, payload));
+        let input = match decoded {
             Ok(input) => input,
             Err(e) => {
                 return Verdict::DeadLetter {
@@ -96,6 +112,7 @@ impl<W: Worker> Shared<W> {
             }
             Ok(Applied::Duplicate(rows)) => {
                 Metrics::inc(&self.metrics.duplicates);
+                tracing::debug!(%subject, %id, "already applied; acknowledged without effect");
                 self.publish_then_ack(&rows).await
             }
             Err(HandleError::Permanent(reason)) => Verdict::DeadLetter { reason },
@@ -153,7 +170,8 @@ impl<W: Worker> Shared<W> {
                     reason,
                     payload: String::from_utf8_lossy(&message.payload).into_owned(),
                     failed_at: Timestamp::now(),
-                };
+                }
+                .bounded();
                 match self.record_dead_letter(&record).await {
                     Ok(()) => {
                         Metrics::inc(&self.metrics.dead_lettered);

@@ -326,7 +326,12 @@ async fn consume<W: Worker>(
             if delivered > 1 {
                 Metrics::inc(&shared.metrics.redelivered);
             }
-            let handling = shared.handle(&message.subject, &message.payload, delivered);
+            let handling = shared.handle(
+                &message.subject,
+                message.headers.as_ref(),
+                &message.payload,
+                delivered,
+            );
             let verdict = with_progress(&message, handling).await;
             shared.settle(&message, verdict).await;
             shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);

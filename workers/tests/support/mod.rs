@@ -1,5 +1,6 @@
-//! A whole Ridesaga in one test: a real nats-server, provisioned streams, and the five workers
-//! running in-process on temporary databases, each of which can be stopped and restarted.
+//! A whole Ridesaga in one test: a real nats-server (or a three-node cluster the test owns),
+//! provisioned streams, and the five workers running in-process on temporary databases, each of
+//! which can be stopped and restarted.
 //!
 //! The databases are SQLite files unless `RIDESAGA_TEST_DB=postgres`: then each service gets a
 //! fresh database of its own on a PostgreSQL server the test process shares (see
@@ -13,14 +14,20 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 use ridesaga_schemas::*;
-use ridesaga_testkit::NatsServer;
+use ridesaga_testkit::{NatsCluster, NatsServer};
 use ridesaga_workers::app;
 use ridesaga_workers::config::Settings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a publish or a read of the stream is retried (a cluster may be electing a leader).
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
 pub struct System {
-    pub server: NatsServer,
+    /// The server the system runs on; `None` on a cluster, which the test owns.
+    pub server: Option<NatsServer>,
+    /// The workers' `NATS_URL`: the server's URL, or the cluster's three.
+    pub nats_url: String,
     pub js: jetstream::Context,
     pub dir: tempfile::TempDir,
     /// Each service's `DATABASE_URL`.
@@ -55,18 +62,43 @@ impl System {
         Self::start_databases(extra, None).await
     }
 
+    /// Starts everything on `cluster`, with streams and consumers of three replicas.
+    pub async fn start_on_cluster(cluster: &NatsCluster, extra: &[(&str, &str)]) -> System {
+        let js = cluster.jetstream().await.expect("connects to the cluster");
+        Self::start_nats(None, cluster.urls(), js, 3, extra, None).await
+    }
+
     async fn start_databases(
+        extra: &[(&str, &str)],
+        databases: Option<HashMap<Service, String>>,
+    ) -> System {
+        let server = NatsServer::start().await.expect("nats-server starts");
+        let js = jetstream::new(server.client().await.expect("connects"));
+        let url = server.url();
+        Self::start_nats(Some(server), url, js, 1, extra, databases).await
+    }
+
+    async fn start_nats(
+        server: Option<NatsServer>,
+        nats_url: String,
+        js: jetstream::Context,
+        replicas: usize,
         extra: &[(&str, &str)],
         databases: Option<HashMap<Service, String>>,
     ) -> System {
         if std::env::var_os("RUST_LOG").is_some() {
             ridesaga_workers::telemetry::init("info");
         }
-        let server = NatsServer::start().await.expect("nats-server starts");
-        let js = jetstream::new(server.client().await.expect("connects"));
-        streams::provision(&js, streams::ProvisionOptions::default())
-            .await
-            .expect("provisions");
+        // Idempotent, so provisioning again is safe when a cluster is slow to answer.
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        while let Err(e) = streams::provision(&js, streams::ProvisionOptions { replicas }).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "provisioning failed for {RETRY_FOR:?}: {e}"
+            );
+            eprintln!("provisioning failed, again: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let databases = databases.unwrap_or_else(|| {
             Service::ALL
@@ -76,6 +108,7 @@ impl System {
         });
         let mut system = System {
             server,
+            nats_url,
             js,
             dir,
             databases,
@@ -93,7 +126,7 @@ impl System {
 
     pub fn settings(&self, service: Service) -> Settings {
         let mut settings = Settings::from_pairs([
-            ("NATS_URL", self.server.url()),
+            ("NATS_URL", self.nats_url.clone()),
             ("DATABASE_URL", self.database_url(service)),
             ("RIDESAGA_HTTP_ADDR", "off".into()),
             ("RIDESAGA_TICK", "100ms".into()),
@@ -187,6 +220,22 @@ impl System {
         }
     }
 
+    /// Takes the `n` most recently started replicas of a service out of the system, still
+    /// running, for a test that stops them while it keeps using the system (a scale-down).
+    pub fn take_replicas(&mut self, service: Service, n: usize) -> Vec<Replica> {
+        let running = self.workers.entry(service).or_default();
+        assert!(
+            n <= running.len(),
+            "{service}: {n} replicas asked for, {} running",
+            running.len()
+        );
+        running
+            .split_off(running.len() - n)
+            .into_iter()
+            .map(|(token, handle)| Replica { token, handle })
+            .collect()
+    }
+
     /// Kills every replica of a service without draining: their tasks are aborted mid-flight,
     /// like crashed pods.
     pub async fn kill_worker(&mut self, service: Service) {
@@ -202,17 +251,30 @@ impl System {
         }
     }
 
-    /// Publishes a command (or any message) and waits for the server to store it.
+    /// Publishes a command (or any message) and waits for the server to store it, publishing
+    /// again (same `Nats-Msg-Id`, so it is stored once) while a cluster elects a leader.
     pub async fn send(&self, envelope: &Envelope) {
-        let msg = jetstream::message::PublishMessage::build()
-            .payload(envelope.encode().into())
-            .message_id(envelope.id.as_str());
-        self.js
-            .send_publish(envelope.subject(), msg)
-            .await
-            .expect("publish")
-            .await
-            .expect("stored");
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        loop {
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(envelope.encode().into())
+                .message_id(envelope.id.as_str());
+            let stored = match self.js.send_publish(envelope.subject(), msg).await {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("publish of {} failed, again: {e}", envelope.subject());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!(
+                    "{} not stored within {RETRY_FOR:?}: {e}",
+                    envelope.subject()
+                ),
+            }
+        }
     }
 
     /// Stores `envelope` `n` times, each copy under a `Nats-Msg-Id` of its own, so the stream's
@@ -292,12 +354,27 @@ impl System {
         self.read(&saga_filter(ride.as_str())).await
     }
 
+    /// Every stored message on `filter`, read again while a cluster elects a leader.
     pub async fn read(&self, filter: &str) -> Vec<Envelope> {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        loop {
+            match self.try_read(filter).await {
+                Ok(out) => return out,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("reading {filter} failed, again: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("could not read {filter} within {RETRY_FOR:?}: {e}"),
+            }
+        }
+    }
+
+    async fn try_read(&self, filter: &str) -> Result<Vec<Envelope>, String> {
         let stream = self
             .js
             .get_stream(streams::SAGA_STREAM)
             .await
-            .expect("stream");
+            .map_err(|e| format!("stream: {e}"))?;
         let consumer = stream
             .create_consumer(pull::Config {
                 filter_subject: filter.to_string(),
@@ -306,18 +383,19 @@ impl System {
                 ..Default::default()
             })
             .await
-            .expect("consumer");
+            .map_err(|e| format!("consumer: {e}"))?;
         let mut out = Vec::new();
         let mut batch = consumer
             .fetch()
             .max_messages(10_000)
             .messages()
             .await
-            .expect("fetch");
-        while let Some(Ok(m)) = batch.next().await {
+            .map_err(|e| format!("fetch: {e}"))?;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| format!("fetch: {e}"))?;
             out.push(Envelope::decode(&m.subject, &m.payload).expect("decodes"));
         }
-        out
+        Ok(out)
     }
 
     /// Waits until the ride's saga has a message of `kind`, then returns the whole saga.
@@ -348,6 +426,20 @@ impl System {
         self.wait_for(ride, kind, Duration::from_secs(20)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
         self.saga(ride).await
+    }
+}
+
+/// One running replica of a service, taken out of its system by [`System::take_replicas`].
+pub struct Replica {
+    token: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Replica {
+    /// Stops the replica the way SIGTERM does (drain) and waits until it has exited.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle.await.expect("worker task");
     }
 }
 

@@ -1,0 +1,320 @@
+//! Bounds on what a message may carry beyond its types: amounts, distances, durations, scores,
+//! text and deadlines. [`Envelope::validate`](crate::Envelope::validate) checks every message
+//! against them before it is published (by `ridectl` and by the workers, for their outputs) and
+//! [`Envelope::decode`](crate::Envelope::decode) again on receipt; the JSON Schemas under
+//! `schemas/json/` state the same bounds.
+//!
+//! The bounds refuse what is absurd, not what is unusual: a service's own rules (the longest
+//! trip it accepts, the longest ride it completes) are narrower and answered with an event.
+
+use std::time::Duration;
+
+use crate::messages::{Message, Timestamp};
+
+/// The largest amount of money in a message, in cents: one million in the currency's units.
+pub const MAX_AMOUNT_CENTS: u64 = 100_000_000;
+/// The longest distance in a message, in kilometres: once around the earth at the equator.
+pub const MAX_DISTANCE_KM: f64 = 40_075.0;
+/// The longest duration in a message, in minutes: a week.
+pub const MAX_DURATION_MIN: f64 = 7.0 * 24.0 * 60.0;
+/// The highest fraud score.
+pub const MAX_SCORE: u32 = 100;
+/// The longest text field (a name, a reason, a code, a token), in characters.
+pub const MAX_TEXT_CHARS: usize = 500;
+/// The longest notification text, in characters; it may quote one other text field.
+pub const MAX_NOTIFICATION_CHARS: usize = 2_000;
+/// The most entries in a list of reasons.
+pub const MAX_REASONS: usize = 16;
+/// How long after its message occurred a deadline may fall: a week. Every deadline the
+/// services set is minutes away; one further out would keep a saga waiting for nothing.
+pub const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The JSON Schema `pattern` of a text field: no character [`is_forbidden_char`] refuses.
+pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$";
+
+/// Why a value is refused. `field` is the payload field, as it is spelled in JSON.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{field} is {value}; at most {max} is allowed")]
+    TooLarge { field: String, value: u64, max: u64 },
+    #[error("{field} is {value:?}; it must be a number between 0 and {max:?}")]
+    OutOfRange { field: String, value: f64, max: f64 },
+    #[error("{field} is {len} characters long; at most {max} are allowed")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} contains the control character {found:?}")]
+    ControlCharacter { field: String, found: char },
+    #[error("{field} has {count} entries; at most {max} are allowed")]
+    TooMany {
+        field: String,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "{field} {value} is more than {} days after the message occurred ({occurred_at})",
+        MAX_DEADLINE_AHEAD.as_secs() / 86_400
+    )]
+    DeadlineTooFar {
+        field: String,
+        value: Timestamp,
+        occurred_at: Timestamp,
+    },
+}
+
+/// Characters no text field may hold: control characters (terminal escapes, line breaks, NUL)
+/// and the bidirectional overrides and isolates that make text display as something else.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks a text field: at most [`MAX_TEXT_CHARS`] characters, none of them forbidden.
+pub fn check_text(field: &str, value: &str) -> Result<(), ValueError> {
+    check_text_within(field, value, MAX_TEXT_CHARS)
+}
+
+fn check_text_within(field: &str, value: &str, max: usize) -> Result<(), ValueError> {
+    if let Some(found) = value.chars().find(|c| is_forbidden_char(*c)) {
+        return Err(ValueError::ControlCharacter {
+            field: field.to_owned(),
+            found,
+        });
+    }
+    let len = value.chars().count();
+    if len > max {
+        return Err(ValueError::TooLong {
+            field: field.to_owned(),
+            len,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a distance in kilometres: finite, 0 to [`MAX_DISTANCE_KM`].
+pub fn check_km(field: &str, value: f64) -> Result<(), ValueError> {
+    check_between(field, value, MAX_DISTANCE_KM)
+}
+
+/// Checks a duration in minutes: finite, 0 to [`MAX_DURATION_MIN`].
+pub fn check_minutes(field: &str, value: f64) -> Result<(), ValueError> {
+    check_between(field, value, MAX_DURATION_MIN)
+}
+
+fn check_between(field: &str, value: f64, max: f64) -> Result<(), ValueError> {
+    // NaN fails the range check too.
+    if (0.0..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ValueError::OutOfRange {
+            field: field.to_owned(),
+            value,
+            max,
+        })
+    }
+}
+
+/// Checks an amount of money in cents: at most [`MAX_AMOUNT_CENTS`].
+pub fn check_cents(field: &str, value: u64) -> Result<(), ValueError> {
+    check_at_most(field, value, MAX_AMOUNT_CENTS)
+}
+
+fn check_at_most(field: &str, value: u64, max: u64) -> Result<(), ValueError> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(ValueError::TooLarge {
+            field: field.to_owned(),
+            value,
+            max,
+        })
+    }
+}
+
+fn check_score(value: u32) -> Result<(), ValueError> {
+    check_at_most("score", u64::from(value), u64::from(MAX_SCORE))
+}
+
+fn check_reasons(reasons: &[String]) -> Result<(), ValueError> {
+    if reasons.len() > MAX_REASONS {
+        return Err(ValueError::TooMany {
+            field: "reasons".into(),
+            count: reasons.len(),
+            max: MAX_REASONS,
+        });
+    }
+    for (i, reason) in reasons.iter().enumerate() {
+        check_text(&format!("reasons[{i}]"), reason)?;
+    }
+    Ok(())
+}
+
+fn check_deadline(field: &str, value: Timestamp, occurred_at: Timestamp) -> Result<(), ValueError> {
+    let ahead = time::Duration::seconds(MAX_DEADLINE_AHEAD.as_secs() as i64);
+    // A bound past the end of time bounds nothing.
+    let Some(latest) = occurred_at.0.checked_add(ahead) else {
+        return Ok(());
+    };
+    if value.0 <= latest {
+        Ok(())
+    } else {
+        Err(ValueError::DeadlineTooFar {
+            field: field.to_owned(),
+            value,
+            occurred_at,
+        })
+    }
+}
+
+fn optional<T: Copy>(
+    value: Option<T>,
+    check: impl FnOnce(T) -> Result<(), ValueError>,
+) -> Result<(), ValueError> {
+    value.map_or(Ok(()), check)
+}
+
+fn optional_text(field: &str, value: &Option<String>) -> Result<(), ValueError> {
+    value.as_deref().map_or(Ok(()), |v| check_text(field, v))
+}
+
+impl Message {
+    /// Checks the values the payload's types cannot: amounts, distances, durations and scores
+    /// within their bounds, text short and free of control characters, deadlines no further
+    /// than [`MAX_DEADLINE_AHEAD`] after `occurred_at` (the envelope's).
+    pub fn check_values(&self, occurred_at: Timestamp) -> Result<(), ValueError> {
+        let deadline = |field: &str, value| check_deadline(field, value, occurred_at);
+        match self {
+            Message::CancelRide(_)
+            | Message::ArriveRide(_)
+            | Message::StartRide(_)
+            | Message::DriverOnline(_)
+            | Message::DriverOffline(_)
+            | Message::MoveDriver(_)
+            | Message::UnblockRider(_)
+            | Message::RideStarted(_)
+            | Message::RideCancelled(_) => Ok(()),
+            Message::RequestRide(m) => check_text("payment_token", &m.payment_token),
+            Message::CompleteRide(m) => {
+                optional(m.distance_km, |v| check_km("distance_km", v))?;
+                optional(m.duration_min, |v| check_minutes("duration_min", v))
+            }
+            Message::RegisterDriver(m) => check_text("name", &m.name),
+            Message::BlockRider(m) => optional_text("reason", &m.reason),
+            Message::RideRequested(m) => {
+                check_text("payment_token", &m.payment_token)?;
+                check_km("estimated_distance_km", m.estimated_distance_km)?;
+                check_cents("estimated_fare_cents", m.estimated_fare_cents)?;
+                deadline("match_deadline", m.match_deadline)?;
+                optional(m.expires_at, |v| deadline("expires_at", v))
+            }
+            Message::RideConfirmed(m) => {
+                check_cents("estimated_fare_cents", m.estimated_fare_cents)?;
+                optional(m.pickup_deadline, |v| deadline("pickup_deadline", v))
+            }
+            Message::DriverArrived(m) => deadline("rider_wait_deadline", m.rider_wait_deadline),
+            Message::RideCompleted(m) => {
+                check_km("distance_km", m.distance_km)?;
+                check_minutes("duration_min", m.duration_min)?;
+                check_cents("fare_cents", m.fare_cents)
+            }
+            Message::RideRejected(m) => {
+                check_score(m.score)?;
+                check_reasons(&m.reasons)?;
+                optional_text("detail", &m.detail)
+            }
+            Message::RideCommandRefused(m) => {
+                check_text("command", &m.command)?;
+                check_text("reason", &m.reason)
+            }
+            Message::FraudCleared(m) => {
+                check_score(m.score)?;
+                check_reasons(&m.reasons)
+            }
+            Message::FraudFlagged(m) => {
+                check_score(m.score)?;
+                check_reasons(&m.reasons)
+            }
+            Message::RiderBlockChanged(m) => optional_text("reason", &m.reason),
+            Message::DriverAssigned(m) => {
+                check_text("driver_name", &m.driver_name)?;
+                check_km("pickup_distance_km", m.pickup_distance_km)
+            }
+            Message::DriverUnavailable(m) => check_text("reason", &m.reason),
+            Message::DriverReleased(m) => check_text("reason", &m.reason),
+            Message::DriverUpdated(m) => check_text("name", &m.name),
+            Message::PaymentAuthorized(m) => {
+                check_text("hold_id", &m.hold_id)?;
+                check_cents("amount_cents", m.amount_cents)
+            }
+            Message::PaymentDeclined(m) => {
+                check_text("code", &m.code)?;
+                check_text("message", &m.message)
+            }
+            Message::PaymentCaptured(m) => {
+                check_text("hold_id", &m.hold_id)?;
+                check_cents("amount_cents", m.amount_cents)
+            }
+            Message::PaymentVoided(m) => {
+                check_text("hold_id", &m.hold_id)?;
+                check_cents("amount_cents", m.amount_cents)
+            }
+            Message::PaymentCaptureFailed(m) => {
+                check_text("hold_id", &m.hold_id)?;
+                check_cents("amount_cents", m.amount_cents)?;
+                check_text("error", &m.error)
+            }
+            Message::NotificationSent(m) => {
+                check_text("recipient_id", &m.recipient_id)?;
+                check_text("channel", &m.channel)?;
+                check_text_within("text", &m.text, MAX_NOTIFICATION_CHARS)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_outside_their_bounds_name_the_field_and_the_bound() {
+        assert_eq!(
+            check_km("distance_km", -3.0).unwrap_err().to_string(),
+            "distance_km is -3.0; it must be a number between 0 and 40075.0"
+        );
+        assert!(check_km("distance_km", f64::NAN).is_err());
+        assert!(check_minutes("duration_min", f64::INFINITY).is_err());
+        assert!(check_km("distance_km", MAX_DISTANCE_KM).is_ok());
+        assert!(check_cents("fare_cents", MAX_AMOUNT_CENTS).is_ok());
+        assert!(check_cents("fare_cents", MAX_AMOUNT_CENTS + 1).is_err());
+    }
+
+    #[test]
+    fn text_refuses_control_characters_and_bidi_overrides_but_not_other_unicode() {
+        assert!(check_text("name", "Zoë Ångström 李").is_ok());
+        assert!(check_text("name", "").is_ok());
+        for bad in [
+            "a\nb",
+            "\u{1b}[31m",
+            "nul\u{0}",
+            "\u{202E}evil",
+            "\u{2066}x",
+            "\u{85}",
+        ] {
+            assert!(check_text("name", bad).is_err(), "{bad:?}");
+        }
+        // Characters, not bytes: 500 three-byte characters are allowed.
+        assert!(check_text("name", &"€".repeat(MAX_TEXT_CHARS)).is_ok());
+        assert!(check_text("name", &"e".repeat(MAX_TEXT_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn a_deadline_at_the_end_of_time_is_checked_without_overflow() {
+        let end = Timestamp(time::PrimitiveDateTime::MAX.assume_utc());
+        assert!(check_deadline("match_deadline", end, end).is_ok());
+        let start = Timestamp::from_unix_millis(0);
+        assert!(check_deadline("match_deadline", end, start).is_err());
+    }
+}
