@@ -184,6 +184,21 @@ pub async fn scan(
         .create_consumer(ordered_config(filters, deliver))
         .await
         .context("could not create a consumer to read the stream")?;
+    let name = consumer.cached_info().name.clone();
+    let records = read_to(consumer, last).await;
+    // The server would keep the consumer for its inactivity threshold (30 s): a script that
+    // runs many commands would pile them up against the stream's limit.
+    if let Err(e) = stream.delete_consumer(&name).await {
+        tracing::debug!("could not delete consumer {name}: {e}");
+    }
+    records
+}
+
+/// The messages `consumer` delivers, up to stream sequence `last`.
+async fn read_to(
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+    last: u64,
+) -> anyhow::Result<Vec<Record>> {
     if consumer.cached_info().num_pending == 0 {
         return Ok(Vec::new());
     }

@@ -356,6 +356,11 @@ async fn the_audit_passes_on_an_empty_log_and_fails_on_a_stuck_saga() {
     let report = json(&out);
     assert_eq!(report["violations"][0]["ride_id"], "r_stuck");
     assert_eq!(report["violations"][0]["invariant"], 1);
+
+    // Every read above went through a consumer of its own, deleted once read: only the
+    // services' durable consumers remain.
+    let mut stream = h.js.get_stream("RIDESAGA").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.consumer_count, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
