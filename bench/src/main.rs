@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
 }
 
 async fn bench(cli: &Cli) -> anyhow::Result<Report> {
-    let mut report = ridesaga_bench::run::run(cli).await?;
+    let mut report = Box::pin(ridesaga_bench::run::run(cli)).await?;
     let results_dir = if cli.no_record {
         unrecorded_dir(&cli.results_dir)?
     } else {

@@ -155,6 +155,24 @@ pub enum DriverCommand {
         #[command(flatten)]
         wait: DriverWaitArgs,
     },
+    /// Report driver positions to the positions stream (not the saga stream): one as
+    /// `ridectl driver position ID LAT,LNG`, or many with `--file PATH` (`-` for stdin), one
+    /// `DRIVER_ID LAT,LNG [UNIX_MS]` per line. A ride in progress records them as its route.
+    Position {
+        /// The driver id (not with --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        id: Option<DriverId>,
+        /// The position as LAT,LNG, e.g. `52.52,13.40`.
+        #[arg(
+            value_name = "LAT,LNG",
+            allow_hyphen_values = true,
+            required_unless_present = "file"
+        )]
+        at: Option<GeoPoint>,
+        /// Positions to publish, one `DRIVER_ID LAT,LNG [UNIX_MS]` per line; `-` reads stdin.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
     /// Move a driver.
     Move {
         /// The driver id.
@@ -193,6 +211,39 @@ pub enum RideCommand {
     Complete(CompleteArgs),
     /// Show a ride's state, reason, driver, fare and amounts, rebuilt from the stream.
     Show(ShowArgs),
+    /// Follow a ride live: the driver's last position, the distance to the pickup (before the
+    /// start) or travelled so far, and an ETA at the average speed; until the ride ends.
+    Track(TrackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrackArgs {
+    /// The ride.
+    pub ride: RideId,
+    /// Print one line and exit instead of following the ride.
+    #[arg(long)]
+    pub once: bool,
+    /// Average speed for the ETA, in km/h.
+    #[arg(long, env = "RIDESAGA_AVERAGE_SPEED_KMH", default_value = "30", value_parser = parse_speed)]
+    pub speed_kmh: f64,
+    /// How often to look again while following.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub every: Duration,
+    /// How long to follow before exiting with code 4.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// A speed in km/h: above 0, at most 300.
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let speed: f64 = s.parse().map_err(|_| format!("not a number: {s:?}"))?;
+    if speed.is_finite() && speed > 0.0 && speed <= 300.0 {
+        Ok(speed)
+    } else {
+        Err(format!(
+            "speed must be above 0 and at most 300 km/h, got {s}"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]

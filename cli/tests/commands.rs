@@ -78,7 +78,8 @@ async fn provisioning_is_idempotent_and_streams_and_consumers_show_the_result() 
     for _ in 0..2 {
         let out = h.ridectl(&["provision"]).await;
         assert_code(&out, 0);
-        assert_eq!(json(&out)["consumers"].as_array().unwrap().len(), 5);
+        // The five service consumers and the ride service's positions consumer.
+        assert_eq!(json(&out)["consumers"].as_array().unwrap().len(), 6);
     }
 
     let out = h.ridectl(&["streams"]).await;

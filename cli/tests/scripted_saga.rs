@@ -138,6 +138,8 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                             distance_km: 2.0,
                             duration_min: 7.0,
                             fare_cents: FARE,
+                            distance_source: DistanceSource::Reported,
+                            route_points: 0,
                         }
                         .into(),
                         "ride",

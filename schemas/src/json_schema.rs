@@ -68,10 +68,29 @@ pub fn schema_for(kind: MessageKind) -> Value {
 
 /// Every schema with its file name, in a stable order.
 pub fn all() -> Vec<(String, Value)> {
-    MessageKind::ALL
+    let mut all: Vec<(String, Value)> = MessageKind::ALL
         .iter()
         .map(|k| (file_name(*k), schema_for(*k)))
-        .collect()
+        .collect();
+    all.push((POSITION_FILE.to_owned(), position_schema()));
+    all
+}
+
+/// The file name of the driver position's schema (subject `pos.driver.<driver_id>`).
+pub const POSITION_FILE: &str = "pos.driver.json";
+
+/// The JSON Schema of a driver position: a bare compact body, no envelope.
+pub fn position_schema() -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator
+        .into_root_schema_for::<crate::position::Position>()
+        .to_value();
+    schema["$id"] = json!("urn:ridesaga:schema:pos.driver");
+    schema["title"] = json!("pos.driver");
+    schema["description"] = json!(
+        "A driver's position, published on subject pos.driver.<driver_id> to the positions stream"
+    );
+    schema
 }
 
 /// The pretty-printed text of a schema file, with a trailing newline.

@@ -19,6 +19,7 @@ pub mod json_schema;
 pub mod limits;
 pub mod messages;
 mod object;
+pub mod position;
 pub mod streams;
 pub mod subject;
 
@@ -30,5 +31,6 @@ pub use geo::{GeoError, GeoPoint};
 pub use ids::{DriverId, IdError, MessageId, RideId, RiderId};
 pub use limits::ValueError;
 pub use messages::*;
+pub use position::{POSITION_PREFIX, Position, PositionError};
 pub use streams::Service;
 pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};

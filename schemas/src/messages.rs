@@ -88,6 +88,26 @@ impl CancelReason {
     }
 }
 
+/// Where a completed ride's distance came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DistanceSource {
+    /// The route the driver's positions recorded between the start and the completion.
+    Route,
+    /// The distance given with `cmd.ride.complete`, or the planned one (no route recorded).
+    #[default]
+    Reported,
+}
+
+impl DistanceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DistanceSource::Route => "route",
+            DistanceSource::Reported => "reported",
+        }
+    }
+}
+
 /// Who a notification is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -389,6 +409,13 @@ payload!(
         duration_min: f64,
         #[schemars(range(max = MAX_AMOUNT_CENTS))]
         fare_cents: u64,
+        /// Whether `distance_km` is the recorded route's or the reported one.
+        #[serde(default)]
+        distance_source: DistanceSource,
+        /// Positions recorded on the route (0 without tracking).
+        #[serde(default)]
+        #[schemars(range(max = 100_000_000))]
+        route_points: u32,
     }
 );
 payload!(

@@ -15,6 +15,15 @@ pub const DEAD_LETTER_STREAM: &str = "RIDESAGA_DLQ";
 /// Subject prefix of the dead-letter records workers publish: `dlq.<service>.<stream seq>`.
 pub const DEAD_LETTER_PREFIX: &str = "dlq";
 
+/// The stream of driver positions (`pos.driver.<driver_id>`): high-rate, short-lived, kept
+/// apart from the saga stream so that phones reporting every few seconds never slow a saga.
+pub const POSITION_STREAM: &str = "RIDESAGA_POSITIONS";
+/// How long positions are kept: the longest ride a route may be read back for.
+pub const POSITION_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The ride service's durable consumer on the positions stream: it records the route of each
+/// ride in progress.
+pub const RIDE_POSITIONS_CONSUMER: &str = "ride-positions";
+
 /// How long the saga stream remembers `Nats-Msg-Id`s to drop duplicate publishes. A short-term
 /// guard only: lasting idempotency is each service's inbox table.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -185,6 +194,42 @@ pub fn dead_letter_stream_config() -> stream::Config {
     }
 }
 
+/// The positions stream: file storage, kept a day, old positions dropped first when full. A
+/// driver's last position is the last message on its subject.
+pub fn position_stream_config() -> stream::Config {
+    stream::Config {
+        name: POSITION_STREAM.to_string(),
+        description: Some("Ridesaga driver positions, pos.driver.<driver_id>".into()),
+        subjects: vec![format!("{}.*", crate::position::POSITION_PREFIX)],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: POSITION_MAX_AGE,
+        max_bytes: 1024 * 1024 * 1024,
+        max_message_size: crate::position::MAX_POSITION_BYTES as i32,
+        // Direct gets answer `ridectl ride track` with a driver's last position from any replica.
+        allow_direct: true,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The ride service's consumer of positions: explicit ack, new positions only (a route starts
+/// with the ride), redelivered after the ack wait.
+pub fn ride_positions_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(RIDE_POSITIONS_CONSUMER.to_string()),
+        description: Some("ride worker: records the route of rides in progress".into()),
+        filter_subject: format!("{}.*", crate::position::POSITION_PREFIX),
+        ack_policy: consumer::AckPolicy::Explicit,
+        deliver_policy: consumer::DeliverPolicy::New,
+        ack_wait: BACKOFF[0],
+        max_deliver: MAX_DELIVER,
+        max_ack_pending: MAX_ACK_PENDING * 4,
+        ..Default::default()
+    }
+}
+
 /// What provisioning did.
 #[derive(Debug, Clone, Default)]
 pub struct ProvisionReport {
@@ -232,7 +277,7 @@ impl Default for ProvisionOptions {
     }
 }
 
-/// Creates or updates both streams and the five consumers with `options.replicas` replicas each.
+/// Creates or updates the three streams, the five saga consumers and the positions consumer with `options.replicas` replicas each.
 /// Idempotent. A stream whose replica count changes is updated in place and waited for (see
 /// [`REPLICAS_TIMEOUT`]) before its consumers are.
 pub async fn provision(
@@ -240,7 +285,11 @@ pub async fn provision(
     options: ProvisionOptions,
 ) -> Result<ProvisionReport, ProvisionError> {
     let mut report = ProvisionReport::default();
-    for mut config in [saga_stream_config(), dead_letter_stream_config()] {
+    for mut config in [
+        saga_stream_config(),
+        dead_letter_stream_config(),
+        position_stream_config(),
+    ] {
         config.num_replicas = options.replicas;
         let name = config.name.clone();
         let result = match js.get_stream(&name).await {
@@ -284,6 +333,23 @@ pub async fn provision(
             })?;
         report.consumers.push(name);
     }
+    let positions = js
+        .get_stream(POSITION_STREAM)
+        .await
+        .map_err(|e| ProvisionError::Stream {
+            name: POSITION_STREAM.into(),
+            source: e.into(),
+        })?;
+    let mut config = ride_positions_consumer_config();
+    config.num_replicas = options.replicas;
+    positions
+        .create_consumer(config)
+        .await
+        .map_err(|e| ProvisionError::Consumer {
+            name: RIDE_POSITIONS_CONSUMER.into(),
+            source: e.into(),
+        })?;
+    report.consumers.push(RIDE_POSITIONS_CONSUMER.to_string());
     Ok(report)
 }
 

@@ -90,6 +90,8 @@ fn completed() -> Envelope {
         distance_km: 4.2,
         duration_min: 12.5,
         fare_cents: 1300,
+        distance_source: DistanceSource::Reported,
+        route_points: 0,
     })
 }
 fn flagged() -> Envelope {
@@ -243,14 +245,14 @@ fn cases() -> Vec<Case> {
         "fare with a fraction",
         completed().subject(),
         edit(&completed(), |v| v["data"]["fare_cents"] = json!(12.5)),
-        "invalid evt.ride.completed payload: invalid type: floating point `12.5`, expected u64 at line 1 column 74",
+        "invalid evt.ride.completed payload: invalid type: floating point `12.5`, expected u64 at line 1 column 103",
         Refuses,
     );
     add(
         "negative fare",
         completed().subject(),
         edit(&completed(), |v| v["data"]["fare_cents"] = json!(-100)),
-        "invalid evt.ride.completed payload: invalid value: integer `-100`, expected u64 at line 1 column 74",
+        "invalid evt.ride.completed payload: invalid value: integer `-100`, expected u64 at line 1 column 103",
         Refuses,
     );
     add(

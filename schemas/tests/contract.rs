@@ -97,6 +97,8 @@ fn example(kind: MessageKind) -> Envelope {
             distance_km: 4.2,
             duration_min: 12.5,
             fare_cents: 1300,
+            distance_source: DistanceSource::Route,
+            route_points: 42,
         }
         .into(),
         MessageKind::RideCancelled => RideCancelled {

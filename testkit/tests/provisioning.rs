@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures_util::TryStreamExt;
-use ridesaga_schemas::streams::{self, DEAD_LETTER_STREAM, ProvisionOptions, SAGA_STREAM, Service};
+use ridesaga_schemas::streams::{
+    self, DEAD_LETTER_STREAM, POSITION_STREAM, ProvisionOptions, RIDE_POSITIONS_CONSUMER,
+    SAGA_STREAM, Service,
+};
 use ridesaga_testkit::{NatsCluster, NatsServer};
 
 async fn consumer_names(js: &jetstream::Context) -> BTreeSet<String> {
@@ -22,8 +25,13 @@ async fn provisioning_creates_both_streams_and_every_service_consumer_with_its_f
     let report = streams::provision(&js, ProvisionOptions::default())
         .await
         .unwrap();
-    assert_eq!(report.streams, [SAGA_STREAM, DEAD_LETTER_STREAM]);
-    assert_eq!(report.consumers.len(), Service::ALL.len());
+    assert_eq!(
+        report.streams,
+        [SAGA_STREAM, DEAD_LETTER_STREAM, POSITION_STREAM]
+    );
+    // The five service consumers and the ride service's positions consumer.
+    assert_eq!(report.consumers.len(), Service::ALL.len() + 1);
+    assert_eq!(report.consumers.last().unwrap(), RIDE_POSITIONS_CONSUMER);
 
     let names: BTreeSet<String> = js.stream_names().try_collect().await.unwrap();
     assert!(
@@ -112,7 +120,7 @@ async fn provisioning_twice_is_idempotent() {
     );
     assert_eq!(after.state.consumer_count, Service::ALL.len());
     let names: Vec<String> = js.stream_names().try_collect().await.unwrap();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 mod cluster;
 mod replicas;
 mod support;
+mod tracking;
 
 use std::time::Duration;
 

@@ -18,6 +18,9 @@ use crate::saga::describe::summary;
 
 pub async fn run(ctx: &Ctx, command: DriverCommand) -> anyhow::Result<()> {
     let (envelope, wait) = match command {
+        DriverCommand::Position { id, at, file } => {
+            return super::position::run(ctx, id, at, file).await;
+        }
         DriverCommand::Register { id, name, at, wait } => {
             let message = RegisterDriver {
                 driver_id: id,

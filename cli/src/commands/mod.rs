@@ -7,11 +7,13 @@ mod effects;
 mod events;
 mod follow;
 mod leader;
+mod position;
 mod ride;
 mod saga;
 mod scale;
 mod services;
 mod streams;
+mod track;
 
 use clap::CommandFactory;
 

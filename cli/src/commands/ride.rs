@@ -58,6 +58,7 @@ pub async fn run(ctx: &Ctx, command: RideCommand) -> anyhow::Result<()> {
             send(ctx, &args.ride, envelope, Goal::Complete, &args.wait, true).await
         }
         RideCommand::Show(args) => show(ctx, args).await,
+        RideCommand::Track(args) => super::track::run(ctx, args).await,
     }
 }
 
@@ -202,6 +203,13 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
         cents(saga.estimated_fare_cents),
     ]);
     table.row(["fare".to_string(), cents(saga.fare_cents)]);
+    if let (Some(km), Some(source)) = (saga.distance_km, &saga.distance_source) {
+        let points = saga.route_points.unwrap_or(0);
+        table.row([
+            "distance".to_string(),
+            format!("{km:.2} km ({source}, {points} positions)"),
+        ]);
+    }
     table.row(["held".to_string(), money(saga.held_cents)]);
     table.row(["captured".to_string(), money(saga.captured_cents)]);
     table.row(["voided".to_string(), money(saga.voided_cents)]);

@@ -164,6 +164,8 @@ impl Log {
                 distance_km: 3.0,
                 duration_min: 9.0,
                 fare_cents: fare,
+                distance_source: DistanceSource::Reported,
+                route_points: 0,
             },
             "ride",
         )

@@ -12,7 +12,9 @@ pub mod audit;
 pub mod describe;
 pub mod rest;
 
-use ridesaga_schemas::{CancelReason, Envelope, Message, MessageKind, NotificationKind, Recipient};
+use ridesaga_schemas::{
+    CancelReason, Envelope, GeoPoint, Message, MessageKind, NotificationKind, Recipient,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -176,6 +178,25 @@ pub struct Saga {
     pub capture_failed: Option<String>,
     pub refusals: Vec<Refusal>,
     pub notifications: Vec<Notice>,
+    /// Where the rider is picked up and dropped off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pickup: Option<GeoPoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropoff: Option<GeoPoint>,
+    /// When the ride started (the stream's time of `evt.ride.started`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub started_at: Option<OffsetDateTime>,
+    /// The completed ride's distance and where it came from (`route` or `reported`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_source: Option<String>,
+    /// Positions recorded on the completed ride's route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_points: Option<u32>,
     /// Terminal events seen, in order; more than one is a bug.
     pub terminal_events: Vec<String>,
     /// State changes that arrived after the saga had ended; each is a bug.
@@ -277,6 +298,8 @@ impl Saga {
             Message::RideRequested(m) => {
                 self.rider_id = Some(m.rider_id.to_string());
                 self.estimated_fare_cents = Some(m.estimated_fare_cents);
+                self.pickup = Some(m.pickup);
+                self.dropoff = Some(m.dropoff);
                 if matches!(self.state, RideState::Unknown | RideState::Pending) {
                     self.state = RideState::Requested;
                     self.deadline = Some(m.expires_at.unwrap_or(m.match_deadline).0);
@@ -328,6 +351,7 @@ impl Saga {
                 }
             }
             Message::RideStarted(_) => {
+                self.started_at.get_or_insert(step.time);
                 self.advance(RideState::Started, step);
                 if self.state == RideState::Started {
                     self.deadline = step.time.checked_add(LONGEST_RIDE);
@@ -335,6 +359,9 @@ impl Saga {
             }
             Message::RideCompleted(m) => {
                 self.fare_cents = Some(m.fare_cents);
+                self.distance_km = Some(m.distance_km);
+                self.distance_source = Some(m.distance_source.as_str().to_owned());
+                self.route_points = Some(m.route_points);
                 self.finish(RideState::Completed, None);
             }
             Message::RideCancelled(m) => {

@@ -156,6 +156,18 @@ pub trait Worker: Send + Sync + 'static {
         }
     }
 
+    /// Work the service does beside its saga consumer until `stop` is cancelled, e.g. following
+    /// a stream of its own; none by default. The runtime spawns it with its background tasks.
+    fn side_loop(
+        &self,
+        js: async_nats::jetstream::Context,
+        database: db::Database,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
+        let _ = (js, database, stop);
+        None
+    }
+
     /// Runs due timers (deadlines, retries). Called periodically by every replica, each time in
     /// its own transaction; outputs must carry ids derived from stable keys
     /// (`MessageId::derive_from_key`) so replicas that race emit identical messages.

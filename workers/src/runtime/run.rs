@@ -205,6 +205,12 @@ async fn serve<W: Worker>(
         let (database, stop) = (database.clone(), background.clone());
         async move { database.maintain(stop).await }
     });
+    if let Some(side) = shared
+        .worker
+        .side_loop(js.clone(), database.clone(), background.clone())
+    {
+        tasks.spawn(side);
+    }
     tasks.spawn(lag_loop(
         consumer.clone(),
         metrics.clone(),

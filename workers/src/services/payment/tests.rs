@@ -95,6 +95,8 @@ fn completed(fare_cents: u64) -> Envelope {
         distance_km: 4.0,
         duration_min: 10.0,
         fare_cents,
+        distance_source: ridesaga_schemas::DistanceSource::Reported,
+        route_points: 0,
     })
 }
 

@@ -12,13 +12,15 @@
 //! rejected.
 
 use ridesaga_schemas::{
-    CancelReason, CompleteRide, DriverArrived, DriverAssigned, DriverId, FraudFlagged, GeoPoint,
-    INVALID_REQUEST, Message, MessageKind, RequestRide, RideCancelled, RideCommandRefused,
-    RideCompleted, RideConfirmed, RideRejected, RideRequested, RideStarted, RiderId, Timestamp,
+    CancelReason, CompleteRide, DistanceSource, DriverArrived, DriverAssigned, DriverId,
+    FraudFlagged, GeoPoint, INVALID_REQUEST, Message, MessageKind, RequestRide, RideCancelled,
+    RideCommandRefused, RideCompleted, RideConfirmed, RideRejected, RideRequested, RideStarted,
+    RiderId, Timestamp,
 };
 use tracing::{debug, warn};
 
 use super::config::{MIN_TRIP_KM, RideConfig};
+use super::route::Route;
 
 /// Longest completed trip accepted from `cmd.ride.complete`, in kilometres.
 const MAX_COMPLETED_KM: f64 = 2_000.0;
@@ -93,6 +95,8 @@ pub struct Ride {
     pub pickup_deadline: Option<Timestamp>,
     /// Set when the driver reports arrival: the ride must start before it.
     pub rider_wait_deadline: Option<Timestamp>,
+    /// The route recorded from the driver's positions since the start.
+    pub route: Route,
 }
 
 impl Ride {
@@ -194,6 +198,7 @@ fn request(
         fare_cents: None,
         pickup_deadline: None,
         rider_wait_deadline: None,
+        route: Route::default(),
     };
     if let Err(reason) = validate_request(cmd, distance_km, config) {
         return reject_request(ride, reason);
@@ -319,7 +324,15 @@ fn complete(
     now: Timestamp,
     config: &RideConfig,
 ) -> Option<Message> {
-    let distance_km = cmd.distance_km.unwrap_or(ride.distance_km);
+    // The recorded route wins over the reported distance, which stays the fallback.
+    let (distance_km, distance_source) = if ride.route.is_usable() {
+        (ride.route.km, DistanceSource::Route)
+    } else {
+        (
+            cmd.distance_km.unwrap_or(ride.distance_km),
+            DistanceSource::Reported,
+        )
+    };
     let duration_min = cmd.duration_min.unwrap_or_else(|| {
         let started = ride.started_at.unwrap_or(now);
         (now.unix_millis() - started.unix_millis()).max(0) as f64 / 60_000.0
@@ -344,6 +357,8 @@ fn complete(
         distance_km,
         duration_min,
         fare_cents,
+        distance_source,
+        route_points: ride.route.points,
     }))
 }
 

@@ -6,11 +6,15 @@
 //! # Layout
 //! - [`config`]: deadlines, fare table, trip limits.
 //! - [`domain`]: the pure state machine.
-//! - [`store`]: the `rides` table.
+//! - [`route`]: a ride's route from its driver's positions, pure.
+//! - [`positions`]: the loop that records routes from the positions stream.
+//! - [`store`]: the `rides` and `ride_route` tables.
 //! - this file: the [`Worker`] that loads, applies, saves and wraps outputs in envelopes.
 
 pub mod config;
 pub mod domain;
+pub mod positions;
+pub mod route;
 pub mod store;
 
 use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
@@ -23,7 +27,7 @@ use self::store::{Changed, Origin};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
-    BatchError, BatchOutput, Conn, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+    BatchError, BatchOutput, Conn, Database, HandleError, Input, Kind, Row, Worker, apply_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/ride");
@@ -232,6 +236,15 @@ impl Worker for RideService {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         self.expire_due(conn, now)
+    }
+
+    fn side_loop(
+        &self,
+        js: async_nats::jetstream::Context,
+        database: Database,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
+        Some(Box::pin(positions::follow(js, database, stop)))
     }
 }
 

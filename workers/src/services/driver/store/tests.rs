@@ -189,6 +189,8 @@ fn completed(n: usize) -> Envelope {
         distance_km: 3.0,
         duration_min: 9.0,
         fare_cents: 1200,
+        distance_source: ridesaga_schemas::DistanceSource::Reported,
+        route_points: 0,
     };
     msg(m, Some(n), 0)
 }

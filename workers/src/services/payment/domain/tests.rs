@@ -45,6 +45,8 @@ fn completed(fare_cents: u64) -> Message {
         distance_km: 4.0,
         duration_min: 12.0,
         fare_cents,
+        distance_source: ridesaga_schemas::DistanceSource::Reported,
+        route_points: 0,
     })
 }
 

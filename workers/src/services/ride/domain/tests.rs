@@ -321,6 +321,54 @@ fn complete_uses_the_reported_distance_and_duration() {
 }
 
 #[test]
+fn complete_takes_the_recorded_route_over_the_reported_distance_and_says_so() {
+    let (state, _) = run(&[request(), assigned(), authorized(), start_cmd()], at(0));
+    let mut ride = state.unwrap();
+    let a = GeoPoint::new(52.50, 13.40).unwrap();
+    let b = GeoPoint::new(52.59, 13.40).unwrap();
+    ride.route = Route::default()
+        .record(1, a)
+        .and_then(|r| r.record(2, b))
+        .unwrap();
+    let (state, out) = handle(
+        Some(ride),
+        &complete_cmd(Some(10.0), Some(20.0)),
+        at(0),
+        &config(),
+    );
+    let Some(Message::RideCompleted(done)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(done.distance_source, DistanceSource::Route);
+    assert_eq!(done.route_points, 2);
+    assert!((done.distance_km - a.distance_km(&b)).abs() < 1e-9);
+    let expected = (250.0 + 120.0 * a.distance_km(&b) + 300.0 * 2.0_f64).round() as u64;
+    assert_eq!(done.fare_cents, expected);
+    assert_eq!(state.unwrap().fare_cents, Some(expected));
+}
+
+#[test]
+fn complete_falls_back_to_the_reported_distance_below_two_positions() {
+    let (state, _) = run(&[request(), assigned(), authorized(), start_cmd()], at(0));
+    let mut ride = state.unwrap();
+    ride.route = Route::default()
+        .record(1, GeoPoint::new(52.5, 13.4).unwrap())
+        .unwrap();
+    let (_, out) = handle(
+        Some(ride),
+        &complete_cmd(Some(10.0), Some(20.0)),
+        at(0),
+        &config(),
+    );
+    let Some(Message::RideCompleted(done)) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(done.distance_source, DistanceSource::Reported);
+    assert_eq!(done.distance_km, 10.0);
+    assert_eq!(done.fare_cents, 2050);
+}
+
+#[test]
 fn complete_refuses_a_negative_distance_and_keeps_the_ride_started() {
     let inputs = [
         request(),

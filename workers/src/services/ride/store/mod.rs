@@ -13,6 +13,7 @@ use ridesaga_schemas::{CancelReason, DriverId, GeoPoint, MessageId, RideId, Ride
 use serde::Serialize;
 
 use super::domain::{Hold, Ride, Status};
+use super::route::Route;
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
 use crate::services::rides::json_ids;
 
@@ -29,7 +30,8 @@ macro_rules! columns {
         "ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
          payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, \
          status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
-         requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms"
+         requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, route_km, route_points, \
+         route_seq, route_lat, route_lng"
     };
 }
 use columns;
@@ -219,6 +221,7 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
             .transpose()?,
         pickup_deadline: instant("pickup_deadline_ms")?,
         rider_wait_deadline: instant("rider_wait_deadline_ms")?,
+        route: route_of(row)?,
     };
     let origin = Origin {
         correlation_id: text("correlation_id")?,
@@ -226,6 +229,74 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
     };
     let ride_id = RideId::parse(text("ride_id")?).map_err(corrupt)?;
     Ok((ride_id, ride, origin))
+}
+
+/// The route columns of a ride's row.
+fn route_of(row: &Row) -> Result<Route, HandleError> {
+    let last = match (
+        row.get::<Option<f64>>("route_lat")?,
+        row.get::<Option<f64>>("route_lng")?,
+    ) {
+        (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(corrupt)?),
+        _ => None,
+    };
+    Ok(Route {
+        km: row.get("route_km")?,
+        points: u32::try_from(row.get::<i64>("route_points")?).map_err(corrupt)?,
+        seq: u64::try_from(row.get::<i64>("route_seq")?).map_err(corrupt)?,
+        last,
+    })
+}
+
+/// The ride `driver_id` drives now (started, not completed), with its route so far.
+pub async fn started_ride_of(
+    conn: &mut Conn<'_>,
+    driver_id: &DriverId,
+) -> Result<Option<(RideId, Route)>, HandleError> {
+    let row = match conn {
+        Conn::Sqlite(conn) => sqlite::started_ride_of(conn, driver_id.as_str()).await?,
+        Conn::Postgres(conn) => postgres::started_ride_of(conn, driver_id.as_str()).await?,
+    };
+    let Some(row) = row else { return Ok(None) };
+    let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(corrupt)?;
+    Ok(Some((ride_id, route_of(&row)?)))
+}
+
+/// One position recorded on a ride's route: the running total on the ride, the position in
+/// `ride_route` (once per stream sequence).
+#[derive(Debug, Clone, Copy)]
+pub struct RoutePoint<'a> {
+    pub ride_id: &'a RideId,
+    pub route: &'a Route,
+    pub point: GeoPoint,
+    pub at_ms: i64,
+}
+
+/// Stores a position recorded on a ride's route.
+pub async fn record_point(conn: &mut Conn<'_>, point: RoutePoint<'_>) -> Result<(), HandleError> {
+    let seq = i64::try_from(point.route.seq).map_err(corrupt)?;
+    match conn {
+        Conn::Sqlite(conn) => sqlite::record_point(conn, &point, seq).await?,
+        Conn::Postgres(conn) => postgres::record_point(conn, &point, seq).await?,
+    }
+    Ok(())
+}
+
+/// The positions recorded on a ride's route, in order.
+pub async fn route_points(
+    conn: &mut Conn<'_>,
+    ride_id: &RideId,
+) -> Result<Vec<(GeoPoint, i64)>, HandleError> {
+    let rows = match conn {
+        Conn::Sqlite(conn) => sqlite::route_points(conn, ride_id.as_str()).await?,
+        Conn::Postgres(conn) => postgres::route_points(conn, ride_id.as_str()).await?,
+    };
+    rows.iter()
+        .map(|row| {
+            let point = GeoPoint::new(row.get("lat")?, row.get("lng")?).map_err(corrupt)?;
+            Ok((point, row.get("at_ms")?))
+        })
+        .collect()
 }
 
 fn status_from(status: &str, reason: Option<String>) -> Result<Status, HandleError> {

@@ -59,3 +59,57 @@ pub async fn due(
         .await?;
     Ok(rows.into_iter().map(Row::Postgres).collect())
 }
+
+/// [`super::started_ride_of`]: the ride in progress of the driver `driver_id`.
+pub async fn started_ride_of(
+    conn: &mut PgConnection,
+    driver_id: &str,
+) -> Result<Option<Row>, sqlx::Error> {
+    let sql = "SELECT ride_id, route_km, route_points, route_seq, route_lat, route_lng \
+               FROM rides WHERE driver_id = $1 AND status = 'started' LIMIT 1";
+    let row = sqlx::query(sql)
+        .bind(driver_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(Row::Postgres))
+}
+
+/// [`super::record_point`]: the route's running total on the ride, and the position, once.
+pub async fn record_point(
+    conn: &mut PgConnection,
+    point: &super::RoutePoint<'_>,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    let points = i64::from(point.route.points);
+    sqlx::query(
+        "UPDATE rides SET route_km = $1, route_points = $2, route_seq = $3, \
+         route_lat = $4, route_lng = $5 WHERE ride_id = $6",
+    )
+    .bind(point.route.km)
+    .bind(points)
+    .bind(seq)
+    .bind(point.point.lat)
+    .bind(point.point.lng)
+    .bind(point.ride_id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ride_route (ride_id, seq, lat, lng, at_ms) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (ride_id, seq) DO NOTHING",
+    )
+    .bind(point.ride_id.as_str())
+    .bind(seq)
+    .bind(point.point.lat)
+    .bind(point.point.lng)
+    .bind(point.at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`super::route_points`]: a ride's recorded positions in stream order.
+pub async fn route_points(conn: &mut PgConnection, ride_id: &str) -> Result<Vec<Row>, sqlx::Error> {
+    let sql = "SELECT lat, lng, at_ms FROM ride_route WHERE ride_id = $1 ORDER BY seq";
+    let rows = sqlx::query(sql).bind(ride_id).fetch_all(conn).await?;
+    Ok(rows.into_iter().map(Row::Postgres).collect())
+}
