@@ -140,6 +140,7 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                             fare_cents: FARE,
                             distance_source: DistanceSource::Reported,
                             route_points: 0,
+                            fare: None,
                         }
                         .into(),
                         "ride",

@@ -88,6 +88,36 @@ impl CancelReason {
     }
 }
 
+/// How a fare is made up, in cents: `total_cents` is the sum of the parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FareBreakdown {
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub base_cents: u64,
+    /// The price per kilometre times the distance.
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub distance_cents: u64,
+    /// The price per minute times the duration.
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub time_cents: u64,
+    /// What the surge multiplier adds to the other parts (0 without surge).
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub surge_cents: u64,
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub total_cents: u64,
+}
+
+impl FareBreakdown {
+    /// Whether the parts add up to the total.
+    pub fn is_balanced(&self) -> bool {
+        self.base_cents
+            .checked_add(self.distance_cents)
+            .and_then(|c| c.checked_add(self.time_cents))
+            .and_then(|c| c.checked_add(self.surge_cents))
+            == Some(self.total_cents)
+    }
+}
+
 /// Where a completed ride's distance came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -416,6 +446,9 @@ payload!(
         #[serde(default)]
         #[schemars(range(max = 100_000_000))]
         route_points: u32,
+        /// How `fare_cents` is made up; its total is `fare_cents`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fare: Option<FareBreakdown>,
     }
 );
 payload!(

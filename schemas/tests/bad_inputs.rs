@@ -92,6 +92,7 @@ fn completed() -> Envelope {
         fare_cents: 1300,
         distance_source: DistanceSource::Reported,
         route_points: 0,
+        fare: None,
     })
 }
 fn flagged() -> Envelope {

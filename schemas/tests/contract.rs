@@ -99,6 +99,13 @@ fn example(kind: MessageKind) -> Envelope {
             fare_cents: 1300,
             distance_source: DistanceSource::Route,
             route_points: 42,
+            fare: Some(FareBreakdown {
+                base_cents: 250,
+                distance_cents: 504,
+                time_cents: 375,
+                surge_cents: 171,
+                total_cents: 1300,
+            }),
         }
         .into(),
         MessageKind::RideCancelled => RideCancelled {

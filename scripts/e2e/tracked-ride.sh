@@ -2,7 +2,7 @@
 # Tracked ride: the driver reports positions (one at a time, then a batch from stdin) to the
 # positions stream; `ride track` shows the way to the pickup, then the distance travelled; the
 # completion takes the recorded route's distance over the reported one and the capture equals
-# the fare. Uses ridectl only. City: Vienna.
+# the fare, whose breakdown adds up. Uses ridectl only. City: Vienna.
 set -euo pipefail
 USAGE="scripts/e2e/tracked-ride.sh"
 source "$(dirname "$0")/lib.bash"
@@ -49,6 +49,10 @@ awk -v km="$distance" -v t="$travelled" 'BEGIN { d = km - t; exit !(d < 0.001 &&
   fail "completed distance $distance is not the route's $travelled"
 fare="$(json_field "$done" .fare_cents)"
 expect_eq "captured cents" "$(json_field "$done" .captured_cents)" "$fare"
+expect_eq "fare breakdown total" "$(json_field "$done" .fare.total_cents)" "$fare"
+expect_eq "fare parts add up" \
+  "$(json_field "$done" '.fare | .base_cents + .distance_cents + .time_cents + .surge_cents')" \
+  "$fare"
 
 track="$(rc ride track "$ride")"
 expect_eq "tracked after the end" "$(json_field "$track" .distance_source)" "route"

@@ -203,6 +203,18 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
         cents(saga.estimated_fare_cents),
     ]);
     table.row(["fare".to_string(), cents(saga.fare_cents)]);
+    if let Some(fare) = &saga.fare {
+        let mut parts = format!(
+            "base {} + distance {} + time {}",
+            money(fare.base_cents),
+            money(fare.distance_cents),
+            money(fare.time_cents)
+        );
+        if fare.surge_cents > 0 {
+            parts.push_str(&format!(" + surge {}", money(fare.surge_cents)));
+        }
+        table.row(["fare breakdown".to_string(), parts]);
+    }
     if let (Some(km), Some(source)) = (saga.distance_km, &saga.distance_source) {
         let points = saga.route_points.unwrap_or(0);
         table.row([

@@ -166,6 +166,7 @@ impl Log {
                 fare_cents: fare,
                 distance_source: DistanceSource::Reported,
                 route_points: 0,
+                fare: None,
             },
             "ride",
         )

@@ -13,7 +13,8 @@ pub mod describe;
 pub mod rest;
 
 use ridesaga_schemas::{
-    CancelReason, Envelope, GeoPoint, Message, MessageKind, NotificationKind, Recipient,
+    CancelReason, Envelope, FareBreakdown, GeoPoint, Message, MessageKind, NotificationKind,
+    Recipient,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -197,6 +198,9 @@ pub struct Saga {
     /// Positions recorded on the completed ride's route.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route_points: Option<u32>,
+    /// How the completed ride's fare is made up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fare: Option<FareBreakdown>,
     /// Terminal events seen, in order; more than one is a bug.
     pub terminal_events: Vec<String>,
     /// State changes that arrived after the saga had ended; each is a bug.
@@ -362,6 +366,7 @@ impl Saga {
                 self.distance_km = Some(m.distance_km);
                 self.distance_source = Some(m.distance_source.as_str().to_owned());
                 self.route_points = Some(m.route_points);
+                self.fare = m.fare;
                 self.finish(RideState::Completed, None);
             }
             Message::RideCancelled(m) => {

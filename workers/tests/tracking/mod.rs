@@ -1,7 +1,8 @@
-//! Live tracking through the real workers: positions published to the positions stream while a
-//! ride is in progress become its route, the completion takes the route's distance (and says
-//! so), the fare follows it, and positions outside the ride are not part of it. On SQLite and
-//! PostgreSQL.
+//! Live tracking and fares through the real workers: positions published to the positions
+//! stream while a ride is in progress become its route, the completion takes the route's
+//! distance (and says so), the fare follows it, and positions outside the ride are not part of
+//! it; the fare's breakdown (with a configured surge) travels with the completion, is stored
+//! with the ride and is what payment captures. On SQLite and PostgreSQL.
 
 use std::time::Duration;
 
@@ -88,6 +89,12 @@ async fn a_tracked_ride_is_charged_for_its_recorded_route(sys: System) {
     );
     let fare = (250.0 + 120.0 * expected + 30.0 * 10.0).round() as u64;
     assert_eq!(done.fare_cents, fare);
+    let parts = done
+        .fare
+        .expect("a completed ride carries its fare breakdown");
+    assert_eq!((parts.base_cents, parts.time_cents), (250, 300));
+    assert_eq!((parts.surge_cents, parts.total_cents), (0, fare));
+    assert!(parts.is_balanced(), "{parts:?}");
     let Message::PaymentCaptured(captured) = find(&saga, MessageKind::PaymentCaptured) else {
         unreachable!()
     };
@@ -124,6 +131,64 @@ async fn an_untracked_ride_falls_back_to_the_reported_distance(sys: System) {
     assert_eq!(done.route_points, 0);
     assert_eq!(done.fare_cents, 250 + 5 * 120 + 12 * 30);
     sys.shutdown().await;
+}
+
+async fn a_surge_is_a_part_of_the_fare_and_of_the_capture(sys: System) {
+    sys.driver("d_surge", "Sia", NEARBY).await;
+    let ride = sys.request("u_surge", PICKUP, DROPOFF, "tok_visa").await;
+    sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
+        .await;
+    sys.command(StartRide {}, Some(&ride)).await;
+    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
+        .await;
+    sys.command(
+        CompleteRide {
+            distance_km: Some(10.0),
+            duration_min: Some(20.0),
+        },
+        Some(&ride),
+    )
+    .await;
+    let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
+    let Message::RideCompleted(done) = find(&saga, MessageKind::RideCompleted) else {
+        unreachable!()
+    };
+    let expected = FareBreakdown {
+        base_cents: 250,
+        distance_cents: 1200,
+        time_cents: 600,
+        surge_cents: 1025,
+        total_cents: 3075,
+    };
+    assert_eq!(done.fare, Some(expected));
+    assert_eq!(done.fare_cents, 3075);
+    let Message::PaymentCaptured(captured) = find(&saga, MessageKind::PaymentCaptured) else {
+        unreachable!()
+    };
+    assert_eq!(captured.amount_cents, 3075);
+    let sql = format!(
+        "SELECT fare_base_cents + fare_distance_cents + fare_time_cents + fare_surge_cents \
+         FROM rides WHERE ride_id = '{ride}'"
+    );
+    assert_eq!(
+        sys.scalar(Service::Ride, &sql).await,
+        3075,
+        "stored with the ride"
+    );
+    sys.shutdown().await;
+}
+
+const SURGE: [(&str, &str); 1] = [("RIDESAGA_FARE_SURGE_PERCENT", "150")];
+
+#[tokio::test]
+async fn surge_on_sqlite() {
+    a_surge_is_a_part_of_the_fare_and_of_the_capture(System::start_with(&SURGE).await).await;
+}
+
+#[tokio::test]
+async fn surge_on_postgres() {
+    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
+    a_surge_is_a_part_of_the_fare_and_of_the_capture(System::start_on(server, &SURGE).await).await;
 }
 
 async fn on_postgres() -> System {

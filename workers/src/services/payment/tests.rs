@@ -97,6 +97,7 @@ fn completed(fare_cents: u64) -> Envelope {
         fare_cents,
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
+        fare: None,
     })
 }
 

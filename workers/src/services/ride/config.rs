@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use ridesaga_schemas::FareBreakdown;
+
 use crate::config::{ConfigError, Settings};
 
 /// Average speed assumed to turn a planned distance into a planned duration for the estimate.
@@ -17,16 +19,39 @@ pub struct Fares {
     pub base_cents: u64,
     pub per_km_cents: u64,
     pub per_min_cents: u64,
+    /// The surge multiplier in percent (100: none), applied to base, distance and time.
+    pub surge_percent: u64,
 }
+
+/// Highest surge accepted: five times the fare.
+pub const MAX_SURGE_PERCENT: u64 = 500;
 
 impl Fares {
     /// The fare for a trip, rounded to the nearest cent.
     pub fn fare_cents(&self, distance_km: f64, duration_min: f64) -> u64 {
-        let cents = self.base_cents as f64
-            + self.per_km_cents as f64 * distance_km.max(0.0)
-            + self.per_min_cents as f64 * duration_min.max(0.0);
+        self.breakdown(distance_km, duration_min).total_cents
+    }
+
+    /// The fare for a trip and its parts, each in whole cents and adding up to the total: the
+    /// time part takes what rounding the sum leaves (a cent that rounding gave the distance
+    /// is taken back from it when there is no time), the surge is the multiplier's share of
+    /// the rounded sum.
+    pub fn breakdown(&self, distance_km: f64, duration_min: f64) -> FareBreakdown {
+        let distance_exact = self.per_km_cents as f64 * distance_km.max(0.0);
+        let time_exact = self.per_min_cents as f64 * duration_min.max(0.0);
         // `as` saturates, and the inputs are validated to be finite and bounded.
-        cents.round() as u64
+        let unsurged = (self.base_cents as f64 + distance_exact + time_exact).round() as u64;
+        let distance_cents = (distance_exact.round() as u64).min(unsurged - self.base_cents);
+        let time_cents = unsurged - self.base_cents - distance_cents;
+        let surge = self.surge_percent.saturating_sub(100) as f64 / 100.0;
+        let surge_cents = (unsurged as f64 * surge).round() as u64;
+        FareBreakdown {
+            base_cents: self.base_cents,
+            distance_cents,
+            time_cents,
+            surge_cents,
+            total_cents: unsurged + surge_cents,
+        }
     }
 
     /// The fare for the planned route at [`ESTIMATE_SPEED_KMH`]: the amount held.
@@ -66,6 +91,7 @@ impl Default for RideConfig {
                 base_cents: 250,
                 per_km_cents: 120,
                 per_min_cents: 30,
+                surge_percent: 100,
             },
             max_trip_km: 200.0,
         }
@@ -84,6 +110,14 @@ impl RideConfig {
                 problem: format!("must be a number of kilometres of at least {MIN_TRIP_KM}"),
             });
         }
+        let surge_percent: u64 = s.get("RIDESAGA_FARE_SURGE_PERCENT", d.fares.surge_percent)?;
+        if !(100..=MAX_SURGE_PERCENT).contains(&surge_percent) {
+            return Err(ConfigError {
+                name: "RIDESAGA_FARE_SURGE_PERCENT".into(),
+                value: surge_percent.to_string(),
+                problem: format!("must be a percentage from 100 (no surge) to {MAX_SURGE_PERCENT}"),
+            });
+        }
         Ok(RideConfig {
             match_deadline: s.duration("RIDESAGA_MATCH_DEADLINE", d.match_deadline)?,
             confirm_grace: s.duration("RIDESAGA_CONFIRM_GRACE", d.confirm_grace)?,
@@ -93,6 +127,7 @@ impl RideConfig {
                 base_cents: s.get("RIDESAGA_FARE_BASE_CENTS", d.fares.base_cents)?,
                 per_km_cents: s.get("RIDESAGA_FARE_PER_KM_CENTS", d.fares.per_km_cents)?,
                 per_min_cents: s.get("RIDESAGA_FARE_PER_MIN_CENTS", d.fares.per_min_cents)?,
+                surge_percent,
             },
             max_trip_km,
         })
@@ -134,6 +169,41 @@ mod tests {
                 .to_string()
                 .contains("RIDESAGA_MAX_TRIP_KM")
         );
+    }
+
+    #[test]
+    fn a_breakdown_adds_up_to_the_fare_and_surge_multiplies_it() {
+        let mut fares = RideConfig::default().fares;
+        let parts = fares.breakdown(10.0, 20.0);
+        assert_eq!(
+            (parts.base_cents, parts.distance_cents, parts.time_cents),
+            (250, 1200, 600)
+        );
+        assert_eq!((parts.surge_cents, parts.total_cents), (0, 2050));
+        fares.surge_percent = 150;
+        let parts = fares.breakdown(10.0, 20.0);
+        assert_eq!((parts.surge_cents, parts.total_cents), (1025, 3075));
+        assert!(parts.is_balanced());
+    }
+
+    #[test]
+    fn a_breakdown_balances_whatever_the_rounding() {
+        let fares = RideConfig::default().fares;
+        for (km, min) in [(0.0041, 0.0), (1.0042, 0.013), (3.3333, 7.7777), (0.0, 0.0)] {
+            let parts = fares.breakdown(km, min);
+            assert!(parts.is_balanced(), "{km} km {min} min: {parts:?}");
+            let exact = 250.0 + 120.0 * km + 30.0 * min;
+            assert_eq!(parts.total_cents, exact.round() as u64, "{km} km {min} min");
+        }
+    }
+
+    #[test]
+    fn a_surge_out_of_range_is_named() {
+        for bad in ["99", "501"] {
+            let s = Settings::from_pairs([("RIDESAGA_FARE_SURGE_PERCENT", bad)]);
+            let error = RideConfig::load(&s).unwrap_err();
+            assert_eq!(error.name, "RIDESAGA_FARE_SURGE_PERCENT");
+        }
     }
 
     #[test]

@@ -13,9 +13,9 @@
 
 use ridesaga_schemas::{
     CancelReason, CompleteRide, DistanceSource, DriverArrived, DriverAssigned, DriverId,
-    FraudFlagged, GeoPoint, INVALID_REQUEST, Message, MessageKind, RequestRide, RideCancelled,
-    RideCommandRefused, RideCompleted, RideConfirmed, RideRejected, RideRequested, RideStarted,
-    RiderId, Timestamp,
+    FareBreakdown, FraudFlagged, GeoPoint, INVALID_REQUEST, Message, MessageKind, RequestRide,
+    RideCancelled, RideCommandRefused, RideCompleted, RideConfirmed, RideRejected, RideRequested,
+    RideStarted, RiderId, Timestamp,
 };
 use tracing::{debug, warn};
 
@@ -97,6 +97,8 @@ pub struct Ride {
     pub rider_wait_deadline: Option<Timestamp>,
     /// The route recorded from the driver's positions since the start.
     pub route: Route,
+    /// How the completed ride's fare is made up.
+    pub fare: Option<FareBreakdown>,
 }
 
 impl Ride {
@@ -199,6 +201,7 @@ fn request(
         pickup_deadline: None,
         rider_wait_deadline: None,
         route: Route::default(),
+        fare: None,
     };
     if let Err(reason) = validate_request(cmd, distance_km, config) {
         return reject_request(ride, reason);
@@ -347,9 +350,11 @@ fn complete(
         return Some(refuse(kind, reason));
     }
     let driver_id = ride.driver_id.clone()?;
-    let fare_cents = config.fares.fare_cents(distance_km, duration_min);
+    let fare = config.fares.breakdown(distance_km, duration_min);
+    let fare_cents = fare.total_cents;
     ride.status = Status::Completed;
     ride.fare_cents = Some(fare_cents);
+    ride.fare = Some(fare);
     debug!(fare_cents, "ride completed");
     Some(Message::RideCompleted(RideCompleted {
         rider_id: ride.rider_id.clone(),
@@ -359,6 +364,7 @@ fn complete(
         fare_cents,
         distance_source,
         route_points: ride.route.points,
+        fare: Some(fare),
     }))
 }
 

@@ -191,6 +191,7 @@ fn completed(n: usize) -> Envelope {
         fare_cents: 1200,
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
+        fare: None,
     };
     msg(m, Some(n), 0)
 }

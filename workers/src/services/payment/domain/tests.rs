@@ -47,6 +47,7 @@ fn completed(fare_cents: u64) -> Message {
         fare_cents,
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
+        fare: None,
     })
 }
 

@@ -317,7 +317,17 @@ fn complete_uses_the_reported_distance_and_duration() {
     ];
     let (state, out) = run(&inputs, at(0));
     assert!(matches!(out.last(), Some(Message::RideCompleted(c)) if c.fare_cents == 2050));
-    assert_eq!(state.unwrap().fare_cents, Some(2050));
+    let ride = state.unwrap();
+    assert_eq!(ride.fare_cents, Some(2050));
+    let fare = FareBreakdown {
+        base_cents: 250,
+        distance_cents: 1200,
+        time_cents: 600,
+        surge_cents: 0,
+        total_cents: 2050,
+    };
+    assert_eq!(ride.fare, Some(fare));
+    assert!(matches!(out.last(), Some(Message::RideCompleted(c)) if c.fare == Some(fare)));
 }
 
 #[test]

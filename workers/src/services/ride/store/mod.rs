@@ -9,7 +9,9 @@ mod sqlite;
 
 use std::collections::HashMap;
 
-use ridesaga_schemas::{CancelReason, DriverId, GeoPoint, MessageId, RideId, RiderId, Timestamp};
+use ridesaga_schemas::{
+    CancelReason, DriverId, FareBreakdown, GeoPoint, MessageId, RideId, RiderId, Timestamp,
+};
 use serde::Serialize;
 
 use super::domain::{Hold, Ride, Status};
@@ -31,7 +33,8 @@ macro_rules! columns {
          payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, \
          status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
          requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, route_km, route_points, \
-         route_seq, route_lat, route_lng"
+         route_seq, route_lat, route_lng, fare_base_cents, fare_distance_cents, fare_time_cents, \
+         fare_surge_cents"
     };
 }
 use columns;
@@ -139,6 +142,10 @@ struct RideRow<'a> {
     requested_event_id: &'a str,
     pickup_deadline_ms: Option<i64>,
     rider_wait_deadline_ms: Option<i64>,
+    fare_base_cents: Option<i64>,
+    fare_distance_cents: Option<i64>,
+    fare_time_cents: Option<i64>,
+    fare_surge_cents: Option<i64>,
     at_ms: i64,
 }
 
@@ -176,6 +183,10 @@ fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
         requested_event_id: origin.requested_event_id.as_str(),
         pickup_deadline_ms: ride.pickup_deadline.map(Timestamp::unix_millis),
         rider_wait_deadline_ms: ride.rider_wait_deadline.map(Timestamp::unix_millis),
+        fare_base_cents: ride.fare.map(|f| cents(f.base_cents)).transpose()?,
+        fare_distance_cents: ride.fare.map(|f| cents(f.distance_cents)).transpose()?,
+        fare_time_cents: ride.fare.map(|f| cents(f.time_cents)).transpose()?,
+        fare_surge_cents: ride.fare.map(|f| cents(f.surge_cents)).transpose()?,
         at_ms: at.unix_millis(),
     })
 }
@@ -222,6 +233,7 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
         pickup_deadline: instant("pickup_deadline_ms")?,
         rider_wait_deadline: instant("rider_wait_deadline_ms")?,
         route: route_of(row)?,
+        fare: fare_of(row)?,
     };
     let origin = Origin {
         correlation_id: text("correlation_id")?,
@@ -229,6 +241,32 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
     };
     let ride_id = RideId::parse(text("ride_id")?).map_err(corrupt)?;
     Ok((ride_id, ride, origin))
+}
+
+/// The fare breakdown columns of a ride's row: all set (a completed ride) or none.
+fn fare_of(row: &Row) -> Result<Option<FareBreakdown>, HandleError> {
+    let part = |name: &str| -> Result<Option<u64>, HandleError> {
+        row.get::<Option<i64>>(name)?.map(from_cents).transpose()
+    };
+    let parts = (
+        part("fare_base_cents")?,
+        part("fare_distance_cents")?,
+        part("fare_time_cents")?,
+        part("fare_surge_cents")?,
+        part("fare_cents")?,
+    );
+    match parts {
+        (Some(base), Some(distance), Some(time), Some(surge), Some(total)) => {
+            Ok(Some(FareBreakdown {
+                base_cents: base,
+                distance_cents: distance,
+                time_cents: time,
+                surge_cents: surge,
+                total_cents: total,
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The route columns of a ride's row.

@@ -20,24 +20,31 @@ pub const SAVE: &str = "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup
      dropoff_lng, payment_token, distance_km, estimated_fare_cents, match_deadline_ms, \
      expires_at_ms, status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, \
      correlation_id, requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, \
+     fare_base_cents, fare_distance_cents, fare_time_cents, fare_surge_cents, \
      created_at_ms, updated_at_ms) \
      SELECT ride_id, rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, \
      payment_token, distance_km, estimated_fare_cents, match_deadline_ms, expires_at_ms, \
      status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
-     requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, at_ms, at_ms \
+     requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, fare_base_cents, \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, at_ms, at_ms \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
      pickup_lat DOUBLE PRECISION, pickup_lng DOUBLE PRECISION, \
      dropoff_lat DOUBLE PRECISION, dropoff_lng DOUBLE PRECISION, payment_token TEXT, \
      distance_km DOUBLE PRECISION, estimated_fare_cents BIGINT, match_deadline_ms BIGINT, \
      expires_at_ms BIGINT, status TEXT, cancel_reason TEXT, driver_id TEXT, hold TEXT, \
      started_at_ms BIGINT, fare_cents BIGINT, correlation_id TEXT, requested_event_id TEXT, \
-     pickup_deadline_ms BIGINT, rider_wait_deadline_ms BIGINT, at_ms BIGINT) \
+     pickup_deadline_ms BIGINT, rider_wait_deadline_ms BIGINT, fare_base_cents BIGINT, \
+     fare_distance_cents BIGINT, fare_time_cents BIGINT, fare_surge_cents BIGINT, \
+     at_ms BIGINT) \
      ON CONFLICT (ride_id) DO UPDATE SET \
      expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
      cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
      hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
      fare_cents = excluded.fare_cents, pickup_deadline_ms = excluded.pickup_deadline_ms, \
      rider_wait_deadline_ms = excluded.rider_wait_deadline_ms, \
+     fare_base_cents = excluded.fare_base_cents, \
+     fare_distance_cents = excluded.fare_distance_cents, \
+     fare_time_cents = excluded.fare_time_cents, fare_surge_cents = excluded.fare_surge_cents, \
      updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::due`]: up to `limit` rides whose deadline is at or before `now_ms`.

@@ -20,6 +20,7 @@ pub const SAVE: &str = "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup
      dropoff_lng, payment_token, distance_km, estimated_fare_cents, match_deadline_ms, \
      expires_at_ms, status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, \
      correlation_id, requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, \
+     fare_base_cents, fare_distance_cents, fare_time_cents, fare_surge_cents, \
      created_at_ms, updated_at_ms) \
      SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'pickup_lat', \
      value ->> 'pickup_lng', value ->> 'dropoff_lat', value ->> 'dropoff_lng', \
@@ -28,13 +29,18 @@ pub const SAVE: &str = "INSERT INTO rides (ride_id, rider_id, pickup_lat, pickup
      value ->> 'cancel_reason', value ->> 'driver_id', value ->> 'hold', \
      value ->> 'started_at_ms', value ->> 'fare_cents', value ->> 'correlation_id', \
      value ->> 'requested_event_id', value ->> 'pickup_deadline_ms', \
-     value ->> 'rider_wait_deadline_ms', value ->> 'at_ms', value ->> 'at_ms' \
+     value ->> 'rider_wait_deadline_ms', value ->> 'fare_base_cents', \
+     value ->> 'fare_distance_cents', value ->> 'fare_time_cents', \
+     value ->> 'fare_surge_cents', value ->> 'at_ms', value ->> 'at_ms' \
      FROM jsonb_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
      expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
      cancel_reason = excluded.cancel_reason, driver_id = excluded.driver_id, \
      hold = excluded.hold, started_at_ms = excluded.started_at_ms, \
      fare_cents = excluded.fare_cents, pickup_deadline_ms = excluded.pickup_deadline_ms, \
      rider_wait_deadline_ms = excluded.rider_wait_deadline_ms, \
+     fare_base_cents = excluded.fare_base_cents, \
+     fare_distance_cents = excluded.fare_distance_cents, \
+     fare_time_cents = excluded.fare_time_cents, fare_surge_cents = excluded.fare_surge_cents, \
      updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::due`]: up to `limit` rides whose deadline is at or before `now_ms`.
