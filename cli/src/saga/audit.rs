@@ -146,6 +146,23 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             ),
         );
     }
+    if let (Some(fare), Some(parts)) = (saga.fare_cents, &saga.fare)
+        && (!parts.is_balanced() || parts.total_cents != fare)
+    {
+        violate(
+            2,
+            format!(
+                "fare breakdown base {} + distance {} + time {} + surge {} (total {}) does not \
+                 make the fare {}",
+                parts.base_cents,
+                parts.distance_cents,
+                parts.time_cents,
+                parts.surge_cents,
+                parts.total_cents,
+                fare
+            ),
+        );
+    }
     if settled && saga.state == RideState::Completed && captures == 0 {
         match &saga.capture_failed {
             Some(error) => violate(2, format!("completed but the capture failed: {error}")),
@@ -272,8 +289,8 @@ mod tests {
     use super::super::fixtures::Log;
     use super::*;
     use ridesaga_schemas::{
-        CancelReason, FraudFlagged, NotificationKind, PaymentCaptureFailed, Recipient,
-        RideCommandRefused, RideRejected,
+        CancelReason, DistanceSource, FareBreakdown, FraudFlagged, NotificationKind,
+        PaymentCaptureFailed, Recipient, RideCommandRefused, RideCompleted, RideRejected,
     };
 
     const SETTLE: Duration = Duration::from_secs(30);
@@ -305,6 +322,52 @@ mod tests {
         let report = audit(&log.steps, far_later(&log), SETTLE);
         assert_eq!(report.violations, vec![]);
         assert_eq!((report.sagas, report.terminal), (1, 1));
+    }
+
+    #[test]
+    fn a_fare_breakdown_that_does_not_make_the_fare_is_reported() {
+        let mut log = Log::new("r_fare");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1")
+            .started("d_1");
+        let parts = |time_cents| FareBreakdown {
+            base_cents: 250,
+            distance_cents: 600,
+            time_cents,
+            surge_cents: 0,
+            total_cents: 1100,
+        };
+        let mut bad = log.clone();
+        for (log, parts, violations) in [(&mut log, parts(250), 0), (&mut bad, parts(249), 1)] {
+            log.push(
+                RideCompleted {
+                    rider_id: Log::rider(),
+                    driver_id: Log::driver("d_1"),
+                    distance_km: 5.0,
+                    duration_min: 8.3,
+                    fare_cents: 1100,
+                    distance_source: DistanceSource::Reported,
+                    route_points: 0,
+                    fare: Some(parts),
+                },
+                "ride",
+            );
+            log.captured(1100);
+            log.notified(NotificationKind::Receipt, Recipient::Rider);
+            let report = audit(&log.steps, far_later(log), SETTLE);
+            assert_eq!(report.violations.len(), violations, "{report:?}");
+            if violations > 0 {
+                assert_eq!(invariants(&report), vec![2]);
+                assert!(
+                    report.violations[0]
+                        .message
+                        .contains("does not make the fare")
+                );
+            }
+        }
     }
 
     #[test]

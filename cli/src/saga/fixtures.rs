@@ -4,7 +4,7 @@ use super::*;
 use ridesaga_schemas::*;
 
 /// Builds steps for `ride`, one second apart, in the order given.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Log {
     pub ride: RideId,
     pub steps: Vec<Step>,
