@@ -173,6 +173,18 @@ pub enum DriverCommand {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// A driver's earnings from the captured fares: each ride's fare, the driver's share and
+    /// the platform's commission, and their totals.
+    Earnings {
+        /// The driver id.
+        id: DriverId,
+        /// From this instant: RFC 3339 (2026-01-31T00:00:00Z) or a duration ago (24h).
+        #[arg(long, value_name = "WHEN", value_parser = parse_instant)]
+        since: Option<time::OffsetDateTime>,
+        /// Before this instant: RFC 3339 or a duration ago.
+        #[arg(long, value_name = "WHEN", value_parser = parse_instant)]
+        until: Option<time::OffsetDateTime>,
+    },
     /// Move a driver.
     Move {
         /// The driver id.
@@ -232,6 +244,17 @@ pub struct TrackArgs {
     /// How long to follow before exiting with code 4.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+}
+
+/// An instant: RFC 3339, or a duration before now (e.g. `24h`).
+fn parse_instant(s: &str) -> Result<time::OffsetDateTime, String> {
+    if let Ok(at) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(at);
+    }
+    let ago = parse_duration(s).map_err(|_| {
+        format!("expected RFC 3339 (2026-01-31T00:00:00Z) or a duration ago (24h), got {s:?}")
+    })?;
+    Ok(time::OffsetDateTime::now_utc() - ago)
 }
 
 /// A speed in km/h: above 0, at most 300.

@@ -150,6 +150,7 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                             rider_id: rider,
                             hold_id: hold,
                             amount_cents: FARE,
+                            earnings: None,
                         }
                         .into(),
                         "payment",

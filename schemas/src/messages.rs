@@ -118,6 +118,18 @@ impl FareBreakdown {
     }
 }
 
+/// How a captured amount is shared, as the earnings ledger records it: the driver's share and
+/// the platform's commission add up to the amount captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Earnings {
+    pub driver_id: DriverId,
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub driver_cents: u64,
+    #[schemars(range(max = MAX_AMOUNT_CENTS))]
+    pub commission_cents: u64,
+}
+
 /// Where a completed ride's distance came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -378,6 +390,9 @@ payload!(
         hold_id: String,
         #[schemars(range(max = MAX_AMOUNT_CENTS))]
         amount_cents: u64,
+        /// The ledger's split of the amount (rides with a driver).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        earnings: Option<Earnings>,
     }
 );
 payload!(

@@ -184,6 +184,11 @@ fn example(kind: MessageKind) -> Envelope {
             rider_id: rider(),
             hold_id: "h_1".into(),
             amount_cents: 1300,
+            earnings: Some(Earnings {
+                driver_id: driver(),
+                driver_cents: 1040,
+                commission_cents: 260,
+            }),
         }
         .into(),
         MessageKind::PaymentVoided => PaymentVoided {

@@ -4,6 +4,7 @@
 //! under load.
 
 mod cluster;
+mod earnings;
 mod replicas;
 mod support;
 mod tracking;

@@ -21,6 +21,9 @@ pub async fn run(ctx: &Ctx, command: DriverCommand) -> anyhow::Result<()> {
         DriverCommand::Position { id, at, file } => {
             return super::position::run(ctx, id, at, file).await;
         }
+        DriverCommand::Earnings { id, since, until } => {
+            return super::earnings::run(ctx, id, since, until).await;
+        }
         DriverCommand::Register { id, name, at, wait } => {
             let message = RegisterDriver {
                 driver_id: id,

@@ -3,6 +3,7 @@
 mod audit;
 mod dlq;
 mod driver;
+mod earnings;
 mod effects;
 mod events;
 mod follow;

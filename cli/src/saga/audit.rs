@@ -163,6 +163,25 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             ),
         );
     }
+    if saga.earning_driver.is_some() && saga.ledger_cents != saga.captured_cents {
+        violate(
+            2,
+            format!(
+                "ledger entries (driver {} + commission {}) do not balance the capture {}",
+                crate::output::money(saga.driver_earned_cents),
+                crate::output::money(saga.commission_cents),
+                crate::output::money(saga.captured_cents)
+            ),
+        );
+    }
+    if let (Some(earning), Some(driver)) = (&saga.earning_driver, &saga.driver_id)
+        && earning != driver
+    {
+        violate(
+            2,
+            format!("earnings credited to {earning} but the ride's driver is {driver}"),
+        );
+    }
     if settled && saga.state == RideState::Completed && captures == 0 {
         match &saga.capture_failed {
             Some(error) => violate(2, format!("completed but the capture failed: {error}")),
@@ -289,8 +308,9 @@ mod tests {
     use super::super::fixtures::Log;
     use super::*;
     use ridesaga_schemas::{
-        CancelReason, DistanceSource, FareBreakdown, FraudFlagged, NotificationKind,
-        PaymentCaptureFailed, Recipient, RideCommandRefused, RideCompleted, RideRejected,
+        CancelReason, DistanceSource, Earnings, FareBreakdown, FraudFlagged, NotificationKind,
+        PaymentCaptureFailed, PaymentCaptured, Recipient, RideCommandRefused, RideCompleted,
+        RideRejected,
     };
 
     const SETTLE: Duration = Duration::from_secs(30);
@@ -366,6 +386,40 @@ mod tests {
                         .message
                         .contains("does not make the fare")
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn earnings_that_do_not_balance_the_capture_are_reported() {
+        let mut log = Log::new("r_ledger");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.notified(NotificationKind::RideConfirmed, Recipient::Rider);
+        log.completed("d_1", 1100);
+        let mut bad = log.clone();
+        for (log, commission, violations) in [(&mut log, 220, 0), (&mut bad, 200, 1)] {
+            log.push(
+                PaymentCaptured {
+                    rider_id: Log::rider(),
+                    hold_id: "h_r_ledger".into(),
+                    amount_cents: 1100,
+                    earnings: Some(Earnings {
+                        driver_id: Log::driver("d_1"),
+                        driver_cents: 880,
+                        commission_cents: commission,
+                    }),
+                },
+                "payment",
+            );
+            log.notified(NotificationKind::Receipt, Recipient::Rider);
+            let report = audit(&log.steps, far_later(log), SETTLE);
+            assert_eq!(report.violations.len(), violations, "{report:?}");
+            if violations > 0 {
+                assert!(report.violations[0].message.contains("do not balance"));
             }
         }
     }

@@ -144,6 +144,7 @@ mod tests {
             rider_id: rider.clone(),
             hold_id: "h_1".into(),
             amount_cents: 1234,
+            earnings: None,
         });
         assert_eq!(summary(&captured), "captured 12.34 on hold h_1");
         let cancelled = Message::from(RideCancelled {

@@ -178,6 +178,7 @@ impl Log {
                 rider_id: Self::rider(),
                 hold_id: format!("h_{}", self.ride),
                 amount_cents: cents,
+                earnings: None,
             },
             "payment",
         )

@@ -201,6 +201,14 @@ pub struct Saga {
     /// How the completed ride's fare is made up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fare: Option<FareBreakdown>,
+    /// The earnings ledger's split of the captures: the driver's share, the platform's
+    /// commission, their sum (which must be the amount captured) and the driver credited.
+    pub driver_earned_cents: u64,
+    pub commission_cents: u64,
+    #[serde(skip)]
+    pub ledger_cents: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earning_driver: Option<String>,
     /// Terminal events seen, in order; more than one is a bug.
     pub terminal_events: Vec<String>,
     /// State changes that arrived after the saga had ended; each is a bug.
@@ -331,6 +339,12 @@ impl Saga {
             }
             Message::PaymentCaptured(m) => {
                 self.captured_cents += m.amount_cents;
+                if let Some(e) = &m.earnings {
+                    self.driver_earned_cents += e.driver_cents;
+                    self.commission_cents += e.commission_cents;
+                    self.ledger_cents += e.driver_cents + e.commission_cents;
+                    self.earning_driver = Some(e.driver_id.to_string());
+                }
                 let hold = self.hold_mut(&m.hold_id);
                 hold.captured_cents += m.amount_cents;
                 hold.captures += 1;

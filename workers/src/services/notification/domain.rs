@@ -212,6 +212,7 @@ mod tests {
             rider_id: rider(),
             hold_id: "hold_1".into(),
             amount_cents,
+            earnings: None,
         })
     }
 

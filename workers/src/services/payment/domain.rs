@@ -18,8 +18,8 @@
 //! an operator, while the hold lapses at the gateway on its own.
 
 use ridesaga_schemas::{
-    CancelReason, Message, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured,
-    PaymentDeclined, PaymentVoided, RiderId,
+    CancelReason, DriverId, Earnings, Message, PaymentAuthorized, PaymentCaptureFailed,
+    PaymentCaptured, PaymentDeclined, PaymentVoided, RiderId,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
@@ -51,12 +51,58 @@ impl Ending {
     }
 }
 
-/// What payment charges besides fares.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What payment charges besides fares, and how it shares what it captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fees {
     /// `RIDESAGA_NO_SHOW_FEE_CENTS`: captured from the hold (at most all of it) when the rider
     /// did not show; 0 voids the hold as for any other cancellation.
     pub no_show_cents: u64,
+    /// `RIDESAGA_COMMISSION_PERCENT`: the platform's share of every captured amount; the rest
+    /// is the driver's.
+    pub commission_percent: u64,
+}
+
+impl Default for Fees {
+    fn default() -> Self {
+        Fees {
+            no_show_cents: 0,
+            commission_percent: DEFAULT_COMMISSION_PERCENT,
+        }
+    }
+}
+
+/// The commission when none is configured.
+pub const DEFAULT_COMMISSION_PERCENT: u64 = 20;
+
+/// Splits `amount_cents` into the driver's share and the platform's commission, which add up
+/// to it: the commission is rounded to the nearest cent, the driver gets the rest.
+pub fn split(amount_cents: u64, commission_percent: u64) -> (u64, u64) {
+    let percent = commission_percent.min(100);
+    let commission = (u128::from(amount_cents) * u128::from(percent) + 50) / 100;
+    let commission = u64::try_from(commission)
+        .unwrap_or(amount_cents)
+        .min(amount_cents);
+    (amount_cents - commission, commission)
+}
+
+/// A capture's announcement with the ledger's split of the amount, for a ride whose driver is
+/// known; any other message as it is.
+pub fn with_earnings(message: Message, payment: &Payment, fees: &Fees) -> Message {
+    match message {
+        Message::PaymentCaptured(mut captured) => {
+            captured.earnings = payment.driver_id.clone().map(|driver_id| {
+                let (driver_cents, commission_cents) =
+                    split(captured.amount_cents, fees.commission_percent);
+                Earnings {
+                    driver_id,
+                    driver_cents,
+                    commission_cents,
+                }
+            });
+            Message::PaymentCaptured(captured)
+        }
+        other => other,
+    }
 }
 
 /// The hold for the estimated fare.
@@ -99,6 +145,8 @@ pub enum Settlement {
 pub struct Payment {
     pub trip: Option<Trip>,
     pub driver_assigned: bool,
+    /// The assigned driver, whose earnings a capture records.
+    pub driver_id: Option<DriverId>,
     pub ending: Option<Ending>,
     pub hold: Hold,
     pub settlement: Settlement,
@@ -109,6 +157,7 @@ impl Default for Payment {
         Payment {
             trip: None,
             driver_assigned: false,
+            driver_id: None,
             ending: None,
             hold: Hold::None,
             settlement: Settlement::Open,
@@ -206,8 +255,12 @@ pub fn handle(mut payment: Payment, input: &Message) -> Payment {
                 estimated_fare_cents: r.estimated_fare_cents,
             });
         }
-        Message::DriverAssigned(_) => payment.driver_assigned = true,
+        Message::DriverAssigned(a) => {
+            payment.driver_assigned = true;
+            payment.driver_id = Some(a.driver_id.clone());
+        }
         Message::RideCompleted(c) => {
+            payment.driver_id.get_or_insert_with(|| c.driver_id.clone());
             end(
                 &mut payment,
                 Ending::Completed {
@@ -337,6 +390,7 @@ pub fn record(
                 rider_id,
                 hold_id: hold_id.clone(),
                 amount_cents,
+                earnings: None,
             })
         }
         (Operation::Capture { hold_id, .. }, Outcome::CaptureRefused { error }) => {

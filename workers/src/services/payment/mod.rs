@@ -34,11 +34,11 @@ pub mod store;
 
 use std::collections::HashMap;
 
-use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
+use ridesaga_schemas::{Envelope, Message, PaymentCaptured, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
 use tracing::{debug, warn};
 
-use self::domain::{Failure, Fees, Operation, Outcome, Payment};
+use self::domain::{DEFAULT_COMMISSION_PERCENT, Failure, Fees, Operation, Outcome, Payment};
 use self::gateway::{
     Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, SettleRequest, SimulatedGateway,
 };
@@ -63,8 +63,18 @@ pub struct PaymentService<G = SimulatedGateway> {
 impl PaymentService {
     /// Reads the service's settings; the gateway is the simulated one.
     pub fn load(settings: &Settings) -> Result<Self, ConfigError> {
+        let commission_percent: u64 =
+            settings.get("RIDESAGA_COMMISSION_PERCENT", DEFAULT_COMMISSION_PERCENT)?;
+        if commission_percent > 100 {
+            return Err(ConfigError {
+                name: "RIDESAGA_COMMISSION_PERCENT".into(),
+                value: commission_percent.to_string(),
+                problem: "must be a percentage from 0 to 100".into(),
+            });
+        }
         let fees = Fees {
             no_show_cents: settings.get("RIDESAGA_NO_SHOW_FEE_CENTS", 0)?,
+            commission_percent,
         };
         Ok(Self::new(GatewayConfig::load(settings)?).with_fees(fees))
     }
@@ -313,6 +323,16 @@ impl<G: Gateway> PaymentService<G> {
             ))
         })??;
         let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
+        let message = message.map(|m| domain::with_earnings(m, &payment, &self.fees));
+        if let Some(Message::PaymentCaptured(PaymentCaptured {
+            earnings: Some(earnings),
+            ..
+        })) = &message
+        {
+            batch
+                .ledger
+                .extend(store::LedgerEntry::of_capture(ride_id, earnings, now)?);
+        }
         let (payment, due) = self.make_due(ride_id, payment, slot, key, now)?;
         let correlation_id = slot
             .correlation_id
@@ -390,6 +410,8 @@ struct Batch {
     payments: Rides<Slot>,
     journal: Vec<store::Journaled>,
     effects: Vec<Effect>,
+    /// Earnings ledger entries of the captures settled in the batch.
+    ledger: Vec<store::LedgerEntry>,
 }
 
 impl Batch {
@@ -403,11 +425,12 @@ impl Batch {
             ),
             journal: Vec::new(),
             effects: Vec::new(),
+            ledger: Vec::new(),
         }
     }
 
     /// The statements that save what the batch changed on `kind`: the operations it
-    /// journaled, then the payments.
+    /// journaled, then the payments, then the ledger entries.
     fn writes(&self, kind: Kind) -> Result<Vec<BatchWrite>, HandleError> {
         let mut writes = Vec::new();
         if !self.journal.is_empty() {
@@ -425,6 +448,9 @@ impl Batch {
             .collect();
         if !changed.is_empty() {
             writes.push(store::save_many(kind, &changed)?);
+        }
+        if !self.ledger.is_empty() {
+            writes.push(store::ledger_many(kind, &self.ledger)?);
         }
         Ok(writes)
     }

@@ -766,8 +766,10 @@ async fn an_operation_already_journaled_is_refused_without_making_it_due(kind: K
 async fn a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending(kind: Kind) {
     let mut db = database(kind).await;
     let mut conn = db.conn();
-    let service =
-        PaymentService::new(GatewayConfig::default()).with_fees(Fees { no_show_cents: 450 });
+    let service = PaymentService::new(GatewayConfig::default()).with_fees(Fees {
+        no_show_cents: 450,
+        ..Fees::default()
+    });
     held(&service, &mut conn, "tok_visa").await;
     let no_show = envelope(RideCancelled {
         rider_id: rider(),
@@ -805,6 +807,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
                 estimated_fare_cents: i64::MAX as u64,
             }),
             driver_assigned: true,
+            driver_id: None,
             ending: Some(Ending::Completed {
                 fare_cents: i64::MAX as u64,
             }),
@@ -819,6 +822,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
         Payment {
             trip: None,
             driver_assigned: false,
+            driver_id: None,
             ending: Some(Ending::RiderNoShow),
             hold: Hold::Held {
                 hold_id: format!("hold {odd}"),
@@ -831,6 +835,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
         Payment {
             trip: None,
             driver_assigned: true,
+            driver_id: None,
             ending: Some(Ending::Cancelled),
             hold: Hold::Pending,
             settlement: Settlement::Pending,
@@ -838,6 +843,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
         Payment {
             trip: None,
             driver_assigned: true,
+            driver_id: None,
             ending: Some(Ending::Cancelled),
             hold: Hold::Held {
                 hold_id: "hold_1".into(),
@@ -897,7 +903,10 @@ fn the_no_show_fee_is_read_from_the_settings() {
     let settings = Settings::from_pairs([("RIDESAGA_NO_SHOW_FEE_CENTS", "300")]);
     assert_eq!(
         PaymentService::load(&settings).unwrap().fees,
-        Fees { no_show_cents: 300 }
+        Fees {
+            no_show_cents: 300,
+            ..Fees::default()
+        }
     );
     let none = Settings::from_pairs(Vec::<(String, String)>::new());
     assert_eq!(PaymentService::load(&none).unwrap().fees, Fees::default());

@@ -115,6 +115,44 @@ fn kinds(messages: &[Message]) -> Vec<&'static str> {
 }
 
 #[test]
+fn a_capture_splits_into_the_drivers_share_and_the_commission() {
+    assert_eq!(split(1300, 20), (1040, 260));
+    assert_eq!(split(1001, 25), (751, 250));
+    assert_eq!(split(1002, 25), (751, 251));
+    assert_eq!(split(999, 0), (999, 0));
+    assert_eq!(split(999, 100), (0, 999));
+    for amount in [0, 1, 7, 1234, 999_999] {
+        for percent in [0, 1, 15, 20, 33, 99, 100] {
+            let (driver, commission) = split(amount, percent);
+            assert_eq!(driver + commission, amount, "{amount} at {percent}%");
+        }
+    }
+}
+
+#[test]
+fn a_capture_announces_the_split_for_the_assigned_driver() {
+    let captured = Message::PaymentCaptured(PaymentCaptured {
+        rider_id: rider(),
+        hold_id: "h_1".into(),
+        amount_cents: 1300,
+        earnings: None,
+    });
+    let fees = Fees::default();
+    let unassigned = with_earnings(captured.clone(), &Payment::default(), &fees);
+    assert!(matches!(&unassigned, Message::PaymentCaptured(c) if c.earnings.is_none()));
+    let payment = handle(Payment::default(), &assigned());
+    let Message::PaymentCaptured(c) = with_earnings(captured, &payment, &fees) else {
+        panic!()
+    };
+    let earnings = c.earnings.unwrap();
+    assert_eq!(earnings.driver_id.as_str(), "d_bob");
+    assert_eq!(
+        (earnings.driver_cents, earnings.commission_cents),
+        (1040, 260)
+    );
+}
+
+#[test]
 fn an_assignment_after_the_request_places_a_hold_for_the_estimate() {
     let (payment, out) = run(&[requested("tok_visa"), assigned()]);
     assert!(matches!(&out[..], [Message::PaymentAuthorized(a)] if a.amount_cents == 1200));
@@ -223,7 +261,10 @@ fn cancelled_with(reason: CancelReason, fees: Fees) -> (Payment, Vec<Message>) {
 
 #[test]
 fn a_rider_no_show_captures_the_fee_instead_of_voiding_the_hold() {
-    let fees = Fees { no_show_cents: 500 };
+    let fees = Fees {
+        no_show_cents: 500,
+        ..Fees::default()
+    };
     let (payment, out) = cancelled_with(CancelReason::RiderNoShow, fees);
     assert_eq!(
         kinds(&out),
@@ -244,6 +285,7 @@ fn a_no_show_fee_above_the_hold_captures_the_whole_hold() {
         CancelReason::RiderNoShow,
         Fees {
             no_show_cents: 5000,
+            ..Fees::default()
         },
     );
     assert!(matches!(out.last(), Some(Message::PaymentCaptured(c)) if c.amount_cents == 1200));
@@ -262,7 +304,10 @@ fn without_a_fee_a_rider_no_show_voids_the_hold() {
 
 #[test]
 fn the_fee_is_only_for_a_rider_no_show() {
-    let fees = Fees { no_show_cents: 500 };
+    let fees = Fees {
+        no_show_cents: 500,
+        ..Fees::default()
+    };
     for reason in [
         CancelReason::DriverNoShow,
         CancelReason::Rider,
@@ -279,7 +324,10 @@ fn the_fee_is_only_for_a_rider_no_show() {
 
 #[test]
 fn a_rider_no_show_before_any_hold_places_none() {
-    let fees = Fees { no_show_cents: 500 };
+    let fees = Fees {
+        no_show_cents: 500,
+        ..Fees::default()
+    };
     let (payment, out) = step_with(
         Payment::default(),
         &cancelled(CancelReason::RiderNoShow),

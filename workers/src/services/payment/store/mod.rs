@@ -10,7 +10,7 @@ mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
-use ridesaga_schemas::{RideId, RiderId, Timestamp};
+use ridesaga_schemas::{DriverId, Earnings, RideId, RiderId, Timestamp};
 use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
@@ -54,7 +54,7 @@ macro_rules! columns {
     () => {
         "ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
-         settlement, captured_cents, capture_error, void_error, correlation_id"
+         settlement, captured_cents, capture_error, void_error, correlation_id, driver_id"
     };
 }
 use columns;
@@ -132,6 +132,7 @@ struct PaymentRow<'a> {
     capture_error: Option<&'a str>,
     void_error: Option<&'a str>,
     correlation_id: Option<&'a str>,
+    driver_id: Option<&'a str>,
     at_ms: i64,
 }
 
@@ -168,6 +169,7 @@ fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError>
         capture_error: None,
         void_error: None,
         correlation_id,
+        driver_id: payment.driver_id.as_ref().map(DriverId::as_str),
         at_ms: at.unix_millis(),
     };
     match &payment.hold {
@@ -358,10 +360,61 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
     Ok(Payment {
         trip,
         driver_assigned: row.get("driver_assigned")?,
+        driver_id: text("driver_id")?
+            .map(DriverId::parse)
+            .transpose()
+            .map_err(corrupt)?,
         ending,
         hold,
         settlement,
     })
+}
+
+/// One entry of the earnings ledger: an amount for the driver's or the platform's account,
+/// written once per settled operation and account.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerEntry {
+    pub entry_id: String,
+    pub ride_id: String,
+    pub driver_id: String,
+    pub account: &'static str,
+    pub amount_cents: i64,
+    pub operation: &'static str,
+    pub at_ms: i64,
+}
+
+impl LedgerEntry {
+    /// The two entries of a capture's split: the driver's share and the commission.
+    pub fn of_capture(
+        ride_id: &RideId,
+        earnings: &Earnings,
+        at: Timestamp,
+    ) -> Result<[LedgerEntry; 2], HandleError> {
+        let entry = |account: &'static str, amount: u64| -> Result<LedgerEntry, HandleError> {
+            Ok(LedgerEntry {
+                entry_id: format!("{ride_id}/capture/{account}"),
+                ride_id: ride_id.to_string(),
+                driver_id: earnings.driver_id.to_string(),
+                account,
+                amount_cents: cents(amount)?,
+                operation: "capture",
+                at_ms: at.unix_millis(),
+            })
+        };
+        Ok([
+            entry("driver", earnings.driver_cents)?,
+            entry("platform", earnings.commission_cents)?,
+        ])
+    }
+}
+
+/// Appends `entries` to the ledger in one statement on `kind`.
+pub fn ledger_many(kind: Kind, entries: &[LedgerEntry]) -> Result<BatchWrite, HandleError> {
+    let sql = match kind {
+        Kind::Sqlite => sqlite::LEDGER,
+        Kind::Postgres => postgres::LEDGER,
+    };
+    BatchWrite::new(sql, entries)
 }
 
 fn cents(amount: u64) -> Result<i64, HandleError> {

@@ -23,15 +23,15 @@ pub const LOAD: &str = concat!(
 pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
-     capture_error, void_error, correlation_id, created_at_ms, updated_at_ms) \
+     capture_error, void_error, correlation_id, driver_id, created_at_ms, updated_at_ms) \
      SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
      fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, settlement, \
-     captured_cents, capture_error, void_error, correlation_id, at_ms, at_ms \
+     captured_cents, capture_error, void_error, correlation_id, driver_id, at_ms, at_ms \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
      payment_token TEXT, estimated_fare_cents BIGINT, driver_assigned BOOLEAN, ending TEXT, \
      fare_cents BIGINT, hold TEXT, hold_id TEXT, hold_amount_cents BIGINT, \
      decline_code TEXT, decline_message TEXT, settlement TEXT, captured_cents BIGINT, \
-     capture_error TEXT, void_error TEXT, correlation_id TEXT, at_ms BIGINT) \
+     capture_error TEXT, void_error TEXT, correlation_id TEXT, driver_id TEXT, at_ms BIGINT) \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      payment_token = excluded.payment_token, \
      estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -40,7 +40,7 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
      decline_message = excluded.decline_message, settlement = excluded.settlement, \
      captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
-     void_error = excluded.void_error, \
+     void_error = excluded.void_error, driver_id = excluded.driver_id, \
      correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
@@ -85,3 +85,12 @@ pub async fn operations(conn: &mut PgConnection, ride_id: &str) -> Result<Vec<Ro
     .await?;
     Ok(rows.into_iter().map(Row::Postgres).collect())
 }
+
+/// [`super::ledger_many`]: appends the ledger entries of the JSON array `$1` (objects of
+/// `LedgerEntry`'s fields); an entry already written stays as it is.
+pub const LEDGER: &str = "INSERT INTO ledger_entries (entry_id, ride_id, driver_id, account, \
+     amount_cents, operation, at_ms) \
+     SELECT entry_id, ride_id, driver_id, account, amount_cents, operation, at_ms \
+     FROM jsonb_to_recordset($1::jsonb) AS r (entry_id TEXT, ride_id TEXT, driver_id TEXT, \
+     account TEXT, amount_cents BIGINT, operation TEXT, at_ms BIGINT) \
+     ON CONFLICT (entry_id) DO NOTHING";

@@ -22,13 +22,14 @@ pub const LOAD: &str = concat!(
 pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
-     capture_error, void_error, correlation_id, created_at_ms, updated_at_ms) \
+     capture_error, void_error, correlation_id, driver_id, created_at_ms, updated_at_ms) \
      SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
      value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
      value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
      value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
      value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
-     value ->> 'void_error', value ->> 'correlation_id', value ->> 'at_ms', value ->> 'at_ms' \
+     value ->> 'void_error', value ->> 'correlation_id', value ->> 'driver_id', \
+     value ->> 'at_ms', value ->> 'at_ms' \
      FROM jsonb_each(?) WHERE true \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      payment_token = excluded.payment_token, \
@@ -38,7 +39,7 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      hold_amount_cents = excluded.hold_amount_cents, decline_code = excluded.decline_code, \
      decline_message = excluded.decline_message, settlement = excluded.settlement, \
      captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
-     void_error = excluded.void_error, \
+     void_error = excluded.void_error, driver_id = excluded.driver_id, \
      correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
@@ -83,3 +84,11 @@ pub async fn operations(
     .await?;
     Ok(rows.into_iter().map(Row::Sqlite).collect())
 }
+
+/// [`super::ledger_many`]: appends the ledger entries of the JSON array `?` (objects of
+/// `LedgerEntry`'s fields); an entry already written stays as it is.
+pub const LEDGER: &str = "INSERT INTO ledger_entries (entry_id, ride_id, driver_id, account, \
+     amount_cents, operation, at_ms) \
+     SELECT value ->> 'entry_id', value ->> 'ride_id', value ->> 'driver_id', \
+     value ->> 'account', value ->> 'amount_cents', value ->> 'operation', value ->> 'at_ms' \
+     FROM jsonb_each(?) WHERE true ON CONFLICT (entry_id) DO NOTHING";
