@@ -34,4 +34,8 @@ expect_eq "earnings since an hour from now" \
   "$(json_field "$(rc driver earnings "$driver" --since "$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)")" .rides)" "0"
 expect_eq "earnings until an hour ago" \
   "$(json_field "$(rc driver earnings "$driver" --until 1h)" .rides)" "0"
+shown="$("$RIDECTL" --output table ride show "$ride")"
+grep -q "earnings.*$driver" <<<"$shown" || fail "ride show has no earnings row: $shown"
+grep -q "fare breakdown" <<<"$shown" || fail "ride show has no fare breakdown: $shown"
+log "ok: ride show lists the fare breakdown and the earnings"
 finish

@@ -215,6 +215,16 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
         }
         table.row(["fare breakdown".to_string(), parts]);
     }
+    if let Some(driver) = &saga.earning_driver {
+        table.row([
+            "earnings".to_string(),
+            format!(
+                "{driver} {} + commission {}",
+                money(saga.driver_earned_cents),
+                money(saga.commission_cents)
+            ),
+        ]);
+    }
     if let (Some(km), Some(source)) = (saga.distance_km, &saga.distance_source) {
         let points = saga.route_points.unwrap_or(0);
         table.row([
