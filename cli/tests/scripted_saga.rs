@@ -151,6 +151,7 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                             hold_id: hold,
                             amount_cents: FARE,
                             earnings: None,
+                            fare: None,
                         }
                         .into(),
                         "payment",

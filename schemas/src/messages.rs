@@ -393,6 +393,9 @@ payload!(
         /// The ledger's split of the amount (rides with a driver).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         earnings: Option<Earnings>,
+        /// The fare's breakdown, for the receipt (a completed ride's fare).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fare: Option<FareBreakdown>,
     }
 );
 payload!(

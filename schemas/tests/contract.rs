@@ -189,6 +189,7 @@ fn example(kind: MessageKind) -> Envelope {
                 driver_cents: 1040,
                 commission_cents: 260,
             }),
+            fare: None,
         }
         .into(),
         MessageKind::PaymentVoided => PaymentVoided {

@@ -125,6 +125,7 @@ mod tests {
                     driver_cents: amount * 4 / 5,
                     commission_cents: amount - amount * 4 / 5,
                 }),
+                fare: None,
             },
             "payment",
         );

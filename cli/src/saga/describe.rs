@@ -145,6 +145,7 @@ mod tests {
             hold_id: "h_1".into(),
             amount_cents: 1234,
             earnings: None,
+            fare: None,
         });
         assert_eq!(summary(&captured), "captured 12.34 on hold h_1");
         let cancelled = Message::from(RideCancelled {

@@ -179,6 +179,7 @@ impl Log {
                 hold_id: format!("h_{}", self.ride),
                 amount_cents: cents,
                 earnings: None,
+                fare: None,
             },
             "payment",
         )

@@ -44,6 +44,41 @@ async fn a_captured_fare_is_split_into_balanced_ledger_entries(sys: System) {
     assert_eq!(earnings.driver_id, driver);
     assert_eq!(earnings.commission_cents, (fare * 25 + 50) / 100);
     assert_eq!(earnings.driver_cents + earnings.commission_cents, fare);
+    let Message::RideCompleted(done) = find(&saga, MessageKind::RideCompleted) else {
+        unreachable!()
+    };
+    assert_eq!(
+        captured.fare, done.fare,
+        "the capture carries the fare's breakdown"
+    );
+    assert!(captured.fare.is_some());
+    let sent = sys
+        .wait_for(
+            &ride,
+            MessageKind::NotificationSent,
+            Duration::from_secs(10),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut saga_now = sent;
+    loop {
+        let receipt = saga_now.iter().find_map(|e| match &e.message {
+            Message::NotificationSent(n) if n.kind == NotificationKind::Receipt => {
+                Some(n.text.clone())
+            }
+            _ => None,
+        });
+        if let Some(text) = receipt {
+            assert!(
+                text.contains("(base 2.50 + distance 6.00 + time 3.60)"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no receipt sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        saga_now = sys.saga(&ride).await;
+    }
 
     let of = |what: &str| format!("SELECT {what} FROM ledger_entries WHERE ride_id = '{ride}'");
     assert_eq!(sys.scalar(Service::Payment, &of("COUNT(*)")).await, 2);

@@ -101,8 +101,24 @@ pub fn handle(
             notices.push(rider(NotificationKind::RideRejected, text, &r.rider_id));
         }
         Message::PaymentCaptured(p) => {
+            let parts = match &p.fare {
+                Some(f) if f.surge_cents > 0 => format!(
+                    " (base {} + distance {} + time {} + surge {})",
+                    money(f.base_cents),
+                    money(f.distance_cents),
+                    money(f.time_cents),
+                    money(f.surge_cents)
+                ),
+                Some(f) => format!(
+                    " (base {} + distance {} + time {})",
+                    money(f.base_cents),
+                    money(f.distance_cents),
+                    money(f.time_cents)
+                ),
+                None => String::new(),
+            };
             let text = format!(
-                "Receipt for ride {ride_id}: {} charged.",
+                "Receipt for ride {ride_id}: {} charged{parts}.",
                 money(p.amount_cents)
             );
             notices.push(rider(NotificationKind::Receipt, text, &p.rider_id));
@@ -154,8 +170,8 @@ mod tests {
     use proptest::prelude::*;
     use proptest::sample::Index;
     use ridesaga_schemas::{
-        DriverAssigned, PaymentCaptureFailed, PaymentCaptured, RideCancelled, RideConfirmed,
-        RideRejected,
+        DriverAssigned, FareBreakdown, PaymentCaptureFailed, PaymentCaptured, RideCancelled,
+        RideConfirmed, RideRejected,
     };
 
     use super::*;
@@ -213,6 +229,7 @@ mod tests {
             hold_id: "hold_1".into(),
             amount_cents,
             earnings: None,
+            fare: None,
         })
     }
 
@@ -330,6 +347,39 @@ mod tests {
         let (_, notices) = run(&[captured(1534)]);
         assert_eq!(notices[0].kind, NotificationKind::Receipt);
         assert!(notices[0].text.contains("15.34 charged"));
+    }
+
+    #[test]
+    fn a_receipt_lists_the_fare_breakdown() {
+        let Message::PaymentCaptured(mut p) = captured(1534) else {
+            unreachable!()
+        };
+        let mut fare = FareBreakdown {
+            base_cents: 250,
+            distance_cents: 900,
+            time_cents: 384,
+            surge_cents: 0,
+            total_cents: 1534,
+        };
+        p.fare = Some(fare);
+        let (_, notices) = run(&[Message::PaymentCaptured(p.clone())]);
+        assert!(
+            notices[0]
+                .text
+                .ends_with("15.34 charged (base 2.50 + distance 9.00 + time 3.84)."),
+            "{}",
+            notices[0].text
+        );
+        fare.surge_cents = 100;
+        fare.total_cents = 1634;
+        p.amount_cents = 1634;
+        p.fare = Some(fare);
+        let (_, notices) = run(&[Message::PaymentCaptured(p)]);
+        assert!(
+            notices[0].text.contains("+ surge 1.00)."),
+            "{}",
+            notices[0].text
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@
 //! an operator, while the hold lapses at the gateway on its own.
 
 use ridesaga_schemas::{
-    CancelReason, DriverId, Earnings, Message, PaymentAuthorized, PaymentCaptureFailed,
-    PaymentCaptured, PaymentDeclined, PaymentVoided, RiderId,
+    CancelReason, DriverId, Earnings, FareBreakdown, Message, PaymentAuthorized,
+    PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentVoided, RiderId,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
@@ -86,10 +86,13 @@ pub fn split(amount_cents: u64, commission_percent: u64) -> (u64, u64) {
 }
 
 /// A capture's announcement with the ledger's split of the amount, for a ride whose driver is
-/// known; any other message as it is.
+/// known, and the fare's breakdown when the amount is the fare; any other message as it is.
 pub fn with_earnings(message: Message, payment: &Payment, fees: &Fees) -> Message {
     match message {
         Message::PaymentCaptured(mut captured) => {
+            captured.fare = payment
+                .fare
+                .filter(|f| f.total_cents == captured.amount_cents);
             captured.earnings = payment.driver_id.clone().map(|driver_id| {
                 let (driver_cents, commission_cents) =
                     split(captured.amount_cents, fees.commission_percent);
@@ -147,6 +150,8 @@ pub struct Payment {
     pub driver_assigned: bool,
     /// The assigned driver, whose earnings a capture records.
     pub driver_id: Option<DriverId>,
+    /// The completed ride's fare breakdown, for the receipt.
+    pub fare: Option<FareBreakdown>,
     pub ending: Option<Ending>,
     pub hold: Hold,
     pub settlement: Settlement,
@@ -158,6 +163,7 @@ impl Default for Payment {
             trip: None,
             driver_assigned: false,
             driver_id: None,
+            fare: None,
             ending: None,
             hold: Hold::None,
             settlement: Settlement::Open,
@@ -261,6 +267,9 @@ pub fn handle(mut payment: Payment, input: &Message) -> Payment {
         }
         Message::RideCompleted(c) => {
             payment.driver_id.get_or_insert_with(|| c.driver_id.clone());
+            if payment.ending.is_none() {
+                payment.fare = c.fare.filter(|f| f.total_cents == c.fare_cents);
+            }
             end(
                 &mut payment,
                 Ending::Completed {
@@ -391,6 +400,7 @@ pub fn record(
                 hold_id: hold_id.clone(),
                 amount_cents,
                 earnings: None,
+                fare: None,
             })
         }
         (Operation::Capture { hold_id, .. }, Outcome::CaptureRefused { error }) => {

@@ -808,6 +808,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             }),
             driver_assigned: true,
             driver_id: None,
+            fare: None,
             ending: Some(Ending::Completed {
                 fare_cents: i64::MAX as u64,
             }),
@@ -823,6 +824,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             trip: None,
             driver_assigned: false,
             driver_id: None,
+            fare: None,
             ending: Some(Ending::RiderNoShow),
             hold: Hold::Held {
                 hold_id: format!("hold {odd}"),
@@ -836,6 +838,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             trip: None,
             driver_assigned: true,
             driver_id: None,
+            fare: None,
             ending: Some(Ending::Cancelled),
             hold: Hold::Pending,
             settlement: Settlement::Pending,
@@ -844,6 +847,7 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             trip: None,
             driver_assigned: true,
             driver_id: None,
+            fare: None,
             ending: Some(Ending::Cancelled),
             hold: Hold::Held {
                 hold_id: "hold_1".into(),

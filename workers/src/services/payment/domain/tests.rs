@@ -136,6 +136,7 @@ fn a_capture_announces_the_split_for_the_assigned_driver() {
         hold_id: "h_1".into(),
         amount_cents: 1300,
         earnings: None,
+        fare: None,
     });
     let fees = Fees::default();
     let unassigned = with_earnings(captured.clone(), &Payment::default(), &fees);

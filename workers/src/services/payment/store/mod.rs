@@ -10,7 +10,7 @@ mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
-use ridesaga_schemas::{DriverId, Earnings, RideId, RiderId, Timestamp};
+use ridesaga_schemas::{DriverId, Earnings, FareBreakdown, RideId, RiderId, Timestamp};
 use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
@@ -54,7 +54,8 @@ macro_rules! columns {
     () => {
         "ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
-         settlement, captured_cents, capture_error, void_error, correlation_id, driver_id"
+         settlement, captured_cents, capture_error, void_error, correlation_id, driver_id, \
+         fare_base_cents, fare_distance_cents, fare_time_cents, fare_surge_cents"
     };
 }
 use columns;
@@ -133,6 +134,10 @@ struct PaymentRow<'a> {
     void_error: Option<&'a str>,
     correlation_id: Option<&'a str>,
     driver_id: Option<&'a str>,
+    fare_base_cents: Option<i64>,
+    fare_distance_cents: Option<i64>,
+    fare_time_cents: Option<i64>,
+    fare_surge_cents: Option<i64>,
     at_ms: i64,
 }
 
@@ -170,6 +175,10 @@ fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError>
         void_error: None,
         correlation_id,
         driver_id: payment.driver_id.as_ref().map(DriverId::as_str),
+        fare_base_cents: payment.fare.map(|f| cents(f.base_cents)).transpose()?,
+        fare_distance_cents: payment.fare.map(|f| cents(f.distance_cents)).transpose()?,
+        fare_time_cents: payment.fare.map(|f| cents(f.time_cents)).transpose()?,
+        fare_surge_cents: payment.fare.map(|f| cents(f.surge_cents)).transpose()?,
         at_ms: at.unix_millis(),
     };
     match &payment.hold {
@@ -364,6 +373,28 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
             .map(DriverId::parse)
             .transpose()
             .map_err(corrupt)?,
+        fare: match (
+            amount("fare_base_cents")?,
+            amount("fare_distance_cents")?,
+            amount("fare_time_cents")?,
+            amount("fare_surge_cents")?,
+            &ending,
+        ) {
+            (
+                Some(base),
+                Some(distance),
+                Some(time),
+                Some(surge),
+                Some(Ending::Completed { fare_cents }),
+            ) => Some(FareBreakdown {
+                base_cents: base,
+                distance_cents: distance,
+                time_cents: time,
+                surge_cents: surge,
+                total_cents: *fare_cents,
+            }),
+            _ => None,
+        },
         ending,
         hold,
         settlement,

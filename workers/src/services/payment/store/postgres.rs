@@ -23,15 +23,19 @@ pub const LOAD: &str = concat!(
 pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
-     capture_error, void_error, correlation_id, driver_id, created_at_ms, updated_at_ms) \
+     capture_error, void_error, correlation_id, driver_id, fare_base_cents, \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, created_at_ms, updated_at_ms) \
      SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
      fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, settlement, \
-     captured_cents, capture_error, void_error, correlation_id, driver_id, at_ms, at_ms \
+     captured_cents, capture_error, void_error, correlation_id, driver_id, fare_base_cents, \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, at_ms, at_ms \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
      payment_token TEXT, estimated_fare_cents BIGINT, driver_assigned BOOLEAN, ending TEXT, \
      fare_cents BIGINT, hold TEXT, hold_id TEXT, hold_amount_cents BIGINT, \
      decline_code TEXT, decline_message TEXT, settlement TEXT, captured_cents BIGINT, \
-     capture_error TEXT, void_error TEXT, correlation_id TEXT, driver_id TEXT, at_ms BIGINT) \
+     capture_error TEXT, void_error TEXT, correlation_id TEXT, driver_id TEXT, \
+     fare_base_cents BIGINT, fare_distance_cents BIGINT, fare_time_cents BIGINT, \
+     fare_surge_cents BIGINT, at_ms BIGINT) \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      payment_token = excluded.payment_token, \
      estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -41,6 +45,9 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      decline_message = excluded.decline_message, settlement = excluded.settlement, \
      captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
      void_error = excluded.void_error, driver_id = excluded.driver_id, \
+     fare_base_cents = excluded.fare_base_cents, \
+     fare_distance_cents = excluded.fare_distance_cents, \
+     fare_time_cents = excluded.fare_time_cents, fare_surge_cents = excluded.fare_surge_cents, \
      correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 

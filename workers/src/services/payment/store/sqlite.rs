@@ -22,13 +22,16 @@ pub const LOAD: &str = concat!(
 pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, \
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
-     capture_error, void_error, correlation_id, driver_id, created_at_ms, updated_at_ms) \
+     capture_error, void_error, correlation_id, driver_id, fare_base_cents, \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, created_at_ms, updated_at_ms) \
      SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
      value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
      value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
      value ->> 'hold_amount_cents', value ->> 'decline_code', value ->> 'decline_message', \
      value ->> 'settlement', value ->> 'captured_cents', value ->> 'capture_error', \
      value ->> 'void_error', value ->> 'correlation_id', value ->> 'driver_id', \
+     value ->> 'fare_base_cents', value ->> 'fare_distance_cents', \
+     value ->> 'fare_time_cents', value ->> 'fare_surge_cents', \
      value ->> 'at_ms', value ->> 'at_ms' \
      FROM jsonb_each(?) WHERE true \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
@@ -40,6 +43,9 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      decline_message = excluded.decline_message, settlement = excluded.settlement, \
      captured_cents = excluded.captured_cents, capture_error = excluded.capture_error, \
      void_error = excluded.void_error, driver_id = excluded.driver_id, \
+     fare_base_cents = excluded.fare_base_cents, \
+     fare_distance_cents = excluded.fare_distance_cents, \
+     fare_time_cents = excluded.fare_time_cents, fare_surge_cents = excluded.fare_surge_cents, \
      correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
