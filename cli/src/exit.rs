@@ -210,7 +210,10 @@ mod tests {
     fn refused_credentials_and_an_untrusted_certificate_have_hints_of_their_own() {
         for (cause, hint) in [
             ("authorization violation", "--nkey"),
-            ("IO error: invalid peer certificate: UnknownIssuer", "--tls-ca"),
+            (
+                "IO error: invalid peer certificate: UnknownIssuer",
+                "--tls-ca",
+            ),
         ] {
             let err = anyhow::anyhow!("{cause}").context("could not connect to nats://x");
             let found = hints(&err);

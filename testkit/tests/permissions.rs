@@ -347,9 +347,19 @@ async fn the_viewer_reads_everything_and_publishes_nothing() {
 }
 
 #[tokio::test]
-async fn a_worker_receives_replies_on_its_own_inbox_prefix_only() {
+async fn a_worker_receives_its_own_replies_and_requests_only() {
     let server = provisioned().await;
     let payment = Client::connect(&server, Identity::Worker(Service::Payment)).await;
+    // Another service's endpoints: it cannot answer for the ride service.
+    for subject in [
+        "ridesaga.effects.ride",
+        "$SRV.PING.ridesaga-ride",
+        "evt.ride.>",
+    ] {
+        let _ = payment.client.subscribe(subject).await.unwrap();
+        payment.client.flush().await.unwrap();
+        payment.refused(subject).await;
+    }
     let mut others = payment
         .client
         .subscribe("_INBOX.>")
@@ -526,4 +536,30 @@ async fn without_auth_a_server_takes_anonymous_clients_in_the_global_account() {
     let js = server.jetstream().await.unwrap();
     js.publish("anything", "x".into()).await.unwrap();
     assert!(js.get_stream(SAGA_STREAM).await.is_err());
+}
+
+#[tokio::test]
+async fn the_system_user_monitors_the_server_and_the_admin_does_not() {
+    let server = NatsServer::start().await.unwrap();
+    let sys = server.client_as(Identity::System).await.unwrap();
+    let pong = tokio::time::timeout(
+        Duration::from_secs(5),
+        sys.request("$SYS.REQ.SERVER.PING", "".into()),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("the server answers its system account");
+    let pong: serde_json::Value = serde_json::from_slice(&pong.payload).unwrap();
+    assert!(pong["server"]["name"].is_string(), "{pong}");
+
+    let admin = server.client().await.unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        admin.request("$SYS.REQ.SERVER.PING", "".into()),
+    )
+    .await;
+    assert!(
+        !matches!(answer, Ok(Ok(_))),
+        "the admin got the server's system answer"
+    );
 }

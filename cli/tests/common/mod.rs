@@ -28,7 +28,26 @@ impl Harness {
 
     /// A fresh server with nothing provisioned.
     pub async fn bare() -> Harness {
-        let server = NatsServer::start().await.expect("nats-server starts");
+        Harness::on(NatsServer::start().await.expect("nats-server starts")).await
+    }
+
+    /// A fresh server without authentication (anonymous clients, the global account), with
+    /// streams and consumers provisioned: for a stand-in that plays every service at once,
+    /// which no identity of an installation may.
+    pub async fn provisioned_without_auth() -> Harness {
+        let server = NatsServer::builder()
+            .without_auth()
+            .start()
+            .await
+            .expect("nats-server starts");
+        let harness = Harness::on(server).await;
+        provision(&harness.js, ProvisionOptions::default())
+            .await
+            .expect("provisioning succeeds");
+        harness
+    }
+
+    async fn on(server: NatsServer) -> Harness {
         let js = server.jetstream().await.expect("client connects");
         Harness { server, js }
     }
