@@ -397,7 +397,15 @@ async fn consumer_leader(sys: &System, service: Service) -> String {
 /// in an election).
 async fn ridectl(cluster: &NatsCluster, args: &[&str]) {
     let urls = cluster.urls();
-    let mut argv = vec!["ridectl", "--server", &urls, "--output", "json"];
+    let seed = cluster
+        .credentials()
+        .expect("the cluster has identities")
+        .seed_file(ridesaga_testkit::Identity::Admin)
+        .display()
+        .to_string();
+    let mut argv = vec![
+        "ridectl", "--server", &urls, "--nkey", &seed, "--output", "json",
+    ];
     argv.extend_from_slice(args);
     retry(&format!("ridectl {}", args.join(" ")), || async {
         let cli = ridectl::cli::Cli::try_parse_from(&argv).expect("the arguments parse");

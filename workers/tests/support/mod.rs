@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 use ridesaga_schemas::*;
-use ridesaga_testkit::{NatsCluster, NatsServer};
+use ridesaga_testkit::{Identity, NatsCluster, NatsServer};
 use ridesaga_workers::app;
 use ridesaga_workers::config::Settings;
 use tokio::task::JoinHandle;
@@ -28,6 +28,8 @@ pub struct System {
     pub server: Option<NatsServer>,
     /// The workers' `NATS_URL`: the server's URL, or the cluster's three.
     pub nats_url: String,
+    /// How each identity connects: `NATS_URL`, its seed file and inbox prefix.
+    pub nats_env: HashMap<Identity, Vec<(String, String)>>,
     pub js: jetstream::Context,
     pub dir: tempfile::TempDir,
     /// Each service's `DATABASE_URL`.
@@ -65,7 +67,11 @@ impl System {
     /// Starts everything on `cluster`, with streams and consumers of three replicas.
     pub async fn start_on_cluster(cluster: &NatsCluster, extra: &[(&str, &str)]) -> System {
         let js = cluster.jetstream().await.expect("connects to the cluster");
-        Self::start_nats(None, cluster.urls(), js, 3, extra, None).await
+        let env = Identity::ALL
+            .into_iter()
+            .map(|i| (i, cluster.env(i)))
+            .collect();
+        Self::start_nats(None, cluster.urls(), env, js, 3, extra, None).await
     }
 
     async fn start_databases(
@@ -75,12 +81,17 @@ impl System {
         let server = NatsServer::start().await.expect("nats-server starts");
         let js = jetstream::new(server.client().await.expect("connects"));
         let url = server.url();
-        Self::start_nats(Some(server), url, js, 1, extra, databases).await
+        let env = Identity::ALL
+            .into_iter()
+            .map(|i| (i, server.env(i)))
+            .collect();
+        Self::start_nats(Some(server), url, env, js, 1, extra, databases).await
     }
 
     async fn start_nats(
         server: Option<NatsServer>,
         nats_url: String,
+        nats_env: HashMap<Identity, Vec<(String, String)>>,
         js: jetstream::Context,
         replicas: usize,
         extra: &[(&str, &str)],
@@ -109,6 +120,7 @@ impl System {
         let mut system = System {
             server,
             nats_url,
+            nats_env,
             js,
             dir,
             databases,
@@ -126,7 +138,6 @@ impl System {
 
     pub fn settings(&self, service: Service) -> Settings {
         let mut settings = Settings::from_pairs([
-            ("NATS_URL", self.nats_url.clone()),
             ("DATABASE_URL", self.database_url(service)),
             ("RIDESAGA_HTTP_ADDR", "off".into()),
             ("RIDESAGA_TICK", "100ms".into()),
@@ -142,6 +153,9 @@ impl System {
                     .to_string(),
             ),
         ]);
+        for (k, v) in &self.nats_env[&Identity::Worker(service)] {
+            settings = settings.with(k, v.clone());
+        }
         for (k, v) in &self.extra {
             settings = settings.with(k, v.clone());
         }
