@@ -166,6 +166,8 @@ impl Identity {
                     api("CONSUMER.CREATE.*"),
                     api("CONSUMER.CREATE.*.>"),
                     api("CONSUMER.MSG.NEXT.*.*"),
+                    // And deletes them once read (the server would keep them a while).
+                    api("CONSUMER.DELETE.*.*"),
                     "$SRV.PING".into(),
                     "$SRV.INFO".into(),
                     "$SRV.STATS".into(),
@@ -183,6 +185,7 @@ impl Identity {
                             api(&format!("CONSUMER.CREATE.{SAGA_STREAM}.{consumer}")),
                             api(&format!("CONSUMER.CREATE.{SAGA_STREAM}.{consumer}.>")),
                             api(&format!("CONSUMER.MSG.NEXT.{SAGA_STREAM}.{consumer}")),
+                            api(&format!("CONSUMER.DELETE.{SAGA_STREAM}.{consumer}")),
                         ]
                     })
                     .collect(),
@@ -583,6 +586,7 @@ mod tests {
             "$JS.API.CONSUMER.CREATE.RIDESAGA",
             "$JS.API.CONSUMER.CREATE.RIDESAGA.abc_1.evt.ride.>",
             "$JS.API.CONSUMER.MSG.NEXT.RIDESAGA.abc_1",
+            "$JS.API.CONSUMER.DELETE.RIDESAGA.abc_1",
             "$SRV.INFO",
             "ridesaga.effects.payment",
         ] {

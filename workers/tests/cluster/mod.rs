@@ -30,6 +30,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("RIDESAGA_MATCH_DEADLINE", "90s"),
     ("RIDESAGA_CONFIRM_GRACE", "30s"),
 ];
+/// Rides held back until the chaos is over, so that the load outlasts it however slow the
+/// machine is.
+const HELD_BACK: usize = 40;
 /// How long the whole load may take, node outages included.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long a look-up against the cluster is retried while it elects a leader.
@@ -49,6 +52,7 @@ async fn sagas_finish_once_through_a_node_crash_and_a_stream_leader_step_down() 
     let sys = System::start_on_cluster(&cluster, SETTINGS).await;
     drivers(&sys).await;
     let (progress, mut seen) = watch::channel(Progress::default());
+    let (gate, allowed) = watch::channel(RIDES - HELD_BACK);
     let chaos = async {
         // The saga stream's leader: every publish and every consumer's reads go through it.
         wait_for_progress(&mut seen, "30 rides requested", |p| p.requested >= 30).await;
@@ -76,8 +80,9 @@ async fn sagas_finish_once_through_a_node_crash_and_a_stream_leader_step_down() 
             seen.borrow().finished < RIDES,
             "the load ended before the step-down"
         );
+        gate.send_replace(RIDES);
     };
-    let (steps, ()) = tokio::join!(run_load(&sys, progress), chaos);
+    let (steps, ()) = tokio::join!(run_load(&sys, progress, allowed), chaos);
     check_every_saga_finished_once(&sys, steps).await;
     sys.shutdown().await;
 }
@@ -88,6 +93,7 @@ async fn sagas_finish_once_when_the_node_leading_a_service_consumer_crashes_mid_
     let sys = System::start_on_cluster(&cluster, SETTINGS).await;
     drivers(&sys).await;
     let (progress, mut seen) = watch::channel(Progress::default());
+    let (gate, allowed) = watch::channel(RIDES - HELD_BACK);
     let chaos = async {
         // Payment's consumer: holds and captures go through the node that leads it.
         wait_for_progress(&mut seen, "40 rides requested", |p| p.requested >= 40).await;
@@ -120,8 +126,9 @@ async fn sagas_finish_once_when_the_node_leading_a_service_consumer_crashes_mid_
             seen.borrow().finished < RIDES,
             "the load ended before the node came back"
         );
+        gate.send_replace(RIDES);
     };
-    let (steps, ()) = tokio::join!(run_load(&sys, progress), chaos);
+    let (steps, ()) = tokio::join!(run_load(&sys, progress, allowed), chaos);
     check_every_saga_finished_once(&sys, steps).await;
     sys.shutdown().await;
 }
@@ -155,14 +162,19 @@ async fn drivers(sys: &System) {
 /// Requests `RIDES` rides, `REQUESTS_PER_ROUND` a round, starts each once it is confirmed and
 /// completes it once started, publishing `progress` each round. Returns the stream's steps once
 /// every ride has finished.
-async fn run_load(sys: &System, progress: watch::Sender<Progress>) -> Vec<Step> {
+/// Requests no more rides than `allowed` says at the time.
+async fn run_load(
+    sys: &System,
+    progress: watch::Sender<Progress>,
+    allowed: watch::Receiver<usize>,
+) -> Vec<Step> {
     let rides: Vec<RideId> = (0..RIDES).map(|_| RideId::generate()).collect();
     let mut requested = 0;
     let mut started = HashSet::new();
     let mut completed = HashSet::new();
     let deadline = Instant::now() + LOAD_TIMEOUT;
     loop {
-        let upto = (requested + REQUESTS_PER_ROUND).min(RIDES);
+        let upto = (requested + REQUESTS_PER_ROUND).min(*allowed.borrow());
         for (i, ride) in rides.iter().enumerate().take(upto).skip(requested) {
             sys.request_as(ride, &format!("u_c{i}"), PICKUP, DROPOFF, "tok_visa")
                 .await;
