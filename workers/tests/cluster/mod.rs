@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use clap::Parser;
 use ridectl::saga::{RideState, Saga, Step};
-use ridesaga_schemas::streams::{DEAD_LETTER_STREAM, SAGA_STREAM};
+use ridesaga_schemas::streams::SAGA_STREAM;
 use ridesaga_schemas::*;
 use ridesaga_testkit::NatsCluster;
 use tokio::sync::watch;
@@ -285,48 +285,7 @@ async fn check_every_saga_finished_once(sys: &System, steps: Vec<Step>) {
         report.violations
     );
 
-    let rides = RIDES as i64;
-    for (operation, outcome) in [("hold", "held"), ("capture", "captured")] {
-        let sql = format!(
-            "SELECT COUNT(*) FROM payment_operations WHERE operation = '{operation}' AND outcome = '{outcome}'"
-        );
-        assert_eq!(sys.scalar(Service::Payment, &sql).await, rides, "{sql}");
-    }
-    assert_eq!(
-        sys.scalar(Service::Payment, "SELECT COUNT(*) FROM payment_operations")
-            .await,
-        2 * rides,
-        "no other gateway operation"
-    );
-    // Per completed ride: driver assigned (rider and driver), ride confirmed, receipt.
-    let notified = 4 * rides;
-    let announced = steps
-        .iter()
-        .filter(|s| s.kind() == MessageKind::NotificationSent)
-        .count() as i64;
-    assert_eq!(announced, notified);
-    assert_eq!(
-        sys.scalar(Service::Notification, "SELECT COUNT(*) FROM notifications")
-            .await,
-        notified
-    );
-    let log = std::fs::read_to_string(sys.dir.path().join("notifications.jsonl"))
-        .expect("the notification log");
-    assert_eq!(log.lines().count() as i64, notified, "each sent once");
-    for service in [Service::Payment, Service::Notification] {
-        assert_eq!(
-            sys.scalar(service, "SELECT COUNT(*) FROM effects").await,
-            0,
-            "{service}: nothing left pending"
-        );
-    }
-
-    let dead = retry("the dead-letter stream's info", || async {
-        let mut stream = sys.js.get_stream(DEAD_LETTER_STREAM).await?;
-        Ok::<_, async_nats::Error>(stream.info().await?.state.messages)
-    })
-    .await;
-    assert_eq!(dead, 0, "nothing dead-lettered");
+    sys.assert_each_effect_once(&steps, RIDES as i64).await;
 }
 
 /// Waits until every service's consumer has delivered everything and had it acknowledged.
