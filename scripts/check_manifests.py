@@ -98,6 +98,8 @@ class CheckError(Exception):
 class Contract:
     services: tuple[str, ...]
     stream: str
+    account: str
+    provision_identity: str
 
     def consumer(self, service: str) -> str:
         return f"{service}-worker"
@@ -117,7 +119,16 @@ def read_contract(root: Path) -> Contract:
         raise CheckError(
             f"{path}: cannot find the service names, SAGA_STREAM or the consumer name format"
         )
-    return Contract(services, stream.group(1))
+    auth_path = root / "schemas/src/auth.rs"
+    try:
+        auth = auth_path.read_text()
+    except OSError as err:
+        raise CheckError(f"reading {auth_path}: {err}") from err
+    account = re.search(r'pub const ACCOUNT: &str = "([^"]+)"', auth)
+    provision = re.search(r'Identity::Provision => "([a-z-]+)"', auth)
+    if account is None or provision is None:
+        raise CheckError(f"{auth_path}: cannot find ACCOUNT or the provisioning identity's name")
+    return Contract(services, stream.group(1), account.group(1), provision.group(1))
 
 
 # --- kustomize -----------------------------------------------------------------------------
@@ -583,6 +594,67 @@ def check_secrets_in_env(kind_name: str, container: dict[str, Any]) -> list[str]
     return problems
 
 
+# The key of a Secret that holds a NATS identity's seed (`ridectl auth init`'s <identity>.nk).
+NKEY_SECRET_KEY = "nats-nkey"
+
+
+def check_nats_identity(
+    kind_name: str, pod: dict[str, Any], container: dict[str, Any], secret: str
+) -> list[str]:
+    """The container's NATS identity: NATS_NKEY_FILE names a file of a volume of the Secret
+    `secret` (its key nats-nkey), mounted read-only, readable by the pod's group and nobody
+    else; no password or credentials in the environment."""
+    env = env_of(container)
+    problems = [
+        f"{kind_name}: {var} is set; the identity is an NKEY seed in a file (NATS_NKEY_FILE)"
+        for var in ("NATS_USER", "NATS_PASSWORD", "NATS_CREDS")
+        if var in env
+    ]
+    path = (env.get("NATS_NKEY_FILE") or {}).get("value")
+    if not isinstance(path, str) or not path.startswith("/"):
+        return problems + [
+            f"{kind_name}: NATS_NKEY_FILE must name the file of the identity's seed, not {path!r}"
+        ]
+    mount = next(
+        (
+            m
+            for m in container.get("volumeMounts") or []
+            if path.startswith(str(m.get("mountPath", "")).rstrip("/") + "/")
+        ),
+        None,
+    )
+    if mount is None:
+        return problems + [f"{kind_name}: NATS_NKEY_FILE {path} is in no mounted volume"]
+    if mount.get("readOnly") is not True:
+        problems.append(f"{kind_name}: the volume of NATS_NKEY_FILE must be mounted readOnly")
+    volume = next((v for v in pod.get("volumes") or [] if v.get("name") == mount.get("name")), {})
+    source = volume.get("secret") or {}
+    if source.get("secretName") != secret or source.get("optional"):
+        return problems + [
+            f"{kind_name}: NATS_NKEY_FILE must come from the Secret {secret} (volume "
+            f"{mount.get('name')}, not optional), not {source.get('secretName')!r}"
+        ]
+    relative = path[len(str(mount["mountPath"]).rstrip("/")) + 1 :]
+    item = next((i for i in source.get("items") or [] if i.get("path") == relative), None)
+    if item is None or item.get("key") != NKEY_SECRET_KEY:
+        return problems + [
+            f"{kind_name}: NATS_NKEY_FILE {path} must be the Secret's key {NKEY_SECRET_KEY} "
+            f"(items: key {NKEY_SECRET_KEY}, path {relative})"
+        ]
+    mode = item.get("mode", source.get("defaultMode", 0o644))
+    if not isinstance(mode, int) or mode & 0o007:
+        problems.append(
+            f"{kind_name}: the seed's file mode {mode!r} lets anyone read it; use 0440 "
+            "(defaultMode: 288) and the pod's fsGroup"
+        )
+    elif not mode & 0o040 or dig(pod, "securityContext", "fsGroup") is None:
+        problems.append(
+            f"{kind_name}: the seed must be readable by the pod's group (mode 0440) and the pod "
+            "needs securityContext.fsGroup: the container does not run as the file's owner"
+        )
+    return problems
+
+
 def check_image(kind_name: str, container: dict[str, Any]) -> list[str]:
     image = container.get("image", "")
     found = re.fullmatch(re.escape(IMAGE) + r"(?::([\w][\w.-]*))?(?:@sha256:[0-9a-f]{64})?", image)
@@ -683,9 +755,12 @@ def check_deployment(
             f"{kind_name}: DATABASE_URL must come from a Secret (valueFrom.secretKeyRef, "
             "not optional)"
         )
-    for var in ("NATS_USER", "NATS_PASSWORD"):
-        if not dig(env.get(var) or {}, "valueFrom", "secretKeyRef"):
-            problems.append(f"{kind_name}: {var} must come from a Secret (valueFrom.secretKeyRef)")
+    problems += check_nats_identity(kind_name, pod, container, name)
+    if "NATS_INBOX_PREFIX" in env:
+        problems.append(
+            f"{kind_name}: NATS_INBOX_PREFIX is set; a worker's is _INBOX_{name}, the only one "
+            "its identity may receive replies on"
+        )
     problems += check_secrets_in_env(kind_name, container)
     if release is not None:
         problems += [f"{kind_name}: {p}" for p in check_nats_url(literal("NATS_URL"), release)]
@@ -756,8 +831,11 @@ def check_scaled_object(
         )
     if metadata.get("stream") != contract.stream:
         problems.append(f"{where}.stream {metadata.get('stream')!r} must be {contract.stream!r}")
-    if not metadata.get("account"):
-        problems.append(f"{where}.account must be set ($G without accounts)")
+    if metadata.get("account") != contract.account:
+        problems.append(
+            f"{where}.account {metadata.get('account')!r} must be {contract.account!r}, the "
+            "account of the streams"
+        )
     for key, least in (("lagThreshold", 1), ("activationLagThreshold", 0)):
         value = metadata.get(key)
         if not (isinstance(value, str) and re.fullmatch(r"\d+", value) and int(value) >= least):
@@ -803,7 +881,7 @@ def check_pdb(doc: dict[str, Any], min_replicas: int) -> list[str]:
     return []
 
 
-def check_job(doc: dict[str, Any], release: NatsRelease | None) -> list[str]:
+def check_job(doc: dict[str, Any], contract: Contract, release: NatsRelease | None) -> list[str]:
     kind_name = describe(doc)
     spec = doc.get("spec") or {}
     problems = []
@@ -829,6 +907,14 @@ def check_job(doc: dict[str, Any], release: NatsRelease | None) -> list[str]:
         if release is not None:
             url = env_of(container).get("NATS_URL", {}).get("value")
             problems += [f"{kind_name}: {p}" for p in check_nats_url(url, release)]
+        identity = contract.provision_identity
+        problems += check_nats_identity(kind_name, pod, container, identity)
+        prefix = env_of(container).get("NATS_INBOX_PREFIX", {}).get("value")
+        if prefix != f"_INBOX_{identity}":
+            problems.append(
+                f"{kind_name}: NATS_INBOX_PREFIX must be _INBOX_{identity}, where {identity} "
+                f"receives replies, not {prefix!r}"
+            )
     if not any("provision" in [*c.get("command", []), *c.get("args", [])] for c in containers):
         problems.append(f"{kind_name}: expected a container running `ridectl provision`")
     problems += check_pod_security(kind_name, pod)
@@ -865,7 +951,7 @@ def project_rules(
             pdbs.append(doc)
         elif kind == "Job":
             jobs += 1
-            problems += check_job(doc, release)
+            problems += check_job(doc, contract, release)
 
     for service in contract.services:
         if service not in deployments:
@@ -1062,6 +1148,43 @@ BREAKS = [
         ",nats://nats-2.nats-headless:4222\n",
         "\n",
         r"Deployment/ride-worker: NATS_URL names .*nats-2",
+    ),
+    Break(
+        "a worker with another service's NATS identity",
+        "k8s/base/payment-worker.yaml",
+        "            secretName: payment-worker\n",
+        "            secretName: ride-worker\n",
+        r"Deployment/payment-worker: NATS_NKEY_FILE must come from the Secret payment-worker",
+    ),
+    Break(
+        "a seed anyone in the pod can read",
+        "k8s/base/driver-worker.yaml",
+        "            defaultMode: 288 #",
+        "            defaultMode: 420 #",
+        r"Deployment/driver-worker: the seed's file mode 420 lets anyone read it",
+    ),
+    Break(
+        "a worker with a password instead of its seed",
+        "k8s/base/fraud-worker.yaml",
+        "                  key: database-url\n",
+        "                  key: database-url\n            - name: NATS_PASSWORD\n"
+        "              valueFrom:\n                secretKeyRef:\n"
+        "                  name: fraud-worker\n                  key: nats-password\n",
+        r"Deployment/fraud-worker: NATS_PASSWORD is set; the identity is an NKEY seed",
+    ),
+    Break(
+        "a provision Job without its identity's seed",
+        "k8s/base/provision-job.yaml",
+        "              value: /etc/ridesaga/nats/nkey\n",
+        "              value: /etc/ridesaga/other/nkey\n",
+        r"Job/ridesaga-provision: NATS_NKEY_FILE /etc/ridesaga/other/nkey is in no mounted",
+    ),
+    Break(
+        "ScaledObjects on the global account",
+        "k8s/overlays/example/nats-settings.yaml",
+        "  account: RIDESAGA\n",
+        "  account: $G\n",
+        r"ScaledObject/ride-worker: .*account '\$G' must be 'RIDESAGA'",
     ),
     Break(
         "a key the NATS chart does not have",

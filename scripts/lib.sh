@@ -37,6 +37,15 @@ DATA_DIR="$RUN_DIR/data"
 STORE_DIR="$RUN_DIR/nats"
 NATS_LOG="$RUN_DIR/nats.log"
 ENV_FILE="$RUN_DIR/env"
+# This installation's NATS identities (`ridectl auth init`): a seed per identity, <name>.nk
+# (mode 0600), and auth.conf, the accounts, public keys and permissions the server includes.
+AUTH_DIR="$RUN_DIR/auth"
+# With up --tls: the local CA's certificate (ca.pem, what clients verify the server with) and
+# the server's certificate and key, for 127.0.0.1 and localhost.
+TLS_DIR="$RUN_DIR/tls"
+# The server's configuration as up writes it: the repository's nats.conf (or
+# nats-cluster.conf), the identities and, with --tls, the server's certificate.
+NATS_CONF_FILE="$RUN_DIR/nats-server.conf"
 # The nodes of `scripts/up --cluster`: n0, n1, n2. Each one's pid file is nats-<node>.pid, its
 # store $STORE_DIR/<node>, its log $RUN_DIR/nats-<node>.log; $CLUSTER_PORTS_FILE has their ports,
 # a line per node: client, monitoring, route.
@@ -228,6 +237,61 @@ for s in sockets:
 for s in sockets:
     print(s.getsockname()[1])
 ' "$1"
+}
+
+# --- identities and TLS ----------------------------------------------------------------------
+
+# tls_init: a local CA and a server certificate for 127.0.0.1 and localhost signed by it, in
+# $TLS_DIR (kept once made): ca.pem, server.pem and server-key.pem (mode 0600). The CA's key is
+# deleted once it has signed, so nothing else can be signed with it.
+tls_init() {
+  [[ -s "$TLS_DIR/ca.pem" && -s "$TLS_DIR/server.pem" && -s "$TLS_DIR/server-key.pem" ]] &&
+    return 0
+  command -v openssl >/dev/null || die "--tls needs openssl (apt-get install openssl)"
+  log "creating a local CA and the server's certificate in $TLS_DIR"
+  rm -rf "$TLS_DIR"
+  (umask 077 && mkdir -p "$TLS_DIR") || die "could not create $TLS_DIR"
+  (
+    umask 077
+    cd "$TLS_DIR" &&
+      printf '%s\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'extendedKeyUsage=serverAuth' \
+        'keyUsage=digitalSignature,keyEncipherment' >server.ext &&
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+        -subj '/CN=Ridesaga local CA' -keyout ca-key.pem -out ca.pem &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=127.0.0.1' \
+        -keyout server-key.pem -out server.csr &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 825 \
+        -extfile server.ext -out server.pem &&
+      rm -f ca-key.pem ca.srl server.csr server.ext
+  ) >"$RUN_DIR/openssl.log" 2>&1 || die "openssl failed; last lines of its output:
+$(tail_log "$RUN_DIR/openssl.log")"
+  rm -f "$RUN_DIR/openssl.log"
+}
+
+# write_nats_conf CONF TLS: writes $NATS_CONF_FILE: the repository's CONF (nats.conf or
+# nats-cluster.conf; an include names a path relative to the including file, so it is written
+# relative to the run directory), the identities' auth.conf and, when TLS is 1, a tls block:
+# every client must speak TLS (routes between nodes stay plain, on loopback).
+write_nats_conf() {
+  local repo_conf="$1" with_tls="$2" relative
+  relative="$(realpath -m --relative-to="$RUN_DIR" "$ROOT/$repo_conf")" ||
+    die "could not locate $ROOT/$repo_conf from $RUN_DIR"
+  [[ "$RUN_DIR" != *[\"\\]* ]] || die "the run directory's path may not hold quotes or backslashes"
+  {
+    printf '# Written by scripts/up: %s with this installation'"'"'s identities' "$repo_conf"
+    ((with_tls)) && printf ' and TLS'
+    printf '.\ninclude "%s"\ninclude "auth/auth.conf"\n' "$relative"
+    if ((with_tls)); then
+      printf 'tls {\n  cert_file: "%s"\n  key_file: "%s"\n  timeout: 2\n}\n' \
+        "$TLS_DIR/server.pem" "$TLS_DIR/server-key.pem"
+    fi
+  } >"$NATS_CONF_FILE.new" || die "could not write $NATS_CONF_FILE.new"
+  mv -f "$NATS_CONF_FILE.new" "$NATS_CONF_FILE" || die "could not write $NATS_CONF_FILE"
+}
+
+# conf_has_tls: the server configuration up last wrote requires TLS.
+conf_has_tls() {
+  [[ -f "$NATS_CONF_FILE" ]] && grep -q '^tls {' "$NATS_CONF_FILE"
 }
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use ridesaga_schemas::Service;
+use ridesaga_schemas::auth::Identity;
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -22,6 +23,8 @@ pub struct FleetConfig {
     pub bin_dir: PathBuf,
     pub dir: PathBuf,
     pub nats_url: String,
+    /// The server's identities: each worker connects as its service's.
+    pub identities: crate::server::Identities,
     pub batch: usize,
     pub max_in_flight: usize,
     pub databases: Databases,
@@ -162,6 +165,7 @@ impl Fleet {
             command
                 .env("DATABASE_URL", self.config.databases.url(service, &data)?)
                 .env("NATS_URL", &self.config.nats_url)
+                .envs(self.config.identities.env(Identity::Worker(service)))
                 .env("RIDESAGA_BATCH", self.config.batch.to_string())
                 .env(
                     "RIDESAGA_MAX_IN_FLIGHT",

@@ -92,13 +92,14 @@ impl Worker for Floor {
     }
 }
 
-/// Relays `messages` messages through the runtime with `batch` and `max_in_flight` and
-/// measures the rate, from the runtime's first delivery to its last ack (the server's times
+/// Relays `messages` messages through the runtime with `batch` and `max_in_flight`, connected
+/// with the NATS settings `nats` (`NATS_URL`, and a seed allowed the floor's consumer and
+/// subjects), and measures the rate, from the runtime's first delivery to its last ack (the server's times
 /// of both), on the database `database_url` names. `meter` is called right before and right
 /// after the timed part.
 pub async fn run<T>(
     js: &jetstream::Context,
-    nats_url: &str,
+    nats: &[(String, String)],
     database_url: &str,
     messages: u64,
     (batch, max_in_flight): (usize, usize),
@@ -119,14 +120,18 @@ pub async fn run<T>(
         .context("creating the floor's consumer")?;
     preload(js, messages).await?;
 
-    let settings = Settings::from_pairs([
-        ("NATS_URL", nats_url.to_owned()),
-        ("DATABASE_URL", database_url.to_owned()),
-        ("RIDESAGA_HTTP_ADDR", "off".into()),
-        ("RIDESAGA_BATCH", batch.to_string()),
-        ("RIDESAGA_MAX_IN_FLIGHT", max_in_flight.to_string()),
-        ("RIDESAGA_INSTANCE", "bench-floor".into()),
-    ]);
+    let settings = Settings::from_pairs(
+        nats.iter().cloned().chain(
+            [
+                ("DATABASE_URL", database_url.to_owned()),
+                ("RIDESAGA_HTTP_ADDR", "off".into()),
+                ("RIDESAGA_BATCH", batch.to_string()),
+                ("RIDESAGA_MAX_IN_FLIGHT", max_in_flight.to_string()),
+                ("RIDESAGA_INSTANCE", "bench-floor".into()),
+            ]
+            .map(|(name, value)| (name.to_owned(), value)),
+        ),
+    );
     let runtime_config = RuntimeConfig::load("floor", &settings)?;
     let stop = CancellationToken::new();
     let worker = spawn_worker(runtime_config, stop.clone())?;
@@ -218,9 +223,9 @@ fn spawn_worker(
                 .build()
                 .context("starting the floor's async runtime")?;
             runtime.block_on(async move {
-                let client = async_nats::ConnectOptions::new()
-                    .name("ridesaga-bench-floor")
-                    .connect(&config.nats.url)
+                let client = config
+                    .nats
+                    .connect("ridesaga-bench-floor")
                     .await
                     .context("connecting the floor's runtime")?;
                 let consumer = jetstream::new(client.clone())

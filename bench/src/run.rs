@@ -212,7 +212,7 @@ impl Run {
         let server_dir = dir.join("nats");
         std::fs::create_dir_all(&server_dir).context("creating the server's directory")?;
         let server = Server::start(&cli.nats_server, &cli.nats_conf, &server_dir, &pids).await?;
-        let client = connect(&server.url()).await?;
+        let client = server.connect().await?;
         let js = jetstream::new(client.clone());
         streams::provision(&js, ProvisionOptions::default())
             .await
@@ -243,6 +243,7 @@ impl Run {
             bin_dir: cli.bin_dir.clone(),
             dir: dir.join("workers"),
             nats_url: server.url(),
+            identities: server.identities.clone(),
             batch: settings.batch,
             max_in_flight: settings.max_in_flight,
             databases,
@@ -308,7 +309,7 @@ impl Run {
             .wait_ready(&self.client, 1, READY_TIMEOUT, self.ticks)
             .await?;
         // Its own connection, so its subscriptions do not queue behind the probes.
-        let mut generator = Generator::connect(connect(&self.server.url()).await?).await?;
+        let mut generator = Generator::connect(self.server.connect().await?).await?;
         eprintln!("bench: bringing {} drivers online", s.drivers);
         generator
             .bring_drivers_online(s.drivers, READY_TIMEOUT)
@@ -424,7 +425,8 @@ impl Run {
                 "bench: runtime floor, {messages} messages, {} in flight",
                 settings.1
             );
-            let url = self.server.url();
+            let mut nats = vec![("NATS_URL".to_owned(), self.server.url())];
+            nats.extend(self.server.identities.bench_env());
             let database_url = match &self.cluster {
                 Some(cluster) => cluster.database(&format!("floor_{}", settings.1))?,
                 None => format!(
@@ -433,7 +435,7 @@ impl Run {
                 ),
             };
             let (run, before, after) =
-                floor::run(&self.js, &url, &database_url, messages, settings, || {
+                floor::run(&self.js, &nats, &database_url, messages, settings, || {
                     self.sample_all()
                 })
                 .await?;
@@ -635,14 +637,6 @@ fn backlog_drivers(settings: &Settings, queued: u64) -> usize {
 fn listed(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     names.join(", ")
-}
-
-async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("ridesaga-bench")
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))
 }
 
 /// What each process did between two samples.

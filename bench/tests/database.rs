@@ -2,14 +2,16 @@
 //! are measured as one (a new connection's backend among them), every service gets a database
 //! of its own, and the runtime's floor runs on it.
 
+mod common;
+
+use common::BenchServer;
+
 use std::collections::BTreeSet;
 
-use async_nats::jetstream;
 use ridesaga_bench::database::Cluster;
 use ridesaga_bench::fleet::Databases;
 use ridesaga_bench::{floor, procfs};
 use ridesaga_schemas::streams::{self, ProvisionOptions};
-use ridesaga_testkit::NatsServer;
 use sqlx::Connection as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,13 +82,13 @@ async fn the_cluster_is_measured_as_its_postmaster_and_every_process_it_started(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_runs_on_postgres() {
     let cluster = Cluster::start().await.expect("PostgreSQL starts");
-    let server = NatsServer::start().await.expect("nats-server starts");
-    let js = jetstream::new(server.client().await.expect("client connects"));
-    streams::provision(&js, ProvisionOptions::default())
+    let bench = BenchServer::start().await;
+    let js = &bench.js;
+    streams::provision(js, ProvisionOptions::default())
         .await
         .expect("streams provisioned");
     let database = cluster.database("floor").expect("a database");
-    let (run, (), ()) = floor::run(&js, &server.url(), &database, 200, (16, 8), || ())
+    let (run, (), ()) = floor::run(js, &bench.floor_nats(), &database, 200, (16, 8), || ())
         .await
         .expect("the floor runs");
     assert_eq!(run.messages, 200);

@@ -2,15 +2,17 @@
 //! runtime once (one output each, checked by the run itself), the runs leave the saga stream
 //! as they found it, and a run can follow another on the same server.
 
-use async_nats::jetstream;
+mod common;
+
+use common::BenchServer;
+
 use ridesaga_bench::floor;
 use ridesaga_schemas::streams::{self, ProvisionOptions};
-use ridesaga_testkit::NatsServer;
 
 #[tokio::test]
 async fn the_floor_relays_every_message_through_the_runtime_and_cleans_up() {
-    let server = NatsServer::start().await.expect("nats-server starts");
-    let js = jetstream::new(server.client().await.expect("client connects"));
+    let bench = BenchServer::start().await;
+    let js = bench.js.clone();
     streams::provision(&js, ProvisionOptions::default())
         .await
         .expect("streams provisioned");
@@ -24,13 +26,19 @@ async fn the_floor_relays_every_message_through_the_runtime_and_cleans_up() {
                 .join(format!("floor-{}.db", settings.1))
                 .display()
         );
-        let (run, before, after) =
-            floor::run(&js, &server.url(), &database, messages, settings, || {
+        let (run, before, after) = floor::run(
+            &js,
+            &bench.floor_nats(),
+            &database,
+            messages,
+            settings,
+            || {
                 readings += 1;
                 readings
-            })
-            .await
-            .expect("the floor runs");
+            },
+        )
+        .await
+        .expect("the floor runs");
         assert_eq!((before, after), (1, 2), "metered right before and after");
         assert_eq!(run.messages, messages);
         assert_eq!(run.max_in_flight, settings.1);

@@ -1,14 +1,16 @@
 //! The relay ceiling against a real nats-server: every message is relayed once, the rate is
 //! positive, and the relay can run again on the same server.
 
-use async_nats::jetstream;
+mod common;
+
+use common::BenchServer;
+
 use ridesaga_bench::relay::{self, RELAY_STREAM};
-use ridesaga_testkit::NatsServer;
 
 #[tokio::test]
 async fn the_relay_moves_every_message_once_and_can_run_again() {
-    let server = NatsServer::start().await.expect("nats-server starts");
-    let js = jetstream::new(server.client().await.expect("client connects"));
+    let bench = BenchServer::start().await;
+    let js = bench.js.clone();
 
     for _ in 0..2 {
         let mut readings = 0;

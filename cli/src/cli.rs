@@ -62,6 +62,22 @@ pub struct GlobalArgs {
     /// NATS credentials file (JWT and NKey seed).
     #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
     pub creds: Option<PathBuf>,
+    /// File holding the identity's NKEY seed (`ridectl auth init` writes one per identity).
+    #[arg(long, global = true, env = "NATS_NKEY_FILE", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// Prefix of the subjects replies come back on; the server lets each identity subscribe
+    /// under its own only (ridectl-viewer: _INBOX_ridectl-viewer).
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_INBOX_PREFIX",
+        default_value = ridesaga_schemas::auth::DEFAULT_INBOX_PREFIX,
+        value_name = "PREFIX"
+    )]
+    pub inbox_prefix: String,
+    /// CA certificate (PEM) that must have signed the server's certificate; requires TLS.
+    #[arg(long, global = true, env = "NATS_CA_FILE", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Output format [default: table on a terminal, json otherwise].
     #[arg(long, short = 'o', global = true, value_enum, value_name = "FORMAT")]
     pub output: Option<OutputFormat>,
@@ -115,6 +131,9 @@ pub enum Command {
     /// Each service's consumer lag as KEDA reads it, and the replicas KEDA would choose.
     #[command(subcommand)]
     Scale(ScaleCommand),
+    /// The installation's NATS identities: seeds and the server's permissions.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to generate completions for.
@@ -480,6 +499,19 @@ pub enum DlqCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Write a seed for every identity (five workers, ridectl-admin, ridectl-viewer,
+    /// ridesaga-provision, sys) into DIR as <identity>.nk (mode 0600; existing seeds are kept)
+    /// and DIR/auth.conf, the server's include file: the accounts, the public keys and each
+    /// identity's permissions. Prints public keys and paths, never a seed.
+    Init {
+        /// Where the seeds and auth.conf go (created with mode 0700).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ScaleCommand {
     /// Show each service's consumer lag as KEDA's nats-jetstream scaler reads it from the
     /// monitoring port (pending + ack pending, from the consumer leader's node in a cluster)
@@ -504,7 +536,7 @@ pub struct ScalePlanArgs {
         value_name = "URL"
     )]
     pub monitor: Vec<crate::monitor::MonitorUrl>,
-    /// The NATS account, by name or id ($G: a server without accounts).
+    /// The NATS account of the streams, by name or id ($G: a server without accounts).
     #[arg(long, default_value = crate::lag::DEFAULT_ACCOUNT, value_name = "ACCOUNT")]
     pub account: String,
     /// KEDA's lagThreshold: the lag one replica is meant to carry.

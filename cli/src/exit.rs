@@ -154,7 +154,19 @@ pub fn hints(error: &anyhow::Error) -> Vec<String> {
     }
     if hints.is_empty() {
         let text = format!("{error:#}").to_lowercase();
-        if text.contains("connection refused") || text.contains("could not connect") {
+        if text.contains("authorization violation") {
+            hints.push(
+                "the server refused the credentials: give this installation's seed with --nkey \
+                 or NATS_NKEY_FILE (`source .run/env` after scripts/up)"
+                    .into(),
+            );
+        } else if text.contains("certificate") {
+            hints.push(
+                "the server's certificate is not trusted: give its CA with --tls-ca or \
+                 NATS_CA_FILE (`source .run/env` after scripts/up --tls)"
+                    .into(),
+            );
+        } else if text.contains("connection refused") || text.contains("could not connect") {
             hints.push(
                 "is nats-server running? Check --server or NATS_URL (`source .run/env` after \
                  scripts/up)"
@@ -192,6 +204,22 @@ mod tests {
         .into());
         let wrapped = timeout.context("ride request").unwrap_err();
         assert_eq!(exit_code(&wrapped), TIMED_OUT);
+    }
+
+    #[test]
+    fn refused_credentials_and_an_untrusted_certificate_have_hints_of_their_own() {
+        for (cause, hint) in [
+            ("authorization violation", "--nkey"),
+            (
+                "IO error: invalid peer certificate: UnknownIssuer",
+                "--tls-ca",
+            ),
+        ] {
+            let err = anyhow::anyhow!("{cause}").context("could not connect to nats://x");
+            let found = hints(&err);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].contains(hint), "{found:?}");
+        }
     }
 
     #[test]

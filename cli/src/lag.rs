@@ -5,8 +5,8 @@
 //!
 //! What KEDA does, and this module with it:
 //! - It asks `GET /jsz?acc=<account>&config=true&consumers=true` ([`jsz_path`]).
-//! - It takes the account whose `id` or `name` is the configured account (`$G` is the default
-//!   account of a server without accounts), the stream by `name`, and the consumer by `name`
+//! - It takes the account whose `id` or `name` is the configured account (`RIDESAGA`; `$G` is
+//!   the default account of a server without accounts), the stream by `name`, and the consumer by `name`
 //!   (a durable consumer's name is its durable name). Any of them missing is an error, and KEDA
 //!   then applies the ScaledObject's fallback.
 //! - The lag is `num_pending + num_ack_pending`: messages not yet delivered plus messages
@@ -23,8 +23,11 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+/// The account Ridesaga's streams live in (`ridesaga_schemas::auth::ACCOUNT`), as the
+/// ScaledObjects name it.
+pub const DEFAULT_ACCOUNT: &str = ridesaga_schemas::auth::ACCOUNT;
 /// The account of a server without configured accounts.
-pub const DEFAULT_ACCOUNT: &str = "$G";
+pub const GLOBAL_ACCOUNT: &str = "$G";
 
 /// Path and query of KEDA's `/jsz` request for `account` (the query encoded as Go's
 /// `url.Values` encodes it: keys sorted, `$` as `%24`).
@@ -417,9 +420,10 @@ mod tests {
     ];
     const CLUSTER_N2_VARZ: &str = include_str!("../tests/fixtures/monitoring/cluster-n2-varz.json");
 
+    /// The fixtures were captured from servers without accounts.
     fn target(consumer: &str) -> Target<'_> {
         Target {
-            account: DEFAULT_ACCOUNT,
+            account: GLOBAL_ACCOUNT,
             stream: "RIDESAGA",
             consumer,
         }

@@ -31,11 +31,35 @@ pub struct Nats {
     pub js: jetstream::Context,
 }
 
-/// Connects with `--server`, `--user/--password` or `--creds`, failing fast when unreachable.
+/// Connects with `--server` and `--nkey`, `--user/--password` or `--creds` (and `--tls-ca`),
+/// failing fast when unreachable or refused. A request the server denies for want of a
+/// permission is reported on stderr as it happens.
 pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Nats> {
     let mut options = async_nats::ConnectOptions::new()
         .name("ridectl")
-        .connection_timeout(global.connect_timeout);
+        .connection_timeout(global.connect_timeout)
+        .custom_inbox_prefix(&global.inbox_prefix)
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(error) = event {
+                warn(format!("the server refused: {error}"));
+            }
+        });
+    if let Some(path) = &global.nkey {
+        let seed = ridesaga_schemas::auth::read_seed(path)
+            .context("could not read the NKEY seed (--nkey, NATS_NKEY_FILE)")?;
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(path) = &global.tls_ca {
+        std::fs::File::open(path).with_context(|| {
+            format!(
+                "could not read the CA certificate {} (--tls-ca, NATS_CA_FILE)",
+                path.display()
+            )
+        })?;
+        options = options
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
     match (&global.user, &global.password) {
         (Some(user), Some(password)) => {
             options = options.user_and_password(user.clone(), password.clone());

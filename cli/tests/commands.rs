@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
-use common::{Harness, assert_code, json, json_lines, run_ridectl, stderr, stdout};
+use common::{Harness, assert_code, json, json_lines, run_ridectl, stderr, stdout, url_only};
 use ridesaga_schemas::streams::SAGA_STREAM;
-use ridesaga_schemas::{DeadLetter, Envelope, RideId, StartRide, Timestamp};
+use ridesaga_schemas::{DeadLetter, Envelope, RideId, Service, StartRide, Timestamp};
+use ridesaga_testkit::Identity;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_exit_2_name_the_field_and_publish_nothing() {
@@ -49,7 +50,7 @@ async fn usage_errors_exit_2_name_the_field_and_publish_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_exits_1_with_the_cause_and_a_hint() {
-    let out = run_ridectl(Some("nats://127.0.0.1:1"), &["streams"]).await;
+    let out = run_ridectl(&url_only("nats://127.0.0.1:1"), &["streams"]).await;
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(
@@ -61,10 +62,10 @@ async fn an_unreachable_server_exits_1_with_the_cause_and_a_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_are_generated_for_a_shell() {
-    let out = run_ridectl(None, &["completions", "bash"]).await;
+    let out = run_ridectl(&[], &["completions", "bash"]).await;
     assert_code(&out, 0);
     assert!(stdout(&out).contains("_ridectl"));
-    let out = run_ridectl(None, &["completions", "tcsh"]).await;
+    let out = run_ridectl(&[], &["completions", "tcsh"]).await;
     assert_code(&out, 2);
 }
 
@@ -206,7 +207,12 @@ async fn waiting_without_workers_times_out_with_code_4() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_finds_running_workers_through_the_service_api() {
     let h = Harness::provisioned().await;
-    let client = h.server.client().await.unwrap();
+    // As the ride worker, the one identity allowed to answer for ridesaga-ride.
+    let client = h
+        .server
+        .client_as(Identity::Worker(Service::Ride))
+        .await
+        .unwrap();
     let service = client
         .service_builder()
         .description("ride worker")
@@ -254,8 +260,15 @@ async fn dead_letters_are_listed_shown_and_replayed_with_a_fresh_message_id() {
         payload: String::from_utf8(original.encode()).unwrap(),
         failed_at: Timestamp::now(),
     };
-    let ack =
-        h.js.publish(
+    // Published as the ride worker, the one identity allowed to dead-letter for ride.
+    let ride_worker = async_nats::jetstream::new(
+        h.server
+            .client_as(Identity::Worker(Service::Ride))
+            .await
+            .unwrap(),
+    );
+    let ack = ride_worker
+        .publish(
             DeadLetter::subject_for("ride", 42),
             Bytes::from(serde_json::to_vec(&record).unwrap()),
         )
@@ -391,7 +404,7 @@ async fn step_down_moves_the_leader_of_a_stream_and_of_a_consumer_on_a_cluster()
     )
     .await
     .unwrap();
-    let urls = cluster.urls();
+    let env = cluster.env(Identity::Admin);
     for (args, consumer) in [
         (&["step-down"][..], None),
         (
@@ -405,7 +418,7 @@ async fn step_down_moves_the_leader_of_a_stream_and_of_a_consumer_on_a_cluster()
             Some("payment-worker"),
         ),
     ] {
-        let out = run_ridectl(Some(&urls), args).await;
+        let out = run_ridectl(&env, args).await;
         assert_code(&out, 0);
         let report = json(&out);
         assert_eq!(report["stream"], SAGA_STREAM);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use ridesaga_testkit::Identity;
+
 use common::{Harness, assert_code, json, stderr};
 use ridesaga_schemas::Service;
 use ridesaga_workers::config::Settings;
@@ -34,9 +36,13 @@ async fn system_with(match_deadline: &str, extra: &[(&str, &str)]) -> System {
     let shutdown = CancellationToken::new();
     for service in Service::ALL {
         let database = format!("sqlite://{}/{}.db", data.path().display(), service.name());
-        let settings = Settings::from_pairs([
-            ("NATS_URL", h.url()),
-            ("DATABASE_URL", database),
+        let settings = Settings::from_pairs(
+            h.server
+                .env(Identity::Worker(service))
+                .into_iter()
+                .chain([("DATABASE_URL".to_owned(), database)]),
+        );
+        let settings = [
             ("RIDESAGA_MATCH_DEADLINE", match_deadline.to_owned()),
             ("RIDESAGA_HTTP_ADDR", "off".to_owned()),
             ("RIDESAGA_TICK", "100ms".to_owned()),
@@ -46,7 +52,11 @@ async fn system_with(match_deadline: &str, extra: &[(&str, &str)]) -> System {
                 "RIDESAGA_NOTIFY_LOG",
                 format!("{}/notifications.jsonl", data.path().display()),
             ),
-        ]);
+        ]
+        .into_iter()
+        .fold(settings, |settings, (name, value)| {
+            settings.with(name, value)
+        });
         let settings = extra.iter().fold(settings, |settings, (name, value)| {
             settings.with(name, *value)
         });

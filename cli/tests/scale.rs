@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use ridectl::monitor::{self, MonitorUrl};
 use ridesaga_schemas::Service;
 use ridesaga_schemas::streams::{ProvisionOptions, SAGA_STREAM, provision};
-use ridesaga_testkit::NatsCluster;
+use ridesaga_testkit::{Identity, NatsCluster};
 use ridesaga_workers::config::Settings;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -38,8 +38,8 @@ impl Worker {
 }
 
 fn start_worker(h: &Harness, data: &TempDir, service: Service, extra: &[(&str, String)]) -> Worker {
-    let mut settings = Settings::from_pairs([
-        ("NATS_URL", h.url()),
+    let mut settings = Settings::from_pairs(h.server.env(Identity::Worker(service)));
+    for (name, value) in [
         (
             "DATABASE_URL",
             format!("sqlite://{}/{}.db", data.path().display(), service.name()),
@@ -53,7 +53,9 @@ fn start_worker(h: &Harness, data: &TempDir, service: Service, extra: &[(&str, S
             "RIDESAGA_NOTIFY_LOG",
             format!("{}/notifications.jsonl", data.path().display()),
         ),
-    ]);
+    ] {
+        settings = settings.with(name, value);
+    }
     for (name, value) in extra {
         settings = settings.with(name, value.clone());
     }
@@ -77,11 +79,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn request_rides(url: &str, n: u64) {
+async fn request_rides(env: &[(String, String)], n: u64) {
     for i in 0..n {
         let rider = format!("u_scale_{i}");
         let out = run_ridectl(
-            Some(url),
+            env,
             &[
                 "ride",
                 "request",
@@ -129,11 +131,15 @@ async fn consumer_leader(js: &async_nats::jetstream::Context, consumer: &str) ->
 }
 
 /// `scale plan -o json` against these monitoring URLs, with extra flags.
-async fn plan(nats_url: &str, monitors: &[String], extra: &[&str]) -> std::process::Output {
+async fn plan(
+    env: &[(String, String)],
+    monitors: &[String],
+    extra: &[&str],
+) -> std::process::Output {
     let monitor = monitors.join(",");
     let mut args = vec!["scale", "plan", "-o", "json", "--monitor", &monitor];
     args.extend_from_slice(extra);
-    run_ridectl(Some(nats_url), &args).await
+    run_ridectl(env, &args).await
 }
 
 fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -157,8 +163,8 @@ fn figures(doc: &Value, name: &str) -> (u64, u64, u64) {
     (n("lag"), n("pending"), n("ack_pending"))
 }
 
-async fn consumers(nats_url: &str) -> Value {
-    let out = run_ridectl(Some(nats_url), &["consumers", "-o", "json"]).await;
+async fn consumers(env: &[(String, String)]) -> Value {
+    let out = run_ridectl(env, &["consumers", "-o", "json"]).await;
     assert_code(&out, 0);
     json(&out)
 }
@@ -236,14 +242,14 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
     .collect();
 
     // Behind a stopped ride worker: the requests wait, one of them fetched and not acked.
-    request_rides(&h.url(), RIDES).await;
+    request_rides(&h.env(), RIDES).await;
     fetch_without_ack(&h.js, "ride-worker", 1).await;
-    let out = plan(&h.url(), &monitors, &["--lag-threshold", "2"]).await;
+    let out = plan(&h.env(), &monitors, &["--lag-threshold", "2"]).await;
     assert_code(&out, 0);
     let keda = json(&out);
     assert_eq!(figures(&keda, "ride"), (RIDES, RIDES - 1, 1));
     assert_eq!(
-        figures(&consumers(&h.url()).await, "ride"),
+        figures(&consumers(&h.env()).await, "ride"),
         (RIDES, RIDES - 1, 1)
     );
     let ride = service(&keda, "ride");
@@ -254,14 +260,14 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
         assert_eq!(service(&keda, other)["replicas"], 1, "{other}: the minimum");
     }
     assert_eq!(keda["lag_threshold"], 2);
-    let out = plan(&h.url(), &monitors, &["--lag-threshold", "2", "--max", "2"]).await;
+    let out = plan(&h.env(), &monitors, &["--lag-threshold", "2", "--max", "2"]).await;
     assert_eq!(
         service(&json(&out), "ride")["replicas"],
         2,
         "clamped to --max"
     );
     let out = run_ridectl(
-        Some(&h.url()),
+        &h.env(),
         &["scale", "plan", "-o", "table", "--monitor", &monitors[0]],
     )
     .await;
@@ -308,7 +314,7 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
         Duration::from_secs(30),
         "the worker to pull the backlog",
         async || {
-            let keda = json(&plan(&h.url(), &monitors, &[]).await);
+            let keda = json(&plan(&h.env(), &monitors, &[]).await);
             figures(&keda, "ride") == (RIDES, 0, RIDES)
         },
     )
@@ -316,10 +322,10 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
     // The gauge refreshes every 5 s: after that, it has read the consumer in this state, in
     // which a gauge of pending messages alone would read 0.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let keda = json(&plan(&h.url(), &monitors, &[]).await);
+    let keda = json(&plan(&h.env(), &monitors, &[]).await);
     assert_eq!(figures(&keda, "ride"), (RIDES, 0, RIDES), "{keda}");
     assert_eq!(
-        figures(&consumers(&h.url()).await, "ride"),
+        figures(&consumers(&h.env()).await, "ride"),
         (RIDES, 0, RIDES)
     );
     assert_eq!(metric_lag(port).await, RIDES as i64);
@@ -330,8 +336,8 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
         Duration::from_secs(60),
         "all readings of the ride lag to reach 0",
         async || {
-            let keda = figures(&json(&plan(&h.url(), &monitors, &[]).await), "ride").0;
-            let listed = figures(&consumers(&h.url()).await, "ride").0;
+            let keda = figures(&json(&plan(&h.env(), &monitors, &[]).await), "ride").0;
+            let listed = figures(&consumers(&h.env()).await, "ride").0;
             keda == 0 && listed == 0 && metric_lag(port).await == 0
         },
     )
@@ -350,7 +356,7 @@ async fn a_missing_consumer_is_an_error_for_its_service_and_a_missing_account_or
     let stream = h.js.get_stream(SAGA_STREAM).await.unwrap();
     stream.delete_consumer("fraud-worker").await.unwrap();
 
-    let out = plan(&h.url(), &monitors, &[]).await;
+    let out = plan(&h.env(), &monitors, &[]).await;
     assert_code(&out, 0);
     let keda = json(&out);
     let fraud = service(&keda, "fraud");
@@ -369,7 +375,7 @@ async fn a_missing_consumer_is_an_error_for_its_service_and_a_missing_account_or
         stderr(&out)
     );
     let out = run_ridectl(
-        Some(&h.url()),
+        &h.env(),
         &["scale", "plan", "-o", "table", "--monitor", &monitors[0]],
     )
     .await;
@@ -379,7 +385,7 @@ async fn a_missing_consumer_is_an_error_for_its_service_and_a_missing_account_or
         stdout(&out)
     );
 
-    let out = plan(&h.url(), &monitors, &["--account", "RIDERS"]).await;
+    let out = plan(&h.env(), &monitors, &["--account", "RIDERS"]).await;
     assert_code(&out, 1);
     assert!(
         stderr(&out).contains("error: account RIDERS not found"),
@@ -389,17 +395,17 @@ async fn a_missing_consumer_is_an_error_for_its_service_and_a_missing_account_or
     assert!(stdout(&out).is_empty());
 
     let bare = Harness::bare().await;
-    let out = plan(&bare.url(), &[bare.server.monitor_url()], &[]).await;
+    let out = plan(&bare.env(), &[bare.server.monitor_url()], &[]).await;
     assert_code(&out, 1);
     let text = stderr(&out);
     assert!(
-        text.contains("error: stream RIDESAGA not found in account $G")
+        text.contains("error: stream RIDESAGA not found in account RIDESAGA")
             && text.contains("ridectl provision"),
         "{text}"
     );
 
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let out = plan(&h.url(), &[closed], &[]).await;
+    let out = plan(&h.env(), &[closed], &[]).await;
     assert_code(&out, 1);
     assert!(
         stderr(&out).contains("no answer from the monitoring port"),
@@ -415,7 +421,7 @@ async fn on_a_cluster_the_consumer_leaders_node_is_read_and_followed_when_it_mov
     provision(&js, ProvisionOptions { replicas: 3 })
         .await
         .expect("provisions with three replicas");
-    let urls = cluster.urls();
+    let urls = cluster.env(Identity::Admin);
     let monitors = cluster.monitor_urls();
     request_rides(&urls, RIDES).await;
     fetch_without_ack(&js, "ride-worker", 2).await;

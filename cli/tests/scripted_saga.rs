@@ -1,5 +1,6 @@
-//! `--wait`, `--expect`, `ride show` and `saga trace` against a real nats-server, with a small
-//! scripted stand-in for the workers: it answers each ride command with the events the saga
+//! `--wait`, `--expect`, `ride show` and `saga trace` against a real nats-server (without
+//! authentication: the stand-in plays every service), with a small scripted stand-in for the
+//! workers: it answers each ride command with the events the saga
 //! would produce, so these tests pin down ridectl's side of the contract (following, resting
 //! states, exit code 3) independently of the real workers (see `sagas.rs` for those).
 
@@ -211,7 +212,9 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
 }
 
 async fn harness() -> (Harness, tokio::task::JoinHandle<()>) {
-    let h = Harness::provisioned().await;
+    // The stand-in answers for all five services, which no identity may (tests/sagas.rs runs
+    // the real workers with theirs): a server without authentication.
+    let h = Harness::provisioned_without_auth().await;
     let workers = spawn_scripted_workers(h.server.client().await.unwrap());
     // Let the subscription reach the server before the first command.
     tokio::time::sleep(Duration::from_millis(100)).await;

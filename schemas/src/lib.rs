@@ -1,6 +1,7 @@
 //! The Ridesaga contract: what every service, `ridectl` and any non-Rust client agree on.
 //!
 //! # Layout
+//! - [`auth`]: the NATS identities, their permissions, seeds and the server's include file.
 //! - [`ids`]: id newtypes that refuse anything that is not a valid subject token.
 //! - [`geo`]: positions and great-circle distance.
 //! - [`messages`]: every command and event payload, and the table of their subjects.
@@ -11,6 +12,7 @@
 //! - [`streams`]: stream and consumer definitions, and provisioning.
 //! - [`json_schema`]: the JSON Schema of every message, as committed under `schemas/json/`.
 
+pub mod auth;
 pub mod dead_letter;
 pub mod envelope;
 pub mod geo;

@@ -7,43 +7,46 @@
 //! [`NatsCluster::restart`] on the same ports with the same store. Dropping the cluster kills
 //! every node and deletes the stores.
 
-use std::{net::TcpListener, time::Duration};
+use std::{net::TcpListener, sync::Arc};
 
 use async_nats::jetstream;
 use tokio::time::{Instant, sleep};
 
 use crate::{
     Error, NatsServer,
+    auth::{self, Credentials, Identity},
     config::{self, ClusterBlock, Ports},
     probe,
-    server::Builder,
+    server::{Builder, account_of},
 };
 
 /// The cluster's name in every node's `cluster {}` block.
 pub const CLUSTER_NAME: &str = "ridesaga_testkit";
 /// How long the cluster may take to report itself healthy after a start or a node's restart.
-pub const DEFAULT_HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Starts retried with new ports when another process took one of the chosen ports first.
 const START_ATTEMPTS: usize = 3;
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Three `nats-server` nodes with JetStream in one cluster, on free loopback ports.
 #[derive(Debug)]
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
+    credentials: Option<Arc<Credentials>>,
 }
 
 impl NatsCluster {
     /// Nodes in a cluster: the smallest that keeps a quorum with one node lost.
     pub const SIZE: usize = 3;
 
-    /// Starts the three nodes and waits until every node is healthy and they agree on a
-    /// JetStream meta leader.
+    /// Starts the three nodes, with one set of identities, and waits until every node is
+    /// healthy and they agree on a JetStream meta leader.
     pub async fn start() -> Result<NatsCluster, Error> {
         let binary = config::find_nats_server()?;
+        let credentials = Credentials::generate()?;
         let mut attempt = 1;
         loop {
-            match Self::launch(&binary).await {
+            match Self::launch(&binary, &credentials).await {
                 Ok(cluster) => return Ok(cluster),
                 Err(error) if attempt < START_ATTEMPTS && address_in_use(&error) => attempt += 1,
                 Err(error) => return Err(error),
@@ -51,29 +54,36 @@ impl NatsCluster {
         }
     }
 
-    async fn launch(binary: &std::path::Path) -> Result<NatsCluster, Error> {
+    async fn launch(
+        binary: &std::path::Path,
+        credentials: &Arc<Credentials>,
+    ) -> Result<NatsCluster, Error> {
         let ports = free_ports(3 * Self::SIZE)?;
         let (client, rest) = ports.split_at(Self::SIZE);
         let (route, monitor) = rest.split_at(Self::SIZE);
         let builder = |i: usize| {
-            Builder::default().binary(binary).node(
-                format!("n{i}"),
-                Ports {
-                    client: Some(client[i]),
-                    monitor: Some(monitor[i]),
-                },
-                ClusterBlock {
-                    name: CLUSTER_NAME.to_string(),
-                    port: route[i],
-                    routes: route.to_vec(),
-                },
-            )
+            Builder::default()
+                .binary(binary)
+                .credentials(Some(credentials.clone()))
+                .node(
+                    format!("n{i}"),
+                    Ports {
+                        client: Some(client[i]),
+                        monitor: Some(monitor[i]),
+                    },
+                    ClusterBlock {
+                        name: CLUSTER_NAME.to_string(),
+                        port: route[i],
+                        routes: route.to_vec(),
+                    },
+                )
         };
         // Together: a node reports healthy only once a quorum has elected a meta leader.
         let (n0, n1, n2) =
             tokio::try_join!(builder(0).start(), builder(1).start(), builder(2).start())?;
         let cluster = NatsCluster {
             nodes: vec![n0, n1, n2],
+            credentials: Some(credentials.clone()),
         };
         cluster.wait_until_healthy().await?;
         Ok(cluster)
@@ -128,11 +138,26 @@ impl NatsCluster {
         self.wait_until_healthy().await
     }
 
-    /// Connects a client to all three nodes; it moves to another node when its node goes down.
+    /// The identities every node knows.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_deref()
+    }
+
+    /// The account the streams live in (`RIDESAGA`).
+    pub fn account(&self) -> &'static str {
+        account_of(self.credentials.as_deref())
+    }
+
+    /// Connects as `ridectl-admin` to all three nodes; the client moves to another node when
+    /// its node goes down.
     pub async fn client(&self) -> Result<async_nats::Client, Error> {
+        self.client_as(Identity::Admin).await
+    }
+
+    /// Connects as `identity` to all three nodes.
+    pub async fn client_as(&self, identity: Identity) -> Result<async_nats::Client, Error> {
         let urls = self.url_list();
-        async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
+        auth::connect_options(identity, self.credentials.as_deref(), None)?
             .connect(urls.as_slice())
             .await
             .map_err(|source| Error::Connect {
@@ -141,7 +166,13 @@ impl NatsCluster {
             })
     }
 
-    /// Connects a client to all three nodes and wraps it in a JetStream context.
+    /// The environment of a process connecting as `identity` to the three nodes.
+    pub fn env(&self, identity: Identity) -> Vec<(String, String)> {
+        auth::environment(self.urls(), identity, self.credentials.as_deref(), None)
+    }
+
+    /// Connects as `ridectl-admin` to all three nodes and wraps the client in a JetStream
+    /// context.
     pub async fn jetstream(&self) -> Result<jetstream::Context, Error> {
         Ok(jetstream::new(self.client().await?))
     }

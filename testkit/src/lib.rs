@@ -1,6 +1,8 @@
 //! Test harness for Ridesaga: a real `nats-server` with JetStream (or a three-node cluster of
 //! them), one per test, on free loopback ports with a temporary store, killed and cleaned up
-//! when the handle is dropped.
+//! when the handle is dropped. Every server authenticates its clients with the installation's
+//! identities (account `RIDESAGA`, a seed per identity); `client()` connects as
+//! `ridectl-admin`, `client_as` and `env` as any identity.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), ridesaga_testkit::Error> {
@@ -18,12 +20,15 @@
 //! - [`server`]: [`NatsServer`], its [`Builder`], start, stop, restart and clean-up.
 //! - [`cluster`]: [`NatsCluster`], three routed nodes (`n0`..`n2`) with JetStream; kill and
 //!   restart one, wait until a meta leader is agreed on.
+//! - [`auth`]: the identities every server authenticates (an NKEY seed per identity, the
+//!   accounts and permissions of `ridesaga_schemas::auth`) and, on request, TLS.
 //! - [`config`]: finding the binary and writing the server's configuration file.
 //! - [`probe`]: deciding when a freshly started server is ready; `/jsz`'s meta leader.
 //! - [`error`]: [`Error`], with the server's log tail when start-up fails.
 //! - [`postgres`]: [`Postgres`], a throwaway PostgreSQL server shared by a test process, and a
 //!   fresh database per test.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -31,6 +36,7 @@ pub mod postgres;
 pub mod probe;
 pub mod server;
 
+pub use auth::{Credentials, Identity, Tls};
 pub use cluster::NatsCluster;
 pub use config::find_nats_server;
 pub use error::Error;

@@ -10,6 +10,7 @@ use std::{
     fs::{self, File},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::Duration,
 };
 
@@ -19,6 +20,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::{
     Error,
+    auth::{self, Credentials, Identity, Tls},
     config::{self, ClusterBlock, Layout, Ports},
     probe,
 };
@@ -40,6 +42,19 @@ pub struct Builder {
     ports: Ports,
     cluster: Option<ClusterBlock>,
     dir_prefix: &'static str,
+    auth: AuthChoice,
+    tls: bool,
+}
+
+/// Whether a server authenticates its clients.
+#[derive(Debug, Clone)]
+enum AuthChoice {
+    /// Identities generated for this server.
+    Generate,
+    /// These identities (shared by a cluster's nodes).
+    Given(Arc<Credentials>),
+    /// Anonymous clients in the global account.
+    Off,
 }
 
 impl Default for Builder {
@@ -52,6 +67,8 @@ impl Default for Builder {
             ports: Ports::default(),
             cluster: None,
             dir_prefix: "ridesaga-nats-",
+            auth: AuthChoice::Generate,
+            tls: false,
         }
     }
 }
@@ -72,6 +89,29 @@ impl Builder {
     /// How long each start or restart may take.
     pub fn startup_timeout(mut self, timeout: Duration) -> Self {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// No authentication: anonymous clients in the global account (`$G`), as before the
+    /// server had identities. Only for a test that needs exactly that.
+    pub fn without_auth(mut self) -> Self {
+        self.auth = AuthChoice::Off;
+        self
+    }
+
+    /// Requires TLS of every client, with a certificate signed by a CA made for the server
+    /// ([`NatsServer::ca_file`]).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// The identities of a cluster, shared by its nodes.
+    pub(crate) fn credentials(mut self, credentials: Option<Arc<Credentials>>) -> Self {
+        self.auth = match credentials {
+            Some(credentials) => AuthChoice::Given(credentials),
+            None => AuthChoice::Off,
+        };
         self
     }
 
@@ -97,7 +137,19 @@ impl Builder {
             .map_err(Error::io("create the server's temporary directory"))?;
         let layout = Layout::new(dir.path());
         fs::create_dir_all(&layout.ports).map_err(Error::io("create the ports directory"))?;
+        let credentials = match self.auth {
+            AuthChoice::Generate => Some(Credentials::generate()?),
+            AuthChoice::Given(credentials) => Some(credentials),
+            AuthChoice::Off => None,
+        };
+        let tls = if self.tls {
+            Some(Tls::generate()?)
+        } else {
+            None
+        };
         let mut server = NatsServer {
+            credentials,
+            tls,
             binary,
             extra_config: self.extra_config,
             startup_timeout: self.startup_timeout,
@@ -125,6 +177,8 @@ pub struct NatsServer {
     layout: Layout,
     ports: Ports,
     child: Option<Child>,
+    credentials: Option<Arc<Credentials>>,
+    tls: Option<Arc<Tls>>,
     // Dropped last (see `Drop`): removes the store, configuration and logs.
     dir: TempDir,
 }
@@ -207,21 +261,57 @@ impl NatsServer {
         }
     }
 
-    /// Connects a client. It reconnects by itself across [`stop`](Self::stop) and
-    /// [`restart`](Self::restart).
+    /// The identities clients connect as; `None` for a server [`Builder::without_auth`].
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_deref()
+    }
+
+    /// The CA certificate of a server that requires TLS ([`Builder::tls`]).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_deref().map(Tls::ca_file)
+    }
+
+    /// The account the streams live in: `RIDESAGA`, or `$G` without authentication (what
+    /// `/jsz?acc=` and KEDA's `account` take).
+    pub fn account(&self) -> &'static str {
+        account_of(self.credentials.as_deref())
+    }
+
+    /// Connects as `ridectl-admin` (anonymously without authentication). It reconnects by
+    /// itself across [`stop`](Self::stop) and [`restart`](Self::restart).
     pub async fn client(&self) -> Result<async_nats::Client, Error> {
+        self.client_as(Identity::Admin).await
+    }
+
+    /// Connects as `identity`: its seed and inbox prefix (and the CA with TLS).
+    pub async fn client_as(&self, identity: Identity) -> Result<async_nats::Client, Error> {
         if self.child.is_none() {
             return Err(Error::NotRunning);
         }
         let url = self.url();
-        async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
+        self.connect_options(identity)?
             .connect(&url)
             .await
             .map_err(|source| Error::Connect { url, source })
     }
 
-    /// Connects a client and wraps it in a JetStream context.
+    /// Options that connect as `identity`, for a test that adds its own.
+    pub fn connect_options(&self, identity: Identity) -> Result<async_nats::ConnectOptions, Error> {
+        auth::connect_options(identity, self.credentials.as_deref(), self.tls.as_deref())
+    }
+
+    /// The environment of a process (a worker, `ridectl`) connecting as `identity`:
+    /// `NATS_URL`, `NATS_NKEY_FILE`, `NATS_INBOX_PREFIX`, and `NATS_CA_FILE` with TLS.
+    pub fn env(&self, identity: Identity) -> Vec<(String, String)> {
+        auth::environment(
+            self.url(),
+            identity,
+            self.credentials.as_deref(),
+            self.tls.as_deref(),
+        )
+    }
+
+    /// Connects as `ridectl-admin` and wraps the client in a JetStream context.
     pub async fn jetstream(&self) -> Result<jetstream::Context, Error> {
         Ok(jetstream::new(self.client().await?))
     }
@@ -274,12 +364,21 @@ impl NatsServer {
     }
 
     fn render(&self) -> String {
+        let mut extra = self.extra_config.clone();
+        if let Some(credentials) = &self.credentials {
+            extra.push('\n');
+            extra.push_str(credentials.server_config());
+        }
+        if let Some(tls) = &self.tls {
+            extra.push('\n');
+            extra.push_str(&tls.server_block());
+        }
         config::render(
             &self.layout,
             &self.name,
             self.ports,
             self.cluster.as_ref(),
-            &self.extra_config,
+            &extra,
         )
     }
 
@@ -330,6 +429,14 @@ impl NatsServer {
             }
             sleep(POLL_INTERVAL).await;
         }
+    }
+}
+
+/// The account of the streams: `RIDESAGA` with identities, `$G` without.
+pub(crate) fn account_of(credentials: Option<&Credentials>) -> &'static str {
+    match credentials {
+        Some(_) => ridesaga_schemas::auth::ACCOUNT,
+        None => "$G",
     }
 }
 

@@ -37,7 +37,10 @@ async fn a_started_server_accepts_clients_and_answers_on_its_monitoring_port() {
     );
 
     let client = server.client().await.unwrap();
-    client.publish("hello", "world".into()).await.unwrap();
+    client
+        .publish("cmd.hello.world", "hi".into())
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     assert_eq!(client.server_info().port, server.port());
 
@@ -79,13 +82,13 @@ async fn a_restarted_server_is_back_on_the_same_port_with_the_same_store() {
     let js = server.jetstream().await.unwrap();
     js.create_stream(stream::Config {
         name: "KEPT".into(),
-        subjects: vec!["kept.>".into()],
+        subjects: vec!["evt.kept.>".into()],
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
     .unwrap();
-    js.publish("kept.one", "1".into())
+    js.publish("evt.kept.one", "1".into())
         .await
         .unwrap()
         .await
@@ -202,14 +205,14 @@ async fn a_cluster_elects_a_meta_leader_and_keeps_a_replicated_stream_through_a_
     let js = cluster.jetstream().await.unwrap();
     js.create_stream(stream::Config {
         name: "KEPT".into(),
-        subjects: vec!["kept.>".into()],
+        subjects: vec!["evt.kept.>".into()],
         storage: stream::StorageType::File,
         num_replicas: 3,
         ..Default::default()
     })
     .await
     .unwrap();
-    publish_until_stored(&js, "kept.one", "one").await;
+    publish_until_stored(&js, "evt.kept.one", "one").await;
     let info = stream_with_leader(&js, "KEPT").await;
     let placement = info.cluster.unwrap();
     assert_eq!(
@@ -228,7 +231,7 @@ async fn a_cluster_elects_a_meta_leader_and_keeps_a_replicated_stream_through_a_
     );
     cluster.stop(crashed);
     assert_eq!(cluster.running().len(), 2);
-    publish_until_stored(&js, "kept.two", "two").await;
+    publish_until_stored(&js, "evt.kept.two", "two").await;
     let info = stream_with_leader(&js, "KEPT").await;
     let new_leader = info.cluster.as_ref().unwrap().leader.clone().unwrap();
     assert_ne!(cluster.index_of(&new_leader), Some(crashed));

@@ -48,7 +48,7 @@ async fn a_durable_pull_consumer_sees_its_unacked_messages_again_after_the_serve
     let stream = js
         .create_stream(stream::Config {
             name: "WORK".into(),
-            subjects: vec!["work.>".into()],
+            subjects: vec!["evt.work.>".into()],
             storage: stream::StorageType::File,
             ..Default::default()
         })
@@ -64,7 +64,7 @@ async fn a_durable_pull_consumer_sees_its_unacked_messages_again_after_the_serve
         .await
         .unwrap();
     for n in 1..=3 {
-        js.publish(format!("work.{n}"), "job".into())
+        js.publish(format!("evt.work.{n}"), "job".into())
             .await
             .unwrap()
             .await

@@ -3,8 +3,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use ridesaga_schemas::{Service, auth};
 
 use crate::runtime::Kind;
 
@@ -145,42 +148,107 @@ impl fmt::Debug for Secret {
 /// How a worker connects to NATS.
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
-    /// `NATS_URL`, comma-separated for several servers of a cluster.
+    /// `NATS_URL`, comma-separated for several servers of a cluster; `tls://` requires TLS.
     pub url: String,
     /// `NATS_USER` and `NATS_PASSWORD`.
     pub user: Option<String>,
     pub password: Option<Secret>,
-    /// `NATS_CREDS`: path to a credentials file.
+    /// `NATS_CREDS`: path to a credentials file (JWT and seed).
     pub creds_file: Option<String>,
+    /// `NATS_NKEY_FILE`: path to the file holding the worker's NKEY seed, read at start.
+    pub nkey: Option<Secret>,
+    /// `NATS_CA_FILE`: the CA certificate (PEM) the server's certificate must be signed by;
+    /// TLS is then required.
+    pub ca_file: Option<PathBuf>,
+    /// `NATS_INBOX_PREFIX`: where replies come back; the server lets each identity subscribe
+    /// under its own prefix only. Default `_INBOX_<service>-worker`.
+    pub inbox_prefix: String,
 }
 
 impl NatsConfig {
-    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+    /// Reads the settings of `service`'s workers; the seed file and CA file must be readable.
+    pub fn load(service: &str, s: &Settings) -> Result<Self, ConfigError> {
+        let nkey = match s.raw("NATS_NKEY_FILE") {
+            None => None,
+            Some(path) => Some(Secret(
+                auth::read_seed(Path::new(&path))
+                    .map_err(|e| ConfigError {
+                        name: "NATS_NKEY_FILE".into(),
+                        value: path.clone(),
+                        problem: e.to_string(),
+                    })?
+                    .expose()
+                    .to_owned(),
+            )),
+        };
+        let ca_file = match s.raw("NATS_CA_FILE") {
+            None => None,
+            Some(path) => {
+                std::fs::File::open(&path).map_err(|e| ConfigError {
+                    name: "NATS_CA_FILE".into(),
+                    value: path.clone(),
+                    problem: e.to_string(),
+                })?;
+                Some(PathBuf::from(path))
+            }
+        };
+        let default_prefix = match Service::from_name(service) {
+            Some(service) => auth::Identity::Worker(service).inbox_prefix(),
+            None => auth::DEFAULT_INBOX_PREFIX.to_owned(),
+        };
         Ok(NatsConfig {
             url: s.get("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
             user: s.raw("NATS_USER"),
             password: s.secret("NATS_PASSWORD"),
             creds_file: s.raw("NATS_CREDS"),
+            nkey,
+            ca_file,
+            inbox_prefix: s.get("NATS_INBOX_PREFIX", default_prefix)?,
         })
     }
 
-    /// Connects, retrying in the background if the server is not up yet.
+    /// Connects, retrying in the background if the server is not up yet. What the server
+    /// reports (refused credentials, a permission it denied) is logged.
     pub async fn connect(
         &self,
         name: &str,
     ) -> Result<async_nats::Client, async_nats::ConnectError> {
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
+            .custom_inbox_prefix(&self.inbox_prefix)
             .retry_on_initial_connect()
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .event_callback(|event| async move { log_event(event) });
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
         }
         if let Some(path) = &self.creds_file {
             options = options.credentials_file(path).await?;
         }
+        if let Some(seed) = &self.nkey {
+            options = options.nkey(seed.expose().to_owned());
+        }
+        if let Some(path) = &self.ca_file {
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
         let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
         options.connect(servers).await
+    }
+}
+
+/// Logs what the client library reports about the connection.
+fn log_event(event: async_nats::Event) {
+    use async_nats::Event;
+    match event {
+        Event::Connected => tracing::info!("connected to NATS"),
+        Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+        Event::ServerError(e) => tracing::error!(error = %e, "the NATS server reports an error"),
+        Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+        Event::SlowConsumer(sid) => tracing::warn!(sid, "slow consumer"),
+        Event::LameDuckMode => tracing::warn!("the NATS server is shutting down (lame duck)"),
+        other => tracing::debug!(event = %other, "NATS"),
     }
 }
 
@@ -286,7 +354,7 @@ impl RuntimeConfig {
             s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?;
         let window = Kind::of_url(&database_url).map_or(SQLITE_WINDOW, default_window);
         Ok(RuntimeConfig {
-            nats: NatsConfig::load(s)?,
+            nats: NatsConfig::load(service, s)?,
             database_url,
             db_pool: s.get("RIDESAGA_DB_POOL", 1)?,
             batch: positive("RIDESAGA_BATCH", s.get("RIDESAGA_BATCH", window)?)?,
@@ -405,8 +473,53 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let s = Settings::from_pairs([("NATS_PASSWORD", "hunter2")]);
-        let config = NatsConfig::load(&s).unwrap();
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let dir = tempfile::tempdir().unwrap();
+        let installation = auth::init(dir.path()).unwrap();
+        let seed_file = installation.seed_file(auth::Identity::Worker(Service::Ride));
+        let seed = auth::read_seed(&seed_file).unwrap();
+        let s = Settings::from_pairs([
+            ("NATS_PASSWORD", "hunter2".to_owned()),
+            ("NATS_NKEY_FILE", seed_file.display().to_string()),
+        ]);
+        let config = NatsConfig::load("ride", &s).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains(seed.expose()), "{printed}");
+        assert_eq!(config.nkey.unwrap().expose(), seed.expose());
+    }
+
+    #[test]
+    fn a_worker_replies_on_its_own_inbox_prefix_unless_told_otherwise() {
+        let none = Settings::from_pairs::<_, &str, &str>([]);
+        assert_eq!(
+            NatsConfig::load("payment", &none).unwrap().inbox_prefix,
+            "_INBOX_payment-worker"
+        );
+        let set = Settings::from_pairs([("NATS_INBOX_PREFIX", "_INBOX_bench")]);
+        assert_eq!(
+            NatsConfig::load("payment", &set).unwrap().inbox_prefix,
+            "_INBOX_bench"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_seed_or_ca_file_stops_the_worker_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.nk");
+        let bad = dir.path().join("bad.nk");
+        std::fs::write(&bad, "SUNOTASEED").unwrap();
+        for (name, path) in [
+            ("NATS_NKEY_FILE", &missing),
+            ("NATS_NKEY_FILE", &bad),
+            ("NATS_CA_FILE", &missing),
+        ] {
+            let s = Settings::from_pairs([(name, path.display().to_string())]);
+            let err = NatsConfig::load("ride", &s).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("invalid setting {name}=")),
+                "{err}"
+            );
+            assert!(!err.contains("SUNOTASEED"), "the file's content in {err}");
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use ridesaga_schemas::streams;
-use ridesaga_testkit::NatsServer;
+use ridesaga_schemas::{Service, streams};
+use ridesaga_testkit::{Identity, NatsServer};
 
 /// A worker process, killed if the test fails before it exits, so none outlives the test.
 struct Worker(std::process::Child);
@@ -17,8 +17,9 @@ struct Worker(std::process::Child);
 impl Worker {
     /// Starts `binary` as `service` against `server`, its database in `dir`.
     fn start(binary: &str, service: &str, server: &NatsServer, dir: &Path) -> Worker {
+        let identity = Identity::Worker(Service::from_name(service).expect("a service"));
         let child = Command::new(binary)
-            .env("NATS_URL", server.url())
+            .envs(server.env(identity))
             .env(
                 "DATABASE_URL",
                 format!("sqlite://{}", dir.join(format!("{service}.db")).display()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 use ridesaga_schemas::*;
-use ridesaga_testkit::NatsServer;
+use ridesaga_testkit::{Identity, NatsServer};
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{
     self, BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome, Finished,
@@ -194,12 +194,16 @@ impl Harness {
     }
 
     fn config(&self, extra: &[(&str, String)]) -> RuntimeConfig {
-        let mut settings = Settings::from_pairs([
-            ("NATS_URL", self.server.url()),
-            ("DATABASE_URL", self.database_url()),
-            ("RIDESAGA_HTTP_ADDR", "off".to_string()),
-            ("RIDESAGA_RELAY_INTERVAL", "100ms".to_string()),
-        ]);
+        let mut settings = Settings::from_pairs(
+            self.server
+                .env(Identity::Worker(Service::Fraud))
+                .into_iter()
+                .chain([
+                    ("DATABASE_URL".to_owned(), self.database_url()),
+                    ("RIDESAGA_HTTP_ADDR".to_owned(), "off".to_owned()),
+                    ("RIDESAGA_RELAY_INTERVAL".to_owned(), "100ms".to_owned()),
+                ]),
+        );
         for (name, value) in extra {
             settings = settings.with(name, value.clone());
         }

@@ -12,6 +12,7 @@ mod tracking;
 use std::time::Duration;
 
 use ridesaga_schemas::*;
+use ridesaga_testkit::Identity;
 use support::{System, count, describe, find};
 
 const PICKUP: (f64, f64) = (52.5200, 13.4050);
@@ -815,7 +816,7 @@ async fn a_card_the_gateway_rejects_cancels_the_ride_payment_declined() {
 fn payment_process(sys: &System) -> std::process::Child {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_payment-worker"));
     command
-        .env("NATS_URL", &sys.nats_url)
+        .envs(sys.nats_env[&Identity::Worker(Service::Payment)].clone())
         .env("DATABASE_URL", sys.database_url(Service::Payment))
         .env("RIDESAGA_HTTP_ADDR", "off")
         .env("RIDESAGA_TICK", "100ms")

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use ridesaga_schemas::streams::{self, ProvisionOptions, SAGA_STREAM};
 
-use super::{READY_TIMEOUT, Run, connect};
+use super::{READY_TIMEOUT, Run};
 use crate::ab::{self, Build, Comparison, Round, Side};
 use crate::cli::Cli;
 use crate::consumers;
@@ -138,6 +138,7 @@ impl Run {
             bin_dir: bin_dir.to_owned(),
             dir: self.dir.join("ab").join(name),
             nats_url: self.server.url(),
+            identities: self.server.identities.clone(),
             batch: s.batch,
             max_in_flight: s.max_in_flight,
             databases: self.databases(name)?,
@@ -147,7 +148,7 @@ impl Run {
         self.fleet
             .wait_ready(&self.client, 1, READY_TIMEOUT, self.ticks)
             .await?;
-        let mut generator = Generator::connect(connect(&self.server.url()).await?).await?;
+        let mut generator = Generator::connect(self.server.connect().await?).await?;
         generator
             .bring_drivers_online(s.drivers, READY_TIMEOUT)
             .await?;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::Command;
 
-use super::{READY_TIMEOUT, Run, backlog_drivers, connect, usage_between};
+use ridesaga_schemas::auth::Identity;
+
+use super::{READY_TIMEOUT, Run, backlog_drivers, usage_between};
 use crate::backlog::{Audit, BacklogRun};
 use crate::consumers;
 use crate::fleet::{self, Fleet};
@@ -36,7 +38,7 @@ impl Run {
         self.fleet
             .wait_ready(&self.client, 1, READY_TIMEOUT, self.ticks)
             .await?;
-        let mut generator = Generator::connect(connect(&self.server.url()).await?).await?;
+        let mut generator = Generator::connect(self.server.connect().await?).await?;
         generator
             .bring_drivers_online(drivers, READY_TIMEOUT)
             .await?;
@@ -143,10 +145,13 @@ impl Run {
         command
             .args(args)
             .env("NATS_URL", self.server.url())
-            // The run's server has no users: credentials for another server must not be sent.
+            // As the run's server's ridectl-admin; credentials for another server must not be
+            // sent.
             .env_remove("NATS_USER")
             .env_remove("NATS_PASSWORD")
             .env_remove("NATS_CREDS")
+            .env_remove("NATS_CA_FILE")
+            .envs(self.server.identities.env(Identity::Admin))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         let output = tokio::time::timeout(AUDIT_TIMEOUT, command.output())

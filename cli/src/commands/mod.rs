@@ -1,6 +1,7 @@
 //! One module per command group; [`run`] dispatches a parsed command line to it.
 
 mod audit;
+mod auth;
 mod dlq;
 mod driver;
 mod earnings;
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::StepDown(args) => leader::step_down(&ctx, args).await,
         Command::Dlq(command) => dlq::run(&ctx, command).await,
         Command::Scale(command) => scale::run(&ctx, command).await,
+        Command::Auth(command) => auth::run(&ctx, command),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             let mut script = Vec::new();

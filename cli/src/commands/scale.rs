@@ -226,8 +226,8 @@ fn print_table(ctx: &Ctx, plan: &Plan) {
 fn shared_error(error: LagError) -> anyhow::Result<()> {
     let hint = match &error {
         LagError::AccountNotFound { .. } => {
-            "the account of a server without accounts is $G; otherwise give --account NAME \
-             (or its id), as the ScaledObject's `account` names it"
+            "Ridesaga's account is RIDESAGA, and a server without accounts has $G; otherwise \
+             give --account NAME (or its id), as the ScaledObject's `account` names it"
         }
         LagError::StreamNotFound { .. } => {
             "create the streams and consumers with `ridectl provision`"

@@ -8,7 +8,7 @@ use std::process::Output;
 use assert_cmd::Command;
 use async_nats::jetstream;
 use ridesaga_schemas::streams::{ProvisionOptions, SAGA_STREAM, provision};
-use ridesaga_testkit::NatsServer;
+use ridesaga_testkit::{Identity, NatsServer};
 
 /// A server with the Ridesaga streams, and a way to run `ridectl` against it.
 pub struct Harness {
@@ -28,7 +28,26 @@ impl Harness {
 
     /// A fresh server with nothing provisioned.
     pub async fn bare() -> Harness {
-        let server = NatsServer::start().await.expect("nats-server starts");
+        Harness::on(NatsServer::start().await.expect("nats-server starts")).await
+    }
+
+    /// A fresh server without authentication (anonymous clients, the global account), with
+    /// streams and consumers provisioned: for a stand-in that plays every service at once,
+    /// which no identity of an installation may.
+    pub async fn provisioned_without_auth() -> Harness {
+        let server = NatsServer::builder()
+            .without_auth()
+            .start()
+            .await
+            .expect("nats-server starts");
+        let harness = Harness::on(server).await;
+        provision(&harness.js, ProvisionOptions::default())
+            .await
+            .expect("provisioning succeeds");
+        harness
+    }
+
+    async fn on(server: NatsServer) -> Harness {
         let js = server.jetstream().await.expect("client connects");
         Harness { server, js }
     }
@@ -37,9 +56,20 @@ impl Harness {
         self.server.url()
     }
 
-    /// Runs `ridectl args...` against this server (blocking work off the async runtime).
+    /// The environment of `ridectl` as `ridectl-admin` on this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.server.env(Identity::Admin)
+    }
+
+    /// Runs `ridectl args...` as `ridectl-admin` against this server (blocking work off the
+    /// async runtime).
     pub async fn ridectl(&self, args: &[&str]) -> Output {
-        run_ridectl(Some(&self.url()), args).await
+        run_ridectl(&self.env(), args).await
+    }
+
+    /// Runs `ridectl args...` as `identity` against this server.
+    pub async fn ridectl_as(&self, identity: Identity, args: &[&str]) -> Output {
+        run_ridectl(&self.server.env(identity), args).await
     }
 
     /// Messages stored in the saga stream.
@@ -49,25 +79,34 @@ impl Harness {
     }
 }
 
-/// Runs `ridectl` with `NATS_URL` set (when given), no colours, stdout captured (so JSON).
-pub async fn run_ridectl(url: Option<&str>, args: &[&str]) -> Output {
-    let url = url.map(str::to_owned);
+/// Runs `ridectl` with `env` (`NATS_URL`, the identity's seed file, ...) and nothing else of
+/// the caller's NATS settings, no colours, stdout captured (so JSON).
+pub async fn run_ridectl(env: &[(String, String)], args: &[&str]) -> Output {
+    let env = env.to_vec();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::cargo_bin("ridectl").expect("the ridectl binary is built");
-        cmd.env_remove("NATS_URL")
-            .env_remove("NATS_USER")
-            .env_remove("NATS_PASSWORD")
-            .env_remove("NATS_CREDS")
-            .env("NO_COLOR", "1")
-            .args(&args);
-        if let Some(url) = url {
-            cmd.env("NATS_URL", url);
+        for name in [
+            "NATS_URL",
+            "NATS_USER",
+            "NATS_PASSWORD",
+            "NATS_CREDS",
+            "NATS_NKEY_FILE",
+            "NATS_INBOX_PREFIX",
+            "NATS_CA_FILE",
+        ] {
+            cmd.env_remove(name);
         }
+        cmd.env("NO_COLOR", "1").envs(env).args(&args);
         cmd.output().expect("ridectl runs")
     })
     .await
     .expect("the ridectl task completes")
+}
+
+/// The environment of `ridectl` with `NATS_URL` alone.
+pub fn url_only(url: &str) -> Vec<(String, String)> {
+    vec![("NATS_URL".to_owned(), url.to_owned())]
 }
 
 /// The exit code, with stdout and stderr in the panic message when it is not `want`.

@@ -229,27 +229,22 @@ fn effect_status(row: &Row) -> Result<EffectStatus, sqlx::Error> {
     })
 }
 
-/// A pending effect from its stored fields.
-pub(crate) fn pending_effect(
-    id: String,
-    kind: String,
-    saga_id: Option<String>,
-    request: String,
-    attempts: i64,
-    recorded_ms: i64,
-    deadline_ms: i64,
-) -> PendingEffect {
-    PendingEffect {
+/// A row of a backend's `effects_claim` (`effect_id`, `kind`, `saga_id`, `request`,
+/// `attempts`, `recorded_at`, `deadline_at`) as the executor performs it.
+fn pending_effect(row: &Row) -> Result<PendingEffect, sqlx::Error> {
+    Ok(PendingEffect {
         effect: Effect {
-            id,
-            kind,
-            saga_id: saga_id.and_then(|saga| RideId::parse(saga).ok()),
-            request,
+            id: row.get("effect_id")?,
+            kind: row.get("kind")?,
+            saga_id: row
+                .get::<Option<String>>("saga_id")?
+                .and_then(|saga| RideId::parse(saga).ok()),
+            request: row.get("request")?,
         },
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        recorded_at: Timestamp::from_unix_millis(recorded_ms),
-        deadline: Timestamp::from_unix_millis(deadline_ms),
-    }
+        attempts: u32::try_from(row.get::<i64>("attempts")?).unwrap_or(0),
+        recorded_at: Timestamp::from_unix_millis(row.get("recorded_at")?),
+        deadline: Timestamp::from_unix_millis(row.get("deadline_at")?),
+    })
 }
 
 /// One input for the inbox: the message (its id and occurrence time, which together identify
@@ -577,10 +572,11 @@ pub async fn effects_claim(
     until_ms: i64,
     limit: i64,
 ) -> Result<Vec<PendingEffect>, sqlx::Error> {
-    match conn {
-        Conn::Sqlite(c) => sqlite::effects_claim(c, now_ms, until_ms, limit).await,
-        Conn::Postgres(c) => postgres::effects_claim(c, now_ms, until_ms, limit).await,
-    }
+    let rows = match conn {
+        Conn::Sqlite(c) => sqlite::effects_claim(c, now_ms, until_ms, limit).await?,
+        Conn::Postgres(c) => postgres::effects_claim(c, now_ms, until_ms, limit).await?,
+    };
+    rows.iter().map(pending_effect).collect()
 }
 
 /// Forgets the effects whose ids are given; returns the ids that were still recorded (the

@@ -279,7 +279,8 @@ impl BatchWrite {
 }
 
 /// [`Worker::apply`] for a service that implements [`Worker::apply_batch`]: applies `input` as
-/// a batch of one and runs its writes at once.
+/// a batch of one and runs its writes at once. An input that makes effects due is refused
+/// (nothing here would record them).
 pub async fn apply_as_batch<W: Worker>(
     worker: &W,
     conn: &mut Conn<'_>,
@@ -296,6 +297,15 @@ pub async fn apply_as_batch<W: Worker>(
         .map_err(|e| match e {
             BatchError::Input { error, .. } | BatchError::Batch(error) => error,
         })?;
+    // `apply` has nowhere to record effects: a service whose batches make calls to the outside
+    // world is applied through `apply_batch`, which the runtime uses.
+    if !done.effects.is_empty() {
+        return Err(HandleError::Permanent(format!(
+            "applying {} alone made {} effects due; apply it in a batch",
+            input.kind(),
+            done.effects.len()
+        )));
+    }
     let answered = done.outputs.len();
     let Ok([outputs]) = <[Vec<Envelope>; 1]>::try_from(done.outputs) else {
         return Err(HandleError::Permanent(format!(

@@ -27,11 +27,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 
-use super::db::{
-    EffectRetry, InboxEntry, NewEffects, OpenError, Opened, OutboxRow, Row as AnyRow,
-    pending_effect,
-};
-use super::effects::PendingEffect;
+use super::db::{EffectRetry, InboxEntry, NewEffects, OpenError, Opened, OutboxRow, Row as AnyRow};
 use super::handler::BatchWrite;
 
 static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/runtime");
@@ -483,36 +479,26 @@ pub async fn effects_pending(pool: &PgPool, now_ms: i64) -> Result<(i64, bool), 
     .await
 }
 
-/// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first. Runs in the writer's turn, so no other replica claims meanwhile.
+/// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first; their
+/// rows, decoded by the runtime's `db`. Runs in the writer's turn, so no other replica claims
+/// meanwhile.
 pub async fn effects_claim(
     conn: &mut PgConnection,
     now_ms: i64,
     until_ms: i64,
     limit: i64,
-) -> Result<Vec<PendingEffect>, sqlx::Error> {
+) -> Result<Vec<AnyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "UPDATE effects SET claimed_until = $1 WHERE effect_id IN (SELECT effect_id FROM \
          effects WHERE next_at <= $2 AND claimed_until <= $2 ORDER BY next_at LIMIT $3) \
-         RETURNING effect_id, kind, saga_id, request, attempts, recorded_at, deadline_at",
+         RETURNING effect_id, kind, saga_id, request, attempts::bigint AS attempts, recorded_at, deadline_at",
     )
     .bind(until_ms)
     .bind(now_ms)
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(pending_effect(
-                row.try_get("effect_id")?,
-                row.try_get("kind")?,
-                row.try_get("saga_id")?,
-                row.try_get("request")?,
-                i64::from(row.try_get::<i32, _>("attempts")?),
-                row.try_get("recorded_at")?,
-                row.try_get("deadline_at")?,
-            ))
-        })
-        .collect()
+    Ok(rows.into_iter().map(AnyRow::Postgres).collect())
 }
 
 /// Forgets the effects whose ids are given; returns the ids that were recorded.

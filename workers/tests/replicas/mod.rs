@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures_util::StreamExt;
 use ridectl::saga::{RideState, Saga, Step};
-use ridesaga_schemas::streams::{DEAD_LETTER_STREAM, SAGA_STREAM};
+use ridesaga_schemas::streams::SAGA_STREAM;
 use ridesaga_schemas::*;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -434,55 +434,7 @@ async fn check_every_saga_finished_once(sys: &System, steps: Vec<Step>, n: usize
         "{SERVICE}'s inbox: one entry per message it consumes"
     );
 
-    // The gateway: one hold and one capture per ride, nothing else.
-    let rides = n as i64;
-    for (operation, outcome) in [("hold", "held"), ("capture", "captured")] {
-        let sql = format!(
-            "SELECT COUNT(*) FROM payment_operations WHERE operation = '{operation}' AND outcome = '{outcome}'"
-        );
-        assert_eq!(sys.scalar(Service::Payment, &sql).await, rides, "{sql}");
-    }
-    assert_eq!(
-        sys.scalar(Service::Payment, "SELECT COUNT(*) FROM payment_operations")
-            .await,
-        2 * rides,
-        "no other gateway operation"
-    );
-    // Per ride: driver assigned (rider and driver), ride confirmed, receipt.
-    let notified = 4 * rides;
-    let announced = steps
-        .iter()
-        .filter(|s| s.kind() == MessageKind::NotificationSent)
-        .count() as i64;
-    assert_eq!(announced, notified, "notifications announced");
-    assert_eq!(
-        sys.scalar(Service::Notification, "SELECT COUNT(*) FROM notifications")
-            .await,
-        notified
-    );
-    let log = std::fs::read_to_string(sys.dir.path().join("notifications.jsonl"))
-        .expect("the notification log");
-    assert_eq!(log.lines().count() as i64, notified, "each sent once");
-    for service in [Service::Payment, Service::Notification] {
-        assert_eq!(
-            sys.scalar(service, "SELECT COUNT(*) FROM effects").await,
-            0,
-            "{service}: nothing left pending"
-        );
-    }
-
-    let mut dead_letters = sys
-        .js
-        .get_stream(DEAD_LETTER_STREAM)
-        .await
-        .expect("the dead-letter stream");
-    let dead = dead_letters
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .messages;
-    assert_eq!(dead, 0, "nothing dead-lettered");
+    sys.assert_each_effect_once(&steps, n as i64).await;
 }
 
 async fn all_steps(sys: &System) -> Vec<Step> {

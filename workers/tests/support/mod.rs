@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 use ridesaga_schemas::*;
-use ridesaga_testkit::{NatsCluster, NatsServer};
+use ridesaga_testkit::{Identity, NatsCluster, NatsServer};
 use ridesaga_workers::app;
 use ridesaga_workers::config::Settings;
 use tokio::task::JoinHandle;
@@ -28,6 +28,8 @@ pub struct System {
     pub server: Option<NatsServer>,
     /// The workers' `NATS_URL`: the server's URL, or the cluster's three.
     pub nats_url: String,
+    /// How each identity connects: `NATS_URL`, its seed file and inbox prefix.
+    pub nats_env: HashMap<Identity, Vec<(String, String)>>,
     pub js: jetstream::Context,
     pub dir: tempfile::TempDir,
     /// Each service's `DATABASE_URL`.
@@ -65,7 +67,11 @@ impl System {
     /// Starts everything on `cluster`, with streams and consumers of three replicas.
     pub async fn start_on_cluster(cluster: &NatsCluster, extra: &[(&str, &str)]) -> System {
         let js = cluster.jetstream().await.expect("connects to the cluster");
-        Self::start_nats(None, cluster.urls(), js, 3, extra, None).await
+        let env = Identity::ALL
+            .into_iter()
+            .map(|i| (i, cluster.env(i)))
+            .collect();
+        Self::start_nats(None, cluster.urls(), env, js, 3, extra, None).await
     }
 
     async fn start_databases(
@@ -75,12 +81,17 @@ impl System {
         let server = NatsServer::start().await.expect("nats-server starts");
         let js = jetstream::new(server.client().await.expect("connects"));
         let url = server.url();
-        Self::start_nats(Some(server), url, js, 1, extra, databases).await
+        let env = Identity::ALL
+            .into_iter()
+            .map(|i| (i, server.env(i)))
+            .collect();
+        Self::start_nats(Some(server), url, env, js, 1, extra, databases).await
     }
 
     async fn start_nats(
         server: Option<NatsServer>,
         nats_url: String,
+        nats_env: HashMap<Identity, Vec<(String, String)>>,
         js: jetstream::Context,
         replicas: usize,
         extra: &[(&str, &str)],
@@ -109,6 +120,7 @@ impl System {
         let mut system = System {
             server,
             nats_url,
+            nats_env,
             js,
             dir,
             databases,
@@ -126,7 +138,6 @@ impl System {
 
     pub fn settings(&self, service: Service) -> Settings {
         let mut settings = Settings::from_pairs([
-            ("NATS_URL", self.nats_url.clone()),
             ("DATABASE_URL", self.database_url(service)),
             ("RIDESAGA_HTTP_ADDR", "off".into()),
             ("RIDESAGA_TICK", "100ms".into()),
@@ -142,6 +153,9 @@ impl System {
                     .to_string(),
             ),
         ]);
+        for (k, v) in &self.nats_env[&Identity::Worker(service)] {
+            settings = settings.with(k, v.clone());
+        }
         for (k, v) in &self.extra {
             settings = settings.with(k, v.clone());
         }
@@ -476,5 +490,64 @@ fn database_url(dir: &tempfile::TempDir, service: Service) -> String {
             )
         }
         Ok(other) => panic!("RIDESAGA_TEST_DB={other}: expected sqlite or postgres"),
+    }
+}
+
+impl System {
+    /// After `rides` completed rides whose stored steps are `steps`: one hold and one capture
+    /// each and no other gateway operation; four notifications each (driver assigned to rider
+    /// and driver, ride confirmed, receipt), announced, recorded and written once; no effect
+    /// left pending; nothing dead-lettered.
+    pub async fn assert_each_effect_once(&self, steps: &[ridectl::saga::Step], rides: i64) {
+        for (operation, outcome) in [("hold", "held"), ("capture", "captured")] {
+            let sql = format!(
+                "SELECT COUNT(*) FROM payment_operations WHERE operation = '{operation}' AND outcome = '{outcome}'"
+            );
+            assert_eq!(self.scalar(Service::Payment, &sql).await, rides, "{sql}");
+        }
+        assert_eq!(
+            self.scalar(Service::Payment, "SELECT COUNT(*) FROM payment_operations")
+                .await,
+            2 * rides,
+            "no other gateway operation"
+        );
+        let notified = 4 * rides;
+        let announced = steps
+            .iter()
+            .filter(|s| s.kind() == MessageKind::NotificationSent)
+            .count() as i64;
+        assert_eq!(announced, notified, "notifications announced");
+        assert_eq!(
+            self.scalar(Service::Notification, "SELECT COUNT(*) FROM notifications")
+                .await,
+            notified
+        );
+        let log = std::fs::read_to_string(self.dir.path().join("notifications.jsonl"))
+            .expect("the notification log");
+        assert_eq!(log.lines().count() as i64, notified, "each sent once");
+        for service in [Service::Payment, Service::Notification] {
+            assert_eq!(
+                self.scalar(service, "SELECT COUNT(*) FROM effects").await,
+                0,
+                "{service}: nothing left pending"
+            );
+        }
+        // On a cluster the stream may be electing a leader: asked again for up to a minute.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let dead = loop {
+            let info = async {
+                let mut stream = self.js.get_stream(streams::DEAD_LETTER_STREAM).await?;
+                Ok::<_, async_nats::Error>(stream.info().await?.state.messages)
+            };
+            match info.await {
+                Ok(messages) => break messages,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("the dead-letter stream's info failed, again: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the dead-letter stream's info: {e}"),
+            }
+        };
+        assert_eq!(dead, 0, "nothing dead-lettered");
     }
 }

@@ -3,8 +3,7 @@
 //! The statement that records a batch's effects joins the query that closes the batch.
 
 use super::*;
-use crate::runtime::db::{EffectRetry, NewEffects, Row as AnyRow, pending_effect};
-use crate::runtime::effects::PendingEffect;
+use crate::runtime::db::{EffectRetry, NewEffects, Row as AnyRow};
 use ridesaga_schemas::RideId;
 
 /// Effects `[id, kind, saga, request, recorded_ms, deadline_ms, claimed_until_ms]` (the one
@@ -62,13 +61,14 @@ pub async fn effects_pending(pool: &SqlitePool, now_ms: i64) -> Result<(i64, boo
     .await
 }
 
-/// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first.
+/// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first; their
+/// rows, decoded by the runtime's `db`.
 pub async fn effects_claim(
     conn: &mut SqliteConnection,
     now_ms: i64,
     until_ms: i64,
     limit: i64,
-) -> Result<Vec<PendingEffect>, sqlx::Error> {
+) -> Result<Vec<AnyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "UPDATE effects SET claimed_until = ?1 WHERE effect_id IN (SELECT effect_id FROM \
          effects WHERE next_at <= ?2 AND claimed_until <= ?2 ORDER BY next_at LIMIT ?3) \
@@ -79,19 +79,7 @@ pub async fn effects_claim(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(pending_effect(
-                row.try_get("effect_id")?,
-                row.try_get("kind")?,
-                row.try_get("saga_id")?,
-                row.try_get("request")?,
-                row.try_get("attempts")?,
-                row.try_get("recorded_at")?,
-                row.try_get("deadline_at")?,
-            ))
-        })
-        .collect()
+    Ok(rows.into_iter().map(AnyRow::Sqlite).collect())
 }
 
 /// Forgets the effects whose ids are given; returns the ids that were recorded.

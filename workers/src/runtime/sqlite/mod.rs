@@ -48,16 +48,23 @@ impl Database {
         pool: u32,
         migrator: &'static Migrator,
     ) -> Result<Database, crate::runtime::db::OpenError> {
-        let reads = open_with(url, pool, Checkpoints::Background).await?;
-        let lock = WriterLock::beside(&database_path(url)?).map_err(sqlx::Error::Io)?;
+        let path = database_path(url)?;
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
         {
-            // Replicas that start together migrate one at a time: SQLite has no lock of its
-            // own around migrations, and a second replica would try to apply them again.
-            let _turn = lock.acquire().await.map_err(sqlx::Error::Io)?;
-            migrate(&reads, migrator).await?;
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
+        let lock = WriterLock::beside(&path).map_err(sqlx::Error::Io)?;
+        // Replicas that start together open and migrate one at a time: the first to open a new
+        // file switches it to WAL, which a replica opening it at that moment can see as
+        // "database is locked" whatever its busy timeout, and SQLite has no lock of its own
+        // around migrations (a second replica would try to apply them again).
+        let turn = lock.acquire().await.map_err(sqlx::Error::Io)?;
+        let reads = open_with(url, pool, Checkpoints::Background).await?;
+        migrate(&reads, migrator).await?;
         let writes = open_with(url, 1, Checkpoints::Background).await?;
         let checkpoints = open(url, 1).await?;
+        drop(turn);
         Ok(Database {
             pool: reads,
             writer: Writer::new(writes, lock),
