@@ -13,8 +13,9 @@
 //! and answers the service API under its own name; it cannot create, change or delete streams
 //! or consumers. `ridectl-admin` operates everything; `ridectl-viewer` reads (streams,
 //! consumers, stored messages through consumers of its own, the workers' service API) and
-//! publishes nothing; `ridesaga-provision` creates and updates the two streams and the five
-//! consumers, nothing else.
+//! publishes nothing; `ridesaga-provision` creates and updates the streams and the services'
+//! consumers, nothing else. Drivers' positions (`pos.driver.<id>`) are published by
+//! `ridectl-admin` and read by the ride worker through its own consumer.
 
 use std::fmt::{self, Write as _};
 use std::fs;
@@ -22,7 +23,11 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::streams::{DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, SAGA_STREAM, Service};
+use crate::position::POSITION_PREFIX;
+use crate::streams::{
+    DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, POSITION_STREAM, RIDE_POSITIONS_CONSUMER, SAGA_STREAM,
+    Service,
+};
 
 /// The account every Ridesaga identity belongs to, and whose JetStream holds the streams.
 pub const ACCOUNT: &str = "RIDESAGA";
@@ -113,15 +118,17 @@ impl Identity {
             Identity::Worker(service) => {
                 let name = service.name();
                 let consumer = service.consumer_name();
+                let mut publish = vec![
+                    format!("evt.{name}.>"),
+                    format!("{DEAD_LETTER_PREFIX}.{name}.>"),
+                ];
+                publish.extend(pull_own(SAGA_STREAM, &consumer));
+                if service == Service::Ride {
+                    // The ride service records routes from the positions stream.
+                    publish.extend(pull_own(POSITION_STREAM, RIDE_POSITIONS_CONSUMER));
+                }
                 Permissions {
-                    publish: vec![
-                        format!("evt.{name}.>"),
-                        format!("{DEAD_LETTER_PREFIX}.{name}.>"),
-                        api(&format!("STREAM.INFO.{SAGA_STREAM}")),
-                        api(&format!("CONSUMER.INFO.{SAGA_STREAM}.{consumer}")),
-                        api(&format!("CONSUMER.MSG.NEXT.{SAGA_STREAM}.{consumer}")),
-                        format!("$JS.ACK.{SAGA_STREAM}.{consumer}.>"),
-                    ],
+                    publish,
                     publish_deny: Vec::new(),
                     subscribe: vec![
                         inbox,
@@ -142,6 +149,8 @@ impl Identity {
                     "cmd.>".into(),
                     // A dead letter's original message is replayed on its own subject.
                     "evt.>".into(),
+                    // Drivers' positions, for `ridectl driver position`.
+                    format!("{POSITION_PREFIX}.>"),
                     api(">"),
                     "$SRV.>".into(),
                     "ridesaga.>".into(),
@@ -177,15 +186,13 @@ impl Identity {
                     "ridesaga.effects.*".into(),
                 ],
                 // Never the services' consumers: neither changed nor pulled from.
-                publish_deny: Service::ALL
-                    .into_iter()
-                    .flat_map(|service| {
-                        let consumer = service.consumer_name();
+                publish_deny: service_consumers()
+                    .flat_map(|(stream, consumer)| {
                         [
-                            api(&format!("CONSUMER.CREATE.{SAGA_STREAM}.{consumer}")),
-                            api(&format!("CONSUMER.CREATE.{SAGA_STREAM}.{consumer}.>")),
-                            api(&format!("CONSUMER.MSG.NEXT.{SAGA_STREAM}.{consumer}")),
-                            api(&format!("CONSUMER.DELETE.{SAGA_STREAM}.{consumer}")),
+                            api(&format!("CONSUMER.CREATE.{stream}.{consumer}")),
+                            api(&format!("CONSUMER.CREATE.{stream}.{consumer}.>")),
+                            api(&format!("CONSUMER.MSG.NEXT.{stream}.{consumer}")),
+                            api(&format!("CONSUMER.DELETE.{stream}.{consumer}")),
                         ]
                     })
                     .collect(),
@@ -194,16 +201,15 @@ impl Identity {
             },
             Identity::Provision => {
                 let mut publish = vec![api("INFO")];
-                for stream in [SAGA_STREAM, DEAD_LETTER_STREAM] {
+                for stream in [SAGA_STREAM, DEAD_LETTER_STREAM, POSITION_STREAM] {
                     for verb in ["INFO", "CREATE", "UPDATE"] {
                         publish.push(api(&format!("STREAM.{verb}.{stream}")));
                     }
                 }
-                for service in Service::ALL {
-                    let consumer = service.consumer_name();
-                    publish.push(api(&format!("CONSUMER.CREATE.{SAGA_STREAM}.{consumer}")));
-                    publish.push(api(&format!("CONSUMER.CREATE.{SAGA_STREAM}.{consumer}.>")));
-                    publish.push(api(&format!("CONSUMER.INFO.{SAGA_STREAM}.{consumer}")));
+                for (stream, consumer) in service_consumers() {
+                    publish.push(api(&format!("CONSUMER.CREATE.{stream}.{consumer}")));
+                    publish.push(api(&format!("CONSUMER.CREATE.{stream}.{consumer}.>")));
+                    publish.push(api(&format!("CONSUMER.INFO.{stream}.{consumer}")));
                 }
                 Permissions {
                     publish,
@@ -221,6 +227,24 @@ impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
     }
+}
+
+/// What a worker needs to pull from its own durable `consumer` on `stream` and ack.
+fn pull_own(stream: &str, consumer: &str) -> [String; 4] {
+    [
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+    ]
+}
+
+/// Every durable consumer the services own, with its stream.
+fn service_consumers() -> impl Iterator<Item = (&'static str, String)> {
+    Service::ALL
+        .into_iter()
+        .map(|service| (SAGA_STREAM, service.consumer_name()))
+        .chain([(POSITION_STREAM, RIDE_POSITIONS_CONSUMER.to_string())])
 }
 
 /// The name a service's workers register with the NATS service API (`$SRV.*.<name>`).
