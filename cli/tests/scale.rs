@@ -169,18 +169,24 @@ async fn consumers(env: &[(String, String)]) -> Value {
     json(&out)
 }
 
-/// The worker's `ridesaga_consumer_lag` gauge from its `/metrics`.
+/// The worker's `ridesaga_consumer_lag` gauge from its `/metrics`, -1 while it has none (the
+/// worker has not read its consumer's state yet).
 async fn metric_lag(port: u16) -> i64 {
     let url: MonitorUrl = format!("http://127.0.0.1:{port}").parse().unwrap();
     let body = monitor::get(&url, "/metrics", Duration::from_secs(5))
         .await
         .expect("the worker serves /metrics");
     let text = String::from_utf8(body).expect("UTF-8 metrics");
-    text.lines()
+    let Some(line) = text
+        .lines()
         .find(|line| line.starts_with("ridesaga_consumer_lag{"))
-        .and_then(|line| line.rsplit(' ').next())
+    else {
+        return -1;
+    };
+    line.rsplit(' ')
+        .next()
         .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no ridesaga_consumer_lag in\n{text}"))
+        .unwrap_or_else(|| panic!("no value in {line:?}"))
 }
 
 /// Polls `check` every 250 ms until it returns true, failing after `limit` with `what`.

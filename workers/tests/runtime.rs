@@ -779,17 +779,37 @@ async fn health_and_metrics_are_served_over_http() {
     );
     h.publish(&block("u_counted"), "c1").await;
     assert_eq!(h.stored("evt.fraud.blocklist.u_counted", 1).await.len(), 1);
+    publish_raw(
+        &h.js,
+        "cmd.fraud.block.u_garbled",
+        async_nats::HeaderMap::new(),
+        b"{not json".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.dead_letters(1).await.len(), 1);
     let health = http_get(port, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
     let metrics = http_get(port, "/metrics").await;
-    assert!(
-        metrics.contains("ridesaga_messages_handled_total{service=\"fraud\""),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("ridesaga_handler_seconds_count"),
-        "{metrics}"
-    );
+    // The figures by bounded labels: the handler's outcome, the dead letter's cause.
+    let figure = |name: &str, labels: &[&str]| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .find(|line| labels.iter().all(|label| line.contains(label)))
+            .and_then(|line| line.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{metrics}"))
+            .to_owned()
+    };
+    let fraud = "service=\"fraud\"";
+    assert_eq!(figure("ridesaga_messages_handled_total", &[fraud]), "1");
+    let applied = "outcome=\"applied\"";
+    let latency = "ridesaga_handler_duration_seconds_count";
+    assert_eq!(figure(latency, &[fraud, applied]), "1");
+    let dead_letters = "ridesaga_messages_dead_lettered_total";
+    assert_eq!(figure(dead_letters, &["reason=\"undecodable\""]), "1");
+    assert_eq!(figure(dead_letters, &["reason=\"rejected\""]), "0");
+    assert_eq!(figure("ridesaga_batch_inputs_count", &[fraud]), "1");
     assert!(http_get(port, "/nope").await.starts_with("HTTP/1.1 404"));
     stop.cancel();
     task.await.unwrap();

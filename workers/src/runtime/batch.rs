@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
-use super::metrics::Metrics;
 use super::process::{Applied, Shared};
 
 /// One input for the batch writer, and where to send its outcome.
@@ -290,7 +289,7 @@ impl<W: Worker> Shared<W> {
             applied.push((i, Applied::Duplicate(rows_of[&first].clone())));
         }
         applied.extend(rows_of.into_iter().map(|(i, rows)| (i, Applied::New(rows))));
-        Metrics::inc(&self.metrics.batches);
+        self.metrics.batch(pending.len());
         Ok(Attempt::Committed(applied))
     }
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::effects::{Effect, PendingEffect};
 use super::handler::BatchWrite;
+use super::metrics::Sample;
 use super::{postgres, sqlite};
 
 /// Which database a service runs on.
@@ -389,6 +390,40 @@ impl Database {
         match self {
             Database::Sqlite(db) => sqlite::effects_pending(&db.pool, now_ms).await,
             Database::Postgres(db) => postgres::effects_pending(&db.pool, now_ms).await,
+        }
+    }
+
+    /// The outbox's and the effects' figures for the metrics at `now_ms`: one read outside the
+    /// writer's turn.
+    pub async fn sample(&self, now_ms: i64) -> Result<Sample, sqlx::Error> {
+        let (outbox_rows, outbox_oldest, effects_pending, effects_oldest) = match self {
+            Database::Sqlite(db) => sqlite::sample(&db.pool).await?,
+            Database::Postgres(db) => postgres::sample(&db.pool).await?,
+        };
+        let age = |oldest: Option<i64>| oldest.map_or(0, |at| (now_ms - at).max(0));
+        Ok(Sample {
+            outbox_rows,
+            outbox_oldest_ms: age(outbox_oldest),
+            effects_pending,
+            effects_oldest_ms: age(effects_oldest),
+        })
+    }
+
+    /// Runs `read` on a connection of the read pool, outside the writer's turn and outside
+    /// any transaction: for figures that may lag the writes a little.
+    pub async fn read<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut Conn<'_>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        match self {
+            Database::Sqlite(db) => {
+                let mut conn = db.pool.acquire().await?;
+                read(&mut Conn::Sqlite(&mut conn)).await
+            }
+            Database::Postgres(db) => {
+                let mut conn = db.pool.acquire().await?;
+                read(&mut Conn::Postgres(&mut conn)).await
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 
 use super::db::{self, Conn, Kind, Row};
 use super::effects::{Effect, EffectError, Finished, PendingEffect, Settled};
+use super::metrics::{SagaDeadlines, SagaOutcome};
 
 /// What a handler failure means for the input message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -166,6 +167,32 @@ pub trait Worker: Send + Sync + 'static {
     ) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
         let _ = (js, database, stop);
         None
+    }
+
+    /// The terminal states (and reasons) of a saga this service counts in
+    /// `ridesaga_sagas_finished_total`: a fixed set, so that the labels stay bounded. None by
+    /// default: only the service that knows a saga's end declares them.
+    fn saga_outcomes(&self) -> &'static [SagaOutcome] {
+        &[]
+    }
+
+    /// Which of [`Worker::saga_outcomes`] an output of this service (its subject and payload,
+    /// just committed) announces, if it ends a saga. Called for every output of an input or a
+    /// timer: a service returns at once for the subjects that end nothing.
+    fn saga_outcome(&self, subject: &str, payload: &[u8]) -> Option<usize> {
+        let _ = (subject, payload);
+        None
+    }
+
+    /// The sagas waiting on this service's deadlines (read every few seconds, outside the
+    /// writer's turn, for the metrics), if the service keeps deadlines; none by default.
+    fn saga_deadlines<'a>(
+        &'a self,
+        conn: &'a mut Conn<'_>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<SagaDeadlines>, sqlx::Error>> + Send + 'a {
+        let _ = (conn, now);
+        async { Ok(None) }
     }
 
     /// Runs due timers (deadlines, retries). Called periodically by every replica, each time in

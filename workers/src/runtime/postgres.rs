@@ -479,6 +479,17 @@ pub async fn effects_pending(pool: &PgPool, now_ms: i64) -> Result<(i64, bool), 
     .await
 }
 
+/// Outbox rows and the oldest's `created_at`, pending effects and the oldest's `recorded_at`:
+/// the metrics' sample, in one statement (the outbox's index on `created_at` finds its oldest).
+pub async fn sample(pool: &PgPool) -> Result<(i64, Option<i64>, i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
+         (SELECT count(*) FROM effects), (SELECT min(recorded_at) FROM effects)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first; their
 /// rows, decoded by the runtime's `db`. Runs in the writer's turn, so no other replica claims
 /// meanwhile.

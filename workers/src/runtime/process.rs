@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::batch::{WriteRequest, to_rows};
 use super::db::{self, Database, OutboxRow};
 use super::handler::{HandleError, Worker};
-use super::metrics::Metrics;
+use super::metrics::{DeadLetterCause, Metrics, Outcome};
 use super::perform::Handoff;
 use super::publish::Publisher;
 
@@ -42,7 +42,10 @@ pub enum Verdict {
     /// Try again after the delay.
     Retry { delay: Duration, reason: String },
     /// Give up: record a dead letter with the reason, then terminate the message.
-    DeadLetter { reason: String },
+    DeadLetter {
+        cause: DeadLetterCause,
+        reason: String,
+    },
 }
 
 /// The outcome of the transactional part.
@@ -76,6 +79,17 @@ impl<W: Worker> Shared<W> {
                 Ok(rows)
             })
             .await
+            .inspect(|rows| self.count_saga_outcomes(rows))
+    }
+
+    /// Counts the sagas that `rows`, outputs just committed, end (see
+    /// [`Worker::saga_outcome`]).
+    pub fn count_saga_outcomes(&self, rows: &[OutboxRow]) {
+        for row in rows {
+            if let Some(index) = self.worker.saga_outcome(&row.subject, &row.payload) {
+                self.metrics.saga_finished(index);
+            }
+        }
     }
 
     /// Decides what to do with one delivery. `delivered` counts deliveries, 1 the first. A
@@ -99,38 +113,54 @@ impl<W: Worker> Shared<W> {
             Ok(input) => input,
             Err(e) => {
                 return Verdict::DeadLetter {
+                    cause: DeadLetterCause::Undecodable,
                     reason: format!("undecodable message: {e}"),
                 };
             }
         };
         let started = Instant::now();
         let id = input.id.clone();
-        let verdict = match self.apply(input, Timestamp::now()).await {
+        let (outcome, verdict) = match self.apply(input, Timestamp::now()).await {
             Ok(Applied::New(rows)) => {
                 Metrics::inc(&self.metrics.handled);
-                self.publish_then_ack(&rows).await
+                self.count_saga_outcomes(&rows);
+                (Outcome::Applied, self.publish_then_ack(&rows).await)
             }
             Ok(Applied::Duplicate(rows)) => {
                 Metrics::inc(&self.metrics.duplicates);
                 tracing::debug!(%subject, %id, "already applied; acknowledged without effect");
-                self.publish_then_ack(&rows).await
+                (Outcome::Duplicate, self.publish_then_ack(&rows).await)
             }
-            Err(HandleError::Permanent(reason)) => Verdict::DeadLetter { reason },
+            Err(HandleError::Permanent(reason)) => (
+                Outcome::DeadLetter,
+                Verdict::DeadLetter {
+                    cause: DeadLetterCause::Rejected,
+                    reason,
+                },
+            ),
             Err(HandleError::Transient(reason)) => {
                 Metrics::inc(&self.metrics.failed);
                 if delivered >= streams::MAX_DELIVER {
-                    Verdict::DeadLetter {
+                    let verdict = Verdict::DeadLetter {
+                        cause: DeadLetterCause::MaxDeliveries,
                         reason: format!("gave up after {delivered} deliveries: {reason}"),
-                    }
+                    };
+                    (Outcome::DeadLetter, verdict)
                 } else {
-                    Verdict::Retry {
+                    let verdict = Verdict::Retry {
                         delay: retry_delay(delivered),
                         reason,
-                    }
+                    };
+                    (Outcome::Retry, verdict)
                 }
             }
         };
-        self.metrics.observe(started.elapsed());
+        // A publish that failed after the commit makes an applied input a retry.
+        let outcome = match verdict {
+            Verdict::Retry { .. } => Outcome::Retry,
+            _ => outcome,
+        };
+        self.metrics.observe(outcome, started.elapsed());
         tracing::debug!(%subject, %id, delivered, ?verdict, "handled");
         verdict
     }
@@ -158,7 +188,7 @@ impl<W: Worker> Shared<W> {
                 tracing::warn!(subject = %message.subject, delivered, %reason, ?delay, "will retry");
                 message.ack_with(AckKind::Nak(Some(delay))).await
             }
-            Verdict::DeadLetter { reason } => {
+            Verdict::DeadLetter { cause, reason } => {
                 tracing::error!(subject = %message.subject, delivered, %reason, "dead letter");
                 let record = DeadLetter {
                     service: self.service.name().to_owned(),
@@ -174,7 +204,7 @@ impl<W: Worker> Shared<W> {
                 .bounded();
                 match self.record_dead_letter(&record).await {
                     Ok(()) => {
-                        Metrics::inc(&self.metrics.dead_lettered);
+                        self.metrics.dead_lettered(cause);
                         message.ack_with(AckKind::Term).await
                     }
                     Err(e) => {

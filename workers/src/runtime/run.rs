@@ -144,7 +144,7 @@ async fn serve<W: Worker>(
     let service = worker.service();
     let js = jetstream::new(client.clone());
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_saga_outcomes(worker.saga_outcomes()));
     let publisher = Publisher::new(js.clone(), database.clone(), metrics.clone());
     let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
     let shared = Arc::new(Shared {
@@ -216,6 +216,7 @@ async fn serve<W: Worker>(
         metrics.clone(),
         background.clone(),
     ));
+    tasks.spawn(sample_loop(shared.clone(), background.clone()));
 
     tracing::info!(service = %service, instance = %config.instance, "worker started");
     let result = consume(shared.clone(), consumer, &config, &shutdown).await;
@@ -499,6 +500,38 @@ async fn lag_loop(
         if let Ok(info) = consumer.info().await {
             let lag = info.num_pending as i64 + info.num_ack_pending as i64;
             metrics.consumer_lag.store(lag, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How often the figures read from the database (outbox, effects, deadlines) are refreshed:
+/// a few reads per interval, well inside a scrape interval.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the gauges read from the database fresh: the outbox's depth and the age of its
+/// oldest row, the pending effects and the age of the oldest, and the service's sagas waiting
+/// on deadlines (the ride service's). Reads only, on the read pool, never in the writer's turn.
+async fn sample_loop<W: Worker>(shared: Arc<Shared<W>>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Timestamp::now();
+        match shared.database.sample(now.unix_millis()).await {
+            Ok(sample) => shared.metrics.sampled(sample),
+            Err(e) => tracing::debug!(error = %e, "could not sample the outbox and effects"),
+        }
+        let deadlines = shared
+            .database
+            .read(async |conn| shared.worker.saga_deadlines(conn, now).await)
+            .await;
+        match deadlines {
+            Ok(Some(deadlines)) => shared.metrics.saga_deadlines(deadlines),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not sample the saga deadlines"),
         }
     }
 }

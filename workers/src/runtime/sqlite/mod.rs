@@ -376,6 +376,19 @@ pub async fn inbox_prune(
     Ok(done.rows_affected())
 }
 
+/// Outbox rows and the oldest's `created_at`, pending effects and the oldest's `recorded_at`:
+/// the metrics' sample, in one statement (the outbox's index on `created_at` finds its oldest).
+pub async fn sample(
+    pool: &SqlitePool,
+) -> Result<(i64, Option<i64>, i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM outbox), (SELECT MIN(created_at) FROM outbox), \
+         (SELECT COUNT(*) FROM effects), (SELECT MIN(recorded_at) FROM effects)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 mod effects;
 use effects::{EFFECTS_INSERT_SQL, effects_json};
 pub use effects::{

@@ -17,7 +17,7 @@ pub mod positions;
 pub mod route;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, Message, MessageId, RideId, Service, Timestamp};
+use ridesaga_schemas::{Envelope, INVALID_REQUEST, Message, MessageId, RideId, Service, Timestamp};
 use sqlx::migrate::Migrator;
 use tracing::debug;
 
@@ -26,6 +26,7 @@ use self::domain::Ride;
 use self::store::{Changed, Origin};
 use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
+use crate::runtime::metrics::{SagaDeadlines, SagaOutcome};
 use crate::runtime::{
     BatchError, BatchOutput, Conn, Database, HandleError, Input, Kind, Row, Worker, apply_as_batch,
 };
@@ -35,6 +36,36 @@ static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/ride");
 
 /// Rides expired per tick; the rest wait for the next tick.
 const EXPIRIES_PER_TICK: i64 = 256;
+
+/// How a saga ends, as `ridesaga_sagas_finished_total` counts it: the terminal state and its
+/// reason (a cancel reason; for a rejection, the fraud service's flag or the ride service's own
+/// refusal of an invalid request).
+const SAGA_OUTCOMES: &[SagaOutcome] = &[
+    ("completed", ""),
+    ("cancelled", "rider"),
+    ("cancelled", "no_driver"),
+    ("cancelled", "payment_declined"),
+    ("cancelled", "expired"),
+    ("cancelled", "driver_no_show"),
+    ("cancelled", "rider_no_show"),
+    ("rejected", "fraud_flagged"),
+    ("rejected", INVALID_REQUEST),
+];
+
+/// The outcome a ride event announces, if it ends the saga.
+fn saga_outcome(message: &Message) -> Option<SagaOutcome> {
+    match message {
+        Message::RideCompleted(_) => Some(("completed", "")),
+        Message::RideCancelled(cancelled) => Some(("cancelled", cancelled.reason.as_str())),
+        Message::RideRejected(rejected)
+            if rejected.reasons.iter().any(|r| r == INVALID_REQUEST) =>
+        {
+            Some(("rejected", INVALID_REQUEST))
+        }
+        Message::RideRejected(_) => Some(("rejected", "fraud_flagged")),
+        _ => None,
+    }
+}
 
 /// The ride service as the runtime runs it.
 #[derive(Debug, Clone)]
@@ -236,6 +267,33 @@ impl Worker for RideService {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
         self.expire_due(conn, now)
+    }
+
+    fn saga_outcomes(&self) -> &'static [SagaOutcome] {
+        SAGA_OUTCOMES
+    }
+
+    fn saga_outcome(&self, subject: &str, payload: &[u8]) -> Option<usize> {
+        // Only the three terminal events are decoded: every other output returns here.
+        let terminal = [
+            "evt.ride.completed.",
+            "evt.ride.cancelled.",
+            "evt.ride.rejected.",
+        ];
+        if !terminal.iter().any(|prefix| subject.starts_with(prefix)) {
+            return None;
+        }
+        let envelope = Envelope::decode(subject, payload).ok()?;
+        let outcome = saga_outcome(&envelope.message)?;
+        SAGA_OUTCOMES.iter().position(|known| *known == outcome)
+    }
+
+    fn saga_deadlines<'a>(
+        &'a self,
+        conn: &'a mut Conn<'_>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<SagaDeadlines>, sqlx::Error>> + Send + 'a {
+        async move { store::deadlines(conn, now).await.map(Some) }
     }
 
     fn side_loop(

@@ -3,11 +3,12 @@
 
 use ridesaga_schemas::{
     ArriveRide, CancelReason, DriverAssigned, DriverId, GeoPoint, PaymentAuthorized, RequestRide,
-    RiderId, StartRide,
+    RideCancelled, RideRejected, RiderId, StartRide,
 };
 
 use super::domain::Status;
 use super::*;
+use crate::runtime::db;
 use crate::testing::each_backend;
 use crate::testing::{
     TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, tick_in_tx, timeless,
@@ -376,7 +377,98 @@ async fn the_deadlines_of_a_confirmed_ride_survive_between_transactions(kind: Ki
     assert_eq!(ride.deadline(), Some(at(60 + 300)));
 }
 
+async fn the_deadlines_count_waiting_and_overdue_rides_and_their_ends_are_counted(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    apply(&mut conn, &request("r_early"), at(0)).await;
+    apply(&mut conn, &request("r_late"), at(10)).await;
+    apply(&mut conn, &request("r_started"), at(0)).await;
+    apply(&mut conn, &assigned("r_started"), at(1)).await;
+    apply(&mut conn, &authorized("r_started"), at(2)).await;
+    let start = Envelope::new(StartRide {}, ride("r_started"), "ridectl");
+    apply(&mut conn, &start, at(3)).await;
+    let deadlines = |waiting, overdue, most_overdue_ms| SagaDeadlines {
+        waiting,
+        overdue,
+        most_overdue_ms,
+    };
+    // A ride in progress has no deadline; the others expire 45 s after their request.
+    assert_eq!(
+        store::deadlines(&mut conn, at(5)).await.unwrap(),
+        deadlines(2, 0, 0)
+    );
+    assert_eq!(
+        store::deadlines(&mut conn, at(50)).await.unwrap(),
+        deadlines(2, 1, 5000)
+    );
+    let out = tick(&mut conn, at(50)).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        store::deadlines(&mut conn, at(50)).await.unwrap(),
+        deadlines(1, 0, 0)
+    );
+    let row = db::OutboxRow::from_envelope(&out[0]);
+    let outcome = service().saga_outcome(&row.subject, &row.payload);
+    assert_eq!(
+        outcome.map(|i| SAGA_OUTCOMES[i]),
+        Some(("cancelled", "expired"))
+    );
+    let row = db::OutboxRow::from_envelope(&request("r_other"));
+    assert_eq!(service().saga_outcome(&row.subject, &row.payload), None);
+}
+
+#[test]
+fn every_way_a_ride_ends_is_a_counted_outcome() {
+    let rider = RiderId::parse("u_ada").unwrap();
+    let reasons = [
+        CancelReason::Rider,
+        CancelReason::NoDriver,
+        CancelReason::PaymentDeclined,
+        CancelReason::Expired,
+        CancelReason::DriverNoShow,
+        CancelReason::RiderNoShow,
+    ];
+    let mut ends: Vec<Message> = reasons
+        .into_iter()
+        .map(|reason| {
+            Message::RideCancelled(RideCancelled {
+                rider_id: rider.clone(),
+                reason,
+                driver_id: None,
+            })
+        })
+        .collect();
+    for reasons in [
+        vec!["velocity".to_owned()],
+        vec![INVALID_REQUEST.to_owned()],
+    ] {
+        ends.push(Message::RideRejected(RideRejected {
+            rider_id: rider.clone(),
+            score: 0,
+            reasons,
+            detail: None,
+        }));
+    }
+    let mut seen: Vec<SagaOutcome> = ends
+        .iter()
+        .map(|end| saga_outcome(end).unwrap_or_else(|| panic!("no outcome for {end:?}")))
+        .collect();
+    seen.push(("completed", ""));
+    seen.sort();
+    let mut known = SAGA_OUTCOMES.to_vec();
+    known.sort();
+    assert_eq!(seen, known);
+    let flagged = Message::RideRejected(RideRejected {
+        rider_id: rider,
+        score: 80,
+        reasons: vec![],
+        detail: None,
+    });
+    assert_eq!(saga_outcome(&flagged), Some(("rejected", "fraud_flagged")));
+}
+
 each_backend!(
+    the_deadlines_count_waiting_and_overdue_rides_and_their_ends_are_counted,
     a_ride_survives_between_transactions_until_it_is_confirmed,
     a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one,
     coordinates_and_distances_survive_the_json_rows_bit_for_bit,

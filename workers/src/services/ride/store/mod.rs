@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::domain::{Hold, Ride, Status};
 use super::route::Route;
+use crate::runtime::metrics::SagaDeadlines;
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
 use crate::services::rides::json_ids;
 
@@ -95,6 +96,22 @@ pub async fn due(
         Conn::Postgres(conn) => postgres::due(conn, now, limit).await?,
     };
     rows.iter().map(decode).collect()
+}
+
+/// The rides waiting on a deadline at `now` (those whose saga is neither finished nor in
+/// progress), those past it, and how far past it the earliest deadline is: an index-only read
+/// of the partial index on `expires_at_ms`, for the metrics.
+pub async fn deadlines(conn: &mut Conn<'_>, now: Timestamp) -> Result<SagaDeadlines, sqlx::Error> {
+    let now = now.unix_millis();
+    let (waiting, overdue, earliest) = match conn {
+        Conn::Sqlite(conn) => sqlite::deadlines(conn, now).await?,
+        Conn::Postgres(conn) => postgres::deadlines(conn, now).await?,
+    };
+    Ok(SagaDeadlines {
+        waiting,
+        overdue,
+        most_overdue_ms: earliest.map_or(0, |deadline| (now - deadline).max(0)),
+    })
 }
 
 /// A ride to save: its state, its origin and when it changed.

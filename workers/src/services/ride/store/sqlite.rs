@@ -63,6 +63,20 @@ pub async fn due(
     Ok(rows.into_iter().map(Row::Sqlite).collect())
 }
 
+/// [`super::deadlines`]: rides with a deadline, those at or before `now_ms`, the earliest.
+pub async fn deadlines(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN expires_at_ms <= ? THEN 1 ELSE 0 END), 0), \
+         MIN(expires_at_ms) FROM rides WHERE expires_at_ms IS NOT NULL",
+    )
+    .bind(now_ms)
+    .fetch_one(conn)
+    .await
+}
+
 /// [`super::started_ride_of`]: the ride in progress of the driver `driver_id`.
 pub async fn started_ride_of(
     conn: &mut SqliteConnection,
