@@ -1615,9 +1615,9 @@ async fn an_outcome_that_fails_to_settle_is_retried_without_holding_up_the_other
     settled.dedup();
     assert_eq!(settled.len(), 3, "{settled:?}");
     for line in [
-        "ridesaga_effects_settle_failed_total{service=\"fraud\",instance=",
-        "ridesaga_effects_settled_total{service=\"fraud\",instance=",
-        "ridesaga_effects_performed_total{service=\"fraud\",instance=",
+        "ridesaga_effects_settle_failed_total{service=\"fraud\",replica=",
+        "ridesaga_effects_settled_total{service=\"fraud\",replica=",
+        "ridesaga_effects_performed_total{service=\"fraud\",replica=",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

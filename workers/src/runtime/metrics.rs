@@ -327,7 +327,7 @@ impl Metrics {
 
     /// Prometheus text exposition format (0.0.4).
     pub fn render(&self, service: &str, instance: &str) -> String {
-        let labels = format!("service=\"{service}\",instance=\"{instance}\"");
+        let labels = format!("service=\"{service}\",replica=\"{instance}\"");
         let mut out = String::with_capacity(8192);
         let counters = [
             (
@@ -524,7 +524,7 @@ mod tests {
         let text = m.render("ride", "r1");
         let series = |le: &str| {
             format!(
-                "ridesaga_handler_duration_seconds_bucket{{service=\"ride\",instance=\"r1\",\
+                "ridesaga_handler_duration_seconds_bucket{{service=\"ride\",replica=\"r1\",\
                  outcome=\"applied\",le=\"{le}\"}}"
             )
         };
@@ -533,13 +533,13 @@ mod tests {
         assert_eq!(value(&text, &series("0.005")), "2");
         assert_eq!(value(&text, &series("10")), "2");
         assert_eq!(value(&text, &series("+Inf")), "3");
-        let count = "ridesaga_handler_duration_seconds_count{service=\"ride\",instance=\"r1\",\
+        let count = "ridesaga_handler_duration_seconds_count{service=\"ride\",replica=\"r1\",\
                      outcome=\"applied\"}";
         assert_eq!(value(&text, count), "3");
-        let sum = "ridesaga_handler_duration_seconds_sum{service=\"ride\",instance=\"r1\",\
+        let sum = "ridesaga_handler_duration_seconds_sum{service=\"ride\",replica=\"r1\",\
                    outcome=\"applied\"}";
         assert_eq!(value(&text, sum), "20.008");
-        let retries = "ridesaga_handler_duration_seconds_count{service=\"ride\",instance=\"r1\",\
+        let retries = "ridesaga_handler_duration_seconds_count{service=\"ride\",replica=\"r1\",\
                        outcome=\"retry\"}";
         assert_eq!(value(&text, retries), "0");
     }
@@ -561,14 +561,14 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "ridesaga_consumer_lag{service=\"ride\",instance=\"r1\"}"
+                "ridesaga_consumer_lag{service=\"ride\",replica=\"r1\"}"
             ),
             "7"
         );
         assert_eq!(
             value(
                 &text,
-                "ridesaga_outbox_oldest_age_seconds{service=\"ride\",instance=\"r1\"}"
+                "ridesaga_outbox_oldest_age_seconds{service=\"ride\",replica=\"r1\"}"
             ),
             "1.5"
         );
@@ -588,7 +588,7 @@ mod tests {
         let text = m.render("ride", "r1");
         let dlq = |reason: &str| {
             format!(
-                "ridesaga_messages_dead_lettered_total{{service=\"ride\",instance=\"r1\",\
+                "ridesaga_messages_dead_lettered_total{{service=\"ride\",replica=\"r1\",\
                  reason=\"{reason}\"}}"
             )
         };
@@ -597,7 +597,7 @@ mod tests {
         assert_eq!(value(&text, &dlq("rejected")), "0");
         assert_eq!(m.dead_letters(), 3);
         let batch = |le: &str| {
-            format!("ridesaga_batch_inputs_bucket{{service=\"ride\",instance=\"r1\",le=\"{le}\"}}")
+            format!("ridesaga_batch_inputs_bucket{{service=\"ride\",replica=\"r1\",le=\"{le}\"}}")
         };
         assert_eq!(value(&text, &batch("2")), "0");
         assert_eq!(value(&text, &batch("4")), "1");
@@ -605,13 +605,13 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "ridesaga_batch_inputs_sum{service=\"ride\",instance=\"r1\"}"
+                "ridesaga_batch_inputs_sum{service=\"ride\",replica=\"r1\"}"
             ),
             "67"
         );
         let sagas = |state: &str, reason: &str| {
             format!(
-                "ridesaga_sagas_finished_total{{service=\"ride\",instance=\"r1\",\
+                "ridesaga_sagas_finished_total{{service=\"ride\",replica=\"r1\",\
                  state=\"{state}\",reason=\"{reason}\"}}"
             )
         };
