@@ -288,12 +288,12 @@ impl Worker for RideService {
         SAGA_OUTCOMES.iter().position(|known| *known == outcome)
     }
 
-    fn saga_deadlines<'a>(
-        &'a self,
-        conn: &'a mut Conn<'_>,
+    async fn saga_deadlines(
+        &self,
+        conn: &mut Conn<'_>,
         now: Timestamp,
-    ) -> impl Future<Output = Result<Option<SagaDeadlines>, sqlx::Error>> + Send + 'a {
-        async move { store::deadlines(conn, now).await.map(Some) }
+    ) -> Result<Option<SagaDeadlines>, sqlx::Error> {
+        store::deadlines(conn, now).await.map(Some)
     }
 
     fn side_loop(
