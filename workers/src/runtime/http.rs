@@ -95,7 +95,13 @@ async fn respond(mut stream: TcpStream, state: HttpState) -> std::io::Result<()>
         }
         "/metrics" => {
             let body = state.metrics.render(state.service, &state.instance);
-            write(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+            write(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
         }
         _ => write(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
     }
