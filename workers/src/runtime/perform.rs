@@ -668,6 +668,7 @@ mod tests {
     }
 
     each_backend!(
+        the_metrics_sample_counts_the_outbox_and_effects_and_their_oldest,
         the_effects_table_hands_each_due_effect_to_one_claim_at_a_time,
         a_batch_records_its_effects_when_it_commits,
     );
@@ -790,6 +791,65 @@ mod tests {
             .unwrap();
         assert_eq!(claimed.len(), 2);
         assert_eq!(database.effects_pending(later).await.unwrap(), (2, false));
+        database.close().await;
+    }
+
+    async fn the_metrics_sample_counts_the_outbox_and_effects_and_their_oldest(kind: Kind) {
+        use crate::runtime::metrics::Sample;
+        let mut db = TestDb::open(kind, &sqlite::RUNTIME_MIGRATOR, &NO_TABLES).await;
+        let url = db.url();
+        let database = db::Database::open(&url, 1, |_| &NO_TABLES).await.unwrap();
+        let now = Timestamp::now();
+        assert_eq!(
+            database.sample(now.unix_millis()).await.unwrap(),
+            Sample::default()
+        );
+        let mut conn = db.conn();
+        let row = |id: &str| OutboxRow {
+            message_id: id.into(),
+            subject: format!("evt.test.done.{id}"),
+            payload: b"{}".to_vec(),
+        };
+        // A batch three seconds ago left two outputs and two effects; one output a second ago.
+        let (first, second, third) = (row("m_1"), row("m_2"), row("m_3"));
+        let effects = [
+            effect("r_1/hold", "r_1", "{}"),
+            effect("r_2/hold", "r_2", "{}"),
+        ];
+        let new = NewEffects {
+            effects: &effects,
+            deadline: Duration::from_secs(60),
+            claim: Duration::ZERO,
+        };
+        let at = |ms_ago: i64| Timestamp::from_unix_millis(now.unix_millis() - ms_ago);
+        db::open_batch(&mut conn, &[], &[], None).await.unwrap();
+        let outputs = [(None, &first), (None, &second)];
+        db::close_batch(&mut conn, &[], &outputs, new, at(3000))
+            .await
+            .unwrap();
+        let none = NewEffects {
+            effects: &[],
+            ..new
+        };
+        db::open_batch(&mut conn, &[], &[], None).await.unwrap();
+        db::close_batch(&mut conn, &[], &[(None, &third)], none, at(1000))
+            .await
+            .unwrap();
+        let sample = database.sample(now.unix_millis()).await.unwrap();
+        assert_eq!(
+            sample,
+            Sample {
+                outbox_rows: 3,
+                outbox_oldest_ms: 3000,
+                effects_pending: 2,
+                effects_oldest_ms: 3000,
+            }
+        );
+        db::outbox_delete(&mut conn, &["m_1".into(), "m_2".into()])
+            .await
+            .unwrap();
+        let sample = database.sample(now.unix_millis()).await.unwrap();
+        assert_eq!((sample.outbox_rows, sample.outbox_oldest_ms), (1, 1000));
         database.close().await;
     }
 }
