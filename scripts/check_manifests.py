@@ -65,8 +65,8 @@ MIN_KUSTOMIZE = Version("5.0.0")
 
 IMAGE = "ghcr.io/ridesaga/ridesaga"
 WORKER_COMPONENT = "worker"
-# What RIDESAGA_DRAIN_TIMEOUT accepts (workers/src/config.rs, parse_duration).
-DURATION_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+# What RIDESAGA_DRAIN_TIMEOUT accepts (schemas/src/duration.rs: a unit is required, but for 0).
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 SECRET_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|CREDS|DATABASE_URL")
 # API groups whose kinds kubernetes-validate's schemas cover (core is the empty group).
 KUBE_API_GROUPS = {
@@ -522,9 +522,14 @@ def check_nats_values(deploy: Path) -> tuple[list[str], NatsRelease | None]:
 
 def parse_duration(text: str) -> float | None:
     found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text)
-    if found is None or found.group(2) not in DURATION_UNITS:
+    if found is None:
         return None
-    return float(found.group(1)) * DURATION_UNITS[found.group(2)]
+    number, unit = float(found.group(1)), found.group(2)
+    if unit == "" and number == 0:
+        return 0.0
+    if unit not in DURATION_UNITS:
+        return None
+    return number * DURATION_UNITS[unit]
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:

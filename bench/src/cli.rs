@@ -38,7 +38,7 @@ pub struct Cli {
 
     /// Latency the payment worker's simulated gateway adds to every call, e.g. 300ms
     /// (`RIDESAGA_GATEWAY_LATENCY` of every fleet; none by default).
-    #[arg(long, value_name = "DURATION", value_parser = ridesaga_workers::config::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = ridesaga_schemas::duration::parse_duration)]
     pub gateway_latency: Option<Duration>,
 
     /// The workers' databases: a SQLite file per service in the run's directory, or a database

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, limits};
 
-use crate::duration::parse_duration;
 use crate::saga::Expectation;
+use ridesaga_schemas::duration::parse_duration;
 
 const ABOUT: &str = "Operate Ridesaga: publish ride and driver commands, follow sagas live, \
 inspect streams, consumers, workers and dead letters, and audit the saga invariants.";

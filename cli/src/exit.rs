@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::duration::format_duration;
+use ridesaga_schemas::duration::format_duration;
 
 /// Success.
 pub const SUCCESS: u8 = 0;

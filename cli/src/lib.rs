@@ -17,7 +17,6 @@
 
 pub mod cli;
 pub mod commands;
-pub mod duration;
 pub mod exit;
 pub mod lag;
 pub mod monitor;

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod dead_letter;
+pub mod duration;
 pub mod envelope;
 pub mod geo;
 pub mod ids;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use ridesaga_schemas::duration::parse_duration;
 use ridesaga_schemas::{Service, auth};
 
 use crate::runtime::Kind;
@@ -87,7 +88,8 @@ impl Settings {
         }
     }
 
-    /// A duration such as `30s`, `250ms`, `2m` or `1h`, or `default` when unset.
+    /// A duration such as `30s`, `250ms`, `2m` or `1h` ([`parse_duration`]), or `default` when
+    /// unset.
     pub fn duration(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.raw(name) {
             None => Ok(default),
@@ -103,30 +105,6 @@ impl Settings {
     pub fn secret(&self, name: &str) -> Option<Secret> {
         self.raw(name).map(Secret)
     }
-}
-
-/// Parses `250ms`, `30s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration such as 30s or 250ms, got {text:?}"))?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration out of range: {text:?}"))
 }
 
 /// A secret value: `Debug` and `Display` print a placeholder.
@@ -391,18 +369,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3 weeks").unwrap_err().contains("unit"));
+    fn a_duration_setting_names_the_variable_and_needs_a_unit() {
+        let settings = Settings::from_pairs([("RIDESAGA_TICK", "250")]);
+        let error = settings
+            .duration("RIDESAGA_TICK", Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
         assert!(
-            parse_duration("99999999999999999999h")
-                .unwrap_err()
-                .contains("out of range")
+            error.contains("RIDESAGA_TICK") && error.contains("no unit"),
+            "{error}"
         );
     }
-
     #[test]
     fn a_bad_setting_is_named_in_the_error() {
         let s = Settings::from_pairs([("RIDESAGA_BATCH", "lots")]);

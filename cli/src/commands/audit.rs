@@ -6,10 +6,10 @@ use time::OffsetDateTime;
 
 use super::Ctx;
 use crate::cli::AuditArgs;
-use crate::duration::format_duration;
 use crate::nats::scan_steps;
 use crate::output::{Paint, Table};
 use crate::saga::audit::audit;
+use ridesaga_schemas::duration::format_duration;
 
 pub async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
     let nats = ctx.connect().await?;

@@ -15,13 +15,13 @@ use tokio::time::{Instant, timeout_at};
 use super::Ctx;
 use super::ride::{print_saga, state_paint};
 use crate::cli::WaitArgs;
-use crate::duration::format_duration;
 use crate::exit::{HintExt, TimedOut, UnexpectedState};
 use crate::nats::follow;
 use crate::output::{Out, Paint, format_clock};
 use crate::saga::describe::{is_compensation, summary};
 use crate::saga::rest::{at_rest, outcome_label};
 use crate::saga::{Goal, Rest, RideState, Saga, Step};
+use ridesaga_schemas::duration::format_duration;
 
 pub async fn follow_ride(
     ctx: &Ctx,

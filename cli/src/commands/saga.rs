@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 use super::Ctx;
 use super::ride::{load_saga, state_paint};
 use crate::cli::{ListArgs, SagaCommand, StateClass};
-use crate::duration::format_duration;
 use crate::nats::scan_steps;
 use crate::output::{Paint, Table, format_clock, format_time, money, rfc3339};
 use crate::saga::describe::{is_compensation, summary};
 use crate::saga::{Saga, Step};
+use ridesaga_schemas::duration::format_duration;
 
 pub async fn run(ctx: &Ctx, command: SagaCommand) -> anyhow::Result<()> {
     match command {

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use super::Ctx;
 use crate::cli::ServicesArgs;
-use crate::duration::format_duration;
 use crate::output::{Paint, Table};
+use ridesaga_schemas::duration::format_duration;
 
 /// The name prefix every Ridesaga worker registers with.
 const PREFIX: &str = "ridesaga-";

@@ -14,7 +14,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{RideState, Saga, Step};
-use crate::duration::format_duration;
+use ridesaga_schemas::duration::format_duration;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
