@@ -6,7 +6,8 @@
 //! - ride cancelled: the rider, with the reason; and the driver, if the ride ever had one;
 //! - ride rejected: the rider, with the rule the request broke when it was invalid;
 //! - payment captured: the rider, a receipt with the amount;
-//! - payment capture failed: the rider, that the fare could not be charged.
+//! - payment capture failed: the rider, that the fare could not be charged;
+//! - payment refunded: the rider, the amount given back (once per ride: the first refund).
 //!
 //! A cancellation may overtake the assignment it cancels. The driver's cancellation notice
 //! therefore follows from two facts, "cancelled" and "a driver is known", and is sent when the
@@ -130,6 +131,15 @@ pub fn handle(
                 money(p.amount_cents)
             );
             notices.push(rider(NotificationKind::PaymentFailed, text, &p.rider_id));
+        }
+        Message::PaymentRefunded(p) => {
+            let text = format!(
+                "{} of your payment for ride {ride_id} is refunded to your card ({} refunded of {}).",
+                money(p.amount_cents),
+                money(p.refunded_cents),
+                money(p.captured_cents)
+            );
+            notices.push(rider(NotificationKind::Refund, text, &p.rider_id));
         }
         other => warn!(kind = %other.kind(), "message notification does not use; ignored"),
     }

@@ -47,6 +47,10 @@ impl Gateway for Outage {
         self.failing()?;
         self.inner.void(request).await
     }
+    async fn refund(&self, request: &RefundRequest) -> Result<(), GatewayError> {
+        self.failing()?;
+        self.inner.refund(request).await
+    }
 }
 
 /// A fresh database of `kind` with the payment service's tables.
@@ -819,6 +823,24 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             settlement: Settlement::CaptureFailed {
                 error: format!("error {odd}"),
             },
+            commission_cents: Some(i64::MAX as u64),
+            refunds: vec![
+                domain::Refund {
+                    refund_id: ridesaga_schemas::RefundId::parse("rf_1").unwrap(),
+                    amount_cents: Some(i64::MAX as u64),
+                    reason: Some(format!("reason {odd}")),
+                    status: domain::RefundStatus::Refused {
+                        code: format!("code {odd}"),
+                        reason: format!("reason {odd}"),
+                    },
+                },
+                domain::Refund {
+                    refund_id: ridesaga_schemas::RefundId::parse("rf_2").unwrap(),
+                    amount_cents: None,
+                    reason: None,
+                    status: domain::RefundStatus::Pending,
+                },
+            ],
         },
         Payment {
             trip: None,
@@ -833,6 +855,8 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             settlement: Settlement::Captured {
                 amount_cents: i64::MAX as u64,
             },
+            commission_cents: None,
+            refunds: Vec::new(),
         },
         Payment {
             trip: None,
@@ -842,6 +866,8 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             ending: Some(Ending::Cancelled),
             hold: Hold::Pending,
             settlement: Settlement::Pending,
+            commission_cents: None,
+            refunds: Vec::new(),
         },
         Payment {
             trip: None,
@@ -856,6 +882,8 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             settlement: Settlement::VoidFailed {
                 error: format!("error {odd}"),
             },
+            commission_cents: None,
+            refunds: Vec::new(),
         },
     ];
     let ride_ids: Vec<RideId> = (0..payments.len())
