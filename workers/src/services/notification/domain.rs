@@ -353,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_tells_the_rider_the_amount_once() {
+        let refunded = Message::PaymentRefunded(ridesaga_schemas::PaymentRefunded {
+            rider_id: rider(),
+            refund_id: ridesaga_schemas::RefundId::parse("rf_1").unwrap(),
+            hold_id: "hold_1".into(),
+            amount_cents: 500,
+            refunded_cents: 500,
+            captured_cents: 1534,
+            reason: None,
+            reversal: None,
+        });
+        let (_, notices) = run(&[captured(1534), refunded.clone(), refunded]);
+        assert_eq!(
+            keys(&notices),
+            [
+                (NotificationKind::Receipt, Recipient::Rider, "u_ada"),
+                (NotificationKind::Refund, Recipient::Rider, "u_ada")
+            ]
+        );
+        assert!(
+            notices[1]
+                .text
+                .starts_with("5.00 of your payment for ride r_1 is refunded"),
+            "{}",
+            notices[1].text
+        );
+    }
+
+    #[test]
     fn a_capture_sends_a_receipt_with_the_amount() {
         let (_, notices) = run(&[captured(1534)]);
         assert_eq!(notices[0].kind, NotificationKind::Receipt);

@@ -25,9 +25,8 @@
 
 use ridesaga_schemas::{
     CancelReason, DriverId, Earnings, FareBreakdown, Message, PaymentAuthorized,
-    PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefundRefused,
-    PaymentRefunded, PaymentVoided, REFUND_EXCEEDS_CAPTURE, REFUND_NOTHING_CAPTURED, RefundId,
-    RefundRide, RiderId,
+    PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefundRefused, PaymentRefunded,
+    PaymentVoided, REFUND_EXCEEDS_CAPTURE, REFUND_NOTHING_CAPTURED, RefundId, RefundRide, RiderId,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
@@ -362,9 +361,18 @@ fn money(cents: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
-    Hold { token: String, amount_cents: u64 },
-    Capture { hold_id: String, amount_cents: u64 },
-    Void { hold_id: String, amount_cents: u64 },
+    Hold {
+        token: String,
+        amount_cents: u64,
+    },
+    Capture {
+        hold_id: String,
+        amount_cents: u64,
+    },
+    Void {
+        hold_id: String,
+        amount_cents: u64,
+    },
     /// Gives back `amount_cents` of the capture of `captured_cents` on `hold_id`.
     Refund {
         refund_id: String,
@@ -409,16 +417,28 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
-    Held { hold_id: String },
-    Declined { code: String, message: String },
+    Held {
+        hold_id: String,
+    },
+    Declined {
+        code: String,
+        message: String,
+    },
     Captured,
-    CaptureRefused { error: String },
+    CaptureRefused {
+        error: String,
+    },
     Voided,
-    VoidFailed { error: String },
+    VoidFailed {
+        error: String,
+    },
     Refunded,
     /// The gateway refused the refund or could not be reached: `code` is `gateway_error` or
     /// `gateway_unavailable`.
-    RefundRefused { code: String, error: String },
+    RefundRefused {
+        code: String,
+        error: String,
+    },
 }
 
 /// Why an operation got no answer from the gateway.
@@ -738,6 +758,6 @@ fn record_refund(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod refund_tests;
+#[cfg(test)]
+mod tests;

@@ -68,11 +68,18 @@ fn a_partial_refund_then_the_rest_reverses_the_whole_split() {
         panic!("{first:?}")
     };
     assert_eq!(
-        (first.amount_cents, first.refunded_cents, first.captured_cents),
+        (
+            first.amount_cents,
+            first.refunded_cents,
+            first.captured_cents
+        ),
         (500, 500, 1300)
     );
     let reversal = first.reversal.unwrap();
-    assert_eq!((reversal.driver_cents, reversal.commission_cents), (400, 100));
+    assert_eq!(
+        (reversal.driver_cents, reversal.commission_cents),
+        (400, 100)
+    );
     assert_eq!(first.hold_id, "h_1");
     assert_eq!(payment.refundable_cents(), 800);
     // Without an amount: the rest.
@@ -82,7 +89,10 @@ fn a_partial_refund_then_the_rest_reverses_the_whole_split() {
     };
     assert_eq!((rest.amount_cents, rest.refunded_cents), (800, 1300));
     let reversal = rest.reversal.unwrap();
-    assert_eq!((reversal.driver_cents, reversal.commission_cents), (640, 160));
+    assert_eq!(
+        (reversal.driver_cents, reversal.commission_cents),
+        (640, 160)
+    );
     assert_eq!(payment.refundable_cents(), 0);
     assert_eq!(payment.refunded_cents(), 1300);
     // A third one finds nothing left.
@@ -91,7 +101,11 @@ fn a_partial_refund_then_the_rest_reverses_the_whole_split() {
         panic!("{third:?}")
     };
     assert_eq!(third.code, REFUND_EXCEEDS_CAPTURE);
-    assert!(third.reason.contains("refunded already"), "{}", third.reason);
+    assert!(
+        third.reason.contains("refunded already"),
+        "{}",
+        third.reason
+    );
     assert_eq!(payment.refunded_cents(), 1300);
 }
 
@@ -112,7 +126,13 @@ fn a_refund_above_what_is_left_is_refused_with_the_amounts() {
     assert_eq!(payment.refundable_cents(), 1300);
     // A refund in flight counts against what is left.
     let (payment, due) = request_refund(payment, &command("rf_2", Some(1000)));
-    assert!(matches!(due, RefundDecision::Due(Operation::Refund { amount_cents: 1000, .. })));
+    assert!(matches!(
+        due,
+        RefundDecision::Due(Operation::Refund {
+            amount_cents: 1000,
+            ..
+        })
+    ));
     let (_, over) = request_refund(payment, &command("rf_3", Some(301)));
     assert!(matches!(over, RefundDecision::Refused(r) if r.code == REFUND_EXCEEDS_CAPTURE));
 }

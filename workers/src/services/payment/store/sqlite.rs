@@ -103,7 +103,10 @@ pub const LEDGER: &str = "INSERT INTO ledger_entries (entry_id, ride_id, driver_
      FROM jsonb_each(?) WHERE true ON CONFLICT (entry_id) DO NOTHING";
 
 /// [`super::ledger_of`]: the ride's ledger entries, by entry.
-pub async fn ledger_of(conn: &mut SqliteConnection, ride_id: &str) -> Result<Vec<Row>, sqlx::Error> {
+pub async fn ledger_of(
+    conn: &mut SqliteConnection,
+    ride_id: &str,
+) -> Result<Vec<Row>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT entry_id, account, amount_cents, operation FROM ledger_entries \
          WHERE ride_id = ? ORDER BY entry_id",
