@@ -134,7 +134,8 @@ pub fn handle(
         }
         Message::PaymentRefunded(p) => {
             let text = format!(
-                "{} of your payment for ride {ride_id} is refunded to your card ({} refunded of {}).",
+                "{} of your payment for ride {ride_id} is refunded to your card \
+                 ({} refunded of {}).",
                 money(p.amount_cents),
                 money(p.refunded_cents),
                 money(p.captured_cents)

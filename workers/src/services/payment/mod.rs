@@ -17,9 +17,9 @@
 //! the operation the new state makes due (a void for a hold placed on a ride cancelled
 //! meanwhile, a capture for one completed meanwhile). A refund command (`cmd.payment.refund`)
 //! is refused at once when nothing is left to refund, and is otherwise an operation of its own
-//! (`payment.refund`, key `<ride>/refund/<refund_id>`); a refund made appends the ledger entries
-//! that reverse it and is announced on `evt.payment.refunded`. An operation that fails for good or gives
-//! up ends as [`domain::failed`] says: a hold is declined (`gateway_error`,
+//! (`payment.refund`, key `<ride>/refund/<refund_id>`); a refund made appends the ledger
+//! entries that reverse it and is announced on `evt.payment.refunded`. An operation that fails
+//! for good or gives up ends as [`domain::failed`] says: a hold is declined (`gateway_error`,
 //! `gateway_unavailable`), so the ride is cancelled `payment_declined` and its driver released;
 //! a capture failed (`evt.payment.capture_failed`: an operator must act, the rider is told);
 //! a void failed, with no event: it is logged for operators and the hold lapses at the gateway,
@@ -176,7 +176,8 @@ impl<G: Gateway> PaymentService<G> {
         let outputs = match decision {
             RefundDecision::Repeated => return Ok(Vec::new()),
             RefundDecision::Refused(refused) => {
-                debug!(%ride_id, refund_id = %refused.refund_id, code = %refused.code, "refund refused");
+                let (refund_id, code) = (&refused.refund_id, &refused.code);
+                debug!(%ride_id, %refund_id, %code, "refund refused");
                 let producer = Service::Payment.name();
                 vec![Envelope::caused_by(envelope, refused, "", producer)]
             }
