@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, limits};
+use ridesaga_schemas::{DriverId, GeoPoint, RefundId, RideId, RiderId, limits};
 
 use crate::saga::Expectation;
 use ridesaga_schemas::duration::parse_duration;
@@ -204,6 +204,15 @@ pub enum DriverCommand {
         #[arg(long, value_name = "WHEN", value_parser = parse_instant)]
         until: Option<time::OffsetDateTime>,
     },
+    /// A driver's daily statement: each ride of the day with its fare, the driver's share, the
+    /// commission and the refunds that reversed them, with the totals and the driver's net.
+    Statement {
+        /// The driver id.
+        id: DriverId,
+        /// The day (UTC), as YYYY-MM-DD [default: today].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<time::Date>,
+    },
     /// Move a driver.
     Move {
         /// The driver id.
@@ -240,11 +249,67 @@ pub enum RideCommand {
     Start(RideActionArgs),
     /// Complete a ride (the driver dropped the rider off); the fare is captured.
     Complete(CompleteArgs),
+    /// Give back money captured for a ride (all that is left of the capture, or --amount); waits
+    /// for the payment service's answer: refunded, or refused with the reason (exit 1).
+    Refund(RefundArgs),
     /// Show a ride's state, reason, driver, fare and amounts, rebuilt from the stream.
     Show(ShowArgs),
     /// Follow a ride live: the driver's last position, the distance to the pickup (before the
     /// start) or travelled so far, and an ETA at the average speed; until the ride ends.
     Track(TrackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefundArgs {
+    /// The ride.
+    pub ride: RideId,
+    /// How much to give back, e.g. 5 or 5.50 [default: what is left of the capture].
+    #[arg(long, value_name = "MONEY", value_parser = parse_money)]
+    pub amount: Option<u64>,
+    /// Why, for the record and the rider (at most 500 characters, no control characters).
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: Option<String>,
+    /// The refund's id [default: a new one]. Retrying with the same id asks for the same
+    /// refund, which is made once; its answer is shown again.
+    #[arg(long, value_name = "REFUND_ID")]
+    pub id: Option<RefundId>,
+    /// Publish the command and return without waiting for the answer.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the answer before exiting with code 4.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+/// An amount of money as units with at most two decimals (`5`, `5.5`, `5.50`), in cents:
+/// above 0 and within the contract's bound.
+pub fn parse_money(s: &str) -> Result<u64, String> {
+    let bad = || format!("expected an amount such as 5 or 5.50, above 0, got {s:?}");
+    let (units, fraction) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    if !digits(units) || (!fraction.is_empty() && !digits(fraction)) || fraction.len() > 2 {
+        return Err(bad());
+    }
+    if s.ends_with('.') {
+        return Err(bad());
+    }
+    let units: u64 = units.parse().map_err(|_| bad())?;
+    let fraction: u64 = format!("{fraction:0<2}").parse().map_err(|_| bad())?;
+    let cents = units
+        .checked_mul(100)
+        .and_then(|c| c.checked_add(fraction))
+        .ok_or_else(bad)?;
+    if cents == 0 {
+        return Err(bad());
+    }
+    limits::check_cents("amount", cents).map_err(|e| e.to_string())?;
+    Ok(cents)
+}
+
+/// A day as YYYY-MM-DD.
+fn parse_date(s: &str) -> Result<time::Date, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &format).map_err(|_| format!("expected a day as YYYY-MM-DD, got {s:?}"))
 }
 
 #[derive(Debug, Args)]
@@ -726,6 +791,37 @@ mod tests {
             panic!("parsed the wrong command")
         };
         assert!(args.wait.enabled());
+    }
+
+    #[test]
+    fn amounts_of_money_are_read_as_cents_and_checked() {
+        assert_eq!(parse_money("5"), Ok(500));
+        assert_eq!(parse_money("5.5"), Ok(550));
+        assert_eq!(parse_money("0.07"), Ok(7));
+        assert_eq!(parse_money("12.34"), Ok(1234));
+        for bad in [
+            "0",
+            "0.00",
+            "-1",
+            "5.",
+            ".5",
+            "5.123",
+            "1e3",
+            "",
+            "abc",
+            "1000000.01",
+        ] {
+            assert!(parse_money(bad).is_err(), "{bad:?}");
+        }
+        let cli =
+            Cli::try_parse_from(["ridectl", "ride", "refund", "r_1", "--amount", "2.50"]).unwrap();
+        let Command::Ride(RideCommand::Refund(args)) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        assert_eq!(args.amount, Some(250));
+        let err = Cli::try_parse_from(["ridectl", "driver", "statement", "d_1", "--date", "6/12"])
+            .unwrap_err();
+        assert!(err.to_string().contains("YYYY-MM-DD"), "{err}");
     }
 
     #[test]

@@ -140,6 +140,11 @@ id_type!(
     RiderId, "rider id", "u_"
 );
 id_type!(
+    /// A refund of a ride's captured payment, chosen by whoever asks for it: the same id is the
+    /// same refund, however often it is asked for.
+    RefundId, "refund id", "rf_"
+);
+id_type!(
     /// A message; also its `Nats-Msg-Id`, which the stream uses to drop duplicates.
     MessageId, "message id", "m_"
 );

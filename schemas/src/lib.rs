@@ -31,7 +31,7 @@ pub use envelope::{
     DecodeError, Envelope, MAX_CLOCK_SKEW, MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, SCHEMA_VERSION,
 };
 pub use geo::{GeoError, GeoPoint};
-pub use ids::{DriverId, IdError, MessageId, RideId, RiderId};
+pub use ids::{DriverId, IdError, MessageId, RefundId, RideId, RiderId};
 pub use limits::ValueError;
 pub use messages::*;
 pub use position::{POSITION_PREFIX, Position, PositionError};

@@ -37,6 +37,8 @@ pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u206
 pub enum ValueError {
     #[error("{field} is {value}; at most {max} is allowed")]
     TooLarge { field: String, value: u64, max: u64 },
+    #[error("{field} is {value}; at least {min} is required")]
+    TooSmall { field: String, value: u64, min: u64 },
     #[error("{field} is {value:?}; it must be a number between 0 and {max:?}")]
     OutOfRange { field: String, value: f64, max: f64 },
     #[error("{field} is {len} characters long; at most {max} are allowed")]
@@ -264,6 +266,29 @@ impl Message {
                 check_text("hold_id", &m.hold_id)?;
                 check_cents("amount_cents", m.amount_cents)?;
                 check_text("error", &m.error)
+            }
+            Message::RefundRide(m) => {
+                optional(m.amount_cents, |v| check_cents("amount_cents", v))?;
+                if m.amount_cents == Some(0) {
+                    return Err(ValueError::TooSmall {
+                        field: "amount_cents".into(),
+                        value: 0,
+                        min: 1,
+                    });
+                }
+                optional_text("reason", &m.reason)
+            }
+            Message::PaymentRefunded(m) => {
+                check_text("hold_id", &m.hold_id)?;
+                check_cents("amount_cents", m.amount_cents)?;
+                check_cents("refunded_cents", m.refunded_cents)?;
+                check_cents("captured_cents", m.captured_cents)?;
+                optional_text("reason", &m.reason)
+            }
+            Message::PaymentRefundRefused(m) => {
+                optional(m.amount_cents, |v| check_cents("amount_cents", v))?;
+                check_text("code", &m.code)?;
+                check_text("reason", &m.reason)
             }
             Message::NotificationSent(m) => {
                 check_text("recipient_id", &m.recipient_id)?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::geo::GeoPoint;
-use crate::ids::{DriverId, RiderId};
+use crate::ids::{DriverId, RefundId, RiderId};
 use crate::limits::{
     MAX_AMOUNT_CENTS, MAX_DISTANCE_KM, MAX_DURATION_MIN, MAX_NOTIFICATION_CHARS, MAX_REASONS,
     MAX_SCORE, MAX_TEXT_CHARS, TEXT_PATTERN,
@@ -169,6 +169,8 @@ pub enum NotificationKind {
     Receipt,
     /// The ride completed but its fare could not be charged.
     PaymentFailed,
+    /// Money captured for the ride was given back.
+    Refund,
 }
 
 impl NotificationKind {
@@ -180,6 +182,7 @@ impl NotificationKind {
             NotificationKind::RideRejected => "ride_rejected",
             NotificationKind::Receipt => "receipt",
             NotificationKind::PaymentFailed => "payment_failed",
+            NotificationKind::Refund => "refund",
         }
     }
 }
@@ -229,6 +232,20 @@ payload!(
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 0.0, max = MAX_DURATION_MIN))]
         duration_min: Option<f64>,
+    }
+);
+payload!(
+    /// Gives back money captured for the ride (payment owns refunds). `refund_id` names the
+    /// refund: a command repeated with the same id refunds once. Without `amount_cents`, the
+    /// rest of the capture (captured minus what was refunded or is being refunded).
+    RefundRide {
+        refund_id: RefundId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = MAX_AMOUNT_CENTS))]
+        amount_cents: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        reason: Option<String>,
     }
 );
 payload!(
@@ -421,6 +438,55 @@ payload!(
     }
 );
 payload!(
+    /// Money captured for the ride was given back through the gateway.
+    PaymentRefunded {
+        rider_id: RiderId,
+        refund_id: RefundId,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        hold_id: String,
+        /// What this refund gave back.
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: u64,
+        /// Every refund of the ride so far, this one included; never above `captured_cents`.
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        refunded_cents: u64,
+        /// What was captured for the ride.
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        captured_cents: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        reason: Option<String>,
+        /// The ledger's reversal of the amount: what comes off the driver's share and off the
+        /// commission (they add up to `amount_cents`), for rides whose capture was shared.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reversal: Option<Earnings>,
+    }
+);
+/// [`PaymentRefundRefused::code`]: nothing was captured for the ride.
+pub const REFUND_NOTHING_CAPTURED: &str = "nothing_captured";
+/// [`PaymentRefundRefused::code`]: more than what is left to refund was asked for.
+pub const REFUND_EXCEEDS_CAPTURE: &str = "exceeds_capture";
+
+payload!(
+    /// A refund was not made: nothing was captured (`nothing_captured`), the amount is more
+    /// than the capture minus what was refunded (`exceeds_capture`), or the gateway refused it
+    /// (`gateway_error`) or could not be reached (`gateway_unavailable`). `reason` says it in
+    /// words.
+    PaymentRefundRefused {
+        refund_id: RefundId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rider_id: Option<RiderId>,
+        /// The amount asked for (none: the rest of the capture).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: Option<u64>,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        code: String,
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        reason: String,
+    }
+);
+payload!(
     /// The ride is confirmed: driver reserved and payment held.
     RideConfirmed {
         rider_id: RiderId,
@@ -590,6 +656,7 @@ contract! {
     ArriveRide(ArriveRide) = "cmd.ride.arrive", Ride;
     StartRide(StartRide) = "cmd.ride.start", Ride;
     CompleteRide(CompleteRide) = "cmd.ride.complete", Ride;
+    RefundRide(RefundRide) = "cmd.payment.refund", Ride;
     RegisterDriver(RegisterDriver) = "cmd.driver.register", Driver;
     DriverOnline(DriverOnline) = "cmd.driver.online", Driver;
     DriverOffline(DriverOffline) = "cmd.driver.offline", Driver;
@@ -616,6 +683,8 @@ contract! {
     PaymentCaptured(PaymentCaptured) = "evt.payment.captured", Ride;
     PaymentVoided(PaymentVoided) = "evt.payment.voided", Ride;
     PaymentCaptureFailed(PaymentCaptureFailed) = "evt.payment.capture_failed", Ride;
+    PaymentRefunded(PaymentRefunded) = "evt.payment.refunded", Ride;
+    PaymentRefundRefused(PaymentRefundRefused) = "evt.payment.refund_refused", Ride;
     NotificationSent(NotificationSent) = "evt.notification.sent", Ride;
 }
 

@@ -110,6 +110,7 @@ impl Service {
                 "evt.payment.declined.*",
             ],
             Service::Payment => &[
+                "cmd.payment.*.*",
                 "evt.ride.requested.*",
                 "evt.driver.assigned.*",
                 "evt.ride.completed.*",
@@ -123,6 +124,7 @@ impl Service {
                 "evt.ride.rejected.*",
                 "evt.payment.captured.*",
                 "evt.payment.capture_failed.*",
+                "evt.payment.refunded.*",
             ],
         }
     }

@@ -541,6 +541,28 @@ fn cases() -> Vec<Case> {
         "invalid evt.ride.completed payload: distance_km is -3.0; it must be a number between 0 and 40075.0",
         Refuses,
     );
+    let refund = envelope(RefundRide {
+        refund_id: RefundId::parse("rf_1").unwrap(),
+        amount_cents: Some(500),
+        reason: None,
+    });
+    add(
+        "a refund of nothing",
+        refund.subject(),
+        edit(&refund, |v| v["data"]["amount_cents"] = json!(0)),
+        "invalid cmd.payment.refund payload: amount_cents is 0; at least 1 is required",
+        Refuses,
+    );
+    add(
+        "a refund id that is no subject token",
+        refund.subject(),
+        edit(&refund, |v| v["data"]["refund_id"] = json!("rf.1")),
+        &format!(
+            "invalid cmd.payment.refund payload: {} at line 1 column 39",
+            id_error("refund id", "rf.1", '.')
+        ),
+        Refuses,
+    );
     add(
         "negative distance in a command",
         complete().subject(),

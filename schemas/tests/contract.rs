@@ -36,6 +36,35 @@ fn example(kind: MessageKind) -> Envelope {
             duration_min: None,
         }
         .into(),
+        MessageKind::RefundRide => RefundRide {
+            refund_id: RefundId::parse("rf_1").unwrap(),
+            amount_cents: Some(500),
+            reason: Some("the driver took a detour".into()),
+        }
+        .into(),
+        MessageKind::PaymentRefunded => PaymentRefunded {
+            rider_id: rider(),
+            refund_id: RefundId::parse("rf_1").unwrap(),
+            hold_id: "hold_1".into(),
+            amount_cents: 500,
+            refunded_cents: 500,
+            captured_cents: 1300,
+            reason: Some("the driver took a detour".into()),
+            reversal: Some(Earnings {
+                driver_id: driver(),
+                driver_cents: 400,
+                commission_cents: 100,
+            }),
+        }
+        .into(),
+        MessageKind::PaymentRefundRefused => PaymentRefundRefused {
+            refund_id: RefundId::parse("rf_2").unwrap(),
+            rider_id: Some(rider()),
+            amount_cents: Some(5000),
+            code: REFUND_EXCEEDS_CAPTURE.into(),
+            reason: "50.00 asked for, 8.00 left to refund".into(),
+        }
+        .into(),
         MessageKind::RegisterDriver => RegisterDriver {
             driver_id: driver(),
             name: "Bob".into(),

@@ -24,6 +24,9 @@ pub async fn run(ctx: &Ctx, command: DriverCommand) -> anyhow::Result<()> {
         DriverCommand::Earnings { id, since, until } => {
             return super::earnings::run(ctx, id, since, until).await;
         }
+        DriverCommand::Statement { id, date } => {
+            return super::earnings::run_daily(ctx, id, date).await;
+        }
         DriverCommand::Register { id, name, at, wait } => {
             let message = RegisterDriver {
                 driver_id: id,

@@ -1,7 +1,10 @@
-//! `ridectl driver earnings <ID> [--since] [--until]`: a driver's earnings, read from the
-//! captures on the saga stream: every `evt.payment.captured` names the ledger's split of the
-//! amount (the driver's share and the platform's commission), as the payment service appended
-//! it to its ledger.
+//! `ridectl driver earnings <ID> [--since] [--until]` and `ridectl driver statement <ID>
+//! [--date]`: a driver's earnings, read from the saga stream as the payment service appended
+//! them to its ledger: every `evt.payment.captured` names the split of the amount (the driver's
+//! share and the platform's commission), every `evt.payment.refunded` the reversal of a refund
+//! (what came off each).
+
+use std::collections::BTreeMap;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use ridesaga_schemas::{DriverId, Message, MessageKind};
@@ -13,60 +16,203 @@ use crate::nats::scan_steps;
 use crate::output::{Table, format_time, money};
 use crate::saga::Step;
 
-/// One captured fare of the driver.
+/// One ledger movement of the driver: a captured fare's split, or a refund's reversal (its
+/// amounts negative).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
     pub ride_id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    pub captured_cents: u64,
-    pub driver_cents: u64,
-    pub commission_cents: u64,
+    /// `capture` or `refund`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// The amount captured, or minus the amount refunded.
+    pub captured_cents: i64,
+    pub driver_cents: i64,
+    pub commission_cents: i64,
 }
 
 /// The driver's earnings over a period.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Statement {
     pub driver_id: String,
+    /// Captured fares.
     pub rides: usize,
     pub captured_cents: u64,
-    pub driver_cents: u64,
-    pub commission_cents: u64,
+    pub refunded_cents: u64,
+    /// Net of the reversals.
+    pub driver_cents: i64,
+    pub commission_cents: i64,
     pub entries: Vec<Entry>,
 }
 
-/// The statement of `driver` from the captures among `steps` before `until`.
+fn signed(cents: u64) -> i64 {
+    i64::try_from(cents).unwrap_or(i64::MAX)
+}
+
+/// Cents that may be negative, e.g. `-5.00`.
+pub fn signed_money(cents: i64) -> String {
+    let text = money(cents.unsigned_abs());
+    if cents < 0 { format!("-{text}") } else { text }
+}
+
+/// The ledger movement `step` makes for `driver`, if any.
+fn entry(driver: &DriverId, step: &Step) -> Option<Entry> {
+    let ride_id = || {
+        step.envelope
+            .saga_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    match &step.envelope.message {
+        Message::PaymentCaptured(captured) => {
+            let earnings = captured.earnings.as_ref()?;
+            (earnings.driver_id == *driver).then(|| Entry {
+                ride_id: ride_id(),
+                at: step.time,
+                kind: "capture",
+                refund_id: None,
+                captured_cents: signed(captured.amount_cents),
+                driver_cents: signed(earnings.driver_cents),
+                commission_cents: signed(earnings.commission_cents),
+            })
+        }
+        Message::PaymentRefunded(refunded) => {
+            let reversal = refunded.reversal.as_ref()?;
+            (reversal.driver_id == *driver).then(|| Entry {
+                ride_id: ride_id(),
+                at: step.time,
+                kind: "refund",
+                refund_id: Some(refunded.refund_id.to_string()),
+                captured_cents: -signed(refunded.amount_cents),
+                driver_cents: -signed(reversal.driver_cents),
+                commission_cents: -signed(reversal.commission_cents),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The statement of `driver` from the captures and refunds among `steps` before `until`.
 pub fn statement(driver: &DriverId, steps: &[Step], until: Option<OffsetDateTime>) -> Statement {
     let entries: Vec<Entry> = steps
         .iter()
         .filter(|step| until.is_none_or(|until| step.time < until))
-        .filter_map(|step| match &step.envelope.message {
-            Message::PaymentCaptured(captured) => {
-                let earnings = captured.earnings.as_ref()?;
-                (earnings.driver_id == *driver).then(|| Entry {
-                    ride_id: step
-                        .envelope
-                        .saga_id
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    at: step.time,
-                    captured_cents: captured.amount_cents,
-                    driver_cents: earnings.driver_cents,
-                    commission_cents: earnings.commission_cents,
-                })
-            }
-            _ => None,
-        })
+        .filter_map(|step| entry(driver, step))
         .collect();
+    let captures = entries.iter().filter(|e| e.kind == "capture");
     Statement {
         driver_id: driver.to_string(),
-        rides: entries.len(),
-        captured_cents: entries.iter().map(|e| e.captured_cents).sum(),
+        rides: captures.clone().count(),
+        captured_cents: captures.map(|e| e.captured_cents.unsigned_abs()).sum(),
+        refunded_cents: entries
+            .iter()
+            .filter(|e| e.kind == "refund")
+            .map(|e| e.captured_cents.unsigned_abs())
+            .sum(),
         driver_cents: entries.iter().map(|e| e.driver_cents).sum(),
         commission_cents: entries.iter().map(|e| e.commission_cents).sum(),
         entries,
     }
+}
+
+/// One ride on a daily statement: what was captured and refunded that day, and the shares.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RideLine {
+    pub ride_id: String,
+    pub fare_cents: u64,
+    pub driver_cents: u64,
+    pub commission_cents: u64,
+    pub refunded_cents: u64,
+    pub driver_reversed_cents: u64,
+    pub commission_reversed_cents: u64,
+    /// The driver's share minus what refunds took off it.
+    pub net_driver_cents: i64,
+}
+
+/// A driver's statement of one day (UTC).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Daily {
+    pub driver_id: String,
+    pub date: String,
+    pub rides: Vec<RideLine>,
+    /// The sums of the rides' lines.
+    pub total: RideLine,
+    /// The commission minus what refunds took off it.
+    pub net_commission_cents: i64,
+}
+
+/// The daily statement of `driver` on `date` from `steps` (the ledger movements of that day,
+/// by ride in the order of their first movement).
+pub fn daily(driver: &DriverId, steps: &[Step], date: time::Date) -> Daily {
+    let mut order: Vec<String> = Vec::new();
+    let mut lines: BTreeMap<String, RideLine> = BTreeMap::new();
+    for entry in steps
+        .iter()
+        .filter(|step| step.time.to_offset(time::UtcOffset::UTC).date() == date)
+        .filter_map(|step| entry(driver, step))
+    {
+        let line = lines.entry(entry.ride_id.clone()).or_insert_with(|| {
+            order.push(entry.ride_id.clone());
+            RideLine {
+                ride_id: entry.ride_id.clone(),
+                ..RideLine::default()
+            }
+        });
+        let abs = |c: i64| c.unsigned_abs();
+        match entry.kind {
+            "capture" => {
+                line.fare_cents += abs(entry.captured_cents);
+                line.driver_cents += abs(entry.driver_cents);
+                line.commission_cents += abs(entry.commission_cents);
+            }
+            _ => {
+                line.refunded_cents += abs(entry.captured_cents);
+                line.driver_reversed_cents += abs(entry.driver_cents);
+                line.commission_reversed_cents += abs(entry.commission_cents);
+            }
+        }
+        line.net_driver_cents = signed(line.driver_cents) - signed(line.driver_reversed_cents);
+    }
+    let rides: Vec<RideLine> = order.iter().filter_map(|ride| lines.remove(ride)).collect();
+    let mut total = RideLine {
+        ride_id: format!("{} rides", rides.len()),
+        ..RideLine::default()
+    };
+    for line in &rides {
+        total.fare_cents += line.fare_cents;
+        total.driver_cents += line.driver_cents;
+        total.commission_cents += line.commission_cents;
+        total.refunded_cents += line.refunded_cents;
+        total.driver_reversed_cents += line.driver_reversed_cents;
+        total.commission_reversed_cents += line.commission_reversed_cents;
+        total.net_driver_cents += line.net_driver_cents;
+    }
+    Daily {
+        driver_id: driver.to_string(),
+        date: date.to_string(),
+        net_commission_cents: signed(total.commission_cents)
+            - signed(total.commission_reversed_cents),
+        rides,
+        total,
+    }
+}
+
+/// The captures and refunds stored since `since` (all of them without).
+async fn ledger_steps(ctx: &Ctx, since: Option<OffsetDateTime>) -> anyhow::Result<Vec<Step>> {
+    let nats = ctx.connect().await?;
+    let stream = nats.saga_stream().await?;
+    let deliver = match since {
+        Some(start_time) => DeliverPolicy::ByStartTime { start_time },
+        None => DeliverPolicy::All,
+    };
+    let filters = [
+        format!("{}.*", MessageKind::PaymentCaptured.as_str()),
+        format!("{}.*", MessageKind::PaymentRefunded.as_str()),
+    ];
+    scan_steps(&stream, &filters, deliver).await
 }
 
 pub async fn run(
@@ -75,36 +221,88 @@ pub async fn run(
     since: Option<OffsetDateTime>,
     until: Option<OffsetDateTime>,
 ) -> anyhow::Result<()> {
-    let nats = ctx.connect().await?;
-    let stream = nats.saga_stream().await?;
-    let deliver = match since {
-        Some(start_time) => DeliverPolicy::ByStartTime { start_time },
-        None => DeliverPolicy::All,
-    };
-    let filter = format!("{}.*", MessageKind::PaymentCaptured.as_str());
-    let steps = scan_steps(&stream, &[filter], deliver).await?;
+    let steps = ledger_steps(ctx, since).await?;
     let statement = statement(&driver, &steps, until);
     if ctx.out.is_json() {
         return ctx.out.json(&statement);
     }
-    let mut table = Table::new(["TIME", "RIDE", "CAPTURED", "DRIVER", "COMMISSION"]);
+    let mut table = Table::new(["TIME", "RIDE", "ENTRY", "CAPTURED", "DRIVER", "COMMISSION"]);
     for entry in &statement.entries {
+        let kind = match &entry.refund_id {
+            Some(refund) => format!("refund {refund}"),
+            None => entry.kind.to_string(),
+        };
         table.row([
             format_time(entry.at),
             entry.ride_id.clone(),
-            money(entry.captured_cents),
-            money(entry.driver_cents),
-            money(entry.commission_cents),
+            kind,
+            signed_money(entry.captured_cents),
+            signed_money(entry.driver_cents),
+            signed_money(entry.commission_cents),
         ]);
     }
     table.row([
         "total".to_string(),
         format!("{} rides", statement.rides),
+        format!("refunded {}", money(statement.refunded_cents)),
         money(statement.captured_cents),
-        money(statement.driver_cents),
-        money(statement.commission_cents),
+        signed_money(statement.driver_cents),
+        signed_money(statement.commission_cents),
     ]);
     ctx.out.table(&table);
+    Ok(())
+}
+
+/// `ridectl driver statement`.
+pub async fn run_daily(
+    ctx: &Ctx,
+    driver: DriverId,
+    date: Option<time::Date>,
+) -> anyhow::Result<()> {
+    let date = date.unwrap_or_else(|| OffsetDateTime::now_utc().date());
+    let start = date.midnight().assume_utc();
+    let steps = ledger_steps(ctx, Some(start)).await?;
+    let daily = daily(&driver, &steps, date);
+    if ctx.out.is_json() {
+        return ctx.out.json(&daily);
+    }
+    ctx.out.line(format!(
+        "statement of {} for {}",
+        daily.driver_id, daily.date
+    ));
+    let mut table = Table::new(["RIDE", "FARE", "SHARE", "COMMISSION", "REFUNDED", "NET"]);
+    let row = |line: &RideLine| {
+        let refunded = if line.refunded_cents > 0 {
+            format!(
+                "{} (share -{}, commission -{})",
+                money(line.refunded_cents),
+                money(line.driver_reversed_cents),
+                money(line.commission_reversed_cents)
+            )
+        } else {
+            money(0)
+        };
+        [
+            line.ride_id.clone(),
+            money(line.fare_cents),
+            money(line.driver_cents),
+            money(line.commission_cents),
+            refunded,
+            signed_money(line.net_driver_cents),
+        ]
+    };
+    for line in &daily.rides {
+        table.row(row(line));
+    }
+    let mut total = row(&daily.total);
+    total[0] = format!("total ({})", daily.total.ride_id);
+    table.row(total);
+    ctx.out.table(&table);
+    ctx.out.line(format!(
+        "net: driver {}, commission {}",
+        signed_money(daily.total.net_driver_cents),
+        signed_money(daily.net_commission_cents)
+    ));
     Ok(())
 }
 
@@ -112,7 +310,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::saga::fixtures::Log;
-    use ridesaga_schemas::{Earnings, PaymentCaptured};
+    use ridesaga_schemas::{Earnings, PaymentCaptured, PaymentRefunded, RefundId};
 
     fn capture(log: &mut Log, driver: &str, amount: u64) {
         log.push(
@@ -129,6 +327,90 @@ mod tests {
             },
             "payment",
         );
+    }
+
+    fn refund(log: &mut Log, driver: &str, id: &str, amount: u64) {
+        log.push(
+            PaymentRefunded {
+                rider_id: Log::rider(),
+                refund_id: RefundId::parse(id).unwrap(),
+                hold_id: "h_1".into(),
+                amount_cents: amount,
+                refunded_cents: amount,
+                captured_cents: 1000,
+                reason: None,
+                reversal: Some(Earnings {
+                    driver_id: Log::driver(driver),
+                    driver_cents: amount * 4 / 5,
+                    commission_cents: amount - amount * 4 / 5,
+                }),
+            },
+            "payment",
+        );
+    }
+
+    #[test]
+    fn refunds_show_as_reversals_and_net_the_totals() {
+        let mut log = Log::new("r_1");
+        capture(&mut log, "d_1", 1000);
+        refund(&mut log, "d_1", "rf_1", 500);
+        refund(&mut log, "d_2", "rf_2", 100);
+        let driver = Log::driver("d_1");
+        let s = statement(&driver, &log.steps, None);
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(s.entries[1].kind, "refund");
+        assert_eq!(
+            (
+                s.entries[1].captured_cents,
+                s.entries[1].driver_cents,
+                s.entries[1].commission_cents
+            ),
+            (-500, -400, -100)
+        );
+        assert_eq!(
+            (s.rides, s.captured_cents, s.refunded_cents),
+            (1, 1000, 500)
+        );
+        assert_eq!((s.driver_cents, s.commission_cents), (400, 100));
+        assert_eq!(signed_money(-1234), "-12.34");
+    }
+
+    #[test]
+    fn a_daily_statement_lines_up_each_ride_of_the_day_with_its_refunds() {
+        let mut log = Log::new("r_1");
+        capture(&mut log, "d_1", 1000);
+        refund(&mut log, "d_1", "rf_1", 250);
+        capture(&mut log, "d_2", 3000);
+        let mut other = Log::new("r_2");
+        other.start = log.next_at();
+        capture(&mut other, "d_1", 2000);
+        let mut steps = log.steps.clone();
+        steps.extend(other.steps.clone());
+        let driver = Log::driver("d_1");
+        let day = log.start.date();
+        let d = daily(&driver, &steps, day);
+        assert_eq!(d.date, day.to_string());
+        let rides: Vec<&str> = d.rides.iter().map(|r| r.ride_id.as_str()).collect();
+        assert_eq!(rides, ["r_1", "r_2"]);
+        let first = &d.rides[0];
+        assert_eq!(
+            (first.fare_cents, first.driver_cents, first.commission_cents),
+            (1000, 800, 200)
+        );
+        assert_eq!(
+            (
+                first.refunded_cents,
+                first.driver_reversed_cents,
+                first.commission_reversed_cents
+            ),
+            (250, 200, 50)
+        );
+        assert_eq!(first.net_driver_cents, 600);
+        assert_eq!((d.total.fare_cents, d.total.refunded_cents), (3000, 250));
+        assert_eq!(d.total.net_driver_cents, 600 + 1600);
+        assert_eq!(d.net_commission_cents, 150 + 400);
+        let next_day = day.next_day().unwrap();
+        assert!(daily(&driver, &steps, next_day).rides.is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod events;
 mod follow;
 mod leader;
 mod position;
+mod refund;
 mod ride;
 mod saga;
 mod scale;

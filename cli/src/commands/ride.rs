@@ -57,6 +57,7 @@ pub async fn run(ctx: &Ctx, command: RideCommand) -> anyhow::Result<()> {
             let envelope = Envelope::new(message, Some(args.ride.clone()), "ridectl");
             send(ctx, &args.ride, envelope, Goal::Complete, &args.wait, true).await
         }
+        RideCommand::Refund(args) => super::refund::run(ctx, args).await,
         RideCommand::Show(args) => show(ctx, args).await,
         RideCommand::Track(args) => super::track::run(ctx, args).await,
     }
@@ -225,6 +226,19 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
             ),
         ]);
     }
+    for refund in &saga.refunds {
+        let amount = refund
+            .amount_cents
+            .map_or_else(|| "the rest".to_string(), money);
+        let value = match (refund.outcome.as_str(), &refund.reason) {
+            ("refunded", _) => format!("{} {amount} refunded", refund.refund_id),
+            (code, Some(reason)) => {
+                format!("{} {amount} refused ({code}): {reason}", refund.refund_id)
+            }
+            (code, None) => format!("{} {amount} refused ({code})", refund.refund_id),
+        };
+        table.row(["refund".to_string(), value]);
+    }
     if let (Some(km), Some(source)) = (saga.distance_km, &saga.distance_source) {
         let points = saga.route_points.unwrap_or(0);
         table.row([
@@ -235,6 +249,9 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
     table.row(["held".to_string(), money(saga.held_cents)]);
     table.row(["captured".to_string(), money(saga.captured_cents)]);
     table.row(["voided".to_string(), money(saga.voided_cents)]);
+    if saga.refunded_cents > 0 {
+        table.row(["refunded".to_string(), money(saga.refunded_cents)]);
+    }
     if let Some(error) = &saga.capture_failed {
         table.row(["capture failed".to_string(), out.paint(Paint::Red, error)]);
     }

@@ -163,6 +163,63 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             ),
         );
     }
+    if saga.refunded_cents > saga.captured_cents {
+        violate(
+            2,
+            format!(
+                "refunded {} but only {} was captured",
+                crate::output::money(saga.refunded_cents),
+                crate::output::money(saga.captured_cents)
+            ),
+        );
+    }
+    let mut refund_ids: HashMap<&str, u32> = HashMap::new();
+    for refund in saga.refunds.iter().filter(|r| r.outcome == "refunded") {
+        *refund_ids.entry(&refund.refund_id).or_default() += 1;
+        if let (Some(reversed), Some(earning)) = (&refund.reversed_driver, &saga.earning_driver)
+            && reversed != earning
+        {
+            violate(
+                2,
+                format!(
+                    "refund {} reversed the earnings of {reversed} but {earning} was credited",
+                    refund.refund_id
+                ),
+            );
+        }
+    }
+    let mut repeated: Vec<_> = refund_ids.into_iter().filter(|(_, n)| *n > 1).collect();
+    repeated.sort();
+    for (refund_id, n) in repeated {
+        violate(2, format!("refund {refund_id} made {n} times"));
+    }
+    if saga.earning_driver.is_some() && saga.ledger_reversed_cents != saga.refunded_cents {
+        violate(
+            2,
+            format!(
+                "ledger reversals (driver {} + commission {}) do not balance the refunds {}",
+                crate::output::money(saga.driver_reversed_cents),
+                crate::output::money(saga.commission_reversed_cents),
+                crate::output::money(saga.refunded_cents)
+            ),
+        );
+    }
+    if saga.earning_driver.is_some()
+        && (saga.driver_reversed_cents > saga.driver_earned_cents
+            || saga.commission_reversed_cents > saga.commission_cents)
+    {
+        violate(
+            2,
+            format!(
+                "ledger reversals (driver {} + commission {}) exceed the entries they reverse \
+                 (driver {} + commission {})",
+                crate::output::money(saga.driver_reversed_cents),
+                crate::output::money(saga.commission_reversed_cents),
+                crate::output::money(saga.driver_earned_cents),
+                crate::output::money(saga.commission_cents)
+            ),
+        );
+    }
     if saga.earning_driver.is_some() && saga.ledger_cents != saga.captured_cents {
         violate(
             2,
@@ -242,6 +299,16 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
         );
     }
 
+    if settled && saga.refunded_cents > 0 && !told(NotificationKind::Refund) {
+        violate(
+            4,
+            format!(
+                "the rider was never told of the refund of {}",
+                crate::output::money(saga.refunded_cents)
+            ),
+        );
+    }
+
     // 5. a flagged ride never gets a driver or a hold.
     if saga.flagged {
         if let Some(driver) = &saga.driver_id {
@@ -309,7 +376,8 @@ mod tests {
     use super::*;
     use ridesaga_schemas::{
         CancelReason, DistanceSource, Earnings, FareBreakdown, FraudFlagged, NotificationKind,
-        PaymentCaptureFailed, PaymentCaptured, Recipient, RideCommandRefused, RideCompleted,
+        PaymentCaptureFailed, PaymentCaptured, PaymentRefundRefused, PaymentRefunded,
+        REFUND_EXCEEDS_CAPTURE, Recipient, RefundId, RideCommandRefused, RideCompleted,
         RideRejected,
     };
 
@@ -423,6 +491,131 @@ mod tests {
                 assert!(report.violations[0].message.contains("do not balance"));
             }
         }
+    }
+
+    fn refunded(log: &mut Log, id: &str, amount: u64, driver: u64, commission: u64) {
+        let before: u64 = log
+            .steps
+            .iter()
+            .filter_map(|s| match &s.envelope.message {
+                Message::PaymentRefunded(m) => Some(m.amount_cents),
+                _ => None,
+            })
+            .sum();
+        log.push(
+            PaymentRefunded {
+                rider_id: Log::rider(),
+                refund_id: RefundId::parse(id).unwrap(),
+                hold_id: "h_r_refund".into(),
+                amount_cents: amount,
+                refunded_cents: before + amount,
+                captured_cents: 1000,
+                reason: None,
+                reversal: Some(Earnings {
+                    driver_id: Log::driver("d_1"),
+                    driver_cents: driver,
+                    commission_cents: commission,
+                }),
+            },
+            "payment",
+        );
+    }
+
+    /// A completed ride whose 1000 was captured, split 800 / 200.
+    fn captured_ride() -> Log {
+        let mut log = Log::new("r_refund");
+        log.requested()
+            .cleared()
+            .assigned("d_1")
+            .authorized(1200)
+            .confirmed("d_1");
+        log.notified(NotificationKind::RideConfirmed, Recipient::Rider);
+        log.completed("d_1", 1000);
+        log.push(
+            PaymentCaptured {
+                rider_id: Log::rider(),
+                hold_id: "h_r_refund".into(),
+                amount_cents: 1000,
+                earnings: Some(Earnings {
+                    driver_id: Log::driver("d_1"),
+                    driver_cents: 800,
+                    commission_cents: 200,
+                }),
+                fare: None,
+            },
+            "payment",
+        );
+        log.notified(NotificationKind::Receipt, Recipient::Rider);
+        log
+    }
+
+    #[test]
+    fn refunds_up_to_the_capture_with_balanced_reversals_are_clean() {
+        let mut log = captured_ride();
+        refunded(&mut log, "rf_1", 300, 240, 60);
+        refunded(&mut log, "rf_2", 700, 560, 140);
+        let untold = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(invariants(&untold), vec![4]);
+        log.notified(NotificationKind::Refund, Recipient::Rider);
+        log.push(
+            PaymentRefundRefused {
+                refund_id: RefundId::parse("rf_3").unwrap(),
+                rider_id: Some(Log::rider()),
+                amount_cents: Some(1),
+                code: REFUND_EXCEEDS_CAPTURE.into(),
+                reason: "nothing left".into(),
+            },
+            "payment",
+        );
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(report.violations, vec![], "{report:?}");
+    }
+
+    #[test]
+    fn refunds_above_the_capture_or_unbalanced_or_repeated_are_reported() {
+        let mut over = captured_ride();
+        refunded(&mut over, "rf_1", 600, 480, 120);
+        refunded(&mut over, "rf_2", 600, 480, 120);
+        over.notified(NotificationKind::Refund, Recipient::Rider);
+        let report = audit(&over.steps, far_later(&over), SETTLE);
+        let messages: Vec<&str> = report
+            .violations
+            .iter()
+            .map(|v| v.message.as_str())
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("refunded 12.00 but only 10.00 was captured")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("exceed the entries")),
+            "{messages:?}"
+        );
+
+        let mut unbalanced = captured_ride();
+        refunded(&mut unbalanced, "rf_1", 300, 200, 60);
+        unbalanced.notified(NotificationKind::Refund, Recipient::Rider);
+        let report = audit(&unbalanced.steps, far_later(&unbalanced), SETTLE);
+        assert_eq!(invariants(&report), vec![2]);
+        assert!(
+            report.violations[0]
+                .message
+                .contains("do not balance the refunds")
+        );
+
+        let mut twice = captured_ride();
+        refunded(&mut twice, "rf_1", 300, 240, 60);
+        refunded(&mut twice, "rf_1", 300, 240, 60);
+        twice.notified(NotificationKind::Refund, Recipient::Rider);
+        let report = audit(&twice.steps, far_later(&twice), SETTLE);
+        assert_eq!(invariants(&report), vec![2]);
+        assert!(
+            report.violations[0]
+                .message
+                .contains("refund rf_1 made 2 times")
+        );
     }
 
     #[test]

@@ -117,6 +117,20 @@ pub fn summary(message: &Message) -> String {
         Message::PaymentCaptureFailed(m) => {
             format!("capture of {} failed: {}", money(m.amount_cents), m.error)
         }
+        Message::RefundRide(m) => match m.amount_cents {
+            Some(amount) => format!("refund {} of {}", m.refund_id, money(amount)),
+            None => format!("refund {} of the rest of the capture", m.refund_id),
+        },
+        Message::PaymentRefunded(m) => format!(
+            "refund {}: {} given back ({} of {} refunded)",
+            m.refund_id,
+            money(m.amount_cents),
+            money(m.refunded_cents),
+            money(m.captured_cents)
+        ),
+        Message::PaymentRefundRefused(m) => {
+            format!("refund {} refused ({}): {}", m.refund_id, m.code, m.reason)
+        }
         Message::NotificationSent(m) => {
             let who = match m.recipient {
                 Recipient::Rider => "rider",

@@ -130,6 +130,21 @@ pub struct Refusal {
     pub causation_id: Option<String>,
 }
 
+/// A refund as recorded in the stream: made (`refunded`) or refused, with the code and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefundNote {
+    pub refund_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount_cents: Option<u64>,
+    /// `refunded`, or the refusal's code.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The driver whose share a refund made reversed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reversed_driver: Option<String>,
+}
+
 /// A notification as recorded in the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Notice {
@@ -207,8 +222,18 @@ pub struct Saga {
     pub commission_cents: u64,
     #[serde(skip)]
     pub ledger_cents: u64,
+    /// The sum of the refunds' reversals (which must be what the refunds gave back).
+    #[serde(skip)]
+    pub ledger_reversed_cents: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub earning_driver: Option<String>,
+    /// What the refunds made gave back, and each refund, made or refused.
+    pub refunded_cents: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundNote>,
+    /// What refunds reversed in the ledger: off the driver's share, off the commission.
+    pub driver_reversed_cents: u64,
+    pub commission_reversed_cents: u64,
     /// Terminal events seen, in order; more than one is a bug.
     pub terminal_events: Vec<String>,
     /// State changes that arrived after the saga had ended; each is a bug.
@@ -354,6 +379,28 @@ impl Saga {
                 self.hold_mut(&m.hold_id).voided = true;
             }
             Message::PaymentCaptureFailed(m) => self.capture_failed = Some(m.error.clone()),
+            Message::PaymentRefunded(m) => {
+                self.refunded_cents += m.amount_cents;
+                if let Some(r) = &m.reversal {
+                    self.driver_reversed_cents += r.driver_cents;
+                    self.commission_reversed_cents += r.commission_cents;
+                    self.ledger_reversed_cents += r.driver_cents + r.commission_cents;
+                }
+                self.refunds.push(RefundNote {
+                    refund_id: m.refund_id.to_string(),
+                    amount_cents: Some(m.amount_cents),
+                    outcome: "refunded".into(),
+                    reason: m.reason.clone(),
+                    reversed_driver: m.reversal.as_ref().map(|r| r.driver_id.to_string()),
+                });
+            }
+            Message::PaymentRefundRefused(m) => self.refunds.push(RefundNote {
+                refund_id: m.refund_id.to_string(),
+                amount_cents: m.amount_cents,
+                outcome: m.code.clone(),
+                reason: Some(m.reason.clone()),
+                reversed_driver: None,
+            }),
             Message::RideConfirmed(m) => {
                 self.driver_id = Some(m.driver_id.to_string());
                 self.estimated_fare_cents = Some(m.estimated_fare_cents);

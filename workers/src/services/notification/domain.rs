@@ -6,7 +6,8 @@
 //! - ride cancelled: the rider, with the reason; and the driver, if the ride ever had one;
 //! - ride rejected: the rider, with the rule the request broke when it was invalid;
 //! - payment captured: the rider, a receipt with the amount;
-//! - payment capture failed: the rider, that the fare could not be charged.
+//! - payment capture failed: the rider, that the fare could not be charged;
+//! - payment refunded: the rider, the amount given back (once per ride: the first refund).
 //!
 //! A cancellation may overtake the assignment it cancels. The driver's cancellation notice
 //! therefore follows from two facts, "cancelled" and "a driver is known", and is sent when the
@@ -130,6 +131,16 @@ pub fn handle(
                 money(p.amount_cents)
             );
             notices.push(rider(NotificationKind::PaymentFailed, text, &p.rider_id));
+        }
+        Message::PaymentRefunded(p) => {
+            let text = format!(
+                "{} of your payment for ride {ride_id} is refunded to your card \
+                 ({} refunded of {}).",
+                money(p.amount_cents),
+                money(p.refunded_cents),
+                money(p.captured_cents)
+            );
+            notices.push(rider(NotificationKind::Refund, text, &p.rider_id));
         }
         other => warn!(kind = %other.kind(), "message notification does not use; ignored"),
     }
@@ -340,6 +351,35 @@ mod tests {
             [(NotificationKind::PaymentFailed, Recipient::Rider, "u_ada")]
         );
         assert!(notices[0].text.contains("could not charge 15.34"));
+    }
+
+    #[test]
+    fn a_refund_tells_the_rider_the_amount_once() {
+        let refunded = Message::PaymentRefunded(ridesaga_schemas::PaymentRefunded {
+            rider_id: rider(),
+            refund_id: ridesaga_schemas::RefundId::parse("rf_1").unwrap(),
+            hold_id: "hold_1".into(),
+            amount_cents: 500,
+            refunded_cents: 500,
+            captured_cents: 1534,
+            reason: None,
+            reversal: None,
+        });
+        let (_, notices) = run(&[captured(1534), refunded.clone(), refunded]);
+        assert_eq!(
+            keys(&notices),
+            [
+                (NotificationKind::Receipt, Recipient::Rider, "u_ada"),
+                (NotificationKind::Refund, Recipient::Rider, "u_ada")
+            ]
+        );
+        assert!(
+            notices[1]
+                .text
+                .starts_with("5.00 of your payment for ride r_1 is refunded"),
+            "{}",
+            notices[1].text
+        );
     }
 
     #[test]

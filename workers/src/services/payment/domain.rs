@@ -16,10 +16,17 @@
 //! as a decline (`gateway_error`, `gateway_unavailable`), so the saga cancels the ride as for a
 //! declined card; a capture as a failed capture, for an operator; a void as a failed void, for
 //! an operator, while the hold lapses at the gateway on its own.
+//!
+//! Refunds ([`request_refund`]) give back part or all of a capture: each is named by its id
+//! (a known id is a repeat and changes nothing), is refused while nothing is captured or when
+//! it asks for more than the capture minus the refunds made or in flight, and is otherwise a
+//! gateway operation of its own, any number of them per ride. A refund made reverses its
+//! amount in the ledger in proportion to the capture's split ([`reversal`]).
 
 use ridesaga_schemas::{
     CancelReason, DriverId, Earnings, FareBreakdown, Message, PaymentAuthorized,
-    PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentVoided, RiderId,
+    PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefundRefused, PaymentRefunded,
+    PaymentVoided, REFUND_EXCEEDS_CAPTURE, REFUND_NOTHING_CAPTURED, RefundId, RefundRide, RiderId,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
@@ -155,6 +162,44 @@ pub struct Payment {
     pub ending: Option<Ending>,
     pub hold: Hold,
     pub settlement: Settlement,
+    /// The commission the ledger took from the capture (rides whose capture was shared).
+    pub commission_cents: Option<u64>,
+    /// Every refund asked for, in the order asked, whatever became of it.
+    pub refunds: Vec<Refund>,
+}
+
+/// A refund asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refund {
+    pub refund_id: RefundId,
+    /// What it gives back (what was asked for, when refused).
+    pub amount_cents: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub status: RefundStatus,
+}
+
+/// What became of a refund.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RefundStatus {
+    /// Asked of the gateway; no answer yet. Its amount is no longer refundable.
+    Pending,
+    /// Given back; the ledger reversed it.
+    Refunded,
+    /// Refused by payment (`code`) before the gateway was asked, or by the gateway.
+    Refused { code: String, reason: String },
+}
+
+impl Refund {
+    /// The amount it takes off what is left to refund: a refund made or in flight.
+    fn reserved_cents(&self) -> u64 {
+        match self.status {
+            RefundStatus::Pending | RefundStatus::Refunded => self.amount_cents.unwrap_or(0),
+            RefundStatus::Refused { .. } => 0,
+        }
+    }
 }
 
 impl Default for Payment {
@@ -167,26 +212,193 @@ impl Default for Payment {
             ending: None,
             hold: Hold::None,
             settlement: Settlement::Open,
+            commission_cents: None,
+            refunds: Vec::new(),
         }
     }
+}
+
+impl Payment {
+    /// What was captured for the ride (0 until a capture succeeded).
+    pub fn captured_cents(&self) -> u64 {
+        match self.settlement {
+            Settlement::Captured { amount_cents } => amount_cents,
+            _ => 0,
+        }
+    }
+
+    /// What the refunds made gave back.
+    pub fn refunded_cents(&self) -> u64 {
+        self.refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Refunded)
+            .map(|r| r.amount_cents.unwrap_or(0))
+            .sum()
+    }
+
+    /// What may still be refunded: the capture minus the refunds made or in flight.
+    pub fn refundable_cents(&self) -> u64 {
+        let reserved: u64 = self.refunds.iter().map(Refund::reserved_cents).sum();
+        self.captured_cents().saturating_sub(reserved)
+    }
+}
+
+/// What a refund command comes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundDecision {
+    /// The refund id is known: asked before, whatever became of it. Nothing to do.
+    Repeated,
+    /// Refused before asking the gateway: the event that says why.
+    Refused(PaymentRefundRefused),
+    /// The gateway operation to perform.
+    Due(Operation),
+}
+
+/// Decides a refund command: records it on the payment (pending, or refused) unless its id is
+/// known, and says what to do.
+pub fn request_refund(mut payment: Payment, command: &RefundRide) -> (Payment, RefundDecision) {
+    if payment
+        .refunds
+        .iter()
+        .any(|r| r.refund_id == command.refund_id)
+    {
+        debug!(refund_id = %command.refund_id, "refund asked for again; the first one stands");
+        return (payment, RefundDecision::Repeated);
+    }
+    let captured = payment.captured_cents();
+    let left = payment.refundable_cents();
+    let hold_id = match &payment.hold {
+        Hold::Held { hold_id, .. } if captured > 0 => Some(hold_id.clone()),
+        _ => None,
+    };
+    let amount = command.amount_cents.unwrap_or(left);
+    let refusal = match hold_id {
+        None => Some((
+            REFUND_NOTHING_CAPTURED,
+            "nothing was captured for this ride".to_owned(),
+        )),
+        Some(_) if left == 0 => Some((
+            REFUND_EXCEEDS_CAPTURE,
+            format!("the capture of {} is refunded already", money(captured)),
+        )),
+        Some(_) if amount > left => Some((
+            REFUND_EXCEEDS_CAPTURE,
+            format!(
+                "{} asked for, but only {} of the capture of {} is left to refund",
+                money(amount),
+                money(left),
+                money(captured)
+            ),
+        )),
+        Some(_) => None,
+    };
+    if let Some((code, reason)) = refusal {
+        payment.refunds.push(Refund {
+            refund_id: command.refund_id.clone(),
+            amount_cents: command.amount_cents,
+            reason: command.reason.clone(),
+            status: RefundStatus::Refused {
+                code: code.to_owned(),
+                reason: reason.clone(),
+            },
+        });
+        let refused = PaymentRefundRefused {
+            refund_id: command.refund_id.clone(),
+            rider_id: payment.trip.as_ref().map(|t| t.rider_id.clone()),
+            amount_cents: command.amount_cents,
+            code: code.to_owned(),
+            reason,
+        };
+        return (payment, RefundDecision::Refused(refused));
+    }
+    payment.refunds.push(Refund {
+        refund_id: command.refund_id.clone(),
+        amount_cents: Some(amount),
+        reason: command.reason.clone(),
+        status: RefundStatus::Pending,
+    });
+    let operation = Operation::Refund {
+        refund_id: command.refund_id.to_string(),
+        hold_id: hold_id.unwrap_or_default(),
+        amount_cents: amount,
+        captured_cents: captured,
+    };
+    (payment, RefundDecision::Due(operation))
+}
+
+/// How much of a refund of `amount_cents` comes off the driver's share and off the commission,
+/// given the capture, its commission and what was refunded before: the commission's part is
+/// what the refunds so far take off it in proportion (rounded to the nearest cent) minus what
+/// the earlier ones took, so that refunds adding up to the capture reverse exactly the
+/// capture's split, and every part is at most what is left of its entry.
+pub fn reversal(
+    captured_cents: u64,
+    commission_cents: u64,
+    refunded_before_cents: u64,
+    amount_cents: u64,
+) -> (u64, u64) {
+    let taken = |refunded: u64| -> u64 {
+        if captured_cents == 0 {
+            return 0;
+        }
+        let refunded = u128::from(refunded.min(captured_cents));
+        let part = (refunded * u128::from(commission_cents) * 2 + u128::from(captured_cents))
+            / (2 * u128::from(captured_cents));
+        u64::try_from(part).unwrap_or(commission_cents)
+    };
+    let after = refunded_before_cents.saturating_add(amount_cents);
+    let commission = taken(after)
+        .saturating_sub(taken(refunded_before_cents))
+        .min(amount_cents);
+    (amount_cents - commission, commission)
+}
+
+fn money(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 /// A gateway call the payment needs (as JSON, the request of its effect).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
-    Hold { token: String, amount_cents: u64 },
-    Capture { hold_id: String, amount_cents: u64 },
-    Void { hold_id: String, amount_cents: u64 },
+    Hold {
+        token: String,
+        amount_cents: u64,
+    },
+    Capture {
+        hold_id: String,
+        amount_cents: u64,
+    },
+    Void {
+        hold_id: String,
+        amount_cents: u64,
+    },
+    /// Gives back `amount_cents` of the capture of `captured_cents` on `hold_id`.
+    Refund {
+        refund_id: String,
+        hold_id: String,
+        amount_cents: u64,
+        captured_cents: u64,
+    },
 }
 
 impl Operation {
-    /// `hold`, `capture` or `void`: with the ride id, the idempotency key of the call.
+    /// `hold`, `capture`, `void` or `refund`.
     pub fn name(&self) -> &'static str {
         match self {
             Operation::Hold { .. } => "hold",
             Operation::Capture { .. } => "capture",
             Operation::Void { .. } => "void",
+            Operation::Refund { .. } => "refund",
+        }
+    }
+
+    /// With the ride id, the idempotency key of the call: the name, and a refund's id (a
+    /// ride has one hold, one settlement, and any number of refunds).
+    pub fn key(&self) -> String {
+        match self {
+            Operation::Refund { refund_id, .. } => format!("refund/{refund_id}"),
+            other => other.name().to_owned(),
         }
     }
 
@@ -194,7 +406,8 @@ impl Operation {
         match self {
             Operation::Hold { amount_cents, .. }
             | Operation::Capture { amount_cents, .. }
-            | Operation::Void { amount_cents, .. } => *amount_cents,
+            | Operation::Void { amount_cents, .. }
+            | Operation::Refund { amount_cents, .. } => *amount_cents,
         }
     }
 }
@@ -204,12 +417,28 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
-    Held { hold_id: String },
-    Declined { code: String, message: String },
+    Held {
+        hold_id: String,
+    },
+    Declined {
+        code: String,
+        message: String,
+    },
     Captured,
-    CaptureRefused { error: String },
+    CaptureRefused {
+        error: String,
+    },
     Voided,
-    VoidFailed { error: String },
+    VoidFailed {
+        error: String,
+    },
+    Refunded,
+    /// The gateway refused the refund or could not be reached: `code` is `gateway_error` or
+    /// `gateway_unavailable`.
+    RefundRefused {
+        code: String,
+        error: String,
+    },
 }
 
 /// Why an operation got no answer from the gateway.
@@ -247,6 +476,10 @@ pub fn failed(operation: &Operation, failure: Failure) -> Outcome {
         },
         Operation::Void { .. } => Outcome::VoidFailed {
             error: format!("{code}: {reason}"),
+        },
+        Operation::Refund { .. } => Outcome::RefundRefused {
+            code: code.to_owned(),
+            error: reason,
         },
     }
 }
@@ -351,6 +584,8 @@ pub fn begin(mut payment: Payment, operation: &Operation) -> Payment {
         Operation::Capture { .. } | Operation::Void { .. } => {
             payment.settlement = Settlement::Pending;
         }
+        // Pending since the command asked for it (see `request_refund`).
+        Operation::Refund { .. } => {}
     }
     payment
 }
@@ -435,6 +670,10 @@ pub fn record(
             payment.settlement = Settlement::VoidFailed { error };
             return (payment, None);
         }
+        (Operation::Refund { refund_id, .. }, outcome @ Outcome::Refunded)
+        | (Operation::Refund { refund_id, .. }, outcome @ Outcome::RefundRefused { .. }) => {
+            return record_refund(payment, refund_id, rider_id, outcome);
+        }
         (operation, outcome) => {
             warn!(
                 ?operation,
@@ -447,5 +686,78 @@ pub fn record(
     (payment, Some(message))
 }
 
+/// Records how a pending refund ended: made (with the ledger's reversal, for a ride whose
+/// capture was shared) or refused by the gateway. A refund that is not pending (answered
+/// before) changes nothing.
+fn record_refund(
+    mut payment: Payment,
+    refund_id: &str,
+    rider_id: RiderId,
+    outcome: Outcome,
+) -> (Payment, Option<Message>) {
+    let refunded_before = payment.refunded_cents();
+    let captured = payment.captured_cents();
+    let hold_id = match &payment.hold {
+        Hold::Held { hold_id, .. } => hold_id.clone(),
+        _ => String::new(),
+    };
+    let commission = payment.commission_cents;
+    let driver_id = payment.driver_id.clone();
+    let Some(refund) = payment
+        .refunds
+        .iter_mut()
+        .find(|r| r.refund_id.as_str() == refund_id && r.status == RefundStatus::Pending)
+    else {
+        warn!(%refund_id, "outcome of a refund that is not pending; ignored");
+        return (payment, None);
+    };
+    let amount_cents = refund.amount_cents.unwrap_or(0);
+    let message = match outcome {
+        Outcome::RefundRefused { code, error } => {
+            warn!(%refund_id, %code, %error, "refund refused by the gateway");
+            refund.status = RefundStatus::Refused {
+                code: code.clone(),
+                reason: error.clone(),
+            };
+            Message::PaymentRefundRefused(PaymentRefundRefused {
+                refund_id: refund.refund_id.clone(),
+                rider_id: Some(rider_id),
+                amount_cents: refund.amount_cents,
+                code,
+                reason: format!("the payment gateway did not refund: {error}"),
+            })
+        }
+        _ => {
+            refund.status = RefundStatus::Refunded;
+            let reversal = match (driver_id, commission) {
+                (Some(driver_id), Some(commission)) => {
+                    let (driver_cents, commission_cents) =
+                        reversal(captured, commission, refunded_before, amount_cents);
+                    Some(Earnings {
+                        driver_id,
+                        driver_cents,
+                        commission_cents,
+                    })
+                }
+                _ => None,
+            };
+            debug!(%refund_id, amount_cents, "refund made");
+            Message::PaymentRefunded(PaymentRefunded {
+                rider_id,
+                refund_id: refund.refund_id.clone(),
+                hold_id,
+                amount_cents,
+                refunded_cents: refunded_before + amount_cents,
+                captured_cents: captured,
+                reason: refund.reason.clone(),
+                reversal,
+            })
+        }
+    };
+    (payment, Some(message))
+}
+
+#[cfg(test)]
+mod refund_tests;
 #[cfg(test)]
 mod tests;

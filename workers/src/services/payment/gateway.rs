@@ -37,6 +37,20 @@ pub struct SettleRequest {
     pub amount_cents: u64,
 }
 
+/// Gives back `amount_cents` of what was captured on a hold. `captured_cents` is the capture
+/// as payment recorded it: the simulated gateway goes by it for a capture it did not make
+/// itself (another process made it); a real gateway knows its charges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundRequest {
+    pub idempotency_key: String,
+    pub hold_id: String,
+    pub amount_cents: u64,
+    pub captured_cents: u64,
+}
+
+/// The code of a refund the gateway refuses because it would give back more than was captured.
+pub const REFUND_TOO_LARGE: &str = "refund_exceeds_charge";
+
 /// Why a gateway call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GatewayError {
@@ -66,6 +80,12 @@ pub trait Gateway: Send + Sync + 'static {
     fn void(
         &self,
         request: &SettleRequest,
+    ) -> impl Future<Output = Result<(), GatewayError>> + Send;
+
+    /// Gives captured money back; never more than the hold's capture, all refunds together.
+    fn refund(
+        &self,
+        request: &RefundRequest,
     ) -> impl Future<Output = Result<(), GatewayError>> + Send;
 }
 
@@ -153,6 +173,18 @@ pub struct SimulatedGateway {
     config: GatewayConfig,
     /// What this process knows of each idempotency key.
     calls: Mutex<HashMap<String, Calls>>,
+    /// What this process captured and refunded, per hold.
+    money: Mutex<Money>,
+}
+
+/// The captures and refunds the simulated gateway made, so that it never refunds more than a
+/// hold's capture and answers a refund's key again as it did the first time.
+#[derive(Debug, Default)]
+struct Money {
+    /// Hold id -> amount captured.
+    captured: HashMap<String, u64>,
+    /// Refund idempotency key -> (hold id, amount, whether it was made).
+    refunds: HashMap<String, (String, u64, bool)>,
 }
 
 /// One idempotency key in the ledger.
@@ -169,6 +201,7 @@ impl SimulatedGateway {
         SimulatedGateway {
             config,
             calls: Mutex::default(),
+            money: Mutex::default(),
         }
     }
 
@@ -230,11 +263,70 @@ impl Gateway for SimulatedGateway {
                 message: "The issuer refused the capture.".into(),
             });
         }
+        let mut money = self.money.lock().unwrap_or_else(PoisonError::into_inner);
+        if money.captured.len() >= LEDGER_LIMIT {
+            money.captured.clear();
+        }
+        money
+            .captured
+            .insert(request.hold_id.clone(), request.amount_cents);
         Ok(())
     }
 
     async fn void(&self, request: &SettleRequest) -> Result<(), GatewayError> {
         self.call(&request.idempotency_key).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<(), GatewayError> {
+        self.call(&request.idempotency_key).await?;
+        let too_large = |refunded: u64, captured: u64| GatewayError::Refused {
+            code: REFUND_TOO_LARGE.into(),
+            message: format!(
+                "A refund of {} cents would bring the refunds to {} cents, more than the {} \
+                 cents captured.",
+                request.amount_cents,
+                refunded + request.amount_cents,
+                captured
+            ),
+        };
+        let mut money = self.money.lock().unwrap_or_else(PoisonError::into_inner);
+        let captured = money
+            .captured
+            .get(&request.hold_id)
+            .copied()
+            .unwrap_or(request.captured_cents);
+        let refunded_by = |money: &Money| -> u64 {
+            money
+                .refunds
+                .iter()
+                .filter(|(key, (hold, _, made))| {
+                    *made && *hold == request.hold_id && **key != request.idempotency_key
+                })
+                .map(|(_, (_, amount, _))| *amount)
+                .sum()
+        };
+        if let Some((_, _, made)) = money.refunds.get(&request.idempotency_key) {
+            // The key's first answer stands.
+            return if *made {
+                Ok(())
+            } else {
+                Err(too_large(refunded_by(&money), captured))
+            };
+        }
+        if money.refunds.len() >= LEDGER_LIMIT {
+            money.refunds.clear();
+        }
+        let refunded = refunded_by(&money);
+        let made = refunded.saturating_add(request.amount_cents) <= captured;
+        money.refunds.insert(
+            request.idempotency_key.clone(),
+            (request.hold_id.clone(), request.amount_cents, made),
+        );
+        if made {
+            Ok(())
+        } else {
+            Err(too_large(refunded, captured))
+        }
     }
 }
 
@@ -368,6 +460,51 @@ mod tests {
             attempts += 1;
             assert!(attempts < 64, "never succeeded");
         }
+    }
+
+    fn refund(key: &str, amount_cents: u64) -> RefundRequest {
+        RefundRequest {
+            idempotency_key: key.into(),
+            hold_id: "hold_1".into(),
+            amount_cents,
+            captured_cents: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn refunds_never_give_back_more_than_the_capture_and_a_key_refunds_once() {
+        let gateway = SimulatedGateway::default();
+        let capture = SettleRequest {
+            idempotency_key: "r_1/capture".into(),
+            hold_id: "hold_1".into(),
+            amount_cents: 800,
+        };
+        gateway.capture(&capture).await.unwrap();
+        // The gateway's own record of the capture (800) wins over the request's (1000).
+        gateway.refund(&refund("r_1/refund/a", 500)).await.unwrap();
+        gateway.refund(&refund("r_1/refund/a", 500)).await.unwrap();
+        let refused = gateway
+            .refund(&refund("r_1/refund/b", 301))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, GatewayError::Refused { code, .. } if code == REFUND_TOO_LARGE),
+            "{refused:?}"
+        );
+        // A refused key stays refused, even once the amount would fit.
+        assert_eq!(
+            gateway.refund(&refund("r_1/refund/b", 301)).await,
+            Err(refused)
+        );
+        gateway.refund(&refund("r_1/refund/c", 300)).await.unwrap();
+        assert!(gateway.refund(&refund("r_1/refund/d", 1)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refund_of_a_capture_made_elsewhere_goes_by_the_stated_capture() {
+        let gateway = SimulatedGateway::default();
+        gateway.refund(&refund("r_2/refund/a", 1000)).await.unwrap();
+        assert!(gateway.refund(&refund("r_2/refund/b", 1)).await.is_err());
     }
 
     #[test]

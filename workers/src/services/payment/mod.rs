@@ -15,8 +15,11 @@
 //! capture, which is an outcome. [`Worker::settle`] records the outcome on the payment and in
 //! the journal, announces it with an event whose id derives from the effect's id, and returns
 //! the operation the new state makes due (a void for a hold placed on a ride cancelled
-//! meanwhile, a capture for one completed meanwhile). An operation that fails for good or gives
-//! up ends as [`domain::failed`] says: a hold is declined (`gateway_error`,
+//! meanwhile, a capture for one completed meanwhile). A refund command (`cmd.payment.refund`)
+//! is refused at once when nothing is left to refund, and is otherwise an operation of its own
+//! (`payment.refund`, key `<ride>/refund/<refund_id>`); a refund made appends the ledger
+//! entries that reverse it and is announced on `evt.payment.refunded`. An operation that fails
+//! for good or gives up ends as [`domain::failed`] says: a hold is declined (`gateway_error`,
 //! `gateway_unavailable`), so the ride is cancelled `payment_declined` and its driver released;
 //! a capture failed (`evt.payment.capture_failed`: an operator must act, the rider is told);
 //! a void failed, with no event: it is logged for operators and the hold lapses at the gateway,
@@ -34,13 +37,18 @@ pub mod store;
 
 use std::collections::HashMap;
 
-use ridesaga_schemas::{Envelope, Message, PaymentCaptured, RideId, Service, Timestamp};
+use ridesaga_schemas::{
+    Envelope, Message, PaymentCaptured, PaymentRefunded, RefundRide, RideId, Service, Timestamp,
+};
 use sqlx::migrate::Migrator;
 use tracing::{debug, warn};
 
-use self::domain::{DEFAULT_COMMISSION_PERCENT, Failure, Fees, Operation, Outcome, Payment};
+use self::domain::{
+    DEFAULT_COMMISSION_PERCENT, Failure, Fees, Operation, Outcome, Payment, RefundDecision,
+};
 use self::gateway::{
-    Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, SettleRequest, SimulatedGateway,
+    Gateway, GatewayConfig, GatewayError, HoldOutcome, HoldRequest, RefundRequest, SettleRequest,
+    SimulatedGateway,
 };
 use self::store::Changed;
 use super::rides::Rides;
@@ -134,6 +142,9 @@ impl<G: Gateway> PaymentService<G> {
         if slot.correlation_id.is_none() {
             slot.correlation_id = Some(envelope.correlation_id.clone());
         }
+        if let Message::RefundRide(command) = &envelope.message {
+            return self.refund(batch, &ride_id, envelope, command, now);
+        }
         let payment = domain::handle(slot.payment.clone(), &envelope.message);
         let (payment, due) = self.make_due(&ride_id, payment, slot, envelope.id.as_str(), now)?;
         if payment != slot.payment {
@@ -146,6 +157,55 @@ impl<G: Gateway> PaymentService<G> {
         }
         debug!(%ride_id, input = %envelope.kind(), "payment input applied");
         Ok(Vec::new())
+    }
+
+    /// Applies a refund command: a known refund id changes nothing; a refund payment refuses is
+    /// recorded and answered at once (`evt.payment.refund_refused`); any other is recorded
+    /// pending and goes to the gateway as an effect (`payment.refund`, its id the idempotency
+    /// key `<ride>/refund/<refund_id>`), announced when it settles.
+    fn refund(
+        &self,
+        batch: &mut Batch,
+        ride_id: &RideId,
+        envelope: &Envelope,
+        command: &RefundRide,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let (_, slot) = batch.payments.of(envelope)?;
+        let (payment, decision) = domain::request_refund(slot.payment.clone(), command);
+        let outputs = match decision {
+            RefundDecision::Repeated => return Ok(Vec::new()),
+            RefundDecision::Refused(refused) => {
+                let (refund_id, code) = (&refused.refund_id, &refused.code);
+                debug!(%ride_id, %refund_id, %code, "refund refused");
+                let producer = Service::Payment.name();
+                vec![Envelope::caused_by(envelope, refused, "", producer)]
+            }
+            RefundDecision::Due(operation) => {
+                let key = format!("{ride_id}/{}", operation.key());
+                let request = serde_json::to_string(&operation)
+                    .map_err(|e| HandleError::Permanent(format!("request of {key}: {e}")))?;
+                let journaled = store::Journaled::pending(
+                    key.clone(),
+                    ride_id,
+                    &operation,
+                    envelope.id.as_str(),
+                    now,
+                )?;
+                slot.journaled.push(operation.name().to_owned());
+                batch.journal.push(journaled);
+                batch.effects.push(Effect {
+                    id: key,
+                    kind: effect_kind(&operation).to_owned(),
+                    saga_id: Some(ride_id.clone()),
+                    request,
+                });
+                Vec::new()
+            }
+        };
+        slot.payment = payment;
+        batch.payments.changed_at(ride_id.clone(), now);
+        Ok(outputs)
     }
 
     /// The operation `payment` calls for now, if any: the payment with it pending, and its
@@ -227,6 +287,26 @@ impl<G: Gateway> PaymentService<G> {
             } => {
                 let request = settle_request(key, hold_id, *amount_cents);
                 self.gateway.void(&request).await.map(|()| Outcome::Voided)
+            }
+            Operation::Refund {
+                hold_id,
+                amount_cents,
+                captured_cents,
+                ..
+            } => {
+                let request = RefundRequest {
+                    idempotency_key: key.to_owned(),
+                    hold_id: hold_id.clone(),
+                    amount_cents: *amount_cents,
+                    captured_cents: *captured_cents,
+                };
+                match self.gateway.refund(&request).await {
+                    Err(GatewayError::Refused { code, message }) => Ok(Outcome::RefundRefused {
+                        code,
+                        error: message,
+                    }),
+                    other => other.map(|()| Outcome::Refunded),
+                }
             }
         };
         let outcome = result.map_err(|e| match e {
@@ -324,14 +404,27 @@ impl<G: Gateway> PaymentService<G> {
         })??;
         let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
         let message = message.map(|m| domain::with_earnings(m, &payment, &self.fees));
-        if let Some(Message::PaymentCaptured(PaymentCaptured {
-            earnings: Some(earnings),
-            ..
-        })) = &message
-        {
-            batch
-                .ledger
-                .extend(store::LedgerEntry::of_capture(ride_id, earnings, now)?);
+        let mut payment = payment;
+        match &message {
+            Some(Message::PaymentCaptured(PaymentCaptured {
+                earnings: Some(earnings),
+                ..
+            })) => {
+                payment.commission_cents = Some(earnings.commission_cents);
+                batch
+                    .ledger
+                    .extend(store::LedgerEntry::of_capture(ride_id, earnings, now)?);
+            }
+            Some(Message::PaymentRefunded(PaymentRefunded {
+                refund_id,
+                reversal: Some(reversal),
+                ..
+            })) => {
+                batch.ledger.extend(store::LedgerEntry::of_refund(
+                    ride_id, refund_id, reversal, now,
+                )?);
+            }
+            _ => {}
         }
         let (payment, due) = self.make_due(ride_id, payment, slot, key, now)?;
         let correlation_id = slot
@@ -481,6 +574,7 @@ pub fn effect_kind(operation: &Operation) -> &'static str {
         Operation::Hold { .. } => "payment.hold",
         Operation::Capture { .. } => "payment.capture",
         Operation::Void { .. } => "payment.void",
+        Operation::Refund { .. } => "payment.refund",
     }
 }
 
@@ -501,6 +595,10 @@ fn journal_outcome(outcome: &Outcome) -> (&'static str, Option<String>) {
         Outcome::CaptureRefused { error } => ("capture_refused", Some(error.clone())),
         Outcome::Voided => ("voided", None),
         Outcome::VoidFailed { error } => ("failed", Some(error.clone())),
+        Outcome::Refunded => ("refunded", None),
+        Outcome::RefundRefused { code, error } => {
+            ("refund_refused", Some(format!("{code}: {error}")))
+        }
     }
 }
 

@@ -47,6 +47,10 @@ impl Gateway for Outage {
         self.failing()?;
         self.inner.void(request).await
     }
+    async fn refund(&self, request: &RefundRequest) -> Result<(), GatewayError> {
+        self.failing()?;
+        self.inner.refund(request).await
+    }
 }
 
 /// A fresh database of `kind` with the payment service's tables.
@@ -819,6 +823,24 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             settlement: Settlement::CaptureFailed {
                 error: format!("error {odd}"),
             },
+            commission_cents: Some(i64::MAX as u64),
+            refunds: vec![
+                domain::Refund {
+                    refund_id: ridesaga_schemas::RefundId::parse("rf_1").unwrap(),
+                    amount_cents: Some(i64::MAX as u64),
+                    reason: Some(format!("reason {odd}")),
+                    status: domain::RefundStatus::Refused {
+                        code: format!("code {odd}"),
+                        reason: format!("reason {odd}"),
+                    },
+                },
+                domain::Refund {
+                    refund_id: ridesaga_schemas::RefundId::parse("rf_2").unwrap(),
+                    amount_cents: None,
+                    reason: None,
+                    status: domain::RefundStatus::Pending,
+                },
+            ],
         },
         Payment {
             trip: None,
@@ -833,6 +855,8 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             settlement: Settlement::Captured {
                 amount_cents: i64::MAX as u64,
             },
+            commission_cents: None,
+            refunds: Vec::new(),
         },
         Payment {
             trip: None,
@@ -842,6 +866,8 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             ending: Some(Ending::Cancelled),
             hold: Hold::Pending,
             settlement: Settlement::Pending,
+            commission_cents: None,
+            refunds: Vec::new(),
         },
         Payment {
             trip: None,
@@ -856,6 +882,8 @@ async fn texts_and_the_largest_amounts_survive_the_json_rows(kind: Kind) {
             settlement: Settlement::VoidFailed {
                 error: format!("error {odd}"),
             },
+            commission_cents: None,
+            refunds: Vec::new(),
         },
     ];
     let ride_ids: Vec<RideId> = (0..payments.len())
@@ -938,4 +966,197 @@ each_backend!(
     an_operation_already_journaled_is_refused_without_making_it_due,
     a_rider_no_show_captures_the_configured_fee_once_and_stores_the_ending,
     texts_and_the_largest_amounts_survive_the_json_rows,
+    a_refund_redelivered_and_settled_twice_refunds_and_reverses_once,
+    an_over_refund_is_refused_at_once_without_calling_the_gateway,
+    a_refund_the_gateway_cannot_make_is_refused_and_leaves_the_amount_refundable,
 );
+
+fn refund_command(id: &str, amount_cents: Option<u64>) -> Envelope {
+    envelope(RefundRide {
+        refund_id: ridesaga_schemas::RefundId::parse(id).unwrap(),
+        amount_cents,
+        reason: Some("detour".into()),
+    })
+}
+
+/// The ride's ledger entries: `(entry_id, amount_cents)`.
+async fn ledger(conn: &mut Conn<'_>) -> Vec<(String, i64)> {
+    store::ledger_of(conn, &ride_id())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, amount, _)| (id, amount))
+        .collect()
+}
+
+/// Ride r_1 held, completed and its fare of 1300 captured (split 1040 / 260).
+async fn captured<G: Gateway>(service: &PaymentService<G>, conn: &mut Conn<'_>) {
+    held(service, conn, "tok_visa").await;
+    let effects = apply(service, conn, &completed(1300)).await;
+    let events = run(service, conn, effects).await;
+    assert_eq!(subjects(&events), ["evt.payment.captured.r_1"]);
+}
+
+/// A refund command applied alone: what it emitted at once, and the effects it made due.
+async fn refund<G: Gateway>(
+    service: &PaymentService<G>,
+    conn: &mut Conn<'_>,
+    command: &Envelope,
+) -> (Vec<Envelope>, Vec<Effect>) {
+    let (mut outputs, effects) = apply_all(service, conn, &[command]).await.unwrap();
+    (outputs.remove(0), effects)
+}
+
+async fn a_refund_redelivered_and_settled_twice_refunds_and_reverses_once(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    captured(&service, &mut conn).await;
+
+    let command = refund_command("rf_1", Some(500));
+    let (outputs, effects) = refund(&service, &mut conn, &command).await;
+    assert!(outputs.is_empty(), "announced once the gateway answers");
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0].id, "r_1/refund/rf_1");
+    assert_eq!(effects[0].kind, "payment.refund");
+    assert_eq!(
+        service.gateway().calls("r_1/refund/rf_1"),
+        0,
+        "no call in apply"
+    );
+    // The command redelivered past the inbox, and retried under a new message id: the refund
+    // id is known, so nothing more is due.
+    let retried = refund_command("rf_1", Some(500));
+    for again in [&command, &retried] {
+        assert_eq!(refund(&service, &mut conn, again).await, (vec![], vec![]));
+    }
+    // The gateway asked twice (a claim that expired), its outcome settled twice.
+    let first = perform(&service, &effects[0], 1).await;
+    let second = perform(&service, &effects[0], 1).await;
+    assert_eq!(first, second);
+    assert_eq!(service.gateway().calls("r_1/refund/rf_1"), 2);
+    let settled = settle(&service, &mut conn, &effects[0], first).await;
+    assert_eq!(subjects(&settled.outputs), ["evt.payment.refunded.r_1"]);
+    let Message::PaymentRefunded(refunded) = &settled.outputs[0].message else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            refunded.amount_cents,
+            refunded.refunded_cents,
+            refunded.captured_cents
+        ),
+        (500, 500, 1300)
+    );
+    let reversal = refunded.reversal.clone().expect("the ledger's reversal");
+    assert_eq!(
+        (reversal.driver_cents, reversal.commission_cents),
+        (400, 100)
+    );
+    let again = settle(&service, &mut conn, &effects[0], second).await;
+    assert!(again.outputs.is_empty() && again.effects.is_empty());
+
+    let entries = ledger(&mut conn).await;
+    assert_eq!(
+        entries,
+        [
+            ("r_1/capture/driver".to_string(), 1040),
+            ("r_1/capture/platform".to_string(), 260),
+            ("r_1/refund/rf_1/driver".to_string(), -400),
+            ("r_1/refund/rf_1/platform".to_string(), -100),
+        ]
+    );
+    assert_eq!(
+        journal(&mut conn).await,
+        journal_of(&[
+            ("capture", "captured"),
+            ("hold", "held"),
+            ("refund", "refunded")
+        ])
+    );
+
+    // The rest, without an amount; then nothing is left.
+    let (_, effects) = refund(&service, &mut conn, &refund_command("rf_2", None)).await;
+    let events = run(&service, &mut conn, effects).await;
+    let [event] = &events[..] else {
+        panic!("{events:?}")
+    };
+    let Message::PaymentRefunded(rest) = &event.message else {
+        panic!("{event:?}")
+    };
+    assert_eq!((rest.amount_cents, rest.refunded_cents), (800, 1300));
+    let entries = ledger(&mut conn).await;
+    assert_eq!(entries.len(), 6);
+    assert_eq!(
+        entries.iter().map(|(_, a)| a).sum::<i64>(),
+        0,
+        "all reversed"
+    );
+    let (outputs, effects) = refund(&service, &mut conn, &refund_command("rf_3", None)).await;
+    assert!(effects.is_empty());
+    assert_eq!(subjects(&outputs), ["evt.payment.refund_refused.r_1"]);
+    assert_eq!(payment(&mut conn).await.refunded_cents(), 1300);
+}
+
+async fn an_over_refund_is_refused_at_once_without_calling_the_gateway(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    // Nothing captured yet: the hold only.
+    held(&service, &mut conn, "tok_visa").await;
+    let command = refund_command("rf_early", None);
+    let (outputs, effects) = refund(&service, &mut conn, &command).await;
+    assert!(effects.is_empty());
+    let [refused] = &outputs[..] else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(refused.causation_id.as_ref(), Some(&command.id));
+    assert!(matches!(&refused.message,
+        Message::PaymentRefundRefused(r) if r.code == ridesaga_schemas::REFUND_NOTHING_CAPTURED));
+
+    let effects = apply(&service, &mut conn, &completed(1300)).await;
+    run(&service, &mut conn, effects).await;
+    let (outputs, effects) =
+        refund(&service, &mut conn, &refund_command("rf_big", Some(1301))).await;
+    assert!(effects.is_empty());
+    let [refused] = &outputs[..] else {
+        panic!("{outputs:?}")
+    };
+    let Message::PaymentRefundRefused(r) = &refused.message else {
+        panic!()
+    };
+    assert_eq!(r.code, ridesaga_schemas::REFUND_EXCEEDS_CAPTURE);
+    assert_eq!(r.rider_id, Some(rider()));
+    assert_eq!(ledger(&mut conn).await.len(), 2, "no reversal");
+    assert_eq!(
+        journal(&mut conn).await,
+        journal_of(&[("capture", "captured"), ("hold", "held")]),
+        "the gateway was never asked"
+    );
+    // The refused refund is remembered: the same id is answered by nothing more.
+    assert_eq!(
+        refund(&service, &mut conn, &refund_command("rf_big", Some(1))).await,
+        (vec![], vec![])
+    );
+    assert_eq!(payment(&mut conn).await.refundable_cents(), 1300);
+}
+
+async fn a_refund_the_gateway_cannot_make_is_refused_and_leaves_the_amount_refundable(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::with_gateway(Outage::default());
+    captured(&service, &mut conn).await;
+    let (_, effects) = refund(&service, &mut conn, &refund_command("rf_1", Some(700))).await;
+    // Unreachable until the deadline: given up, refused as unavailable.
+    service.gateway().down_for.store(10, Ordering::SeqCst);
+    let outcome = perform(&service, &effects[0], 3).await;
+    assert!(matches!(outcome, EffectOutcome::GaveUp(_)), "{outcome:?}");
+    let settled = settle(&service, &mut conn, &effects[0], outcome).await;
+    let [event] = &settled.outputs[..] else {
+        panic!()
+    };
+    assert!(matches!(&event.message,
+        Message::PaymentRefundRefused(r) if r.code == GATEWAY_UNAVAILABLE));
+    assert_eq!(payment(&mut conn).await.refundable_cents(), 1300);
+    assert_eq!(ledger(&mut conn).await.len(), 2, "no reversal");
+}

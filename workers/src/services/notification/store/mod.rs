@@ -20,13 +20,14 @@ use super::domain::{Audience, Notice};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
 use crate::services::rides::json_ids;
 
-const KINDS: [NotificationKind; 6] = [
+const KINDS: [NotificationKind; 7] = [
     NotificationKind::DriverAssigned,
     NotificationKind::RideConfirmed,
     NotificationKind::RideCancelled,
     NotificationKind::RideRejected,
     NotificationKind::Receipt,
     NotificationKind::PaymentFailed,
+    NotificationKind::Refund,
 ];
 
 const REASONS: [CancelReason; 6] = [

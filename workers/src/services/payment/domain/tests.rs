@@ -69,6 +69,7 @@ fn simulate(operation: &Operation) -> Outcome {
         },
         Operation::Capture { .. } => Outcome::Captured,
         Operation::Void { .. } => Outcome::Voided,
+        Operation::Refund { .. } => Outcome::Refunded,
     }
 }
 

@@ -10,7 +10,7 @@ mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
-use ridesaga_schemas::{DriverId, Earnings, FareBreakdown, RideId, RiderId, Timestamp};
+use ridesaga_schemas::{DriverId, Earnings, FareBreakdown, RefundId, RideId, RiderId, Timestamp};
 use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
@@ -55,7 +55,8 @@ macro_rules! columns {
         "ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
          fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, \
          settlement, captured_cents, capture_error, void_error, correlation_id, driver_id, \
-         fare_base_cents, fare_distance_cents, fare_time_cents, fare_surge_cents"
+         fare_base_cents, fare_distance_cents, fare_time_cents, fare_surge_cents, \
+         commission_cents, refunds"
     };
 }
 use columns;
@@ -138,6 +139,9 @@ struct PaymentRow<'a> {
     fare_distance_cents: Option<i64>,
     fare_time_cents: Option<i64>,
     fare_surge_cents: Option<i64>,
+    commission_cents: Option<i64>,
+    /// The refunds as a JSON array; none while there is none.
+    refunds: Option<String>,
     at_ms: i64,
 }
 
@@ -179,6 +183,15 @@ fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError>
         fare_distance_cents: payment.fare.map(|f| cents(f.distance_cents)).transpose()?,
         fare_time_cents: payment.fare.map(|f| cents(f.time_cents)).transpose()?,
         fare_surge_cents: payment.fare.map(|f| cents(f.surge_cents)).transpose()?,
+        commission_cents: payment.commission_cents.map(cents).transpose()?,
+        refunds: if payment.refunds.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&payment.refunds)
+                    .map_err(|e| HandleError::Permanent(format!("refunds of {ride_id}: {e}")))?,
+            )
+        },
         at_ms: at.unix_millis(),
     };
     match &payment.hold {
@@ -398,6 +411,11 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
         ending,
         hold,
         settlement,
+        commission_cents: amount("commission_cents")?,
+        refunds: match text("refunds")? {
+            Some(refunds) => serde_json::from_str(&refunds).map_err(corrupt)?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -437,6 +455,52 @@ impl LedgerEntry {
             entry("platform", earnings.commission_cents)?,
         ])
     }
+
+    /// The two entries that reverse a refund: its parts off the driver's share and off the
+    /// commission, as negative amounts.
+    pub fn of_refund(
+        ride_id: &RideId,
+        refund_id: &RefundId,
+        reversal: &Earnings,
+        at: Timestamp,
+    ) -> Result<[LedgerEntry; 2], HandleError> {
+        let entry = |account: &'static str, amount: u64| -> Result<LedgerEntry, HandleError> {
+            Ok(LedgerEntry {
+                entry_id: format!("{ride_id}/refund/{refund_id}/{account}"),
+                ride_id: ride_id.to_string(),
+                driver_id: reversal.driver_id.to_string(),
+                account,
+                amount_cents: -cents(amount)?,
+                operation: "refund",
+                at_ms: at.unix_millis(),
+            })
+        };
+        Ok([
+            entry("driver", reversal.driver_cents)?,
+            entry("platform", reversal.commission_cents)?,
+        ])
+    }
+}
+
+/// The ledger entries of a ride, as `(entry_id, account, amount_cents, operation)` by entry.
+pub async fn ledger_of(
+    conn: &mut Conn<'_>,
+    ride_id: &RideId,
+) -> Result<Vec<(String, String, i64, String)>, HandleError> {
+    let rows: Vec<Row> = match conn {
+        Conn::Sqlite(conn) => sqlite::ledger_of(conn, ride_id.as_str()).await?,
+        Conn::Postgres(conn) => postgres::ledger_of(conn, ride_id.as_str()).await?,
+    };
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.get("entry_id")?,
+                r.get("account")?,
+                r.get("amount_cents")?,
+                r.get("operation")?,
+            ))
+        })
+        .collect()
 }
 
 /// Appends `entries` to the ledger in one statement on `kind`.

@@ -24,18 +24,20 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
      capture_error, void_error, correlation_id, driver_id, fare_base_cents, \
-     fare_distance_cents, fare_time_cents, fare_surge_cents, created_at_ms, updated_at_ms) \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, commission_cents, refunds, \
+     created_at_ms, updated_at_ms) \
      SELECT ride_id, rider_id, payment_token, estimated_fare_cents, driver_assigned, ending, \
      fare_cents, hold, hold_id, hold_amount_cents, decline_code, decline_message, settlement, \
      captured_cents, capture_error, void_error, correlation_id, driver_id, fare_base_cents, \
-     fare_distance_cents, fare_time_cents, fare_surge_cents, at_ms, at_ms \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, commission_cents, refunds, \
+     at_ms, at_ms \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, rider_id TEXT, \
      payment_token TEXT, estimated_fare_cents BIGINT, driver_assigned BOOLEAN, ending TEXT, \
      fare_cents BIGINT, hold TEXT, hold_id TEXT, hold_amount_cents BIGINT, \
      decline_code TEXT, decline_message TEXT, settlement TEXT, captured_cents BIGINT, \
      capture_error TEXT, void_error TEXT, correlation_id TEXT, driver_id TEXT, \
      fare_base_cents BIGINT, fare_distance_cents BIGINT, fare_time_cents BIGINT, \
-     fare_surge_cents BIGINT, at_ms BIGINT) \
+     fare_surge_cents BIGINT, commission_cents BIGINT, refunds TEXT, at_ms BIGINT) \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      payment_token = excluded.payment_token, \
      estimated_fare_cents = excluded.estimated_fare_cents, \
@@ -48,6 +50,7 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      fare_base_cents = excluded.fare_base_cents, \
      fare_distance_cents = excluded.fare_distance_cents, \
      fare_time_cents = excluded.fare_time_cents, fare_surge_cents = excluded.fare_surge_cents, \
+     commission_cents = excluded.commission_cents, refunds = excluded.refunds, \
      correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
@@ -101,3 +104,15 @@ pub const LEDGER: &str = "INSERT INTO ledger_entries (entry_id, ride_id, driver_
      FROM jsonb_to_recordset($1::jsonb) AS r (entry_id TEXT, ride_id TEXT, driver_id TEXT, \
      account TEXT, amount_cents BIGINT, operation TEXT, at_ms BIGINT) \
      ON CONFLICT (entry_id) DO NOTHING";
+
+/// [`super::ledger_of`]: the ride's ledger entries, by entry.
+pub async fn ledger_of(conn: &mut PgConnection, ride_id: &str) -> Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT entry_id, account, amount_cents, operation FROM ledger_entries \
+         WHERE ride_id = $1 ORDER BY entry_id",
+    )
+    .bind(ride_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Row::Postgres).collect())
+}

@@ -23,7 +23,8 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      estimated_fare_cents, driver_assigned, ending, fare_cents, hold, hold_id, \
      hold_amount_cents, decline_code, decline_message, settlement, captured_cents, \
      capture_error, void_error, correlation_id, driver_id, fare_base_cents, \
-     fare_distance_cents, fare_time_cents, fare_surge_cents, created_at_ms, updated_at_ms) \
+     fare_distance_cents, fare_time_cents, fare_surge_cents, commission_cents, refunds, \
+     created_at_ms, updated_at_ms) \
      SELECT value ->> 'ride_id', value ->> 'rider_id', value ->> 'payment_token', \
      value ->> 'estimated_fare_cents', value ->> 'driver_assigned', value ->> 'ending', \
      value ->> 'fare_cents', value ->> 'hold', value ->> 'hold_id', \
@@ -32,6 +33,7 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      value ->> 'void_error', value ->> 'correlation_id', value ->> 'driver_id', \
      value ->> 'fare_base_cents', value ->> 'fare_distance_cents', \
      value ->> 'fare_time_cents', value ->> 'fare_surge_cents', \
+     value ->> 'commission_cents', value ->> 'refunds', \
      value ->> 'at_ms', value ->> 'at_ms' \
      FROM jsonb_each(?) WHERE true \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
@@ -46,6 +48,7 @@ pub const SAVE: &str = "INSERT INTO payments (ride_id, rider_id, payment_token, 
      fare_base_cents = excluded.fare_base_cents, \
      fare_distance_cents = excluded.fare_distance_cents, \
      fare_time_cents = excluded.fare_time_cents, fare_surge_cents = excluded.fare_surge_cents, \
+     commission_cents = excluded.commission_cents, refunds = excluded.refunds, \
      correlation_id = COALESCE(payments.correlation_id, excluded.correlation_id), \
      updated_at_ms = excluded.updated_at_ms";
 
@@ -98,3 +101,18 @@ pub const LEDGER: &str = "INSERT INTO ledger_entries (entry_id, ride_id, driver_
      SELECT value ->> 'entry_id', value ->> 'ride_id', value ->> 'driver_id', \
      value ->> 'account', value ->> 'amount_cents', value ->> 'operation', value ->> 'at_ms' \
      FROM jsonb_each(?) WHERE true ON CONFLICT (entry_id) DO NOTHING";
+
+/// [`super::ledger_of`]: the ride's ledger entries, by entry.
+pub async fn ledger_of(
+    conn: &mut SqliteConnection,
+    ride_id: &str,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT entry_id, account, amount_cents, operation FROM ledger_entries \
+         WHERE ride_id = ? ORDER BY entry_id",
+    )
+    .bind(ride_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Row::Sqlite).collect())
+}
