@@ -1200,6 +1200,9 @@ fn effect_key(effect: &domain::Effect) -> (MessageKind, String) {
         domain::Effect::DriverUpdated { driver_id, .. } => {
             (MessageKind::DriverUpdated, driver_id.to_string())
         }
+        domain::Effect::ScheduleChanged { driver_id, .. } => {
+            (MessageKind::DriverScheduleChanged, driver_id.to_string())
+        }
         domain::Effect::Assigned { ride_id, .. } => {
             (MessageKind::DriverAssigned, ride_id.to_string())
         }
