@@ -24,6 +24,8 @@ pub async fn run(ctx: &Ctx, command: DriverCommand) -> anyhow::Result<()> {
         DriverCommand::Earnings { id, since, until } => {
             return super::earnings::run(ctx, id, since, until).await;
         }
+        DriverCommand::Schedule(command) => return super::schedule::run(ctx, command).await,
+        DriverCommand::Show { id } => return super::schedule::show_driver(ctx, &id).await,
         DriverCommand::Register { id, name, at, wait } => {
             let message = RegisterDriver {
                 driver_id: id,
@@ -98,7 +100,7 @@ impl<'a> Published<'a> {
     }
 }
 
-async fn send(
+pub(super) async fn send(
     ctx: &Ctx,
     envelope: Envelope,
     update: MessageKind,

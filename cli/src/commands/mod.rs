@@ -13,6 +13,7 @@ mod position;
 mod ride;
 mod saga;
 mod scale;
+mod schedule;
 mod services;
 mod streams;
 mod track;
