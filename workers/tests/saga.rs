@@ -6,6 +6,7 @@
 mod cluster;
 mod earnings;
 mod replicas;
+mod schedules;
 mod support;
 mod tracking;
 
