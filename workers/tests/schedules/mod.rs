@@ -1,6 +1,7 @@
 //! Driver schedules through the real workers: a driver off shift is passed over for one on
 //! shift, a shift that ends while the ride is under way never releases its driver (only the
-//! ride's end does), and a schedule command delivered again is applied once. On SQLite and
+//! ride's end does), a schedule command delivered again is applied once, and one in a zone
+//! that does not exist is dead-lettered with the reason. On SQLite and
 //! PostgreSQL.
 
 use std::time::Duration;
@@ -71,6 +72,45 @@ async fn schedules(sys: &System, driver: &DriverId, n: usize) -> Vec<Envelope> {
             got.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first dead letter whose reason mentions `reason`, within 20 s.
+async fn dead_letter(sys: &System, reason: &str) -> DeadLetter {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stream = sys
+            .js
+            .get_stream(streams::DEAD_LETTER_STREAM)
+            .await
+            .expect("the dead-letter stream");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                filter_subject: "dlq.>".into(),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .expect("a reading consumer");
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .messages()
+            .await
+            .expect("fetches");
+        while let Some(Ok(m)) = batch.next().await {
+            let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("a dead letter");
+            if letter.reason.contains(reason) {
+                return letter;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter saying {reason:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -199,6 +239,22 @@ async fn a_shift_too_short_for_the_trip_is_not_matched_and_a_redelivered_schedul
         1,
         "the newer schedule stays"
     );
+
+    // A schedule in a zone that does not exist, published past ridectl's check: the driver
+    // service dead-letters it with the reason and keeps the schedule it has.
+    let mars = DriverSchedule {
+        zone: "Mars/Olympus".into(),
+        ..long.clone()
+    };
+    sys.send(&set(&driver, Some(mars))).await;
+    let letter = dead_letter(&sys, "unknown time zone").await;
+    assert_eq!(letter.service, "driver");
+    assert!(
+        letter.subject.starts_with("cmd.driver.schedule."),
+        "{letter:?}"
+    );
+    assert_eq!(sys.read(&announced[0].subject()).await.len(), 2);
+    assert_eq!(sys.scalar(Service::Driver, &sql).await, 1);
     sys.shutdown().await;
 }
 
