@@ -152,7 +152,8 @@ impl Correlations {
     }
 }
 
-/// What `input` can read or change: the driver it names and the waiting rides near them; or
+/// What `input` can read or change: the driver it names and the waiting rides near them (a
+/// registration, going online, a move, a schedule); or
 /// the ride it names and, only if that ride may be matched after the input, the available
 /// drivers near its pickup; or, for an ending, the ride, its driver and, only if the ending
 /// frees that driver, the waiting rides near them.
@@ -205,11 +206,11 @@ pub async fn load_for_input(
         Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
             // An assigned ride's driver plays no part in a request or a clearance.
             let found = view.ride(conn, ride_id).await?;
-            let pickup = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
+            let to_match = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
             if let Some(found) = found {
                 loaded.add_ride(found.ride, found.correlation);
             }
-            if let Some(request) = pickup {
+            if let Some(request) = to_match {
                 let state = &mut loaded.state;
                 add_available_drivers_near(conn, view, state, &request, now, rules, NEARBY_DRIVERS)
                     .await?;
@@ -250,7 +251,7 @@ pub async fn load_for_tick(
     for (ride, correlation) in due.into_iter().chain(waiting) {
         loaded.add_ride(ride, correlation);
     }
-    let pickups: Vec<RideRequest> = loaded
+    let requests: Vec<RideRequest> = loaded
         .state
         .rides
         .values()
@@ -258,9 +259,9 @@ pub async fn load_for_tick(
         .collect();
     // Rides matched earlier in the run may take some of a later ride's candidates: load as
     // many more as there are such rides.
-    let limit = NEARBY_DRIVERS + i64::try_from(pickups.len()).unwrap_or(i64::MAX) - 1;
+    let limit = NEARBY_DRIVERS + i64::try_from(requests.len()).unwrap_or(i64::MAX) - 1;
     let view = BatchView::default();
-    for request in pickups {
+    for request in requests {
         add_available_drivers_near(conn, &view, &mut loaded.state, &request, now, rules, limit)
             .await?;
     }
