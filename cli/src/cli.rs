@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ridesaga_schemas::{DriverId, GeoPoint, RefundId, RideId, RiderId, limits};
+use ridesaga_schemas::{
+    DriverId, GeoPoint, OneOffShift, RefundId, RideId, RiderId, Weekday, WeeklyWindow, limits,
+};
 
 use crate::saga::Expectation;
 use ridesaga_schemas::duration::parse_duration;
@@ -213,6 +215,17 @@ pub enum DriverCommand {
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
         date: Option<time::Date>,
     },
+    /// Set, show or clear a driver's schedule: weekly windows and one-off shifts in the
+    /// driver's time zone. A driver with a schedule is matched only while on shift, for rides
+    /// that end before the shift does; a driver without one, whenever online.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// A driver as the stream tells it: online or not, the current ride, the last position
+    /// and the current (or next) shift.
+    Show {
+        /// The driver id.
+        id: DriverId,
+    },
     /// Move a driver.
     Move {
         /// The driver id.
@@ -223,6 +236,96 @@ pub enum DriverCommand {
         #[command(flatten)]
         wait: DriverWaitArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Set a driver's whole schedule (replacing any earlier one), e.g. `--zone Europe/Paris
+    /// --weekly "mon-fri 08:00-16:00" --weekly "sat 22:00-04:00" --shift
+    /// "2026-12-24T18:00/2026-12-25T02:00"`. Times are the driver's wall-clock times; a window
+    /// whose end is not after its start ends the next day.
+    Set {
+        /// The driver id.
+        id: DriverId,
+        /// The driver's IANA time zone, e.g. Europe/Paris (required unless --file names it).
+        #[arg(long, value_name = "ZONE")]
+        zone: Option<String>,
+        /// A weekly window: DAYS HH:MM-HH:MM, DAYS a day (mon), a range (mon-fri, fri-mon) or
+        /// a list (sat,sun); the end may be 24:00. Repeat for more.
+        #[arg(long, value_name = "DAYS HH:MM-HH:MM", value_parser = parse_weekly)]
+        weekly: Vec<Vec<WeeklyWindow>>,
+        /// A one-off shift: START/END as YYYY-MM-DDTHH:MM, local time. Repeat for more.
+        #[arg(long, value_name = "START/END", value_parser = parse_shift)]
+        shift: Vec<OneOffShift>,
+        /// More of the schedule, one entry a line: `zone ZONE`, `weekly DAYS HH:MM-HH:MM` or
+        /// `shift START/END` (`#` starts a comment); `-` reads stdin.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+    /// Show a driver's schedule and their next shifts, in the driver's time zone.
+    Show {
+        /// The driver id.
+        id: DriverId,
+        /// How many shifts to list (within the next 8 days).
+        #[arg(long, default_value = "5")]
+        next: usize,
+    },
+    /// Clear a driver's schedule: they may be matched whenever online again.
+    Clear {
+        /// The driver id.
+        id: DriverId,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+}
+
+/// A weekly window as `DAYS HH:MM-HH:MM`: one window a day of `DAYS`.
+pub fn parse_weekly(s: &str) -> Result<Vec<WeeklyWindow>, String> {
+    let usage = || format!("{s:?} is not DAYS HH:MM-HH:MM, e.g. \"mon-fri 08:00-16:00\"");
+    let (days, times) = s.trim().split_once(char::is_whitespace).ok_or_else(usage)?;
+    let (start, end) = times.trim().split_once('-').ok_or_else(usage)?;
+    let day = |name: &str| {
+        Weekday::parse(name.trim()).ok_or_else(|| {
+            format!("{name:?} is not a day of the week (mon, tue, wed, thu, fri, sat, sun)")
+        })
+    };
+    let mut out: Vec<WeeklyWindow> = Vec::new();
+    for part in days.split(',') {
+        let range = match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to) = (day(from)?, day(to)?);
+                let (from, to) = (from as usize, to as usize);
+                // A range may wrap around the week: fri-mon.
+                let len = (to + 7 - from) % 7 + 1;
+                (0..len).map(|i| Weekday::ALL[(from + i) % 7]).collect()
+            }
+            None => vec![day(part)?],
+        };
+        for day in range {
+            if out.iter().any(|w| w.day == day) {
+                return Err(format!("{s:?} names {day} twice"));
+            }
+            out.push(WeeklyWindow {
+                day,
+                start: start.trim().to_owned(),
+                end: end.trim().to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A one-off shift as `START/END`.
+pub fn parse_shift(s: &str) -> Result<OneOffShift, String> {
+    let (start, end) = s.trim().split_once('/').ok_or_else(|| {
+        format!("{s:?} is not START/END, e.g. \"2026-12-24T18:00/2026-12-25T02:00\"")
+    })?;
+    Ok(OneOffShift {
+        start: start.trim().to_owned(),
+        end: end.trim().to_owned(),
+    })
 }
 
 /// Waiting for the driver service to apply a driver or fraud command.

@@ -7,6 +7,7 @@
 //! - [`messages`]: every command and event payload, and the table of their subjects.
 //! - [`envelope`]: the common envelope, JSON encoding, and decoding that checks everything.
 //! - [`limits`]: bounds on amounts, distances, durations, scores, text and deadlines.
+//! - [`schedule`]: drivers' weekly windows and one-off shifts, in their time zone.
 //! - [`subject`]: subject builders and parsers.
 //! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
 //! - [`streams`]: stream and consumer definitions, and provisioning.
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod messages;
 mod object;
 pub mod position;
+pub mod schedule;
 pub mod streams;
 pub mod subject;
 
@@ -35,5 +37,6 @@ pub use ids::{DriverId, IdError, MessageId, RefundId, RideId, RiderId};
 pub use limits::ValueError;
 pub use messages::*;
 pub use position::{POSITION_PREFIX, Position, PositionError};
+pub use schedule::{DriverSchedule, OneOffShift, ScheduleError, Shifts, Weekday, WeeklyWindow};
 pub use streams::Service;
 pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};

@@ -55,6 +55,8 @@ pub enum ValueError {
         count: usize,
         max: usize,
     },
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
     #[error(
         "{field} {value} is more than {} days after the message occurred ({occurred_at})",
         MAX_DEADLINE_AHEAD.as_secs() / 86_400
@@ -181,6 +183,18 @@ fn optional_text(field: &str, value: &Option<String>) -> Result<(), ValueError> 
     value.as_deref().map_or(Ok(()), |v| check_text(field, v))
 }
 
+/// A schedule, if any: a known zone, readable times, shifts that end after they start, no
+/// more windows and shifts than allowed.
+fn check_schedule(schedule: &Option<crate::schedule::DriverSchedule>) -> Result<(), ValueError> {
+    match schedule {
+        Some(s) => s.check().map_err(|e| ValueError::Invalid {
+            field: "schedule".into(),
+            problem: e.0,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Message {
     /// Checks the values the payload's types cannot: amounts, distances, durations and scores
     /// within their bounds, text short and free of control characters, deadlines no further
@@ -246,6 +260,8 @@ impl Message {
             Message::DriverUnavailable(m) => check_text("reason", &m.reason),
             Message::DriverReleased(m) => check_text("reason", &m.reason),
             Message::DriverUpdated(m) => check_text("name", &m.name),
+            Message::SetDriverSchedule(m) => check_schedule(&m.schedule),
+            Message::DriverScheduleChanged(m) => check_schedule(&m.schedule),
             Message::PaymentAuthorized(m) => {
                 check_text("hold_id", &m.hold_id)?;
                 check_cents("amount_cents", m.amount_cents)

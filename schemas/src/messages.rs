@@ -14,6 +14,7 @@ use crate::limits::{
     MAX_SCORE, MAX_TEXT_CHARS, TEXT_PATTERN,
 };
 use crate::object::Object;
+use crate::schedule::DriverSchedule;
 
 /// A point in time, written as RFC 3339 in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -274,6 +275,14 @@ payload!(
     MoveDriver { driver_id: DriverId, location: GeoPoint }
 );
 payload!(
+    /// Sets the driver's whole schedule (replacing any earlier one), or clears it (`null`):
+    /// a driver without a schedule may be matched whenever online.
+    SetDriverSchedule {
+        driver_id: DriverId,
+        schedule: Option<DriverSchedule>,
+    }
+);
+payload!(
     /// Blocks a rider: every later request of theirs is flagged.
     BlockRider {
         rider_id: RiderId,
@@ -377,6 +386,13 @@ payload!(
         name: String,
         online: bool,
         location: GeoPoint,
+    }
+);
+payload!(
+    /// A driver's schedule was set (the whole of it) or cleared (`null`).
+    DriverScheduleChanged {
+        driver_id: DriverId,
+        schedule: Option<DriverSchedule>,
     }
 );
 payload!(
@@ -661,6 +677,7 @@ contract! {
     DriverOnline(DriverOnline) = "cmd.driver.online", Driver;
     DriverOffline(DriverOffline) = "cmd.driver.offline", Driver;
     MoveDriver(MoveDriver) = "cmd.driver.move", Driver;
+    SetDriverSchedule(SetDriverSchedule) = "cmd.driver.schedule", Driver;
     BlockRider(BlockRider) = "cmd.fraud.block", Rider;
     UnblockRider(UnblockRider) = "cmd.fraud.unblock", Rider;
     RideRequested(RideRequested) = "evt.ride.requested", Ride;
@@ -678,6 +695,7 @@ contract! {
     DriverUnavailable(DriverUnavailable) = "evt.driver.unavailable", Ride;
     DriverReleased(DriverReleased) = "evt.driver.released", Ride;
     DriverUpdated(DriverUpdated) = "evt.driver.updated", Driver;
+    DriverScheduleChanged(DriverScheduleChanged) = "evt.driver.schedule", Driver;
     PaymentAuthorized(PaymentAuthorized) = "evt.payment.authorized", Ride;
     PaymentDeclined(PaymentDeclined) = "evt.payment.declined", Ride;
     PaymentCaptured(PaymentCaptured) = "evt.payment.captured", Ride;
@@ -724,6 +742,8 @@ impl Message {
             Message::DriverOffline(m) => m.driver_id.as_str(),
             Message::MoveDriver(m) => m.driver_id.as_str(),
             Message::DriverUpdated(m) => m.driver_id.as_str(),
+            Message::SetDriverSchedule(m) => m.driver_id.as_str(),
+            Message::DriverScheduleChanged(m) => m.driver_id.as_str(),
             Message::BlockRider(m) => m.rider_id.as_str(),
             Message::UnblockRider(m) => m.rider_id.as_str(),
             Message::RiderBlockChanged(m) => m.rider_id.as_str(),

@@ -16,6 +16,21 @@ fn point(lat: f64, lng: f64) -> GeoPoint {
     GeoPoint::new(lat, lng).unwrap()
 }
 
+fn example_schedule() -> DriverSchedule {
+    DriverSchedule {
+        zone: "Europe/Paris".into(),
+        weekly: vec![WeeklyWindow {
+            day: Weekday::Sat,
+            start: "22:00".into(),
+            end: "04:00".into(),
+        }],
+        shifts: vec![OneOffShift {
+            start: "2026-12-24T18:00".into(),
+            end: "2026-12-25T02:00".into(),
+        }],
+    }
+}
+
 /// One realistic message of every type.
 fn example(kind: MessageKind) -> Envelope {
     let ride = Some(RideId::parse("r_42").unwrap());
@@ -83,6 +98,16 @@ fn example(kind: MessageKind) -> Envelope {
         MessageKind::MoveDriver => MoveDriver {
             driver_id: driver(),
             location: point(1.0, 2.0),
+        }
+        .into(),
+        MessageKind::SetDriverSchedule => SetDriverSchedule {
+            driver_id: driver(),
+            schedule: Some(example_schedule()),
+        }
+        .into(),
+        MessageKind::DriverScheduleChanged => DriverScheduleChanged {
+            driver_id: driver(),
+            schedule: None,
         }
         .into(),
         MessageKind::BlockRider => BlockRider {
@@ -403,4 +428,34 @@ fn derived_events_keep_the_saga_and_correlation() {
         evt.id,
         Envelope::caused_by(&cmd, CancelRide {}, "x", "ride").id
     );
+}
+
+#[test]
+fn decoding_refuses_a_schedule_that_cannot_be_applied() {
+    let env = example(MessageKind::SetDriverSchedule);
+    for (field, value, expected) in [
+        (
+            "zone",
+            serde_json::json!("Mars/Olympus"),
+            "unknown time zone",
+        ),
+        (
+            "shifts",
+            serde_json::json!([{"start": "2026-12-25T02:00", "end": "2026-12-24T18:00"}]),
+            "ends before it starts",
+        ),
+        (
+            "weekly",
+            serde_json::json!([{"day": "mon", "start": "08:00", "end": "16:00", "x": 1}]),
+            "unknown field",
+        ),
+    ] {
+        let mut encoded: serde_json::Value = serde_json::from_slice(&env.encode()).unwrap();
+        encoded["data"]["schedule"][field] = value;
+        let err = decode_err(&env.subject(), &encoded);
+        assert!(err.contains(expected), "{field}: {err}");
+    }
+    // Clearing needs no schedule.
+    let clear = example(MessageKind::DriverScheduleChanged);
+    Envelope::decode(&clear.subject(), &clear.encode()).unwrap();
 }

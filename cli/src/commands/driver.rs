@@ -27,6 +27,8 @@ pub async fn run(ctx: &Ctx, command: DriverCommand) -> anyhow::Result<()> {
         DriverCommand::Statement { id, date } => {
             return super::earnings::run_daily(ctx, id, date).await;
         }
+        DriverCommand::Schedule(command) => return super::schedule::run(ctx, command).await,
+        DriverCommand::Show { id } => return super::schedule::show_driver(ctx, &id).await,
         DriverCommand::Register { id, name, at, wait } => {
             let message = RegisterDriver {
                 driver_id: id,
@@ -101,7 +103,7 @@ impl<'a> Published<'a> {
     }
 }
 
-async fn send(
+pub(super) async fn send(
     ctx: &Ctx,
     envelope: Envelope,
     update: MessageKind,

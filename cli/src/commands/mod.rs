@@ -14,6 +14,7 @@ mod refund;
 mod ride;
 mod saga;
 mod scale;
+mod schedule;
 mod services;
 mod streams;
 mod track;

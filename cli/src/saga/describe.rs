@@ -18,6 +18,23 @@ pub fn is_compensation(kind: MessageKind, state_before: RideState) -> bool {
     }
 }
 
+/// A schedule in one line: `d_1 Europe/Paris: mon 08:00-16:00, 2026-12-24T18:00/2026-12-25T02:00`.
+fn schedule_summary(
+    driver_id: &ridesaga_schemas::DriverId,
+    schedule: &Option<ridesaga_schemas::DriverSchedule>,
+) -> String {
+    let Some(schedule) = schedule else {
+        return format!("{driver_id}: no schedule (matched whenever online)");
+    };
+    let parts: Vec<String> = schedule
+        .weekly
+        .iter()
+        .map(ToString::to_string)
+        .chain(schedule.shifts.iter().map(ToString::to_string))
+        .collect();
+    format!("{driver_id} {}: {}", schedule.zone, parts.join(", "))
+}
+
 /// A short description of what a message says.
 pub fn summary(message: &Message) -> String {
     match message {
@@ -44,6 +61,8 @@ pub fn summary(message: &Message) -> String {
         },
         Message::DriverOffline(m) => format!("{} offline", m.driver_id),
         Message::MoveDriver(m) => format!("{} to {}", m.driver_id, m.location),
+        Message::SetDriverSchedule(m) => schedule_summary(&m.driver_id, &m.schedule),
+        Message::DriverScheduleChanged(m) => schedule_summary(&m.driver_id, &m.schedule),
         Message::BlockRider(m) => match &m.reason {
             Some(reason) => format!("block {}: {reason}", m.rider_id),
             None => format!("block {}", m.rider_id),

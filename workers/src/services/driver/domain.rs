@@ -16,16 +16,22 @@
 //! - Driver commands are last-writer-wins per field by the command's `occurred_at`, so a late
 //!   redelivery never undoes a newer command. A reserved driver who goes offline stays reserved
 //!   until released.
+//! - Schedules are opt-in: a driver without one may be matched whenever available. A driver
+//!   with one is matched to a ride only while on shift, and only if the shift lasts at least
+//!   the estimated time to the pickup and then the trip ([`shift_allows`]). A shift's end, or a
+//!   new schedule, never releases a driver already reserved: only the ride's end does.
 
 use std::collections::BTreeMap;
 
-use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
+use ridesaga_schemas::{DriverId, DriverSchedule, GeoPoint, RideId, RiderId, Timestamp};
 
 /// How rides and drivers are matched.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatchRules {
     /// Largest great-circle distance from a driver to a pickup, in kilometres.
     pub radius_km: f64,
+    /// The average speed that turns distances into the time a ride takes, in km/h.
+    pub average_speed_kmh: f64,
 }
 
 /// A registered driver.
@@ -42,6 +48,10 @@ pub struct Driver {
     pub name_at: i64,
     pub online_at: i64,
     pub location_at: i64,
+    /// When the driver works; none: whenever online.
+    pub schedule: Option<DriverSchedule>,
+    /// `occurred_at` (Unix ms) of the newest schedule command applied.
+    pub schedule_at: i64,
 }
 
 impl Driver {
@@ -58,6 +68,8 @@ pub struct RideRequest {
     pub pickup: GeoPoint,
     /// Whole milliseconds, as stored.
     pub match_deadline: Timestamp,
+    /// The planned trip from the pickup to the drop-off, in km.
+    pub trip_km: f64,
 }
 
 /// Where a ride is, as far as drivers are concerned.
@@ -172,6 +184,12 @@ pub enum Input {
         location: GeoPoint,
         at: i64,
     },
+    /// A new schedule, or none to clear it.
+    Schedule {
+        driver_id: DriverId,
+        schedule: Option<DriverSchedule>,
+        at: i64,
+    },
     Requested {
         ride_id: RideId,
         request: RideRequest,
@@ -196,7 +214,8 @@ impl Input {
             Input::Register { .. }
             | Input::Online { .. }
             | Input::Offline { .. }
-            | Input::Move { .. } => None,
+            | Input::Move { .. }
+            | Input::Schedule { .. } => None,
         }
     }
 }
@@ -209,6 +228,11 @@ pub enum Effect {
         name: String,
         online: bool,
         location: GeoPoint,
+    },
+    /// The driver's schedule as it stands after a schedule command.
+    ScheduleChanged {
+        driver_id: DriverId,
+        schedule: Option<DriverSchedule>,
     },
     Assigned {
         ride_id: RideId,
@@ -264,6 +288,8 @@ pub fn handle(
                     name_at: *at,
                     online_at: *at,
                     location_at: *at,
+                    schedule: None,
+                    schedule_at: 0,
                 });
             if *at >= driver.name_at {
                 driver.name.clone_from(name);
@@ -299,6 +325,22 @@ pub fn handle(
             let driver = known_driver(state, driver_id)?;
             set_location(driver, *location, *at);
             out.push(updated(driver));
+            offer_driver(state, driver_id, now, rules, &mut out);
+        }
+        Input::Schedule {
+            driver_id,
+            schedule,
+            at,
+        } => {
+            let driver = known_driver(state, driver_id)?;
+            if *at >= driver.schedule_at {
+                driver.schedule.clone_from(schedule);
+                driver.schedule_at = *at;
+            }
+            out.push(Effect::ScheduleChanged {
+                driver_id: driver_id.clone(),
+                schedule: driver.schedule.clone(),
+            });
             offer_driver(state, driver_id, now, rules, &mut out);
         }
         Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
@@ -338,18 +380,23 @@ pub fn tick(state: &mut State, now: Timestamp, rules: &MatchRules) -> Vec<Effect
     out
 }
 
-/// Where `input` may reserve an available driver, given the ride it names as stored (`None`:
+/// The request of the ride where `input` may reserve an available driver (its pickup is where
+/// to search), given the ride it names as stored (`None`:
 /// not stored yet): the pickup, when the input is a request or a clearance after which the ride
 /// is waiting, cleared and before its deadline. Every other input reserves no driver for its
 /// ride, so the store searches for available drivers only where this says.
-pub fn pickup_to_match(stored: Option<&Ride>, input: &Input, now: Timestamp) -> Option<GeoPoint> {
+pub fn pickup_to_match(
+    stored: Option<&Ride>,
+    input: &Input,
+    now: Timestamp,
+) -> Option<RideRequest> {
     if !matches!(input, Input::Requested { .. } | Input::Cleared { .. }) {
         return None;
     }
     // Not stored yet: the input brings either the request or the clearance, never both.
     let mut ride = stored?.clone();
     ride.record(input);
-    ride.matchable(now).map(|request| request.pickup)
+    ride.matchable(now).cloned()
 }
 
 /// Whether ending `ride` leaves `driver` (its driver) available to take a waiting ride: only
@@ -358,6 +405,41 @@ pub fn ending_frees(ride: &Ride, driver: &Driver) -> bool {
     let holds_ride =
         matches!(&ride.stage, Stage::Assigned { driver_id } if *driver_id == driver.id);
     holds_ride && driver.online && driver.current_ride.as_ref().is_none_or(|r| *r == ride.id)
+}
+
+/// Whether `driver`'s schedule lets them take `request` at `now`: always without a schedule;
+/// with one, only inside a shift that lasts at least the time to drive to the pickup and then
+/// the planned trip at the rules' average speed (touching or overlapping windows and shifts
+/// count as one shift).
+pub fn shift_allows(
+    driver: &Driver,
+    request: &RideRequest,
+    now: Timestamp,
+    rules: &MatchRules,
+) -> bool {
+    let Some(schedule) = &driver.schedule else {
+        return true;
+    };
+    // A stored schedule was checked on its way in; one that no longer compiles (a zone the
+    // database dropped) keeps its driver off shift rather than unrestricted.
+    let Ok(shifts) = schedule.compile() else {
+        return false;
+    };
+    let now_ms = now.unix_millis();
+    let km = driver.location.distance_km(&request.pickup) + request.trip_km;
+    shifts
+        .on_shift_until(now_ms)
+        .is_some_and(|end| end - now_ms >= trip_ms(km, rules))
+}
+
+/// How long `km` take at the rules' average speed, in whole milliseconds (rounded up).
+pub fn trip_ms(km: f64, rules: &MatchRules) -> i64 {
+    let ms = (km.max(0.0) / rules.average_speed_kmh * 3_600_000.0).ceil();
+    if ms.is_finite() && ms < i64::MAX as f64 {
+        ms as i64
+    } else {
+        i64::MAX
+    }
 }
 
 fn known_driver<'s>(state: &'s mut State, id: &DriverId) -> Result<&'s mut Driver, DriverError> {
@@ -428,13 +510,14 @@ fn settle_ride(
         }
         return;
     }
-    let Some(pickup) = ride.matchable(now).map(|r| r.pickup) else {
+    let Some(request) = ride.matchable(now) else {
         return;
     };
+    let pickup = request.pickup;
     let nearest = state
         .drivers
         .values()
-        .filter(|d| d.is_available())
+        .filter(|d| d.is_available() && shift_allows(d, request, now, rules))
         .map(|d| (d.location.distance_km(&pickup), &d.id))
         .filter(|(km, _)| *km <= rules.radius_km)
         .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
@@ -460,6 +543,7 @@ fn offer_driver(
         .rides
         .values()
         .filter_map(|r| r.matchable(now).map(|req| (req, &r.id)))
+        .filter(|(req, _)| shift_allows(driver, req, now, rules))
         .map(|(req, id)| {
             (
                 req.match_deadline,

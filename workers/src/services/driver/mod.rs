@@ -1,9 +1,10 @@
 //! The driver service: registers drivers, tracks whether they are online and where, and
 //! reserves the nearest available driver for each ride that fraud cleared.
 //!
-//! Consumes `cmd.driver.{register,online,offline,move}`, `evt.ride.requested`,
+//! Consumes `cmd.driver.{register,online,offline,move,schedule}`, `evt.ride.requested`,
 //! `evt.fraud.cleared`, and, to release the driver, `evt.ride.{cancelled,rejected,completed}`
-//! and `evt.payment.declined`. Publishes `evt.driver.updated` for every driver command, and
+//! and `evt.payment.declined`. Publishes `evt.driver.updated` for every other driver command,
+//! `evt.driver.schedule` for every schedule command (the schedule in force after it), and
 //! `evt.driver.{assigned,released,unavailable}` at most once per ride each: their ids derive
 //! from the ride and the event type, so the same fact reached by two paths (an input, a timer
 //! in another replica) is one message.
@@ -11,7 +12,9 @@
 //! - [`domain`]: the rules, pure.
 //! - `store`: the tables (`migrations/{sqlite,postgres}/driver`), on either backend.
 //!
-//! Settings: `RIDESAGA_MATCH_RADIUS_KM` (default 10), `RIDESAGA_DRIVER_TICK_BATCH` (rides each
+//! Settings: `RIDESAGA_MATCH_RADIUS_KM` (default 10), `RIDESAGA_AVERAGE_SPEED_KMH` (how fast a
+//! scheduled driver is assumed to reach the pickup and drive the trip, default 30),
+//! `RIDESAGA_DRIVER_TICK_BATCH` (rides each
 //! timer run looks at, default 50), `RIDESAGA_DRIVER_RETENTION` (how long ended rides are kept
 //! as tombstones, default 31 days: longer than the saga stream's 30-day history).
 
@@ -22,8 +25,8 @@ use std::time::Duration;
 
 use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{
-    CancelReason, DriverAssigned, DriverReleased, DriverUnavailable, DriverUpdated, Envelope,
-    Message, MessageId, RideId, Service, Timestamp,
+    CancelReason, DriverAssigned, DriverReleased, DriverScheduleChanged, DriverUnavailable,
+    DriverUpdated, Envelope, Message, MessageId, RideId, Service, Timestamp,
 };
 use sqlx::migrate::Migrator;
 use tracing::{debug, warn};
@@ -52,7 +55,10 @@ pub struct DriverConfig {
 impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
-            rules: MatchRules { radius_km: 10.0 },
+            rules: MatchRules {
+                radius_km: 10.0,
+                average_speed_kmh: 30.0,
+            },
             tick_batch: 50,
             retention: Duration::from_secs(31 * 24 * 3600),
         }
@@ -70,6 +76,16 @@ impl DriverConfig {
                 problem: "must be a distance in kilometres above 0 and at most 1000".into(),
             });
         }
+        let average_speed_kmh: f64 =
+            s.get("RIDESAGA_AVERAGE_SPEED_KMH", d.rules.average_speed_kmh)?;
+        if !(average_speed_kmh.is_finite() && average_speed_kmh > 0.0 && average_speed_kmh <= 500.0)
+        {
+            return Err(ConfigError {
+                name: "RIDESAGA_AVERAGE_SPEED_KMH".into(),
+                value: average_speed_kmh.to_string(),
+                problem: "must be a speed in km/h above 0 and at most 500".into(),
+            });
+        }
         let tick_batch: u32 = s.get("RIDESAGA_DRIVER_TICK_BATCH", d.tick_batch)?;
         if tick_batch == 0 {
             return Err(ConfigError {
@@ -79,7 +95,10 @@ impl DriverConfig {
             });
         }
         Ok(DriverConfig {
-            rules: MatchRules { radius_km },
+            rules: MatchRules {
+                radius_km,
+                average_speed_kmh,
+            },
             tick_batch,
             retention: s.duration("RIDESAGA_DRIVER_RETENTION", d.retention)?,
         })
@@ -281,6 +300,11 @@ fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
             location: m.location,
             at,
         }),
+        Message::SetDriverSchedule(m) => Ok(Input::Schedule {
+            driver_id: m.driver_id.clone(),
+            schedule: m.schedule.clone(),
+            at,
+        }),
         Message::RideRequested(m) => Ok(Input::Requested {
             ride_id: ride_id()?,
             request: RideRequest {
@@ -288,6 +312,7 @@ fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
                 pickup: m.pickup,
                 // Whole milliseconds, as stored, so a reloaded ride compares equal.
                 match_deadline: Timestamp::from_unix_millis(m.match_deadline.unix_millis()),
+                trip_km: m.estimated_distance_km,
             },
         }),
         Message::FraudCleared(_) => Ok(Input::Cleared {
@@ -341,6 +366,20 @@ fn envelopes(
                         name,
                         online,
                         location,
+                    }
+                    .into(),
+                    None,
+                )
+            }
+            Effect::ScheduleChanged {
+                driver_id,
+                schedule,
+            } => {
+                debug!(%driver_id, scheduled = schedule.is_some(), "driver schedule changed");
+                (
+                    DriverScheduleChanged {
+                        driver_id,
+                        schedule,
                     }
                     .into(),
                     None,
@@ -413,6 +452,7 @@ mod tests {
             ("RIDESAGA_MATCH_RADIUS_KM", "-1"),
             ("RIDESAGA_MATCH_RADIUS_KM", "NaN"),
             ("RIDESAGA_MATCH_RADIUS_KM", "far"),
+            ("RIDESAGA_AVERAGE_SPEED_KMH", "0"),
             ("RIDESAGA_DRIVER_TICK_BATCH", "0"),
             ("RIDESAGA_DRIVER_RETENTION", "forever"),
         ] {

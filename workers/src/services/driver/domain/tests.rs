@@ -6,7 +6,10 @@ use proptest::prelude::*;
 
 use super::*;
 
-const RULES: MatchRules = MatchRules { radius_km: 10.0 };
+const RULES: MatchRules = MatchRules {
+    radius_km: 10.0,
+    average_speed_kmh: 30.0,
+};
 /// Around Berlin's Alexanderplatz; 0.01 degrees of latitude are about 1.1 km.
 const LAT: f64 = 52.52;
 const LNG: f64 = 13.41;
@@ -49,6 +52,7 @@ fn requested(n: usize, pickup: GeoPoint, deadline: Timestamp) -> Input {
         rider_id: rider(n),
         pickup,
         match_deadline: deadline,
+        trip_km: 5.0,
     };
     Input::Requested {
         ride_id: ride(n),
@@ -309,7 +313,10 @@ fn a_waiting_ride_is_retried_on_tick() {
     let mut state = with_drivers(&[(0.15, 0.0)]);
     apply(&mut state, requested(1, near(0.0, 0.0), at(60)));
     assert!(apply(&mut state, cleared(1)).is_empty());
-    let wider = MatchRules { radius_km: 20.0 };
+    let wider = MatchRules {
+        radius_km: 20.0,
+        ..RULES
+    };
     assert_eq!(
         assigned(&tick(&mut state, at(1), &wider)),
         [(ride(1), driver(0))]
@@ -443,6 +450,7 @@ proptest! {
             rider_id: rider(2),
             pickup: near(0.005, 0.0),
             match_deadline: at(90),
+            trip_km: 5.0,
         });
         waiting.cleared = true;
         state.rides.insert(ride(2), waiting);
@@ -828,4 +836,160 @@ proptest! {
             prop_assert!(!(ends && matches!(r.stage, Stage::Assigned { .. })), "{} holds its driver", r.id);
         }
     }
+}
+
+// ---- schedules ------------------------------------------------------------------------------
+// `at(0)` is Tuesday 2023-11-14 22:13:20 UTC.
+
+fn one_off(start: &str, end: &str) -> ridesaga_schemas::OneOffShift {
+    ridesaga_schemas::OneOffShift {
+        start: start.into(),
+        end: end.into(),
+    }
+}
+fn schedule_of(shifts: Vec<ridesaga_schemas::OneOffShift>) -> DriverSchedule {
+    DriverSchedule {
+        zone: "UTC".into(),
+        weekly: Vec::new(),
+        shifts,
+    }
+}
+fn set_schedule(n: usize, schedule: Option<DriverSchedule>, at: i64) -> Input {
+    Input::Schedule {
+        driver_id: driver(n),
+        schedule,
+        at,
+    }
+}
+/// A ride whose planned trip is `trip_km` long.
+fn requested_trip(n: usize, pickup: GeoPoint, trip_km: f64) -> Input {
+    Input::Requested {
+        ride_id: ride(n),
+        request: RideRequest {
+            rider_id: rider(n),
+            pickup,
+            match_deadline: at(600),
+            trip_km,
+        },
+    }
+}
+/// Until 23:00 UTC: 46 min 40 s after `at(0)`.
+fn until_eleven() -> Option<DriverSchedule> {
+    Some(schedule_of(vec![one_off(
+        "2023-11-14T22:00",
+        "2023-11-14T23:00",
+    )]))
+}
+
+#[test]
+fn a_driver_without_a_schedule_is_matched_whenever_online() {
+    let mut state = with_drivers(&[(0.01, 0.0)]);
+    assert_eq!(state.drivers[&driver(0)].schedule, None);
+    apply(&mut state, requested_trip(1, near(0.0, 0.0), 300.0));
+    let out = apply(&mut state, cleared(1));
+    assert_eq!(assigned(&out), [(ride(1), driver(0))]);
+}
+
+#[test]
+fn a_driver_off_shift_is_passed_over_for_one_on_shift() {
+    // Driver 0 is nearer, but their only shift is tomorrow.
+    let mut state = with_drivers(&[(0.01, 0.0), (0.03, 0.0)]);
+    let tomorrow = schedule_of(vec![one_off("2023-11-15T08:00", "2023-11-15T16:00")]);
+    apply(&mut state, set_schedule(0, Some(tomorrow), ms(-5)));
+    apply(&mut state, set_schedule(1, until_eleven(), ms(-5)));
+    apply(&mut state, requested_trip(1, near(0.0, 0.0), 5.0));
+    let out = apply(&mut state, cleared(1));
+    assert_eq!(assigned(&out), [(ride(1), driver(1))]);
+}
+
+#[test]
+fn the_shift_must_last_the_way_to_the_pickup_and_the_trip() {
+    // 1.1 km to the pickup; at 30 km/h, 2 minutes a kilometre: 46 min 40 s left of the shift
+    // covers a 20 km trip (42.2 min) but not a 23 km one (48.2 min).
+    for (trip_km, matched) in [(20.0, true), (23.0, false)] {
+        let mut state = with_drivers(&[(0.01, 0.0)]);
+        apply(&mut state, set_schedule(0, until_eleven(), ms(-5)));
+        apply(&mut state, requested_trip(1, near(0.0, 0.0), trip_km));
+        let out = apply(&mut state, cleared(1));
+        assert_eq!(!assigned(&out).is_empty(), matched, "{trip_km} km");
+    }
+    let request = RideRequest {
+        rider_id: rider(1),
+        pickup: near(0.0, 0.0),
+        match_deadline: at(600),
+        trip_km: 20.0,
+    };
+    let mut state = with_drivers(&[(0.01, 0.0)]);
+    apply(&mut state, set_schedule(0, until_eleven(), ms(-5)));
+    let d = &state.drivers[&driver(0)];
+    assert!(shift_allows(d, &request, at(0), &RULES));
+    // Ten minutes later the same ride no longer fits in what is left.
+    assert!(!shift_allows(d, &request, at(600), &RULES));
+    // After the shift, nothing fits.
+    assert!(!shift_allows(d, &request, at(3600), &RULES));
+}
+
+#[test]
+fn a_schedule_that_puts_a_driver_on_shift_offers_them_the_waiting_ride() {
+    let mut state = with_drivers(&[(0.01, 0.0)]);
+    let tomorrow = schedule_of(vec![one_off("2023-11-15T08:00", "2023-11-15T16:00")]);
+    apply(&mut state, set_schedule(0, Some(tomorrow), ms(-5)));
+    apply(&mut state, requested_trip(1, near(0.0, 0.0), 5.0));
+    assert!(assigned(&apply(&mut state, cleared(1))).is_empty());
+    assert!(assigned(&tick(&mut state, at(1), &RULES)).is_empty());
+    let out = apply(&mut state, set_schedule(0, until_eleven(), ms(1)));
+    assert_eq!(
+        out[0],
+        Effect::ScheduleChanged {
+            driver_id: driver(0),
+            schedule: until_eleven()
+        }
+    );
+    assert_eq!(assigned(&out), [(ride(1), driver(0))]);
+}
+
+#[test]
+fn a_shift_ending_during_a_ride_never_releases_its_driver() {
+    let mut state = with_drivers(&[(0.01, 0.0)]);
+    apply(&mut state, set_schedule(0, until_eleven(), ms(-5)));
+    apply(&mut state, requested_trip(1, near(0.0, 0.0), 5.0));
+    assert_eq!(assigned(&apply(&mut state, cleared(1))).len(), 1);
+    // The shift ends, and the schedule is even cleared and set again: still reserved.
+    for now in [at(3600), at(7200)] {
+        assert!(tick(&mut state, now, &RULES).is_empty());
+    }
+    let out = apply(&mut state, set_schedule(0, None, ms(10)));
+    assert!(released(&out).is_empty(), "{out:?}");
+    let tomorrow = schedule_of(vec![one_off("2023-11-15T08:00", "2023-11-15T16:00")]);
+    let out = apply(&mut state, set_schedule(0, Some(tomorrow), ms(20)));
+    assert!(released(&out).is_empty(), "{out:?}");
+    assert_eq!(state.drivers[&driver(0)].current_ride, Some(ride(1)));
+    // Only the ride's end releases them.
+    let out = apply(&mut state, ended(1, "completed"));
+    assert_eq!(released(&out), [(ride(1), driver(0))]);
+}
+
+#[test]
+fn an_older_schedule_command_never_undoes_a_newer_one() {
+    let mut state = with_drivers(&[(0.01, 0.0)]);
+    apply(&mut state, set_schedule(0, until_eleven(), ms(5)));
+    let out = apply(&mut state, set_schedule(0, None, ms(1)));
+    // The late clear is answered with the schedule in force.
+    assert_eq!(
+        out[0],
+        Effect::ScheduleChanged {
+            driver_id: driver(0),
+            schedule: until_eleven()
+        }
+    );
+    assert_eq!(state.drivers[&driver(0)].schedule, until_eleven());
+    // A schedule for a driver not registered yet waits for the registration.
+    let err = handle(&mut state, &set_schedule(9, None, ms(1)), at(0), &RULES).unwrap_err();
+    assert_eq!(err, DriverError::UnknownDriver(driver(9)));
+}
+
+#[test]
+fn trip_time_is_the_distance_at_the_average_speed() {
+    assert_eq!(trip_ms(15.0, &RULES), 30 * 60 * 1000);
+    assert_eq!(trip_ms(0.0, &RULES), 0);
 }

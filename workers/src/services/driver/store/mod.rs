@@ -77,7 +77,7 @@ macro_rules! columns {
 macro_rules! driver_columns {
     ($t:literal) => {
         columns!($t: "driver_id", "name", "lat", "lng", "online", "current_ride", "name_at_ms",
-            "online_at_ms", "location_at_ms")
+            "online_at_ms", "location_at_ms", "schedule", "schedule_at_ms")
     };
 }
 
@@ -86,7 +86,7 @@ macro_rules! driver_columns {
 macro_rules! ride_columns {
     ($t:literal) => {
         columns!($t: "ride_id", "rider_id", "pickup_lat", "pickup_lng", "match_deadline_ms",
-            "cleared", "stage", "driver_id", "reason", "correlation_id")
+            "cleared", "stage", "driver_id", "reason", "correlation_id", "trip_km")
     };
 }
 /// The rides `$where` picks (on `driver_rides r`), each with its correlation id and, when
@@ -106,7 +106,7 @@ macro_rules! found_ride_sql {
 }
 
 /// How many columns [`ride_columns!`] lists.
-const RIDE_COLUMNS: usize = 10;
+const RIDE_COLUMNS: usize = 11;
 
 /// The slice of state an input or a timer run can touch, as loaded, and the correlation ids of
 /// its rides.
@@ -152,7 +152,8 @@ impl Correlations {
     }
 }
 
-/// What `input` can read or change: the driver it names and the waiting rides near them; or
+/// What `input` can read or change: the driver it names and the waiting rides near them (a
+/// registration, going online, a move, a schedule); or
 /// the ride it names and, only if that ride may be matched after the input, the available
 /// drivers near its pickup; or, for an ending, the ride, its driver and, only if the ending
 /// frees that driver, the waiting rides near them.
@@ -193,6 +194,10 @@ pub async fn load_for_input(
         } => {
             load_driver_side(conn, view, &mut loaded, driver_id, *location, now, rules).await?;
         }
+        Input::Schedule { driver_id, .. } => {
+            // A schedule may put the driver on shift for a ride waiting near them.
+            load_driver_side(conn, view, &mut loaded, driver_id, None, now, rules).await?;
+        }
         Input::Offline { driver_id, .. } => {
             if let Some(driver) = view.driver(conn, driver_id).await? {
                 loaded.state.drivers.insert(driver.id.clone(), driver);
@@ -201,13 +206,13 @@ pub async fn load_for_input(
         Input::Requested { ride_id, .. } | Input::Cleared { ride_id } => {
             // An assigned ride's driver plays no part in a request or a clearance.
             let found = view.ride(conn, ride_id).await?;
-            let pickup = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
+            let to_match = domain::pickup_to_match(found.as_ref().map(|f| &f.ride), input, now);
             if let Some(found) = found {
                 loaded.add_ride(found.ride, found.correlation);
             }
-            if let Some(pickup) = pickup {
+            if let Some(request) = to_match {
                 let state = &mut loaded.state;
-                add_available_drivers_near(conn, view, state, pickup, rules, NEARBY_DRIVERS)
+                add_available_drivers_near(conn, view, state, &request, now, rules, NEARBY_DRIVERS)
                     .await?;
             }
         }
@@ -246,18 +251,19 @@ pub async fn load_for_tick(
     for (ride, correlation) in due.into_iter().chain(waiting) {
         loaded.add_ride(ride, correlation);
     }
-    let pickups: Vec<GeoPoint> = loaded
+    let requests: Vec<RideRequest> = loaded
         .state
         .rides
         .values()
-        .filter_map(|r| r.matchable(now).map(|q| q.pickup))
+        .filter_map(|r| r.matchable(now).cloned())
         .collect();
     // Rides matched earlier in the run may take some of a later ride's candidates: load as
     // many more as there are such rides.
-    let limit = NEARBY_DRIVERS + i64::try_from(pickups.len()).unwrap_or(i64::MAX) - 1;
+    let limit = NEARBY_DRIVERS + i64::try_from(requests.len()).unwrap_or(i64::MAX) - 1;
     let view = BatchView::default();
-    for pickup in pickups {
-        add_available_drivers_near(conn, &view, &mut loaded.state, pickup, rules, limit).await?;
+    for request in requests {
+        add_available_drivers_near(conn, &view, &mut loaded.state, &request, now, rules, limit)
+            .await?;
     }
     Ok(loaded)
 }

@@ -164,7 +164,8 @@ pub(super) async fn rides_waiting_before_deadline(
 macro_rules! driver_record {
     () => {
         "driver_id text, name text, lat float8, lng float8, online boolean, \
-         current_ride text, name_at_ms bigint, online_at_ms bigint, location_at_ms bigint"
+         current_ride text, name_at_ms bigint, online_at_ms bigint, location_at_ms bigint, \
+         schedule text, schedule_at_ms bigint"
     };
 }
 
@@ -177,16 +178,18 @@ macro_rules! driver_record {
 /// which it looks up in the primary key.
 const SAVE_SQL: &str = concat!(
     "WITH rides AS (INSERT INTO driver_rides (ride_id, rider_id, pickup_lat, pickup_lng, \
-     match_deadline_ms, cleared, stage, driver_id, reason, correlation_id, updated_at_ms) \
+     match_deadline_ms, cleared, stage, driver_id, reason, correlation_id, updated_at_ms, \
+     trip_km) \
      SELECT * FROM jsonb_to_recordset($1::jsonb) AS r (ride_id text, rider_id text, \
      pickup_lat float8, pickup_lng float8, match_deadline_ms bigint, cleared boolean, \
-     stage text, driver_id text, reason text, correlation_id text, updated_at_ms bigint) \
+     stage text, driver_id text, reason text, correlation_id text, updated_at_ms bigint, \
+     trip_km float8) \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      pickup_lat = excluded.pickup_lat, pickup_lng = excluded.pickup_lng, \
      match_deadline_ms = excluded.match_deadline_ms, cleared = excluded.cleared, \
      stage = excluded.stage, driver_id = excluded.driver_id, reason = excluded.reason, \
      correlation_id = COALESCE(driver_rides.correlation_id, excluded.correlation_id), \
-     updated_at_ms = excluded.updated_at_ms RETURNING 1), ",
+     updated_at_ms = excluded.updated_at_ms, trip_km = excluded.trip_km RETURNING 1), ",
     "new_drivers AS (INSERT INTO drivers (",
     driver_columns!(""),
     ") SELECT * FROM jsonb_to_recordset($2::jsonb) AS d (",
@@ -194,7 +197,8 @@ const SAVE_SQL: &str = concat!(
     ") RETURNING 1), ",
     "changed_drivers AS (UPDATE drivers SET name = u.name, lat = u.lat, lng = u.lng, \
      online = u.online, current_ride = u.current_ride, name_at_ms = u.name_at_ms, \
-     online_at_ms = u.online_at_ms, location_at_ms = u.location_at_ms \
+     online_at_ms = u.online_at_ms, location_at_ms = u.location_at_ms, \
+     schedule = u.schedule, schedule_at_ms = u.schedule_at_ms \
      FROM jsonb_to_recordset($3::jsonb) AS u (",
     driver_record!(),
     ", loaded_ride text) WHERE drivers.driver_id = ANY (ARRAY (SELECT \

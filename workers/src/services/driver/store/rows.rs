@@ -31,6 +31,7 @@ where
     let location =
         GeoPoint::new(row.try_get(first + 2)?, row.try_get(first + 3)?).map_err(|e| bad(&e))?;
     let current_ride: Option<String> = row.try_get(first + 5)?;
+    let schedule: Option<String> = row.try_get(first + 9)?;
     Ok(Driver {
         id: DriverId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?,
         name: row.try_get(first + 1)?,
@@ -43,6 +44,11 @@ where
         name_at: row.try_get(first + 6)?,
         online_at: row.try_get(first + 7)?,
         location_at: row.try_get(first + 8)?,
+        schedule: schedule
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| bad(&e))?,
+        schedule_at: row.try_get(first + 10)?,
     })
 }
 
@@ -62,11 +68,14 @@ where
     let lat: Option<f64> = row.try_get(first + 2)?;
     let lng: Option<f64> = row.try_get(first + 3)?;
     let deadline: Option<i64> = row.try_get(first + 4)?;
+    // Rides stored before trips were kept count as no trip.
+    let trip_km: Option<f64> = row.try_get(first + 10)?;
     let request = match (rider, lat, lng, deadline) {
         (Some(rider), Some(lat), Some(lng), Some(deadline)) => Some(RideRequest {
             rider_id: RiderId::parse(rider).map_err(|e| bad(&e))?,
             pickup: GeoPoint::new(lat, lng).map_err(|e| bad(&e))?,
             match_deadline: Timestamp::from_unix_millis(deadline),
+            trip_km: trip_km.unwrap_or(0.0),
         }),
         _ => None,
     };

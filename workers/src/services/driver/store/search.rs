@@ -3,26 +3,31 @@
 
 use super::*;
 
-/// Available drivers near `pickup`, enough to contain the nearest one within the radius. Looks
-/// in small circles first ([`NEAR_FIRST_KM`]): where drivers are dense, that answers with a
-/// fraction of the rows the whole radius would scan; only when no driver is inside any of
-/// them does the whole radius get searched.
+/// Available drivers near the pickup of `request`, enough to contain the nearest one within
+/// the radius whose schedule lets them take it. Looks in small circles first
+/// ([`NEAR_FIRST_KM`]): where drivers are dense, that answers with a fraction of the rows the
+/// whole radius would scan; only when no such driver is inside any of them does the whole
+/// radius get searched.
 pub(super) async fn add_available_drivers_near(
     conn: &mut Conn<'_>,
     view: &BatchView,
     state: &mut State,
-    pickup: GeoPoint,
+    request: &RideRequest,
+    now: Timestamp,
     rules: &MatchRules,
     limit: i64,
 ) -> Result<(), StoreError> {
+    let pickup = request.pickup;
+    let allowed = |d: &Driver| domain::shift_allows(d, request, now, rules);
     let mut found = None;
     for radius_km in NEAR_FIRST_KM.into_iter().filter(|&km| km < rules.radius_km) {
-        let drivers = available_drivers_in_view(conn, view, pickup, radius_km, limit).await?;
+        let drivers =
+            eligible_drivers_in_view(conn, view, pickup, radius_km, limit, &allowed).await?;
         // A driver inside the circle is nearer than anyone outside its box, so the nearest
         // overall is among these. Corners of the box do not count.
         if drivers
             .iter()
-            .any(|d| d.location.distance_km(&pickup) <= radius_km)
+            .any(|d| allowed(d) && d.location.distance_km(&pickup) <= radius_km)
         {
             found = Some(drivers);
             break;
@@ -30,7 +35,9 @@ pub(super) async fn add_available_drivers_near(
     }
     let drivers = match found {
         Some(drivers) => drivers,
-        None => available_drivers_in_view(conn, view, pickup, rules.radius_km, limit).await?,
+        None => {
+            eligible_drivers_in_view(conn, view, pickup, rules.radius_km, limit, &allowed).await?
+        }
     };
     for driver in drivers {
         state.drivers.entry(driver.id.clone()).or_insert(driver);
@@ -60,6 +67,34 @@ impl DriverSearch {
             location.lng - self.pickup.lng,
         );
         dlat * dlat + dlng * dlng * self.lng_scale
+    }
+}
+
+/// The available drivers in the box around `pickup` of `radius_km`, nearest first, until
+/// `limit` of them are `allowed` (their schedule lets them take the ride) or the box has no
+/// more: drivers off shift are read past, so that they never hide one on shift behind them.
+/// Where no driver has a schedule, this is one statement, as before schedules.
+async fn eligible_drivers_in_view(
+    conn: &mut Conn<'_>,
+    view: &BatchView,
+    pickup: GeoPoint,
+    radius_km: f64,
+    limit: i64,
+    allowed: &(dyn Fn(&Driver) -> bool + Sync),
+) -> Result<Vec<Driver>, StoreError> {
+    let mut read = limit;
+    loop {
+        let drivers = available_drivers_in_view(conn, view, pickup, radius_km, read).await?;
+        let refused = drivers.iter().filter(|d| !allowed(d)).count();
+        let exhausted = i64::try_from(drivers.len()).unwrap_or(i64::MAX) < read;
+        if refused == 0 || exhausted {
+            return Ok(drivers);
+        }
+        let eligible = drivers.len() - refused;
+        if i64::try_from(eligible).unwrap_or(i64::MAX) >= limit {
+            return Ok(drivers);
+        }
+        read = read.saturating_add(i64::try_from(refused).unwrap_or(i64::MAX));
     }
 }
 

@@ -161,24 +161,26 @@ pub(super) async fn rides_waiting_before_deadline(
 const SAVE_SQL: &str = concat!(
     "INSERT INTO driver_rides (ride_id, rider_id, pickup_lat, \
      pickup_lng, match_deadline_ms, cleared, stage, driver_id, reason, correlation_id, \
-     updated_at_ms) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-     value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10 \
+     updated_at_ms, trip_km) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, \
+     value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
+     value ->> 10, value ->> 11 \
      FROM jsonb_each(?) WHERE true \
      ON CONFLICT (ride_id) DO UPDATE SET rider_id = excluded.rider_id, \
      pickup_lat = excluded.pickup_lat, pickup_lng = excluded.pickup_lng, \
      match_deadline_ms = excluded.match_deadline_ms, cleared = excluded.cleared, \
      stage = excluded.stage, driver_id = excluded.driver_id, reason = excluded.reason, \
      correlation_id = COALESCE(driver_rides.correlation_id, excluded.correlation_id), \
-     updated_at_ms = excluded.updated_at_ms; ",
+     updated_at_ms = excluded.updated_at_ms, trip_km = excluded.trip_km; ",
     "INSERT INTO drivers (",
     driver_columns!(""),
     ") SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-     value ->> 6, value ->> 7, value ->> 8 FROM jsonb_each(?); ",
+     value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10 FROM jsonb_each(?); ",
     "UPDATE drivers SET name = v.value ->> 1, \
      lat = v.value ->> 2, lng = v.value ->> 3, online = v.value ->> 4, \
      current_ride = v.value ->> 5, name_at_ms = v.value ->> 6, online_at_ms = v.value ->> 7, \
-     location_at_ms = v.value ->> 8 FROM jsonb_each(?) AS v \
-     WHERE drivers.driver_id = (v.value ->> 0) AND drivers.current_ride IS (v.value ->> 9)"
+     location_at_ms = v.value ->> 8, schedule = v.value ->> 9, \
+     schedule_at_ms = v.value ->> 10 FROM jsonb_each(?) AS v \
+     WHERE drivers.driver_id = (v.value ->> 0) AND drivers.current_ride IS (v.value ->> 11)"
 );
 
 pub(super) async fn save_rows(
@@ -215,6 +217,7 @@ fn ride_array(r: &RideRow<'_>) -> Value {
         r.reason,
         r.correlation_id,
         r.updated_at_ms,
+        r.trip_km,
     ])
 }
 
@@ -229,6 +232,8 @@ fn driver_array(d: &DriverRow<'_>) -> Vec<Value> {
         json!(d.name_at_ms),
         json!(d.online_at_ms),
         json!(d.location_at_ms),
+        json!(d.schedule),
+        json!(d.schedule_at_ms),
     ]
 }
 

@@ -967,7 +967,90 @@ async fn a_batch_applies_as_its_inputs_one_by_one(kind: Kind) {
     );
 }
 
+/// A schedule command, `t` seconds into the test: one shift in UTC from `start` to `end`.
+fn scheduled(n: usize, start: &str, end: &str, t: i64) -> Envelope {
+    let schedule = ridesaga_schemas::DriverSchedule {
+        zone: "UTC".into(),
+        weekly: Vec::new(),
+        shifts: vec![ridesaga_schemas::OneOffShift {
+            start: start.into(),
+            end: end.into(),
+        }],
+    };
+    msg(
+        ridesaga_schemas::SetDriverSchedule {
+            driver_id: did(n),
+            schedule: Some(schedule),
+        },
+        None,
+        t,
+    )
+}
+
+/// `at(0)` is 2023-11-14 22:13:20 UTC: five drivers nearer the pickup than any search reads
+/// at once work tomorrow only, the sixth is on shift until 23:00.
+async fn drivers_off_shift_never_hide_one_on_shift_behind_them(kind: Kind) {
+    let mut db = db(kind).await;
+    let spots: Vec<(f64, f64)> = (0..5)
+        .map(|i| (0.0005 * f64::from(i + 1), 0.0))
+        .chain([(0.01, 0.0)])
+        .collect();
+    drivers_online(&mut db, &spots).await;
+    for n in 0..5 {
+        let cmd = scheduled(n, "2023-11-15T08:00", "2023-11-15T16:00", -5);
+        let out = apply(&mut db, &cmd, at(0)).await.unwrap();
+        assert_eq!(
+            kinds(&out),
+            [(MessageKind::DriverScheduleChanged, did(n).to_string())]
+        );
+    }
+    let on_shift = scheduled(5, "2023-11-14T22:00", "2023-11-14T23:00", -5);
+    apply(&mut db, &on_shift, at(0)).await.unwrap();
+    apply(&mut db, &requested(1, near(0.0, 0.0), at(60)), at(0))
+        .await
+        .unwrap();
+    let out = apply(&mut db, &cleared(1), at(0)).await.unwrap();
+    assert_eq!(assigned_driver(&out), "d_5");
+
+    // What the tables hold reads back as the domain wrote it.
+    let state = load_all(&mut db).await;
+    let d0 = &state.drivers[&did(0)];
+    let Message::SetDriverSchedule(set) =
+        &scheduled(0, "2023-11-15T08:00", "2023-11-15T16:00", -5).message
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (&d0.schedule, d0.schedule_at),
+        (&set.schedule, at(-5).unix_millis())
+    );
+    let ride = &state.rides[&rid(1)];
+    assert_eq!(ride.request.as_ref().map(|q| q.trip_km), Some(3.0));
+
+    // A clear, and a late copy of an older schedule: last writer wins.
+    let clear = msg(
+        ridesaga_schemas::SetDriverSchedule {
+            driver_id: did(0),
+            schedule: None,
+        },
+        None,
+        5,
+    );
+    apply(&mut db, &clear, at(5)).await.unwrap();
+    let late = scheduled(0, "2023-11-16T08:00", "2023-11-16T16:00", 1);
+    let out = apply(&mut db, &late, at(6)).await.unwrap();
+    let Message::DriverScheduleChanged(now) = &out[0].message else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        now.schedule, None,
+        "the late command is answered with the schedule in force"
+    );
+    assert_eq!(load_all(&mut db).await.drivers[&did(0)].schedule, None);
+}
+
 crate::testing::each_backend!(
+    drivers_off_shift_never_hide_one_on_shift_behind_them,
     a_redelivered_cleared_event_reserves_one_driver,
     a_driver_outside_each_small_search_circle_still_wins_when_nearest,
     only_an_input_that_may_match_its_ride_searches_for_drivers,
@@ -1199,6 +1282,9 @@ fn effect_key(effect: &domain::Effect) -> (MessageKind, String) {
     match effect {
         domain::Effect::DriverUpdated { driver_id, .. } => {
             (MessageKind::DriverUpdated, driver_id.to_string())
+        }
+        domain::Effect::ScheduleChanged { driver_id, .. } => {
+            (MessageKind::DriverScheduleChanged, driver_id.to_string())
         }
         domain::Effect::Assigned { ride_id, .. } => {
             (MessageKind::DriverAssigned, ride_id.to_string())

@@ -40,6 +40,7 @@ pub(super) struct RideRow<'a> {
     pub reason: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
     pub updated_at_ms: i64,
+    pub trip_km: Option<f64>,
 }
 
 /// A row of `drivers`, by column ([`driver_columns!`]).
@@ -54,6 +55,9 @@ pub(super) struct DriverRow<'a> {
     pub name_at_ms: i64,
     pub online_at_ms: i64,
     pub location_at_ms: i64,
+    /// The schedule as the contract's JSON.
+    pub schedule: Option<String>,
+    pub schedule_at_ms: i64,
 }
 
 /// A driver's new row and the ride the driver held when loaded: the update's guard.
@@ -134,6 +138,7 @@ fn ride_row<'a>(ride: &'a Ride, correlation: Option<&'a str>, now: Timestamp) ->
         reason,
         correlation_id: correlation,
         updated_at_ms: now.unix_millis(),
+        trip_km: request.map(|q| q.trip_km),
     }
 }
 
@@ -148,6 +153,11 @@ fn driver_row(d: &Driver) -> DriverRow<'_> {
         name_at_ms: d.name_at,
         online_at_ms: d.online_at,
         location_at_ms: d.location_at,
+        schedule: d
+            .schedule
+            .as_ref()
+            .and_then(|s| serde_json::to_string(s).ok()),
+        schedule_at_ms: d.schedule_at,
     }
 }
 
