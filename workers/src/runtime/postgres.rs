@@ -80,13 +80,18 @@ impl Database {
 
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
 /// set, in one migrations table.
+/// Migrations applied by a newer release and unknown to this one are left alone, so that a
+/// release rolled back runs on the database its successor migrated (migrations only add:
+/// tables, and columns with defaults).
 pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
     let all = RUNTIME_MIGRATOR
         .iter()
         .chain(service.iter())
         .cloned()
         .collect();
-    Migrator::with_migrations(all).run(pool).await
+    let mut migrator = Migrator::with_migrations(all);
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }
 
 /// One turn: a connection of the pool, to this holder alone until it is dropped.
