@@ -691,6 +691,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_a_newer_release_migrated_still_opens_with_an_older_one() {
+        use std::borrow::Cow;
+
+        use sqlx::SqlSafeStr;
+        use sqlx::migrate::{Migration, MigrationType};
+
+        let url = ridesaga_testkit::Postgres::shared()
+            .unwrap()
+            .create_database("newer")
+            .unwrap();
+        // The newer release: this release's migrations and one more of its own.
+        let mut newer: Vec<Migration> = RUNTIME_MIGRATOR.iter().cloned().collect();
+        newer.push(Migration::new(
+            9_000,
+            Cow::Borrowed("a later release's table"),
+            MigrationType::Simple,
+            "CREATE TABLE later (id TEXT PRIMARY KEY)".into_sql_str(),
+            false,
+        ));
+        let pool = PgPool::connect(&url).await.unwrap();
+        Migrator::with_migrations(newer).run(&pool).await.unwrap();
+        pool.close().await;
+
+        // This release opens it: the unknown migration is left alone, its table kept.
+        let db = Database::open(&url, 1, &NO_TABLES).await.unwrap();
+        let later: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM later")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(later, 0);
+    }
+
+    #[tokio::test]
     async fn retention_drops_whole_days_and_what_the_default_partition_holds_before_the_horizon() {
         let url = ridesaga_testkit::Postgres::shared()
             .unwrap()
