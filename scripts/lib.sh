@@ -15,6 +15,8 @@
 #   RIDESAGA_PG_BIN        PostgreSQL's programs (default: pg_config --bindir, else the newest
 #                          /usr/lib/postgresql/*/bin)
 #   CARGO_TARGET_DIR       honoured when looking for binaries
+#   RIDESAGA_WORKER_BIN_DIR  where the *-worker binaries are taken from (default: the profile's
+#                          directory); scripts/upgrade points it at another revision's
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NATS_BIN="${NATS_SERVER_BIN:-$ROOT/.tools/bin/nats-server}"
@@ -64,6 +66,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 BIN_DIR="$TARGET_DIR/$PROFILE"
 RIDECTL="$BIN_DIR/ridectl"
+WORKER_BIN_DIR="${RIDESAGA_WORKER_BIN_DIR:-$BIN_DIR}"
 
 SCRIPT_NAME="$(basename "$0")"
 log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
@@ -209,10 +212,10 @@ for package in json.load(sys.stdin)["packages"]:
                 print(target["name"])
 ' <<<"$metadata")"; then
     while read -r name; do
-      [[ -n "$name" && -x "$BIN_DIR/$name" ]] && printf '%s\n' "$BIN_DIR/$name"
+      [[ -n "$name" && -x "$WORKER_BIN_DIR/$name" ]] && printf '%s\n' "$WORKER_BIN_DIR/$name"
     done <<<"$names"
   else
-    for path in "$BIN_DIR"/*-worker; do
+    for path in "$WORKER_BIN_DIR"/*-worker; do
       [[ -f "$path" && -x "$path" ]] && printf '%s\n' "$path"
     done
   fi

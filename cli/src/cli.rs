@@ -574,7 +574,8 @@ pub struct ListArgs {
     pub since: Option<Duration>,
     /// A saga that is not terminal is stuck once past the deadline of its state by this long
     /// (the ride service's expiry, pickup or rider wait deadline; a started ride's is a day),
-    /// or, where no deadline applies, once idle this long.
+    /// or once idle this long where no deadline applies or while it waits on a service's step
+    /// (WAITING ON: ride, fraud, driver, payment).
     #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub stuck_after: Duration,
 }

@@ -19,7 +19,6 @@ pub const MAX_RECORD_BYTES: usize = 96 * 1024;
 
 /// One message given up on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeadLetter {
     /// The service that gave up.
     pub service: String,

@@ -13,7 +13,11 @@ use crate::messages::{KeyKind, Message, MessageKind, Timestamp};
 use crate::object::Object;
 use crate::subject::{SubjectError, parse_subject};
 
-/// The schema version this build writes, and the newest it reads.
+/// The contract's major version: what this build writes in every envelope's `schema_version`,
+/// and the only one it reads. Compatible changes (a new message, an optional field) keep it;
+/// a breaking change bumps it (see `schemas/released/CHANGELOG.md`). Within a major version a
+/// reader ignores fields it does not know, so a newer producer's additions reach an older
+/// reader as the message it knows.
 pub const SCHEMA_VERSION: u16 = 1;
 
 /// Largest encoded message accepted, in bytes. Our messages are well under 1 KiB; the server's
@@ -67,8 +71,9 @@ struct WireOut<'a> {
     data: &'a Message,
 }
 
+/// The envelope as read: fields it does not know (a newer producer's of the same major version)
+/// are ignored; every field it knows is checked as strictly as ever.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WireIn<'a> {
     id: MessageId,
     #[serde(rename = "type")]
@@ -103,7 +108,9 @@ pub enum DecodeError {
         envelope: String,
         subject: MessageKind,
     },
-    #[error("{kind} schema version {found} is newer than the supported {SCHEMA_VERSION}")]
+    #[error(
+        "{kind} follows contract major version {found}; this reader reads major version {SCHEMA_VERSION} only"
+    )]
     UnsupportedVersion { kind: MessageKind, found: u16 },
     #[error("invalid {kind} payload: {source}")]
     Payload {
@@ -250,10 +257,11 @@ impl Envelope {
         serde_json::to_vec(&wire).unwrap_or_default()
     }
 
-    /// Decodes a message received on `subject`, refusing oversize payloads, unknown fields,
-    /// unknown types, values out of bounds ([`Envelope::validate`]), any disagreement between
+    /// Decodes a message received on `subject`, refusing oversize payloads, another major
+    /// version than [`SCHEMA_VERSION`], missing fields, wrong types, unknown types, values out of bounds ([`Envelope::validate`]), any disagreement between
     /// the subject and the envelope, and a message from more than [`MAX_CLOCK_SKEW`] ahead of
-    /// this machine's clock.
+    /// this machine's clock. Fields it does not know are ignored (a newer producer's, of the
+    /// same major version).
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, DecodeError> {
         Envelope::decode_at(subject, payload, Timestamp::now())
     }
@@ -279,7 +287,7 @@ impl Envelope {
                 subject: kind,
             });
         }
-        if wire.schema_version > SCHEMA_VERSION || wire.schema_version == 0 {
+        if wire.schema_version != SCHEMA_VERSION {
             return Err(DecodeError::UnsupportedVersion {
                 kind,
                 found: wire.schema_version,

@@ -14,7 +14,7 @@ const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// A WGS84 position in decimal degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "PointObject")]
+#[serde(try_from = "PointObject")]
 pub struct GeoPoint {
     pub lat: f64,
     pub lng: f64,
@@ -22,7 +22,7 @@ pub struct GeoPoint {
 
 /// The wire form, validated into a [`GeoPoint`].
 #[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 struct RawPoint {
     /// Latitude in degrees, -90 to 90.
     #[schemars(range(min = -90.0, max = 90.0))]
@@ -152,9 +152,14 @@ mod tests {
     }
 
     #[test]
-    fn deserializing_refuses_out_of_range_points() {
+    fn deserializing_refuses_out_of_range_and_incomplete_points() {
         assert!(serde_json::from_str::<GeoPoint>(r#"{"lat":91,"lng":0}"#).is_err());
-        assert!(serde_json::from_str::<GeoPoint>(r#"{"lat":1,"lng":0,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<GeoPoint>(r#"{"lat":1}"#).is_err());
+        // A field a newer producer added is ignored.
+        assert_eq!(
+            serde_json::from_str::<GeoPoint>(r#"{"lat":1,"lng":0,"alt":3}"#).unwrap(),
+            GeoPoint::new(1.0, 0.0).unwrap()
+        );
         assert!(serde_json::from_str::<GeoPoint>("[1,0]").is_err());
         assert_eq!(
             serde_json::from_str::<GeoPoint>(r#"{"lat":1,"lng":0}"#).unwrap(),

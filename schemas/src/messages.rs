@@ -91,7 +91,7 @@ impl CancelReason {
 
 /// How a fare is made up, in cents: `total_cents` is the sum of the parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct FareBreakdown {
     #[schemars(range(max = MAX_AMOUNT_CENTS))]
     pub base_cents: u64,
@@ -122,7 +122,7 @@ impl FareBreakdown {
 /// How a captured amount is shared, as the earnings ledger records it: the driver's share and
 /// the platform's commission add up to the amount captured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Earnings {
     pub driver_id: DriverId,
     #[schemars(range(max = MAX_AMOUNT_CENTS))]
@@ -192,7 +192,7 @@ macro_rules! payload {
     ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-        #[serde(deny_unknown_fields)]
+        #[schemars(deny_unknown_fields)]
         pub struct $name { $($(#[$fdoc])* pub $field: $ty,)* }
     };
 }

@@ -17,7 +17,7 @@ pub const MAX_POSITION_BYTES: usize = 256;
 
 /// One reported position: where the driver was and when (Unix milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Position {
     #[schemars(range(min = -90.0, max = 90.0))]
     pub lat: f64,
@@ -100,13 +100,20 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_producers_fields_are_ignored() {
+        let body = br#"{"lat":1.0,"lng":2.0,"at_ms":3,"accuracy_m":5}"#;
+        let (_, position) = Position::decode("pos.driver.d_1", body).unwrap();
+        assert_eq!((position.lat, position.lng, position.at_ms), (1.0, 2.0, 3));
+    }
+
+    #[test]
     fn bad_positions_are_refused_with_their_reason() {
         let body = br#"{"lat":95.0,"lng":1.0,"at_ms":1}"#;
         assert!(matches!(
             Position::decode("pos.driver.d_1", body),
             Err(PositionError::Range(_))
         ));
-        let body = br#"{"lat":1.0,"lng":1.0,"at_ms":1,"x":1}"#;
+        let body = br#"{"lat":1.0,"at_ms":1}"#;
         assert!(matches!(
             Position::decode("pos.driver.d_1", body),
             Err(PositionError::Json(_))

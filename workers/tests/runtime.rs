@@ -549,6 +549,22 @@ async fn bad_raw_messages_are_dead_lettered_with_the_decoders_reason() {
     publish_raw(&h.js, subject, none(), payload).await.unwrap();
     expected.push((subject.into(), format!("undecodable message: {reason}")));
 
+    // Another major version of the contract: refused, whatever its fields.
+    let mut value: serde_json::Value = serde_json::from_slice(&block("u_major").encode()).unwrap();
+    value["schema_version"] = (SCHEMA_VERSION + 1).into();
+    let subject = "cmd.fraud.block.u_major";
+    publish_raw(&h.js, subject, none(), serde_json::to_vec(&value).unwrap())
+        .await
+        .unwrap();
+    expected.push((
+        subject.into(),
+        format!(
+            "undecodable message: cmd.fraud.block follows contract major version {}; this \
+             reader reads major version {SCHEMA_VERSION} only",
+            SCHEMA_VERSION + 1
+        ),
+    ));
+
     // A look-alike id in the subject (Cyrillic 'а').
     let subject = "cmd.fraud.block.u_\u{430}lice";
     publish_raw(&h.js, subject, none(), block("u_alice").encode())
@@ -688,6 +704,7 @@ async fn bad_raw_messages_are_dead_lettered_with_the_decoders_reason() {
     // Nothing was applied and nothing emitted.
     for rider in [
         "u_types",
+        "u_major",
         "u_alice",
         "u_one",
         "u_escape",
@@ -697,6 +714,31 @@ async fn bad_raw_messages_are_dead_lettered_with_the_decoders_reason() {
         assert_eq!(h.applied(rider).await, 0, "{rider}");
     }
     assert!(h.stored("evt.fraud.blocklist.*", 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_newer_producers_message_with_fields_this_reader_does_not_know_is_applied_once() {
+    let h = Harness::start().await;
+    let (stop, task) = h.spawn(Blocklist::default());
+    let none = async_nats::HeaderMap::new;
+    let mut value: serde_json::Value = serde_json::from_slice(&block("u_newer").encode()).unwrap();
+    value["trace_parent"] = "00-4bf92f3577b34da6-00f067aa0ba902b7-01".into();
+    value["data"]["review_queue"] = serde_json::json!({"priority": 2, "team": "trust"});
+    let payload = serde_json::to_vec(&value).unwrap();
+    publish_raw(&h.js, "cmd.fraud.block.u_newer", none(), payload.clone())
+        .await
+        .unwrap();
+    // Delivered again (as after a crash before the ack): still applied once.
+    publish_raw(&h.js, "cmd.fraud.block.u_newer", none(), payload)
+        .await
+        .unwrap();
+    let out = h.stored("evt.fraud.blocklist.u_newer", 1).await;
+    h.settled().await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(h.applied("u_newer").await, 1, "applied once");
+    assert!(h.dead_letters(0).await.is_empty(), "nothing dead-lettered");
 }
 
 #[tokio::test]

@@ -139,11 +139,15 @@ fn trace(
     Ok(())
 }
 
-/// Which class a saga is in for `--state`; stuck as `audit` decides it ([`Saga::is_stuck`]).
+/// Which class a saga is in for `--state`: stuck as `audit` decides it ([`Saga::is_stuck`]),
+/// or idle for `stuck_after` at a service's step ([`Saga::waiting_on`]: that service is down,
+/// or behind).
 pub fn classify(saga: &Saga, now: OffsetDateTime, stuck_after: Duration) -> StateClass {
     if saga.state.is_terminal() {
         StateClass::Terminal
-    } else if saga.is_stuck(now, stuck_after) {
+    } else if saga.is_stuck(now, stuck_after)
+        || (saga.waiting_on().is_some() && saga.idle(now) >= stuck_after)
+    {
         StateClass::Stuck
     } else {
         StateClass::Active
@@ -168,7 +172,14 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
         },
         None => DeliverPolicy::All,
     };
-    let filters = ["cmd.ride.request.*".to_string(), "evt.ride.>".to_string()];
+    // The ride's own messages, and the steps that tell which service it waits on.
+    let filters = [
+        "cmd.ride.request.*".to_string(),
+        "evt.ride.>".to_string(),
+        "evt.fraud.cleared.*".to_string(),
+        "evt.driver.assigned.*".to_string(),
+        "evt.payment.authorized.*".to_string(),
+    ];
     let steps = scan_steps(&stream, &filters, deliver).await?;
     let sagas = fold_all(&steps);
     let rows: Vec<(&Saga, StateClass)> = sagas
@@ -183,6 +194,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
                 let mut value = serde_json::to_value(saga).unwrap_or_default();
                 value["class"] = class_name(*class).into();
                 value["idle_ms"] = (saga.idle(now).as_millis() as u64).into();
+                value["waiting_on"] = saga.waiting_on().into();
                 value
             })
             .collect();
@@ -190,7 +202,15 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
     }
     let out = &ctx.out;
     let mut table = Table::new([
-        "RIDE", "STATE", "REASON", "RIDER", "DRIVER", "FARE", "LAST", "IDLE",
+        "RIDE",
+        "STATE",
+        "WAITING ON",
+        "REASON",
+        "RIDER",
+        "DRIVER",
+        "FARE",
+        "LAST",
+        "IDLE",
     ]);
     for (saga, class) in &rows {
         let state = match class {
@@ -201,6 +221,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
         table.row([
             saga.ride_id.clone(),
             state,
+            saga.waiting_on().unwrap_or_default().to_owned(),
             saga.reason.clone().unwrap_or_default(),
             saga.rider_id.clone().unwrap_or_default(),
             saga.driver_id.clone().unwrap_or_default(),
@@ -239,6 +260,51 @@ pub fn fold_all(steps: &[Step]) -> BTreeMap<(u64, String), Saga> {
 mod tests {
     use super::*;
     use crate::saga::fixtures::Log;
+
+    #[test]
+    fn a_ride_idle_at_a_services_step_is_listed_as_stuck_waiting_on_that_service() {
+        let mut log = Log::new("r_1");
+        log.requested();
+        let stuck_after = Duration::from_secs(5);
+        let idle = |saga: &Saga, seconds| saga.last_at.unwrap() + time::Duration::seconds(seconds);
+        let mut seen = Vec::new();
+        for step in 0..4 {
+            match step {
+                1 => {
+                    log.cleared();
+                }
+                2 => {
+                    log.assigned("d_1");
+                }
+                3 => {
+                    log.authorized(1200);
+                }
+                _ => {}
+            }
+            let saga = log.saga();
+            assert_eq!(
+                classify(&saga, idle(&saga, 1), stuck_after),
+                StateClass::Active
+            );
+            assert_eq!(
+                classify(&saga, idle(&saga, 6), stuck_after),
+                StateClass::Stuck
+            );
+            seen.push(saga.waiting_on());
+        }
+        assert_eq!(
+            seen,
+            [Some("fraud"), Some("driver"), Some("payment"), Some("ride")]
+        );
+        // Confirmed: the driver and the rider act next, within the pickup deadline.
+        log.confirmed("d_1");
+        let saga = log.saga();
+        assert_eq!(saga.waiting_on(), None);
+        assert_eq!(
+            classify(&saga, idle(&saga, 60), stuck_after),
+            StateClass::Active
+        );
+    }
 
     #[test]
     fn a_confirmed_ride_is_listed_as_stuck_only_past_its_pickup_deadline() {

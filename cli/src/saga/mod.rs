@@ -180,6 +180,8 @@ pub struct Saga {
     pub deadline: Option<OffsetDateTime>,
     /// Fraud flagged the request.
     pub flagged: bool,
+    /// Fraud cleared the request.
+    pub fraud_cleared: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated_fare_cents: Option<u64>,
     /// The final fare (completed rides).
@@ -298,6 +300,20 @@ impl Saga {
         }
     }
 
+    /// The service whose step a saga that is not ended waits for: `ride` (to accept the
+    /// request, or to confirm it once a driver and a hold are there), then `fraud`, `driver`,
+    /// `payment`; none once confirmed (the driver and the rider act next) or ended.
+    pub fn waiting_on(&self) -> Option<&'static str> {
+        match self.state {
+            RideState::Pending => Some("ride"),
+            RideState::Requested if !self.fraud_cleared => Some("fraud"),
+            RideState::Requested if self.driver_id.is_none() => Some("driver"),
+            RideState::Requested if self.holds.is_empty() => Some("payment"),
+            RideState::Requested => Some("ride"),
+            _ => None,
+        }
+    }
+
     /// Not ended and overdue: what `audit` reports and `saga list --state stuck` lists.
     pub fn is_stuck(&self, now: OffsetDateTime, settle: std::time::Duration) -> bool {
         !self.state.is_terminal() && self.overdue(now, settle)
@@ -342,6 +358,7 @@ impl Saga {
                     self.deadline = Some(m.expires_at.unwrap_or(m.match_deadline).0);
                 }
             }
+            Message::FraudCleared(_) => self.fraud_cleared = true,
             Message::FraudFlagged(m) => {
                 self.flagged = true;
                 self.reason.get_or_insert_with(|| m.reasons.join(", "));

@@ -80,13 +80,18 @@ impl Database {
 
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
 /// set, in one migrations table.
+/// Migrations applied by a newer release and unknown to this one are left alone, so that a
+/// release rolled back runs on the database its successor migrated (migrations only add:
+/// tables, and columns with defaults).
 pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
     let all = RUNTIME_MIGRATOR
         .iter()
         .chain(service.iter())
         .cloned()
         .collect();
-    Migrator::with_migrations(all).run(pool).await
+    let mut migrator = Migrator::with_migrations(all);
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }
 
 /// One turn: a connection of the pool, to this holder alone until it is dropped.
@@ -694,6 +699,39 @@ mod tests {
             .fetch_all(conn)
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_database_a_newer_release_migrated_still_opens_with_an_older_one() {
+        use std::borrow::Cow;
+
+        use sqlx::SqlSafeStr;
+        use sqlx::migrate::{Migration, MigrationType};
+
+        let url = ridesaga_testkit::Postgres::shared()
+            .unwrap()
+            .create_database("newer")
+            .unwrap();
+        // The newer release: this release's migrations and one more of its own.
+        let mut newer: Vec<Migration> = RUNTIME_MIGRATOR.iter().cloned().collect();
+        newer.push(Migration::new(
+            9_000,
+            Cow::Borrowed("a later release's table"),
+            MigrationType::Simple,
+            "CREATE TABLE later (id TEXT PRIMARY KEY)".into_sql_str(),
+            false,
+        ));
+        let pool = PgPool::connect(&url).await.unwrap();
+        Migrator::with_migrations(newer).run(&pool).await.unwrap();
+        pool.close().await;
+
+        // This release opens it: the unknown migration is left alone, its table kept.
+        let db = Database::open(&url, 1, &NO_TABLES).await.unwrap();
+        let later: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM later")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(later, 0);
     }
 
     #[tokio::test]

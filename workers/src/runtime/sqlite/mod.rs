@@ -140,6 +140,9 @@ pub fn database_path(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
 
 /// Runs the runtime's migrations (versions below 100) and the service's (100 and up) as one
 /// set, so they share one migrations table without tripping over each other.
+/// Migrations applied by a newer release and unknown to this one are left alone, so that a
+/// release rolled back runs on the database its successor migrated (migrations only add:
+/// tables, and columns with defaults).
 pub async fn migrate(
     pool: &SqlitePool,
     service: &Migrator,
@@ -149,7 +152,9 @@ pub async fn migrate(
         .chain(service.iter())
         .cloned()
         .collect();
-    Migrator::with_migrations(all).run(pool).await
+    let mut migrator = Migrator::with_migrations(all);
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }
 
 // The runtime's statements, each written once: alone, or joined into the multi-statement

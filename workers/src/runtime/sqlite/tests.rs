@@ -329,3 +329,39 @@ async fn the_outputs_of_a_batch_keep_their_payloads_byte_for_byte() {
     let stored: Vec<&[u8]> = stored.iter().map(|r| r.payload.as_slice()).collect();
     assert_eq!(stored, payloads);
 }
+
+#[tokio::test]
+async fn a_database_a_newer_release_migrated_still_opens_with_an_older_one() {
+    use std::borrow::Cow;
+
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType};
+
+    // The newer release: this release's migrations and one more of its own.
+    static OLDER: Migrator = Migrator::DEFAULT;
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::testing::database_file(&dir);
+    let url = format!("sqlite://{}", path.display());
+    let mut newer: Vec<Migration> = RUNTIME_MIGRATOR.iter().cloned().collect();
+    newer.push(Migration::new(
+        9_000,
+        Cow::Borrowed("a later release's table"),
+        MigrationType::Simple,
+        "CREATE TABLE later (id TEXT PRIMARY KEY)".into_sql_str(),
+        false,
+    ));
+    let mut conn = crate::testing::connect(&path).await;
+    Migrator::with_migrations(newer)
+        .run(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    // This release opens it: the unknown migration is left alone, its table kept.
+    let db = Database::open(&url, 1, &OLDER).await.unwrap();
+    let later: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM later")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(later, 0);
+}
