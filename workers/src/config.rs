@@ -103,6 +103,29 @@ impl Settings {
     pub fn secret(&self, name: &str) -> Option<Secret> {
         self.raw(name).map(Secret)
     }
+
+    /// A secret from `NAME`, or from the file `NAME_FILE` names (its content, less a trailing
+    /// line break), never printed; not both.
+    pub fn secret_or_file(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let file_setting = format!("{name}_FILE");
+        match (self.raw(name), self.raw(&file_setting)) {
+            (Some(_), Some(path)) => Err(ConfigError {
+                name: file_setting,
+                value: path,
+                problem: format!("{name} is set too; give the secret one way"),
+            }),
+            (Some(value), None) => Ok(Some(Secret(value))),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                    name: file_setting,
+                    value: path,
+                    problem: e.to_string(),
+                })?;
+                Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// Parses `250ms`, `30s`, `2m`, `1h` (a bare number is seconds).
@@ -134,6 +157,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
