@@ -5,6 +5,7 @@
 
 mod cluster;
 mod earnings;
+mod notify;
 mod replicas;
 mod support;
 mod tracking;

@@ -6,10 +6,12 @@ use sqlx::SqliteConnection;
 
 /// [`super::load_sql`]: the rides whose ids are in the JSON object's `rides`, their
 /// notifications, and the contact details of its `riders` and `drivers` and of the rides'
-/// drivers.
-pub const LOAD: &str = "WITH ids AS (SELECT value AS id FROM json_each(?1, '$.rides')), \
-     wanted AS (SELECT 'rider' AS recipient, value AS id FROM json_each(?1, '$.riders') \
-     UNION SELECT 'driver', value FROM json_each(?1, '$.drivers') \
+/// drivers. Its one `?` is the object: the runtime runs it after its own statements, whose
+/// `?`s come first.
+pub const LOAD: &str = "WITH p AS (SELECT ? AS j), \
+     ids AS (SELECT value AS id FROM p, json_each(p.j, '$.rides')), \
+     wanted AS (SELECT 'rider' AS recipient, value AS id FROM p, json_each(p.j, '$.riders') \
+     UNION SELECT 'driver', value FROM p, json_each(p.j, '$.drivers') \
      UNION SELECT 'driver', driver_id FROM notification_rides \
      WHERE ride_id IN (SELECT id FROM ids) AND driver_id IS NOT NULL) \
      SELECT 'ride' AS what, ride_id AS id, driver_id AS a, cancel_reason AS b, NULL AS c \
