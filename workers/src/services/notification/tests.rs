@@ -644,3 +644,33 @@ each_backend!(
     a_cancel_before_the_assignment_still_tells_the_driver_once,
     a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once,
 );
+
+#[test]
+fn a_kind_of_recipient_sent_to_a_channel_that_is_not_configured_stops_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("n.jsonl");
+    let base = Settings::from_pairs([("RIDESAGA_NOTIFY_LOG", log.to_str().unwrap())]);
+    let error = NotificationService::load(&base.clone().with(Routes::RIDER, "email"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RIDESAGA_NOTIFY_RIDER_CHANNEL") && error.contains("RIDESAGA_SMTP_HOST"),
+        "{error}"
+    );
+    let error = NotificationService::load(&base.clone().with(Routes::DRIVER, "sms"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RIDESAGA_NOTIFY_DRIVER_CHANNEL") && error.contains("RIDESAGA_SMS_URL"),
+        "{error}"
+    );
+    let configured = base
+        .with(Routes::DRIVER, "sms")
+        .with("RIDESAGA_SMS_URL", "http://127.0.0.1:9/m")
+        .with("RIDESAGA_SMS_USER", "AC1")
+        .with("RIDESAGA_SMS_TOKEN", "t")
+        .with("RIDESAGA_SMS_FROM", "Ridesaga");
+    let service = NotificationService::load(&configured).unwrap();
+    assert!(service.sms.is_some() && service.email.is_none());
+    assert_eq!(service.routes.driver, Via::Sms);
+}
