@@ -58,7 +58,12 @@ pub struct SmsReceiver {
 impl SmsReceiver {
     /// Starts a receiver on a free loopback port.
     pub async fn start() -> Result<SmsReceiver, Error> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        Self::start_on(0).await
+    }
+
+    /// Starts a receiver on 127.0.0.1:`port` (0: a free one).
+    pub async fn start_on(port: u16) -> Result<SmsReceiver, Error> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(Error::io("bind the SMS receiver"))?;
         let port = listener
