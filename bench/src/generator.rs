@@ -201,6 +201,8 @@ impl Generator {
                 driver_id: driver_id.clone(),
                 name: format!("Bench driver {n}"),
                 location,
+                email: None,
+                phone: None,
             };
             self.send(&Envelope::new(register, None, PRODUCER)).await;
             drivers.push(driver_id);

@@ -105,6 +105,9 @@ pub enum Command {
     /// Request, cancel, start, complete and show rides, and report a driver's arrival.
     #[command(subcommand)]
     Ride(RideCommand),
+    /// Register riders: where their notifications go.
+    #[command(subcommand)]
+    Rider(RiderCommand),
     /// Block and unblock riders.
     #[command(subcommand)]
     Fraud(FraudCommand),
@@ -156,6 +159,8 @@ pub enum DriverCommand {
         /// `--at -33.92,18.42` (Cape Town).
         #[arg(long, value_name = "LAT,LNG", allow_hyphen_values = true)]
         at: GeoPoint,
+        #[command(flatten)]
+        contact: ContactArgs,
         #[command(flatten)]
         wait: DriverWaitArgs,
     },
@@ -326,6 +331,30 @@ pub fn parse_shift(s: &str) -> Result<OneOffShift, String> {
         start: start.trim().to_owned(),
         end: end.trim().to_owned(),
     })
+}
+
+/// Where a person's notifications go; one left out keeps what the notification service knew.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ContactArgs {
+    /// Email address for notifications, e.g. ada@example.com.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_email)]
+    pub email: Option<String>,
+    /// Phone number for SMS notifications, in E.164: + and the country code, e.g.
+    /// +4915112345678.
+    #[arg(long, value_name = "E164", value_parser = parse_phone, allow_hyphen_values = true)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RiderCommand {
+    /// Register a rider (or change their address or phone): the notification service sends
+    /// their notifications there, by the channel configured for riders.
+    Register {
+        /// The rider id, e.g. u_ada.
+        id: RiderId,
+        #[command(flatten)]
+        contact: ContactArgs,
+    },
 }
 
 /// Waiting for the driver service to apply a driver or fraud command.
@@ -774,6 +803,20 @@ fn parse_name(value: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// An email address as the contract allows it.
+fn parse_email(value: &str) -> Result<String, String> {
+    limits::check_email("email", value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A phone number in E.164.
+fn parse_phone(value: &str) -> Result<String, String> {
+    limits::check_phone("phone", value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// A block's reason: text as the contract allows it.
 fn parse_reason(value: &str) -> Result<String, String> {
     limits::check_text("reason", value)
@@ -885,6 +928,58 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(flat(help.clone()).contains("--at -33.92,18.42"), "{help}");
+    }
+
+    #[test]
+    fn a_malformed_address_or_phone_is_refused_with_the_reason() {
+        let err = Cli::try_parse_from([
+            "ridectl",
+            "rider",
+            "register",
+            "u_1",
+            "--email",
+            "ada@localhost",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("the domain needs a dot"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from([
+            "ridectl",
+            "driver",
+            "register",
+            "d_1",
+            "--name",
+            "Bo",
+            "--at",
+            "1,1",
+            "--phone",
+            "0151-1234567",
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not a phone number in E.164"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "ridectl",
+            "driver",
+            "register",
+            "d_1",
+            "--name",
+            "Bo",
+            "--at",
+            "1,1",
+            "--email",
+            "bo@example.com",
+            "--phone",
+            "+4915112345678",
+        ])
+        .unwrap();
+        let Command::Driver(DriverCommand::Register { contact, .. }) = cli.command else {
+            panic!("parsed the wrong command")
+        };
+        assert_eq!(contact.email.as_deref(), Some("bo@example.com"));
+        assert_eq!(contact.phone.as_deref(), Some("+4915112345678"));
     }
 
     #[test]

@@ -29,6 +29,15 @@ pub const MAX_REASONS: usize = 16;
 /// services set is minutes away; one further out would keep a saga waiting for nothing.
 pub const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The longest email address, in characters (RFC 5321's path limit less its brackets).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// The JSON Schema `pattern` of an email address, as [`check_email`] accepts it: a dot-atom
+/// local part, `@`, and a domain of at least two DNS labels.
+pub const EMAIL_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
+/// The JSON Schema `pattern` of a phone number in E.164: `+`, a country code that does not
+/// start with 0, at most 15 digits in all.
+pub const PHONE_PATTERN: &str = r"^\+[1-9][0-9]{1,14}$";
+
 /// The JSON Schema `pattern` of a text field: no character [`is_forbidden_char`] refuses.
 pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$";
 
@@ -57,6 +66,17 @@ pub enum ValueError {
     },
     #[error("{field}: {problem}")]
     Invalid { field: String, problem: String },
+    #[error("{field} {value:?} is not an email address ({problem})")]
+    NotAnEmail {
+        field: String,
+        value: String,
+        problem: &'static str,
+    },
+    #[error(
+        "{field} {value:?} is not a phone number in E.164 form (+ and 2 to 15 digits, \
+         the country code first, e.g. +4915112345678)"
+    )]
+    NotAPhone { field: String, value: String },
     #[error(
         "{field} {value} is more than {} days after the message occurred ({occurred_at})",
         MAX_DEADLINE_AHEAD.as_secs() / 86_400
@@ -95,6 +115,79 @@ fn check_text_within(field: &str, value: &str, max: usize) -> Result<(), ValueEr
         });
     }
     Ok(())
+}
+
+/// The characters RFC 5322 allows in a dot-atom, besides the dots between atoms.
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c)
+}
+
+/// Checks an email address: a dot-atom local part (no quoted strings, no leading, trailing or
+/// doubled dot), `@`, and a domain of at least two DNS labels (letters, digits and inner
+/// hyphens, at most 63 each); at most [`MAX_EMAIL_CHARS`] in all. [`EMAIL_PATTERN`] says the
+/// same.
+pub fn check_email(field: &str, value: &str) -> Result<(), ValueError> {
+    let refuse = |problem| ValueError::NotAnEmail {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        problem,
+    };
+    if value.chars().count() > MAX_EMAIL_CHARS {
+        return Err(refuse("longer than 254 characters"));
+    }
+    let Some((local, domain)) = value.rsplit_once('@') else {
+        return Err(refuse("no '@'"));
+    };
+    if local.is_empty() {
+        return Err(refuse("nothing before the '@'"));
+    }
+    if !local
+        .split('.')
+        .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    {
+        return Err(refuse(
+            "the part before the '@' has a character or a dot out of place",
+        ));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err(refuse("the domain needs a dot, e.g. example.com"));
+    }
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if !labels.iter().all(|l| label_ok(l)) {
+        return Err(refuse("the domain is not a host name"));
+    }
+    Ok(())
+}
+
+/// Checks a phone number in E.164: `+`, then 2 to 15 digits, the first not 0.
+/// [`PHONE_PATTERN`] says the same.
+pub fn check_phone(field: &str, value: &str) -> Result<(), ValueError> {
+    let digits = value.strip_prefix('+').unwrap_or_default();
+    let ok = (2..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValueError::NotAPhone {
+            field: field.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// Checks the optional email address and phone number of a registration.
+fn check_contact(email: &Option<String>, phone: &Option<String>) -> Result<(), ValueError> {
+    email
+        .as_deref()
+        .map_or(Ok(()), |v| check_email("email", v))?;
+    phone.as_deref().map_or(Ok(()), |v| check_phone("phone", v))
 }
 
 /// Checks a distance in kilometres: finite, 0 to [`MAX_DISTANCE_KM`].
@@ -216,7 +309,11 @@ impl Message {
                 optional(m.distance_km, |v| check_km("distance_km", v))?;
                 optional(m.duration_min, |v| check_minutes("duration_min", v))
             }
-            Message::RegisterDriver(m) => check_text("name", &m.name),
+            Message::RegisterDriver(m) => {
+                check_text("name", &m.name)?;
+                check_contact(&m.email, &m.phone)
+            }
+            Message::RegisterRider(m) => check_contact(&m.email, &m.phone),
             Message::BlockRider(m) => optional_text("reason", &m.reason),
             Message::RideRequested(m) => {
                 check_text("payment_token", &m.payment_token)?;
@@ -349,6 +446,70 @@ mod tests {
         // Characters, not bytes: 500 three-byte characters are allowed.
         assert!(check_text("name", &"€".repeat(MAX_TEXT_CHARS)).is_ok());
         assert!(check_text("name", &"e".repeat(MAX_TEXT_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn email_addresses_are_checked_as_the_schema_pattern_checks_them() {
+        let pattern = regex_lite(EMAIL_PATTERN);
+        for good in [
+            "ada@example.com",
+            "a.b+tag@mail.example.co.uk",
+            "x_y-z@a-b.io",
+            "o'neil@x.de",
+        ] {
+            assert!(check_email("email", good).is_ok(), "{good}");
+            assert!(pattern(good), "{good}");
+        }
+        for bad in [
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@localhost",
+            "ada@@example.com",
+            ".ada@example.com",
+            "a..da@example.com",
+            "ada.@example.com",
+            "ada@-example.com",
+            "ada@example..com",
+            "ada @example.com",
+            "ada@exa_mple.com",
+        ] {
+            assert!(check_email("email", bad).is_err(), "{bad}");
+            assert!(!pattern(bad), "{bad}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(check_email("email", &long).is_err());
+        assert_eq!(
+            check_email("email", "ada").unwrap_err().to_string(),
+            "email \"ada\" is not an email address (no '@')"
+        );
+    }
+
+    #[test]
+    fn phone_numbers_must_be_e164() {
+        let pattern = regex_lite(PHONE_PATTERN);
+        for good in ["+4915112345678", "+12025550143", "+44"] {
+            assert!(check_phone("phone", good).is_ok(), "{good}");
+            assert!(pattern(good), "{good}");
+        }
+        for bad in [
+            "4915112345678",
+            "+0151",
+            "+1 202 555 0143",
+            "+1234567890123456",
+            "+",
+            "+4",
+        ] {
+            assert!(check_phone("phone", bad).is_err(), "{bad}");
+            assert!(!pattern(bad), "{bad}");
+        }
+    }
+
+    /// The schema's pattern as a JSON Schema validator applies it.
+    fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+        let schema = serde_json::json!({ "type": "string", "pattern": pattern });
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        move |value| validator.is_valid(&serde_json::json!(value))
     }
 
     #[test]

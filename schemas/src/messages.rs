@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use crate::geo::GeoPoint;
 use crate::ids::{DriverId, RefundId, RiderId};
 use crate::limits::{
-    MAX_AMOUNT_CENTS, MAX_DISTANCE_KM, MAX_DURATION_MIN, MAX_NOTIFICATION_CHARS, MAX_REASONS,
-    MAX_SCORE, MAX_TEXT_CHARS, TEXT_PATTERN,
+    EMAIL_PATTERN, MAX_AMOUNT_CENTS, MAX_DISTANCE_KM, MAX_DURATION_MIN, MAX_EMAIL_CHARS,
+    MAX_NOTIFICATION_CHARS, MAX_REASONS, MAX_SCORE, MAX_TEXT_CHARS, PHONE_PATTERN, TEXT_PATTERN,
 };
 use crate::object::Object;
 use crate::schedule::DriverSchedule;
@@ -250,12 +250,20 @@ payload!(
     }
 );
 payload!(
-    /// Registers (or renames and relocates) a driver; a new driver starts offline.
+    /// Registers (or renames and relocates) a driver; a new driver starts offline. The email
+    /// address and the phone number (E.164) are where notifications reach the driver; one
+    /// left out keeps what the notification service knew.
     RegisterDriver {
         driver_id: DriverId,
         #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
         name: String,
         location: GeoPoint,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_EMAIL_CHARS), pattern(EMAIL_PATTERN))]
+        email: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(pattern(PHONE_PATTERN))]
+        phone: Option<String>,
     }
 );
 payload!(
@@ -294,6 +302,19 @@ payload!(
 payload!(
     /// Lifts a block.
     UnblockRider { rider_id: RiderId }
+);
+payload!(
+    /// Registers a rider, or changes how notifications reach them: an email address and a
+    /// phone number (E.164); one left out keeps what the notification service knew.
+    RegisterRider {
+        rider_id: RiderId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_EMAIL_CHARS), pattern(EMAIL_PATTERN))]
+        email: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(pattern(PHONE_PATTERN))]
+        phone: Option<String>,
+    }
 );
 
 // ---- events ---------------------------------------------------------------------------------
@@ -680,6 +701,7 @@ contract! {
     SetDriverSchedule(SetDriverSchedule) = "cmd.driver.schedule", Driver;
     BlockRider(BlockRider) = "cmd.fraud.block", Rider;
     UnblockRider(UnblockRider) = "cmd.fraud.unblock", Rider;
+    RegisterRider(RegisterRider) = "cmd.rider.register", Rider;
     RideRequested(RideRequested) = "evt.ride.requested", Ride;
     RideConfirmed(RideConfirmed) = "evt.ride.confirmed", Ride;
     DriverArrived(DriverArrived) = "evt.ride.driver_arrived", Ride;
@@ -746,6 +768,7 @@ impl Message {
             Message::DriverScheduleChanged(m) => m.driver_id.as_str(),
             Message::BlockRider(m) => m.rider_id.as_str(),
             Message::UnblockRider(m) => m.rider_id.as_str(),
+            Message::RegisterRider(m) => m.rider_id.as_str(),
             Message::RiderBlockChanged(m) => m.rider_id.as_str(),
             _ => return None,
         })

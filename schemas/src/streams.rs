@@ -118,6 +118,8 @@ impl Service {
                 "evt.ride.rejected.*",
             ],
             Service::Notification => &[
+                "cmd.rider.register.*",
+                "cmd.driver.register.*",
                 "evt.driver.assigned.*",
                 "evt.ride.confirmed.*",
                 "evt.ride.cancelled.*",

@@ -63,6 +63,8 @@ fn register() -> Envelope {
         driver_id: driver(),
         name: "Ana".into(),
         location: point(52.5, 13.4),
+        email: None,
+        phone: None,
     })
 }
 fn block() -> Envelope {
@@ -792,6 +794,8 @@ fn publishing_refuses_what_decoding_would_and_oversize_messages() {
         driver_id: driver(),
         name: "x".repeat(501),
         location: point(1.0, 2.0),
+        email: None,
+        phone: None,
     });
     assert_eq!(
         bad.encode_checked().unwrap_err().to_string(),
@@ -801,6 +805,36 @@ fn publishing_refuses_what_decoding_would_and_oversize_messages() {
     bad.correlation_id = "a.b".into();
     assert!(bad.validate().is_err());
     assert!(request().encode_checked().is_ok());
+}
+
+#[test]
+fn a_registration_with_a_malformed_address_or_phone_is_refused_naming_it() {
+    let mut bad = register();
+    let Message::RegisterDriver(m) = &mut bad.message else {
+        unreachable!()
+    };
+    m.email = Some("ana.example.com".into());
+    assert_eq!(
+        bad.encode_checked().unwrap_err().to_string(),
+        "invalid cmd.driver.register payload: email \"ana.example.com\" is not an email \
+         address (no '@')"
+    );
+    let rider = Envelope::new(
+        RegisterRider {
+            rider_id: RiderId::parse("u_ada").unwrap(),
+            email: Some("ada@example.com".into()),
+            phone: Some("0151 1234567".into()),
+        },
+        None,
+        "ridectl",
+    );
+    let error = Envelope::decode(&rider.subject(), &rider.encode())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("phone \"0151 1234567\" is not a phone number in E.164"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -84,6 +84,8 @@ fn example(kind: MessageKind) -> Envelope {
             driver_id: driver(),
             name: "Bob".into(),
             location: point(52.5, 13.4),
+            email: Some("bob@example.com".into()),
+            phone: Some("+4915112345678".into()),
         }
         .into(),
         MessageKind::DriverOnline => DriverOnline {
@@ -116,6 +118,12 @@ fn example(kind: MessageKind) -> Envelope {
         }
         .into(),
         MessageKind::UnblockRider => UnblockRider { rider_id: rider() }.into(),
+        MessageKind::RegisterRider => RegisterRider {
+            rider_id: rider(),
+            email: Some("ada@example.com".into()),
+            phone: None,
+        }
+        .into(),
         MessageKind::RideRequested => RideRequested {
             rider_id: rider(),
             pickup: point(52.52, 13.40),

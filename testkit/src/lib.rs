@@ -27,18 +27,26 @@
 //! - [`error`]: [`Error`], with the server's log tail when start-up fails.
 //! - [`postgres`]: [`Postgres`], a throwaway PostgreSQL server shared by a test process, and a
 //!   fresh database per test.
+//! - [`mail`]: [`SmtpServer`], aiosmtpd on a free port writing to a temporary maildir;
+//!   stoppable and restartable.
+//! - [`sms`]: [`SmsReceiver`], an HTTP server that answers like an SMS provider and records
+//!   what it was sent; it fails on demand.
 
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod mail;
 pub mod postgres;
 pub mod probe;
 pub mod server;
+pub mod sms;
 
 pub use auth::{Credentials, Identity, Tls};
 pub use cluster::NatsCluster;
 pub use config::find_nats_server;
 pub use error::Error;
+pub use mail::SmtpServer;
 pub use postgres::Postgres;
 pub use server::{Builder, NatsServer};
+pub use sms::SmsReceiver;

@@ -105,6 +105,29 @@ impl Settings {
     pub fn secret(&self, name: &str) -> Option<Secret> {
         self.raw(name).map(Secret)
     }
+
+    /// A secret from `NAME`, or from the file `NAME_FILE` names (its content, less a trailing
+    /// line break), never printed; not both.
+    pub fn secret_or_file(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        let file_setting = format!("{name}_FILE");
+        match (self.raw(name), self.raw(&file_setting)) {
+            (Some(_), Some(path)) => Err(ConfigError {
+                name: file_setting,
+                value: path,
+                problem: format!("{name} is set too; give the secret one way"),
+            }),
+            (Some(value), None) => Ok(Some(Secret(value))),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                    name: file_setting,
+                    value: path,
+                    problem: e.to_string(),
+                })?;
+                Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// A secret value: `Debug` and `Display` print a placeholder.
@@ -112,6 +135,10 @@ impl Settings {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -6,6 +6,7 @@
 mod cluster;
 mod earnings;
 mod refunds;
+mod notify;
 mod replicas;
 mod schedules;
 mod support;

@@ -1,17 +1,18 @@
-//! `ridectl driver ...` and `ridectl fraud ...`: commands about drivers and riders, not rides.
+//! `ridectl driver ...`, `ridectl rider ...` and `ridectl fraud ...`: commands about drivers and
+//! riders, not rides.
 //! With `--wait`, returns once the owning service stored its update event
 //! (`evt.driver.updated.<id>`, `evt.fraud.blocklist.<id>`) after the command.
 
 use async_nats::jetstream::{consumer::DeliverPolicy, publish::PublishAck};
 use ridesaga_schemas::{
     BlockRider, DriverOffline, DriverOnline, Envelope, MessageKind, MoveDriver, RegisterDriver,
-    UnblockRider, subject_for,
+    RegisterRider, UnblockRider, subject_for,
 };
 use serde::Serialize;
 use tokio::time::timeout;
 
 use super::Ctx;
-use crate::cli::{DriverCommand, DriverWaitArgs, FraudCommand};
+use crate::cli::{DriverCommand, DriverWaitArgs, FraudCommand, RiderCommand};
 use crate::exit::{HintExt, TimedOut};
 use crate::nats::follow;
 use crate::saga::describe::summary;
@@ -29,11 +30,19 @@ pub async fn run(ctx: &Ctx, command: DriverCommand) -> anyhow::Result<()> {
         }
         DriverCommand::Schedule(command) => return super::schedule::run(ctx, command).await,
         DriverCommand::Show { id } => return super::schedule::show_driver(ctx, &id).await,
-        DriverCommand::Register { id, name, at, wait } => {
+        DriverCommand::Register {
+            id,
+            name,
+            at,
+            contact,
+            wait,
+        } => {
             let message = RegisterDriver {
                 driver_id: id,
                 name,
                 location: at,
+                email: contact.email,
+                phone: contact.phone,
             };
             (Envelope::new(message, None, "ridectl"), wait)
         }
@@ -78,6 +87,29 @@ pub async fn run_fraud(ctx: &Ctx, command: FraudCommand) -> anyhow::Result<()> {
         ),
     };
     send(ctx, envelope, MessageKind::RiderBlockChanged, &wait).await
+}
+
+/// `ridectl rider register`: publishes the registration, which the notification service
+/// records; nothing answers it on the bus.
+pub async fn run_rider(ctx: &Ctx, command: RiderCommand) -> anyhow::Result<()> {
+    let RiderCommand::Register { id, contact } = command;
+    let message = RegisterRider {
+        rider_id: id,
+        email: contact.email,
+        phone: contact.phone,
+    };
+    let wait = DriverWaitArgs {
+        wait: false,
+        timeout: std::time::Duration::ZERO,
+    };
+    // Not waited for, so the kind of the update is never looked at.
+    send(
+        ctx,
+        Envelope::new(message, None, "ridectl"),
+        MessageKind::RegisterRider,
+        &wait,
+    )
+    .await
 }
 
 /// What a published command looks like in JSON output.

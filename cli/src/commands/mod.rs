@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Driver(command) => driver::run(&ctx, command).await,
         Command::Ride(command) => ride::run(&ctx, command).await,
         Command::Fraud(command) => driver::run_fraud(&ctx, command).await,
+        Command::Rider(command) => driver::run_rider(&ctx, command).await,
         Command::Saga(command) => saga::run(&ctx, command).await,
         Command::Streams => streams::streams(&ctx).await,
         Command::Consumers => streams::consumers(&ctx).await,

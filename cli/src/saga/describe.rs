@@ -35,6 +35,16 @@ fn schedule_summary(
     format!("{driver_id} {}: {}", schedule.zone, parts.join(", "))
 }
 
+/// Which ways of reaching a person a registration gives (not the address or number).
+fn contact(email: bool, phone: bool) -> &'static str {
+    match (email, phone) {
+        (true, true) => ", email and phone",
+        (true, false) => ", email",
+        (false, true) => ", phone",
+        (false, false) => "",
+    }
+}
+
 /// A short description of what a message says.
 pub fn summary(message: &Message) -> String {
     match message {
@@ -54,7 +64,13 @@ pub fn summary(message: &Message) -> String {
                 .map_or("measured".into(), |d| format!("{d:.1} min"));
             format!("distance {distance}, duration {duration}")
         }
-        Message::RegisterDriver(m) => format!("{} ({}) at {}", m.driver_id, m.name, m.location),
+        Message::RegisterDriver(m) => format!(
+            "{} ({}) at {}{}",
+            m.driver_id,
+            m.name,
+            m.location,
+            contact(m.email.is_some(), m.phone.is_some())
+        ),
         Message::DriverOnline(m) => match m.location {
             Some(at) => format!("{} online at {at}", m.driver_id),
             None => format!("{} online", m.driver_id),
@@ -68,6 +84,11 @@ pub fn summary(message: &Message) -> String {
             None => format!("block {}", m.rider_id),
         },
         Message::UnblockRider(m) => format!("unblock {}", m.rider_id),
+        Message::RegisterRider(m) => format!(
+            "rider {}{}",
+            m.rider_id,
+            contact(m.email.is_some(), m.phone.is_some())
+        ),
         Message::RideRequested(m) => format!(
             "{:.1} km, estimated fare {}",
             m.estimated_distance_km,

@@ -194,6 +194,8 @@ async fn drivers(sys: &System, n: usize) {
             driver_id,
             name: format!("Driver {i}"),
             location: GeoPoint::new(at.0, at.1).expect("a point"),
+            email: None,
+            phone: None,
         }
     };
     for (start, chunk) in ids.chunks(REQUESTS_AT_ONCE).enumerate() {

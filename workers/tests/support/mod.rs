@@ -319,6 +319,8 @@ impl System {
                 driver_id: driver_id.clone(),
                 name: name.into(),
                 location,
+                email: None,
+                phone: None,
             },
             None,
         )

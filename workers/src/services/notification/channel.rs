@@ -9,8 +9,9 @@
 //! The log channel remembers the ids it wrote lately and does not write one of them again, so
 //! a repeat in the same process writes nothing; a repeat in another process (another replica,
 //! or this one restarted) writes the line a second time with the same `id`, and readers dedupe
-//! by `id`. The record and `evt.notification.sent` stay exactly once. A real channel (SMS,
-//! push) gets the same id as its idempotency key.
+//! by `id`. The record and `evt.notification.sent` stay exactly once. The email and SMS
+//! channels ([`super::email`], [`super::sms`]) give the same id to the outside party: the
+//! email's `Message-ID`, the SMS provider's idempotency key.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -33,6 +34,8 @@ pub struct Delivery<'a> {
     pub ride_id: &'a RideId,
     pub notice: &'a Notice,
     pub at: Timestamp,
+    /// Where it goes on the channel: an email address, a phone number; none for the log.
+    pub to: Option<&'a str>,
 }
 
 /// Why a channel could not deliver.
@@ -51,11 +54,12 @@ pub trait Channel: Send + Sync + 'static {
     /// The name recorded with each notification, e.g. `log`.
     fn name(&self) -> &'static str;
 
-    /// Delivers one notification. May be called again for the same `delivery.id`.
+    /// Delivers one notification; the id the outside party gave it, if any. May be called
+    /// again for the same `delivery.id`.
     fn deliver(
         &self,
         delivery: &Delivery<'_>,
-    ) -> impl Future<Output = Result<(), ChannelError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, ChannelError>> + Send;
 }
 
 /// `RIDESAGA_NOTIFY_LOG`: the JSON-lines file of the default channel.
@@ -96,17 +100,17 @@ const REMEMBERED: usize = 16_384;
 /// The ids of the lines a channel wrote lately: the last [`REMEMBERED`] at least, and at most
 /// twice as many, in two generations (the older one is dropped whole when the newer fills).
 #[derive(Debug, Default)]
-struct Written {
+pub(super) struct Written {
     current: HashSet<MessageId>,
     previous: HashSet<MessageId>,
 }
 
 impl Written {
-    fn contains(&self, id: &MessageId) -> bool {
+    pub(super) fn contains(&self, id: &MessageId) -> bool {
         self.current.contains(id) || self.previous.contains(id)
     }
 
-    fn insert(&mut self, id: MessageId) {
+    pub(super) fn insert(&mut self, id: MessageId) {
         if self.current.len() >= REMEMBERED {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -177,7 +181,7 @@ impl Channel for LogChannel {
 
     /// Writes the line unless this channel wrote one with the same id lately. The check, the
     /// write and the note of it happen under one lock, so two attempts at once write it once.
-    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
+    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Option<String>, ChannelError> {
         let line = self.line(delivery)?;
         let mut state = self
             .state
@@ -186,12 +190,12 @@ impl Channel for LogChannel {
         let LogState { open, written } = &mut *state;
         if written.contains(delivery.id) {
             debug!(id = %delivery.id, "notification already written; not written again");
-            return Ok(());
+            return Ok(None);
         }
         self.append(open, &line)
             .map_err(|e| self.error(format!("{}: {e}", self.path.display())))?;
         written.insert(delivery.id.clone());
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -242,6 +246,7 @@ mod tests {
             ride_id: &RideId::parse("r_1").unwrap(),
             notice: &notice,
             at: Timestamp::from_unix_millis(0),
+            to: None,
         };
         channel.deliver(&delivery).await.unwrap();
     }

@@ -28,7 +28,7 @@ impl Channel for Flaky {
     fn name(&self) -> &'static str {
         "flaky"
     }
-    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
+    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Option<String>, ChannelError> {
         let mut failed = self.failed_once.lock().unwrap();
         if !*failed {
             *failed = true;
@@ -39,7 +39,7 @@ impl Channel for Flaky {
             });
         }
         self.delivered.lock().unwrap().push(delivery.id.clone());
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -53,7 +53,7 @@ impl Channel for NoRideTwo {
     fn name(&self) -> &'static str {
         "no-r2"
     }
-    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<(), ChannelError> {
+    async fn deliver(&self, delivery: &Delivery<'_>) -> Result<Option<String>, ChannelError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if delivery.ride_id.as_str() == "r_2" {
             return Err(ChannelError {
@@ -62,7 +62,7 @@ impl Channel for NoRideTwo {
                 permanent: true,
             });
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -501,7 +501,140 @@ async fn a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once(kin
     assert_eq!(audience.sent.len(), 4);
 }
 
+fn register_rider(email: Option<&str>, phone: Option<&str>) -> Envelope {
+    let message = ridesaga_schemas::RegisterRider {
+        rider_id: RiderId::parse("u_ada").unwrap(),
+        email: email.map(str::to_owned),
+        phone: phone.map(str::to_owned),
+    };
+    Envelope::new(message, None, "ridectl")
+}
+
+fn register_driver(email: Option<&str>, phone: Option<&str>) -> Envelope {
+    let message = ridesaga_schemas::RegisterDriver {
+        driver_id: DriverId::parse("d_bob").unwrap(),
+        name: "Bob".into(),
+        location: ridesaga_schemas::GeoPoint::new(52.5, 13.4).unwrap(),
+        email: email.map(str::to_owned),
+        phone: phone.map(str::to_owned),
+    };
+    Envelope::new(message, None, "ridectl")
+}
+
+/// The route an effect carries: its channel and address.
+fn route_of(effect: &Effect) -> (String, Option<String>) {
+    let request: serde_json::Value = serde_json::from_str(&effect.request).unwrap();
+    (
+        request["via"].as_str().unwrap().to_owned(),
+        request["to"].as_str().map(str::to_owned),
+    )
+}
+
+async fn registrations_give_the_address_and_number_each_route_needs(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let routes = Routes {
+        rider: Via::Email,
+        driver: Via::Sms,
+    };
+    let service = NotificationService::new(NoRideTwo::default()).with_routes(routes);
+    // The rider registers twice (the second time only a phone) in the batch that assigns the
+    // ride; the driver registered earlier without a phone, so the driver's notice goes to
+    // the log.
+    let earlier = apply(
+        &service,
+        &mut conn,
+        &[register_driver(Some("bob@example.com"), None)],
+    )
+    .await;
+    assert!(earlier.effects.is_empty() && earlier.outputs == [Vec::<Envelope>::new()]);
+    let done = apply(
+        &service,
+        &mut conn,
+        &[
+            register_rider(Some("ada@example.com"), None),
+            register_rider(None, Some("+4915112345678")),
+            assigned(),
+        ],
+    )
+    .await;
+    assert_eq!(done.effects.len(), 2);
+    assert_eq!(
+        route_of(&done.effects[0]),
+        ("email".into(), Some("ada@example.com".into()))
+    );
+    assert_eq!(route_of(&done.effects[1]), ("log".into(), None));
+    let rider = store::contact(&mut conn, Recipient::Rider, "u_ada")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rider.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(rider.phone.as_deref(), Some("+4915112345678"));
+
+    // The driver adds a phone; the cancellation that follows (driver known from the ride's
+    // record, not the event) goes by SMS, and the record names the channel.
+    apply(
+        &service,
+        &mut conn,
+        &[register_driver(None, Some("+4917000000001"))],
+    )
+    .await;
+    let cancel = apply(&service, &mut conn, &[cancelled()]).await;
+    let to_driver = cancel
+        .effects
+        .iter()
+        .find(|e| e.id.ends_with("/driver"))
+        .unwrap();
+    assert_eq!(
+        route_of(to_driver),
+        ("sms".into(), Some("+4917000000001".into()))
+    );
+    let driver = store::contact(&mut conn, Recipient::Driver, "d_bob")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(driver.email.as_deref(), Some("bob@example.com"));
+    let key = store::Key {
+        ride_id: &ride_id(),
+        kind: NotificationKind::RideCancelled,
+        recipient: Recipient::Driver,
+    };
+    let (channel, provider_id) = store::delivery(&mut conn, key).await.unwrap().unwrap();
+    assert_eq!((channel.as_str(), provider_id), ("sms", None));
+}
+
+async fn a_route_whose_channel_is_not_configured_here_is_delivered_to_the_log(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let routes = Routes {
+        rider: Via::Email,
+        driver: Via::Log,
+    };
+    // The replica that recorded it had email; this one has the log only.
+    let service = logging(&dir).with_routes(routes);
+    let done = apply(
+        &service,
+        &mut conn,
+        &[register_rider(Some("ada@example.com"), None), assigned()],
+    )
+    .await;
+    assert_eq!(route_of(&done.effects[0]).0, "email");
+    let events = deliver(&service, &mut conn, &done.effects).await;
+    let channels: Vec<String> = events
+        .iter()
+        .map(|e| match &e.message {
+            Message::NotificationSent(n) => n.channel.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(channels, ["log", "log"]);
+    assert_eq!(log_ids(&service).len(), 2);
+}
+
 each_backend!(
+    registrations_give_the_address_and_number_each_route_needs,
+    a_route_whose_channel_is_not_configured_here_is_delivered_to_the_log,
     applying_an_input_records_due_deliveries_and_calls_no_channel,
     performing_writes_each_notification_once_with_the_id_of_its_event,
     settling_a_delivery_emits_its_event_once,
@@ -511,3 +644,33 @@ each_backend!(
     a_cancel_before_the_assignment_still_tells_the_driver_once,
     a_batch_sends_what_its_inputs_applied_one_by_one_send_and_each_once,
 );
+
+#[test]
+fn a_kind_of_recipient_sent_to_a_channel_that_is_not_configured_stops_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("n.jsonl");
+    let base = Settings::from_pairs([("RIDESAGA_NOTIFY_LOG", log.to_str().unwrap())]);
+    let error = NotificationService::load(&base.clone().with(Routes::RIDER, "email"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RIDESAGA_NOTIFY_RIDER_CHANNEL") && error.contains("RIDESAGA_SMTP_HOST"),
+        "{error}"
+    );
+    let error = NotificationService::load(&base.clone().with(Routes::DRIVER, "sms"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RIDESAGA_NOTIFY_DRIVER_CHANNEL") && error.contains("RIDESAGA_SMS_URL"),
+        "{error}"
+    );
+    let configured = base
+        .with(Routes::DRIVER, "sms")
+        .with("RIDESAGA_SMS_URL", "http://127.0.0.1:9/m")
+        .with("RIDESAGA_SMS_USER", "AC1")
+        .with("RIDESAGA_SMS_TOKEN", "t")
+        .with("RIDESAGA_SMS_FROM", "Ridesaga");
+    let service = NotificationService::load(&configured).unwrap();
+    assert!(service.sms.is_some() && service.email.is_none());
+    assert_eq!(service.routes.driver, Via::Sms);
+}

@@ -143,6 +143,8 @@ fn register(n: usize, location: GeoPoint, t: i64) -> Envelope {
             driver_id: did(n),
             name: format!("Driver {n}"),
             location,
+            email: None,
+            phone: None,
         },
         None,
         t,
@@ -751,6 +753,8 @@ async fn driver_online_as(db: &mut TestDb, id: &str, location: GeoPoint) {
         driver_id: driver_id.clone(),
         name: id.to_owned(),
         location,
+        email: None,
+        phone: None,
     };
     apply(db, &msg(register, None, -10), at(0)).await.unwrap();
     let online = DriverOnline {

@@ -1,6 +1,6 @@
-//! The notification service's tables: what it remembers per ride, and the record of every
+//! The notification service's tables: what it remembers per ride, the record of every
 //! notification called for, at most one per (ride, kind, recipient), with its delivery's
-//! [`Status`]. Runs inside the runtime's transactions, on either backend: this module reads
+//! [`Status`], and how to reach each rider and driver (`notification_contacts`). Runs inside the runtime's transactions, on either backend: this module reads
 //! and writes the rows, `sqlite` and `postgres` hold each backend's statements. A batch loads
 //! its rides in one statement and saves them, and its records, with one statement each; ride
 //! ids travel as one JSON array and rows to save as another, whatever their number. A
@@ -17,8 +17,8 @@ use ridesaga_schemas::{
 use serde::Serialize;
 
 use super::domain::{Audience, Notice};
+use super::routes::Contact;
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::json_ids;
 
 const KINDS: [NotificationKind; 7] = [
     NotificationKind::DriverAssigned,
@@ -41,27 +41,77 @@ const REASONS: [CancelReason; 6] = [
 
 /// What notification knows about the ride, including what it already sent.
 pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Audience, HandleError> {
-    let mut loaded = load_many(conn, &[ride_id.as_str()]).await?;
-    loaded.remove(ride_id).unwrap_or(Ok(Audience::default()))
+    let mut loaded = load_many(conn, &Wanted::rides(&[ride_id.as_str()])).await?;
+    loaded
+        .rides
+        .remove(ride_id)
+        .unwrap_or(Ok(Audience::default()))
 }
 
-/// What notification knows about each ride among `ride_ids` it has heard of, in one
-/// statement: the rides' rows and the notifications already sent for them. A row that cannot
-/// be read is its ride's error, for the input that touches it.
-pub async fn load_many(
+/// How to reach the rider or driver `recipient_id`, if a registration said.
+pub async fn contact(
     conn: &mut Conn<'_>,
-    ride_ids: &[&str],
-) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
+    recipient: Recipient,
+    recipient_id: &str,
+) -> Result<Option<Contact>, HandleError> {
+    let mut wanted = Wanted::default();
+    match recipient {
+        Recipient::Rider => wanted.riders.push(recipient_id),
+        Recipient::Driver => wanted.drivers.push(recipient_id),
+    }
+    let mut loaded = load_many(conn, &wanted).await?;
+    Ok(loaded
+        .contacts
+        .remove(&(recipient, recipient_id.to_owned())))
+}
+
+/// What a batch loads: its rides, and the riders and drivers its inputs name (the drivers the
+/// rides' records name are added by the statement).
+#[derive(Debug, Default, Serialize)]
+pub struct Wanted<'a> {
+    pub rides: Vec<&'a str>,
+    pub riders: Vec<&'a str>,
+    pub drivers: Vec<&'a str>,
+}
+
+impl<'a> Wanted<'a> {
+    pub fn rides(ride_ids: &[&'a str]) -> Self {
+        Wanted {
+            rides: ride_ids.to_vec(),
+            ..Wanted::default()
+        }
+    }
+
+    /// The JSON object [`load_sql`] takes.
+    pub fn json(&self) -> Result<String, HandleError> {
+        serde_json::to_string(self)
+            .map_err(|e| HandleError::Permanent(format!("what to load: {e}")))
+    }
+}
+
+/// What one load read: the rides (a row that cannot be read is its ride's error, for the
+/// input that touches it) and the contact details of the riders and drivers.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub rides: HashMap<RideId, Result<Audience, HandleError>>,
+    pub contacts: HashMap<(Recipient, String), Contact>,
+}
+
+/// What notification knows about `wanted`, in one statement: the rides' rows and the
+/// notifications already sent for them, and the contact details of the riders and drivers
+/// named, and of the drivers of those rides.
+pub async fn load_many(conn: &mut Conn<'_>, wanted: &Wanted<'_>) -> Result<Loaded, HandleError> {
     let sql = load_sql(conn.kind());
-    let rows = db::preload_rows(conn, sql, json_ids(ride_ids)?).await?;
+    let rows = db::preload_rows(conn, sql, wanted.json()?).await?;
     loaded(&rows)
 }
 
-/// The statement that reads what is known of the rides whose ids are in the JSON array given
-/// (its only parameter, for the runtime's preload), and the notifications sent for them:
-/// [`loaded`] reads the rows. Each row has the ride's id, `what` it is, and two texts `a` and
-/// `b`: a ride's row (`ride`) has its driver and its cancel reason, a notification's
-/// (`sent`, whatever its status) its kind and its recipient.
+/// The statement that reads what [`Wanted`] asks for (its JSON object is the only parameter,
+/// for the runtime's preload): [`loaded`] reads the rows. Each row has `what` it is, an `id`
+/// and three texts `a`, `b`, `c`: a ride's row (`ride`, its id) has its driver and its cancel
+/// reason, a notification's (`sent`, its ride's id, whatever its status) its kind and its
+/// recipient, a contact's (`contact`, the recipient's id) the email address, the phone number
+/// and `rider` or `driver`.
 pub fn load_sql(kind: Kind) -> &'static str {
     match kind {
         Kind::Sqlite => sqlite::LOAD,
@@ -69,13 +119,28 @@ pub fn load_sql(kind: Kind) -> &'static str {
     }
 }
 
-/// What rows of [`load_sql`] tell about their rides. A row that cannot be read is its ride's
-/// error, for the input that touches it.
-pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Audience, HandleError>>, HandleError> {
-    let mut audiences: HashMap<RideId, Result<Audience, HandleError>> = HashMap::new();
+/// What rows of [`load_sql`] tell.
+pub fn loaded(rows: &[Row]) -> Result<Loaded, HandleError> {
+    let mut loaded = Loaded::default();
     for row in rows {
-        let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(corrupt)?;
-        let audience = audiences
+        let id: String = row.get("id")?;
+        if row.get::<String>("what")? == "contact" {
+            let recipient: Option<String> = row.get("c")?;
+            let recipient = parse(
+                &[Recipient::Rider, Recipient::Driver],
+                recipient.as_deref().unwrap_or_default(),
+                recipient_str,
+            )?;
+            let contact = Contact {
+                email: row.get("a")?,
+                phone: row.get("b")?,
+            };
+            loaded.contacts.insert((recipient, id), contact);
+            continue;
+        }
+        let ride_id = RideId::parse(id).map_err(corrupt)?;
+        let audience = loaded
+            .rides
             .entry(ride_id)
             .or_insert_with(|| Ok(Audience::default()));
         if let Ok(known) = audience
@@ -84,10 +149,10 @@ pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Audience, HandleErr
             *audience = Err(e);
         }
     }
-    Ok(audiences)
+    Ok(loaded)
 }
 
-/// Adds one row of [`load_sql`] to what is known about its ride.
+/// Adds one ride or notification row of [`load_sql`] to what is known about its ride.
 fn add_row(audience: &mut Audience, row: &Row) -> Result<(), HandleError> {
     let a: Option<String> = row.get("a")?;
     let b: Option<String> = row.get("b")?;
@@ -104,6 +169,39 @@ fn add_row(audience: &mut Audience, row: &Row) -> Result<(), HandleError> {
     )?;
     audience.sent.insert((kind, recipient));
     Ok(())
+}
+
+/// Saves the contact details of the riders and drivers in `changed` (`(recipient, id,
+/// details, when)`), in one statement on `kind`.
+pub fn save_contacts(
+    kind: Kind,
+    changed: &[(Recipient, &str, &Contact, Timestamp)],
+) -> Result<BatchWrite, HandleError> {
+    let rows: Vec<ContactRow<'_>> = changed
+        .iter()
+        .map(|(recipient, id, contact, at)| ContactRow {
+            recipient: recipient_str(recipient),
+            recipient_id: id,
+            email: contact.email.as_deref(),
+            phone: contact.phone.as_deref(),
+            updated_at_ms: at.unix_millis(),
+        })
+        .collect();
+    let sql = match kind {
+        Kind::Sqlite => sqlite::SAVE_CONTACTS,
+        Kind::Postgres => postgres::SAVE_CONTACTS,
+    };
+    BatchWrite::new(sql, &rows)
+}
+
+/// One row of [`save_contacts`]'s JSON array.
+#[derive(Debug, Serialize)]
+struct ContactRow<'a> {
+    recipient: &'static str,
+    recipient_id: &'a str,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    updated_at_ms: i64,
 }
 
 /// Saves what notification remembers about each ride in `changed` (`(ride, audience, when)`),
@@ -212,11 +310,13 @@ pub struct Key<'a> {
     pub recipient: Recipient,
 }
 
-/// How a delivery settled: by which channel, and why it failed if it did.
+/// How a delivery settled: by which channel, the id the channel's outside party gave it,
+/// and why it failed if it did.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome<'a> {
     pub status: Status,
     pub channel: &'a str,
+    pub provider_id: Option<&'a str>,
     pub error: Option<&'a str>,
 }
 
@@ -246,6 +346,7 @@ pub async fn settle(
             recipient: recipient_str(&s.key.recipient),
             status: s.outcome.status.as_str(),
             channel: s.outcome.channel,
+            provider_id: s.outcome.provider_id,
             error: s.outcome.error,
         })
         .collect();
@@ -274,6 +375,7 @@ struct SettleRow<'a> {
     recipient: &'static str,
     status: &'static str,
     channel: &'a str,
+    provider_id: Option<&'a str>,
     error: Option<&'a str>,
 }
 
@@ -287,6 +389,22 @@ pub async fn count_with_status(
     Ok(match conn {
         Conn::Sqlite(conn) => sqlite::count_with_status(conn, ride_id, status).await?,
         Conn::Postgres(conn) => postgres::count_with_status(conn, ride_id, status).await?,
+    })
+}
+
+/// The channel and the outside party's id of the ride's notification `kind` to `recipient`.
+pub async fn delivery(
+    conn: &mut Conn<'_>,
+    key: Key<'_>,
+) -> Result<Option<(String, Option<String>)>, HandleError> {
+    let (ride_id, kind, recipient) = (
+        key.ride_id.as_str(),
+        key.kind.as_str(),
+        recipient_str(&key.recipient),
+    );
+    Ok(match conn {
+        Conn::Sqlite(conn) => sqlite::delivery(conn, ride_id, kind, recipient).await?,
+        Conn::Postgres(conn) => postgres::delivery(conn, ride_id, kind, recipient).await?,
     })
 }
 

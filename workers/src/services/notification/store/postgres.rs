@@ -4,13 +4,31 @@
 
 use sqlx::PgConnection;
 
-/// [`super::load_sql`]: the rides whose ids are in the JSON array `$1`, and their
-/// notifications.
-pub const LOAD: &str = "WITH ids AS (SELECT jsonb_array_elements_text($1::jsonb) AS id) \
-     SELECT 'ride' AS what, ride_id, driver_id AS a, cancel_reason AS b \
+/// [`super::load_sql`]: the rides whose ids are in the JSON object's `rides`, their
+/// notifications, and the contact details of its `riders` and `drivers` and of the rides'
+/// drivers.
+pub const LOAD: &str = "WITH ids AS (SELECT jsonb_array_elements_text($1::jsonb -> 'rides') AS id), \
+     wanted AS (SELECT 'rider'::text AS recipient, \
+     jsonb_array_elements_text($1::jsonb -> 'riders') AS id \
+     UNION SELECT 'driver', jsonb_array_elements_text($1::jsonb -> 'drivers') \
+     UNION SELECT 'driver', driver_id FROM notification_rides \
+     WHERE ride_id IN (SELECT id FROM ids) AND driver_id IS NOT NULL) \
+     SELECT 'ride' AS what, ride_id AS id, driver_id AS a, cancel_reason AS b, NULL::text AS c \
      FROM notification_rides WHERE ride_id IN (SELECT id FROM ids) \
-     UNION ALL SELECT 'sent', ride_id, kind, recipient FROM notifications \
-     WHERE ride_id IN (SELECT id FROM ids)";
+     UNION ALL SELECT 'sent', ride_id, kind, recipient, NULL FROM notifications \
+     WHERE ride_id IN (SELECT id FROM ids) \
+     UNION ALL SELECT 'contact', recipient_id, email, phone, recipient \
+     FROM notification_contacts WHERE (recipient, recipient_id) IN (SELECT recipient, id FROM wanted)";
+
+/// [`super::save_contacts`]: inserts or replaces the contact details of the JSON array `$1`
+/// (objects of `ContactRow`'s fields).
+pub const SAVE_CONTACTS: &str = "INSERT INTO notification_contacts (recipient, recipient_id, \
+     email, phone, updated_at_ms) \
+     SELECT recipient, recipient_id, email, phone, updated_at_ms \
+     FROM jsonb_to_recordset($1::jsonb) AS r (recipient TEXT, recipient_id TEXT, email TEXT, \
+     phone TEXT, updated_at_ms BIGINT) \
+     ON CONFLICT (recipient, recipient_id) DO UPDATE SET email = excluded.email, \
+     phone = excluded.phone, updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::save_many`]: inserts or updates the rides of the JSON array `$1` (objects of
 /// `RideRow`'s fields).
@@ -47,16 +65,34 @@ pub async fn settle(
     at_ms: i64,
 ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE notifications n SET status = r.status, channel = r.channel, error = r.error, \
-         settled_at_ms = $2 \
+        "UPDATE notifications n SET status = r.status, channel = r.channel, \
+         provider_id = r.provider_id, error = r.error, settled_at_ms = $2 \
          FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, kind TEXT, recipient TEXT, \
-         status TEXT, channel TEXT, error TEXT) \
+         status TEXT, channel TEXT, provider_id TEXT, error TEXT) \
          WHERE n.ride_id = r.ride_id AND n.kind = r.kind AND n.recipient = r.recipient \
          AND n.status = 'due' RETURNING n.ride_id, n.kind, n.recipient",
     )
     .bind(rows)
     .bind(at_ms)
     .fetch_all(conn)
+    .await
+}
+
+/// [`super::delivery`]: the channel and the provider's id of one notification.
+pub async fn delivery(
+    conn: &mut PgConnection,
+    ride_id: &str,
+    kind: &str,
+    recipient: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT channel, provider_id FROM notifications \
+         WHERE ride_id = $1 AND kind = $2 AND recipient = $3",
+    )
+    .bind(ride_id)
+    .bind(kind)
+    .bind(recipient)
+    .fetch_optional(conn)
     .await
 }
 

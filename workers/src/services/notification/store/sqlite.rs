@@ -4,13 +4,31 @@
 
 use sqlx::SqliteConnection;
 
-/// [`super::load_sql`]: the rides whose ids are in the JSON array `?`, and their
-/// notifications.
-pub const LOAD: &str = "WITH ids AS (SELECT value AS id FROM json_each(?)) \
-     SELECT 'ride' AS what, ride_id, driver_id AS a, cancel_reason AS b \
+/// [`super::load_sql`]: the rides whose ids are in the JSON object's `rides`, their
+/// notifications, and the contact details of its `riders` and `drivers` and of the rides'
+/// drivers. Its one `?` is the object: the runtime runs it after its own statements, whose
+/// `?`s come first.
+pub const LOAD: &str = "WITH p AS (SELECT ? AS j), \
+     ids AS (SELECT value AS id FROM p, json_each(p.j, '$.rides')), \
+     wanted AS (SELECT 'rider' AS recipient, value AS id FROM p, json_each(p.j, '$.riders') \
+     UNION SELECT 'driver', value FROM p, json_each(p.j, '$.drivers') \
+     UNION SELECT 'driver', driver_id FROM notification_rides \
+     WHERE ride_id IN (SELECT id FROM ids) AND driver_id IS NOT NULL) \
+     SELECT 'ride' AS what, ride_id AS id, driver_id AS a, cancel_reason AS b, NULL AS c \
      FROM notification_rides WHERE ride_id IN (SELECT id FROM ids) \
-     UNION ALL SELECT 'sent', ride_id, kind, recipient FROM notifications \
-     WHERE ride_id IN (SELECT id FROM ids)";
+     UNION ALL SELECT 'sent', ride_id, kind, recipient, NULL FROM notifications \
+     WHERE ride_id IN (SELECT id FROM ids) \
+     UNION ALL SELECT 'contact', recipient_id, email, phone, recipient \
+     FROM notification_contacts WHERE (recipient, recipient_id) IN (SELECT recipient, id FROM wanted)";
+
+/// [`super::save_contacts`]: inserts or replaces the contact details of the JSON array `?`
+/// (objects of `ContactRow`'s fields).
+pub const SAVE_CONTACTS: &str = "INSERT INTO notification_contacts (recipient, recipient_id, \
+     email, phone, updated_at_ms) \
+     SELECT value ->> 'recipient', value ->> 'recipient_id', value ->> 'email', \
+     value ->> 'phone', value ->> 'updated_at_ms' FROM jsonb_each(?) \
+     WHERE true ON CONFLICT (recipient, recipient_id) DO UPDATE SET email = excluded.email, \
+     phone = excluded.phone, updated_at_ms = excluded.updated_at_ms";
 
 /// [`super::save_many`]: inserts or updates the rides of the JSON array `?` (objects of
 /// `RideRow`'s fields). `WHERE true` tells SQLite's parser that `ON CONFLICT` is the
@@ -48,7 +66,8 @@ pub async fn settle(
 ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE notifications SET status = r.value ->> 'status', \
-         channel = r.value ->> 'channel', error = r.value ->> 'error', settled_at_ms = ?2 \
+         channel = r.value ->> 'channel', provider_id = r.value ->> 'provider_id', \
+         error = r.value ->> 'error', settled_at_ms = ?2 \
          FROM jsonb_each(?1) AS r WHERE ride_id = r.value ->> 'ride_id' \
          AND kind = r.value ->> 'kind' AND recipient = r.value ->> 'recipient' \
          AND status = 'due' RETURNING ride_id, kind, recipient",
@@ -56,6 +75,24 @@ pub async fn settle(
     .bind(rows)
     .bind(at_ms)
     .fetch_all(conn)
+    .await
+}
+
+/// [`super::delivery`]: the channel and the provider's id of one notification.
+pub async fn delivery(
+    conn: &mut SqliteConnection,
+    ride_id: &str,
+    kind: &str,
+    recipient: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT channel, provider_id FROM notifications \
+         WHERE ride_id = ? AND kind = ? AND recipient = ?",
+    )
+    .bind(ride_id)
+    .bind(kind)
+    .bind(recipient)
+    .fetch_optional(conn)
     .await
 }
 
