@@ -412,6 +412,7 @@ mod tests {
                         driver_cents: 880,
                         commission_cents: commission,
                     }),
+                    route: None,
                     fare: None,
                 },
                 "payment",

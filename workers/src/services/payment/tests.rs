@@ -98,6 +98,7 @@ fn completed(fare_cents: u64) -> Envelope {
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
         fare: None,
+        route: None,
     })
 }
 
