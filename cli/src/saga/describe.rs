@@ -49,6 +49,23 @@ pub fn summary(message: &Message) -> String {
             None => format!("block {}", m.rider_id),
         },
         Message::UnblockRider(m) => format!("unblock {}", m.rider_id),
+        Message::ReviewRide(m) => match &m.note {
+            Some(note) => format!("{}: {note}", m.decision.as_str()),
+            None => m.decision.as_str().to_owned(),
+        },
+        Message::RideFlagged(m) => {
+            format!("driver {}: {}", m.driver_id, m.reasons.join(", "))
+        }
+        Message::RideReviewed(m) => match &m.note {
+            Some(note) => format!("{} driver {}: {note}", m.decision.as_str(), m.driver_id),
+            None => format!("{} driver {}", m.decision.as_str(), m.driver_id),
+        },
+        Message::EarningsHold(m) => format!(
+            "driver {}'s share {} {}",
+            m.driver_id,
+            money(m.amount_cents),
+            m.status.as_str()
+        ),
         Message::RideRequested(m) => format!(
             "{:.1} km, estimated fare {}",
             m.estimated_distance_km,
