@@ -5,7 +5,7 @@
 use async_nats::jetstream::{consumer::DeliverPolicy, publish::PublishAck};
 use ridesaga_schemas::{
     BlockRider, DriverOffline, DriverOnline, Envelope, MessageKind, MoveDriver, RegisterDriver,
-    UnblockRider, subject_for,
+    ReviewDecision, UnblockRider, subject_for,
 };
 use serde::Serialize;
 use tokio::time::timeout;
@@ -71,6 +71,17 @@ pub async fn run_fraud(ctx: &Ctx, command: FraudCommand) -> anyhow::Result<()> {
             Envelope::new(UnblockRider { rider_id: rider }, None, "ridectl"),
             wait,
         ),
+        FraudCommand::Review {
+            ride,
+            approve,
+            reject: _,
+            note,
+            all,
+            wait,
+        } => {
+            let decision = approve.then_some(ReviewDecision::Approve);
+            return super::review::run(ctx, ride, decision, note, all, wait).await;
+        }
     };
     send(ctx, envelope, MessageKind::RiderBlockChanged, &wait).await
 }
@@ -98,7 +109,7 @@ impl<'a> Published<'a> {
     }
 }
 
-async fn send(
+pub(super) async fn send(
     ctx: &Ctx,
     envelope: Envelope,
     update: MessageKind,

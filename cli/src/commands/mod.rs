@@ -10,6 +10,7 @@ mod events;
 mod follow;
 mod leader;
 mod position;
+mod review;
 mod ride;
 mod saga;
 mod scale;
