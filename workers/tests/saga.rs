@@ -5,6 +5,7 @@
 
 mod cluster;
 mod earnings;
+mod fakerides;
 mod replicas;
 mod support;
 mod tracking;
