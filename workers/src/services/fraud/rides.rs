@@ -7,8 +7,9 @@
 //! - `impossible_speed`: two consecutive positions further apart than `max_speed_kmh` allows
 //!   in the time between their reports (default 250 km/h): a teleporting driver.
 //! - `driver_never_moved`: every position within `still_radius_m` of the first (default 30 m)
-//!   for at least `still_for_ms` (default a minute) of reports, while a distance beyond that
-//!   radius was charged.
+//!   for at least `still_for_ms` (default a minute) of reports, yet the ride was completed and
+//!   charged as a trip (its base and time, and the distance the positions' jitter adds up to,
+//!   or the one reported).
 //! - `repeated_pair`: the driver and the rider completed `pair_rides` rides together (this one
 //!   included) within `pair_window_ms` (default 5 within 7 days).
 //!
@@ -65,10 +66,8 @@ pub fn judge(completion: &Completion<'_>, rules: &RideRules) -> Vec<String> {
             ));
         }
         let spread_m = route.spread_km * 1000.0;
-        let charged_m = completion.distance_km * 1000.0;
         if spread_m <= rules.still_radius_m
             && route.duration_s * 1000.0 >= rules.still_for_ms as f64
-            && charged_m > rules.still_radius_m
         {
             reasons.push(format!(
                 "driver_never_moved: {} positions within {:.0} m over {:.0} s while {:.2} km \
@@ -179,16 +178,17 @@ mod tests {
     }
 
     #[test]
-    fn positions_that_stay_put_while_a_distance_is_charged_are_a_driver_who_never_moved() {
+    fn positions_that_stay_put_through_a_charged_ride_are_a_driver_who_never_moved() {
         let parked = route(30, 300.0, 2.0, 0.012);
         let reasons = judged(Some(&parked), 8.4, 0);
         assert_eq!(
             reasons,
             ["driver_never_moved: 30 positions within 12 m over 300 s while 8.40 km was charged"]
         );
-        // Too short a span to tell, or nothing charged beyond the radius, or a real move.
+        // Charged only what the positions' jitter adds up to: still no trip.
+        assert_eq!(judged(Some(&parked), 0.004, 0).len(), 1);
+        // Too short a span to tell, or a real move.
         assert!(judged(Some(&route(3, 20.0, 2.0, 0.012)), 8.4, 0).is_empty());
-        assert!(judged(Some(&route(30, 300.0, 2.0, 0.012)), 0.02, 0).is_empty());
         assert!(judged(Some(&route(30, 300.0, 40.0, 0.031)), 8.4, 0).is_empty());
     }
 
