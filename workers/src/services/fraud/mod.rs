@@ -12,7 +12,7 @@
 //!
 //! Fake-ride settings (defaults): `RIDESAGA_FRAUD_MAX_SPEED_KMH` (250),
 //! `RIDESAGA_FRAUD_STILL_RADIUS_M` (30) for at least `RIDESAGA_FRAUD_STILL_FOR` (1m),
-//! `RIDESAGA_FRAUD_PAIR_RIDES` (5) per `RIDESAGA_FRAUD_PAIR_WINDOW` (7 days).
+//! `RIDESAGA_FRAUD_PAIR_RIDES` (5) per `RIDESAGA_FRAUD_PAIR_WINDOW` (168h).
 //!
 //! Settings (defaults): `RIDESAGA_FRAUD_MAX_REQUESTS` (5) per `RIDESAGA_FRAUD_WINDOW` (60s),
 //! `RIDESAGA_FRAUD_MAX_TRIP_KM` (200), `RIDESAGA_FRAUD_MAX_DECLINES` (3) per
@@ -558,7 +558,7 @@ mod tests {
         assert_eq!(rides.max_speed_kmh, 180.0);
         assert_eq!((rides.pair_rides, rides.pair_window_ms), (3, 86_400_000));
         // A pair window longer than the retention could never be counted.
-        let s = Settings::from_pairs([("RIDESAGA_FRAUD_PAIR_WINDOW", "60d")]);
+        let s = Settings::from_pairs([("RIDESAGA_FRAUD_PAIR_WINDOW", "1440h")]);
         assert!(FraudConfig::load(&s).is_err());
         for (name, value) in [
             ("RIDESAGA_FRAUD_MAX_REQUESTS", "-1"),
