@@ -2,8 +2,9 @@
 # Fake rides: a driver whose reported positions jump tens of kilometres in a second is flagged
 # at completion; payment holds the driver's share until `fraud review --approve` releases it.
 # A driver whose positions stay in place for minutes is flagged too, and `--reject` forfeits
-# the share. An ordinary ride is not flagged. A second review, or one of a ride fraud did not
-# flag, is refused. The audit passes. Uses ridectl only. City: Graz.
+# the share, which the driver's earnings then show forfeited. An ordinary ride is not flagged.
+# A second review, or one of a ride fraud did not flag, is refused. The audit passes. Uses
+# ridectl only. City: Graz.
 set -euo pipefail
 USAGE="scripts/e2e/fake-ride.sh"
 source "$(dirname "$0")/lib.bash"
@@ -82,7 +83,7 @@ now_ms="$(($(date +%s) * 1000))"
 for i in 0 1 2 3; do
   echo "$driver $from $((now_ms - 180000 + i * 60000))"
 done | rc driver position --file - >/dev/null
-complete_with "$ride2" 4 >/dev/null
+share2="$(json_field "$(complete_with "$ride2" 4)" .driver_earned_cents)"
 entry="$(review_entry "$ride2" held)"
 jq -e '.reasons[0] | startswith("driver_never_moved")' <<<"$entry" >/dev/null ||
   fail "not flagged as never moved: $entry"
@@ -90,6 +91,9 @@ rc fraud review "$ride2" --reject --note "parked outside the rider's house" --wa
   --timeout "$E2E_TIMEOUT" >/dev/null
 entry="$(review_entry "$ride2" forfeited)"
 expect_eq "decision" "$(jq -r .decision <<<"$entry")" "reject"
+earnings="$(rc driver earnings "$driver")"
+expect_eq "earnings forfeited" "$(json_field "$earnings" .forfeited_cents)" "$share2"
+expect_eq "earnings held" "$(json_field "$earnings" .held_cents)" "0"
 
 # 3. An ordinary ride, positions a minute apart along the way: not flagged.
 ride3="$(started_ride "u_fk3_$RUN_ID")"
