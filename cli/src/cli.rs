@@ -108,7 +108,7 @@ pub enum Command {
     /// Register riders: where their notifications go.
     #[command(subcommand)]
     Rider(RiderCommand),
-    /// Block and unblock riders.
+    /// Block and unblock riders; review completed rides flagged as fake.
     #[command(subcommand)]
     Fraud(FraudCommand),
     /// Saga timelines and lists, rebuilt from the stream.
@@ -577,6 +577,29 @@ pub enum FraudCommand {
     Unblock {
         /// The rider.
         rider: RiderId,
+        #[command(flatten)]
+        wait: DriverWaitArgs,
+    },
+    /// Completed rides fraud flagged whose driver's earnings are held: without a ride, list
+    /// the rides awaiting review; with one, decide it (--approve releases the driver's share,
+    /// --reject forfeits it).
+    #[command(group(clap::ArgGroup::new("decision").args(["approve", "reject"])))]
+    Review {
+        /// The flagged ride to decide on.
+        #[arg(requires = "decision")]
+        ride: Option<RideId>,
+        /// The ride was genuine: release the driver's share.
+        #[arg(long, requires = "ride")]
+        approve: bool,
+        /// The ride was fake: forfeit the driver's share.
+        #[arg(long, requires = "ride")]
+        reject: bool,
+        /// Why, for the record (at most 500 characters, no control characters).
+        #[arg(long, requires = "ride", value_parser = parse_reason)]
+        note: Option<String>,
+        /// List reviewed rides too.
+        #[arg(long, conflicts_with = "ride")]
+        all: bool,
         #[command(flatten)]
         wait: DriverWaitArgs,
     },

@@ -271,6 +271,32 @@ fn rows() -> Vec<Row> {
         &["driver", "register", "d_1", "--at", "1,2"],
         "the following required arguments were not provided:".to_owned(),
     );
+    // A review names a ride and one decision; a decision needs a ride.
+    add(
+        &["fraud", "review", "r_1"],
+        "the following required arguments were not provided:".to_owned(),
+    );
+    add(
+        &["fraud", "review", "--reject"],
+        "the following required arguments were not provided:".to_owned(),
+    );
+    add(
+        &["fraud", "review", "r_1", "--approve", "--reject"],
+        "the argument '--approve' cannot be used with '--reject'".to_owned(),
+    );
+    add(
+        &["fraud", "review", "r.1", "--approve"],
+        invalid("r.1", "[RIDE]", &id_error("ride id", "r.1", '.')),
+    );
+    add(
+        &["fraud", "review", "r_1", "--reject", "--note", "a\u{7}b"],
+        // clap shows the value without its control character.
+        invalid(
+            "ab",
+            "--note <NOTE>",
+            "reason contains the control character '\\u{7}'",
+        ),
+    );
     rows
 }
 

@@ -142,6 +142,7 @@ fn spawn_scripted_workers(client: async_nats::Client) -> tokio::task::JoinHandle
                             distance_source: DistanceSource::Reported,
                             route_points: 0,
                             fare: None,
+                            route: None,
                         }
                         .into(),
                         "ride",

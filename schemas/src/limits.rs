@@ -288,6 +288,23 @@ fn check_schedule(schedule: &Option<crate::schedule::DriverSchedule>) -> Result<
     }
 }
 
+/// A route summary's numbers within their bounds.
+fn check_route(route: &crate::messages::RouteSummary) -> Result<(), ValueError> {
+    check_km("route.length_km", route.length_km)?;
+    check_km("route.displacement_km", route.displacement_km)?;
+    check_km("route.spread_km", route.spread_km)?;
+    check_between(
+        "route.duration_s",
+        route.duration_s,
+        crate::messages::MAX_ROUTE_SECONDS,
+    )?;
+    check_between(
+        "route.max_speed_kmh",
+        route.max_speed_kmh,
+        crate::messages::MAX_SPEED_KMH,
+    )
+}
+
 impl Message {
     /// Checks the values the payload's types cannot: amounts, distances, durations and scores
     /// within their bounds, text short and free of control characters, deadlines no further
@@ -330,8 +347,13 @@ impl Message {
             Message::RideCompleted(m) => {
                 check_km("distance_km", m.distance_km)?;
                 check_minutes("duration_min", m.duration_min)?;
-                check_cents("fare_cents", m.fare_cents)
+                check_cents("fare_cents", m.fare_cents)?;
+                optional(m.route.as_ref(), check_route)
             }
+            Message::ReviewRide(m) => optional_text("note", &m.note),
+            Message::RideFlagged(m) => check_reasons(&m.reasons),
+            Message::RideReviewed(m) => optional_text("note", &m.note),
+            Message::EarningsHold(m) => check_cents("amount_cents", m.amount_cents),
             Message::RideRejected(m) => {
                 check_score(m.score)?;
                 check_reasons(&m.reasons)?;

@@ -151,6 +151,78 @@ impl DistanceSource {
     }
 }
 
+/// What a completed ride's recorded route looked like, summed by the ride service from its
+/// driver's positions so that other services can judge the route without the positions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSummary {
+    /// Positions recorded between the start and the completion.
+    #[schemars(range(max = 100_000_000))]
+    pub points: u32,
+    /// Distance along the positions.
+    #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
+    pub length_km: f64,
+    /// From the first position's report time to the last's, in seconds.
+    #[schemars(range(min = 0.0, max = MAX_ROUTE_SECONDS))]
+    pub duration_s: f64,
+    /// The highest speed between consecutive positions (their distance over the time between
+    /// their reports, at least a second).
+    #[schemars(range(min = 0.0, max = MAX_SPEED_KMH))]
+    pub max_speed_kmh: f64,
+    /// From the first position to the last.
+    #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
+    pub displacement_km: f64,
+    /// The farthest any position was from the first.
+    #[schemars(range(min = 0.0, max = MAX_DISTANCE_KM))]
+    pub spread_km: f64,
+}
+
+/// The longest a route may last in a [`RouteSummary`]: a week, as a ride's duration.
+pub const MAX_ROUTE_SECONDS: f64 = MAX_DURATION_MIN * 60.0;
+/// The highest speed a [`RouteSummary`] may carry: once around the earth in a second.
+pub const MAX_SPEED_KMH: f64 = MAX_DISTANCE_KM * 3600.0;
+
+/// An operator's decision on a completed ride that fraud flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewDecision {
+    /// The ride was genuine: the driver's earnings are released.
+    Approve,
+    /// The ride was fake: the driver's share is forfeited.
+    Reject,
+}
+
+impl ReviewDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewDecision::Approve => "approve",
+            ReviewDecision::Reject => "reject",
+        }
+    }
+}
+
+/// Where the driver's share of a flagged ride's capture stands in the earnings ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EarningsHoldStatus {
+    /// Moved from the driver's account to the held account until a review.
+    Held,
+    /// Moved back to the driver's account (the ride was approved).
+    Released,
+    /// Moved from the held account to the forfeited account (the ride was rejected).
+    Forfeited,
+}
+
+impl EarningsHoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EarningsHoldStatus::Held => "held",
+            EarningsHoldStatus::Released => "released",
+            EarningsHoldStatus::Forfeited => "forfeited",
+        }
+    }
+}
+
 /// Who a notification is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -317,6 +389,16 @@ payload!(
     }
 );
 
+payload!(
+    /// An operator's decision on a completed ride that fraud flagged.
+    ReviewRide {
+        decision: ReviewDecision,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        note: Option<String>,
+    }
+);
+
 // ---- events ---------------------------------------------------------------------------------
 
 payload!(
@@ -359,6 +441,27 @@ payload!(
         score: u32,
         #[schemars(length(max = MAX_REASONS), inner(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN)))]
         reasons: Vec<String>,
+    }
+);
+payload!(
+    /// A completed ride failed the route or pairing rules: its driver's earnings are held
+    /// until an operator reviews it.
+    RideFlagged {
+        rider_id: RiderId,
+        driver_id: DriverId,
+        #[schemars(length(max = MAX_REASONS), inner(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN)))]
+        reasons: Vec<String>,
+    }
+);
+payload!(
+    /// An operator decided on a flagged ride.
+    RideReviewed {
+        rider_id: RiderId,
+        driver_id: DriverId,
+        decision: ReviewDecision,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = MAX_TEXT_CHARS), pattern(TEXT_PATTERN))]
+        note: Option<String>,
     }
 );
 payload!(
@@ -450,6 +553,16 @@ payload!(
         /// The fare's breakdown, for the receipt (a completed ride's fare).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fare: Option<FareBreakdown>,
+    }
+);
+payload!(
+    /// The driver's share of a flagged ride's capture was held, released or forfeited: the
+    /// entries the earnings ledger appended.
+    EarningsHold {
+        driver_id: DriverId,
+        #[schemars(range(max = MAX_AMOUNT_CENTS))]
+        amount_cents: u64,
+        status: EarningsHoldStatus,
     }
 );
 payload!(
@@ -570,6 +683,9 @@ payload!(
         /// How `fare_cents` is made up; its total is `fare_cents`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fare: Option<FareBreakdown>,
+        /// The recorded route's summary (rides whose driver reported positions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<RouteSummary>,
     }
 );
 payload!(
@@ -702,6 +818,7 @@ contract! {
     BlockRider(BlockRider) = "cmd.fraud.block", Rider;
     UnblockRider(UnblockRider) = "cmd.fraud.unblock", Rider;
     RegisterRider(RegisterRider) = "cmd.rider.register", Rider;
+    ReviewRide(ReviewRide) = "cmd.fraud.review", Ride;
     RideRequested(RideRequested) = "evt.ride.requested", Ride;
     RideConfirmed(RideConfirmed) = "evt.ride.confirmed", Ride;
     DriverArrived(DriverArrived) = "evt.ride.driver_arrived", Ride;
@@ -713,6 +830,8 @@ contract! {
     FraudCleared(FraudCleared) = "evt.fraud.cleared", Ride;
     FraudFlagged(FraudFlagged) = "evt.fraud.flagged", Ride;
     RiderBlockChanged(RiderBlockChanged) = "evt.fraud.blocklist", Rider;
+    RideFlagged(RideFlagged) = "evt.fraud.ride_flagged", Ride;
+    RideReviewed(RideReviewed) = "evt.fraud.reviewed", Ride;
     DriverAssigned(DriverAssigned) = "evt.driver.assigned", Ride;
     DriverUnavailable(DriverUnavailable) = "evt.driver.unavailable", Ride;
     DriverReleased(DriverReleased) = "evt.driver.released", Ride;
@@ -725,6 +844,7 @@ contract! {
     PaymentCaptureFailed(PaymentCaptureFailed) = "evt.payment.capture_failed", Ride;
     PaymentRefunded(PaymentRefunded) = "evt.payment.refunded", Ride;
     PaymentRefundRefused(PaymentRefundRefused) = "evt.payment.refund_refused", Ride;
+    EarningsHold(EarningsHold) = "evt.payment.earnings_hold", Ride;
     NotificationSent(NotificationSent) = "evt.notification.sent", Ride;
 }
 

@@ -107,6 +107,7 @@ impl Service {
             Service::Fraud => &[
                 "cmd.fraud.*.*",
                 "evt.ride.requested.*",
+                "evt.ride.completed.*",
                 "evt.payment.declined.*",
             ],
             Service::Payment => &[
@@ -116,6 +117,8 @@ impl Service {
                 "evt.ride.completed.*",
                 "evt.ride.cancelled.*",
                 "evt.ride.rejected.*",
+                "evt.fraud.ride_flagged.*",
+                "evt.fraud.reviewed.*",
             ],
             Service::Notification => &[
                 "cmd.rider.register.*",

@@ -95,6 +95,7 @@ fn completed() -> Envelope {
         distance_source: DistanceSource::Reported,
         route_points: 0,
         fare: None,
+        route: None,
     })
 }
 fn flagged() -> Envelope {

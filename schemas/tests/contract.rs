@@ -168,6 +168,14 @@ fn example(kind: MessageKind) -> Envelope {
                 surge_cents: 171,
                 total_cents: 1300,
             }),
+            route: Some(RouteSummary {
+                points: 12,
+                length_km: 4.2,
+                duration_s: 540.0,
+                max_speed_kmh: 48.5,
+                displacement_km: 3.9,
+                spread_km: 3.9,
+            }),
         }
         .into(),
         MessageKind::RideCancelled => RideCancelled {
@@ -198,6 +206,30 @@ fn example(kind: MessageKind) -> Envelope {
             rider_id: rider(),
             score: 90,
             reasons: reasons.clone(),
+        }
+        .into(),
+        MessageKind::ReviewRide => ReviewRide {
+            decision: ReviewDecision::Reject,
+            note: Some("same car seen at home all evening".into()),
+        }
+        .into(),
+        MessageKind::RideFlagged => RideFlagged {
+            rider_id: rider(),
+            driver_id: driver(),
+            reasons: reasons.clone(),
+        }
+        .into(),
+        MessageKind::RideReviewed => RideReviewed {
+            rider_id: rider(),
+            driver_id: driver(),
+            decision: ReviewDecision::Approve,
+            note: None,
+        }
+        .into(),
+        MessageKind::EarningsHold => EarningsHold {
+            driver_id: driver(),
+            amount_cents: 1040,
+            status: EarningsHoldStatus::Held,
         }
         .into(),
         MessageKind::RiderBlockChanged => RiderBlockChanged {

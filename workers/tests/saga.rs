@@ -7,6 +7,7 @@ mod cluster;
 mod earnings;
 mod refunds;
 mod notify;
+mod fakerides;
 mod replicas;
 mod schedules;
 mod support;

@@ -38,6 +38,13 @@ pub async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
         }
         ctx.out.table(&table);
     }
+    if !ctx.out.is_json() && !report.held_for_review.is_empty() {
+        ctx.out.line(format!(
+            "{} completed rides held for review (ridectl fraud review): {}",
+            report.held_for_review.len(),
+            report.held_for_review.join(", ")
+        ));
+    }
     if report.in_flight > 0 {
         crate::output::note(format!(
             "{} sagas are not yet {} past their deadline (or, without one, idle that long): \

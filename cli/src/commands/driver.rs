@@ -6,7 +6,7 @@
 use async_nats::jetstream::{consumer::DeliverPolicy, publish::PublishAck};
 use ridesaga_schemas::{
     BlockRider, DriverOffline, DriverOnline, Envelope, MessageKind, MoveDriver, RegisterDriver,
-    RegisterRider, UnblockRider, subject_for,
+    RegisterRider, ReviewDecision, UnblockRider, subject_for,
 };
 use serde::Serialize;
 use tokio::time::timeout;
@@ -85,6 +85,17 @@ pub async fn run_fraud(ctx: &Ctx, command: FraudCommand) -> anyhow::Result<()> {
             Envelope::new(UnblockRider { rider_id: rider }, None, "ridectl"),
             wait,
         ),
+        FraudCommand::Review {
+            ride,
+            approve,
+            reject: _,
+            note,
+            all,
+            wait,
+        } => {
+            let decision = approve.then_some(ReviewDecision::Approve);
+            return super::review::run(ctx, ride, decision, note, all, wait).await;
+        }
     };
     send(ctx, envelope, MessageKind::RiderBlockChanged, &wait).await
 }

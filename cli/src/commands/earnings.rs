@@ -2,12 +2,13 @@
 //! [--date]`: a driver's earnings, read from the saga stream as the payment service appended
 //! them to its ledger: every `evt.payment.captured` names the split of the amount (the driver's
 //! share and the platform's commission), every `evt.payment.refunded` the reversal of a refund
-//! (what came off each).
+//! (what came off each). A share payment holds for a fake-ride review
+//! (`evt.payment.earnings_hold`) is shown held until it is released, and forfeited once rejected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ridesaga_schemas::{DriverId, Message, MessageKind};
+use ridesaga_schemas::{DriverId, EarningsHoldStatus, Message, MessageKind};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -31,6 +32,10 @@ pub struct Entry {
     pub captured_cents: i64,
     pub driver_cents: i64,
     pub commission_cents: i64,
+    /// Where the share stands when a fake-ride review held it: `held`, `released` or
+    /// `forfeited` (absent: never held; refunds carry none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<EarningsHoldStatus>,
 }
 
 /// The driver's earnings over a period.
@@ -44,6 +49,9 @@ pub struct Statement {
     /// Net of the reversals.
     pub driver_cents: i64,
     pub commission_cents: i64,
+    /// Of the captured shares: held for review, and forfeited by a rejection.
+    pub held_cents: u64,
+    pub forfeited_cents: u64,
     pub entries: Vec<Entry>,
 }
 
@@ -77,6 +85,7 @@ fn entry(driver: &DriverId, step: &Step) -> Option<Entry> {
                 captured_cents: signed(captured.amount_cents),
                 driver_cents: signed(earnings.driver_cents),
                 commission_cents: signed(earnings.commission_cents),
+                review: None,
             })
         }
         Message::PaymentRefunded(refunded) => {
@@ -89,6 +98,7 @@ fn entry(driver: &DriverId, step: &Step) -> Option<Entry> {
                 captured_cents: -signed(refunded.amount_cents),
                 driver_cents: -signed(reversal.driver_cents),
                 commission_cents: -signed(reversal.commission_cents),
+                review: None,
             })
         }
         _ => None,
@@ -97,10 +107,24 @@ fn entry(driver: &DriverId, step: &Step) -> Option<Entry> {
 
 /// The statement of `driver` from the captures and refunds among `steps` before `until`.
 pub fn statement(driver: &DriverId, steps: &[Step], until: Option<OffsetDateTime>) -> Statement {
+    // The last step payment took with each ride's share, as of the statement.
+    let reviews: HashMap<&str, EarningsHoldStatus> = steps
+        .iter()
+        .filter_map(|step| match &step.envelope.message {
+            Message::EarningsHold(m) if m.driver_id == *driver => Some((step.ride()?, m.status)),
+            _ => None,
+        })
+        .collect();
     let entries: Vec<Entry> = steps
         .iter()
         .filter(|step| until.is_none_or(|until| step.time < until))
         .filter_map(|step| entry(driver, step))
+        .map(|mut entry| {
+            if entry.kind == "capture" {
+                entry.review = reviews.get(entry.ride_id.as_str()).copied();
+            }
+            entry
+        })
         .collect();
     let captures = entries.iter().filter(|e| e.kind == "capture");
     Statement {
@@ -114,8 +138,19 @@ pub fn statement(driver: &DriverId, steps: &[Step], until: Option<OffsetDateTime
             .sum(),
         driver_cents: entries.iter().map(|e| e.driver_cents).sum(),
         commission_cents: entries.iter().map(|e| e.commission_cents).sum(),
+        held_cents: share_of(&entries, EarningsHoldStatus::Held),
+        forfeited_cents: share_of(&entries, EarningsHoldStatus::Forfeited),
         entries,
     }
+}
+
+/// The driver's share of the captures whose review stands at `status`.
+fn share_of(entries: &[Entry], status: EarningsHoldStatus) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e.review == Some(status))
+        .map(|e| e.driver_cents.unsigned_abs())
+        .sum()
 }
 
 /// One ride on a daily statement: what was captured and refunded that day, and the shares.
@@ -200,7 +235,7 @@ pub fn daily(driver: &DriverId, steps: &[Step], date: time::Date) -> Daily {
     }
 }
 
-/// The captures and refunds stored since `since` (all of them without).
+/// The captures, refunds and review holds stored since `since` (all of them without).
 async fn ledger_steps(ctx: &Ctx, since: Option<OffsetDateTime>) -> anyhow::Result<Vec<Step>> {
     let nats = ctx.connect().await?;
     let stream = nats.saga_stream().await?;
@@ -211,6 +246,7 @@ async fn ledger_steps(ctx: &Ctx, since: Option<OffsetDateTime>) -> anyhow::Resul
     let filters = [
         format!("{}.*", MessageKind::PaymentCaptured.as_str()),
         format!("{}.*", MessageKind::PaymentRefunded.as_str()),
+        format!("{}.*", MessageKind::EarningsHold.as_str()),
     ];
     scan_steps(&stream, &filters, deliver).await
 }
@@ -226,7 +262,15 @@ pub async fn run(
     if ctx.out.is_json() {
         return ctx.out.json(&statement);
     }
-    let mut table = Table::new(["TIME", "RIDE", "ENTRY", "CAPTURED", "DRIVER", "COMMISSION"]);
+    let mut table = Table::new([
+        "TIME",
+        "RIDE",
+        "ENTRY",
+        "CAPTURED",
+        "DRIVER",
+        "COMMISSION",
+        "REVIEW",
+    ]);
     for entry in &statement.entries {
         let kind = match &entry.refund_id {
             Some(refund) => format!("refund {refund}"),
@@ -239,8 +283,15 @@ pub async fn run(
             signed_money(entry.captured_cents),
             signed_money(entry.driver_cents),
             signed_money(entry.commission_cents),
+            entry.review.map_or("", |r| r.as_str()).to_owned(),
         ]);
     }
+    let review = match (statement.held_cents, statement.forfeited_cents) {
+        (0, 0) => String::new(),
+        (held, 0) => format!("{} held", money(held)),
+        (0, lost) => format!("{} forfeited", money(lost)),
+        (held, lost) => format!("{} held, {} forfeited", money(held), money(lost)),
+    };
     table.row([
         "total".to_string(),
         format!("{} rides", statement.rides),
@@ -248,6 +299,7 @@ pub async fn run(
         money(statement.captured_cents),
         signed_money(statement.driver_cents),
         signed_money(statement.commission_cents),
+        review,
     ]);
     ctx.out.table(&table);
     Ok(())
@@ -430,5 +482,40 @@ mod tests {
         let until = log.steps[3].time;
         let early = statement(&driver, &log.steps, Some(until));
         assert_eq!((early.rides, early.driver_cents), (2, 2400));
+    }
+
+    #[test]
+    fn a_share_held_for_review_shows_where_it_stands() {
+        use ridesaga_schemas::EarningsHold;
+        let driver = Log::driver("d_1");
+        let hold = |log: &mut Log, status| {
+            log.push(
+                EarningsHold {
+                    driver_id: Log::driver("d_1"),
+                    amount_cents: 800,
+                    status,
+                },
+                "payment",
+            );
+        };
+        let mut held = Log::new("r_1");
+        capture(&mut held, "d_1", 1000);
+        hold(&mut held, EarningsHoldStatus::Held);
+        let s = statement(&driver, &held.steps, None);
+        assert_eq!(s.entries[0].review, Some(EarningsHoldStatus::Held));
+        assert_eq!(
+            (s.driver_cents, s.held_cents, s.forfeited_cents),
+            (800, 800, 0)
+        );
+        hold(&mut held, EarningsHoldStatus::Forfeited);
+        let s = statement(&driver, &held.steps, None);
+        assert_eq!((s.held_cents, s.forfeited_cents), (0, 800));
+        let mut released = Log::new("r_2");
+        capture(&mut released, "d_1", 1000);
+        hold(&mut released, EarningsHoldStatus::Held);
+        hold(&mut released, EarningsHoldStatus::Released);
+        let s = statement(&driver, &released.steps, None);
+        assert_eq!((s.held_cents, s.forfeited_cents), (0, 0));
+        assert_eq!(s.entries[0].review, Some(EarningsHoldStatus::Released));
     }
 }

@@ -20,7 +20,7 @@ use ridesaga_schemas::duration::format_duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
     pub ride_id: String,
-    /// The invariant's number in docs/design.md (1-5).
+    /// The invariant's number in docs/design.md (1-6).
     pub invariant: u8,
     pub message: String,
 }
@@ -31,6 +31,8 @@ pub struct Report {
     pub sagas: usize,
     pub terminal: usize,
     pub in_flight: usize,
+    /// Completed rides whose driver's share payment holds until an operator reviews them.
+    pub held_for_review: Vec<String>,
     pub violations: Vec<Violation>,
 }
 
@@ -50,8 +52,10 @@ pub fn audit(steps: &[Step], now: OffsetDateTime, settle: Duration) -> Report {
         sagas: 0,
         terminal: 0,
         in_flight: 0,
+        held_for_review: Vec::new(),
         violations: Vec::new(),
     };
+    let reviews = super::review::collect(steps);
     for saga in sagas.values() {
         // Messages about a ride that was never requested (e.g. a refused command) are no saga.
         if saga.state == RideState::Unknown {
@@ -66,6 +70,22 @@ pub fn audit(steps: &[Step], now: OffsetDateTime, settle: Duration) -> Report {
             report.in_flight += 1;
         }
         check_saga(saga, settled, now, &mut violations);
+        // 6. a flagged completed ride's driver share held until reviewed, and balanced.
+        if let Some(flagged) = reviews.get(&saga.ride_id) {
+            violations.extend(
+                flagged
+                    .violations(settled)
+                    .into_iter()
+                    .map(|message| Violation {
+                        ride_id: saga.ride_id.clone(),
+                        invariant: 6,
+                        message,
+                    }),
+            );
+            if flagged.is_held() && flagged.awaiting_review() {
+                report.held_for_review.push(saga.ride_id.clone());
+            }
+        }
     }
     violations.sort_by(|a, b| (&a.ride_id, a.invariant).cmp(&(&b.ride_id, b.invariant)));
     report.violations = violations;
@@ -440,6 +460,7 @@ mod tests {
                     distance_source: DistanceSource::Reported,
                     route_points: 0,
                     fare: Some(parts),
+                    route: None,
                 },
                 "ride",
             );

@@ -89,6 +89,23 @@ pub fn summary(message: &Message) -> String {
             m.rider_id,
             contact(m.email.is_some(), m.phone.is_some())
         ),
+        Message::ReviewRide(m) => match &m.note {
+            Some(note) => format!("{}: {note}", m.decision.as_str()),
+            None => m.decision.as_str().to_owned(),
+        },
+        Message::RideFlagged(m) => {
+            format!("driver {}: {}", m.driver_id, m.reasons.join(", "))
+        }
+        Message::RideReviewed(m) => match &m.note {
+            Some(note) => format!("{} driver {}: {note}", m.decision.as_str(), m.driver_id),
+            None => format!("{} driver {}", m.decision.as_str(), m.driver_id),
+        },
+        Message::EarningsHold(m) => format!(
+            "driver {}'s share {} {}",
+            m.driver_id,
+            money(m.amount_cents),
+            m.status.as_str()
+        ),
         Message::RideRequested(m) => format!(
             "{:.1} km, estimated fare {}",
             m.estimated_distance_km,

@@ -167,6 +167,7 @@ impl Log {
                 distance_source: DistanceSource::Reported,
                 route_points: 0,
                 fare: None,
+                route: None,
             },
             "ride",
         )

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod describe;
 pub mod rest;
+pub mod review;
 
 use ridesaga_schemas::{
     CancelReason, Envelope, FareBreakdown, GeoPoint, Message, MessageKind, NotificationKind,

@@ -1,11 +1,18 @@
 //! The fraud service: scores every ride request with deterministic rules (blocked riders,
-//! request velocity, impossible trips, repeated payment declines; see [`domain`]) and keeps
-//! the blocklist.
+//! request velocity, impossible trips, repeated payment declines; see [`domain`]), keeps
+//! the blocklist, and judges every completed ride with the fake-ride rules (impossible speeds,
+//! a driver who never moved, a driver and rider paired again and again; see [`rides`]).
 //!
-//! Consumes `evt.ride.requested`, `evt.payment.declined` (counted per rider) and
-//! `cmd.fraud.{block,unblock}`. Publishes `evt.fraud.cleared` or `evt.fraud.flagged` once per
-//! ride (the id derives from the ride and the event type) and `evt.fraud.blocklist` for every
-//! block or unblock command (the rider's entry after it).
+//! Consumes `evt.ride.requested`, `evt.ride.completed`, `evt.payment.declined` (counted per
+//! rider) and `cmd.fraud.{block,unblock,review}`. Publishes `evt.fraud.cleared` or
+//! `evt.fraud.flagged` once per ride (the id derives from the ride and the event type),
+//! `evt.fraud.blocklist` for every block or unblock command (the rider's entry after it),
+//! `evt.fraud.ride_flagged` for a completed ride the fake-ride rules flag and
+//! `evt.fraud.reviewed` for the first review of a flagged ride (each once per ride).
+//!
+//! Fake-ride settings (defaults): `RIDESAGA_FRAUD_MAX_SPEED_KMH` (250),
+//! `RIDESAGA_FRAUD_STILL_RADIUS_M` (30) for at least `RIDESAGA_FRAUD_STILL_FOR` (1m),
+//! `RIDESAGA_FRAUD_PAIR_RIDES` (5) per `RIDESAGA_FRAUD_PAIR_WINDOW` (168h).
 //!
 //! Settings (defaults): `RIDESAGA_FRAUD_MAX_REQUESTS` (5) per `RIDESAGA_FRAUD_WINDOW` (60s),
 //! `RIDESAGA_FRAUD_MAX_TRIP_KM` (200), `RIDESAGA_FRAUD_MAX_DECLINES` (3) per
@@ -14,20 +21,24 @@
 //! 30-day history, so a replayed request is still recognised).
 
 pub mod domain;
+pub mod rides;
 mod store;
 
 use std::time::Duration;
 
 use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{
-    Envelope, FraudCleared, FraudFlagged, Message, MessageId, RiderBlockChanged, Service, Timestamp,
+    Envelope, FraudCleared, FraudFlagged, Message, MessageId, ReviewRide, RideCompleted,
+    RideFlagged, RideId, RideReviewed, RiderBlockChanged, Service, Timestamp,
 };
 use sqlx::migrate::Migrator;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, apply_as_batch};
 use domain::{Effect, FraudRules, Input};
+use rides::{Completion, Review, RideRules};
+use store::rides::FraudRide;
 use store::{Pending, Preloaded, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/fraud");
@@ -41,7 +52,9 @@ const PRUNE_BATCH: i64 = 500;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FraudConfig {
     pub rules: FraudRules,
-    /// How long decisions and declines are kept.
+    /// The fake-ride rules, for completed rides.
+    pub rides: RideRules,
+    /// How long decisions, declines and judged completions are kept.
     pub retention: Duration,
 }
 
@@ -49,6 +62,7 @@ impl Default for FraudConfig {
     fn default() -> Self {
         FraudConfig {
             rules: FraudRules::default(),
+            rides: RideRules::default(),
             retention: Duration::from_secs(31 * 24 * 3600),
         }
     }
@@ -101,9 +115,15 @@ impl FraudConfig {
             decline_window_ms: millis("RIDESAGA_FRAUD_DECLINE_WINDOW", d.decline_window_ms)?,
             flag_score,
         };
+        let rides = load_ride_rules(s, &millis)?;
         let retention = s.duration("RIDESAGA_FRAUD_RETENTION", FraudConfig::default().retention)?;
-        let longest =
-            Duration::from_millis(rules.window_ms.max(rules.decline_window_ms).unsigned_abs());
+        let longest = Duration::from_millis(
+            rules
+                .window_ms
+                .max(rules.decline_window_ms)
+                .max(rides.pair_window_ms)
+                .unsigned_abs(),
+        );
         if retention < longest {
             return Err(invalid(
                 "RIDESAGA_FRAUD_RETENTION",
@@ -111,8 +131,43 @@ impl FraudConfig {
                 "must be at least as long as the fraud windows",
             ));
         }
-        Ok(FraudConfig { rules, retention })
+        Ok(FraudConfig {
+            rules,
+            rides,
+            retention,
+        })
     }
+}
+
+/// The fake-ride rules' settings.
+fn load_ride_rules(
+    s: &Settings,
+    millis: &dyn Fn(&str, i64) -> Result<i64, ConfigError>,
+) -> Result<RideRules, ConfigError> {
+    let d = RideRules::default();
+    let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
+        let value: f64 = s.get(name, default)?;
+        if value.is_finite() && value > 0.0 {
+            Ok(value)
+        } else {
+            Err(invalid(name, value.to_string(), "must be a number above 0"))
+        }
+    };
+    let pair_rides: u32 = s.get("RIDESAGA_FRAUD_PAIR_RIDES", d.pair_rides)?;
+    if pair_rides < 2 {
+        return Err(invalid(
+            "RIDESAGA_FRAUD_PAIR_RIDES",
+            pair_rides.to_string(),
+            "must be at least 2",
+        ));
+    }
+    Ok(RideRules {
+        max_speed_kmh: positive("RIDESAGA_FRAUD_MAX_SPEED_KMH", d.max_speed_kmh)?,
+        still_radius_m: positive("RIDESAGA_FRAUD_STILL_RADIUS_M", d.still_radius_m)?,
+        still_for_ms: millis("RIDESAGA_FRAUD_STILL_FOR", d.still_for_ms)?,
+        pair_rides,
+        pair_window_ms: millis("RIDESAGA_FRAUD_PAIR_WINDOW", d.pair_window_ms)?,
+    })
 }
 
 fn invalid(name: &str, value: String, problem: &str) -> ConfigError {
@@ -203,6 +258,20 @@ impl Worker for FraudService {
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
             let failed = |error| BatchError::Input { index, error };
+            // Completions and reviews read and write `fraud_rides` in place, in input order.
+            match &input.envelope.message {
+                Message::RideCompleted(m) => {
+                    let out = self.completed(conn, input.envelope, m).await;
+                    outputs.push(out.map_err(failed)?);
+                    continue;
+                }
+                Message::ReviewRide(m) => {
+                    let out = self.reviewed(conn, input.envelope, m, input.now).await;
+                    outputs.push(out.map_err(failed)?);
+                    continue;
+                }
+                _ => {}
+            }
             let event = input_of(input.envelope).map_err(failed)?;
             let slice = preloaded.of(&input.envelope.id);
             let mut state = store::load_for_input(&event, rules, &pending, slice)
@@ -233,11 +302,132 @@ impl Worker for FraudService {
         let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
             .await
             .map_err(store_failed)?;
+        let before = age_before(now, self.config.retention).unix_millis();
+        let pruned = pruned
+            + store::rides::prune(conn, before, PRUNE_BATCH)
+                .await
+                .map_err(store_failed)?;
         if pruned > 0 {
             debug!(pruned, "fraud rows past retention deleted");
         }
         Ok(Vec::new())
     }
+}
+
+impl FraudService {
+    /// Judges a completed ride once with the fake-ride rules; announces it if flagged.
+    async fn completed(
+        &self,
+        conn: &mut Conn<'_>,
+        envelope: &Envelope,
+        m: &RideCompleted,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let ride_id = saga_of(envelope)?;
+        if store::rides::ride(conn, &ride_id)
+            .await
+            .map_err(store_failed)?
+            .is_some()
+        {
+            debug!(%ride_id, "completion judged before");
+            return Ok(Vec::new());
+        }
+        let rules = &self.config.rides;
+        let at = envelope.occurred_at.unix_millis();
+        let window = (at.saturating_sub(rules.pair_window_ms), at);
+        let earlier = store::rides::pair_rides(conn, &m.driver_id, &m.rider_id, window, &ride_id)
+            .await
+            .map_err(store_failed)?;
+        let completion = Completion {
+            distance_km: m.distance_km,
+            route: m.route.as_ref(),
+            earlier_pair_rides: earlier,
+        };
+        let reasons = rides::judge(&completion, rules);
+        let ride = FraudRide {
+            driver_id: m.driver_id.clone(),
+            rider_id: m.rider_id.clone(),
+            completed_at_ms: at,
+            judged: rides::Judged {
+                reasons: reasons.clone(),
+                decision: None,
+            },
+        };
+        store::rides::insert(conn, &ride_id, &ride)
+            .await
+            .map_err(store_failed)?;
+        if reasons.is_empty() {
+            debug!(%ride_id, "completed ride passed the fake-ride rules");
+            return Ok(Vec::new());
+        }
+        info!(%ride_id, driver_id = %m.driver_id, ?reasons, "completed ride flagged");
+        let message = RideFlagged {
+            rider_id: m.rider_id.clone(),
+            driver_id: m.driver_id.clone(),
+            reasons,
+        };
+        Ok(vec![once_per_ride(envelope, message.into(), ride_id)])
+    }
+
+    /// Takes an operator's first decision on a flagged ride and announces it.
+    async fn reviewed(
+        &self,
+        conn: &mut Conn<'_>,
+        envelope: &Envelope,
+        m: &ReviewRide,
+        now: Timestamp,
+    ) -> Result<Vec<Envelope>, HandleError> {
+        let ride_id = saga_of(envelope)?;
+        let ride = store::rides::ride(conn, &ride_id)
+            .await
+            .map_err(store_failed)?;
+        match rides::review(ride.as_ref().map(|r| &r.judged), m.decision) {
+            Review::NotFlagged => {
+                warn!(%ride_id, "review of a ride fraud did not flag; ignored");
+                Ok(Vec::new())
+            }
+            Review::AlreadyDecided(first) => {
+                info!(%ride_id, first = first.as_str(), "ride reviewed before; the first decision stands");
+                Ok(Vec::new())
+            }
+            Review::Decide(decision) => {
+                let Some(ride) = ride else {
+                    return Ok(Vec::new());
+                };
+                store::rides::decide(
+                    conn,
+                    &ride_id,
+                    decision,
+                    m.note.as_deref(),
+                    now.unix_millis(),
+                )
+                .await
+                .map_err(store_failed)?;
+                info!(%ride_id, decision = decision.as_str(), "flagged ride reviewed");
+                let message = RideReviewed {
+                    rider_id: ride.rider_id,
+                    driver_id: ride.driver_id,
+                    decision,
+                    note: m.note.clone(),
+                };
+                Ok(vec![once_per_ride(envelope, message.into(), ride_id)])
+            }
+        }
+    }
+}
+
+fn saga_of(envelope: &Envelope) -> Result<RideId, HandleError> {
+    envelope
+        .saga_id
+        .clone()
+        .ok_or_else(|| HandleError::Permanent(format!("{} without a saga id", envelope.kind())))
+}
+
+/// An output that happens once per ride: its id derives from the ride and its type.
+fn once_per_ride(cause: &Envelope, message: Message, ride_id: RideId) -> Envelope {
+    let mut envelope = Envelope::caused_by(cause, message, "", PRODUCER);
+    envelope.id = MessageId::derive_from_key(&format!("{ride_id}/{}", envelope.kind()));
+    envelope.saga_id = Some(ride_id);
+    envelope
 }
 
 /// `age` before `now`; the epoch if that is earlier (a retention of centuries prunes nothing).
@@ -359,6 +549,17 @@ mod tests {
         let rules = FraudConfig::load(&s).unwrap().rules;
         assert_eq!((rules.max_requests, rules.window_ms), (10, 120_000));
         assert_eq!((rules.decline_window_ms, rules.flag_score), (3_600_000, 70));
+        let s = Settings::from_pairs([
+            ("RIDESAGA_FRAUD_MAX_SPEED_KMH", "180"),
+            ("RIDESAGA_FRAUD_PAIR_RIDES", "3"),
+            ("RIDESAGA_FRAUD_PAIR_WINDOW", "24h"),
+        ]);
+        let rides = FraudConfig::load(&s).unwrap().rides;
+        assert_eq!(rides.max_speed_kmh, 180.0);
+        assert_eq!((rides.pair_rides, rides.pair_window_ms), (3, 86_400_000));
+        // A pair window longer than the retention could never be counted.
+        let s = Settings::from_pairs([("RIDESAGA_FRAUD_PAIR_WINDOW", "1440h")]);
+        assert!(FraudConfig::load(&s).is_err());
         for (name, value) in [
             ("RIDESAGA_FRAUD_MAX_REQUESTS", "-1"),
             ("RIDESAGA_FRAUD_WINDOW", "0s"),
@@ -366,6 +567,11 @@ mod tests {
             ("RIDESAGA_FRAUD_MAX_DECLINES", "0"),
             ("RIDESAGA_FRAUD_FLAG_SCORE", "101"),
             ("RIDESAGA_FRAUD_RETENTION", "1h"),
+            ("RIDESAGA_FRAUD_MAX_SPEED_KMH", "0"),
+            ("RIDESAGA_FRAUD_STILL_RADIUS_M", "NaN"),
+            ("RIDESAGA_FRAUD_STILL_FOR", "0s"),
+            ("RIDESAGA_FRAUD_PAIR_RIDES", "1"),
+            ("RIDESAGA_FRAUD_PAIR_WINDOW", "0s"),
         ] {
             let err = FraudConfig::load(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");

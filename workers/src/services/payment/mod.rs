@@ -25,20 +25,28 @@
 //! a void failed, with no event: it is logged for operators and the hold lapses at the gateway,
 //! whether the gateway refused it or stayed unreachable past the deadline.
 //!
+//! A completed ride fraud flags (`evt.fraud.ride_flagged`) has its driver's share held in the
+//! earnings ledger until an operator's review (`evt.fraud.reviewed`) releases or forfeits it
+//! ([`review`]); each step appends two entries and is announced on `evt.payment.earnings_hold`,
+//! whether the flag comes before the capture settles or after.
+//!
 //! # Layout
 //! - [`domain`]: the pure state machine.
+//! - [`review`]: holding a flagged ride's earnings, pure.
 //! - [`gateway`]: the gateway trait and the simulated gateway.
 //! - [`store`]: the `payments` and `payment_operations` tables.
 //! - this file: the [`Worker`].
 
 pub mod domain;
 pub mod gateway;
+pub mod review;
 pub mod store;
 
 use std::collections::HashMap;
 
 use ridesaga_schemas::{
-    Envelope, Message, PaymentCaptured, PaymentRefunded, RefundRide, RideId, Service, Timestamp,
+    EarningsHold, Envelope, Message, MessageId, PaymentCaptured, PaymentRefunded, RefundRide,
+    RideId, Service, Timestamp,
 };
 use sqlx::migrate::Migrator;
 use tracing::{debug, warn};
@@ -144,6 +152,20 @@ impl<G: Gateway> PaymentService<G> {
         }
         if let Message::RefundRide(command) = &envelope.message {
             return self.refund(batch, &ride_id, envelope, command, now);
+        }
+        if let Message::RideFlagged(_) | Message::RideReviewed(_) = &envelope.message {
+            if !review::handle(&mut slot.review, &envelope.message) {
+                debug!(%ride_id, input = %envelope.kind(), "review known; nothing changes");
+                return Ok(Vec::new());
+            }
+            slot.review_changed = true;
+            let steps = hold_steps(&ride_id, slot, &mut batch.ledger, now)?;
+            batch.payments.changed_at(ride_id.clone(), now);
+            let producer = Service::Payment.name();
+            return Ok(steps
+                .into_iter()
+                .map(|m| once_per_step(&ride_id, Envelope::caused_by(envelope, m, "", producer)))
+                .collect());
         }
         let payment = domain::handle(slot.payment.clone(), &envelope.message);
         let (payment, due) = self.make_due(&ride_id, payment, slot, envelope.id.as_str(), now)?;
@@ -388,7 +410,7 @@ impl<G: Gateway> PaymentService<G> {
         settlement: Settlement<'_>,
         pending: &PendingEffect,
         now: Timestamp,
-    ) -> Result<Option<Envelope>, HandleError> {
+    ) -> Result<Vec<Envelope>, HandleError> {
         let Settlement {
             key,
             ride_id,
@@ -405,6 +427,7 @@ impl<G: Gateway> PaymentService<G> {
         let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
         let message = message.map(|m| domain::with_earnings(m, &payment, &self.fees));
         let mut payment = payment;
+        let mut steps = Vec::new();
         match &message {
             Some(Message::PaymentCaptured(PaymentCaptured {
                 earnings: Some(earnings),
@@ -414,6 +437,9 @@ impl<G: Gateway> PaymentService<G> {
                 batch
                     .ledger
                     .extend(store::LedgerEntry::of_capture(ride_id, earnings, now)?);
+                // A ride flagged before its capture settled has its share held now.
+                slot.driver_share = Some(earnings.driver_cents);
+                steps = hold_steps(ride_id, slot, &mut batch.ledger, now)?;
             }
             Some(Message::PaymentRefunded(PaymentRefunded {
                 refund_id,
@@ -441,7 +467,11 @@ impl<G: Gateway> PaymentService<G> {
         }
         debug!(%key, label, "gateway operation settled");
         let producer = Service::Payment.name();
-        Ok(message.map(|m| pending.event(m, &correlation_id, producer, now)))
+        let announced = message.map(|m| pending.event(m, &correlation_id, producer, now));
+        let held = steps
+            .into_iter()
+            .map(|m| once_per_step(ride_id, pending.event(m, &correlation_id, producer, now)));
+        Ok(announced.into_iter().chain(held).collect())
     }
 }
 
@@ -542,6 +572,15 @@ impl Batch {
         if !changed.is_empty() {
             writes.push(store::save_many(kind, &changed)?);
         }
+        let reviews: Vec<(&RideId, &review::ReviewState, Timestamp)> = self
+            .payments
+            .changed()
+            .filter(|(_, slot, _)| slot.review_changed)
+            .map(|(ride_id, slot, at)| (ride_id, &slot.review, at))
+            .collect();
+        if !reviews.is_empty() {
+            writes.push(store::save_reviews(kind, &reviews)?);
+        }
         if !self.ledger.is_empty() {
             writes.push(store::ledger_many(kind, &self.ledger)?);
         }
@@ -556,6 +595,12 @@ struct Slot {
     payment: Payment,
     journaled: Vec<String>,
     correlation_id: Option<String>,
+    /// Fraud's verdict and the ledger's last step with the driver's share.
+    review: review::ReviewState,
+    /// Whether the batch changed `review`.
+    review_changed: bool,
+    /// The driver's share of the capture, once the ledger has it.
+    driver_share: Option<u64>,
 }
 
 impl Slot {
@@ -564,8 +609,52 @@ impl Slot {
             payment: stored.payment,
             journaled: stored.journaled,
             correlation_id: stored.correlation_id,
+            review: stored.review,
+            review_changed: false,
+            driver_share: stored.driver_share,
         }
     }
+}
+
+/// Takes every step the ride's review calls for with the driver's share: appends each step's
+/// entries to `ledger`, records it on the slot and returns the events that announce them.
+fn hold_steps(
+    ride_id: &RideId,
+    slot: &mut Slot,
+    ledger: &mut Vec<store::LedgerEntry>,
+    now: Timestamp,
+) -> Result<Vec<Message>, HandleError> {
+    let mut announced = Vec::new();
+    while let Some(step) = review::next_step(&slot.review, slot.driver_share) {
+        let Some(driver_id) = slot.payment.driver_id.clone() else {
+            warn!(%ride_id, "a captured share without a driver; nothing to hold");
+            break;
+        };
+        ledger.extend(store::LedgerEntry::of_hold_step(
+            ride_id, &driver_id, step, now,
+        )?);
+        slot.review.hold = Some(step);
+        slot.review_changed = true;
+        let (status, amount_cents) = step;
+        debug!(%ride_id, status = status.as_str(), amount_cents, "driver's share moved");
+        announced.push(Message::EarningsHold(EarningsHold {
+            driver_id,
+            amount_cents,
+            status,
+        }));
+    }
+    Ok(announced)
+}
+
+/// An announcement of a step with a ride's driver's share: its id derives from the ride and
+/// the step, which happens once.
+fn once_per_step(ride_id: &RideId, mut envelope: Envelope) -> Envelope {
+    if let Message::EarningsHold(m) = &envelope.message {
+        let key = format!("{ride_id}/{}/{}", envelope.kind(), m.status.as_str());
+        envelope.id = MessageId::derive_from_key(&key);
+    }
+    envelope.saga_id = Some(ride_id.clone());
+    envelope
 }
 
 /// The kind of an operation's effect.

@@ -102,6 +102,7 @@ fn completed(fare_cents: u64) -> Envelope {
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
         fare: None,
+        route: None,
     })
 }
 
@@ -969,6 +970,8 @@ each_backend!(
     a_refund_redelivered_and_settled_twice_refunds_and_reverses_once,
     an_over_refund_is_refused_at_once_without_calling_the_gateway,
     a_refund_the_gateway_cannot_make_is_refused_and_leaves_the_amount_refundable,
+    a_flag_after_the_capture_holds_the_share_and_an_approval_releases_it_once,
+    a_flag_and_a_rejection_before_the_capture_forfeit_the_share_when_it_settles,
 );
 
 fn refund_command(id: &str, amount_cents: Option<u64>) -> Envelope {
@@ -1159,4 +1162,137 @@ async fn a_refund_the_gateway_cannot_make_is_refused_and_leaves_the_amount_refun
         Message::PaymentRefundRefused(r) if r.code == GATEWAY_UNAVAILABLE));
     assert_eq!(payment(&mut conn).await.refundable_cents(), 1300);
     assert_eq!(ledger(&mut conn).await.len(), 2, "no reversal");
+}
+
+fn ride_flagged() -> Envelope {
+    envelope(ridesaga_schemas::RideFlagged {
+        rider_id: rider(),
+        driver_id: DriverId::parse("d_bob").unwrap(),
+        reasons: vec!["impossible_speed: 4000 km/h".into()],
+    })
+}
+
+fn ride_reviewed(decision: ridesaga_schemas::ReviewDecision) -> Envelope {
+    envelope(ridesaga_schemas::RideReviewed {
+        rider_id: rider(),
+        driver_id: DriverId::parse("d_bob").unwrap(),
+        decision,
+        note: None,
+    })
+}
+
+/// The ledger's entries of ride r_1, as `(account, amount, operation)` in entry id order.
+async fn ledger_moves(conn: &mut Conn<'_>) -> Vec<(String, i64, String)> {
+    let sql = "SELECT account, amount_cents, operation FROM ledger_entries \
+               WHERE ride_id = 'r_1' ORDER BY entry_id";
+    let rows: Vec<(String, i64, String)> = match conn {
+        Conn::Sqlite(c) => sqlx::query_as(sql).fetch_all(&mut **c).await.unwrap(),
+        Conn::Postgres(c) => sqlx::query_as(sql).fetch_all(&mut **c).await.unwrap(),
+    };
+    rows
+}
+
+/// The statuses `outputs` announce on `evt.payment.earnings_hold`, with their amounts.
+fn hold_steps_of(outputs: &[Envelope]) -> Vec<(&'static str, u64)> {
+    outputs
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::EarningsHold(m) => Some((m.status.as_str(), m.amount_cents)),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn a_flag_after_the_capture_holds_the_share_and_an_approval_releases_it_once(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    held(&service, &mut conn, "tok_visa").await;
+    let effects = apply(&service, &mut conn, &completed(1500)).await;
+    run(&service, &mut conn, effects).await;
+    let flag = ride_flagged();
+    let (outputs, effects) = apply_all(&service, &mut conn, &[&flag]).await.unwrap();
+    assert!(effects.is_empty(), "holding earnings calls no gateway");
+    // 20 % commission: the driver's share is 1200.
+    assert_eq!(hold_steps_of(&outputs[0]), [("held", 1200)]);
+    let announced = &outputs[0][0];
+    assert_eq!(
+        announced.id,
+        MessageId::derive_from_key("r_1/evt.payment.earnings_hold/held")
+    );
+    assert_eq!(announced.subject(), "evt.payment.earnings_hold.r_1");
+    // The flag again (redelivered, or a copy under another id): held once.
+    let (again, _) = apply_all(&service, &mut conn, &[&flag, &ride_flagged()])
+        .await
+        .unwrap();
+    assert!(again.iter().all(Vec::is_empty), "{again:?}");
+    let approve = ride_reviewed(ridesaga_schemas::ReviewDecision::Approve);
+    let (outputs, _) = apply_all(&service, &mut conn, &[&approve]).await.unwrap();
+    assert_eq!(hold_steps_of(&outputs[0]), [("released", 1200)]);
+    let (again, _) = apply_all(&service, &mut conn, &[&approve]).await.unwrap();
+    assert!(again[0].is_empty());
+    let reject = ride_reviewed(ridesaga_schemas::ReviewDecision::Reject);
+    let (late, _) = apply_all(&service, &mut conn, &[&reject]).await.unwrap();
+    assert!(late[0].is_empty(), "the first decision stands");
+    let entries = ledger_moves(&mut conn).await;
+    let entry = |account: &str, cents: i64, operation: &str| {
+        (account.to_owned(), cents, operation.to_owned())
+    };
+    assert_eq!(
+        entries,
+        [
+            entry("driver", 1200, "capture"),
+            entry("platform", 300, "capture"),
+            entry("driver", -1200, "hold"),
+            entry("held", 1200, "hold"),
+            entry("driver", 1200, "release"),
+            entry("held", -1200, "release"),
+        ]
+    );
+    assert_eq!(entries.iter().map(|e| e.1).sum::<i64>(), 1500, "balanced");
+}
+
+async fn a_flag_and_a_rejection_before_the_capture_forfeit_the_share_when_it_settles(kind: Kind) {
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = PaymentService::new(GatewayConfig::default());
+    held(&service, &mut conn, "tok_visa").await;
+    let done = completed(1000);
+    let flag = ride_flagged();
+    let reject = ride_reviewed(ridesaga_schemas::ReviewDecision::Reject);
+    // All in one batch, before the capture settles: nothing to hold yet.
+    let (outputs, effects) = apply_all(&service, &mut conn, &[&done, &flag, &reject])
+        .await
+        .unwrap();
+    assert!(outputs.iter().all(Vec::is_empty), "{outputs:?}");
+    assert_eq!(effects.len(), 1, "the capture");
+    assert!(ledger_moves(&mut conn).await.is_empty());
+    let events = run(&service, &mut conn, effects).await;
+    assert_eq!(
+        subjects(&events),
+        [
+            "evt.payment.captured.r_1",
+            "evt.payment.earnings_hold.r_1",
+            "evt.payment.earnings_hold.r_1"
+        ]
+    );
+    assert_eq!(hold_steps_of(&events), [("held", 800), ("forfeited", 800)]);
+    // Redelivered afterwards: nothing moves again.
+    let (again, effects) = apply_all(&service, &mut conn, &[&flag, &reject, &done])
+        .await
+        .unwrap();
+    assert!(again.iter().all(Vec::is_empty) && effects.is_empty());
+    let entries = ledger_moves(&mut conn).await;
+    let sum =
+        |account: &str| -> i64 { entries.iter().filter(|e| e.0 == account).map(|e| e.1).sum() };
+    assert_eq!(
+        (
+            sum("driver"),
+            sum("held"),
+            sum("forfeited"),
+            sum("platform")
+        ),
+        (0, 0, 800, 200)
+    );
+    assert_eq!(entries.len(), 6);
 }

@@ -365,6 +365,7 @@ fn complete(
         distance_source,
         route_points: ride.route.points,
         fare: Some(fare),
+        route: ride.route.summary(),
     }))
 }
 

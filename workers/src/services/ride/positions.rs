@@ -133,7 +133,7 @@ pub async fn record_all(conn: &mut Conn<'_>, reported: &[Reported]) -> Result<us
             .position
             .point()
             .map_err(|e| HandleError::Permanent(e.to_string()))?;
-        let Some(route) = route.record(item.seq, point) else {
+        let Some(route) = route.record(item.seq, point, item.position.at_ms) else {
             continue;
         };
         store::record_point(

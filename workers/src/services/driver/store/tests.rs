@@ -194,6 +194,7 @@ fn completed(n: usize) -> Envelope {
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
         fare: None,
+        route: None,
     };
     msg(m, Some(n), 0)
 }

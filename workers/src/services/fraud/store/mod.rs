@@ -10,6 +10,7 @@
 
 mod pending;
 mod postgres;
+pub mod rides;
 mod sqlite;
 #[cfg(test)]
 mod tests;

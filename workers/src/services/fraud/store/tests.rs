@@ -7,6 +7,7 @@ use ridesaga_schemas::{
     UnblockRider,
 };
 
+use super::super::rides::RideRules;
 use super::super::{FraudConfig, FraudService, PRUNE_BATCH, domain, input_of};
 use super::*;
 use crate::runtime::Worker;
@@ -21,6 +22,10 @@ crate::testing::each_backend!(
     rows_past_retention_are_pruned_on_tick,
     prune_deletes_the_oldest_rows_before_the_time_up_to_its_limit,
     replicas_scoring_one_rider_at_once_count_each_others_requests,
+    a_teleporting_route_is_flagged_once_and_a_normal_one_not,
+    the_fifth_ride_of_a_pair_is_flagged_even_within_one_batch,
+    a_flagged_ride_is_reviewed_once_and_an_unflagged_one_not_at_all,
+    judged_rides_past_retention_are_pruned_unless_awaiting_review,
 );
 
 /// A fresh database on `kind` with the fraud tables.
@@ -574,4 +579,200 @@ async fn replicas_scoring_one_rider_at_once_count_each_others_requests(kind: Kin
     for replica in replicas {
         replica.close().await;
     }
+}
+
+fn did(n: usize) -> ridesaga_schemas::DriverId {
+    ridesaga_schemas::DriverId::parse(format!("d_{n}")).unwrap()
+}
+
+/// A completion of `ride` by driver `driver` for rider `rider`, with a route whose top speed
+/// is `max_speed_kmh` (no route: `None`).
+fn completed(
+    ride: usize,
+    driver: usize,
+    rider: usize,
+    max_speed_kmh: Option<f64>,
+    occurred: i64,
+) -> Envelope {
+    let route = max_speed_kmh.map(|max_speed_kmh| ridesaga_schemas::RouteSummary {
+        points: 20,
+        length_km: 6.0,
+        duration_s: 900.0,
+        max_speed_kmh,
+        displacement_km: 5.0,
+        spread_km: 5.2,
+    });
+    let m = ridesaga_schemas::RideCompleted {
+        rider_id: uid(rider),
+        driver_id: did(driver),
+        distance_km: 6.0,
+        duration_min: 15.0,
+        fare_cents: 1500,
+        distance_source: ridesaga_schemas::DistanceSource::Route,
+        route_points: 20,
+        fare: None,
+        route,
+    };
+    msg(m, Some(ride), occurred)
+}
+
+fn review(ride: usize, decision: ridesaga_schemas::ReviewDecision, occurred: i64) -> Envelope {
+    let m = ridesaga_schemas::ReviewRide {
+        decision,
+        note: Some("checked the trip".into()),
+    };
+    msg(m, Some(ride), occurred)
+}
+
+async fn a_teleporting_route_is_flagged_once_and_a_normal_one_not(kind: Kind) {
+    let mut db = db(kind).await;
+    assert!(
+        apply(&mut db, &completed(1, 1, 1, Some(70.0), 0))
+            .await
+            .is_empty()
+    );
+    let teleport = completed(2, 1, 2, Some(4_000.0), 10);
+    let out = apply(&mut db, &teleport).await;
+    let [flag] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    let Message::RideFlagged(m) = &flag.message else {
+        panic!("{flag:?}")
+    };
+    assert_eq!((&m.driver_id, &m.rider_id), (&did(1), &uid(2)));
+    assert!(
+        m.reasons[0].starts_with("impossible_speed: 4000 km/h"),
+        "{m:?}"
+    );
+    assert_eq!(
+        flag.id,
+        MessageId::derive_from_key("r_2/evt.fraud.ride_flagged")
+    );
+    assert_eq!(flag.saga_id, Some(rid(2)));
+    // Delivered again, or a copy under another id: judged once.
+    assert!(apply(&mut db, &teleport).await.is_empty());
+    assert!(
+        apply(&mut db, &completed(2, 1, 2, Some(4_000.0), 10))
+            .await
+            .is_empty()
+    );
+    // Without a route, only the pairing rule applies.
+    assert!(
+        apply(&mut db, &completed(3, 2, 3, None, 20))
+            .await
+            .is_empty()
+    );
+    assert_eq!(count(&mut db, "SELECT COUNT(*) FROM fraud_rides").await, 3);
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM fraud_rides WHERE reasons IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+async fn the_fifth_ride_of_a_pair_is_flagged_even_within_one_batch(kind: Kind) {
+    let mut db = db(kind).await;
+    for n in 0..3 {
+        assert!(
+            apply(&mut db, &completed(n, 7, 7, None, n as i64 * 60))
+                .await
+                .is_empty()
+        );
+    }
+    // Another rider, and a ride of the pair outside the window, do not count.
+    apply(&mut db, &completed(10, 7, 8, None, 200)).await;
+    let window = RideRules::default().pair_window_ms / 1000;
+    let batch = [
+        (completed(3, 7, 7, None, 300), at(0)),
+        (completed(4, 7, 7, None, 360), at(0)),
+        (completed(5, 7, 7, None, 60 + window), at(0)),
+    ];
+    let out = apply_batch_in_tx(&service(), db.conn(), &batch)
+        .await
+        .unwrap();
+    assert!(out[0].is_empty(), "the fourth: {:?}", out[0]);
+    let [flag] = out[1].as_slice() else {
+        panic!("{:?}", out[1])
+    };
+    let Message::RideFlagged(m) = &flag.message else {
+        panic!("{flag:?}")
+    };
+    assert_eq!(
+        m.reasons,
+        ["repeated_pair: 5 rides of this driver and rider within 168h"]
+    );
+    // A week later the first two rides have left the window: four in it.
+    assert!(out[2].is_empty(), "{:?}", out[2]);
+}
+
+async fn a_flagged_ride_is_reviewed_once_and_an_unflagged_one_not_at_all(kind: Kind) {
+    use ridesaga_schemas::ReviewDecision::{Approve, Reject};
+    let mut db = db(kind).await;
+    apply(&mut db, &completed(1, 1, 1, Some(900.0), 0)).await;
+    apply(&mut db, &completed(2, 1, 2, Some(50.0), 0)).await;
+    let approve = review(1, Approve, 30);
+    let out = apply(&mut db, &approve).await;
+    let [decided] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    let Message::RideReviewed(m) = &decided.message else {
+        panic!("{decided:?}")
+    };
+    assert_eq!(
+        (m.decision, &m.driver_id, &m.rider_id, m.note.as_deref()),
+        (Approve, &did(1), &uid(1), Some("checked the trip"))
+    );
+    assert_eq!(
+        decided.id,
+        MessageId::derive_from_key("r_1/evt.fraud.reviewed")
+    );
+    // The same command again, or a later opposite decision: the first one stands.
+    assert!(apply(&mut db, &approve).await.is_empty());
+    assert!(apply(&mut db, &review(1, Reject, 40)).await.is_empty());
+    // Not flagged, or never completed: nothing to review.
+    assert!(apply(&mut db, &review(2, Reject, 40)).await.is_empty());
+    assert!(apply(&mut db, &review(9, Reject, 40)).await.is_empty());
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM fraud_rides WHERE decision = 'approve'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM fraud_rides WHERE decision IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+async fn judged_rides_past_retention_are_pruned_unless_awaiting_review(kind: Kind) {
+    let mut db = db(kind).await;
+    apply(&mut db, &completed(1, 1, 1, Some(50.0), 0)).await;
+    apply(&mut db, &completed(2, 1, 2, Some(900.0), 0)).await;
+    apply(&mut db, &completed(3, 1, 3, Some(900.0), 0)).await;
+    apply(
+        &mut db,
+        &review(3, ridesaga_schemas::ReviewDecision::Reject, 10),
+    )
+    .await;
+    let late =
+        Timestamp(at(0).0 + service().config().retention + std::time::Duration::from_secs(1));
+    tick_in_tx(&service(), db.conn(), late).await.unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT COUNT(*) FROM fraud_rides WHERE ride_id = 'r_2'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&mut db, "SELECT COUNT(*) FROM fraud_rides").await, 1);
 }

@@ -48,6 +48,7 @@ fn completed(fare_cents: u64) -> Message {
         distance_source: ridesaga_schemas::DistanceSource::Reported,
         route_points: 0,
         fare: None,
+        route: None,
     })
 }
 

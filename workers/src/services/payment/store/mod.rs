@@ -10,10 +10,13 @@ mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
-use ridesaga_schemas::{DriverId, Earnings, FareBreakdown, RefundId, RideId, RiderId, Timestamp};
+use ridesaga_schemas::{
+    DriverId, Earnings, EarningsHoldStatus, FareBreakdown, RefundId, RideId, RiderId, Timestamp,
+};
 use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
+use super::review::{self, ReviewState, Verdict};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
 use crate::services::rides::json_ids;
 
@@ -34,6 +37,10 @@ pub struct Stored {
     pub journaled: Vec<String>,
     /// The saga's correlation id, as the first input about the ride carried it.
     pub correlation_id: Option<String>,
+    /// Fraud's verdict on the completed ride and the ledger's last step with the share.
+    pub review: ReviewState,
+    /// The driver's share the ledger recorded for the ride's capture.
+    pub driver_share: Option<u64>,
 }
 
 /// The payments among `ride_ids` that payment has heard of, with their journaled operations,
@@ -61,6 +68,87 @@ macro_rules! columns {
 }
 use columns;
 
+/// The review columns every load selects after [`columns!`]: the ride's row in
+/// `payment_reviews` and the driver's share its capture appended to the ledger.
+macro_rules! review_columns {
+    () => {
+        "(SELECT r.verdict FROM payment_reviews r WHERE r.ride_id = p.ride_id) AS verdict, \
+         (SELECT r.earnings_hold FROM payment_reviews r WHERE r.ride_id = p.ride_id) \
+         AS earnings_hold, \
+         (SELECT r.hold_cents FROM payment_reviews r WHERE r.ride_id = p.ride_id) AS hold_cents, \
+         (SELECT l.amount_cents FROM ledger_entries l \
+         WHERE l.entry_id = p.ride_id || '/capture/driver') AS driver_share_cents"
+    };
+}
+use review_columns;
+
+/// A ride's review from the columns of [`review_columns!`].
+fn review_of(row: &Row) -> Result<ReviewState, HandleError> {
+    let verdict = match row.get::<Option<String>>("verdict")? {
+        Some(text) => {
+            Some(Verdict::parse(&text).ok_or_else(|| corrupt(format!("verdict {text:?}")))?)
+        }
+        None => None,
+    };
+    let status = match row.get::<Option<String>>("earnings_hold")?.as_deref() {
+        None => None,
+        Some("held") => Some(EarningsHoldStatus::Held),
+        Some("released") => Some(EarningsHoldStatus::Released),
+        Some("forfeited") => Some(EarningsHoldStatus::Forfeited),
+        Some(other) => return Err(corrupt(format!("earnings hold {other:?}"))),
+    };
+    let cents = row
+        .get::<Option<i64>>("hold_cents")?
+        .map(from_cents)
+        .transpose()?;
+    Ok(ReviewState {
+        verdict,
+        hold: status.zip(cents),
+    })
+}
+
+/// One row of [`save_reviews`]' JSON array.
+#[derive(Debug, Serialize)]
+struct ReviewRow<'a> {
+    ride_id: &'a str,
+    verdict: &'static str,
+    earnings_hold: Option<&'static str>,
+    hold_cents: Option<i64>,
+    at_ms: i64,
+}
+
+/// Stores the reviews of the rides in `changed` (those with a verdict) in one statement on
+/// `kind`.
+pub fn save_reviews(
+    kind: Kind,
+    changed: &[(&RideId, &ReviewState, Timestamp)],
+) -> Result<BatchWrite, HandleError> {
+    let rows = changed
+        .iter()
+        .filter_map(|(ride_id, state, at)| {
+            let verdict = state.verdict?;
+            Some(
+                state
+                    .hold
+                    .map(|(_, amount)| cents(amount))
+                    .transpose()
+                    .map(|hold_cents| ReviewRow {
+                        ride_id: ride_id.as_str(),
+                        verdict: verdict.as_str(),
+                        earnings_hold: state.hold.map(|(status, _)| status.as_str()),
+                        hold_cents,
+                        at_ms: at.unix_millis(),
+                    }),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sql = match kind {
+        Kind::Sqlite => sqlite::SAVE_REVIEWS,
+        Kind::Postgres => postgres::SAVE_REVIEWS,
+    };
+    BatchWrite::new(sql, &rows)
+}
+
 /// The statement that reads the payments (and the operations journaled for each) of the
 /// rides whose ids are in the JSON array given (its only parameter, for the runtime's
 /// preload): [`loaded`] reads the rows.
@@ -85,6 +173,11 @@ pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Stored, HandleError
                 payment,
                 journaled,
                 correlation_id: row.get("correlation_id")?,
+                review: review_of(row)?,
+                driver_share: row
+                    .get::<Option<i64>>("driver_share_cents")?
+                    .map(from_cents)
+                    .transpose()?,
             })
         });
         payments.insert(ride_id, stored);
@@ -501,6 +594,33 @@ pub async fn ledger_of(
             ))
         })
         .collect()
+}
+
+impl LedgerEntry {
+    /// The two entries of a step with a flagged ride's driver's share (see [`review`]).
+    pub fn of_hold_step(
+        ride_id: &RideId,
+        driver_id: &DriverId,
+        (status, amount): (EarningsHoldStatus, u64),
+        at: Timestamp,
+    ) -> Result<[LedgerEntry; 2], HandleError> {
+        let operation = match status {
+            EarningsHoldStatus::Held => "hold",
+            EarningsHoldStatus::Released => "release",
+            EarningsHoldStatus::Forfeited => "forfeit",
+        };
+        let entry = |(account, amount_cents): (&'static str, i64)| LedgerEntry {
+            entry_id: format!("{ride_id}/{operation}/{account}"),
+            ride_id: ride_id.to_string(),
+            driver_id: driver_id.to_string(),
+            account,
+            amount_cents,
+            operation,
+            at_ms: at.unix_millis(),
+        };
+        let [a, b] = review::entries(status, cents(amount)?);
+        Ok([entry(a), entry(b)])
+    }
 }
 
 /// Appends `entries` to the ledger in one statement on `kind`.

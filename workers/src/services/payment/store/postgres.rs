@@ -14,8 +14,9 @@ pub const LOAD: &str = concat!(
     "SELECT ",
     columns!(),
     ", (SELECT COALESCE(json_agg(o.operation), '[]')::text FROM payment_operations o \
-     WHERE o.ride_id = p.ride_id) AS journaled \
-     FROM payments p WHERE ride_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+     WHERE o.ride_id = p.ride_id) AS journaled, ",
+    super::review_columns!(),
+    " FROM payments p WHERE ride_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
 );
 
 /// [`super::save_many`]: inserts the payments of the JSON array `$1` (objects of
@@ -116,3 +117,13 @@ pub async fn ledger_of(conn: &mut PgConnection, ride_id: &str) -> Result<Vec<Row
     .await?;
     Ok(rows.into_iter().map(Row::Postgres).collect())
 }
+
+/// [`super::save_reviews`]: stores the reviews of the JSON array `$1` (objects of
+/// `ReviewRow`'s fields), replacing the ride's.
+pub const SAVE_REVIEWS: &str = "INSERT INTO payment_reviews (ride_id, verdict, earnings_hold, \
+     hold_cents, updated_at_ms) SELECT ride_id, verdict, earnings_hold, hold_cents, at_ms \
+     FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, verdict TEXT, \
+     earnings_hold TEXT, hold_cents BIGINT, at_ms BIGINT) \
+     ON CONFLICT (ride_id) DO UPDATE SET verdict = excluded.verdict, \
+     earnings_hold = excluded.earnings_hold, hold_cents = excluded.hold_cents, \
+     updated_at_ms = excluded.updated_at_ms";

@@ -12,8 +12,9 @@ pub const LOAD: &str = concat!(
     "SELECT ",
     columns!(),
     ", (SELECT json_group_array(o.operation) FROM payment_operations o \
-     WHERE o.ride_id = p.ride_id) AS journaled \
-     FROM payments p WHERE ride_id IN (SELECT value FROM json_each(?))"
+     WHERE o.ride_id = p.ride_id) AS journaled, ",
+    super::review_columns!(),
+    " FROM payments p WHERE ride_id IN (SELECT value FROM json_each(?))"
 );
 
 /// [`super::save_many`]: inserts the payments of the JSON array `?` (objects of
@@ -116,3 +117,12 @@ pub async fn ledger_of(
     .await?;
     Ok(rows.into_iter().map(Row::Sqlite).collect())
 }
+
+/// [`super::save_reviews`]: stores the reviews of the JSON array `?` (objects of
+/// `ReviewRow`'s fields), replacing the ride's.
+pub const SAVE_REVIEWS: &str = "INSERT INTO payment_reviews (ride_id, verdict, earnings_hold, \
+     hold_cents, updated_at_ms) SELECT value ->> 'ride_id', value ->> 'verdict', \
+     value ->> 'earnings_hold', value ->> 'hold_cents', value ->> 'at_ms' \
+     FROM jsonb_each(?) WHERE true ON CONFLICT (ride_id) DO UPDATE SET \
+     verdict = excluded.verdict, earnings_hold = excluded.earnings_hold, \
+     hold_cents = excluded.hold_cents, updated_at_ms = excluded.updated_at_ms";

@@ -337,8 +337,8 @@ fn complete_takes_the_recorded_route_over_the_reported_distance_and_says_so() {
     let a = GeoPoint::new(52.50, 13.40).unwrap();
     let b = GeoPoint::new(52.59, 13.40).unwrap();
     ride.route = Route::default()
-        .record(1, a)
-        .and_then(|r| r.record(2, b))
+        .record(1, a, 0)
+        .and_then(|r| r.record(2, b, 600_000))
         .unwrap();
     let (state, out) = handle(
         Some(ride),
@@ -352,6 +352,9 @@ fn complete_takes_the_recorded_route_over_the_reported_distance_and_says_so() {
     assert_eq!(done.distance_source, DistanceSource::Route);
     assert_eq!(done.route_points, 2);
     assert!((done.distance_km - a.distance_km(&b)).abs() < 1e-9);
+    let summary = done.route.expect("a route summary");
+    assert_eq!((summary.points, summary.duration_s), (2, 600.0));
+    assert!((summary.displacement_km - a.distance_km(&b)).abs() < 1e-9);
     let expected = (250.0 + 120.0 * a.distance_km(&b) + 300.0 * 2.0_f64).round() as u64;
     assert_eq!(done.fare_cents, expected);
     assert_eq!(state.unwrap().fare_cents, Some(expected));
@@ -362,7 +365,7 @@ fn complete_falls_back_to_the_reported_distance_below_two_positions() {
     let (state, _) = run(&[request(), assigned(), authorized(), start_cmd()], at(0));
     let mut ride = state.unwrap();
     ride.route = Route::default()
-        .record(1, GeoPoint::new(52.5, 13.4).unwrap())
+        .record(1, GeoPoint::new(52.5, 13.4).unwrap(), 0)
         .unwrap();
     let (_, out) = handle(
         Some(ride),
@@ -375,6 +378,11 @@ fn complete_falls_back_to_the_reported_distance_below_two_positions() {
     };
     assert_eq!(done.distance_source, DistanceSource::Reported);
     assert_eq!(done.distance_km, 10.0);
+    assert_eq!(
+        done.route.map(|r| r.points),
+        Some(1),
+        "one position is still summarised"
+    );
     assert_eq!(done.fare_cents, 2050);
 }
 

@@ -35,7 +35,8 @@ macro_rules! columns {
          status, cancel_reason, driver_id, hold, started_at_ms, fare_cents, correlation_id, \
          requested_event_id, pickup_deadline_ms, rider_wait_deadline_ms, route_km, route_points, \
          route_seq, route_lat, route_lng, fare_base_cents, fare_distance_cents, fare_time_cents, \
-         fare_surge_cents"
+         fare_surge_cents, route_first_lat, route_first_lng, route_first_at_ms, \
+         route_last_at_ms, route_max_kmh, route_spread_km"
     };
 }
 use columns;
@@ -295,11 +296,23 @@ fn route_of(row: &Row) -> Result<Route, HandleError> {
         (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(corrupt)?),
         _ => None,
     };
+    let first = match (
+        row.get::<Option<f64>>("route_first_lat")?,
+        row.get::<Option<f64>>("route_first_lng")?,
+    ) {
+        (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(corrupt)?),
+        _ => None,
+    };
     Ok(Route {
         km: row.get("route_km")?,
         points: u32::try_from(row.get::<i64>("route_points")?).map_err(corrupt)?,
         seq: u64::try_from(row.get::<i64>("route_seq")?).map_err(corrupt)?,
         last,
+        first,
+        first_at_ms: row.get("route_first_at_ms")?,
+        last_at_ms: row.get("route_last_at_ms")?,
+        max_speed_kmh: row.get("route_max_kmh")?,
+        spread_km: row.get("route_spread_km")?,
     })
 }
 

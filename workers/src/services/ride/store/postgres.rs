@@ -86,8 +86,9 @@ pub async fn started_ride_of(
     conn: &mut PgConnection,
     driver_id: &str,
 ) -> Result<Option<Row>, sqlx::Error> {
-    let sql = "SELECT ride_id, route_km, route_points, route_seq, route_lat, route_lng \
-               FROM rides WHERE driver_id = $1 AND status = 'started' LIMIT 1";
+    let sql = "SELECT ride_id, route_km, route_points, route_seq, route_lat, route_lng, \
+               route_first_lat, route_first_lng, route_first_at_ms, route_last_at_ms, \
+               route_max_kmh, route_spread_km FROM rides WHERE driver_id = $1 AND status = 'started' LIMIT 1";
     let row = sqlx::query(sql)
         .bind(driver_id)
         .fetch_optional(conn)
@@ -104,13 +105,21 @@ pub async fn record_point(
     let points = i64::from(point.route.points);
     sqlx::query(
         "UPDATE rides SET route_km = $1, route_points = $2, route_seq = $3, \
-         route_lat = $4, route_lng = $5 WHERE ride_id = $6",
+         route_lat = $4, route_lng = $5, route_first_lat = $6, route_first_lng = $7, \
+         route_first_at_ms = $8, route_last_at_ms = $9, route_max_kmh = $10, \
+         route_spread_km = $11 WHERE ride_id = $12",
     )
     .bind(point.route.km)
     .bind(points)
     .bind(seq)
     .bind(point.point.lat)
     .bind(point.point.lng)
+    .bind(point.route.first.map(|p| p.lat))
+    .bind(point.route.first.map(|p| p.lng))
+    .bind(point.route.first_at_ms)
+    .bind(point.route.last_at_ms)
+    .bind(point.route.max_speed_kmh)
+    .bind(point.route.spread_km)
     .bind(point.ride_id.as_str())
     .execute(&mut *conn)
     .await?;

@@ -82,8 +82,9 @@ pub async fn started_ride_of(
     conn: &mut SqliteConnection,
     driver_id: &str,
 ) -> Result<Option<Row>, sqlx::Error> {
-    let sql = "SELECT ride_id, route_km, route_points, route_seq, route_lat, route_lng \
-               FROM rides WHERE driver_id = ? AND status = 'started' LIMIT 1";
+    let sql = "SELECT ride_id, route_km, route_points, route_seq, route_lat, route_lng, \
+               route_first_lat, route_first_lng, route_first_at_ms, route_last_at_ms, \
+               route_max_kmh, route_spread_km FROM rides WHERE driver_id = ? AND status = 'started' LIMIT 1";
     let row = sqlx::query(sql)
         .bind(driver_id)
         .fetch_optional(conn)
@@ -100,13 +101,21 @@ pub async fn record_point(
     let points = i64::from(point.route.points);
     sqlx::query(
         "UPDATE rides SET route_km = ?, route_points = ?, route_seq = ?, \
-         route_lat = ?, route_lng = ? WHERE ride_id = ?",
+         route_lat = ?, route_lng = ?, route_first_lat = ?, route_first_lng = ?, \
+         route_first_at_ms = ?, route_last_at_ms = ?, route_max_kmh = ?, route_spread_km = ? \
+         WHERE ride_id = ?",
     )
     .bind(point.route.km)
     .bind(points)
     .bind(seq)
     .bind(point.point.lat)
     .bind(point.point.lng)
+    .bind(point.route.first.map(|p| p.lat))
+    .bind(point.route.first.map(|p| p.lng))
+    .bind(point.route.first_at_ms)
+    .bind(point.route.last_at_ms)
+    .bind(point.route.max_speed_kmh)
+    .bind(point.route.spread_km)
     .bind(point.ride_id.as_str())
     .execute(&mut *conn)
     .await?;
