@@ -10,6 +10,7 @@
 //! - [`subject`]: subject builders and parsers.
 //! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
 //! - [`streams`]: stream and consumer definitions, and provisioning.
+//! - [`trace`]: W3C trace context in the headers, and spans as OTLP/HTTP JSON.
 //! - [`json_schema`]: the JSON Schema of every message, as committed under `schemas/json/`.
 
 pub mod auth;
@@ -24,6 +25,7 @@ mod object;
 pub mod position;
 pub mod streams;
 pub mod subject;
+pub mod trace;
 
 pub use dead_letter::DeadLetter;
 pub use envelope::{
@@ -36,3 +38,4 @@ pub use messages::*;
 pub use position::{POSITION_PREFIX, Position, PositionError};
 pub use streams::Service;
 pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};
+pub use trace::TraceContext;
