@@ -492,7 +492,10 @@ impl Endpoint {
             return Err(format!("{url:?}: no host"));
         }
         Ok(Endpoint {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             path: path.to_owned(),
         })
@@ -630,9 +633,15 @@ mod tests {
     #[test]
     fn spans_encode_as_otlp_json() {
         let ctx = TraceContext::new_root();
-        let span = Span::ended_now(&ctx, None, "process evt.ride.requested", SpanKind::Consumer, 1)
-            .attribute(attr::SYSTEM, attr::NATS)
-            .attribute(attr::DELIVERY_COUNT, 2);
+        let span = Span::ended_now(
+            &ctx,
+            None,
+            "process evt.ride.requested",
+            SpanKind::Consumer,
+            1,
+        )
+        .attribute(attr::SYSTEM, attr::NATS)
+        .attribute(attr::DELIVERY_COUNT, 2);
         let body: Value = serde_json::from_slice(&encode_spans("ride", "ride-1", &[span])).unwrap();
         let span = &body["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
         assert_eq!(span["traceId"], ctx.trace_id.to_hex());

@@ -7,6 +7,7 @@ mod cluster;
 mod earnings;
 mod replicas;
 mod support;
+mod traces;
 mod tracking;
 
 use std::time::Duration;

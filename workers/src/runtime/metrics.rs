@@ -31,6 +31,8 @@ pub struct Metrics {
     pub effects_settled: AtomicU64,
     /// Outcomes the service could not settle (the effect is performed again later).
     pub effects_settle_failed: AtomicU64,
+    /// Spans not exported: the exporter's queue was full, or the collector did not take them.
+    pub spans_dropped: AtomicU64,
     /// Effects recorded and not settled, as counted when this replica last claimed some.
     pub effects_pending: AtomicI64,
     pub in_flight: AtomicI64,
@@ -149,6 +151,11 @@ impl Metrics {
                 "ridesaga_effects_settle_failed_total",
                 "Effect outcomes the service could not settle (performed again later)",
                 &self.effects_settle_failed,
+            ),
+            (
+                "ridesaga_trace_spans_dropped_total",
+                "Spans not exported (queue full or collector unreachable)",
+                &self.spans_dropped,
             ),
         ];
         for (name, help, value) in counters {

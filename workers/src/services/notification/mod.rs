@@ -285,6 +285,7 @@ impl Request {
             kind: format!("notification.{kind}"),
             saga_id: Some(self.ride_id.clone()),
             request,
+            trace: None,
         })
     }
 

@@ -180,6 +180,7 @@ impl<G: Gateway> PaymentService<G> {
             kind: effect_kind(&operation).to_owned(),
             saga_id: Some(ride_id.clone()),
             request,
+            trace: None,
         };
         Ok((
             domain::begin(payment, &operation),
