@@ -210,6 +210,7 @@ impl<W: Worker> Shared<W> {
                 .map(|&i| Input {
                     envelope: &batch[i].input,
                     now: batch[i].now,
+                    trace: Some(&batch[i].trace),
                 })
                 .collect()
         };
@@ -297,10 +298,12 @@ impl<W: Worker> Shared<W> {
             .collect();
         // An effect's attempts are spans under the input that made it due (the one of its saga).
         if done.effects.iter().any(|e| e.trace.is_none()) {
-            let by_saga: HashMap<&str, usize> = work
-                .iter()
-                .filter_map(|&i| Some((batch[i].input.saga_id.as_ref()?.as_str(), i)))
-                .collect();
+            let mut by_saga: HashMap<&str, usize> = HashMap::new();
+            for &i in &work {
+                if let Some(saga) = &batch[i].input.saga_id {
+                    by_saga.entry(saga.as_str()).or_insert(i);
+                }
+            }
             for effect in done.effects.iter_mut().filter(|e| e.trace.is_none()) {
                 let cause = effect
                     .saga_id

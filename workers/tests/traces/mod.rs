@@ -258,7 +258,7 @@ async fn assert_caused_by_parents(receiver: &Receiver, saga: &[Traced], trace: T
         .collect();
     let produced: Vec<&Traced> = saga
         .iter()
-        .filter(|(e, _)| e.producer != "ridectl")
+        .filter(|(e, _)| Service::ALL.iter().any(|s| s.name() == e.producer))
         .collect();
     // Spans arrive within the exporter's interval.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -103,7 +103,7 @@ impl<C: Channel> NotificationService<C> {
     /// before as due, with the effect that delivers it, and notes the ride's changes for the
     /// batch to save.
     fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<(), HandleError> {
-        let Input { envelope, now } = *input;
+        let Input { envelope, now, .. } = *input;
         let (ride_id, before) = batch.rides.of(envelope)?;
         let (audience, notices) = domain::handle(before.clone(), &ride_id, &envelope.message);
         let channel = self.channel.name();
@@ -129,7 +129,9 @@ impl<C: Channel> NotificationService<C> {
                 &message_id,
                 now,
             ));
-            batch.effects.push(effect.effect);
+            let mut effect = effect.effect;
+            effect.trace = input.trace.cloned();
+            batch.effects.push(effect);
         }
         let changed =
             audience.driver_id != before.driver_id || audience.cancelled != before.cancelled;

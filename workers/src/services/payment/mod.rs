@@ -129,7 +129,7 @@ impl<G: Gateway> PaymentService<G> {
     /// Applies one input: records its fact, and makes due the gateway operation the facts call
     /// for, if any. Emits nothing itself: the operation's outcome is announced when it settles.
     fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<Vec<Envelope>, HandleError> {
-        let Input { envelope, now } = *input;
+        let Input { envelope, now, .. } = *input;
         let (ride_id, slot) = batch.payments.of(envelope)?;
         if slot.correlation_id.is_none() {
             slot.correlation_id = Some(envelope.correlation_id.clone());
@@ -140,7 +140,8 @@ impl<G: Gateway> PaymentService<G> {
             slot.payment = payment;
             batch.payments.changed_at(ride_id.clone(), now);
         }
-        if let Some((effect, journaled)) = due {
+        if let Some((mut effect, journaled)) = due {
+            effect.trace = input.trace.cloned();
             batch.effects.push(effect);
             batch.journal.push(journaled);
         }

@@ -140,6 +140,7 @@ async fn apply_all<G: Gateway>(
         .map(|envelope| Input {
             envelope,
             now: epoch(),
+            trace: None,
         })
         .collect();
     let done = service.apply_batch(conn, &batch).await?;
