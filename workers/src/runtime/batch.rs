@@ -13,6 +13,7 @@ use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
 use super::metrics::Metrics;
 use super::process::{Applied, Shared};
+use super::saga_trace;
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
@@ -296,6 +297,16 @@ impl<W: Worker> Shared<W> {
                 rows_of[&i].iter().map(move |row| (Some(cause), row))
             })
             .collect();
+        // A ride in a caller's trace: its timers' steps go under the span of its last input.
+        let handled = work.iter().map(|&i| (&batch[i].input, &batch[i].trace));
+        match saga_trace::remember(conn.kind(), handled, Timestamp::now()) {
+            Ok(Some(write)) => done.writes.push(write),
+            Ok(None) => {}
+            Err(error) => {
+                db::abort_batch(conn).await;
+                return Ok(Attempt::AllFailed(error));
+            }
+        }
         // An effect's attempts are spans under the input that made it due (the one of its saga).
         if done.effects.iter().any(|e| e.trace.is_none()) {
             let mut by_saga: HashMap<&str, usize> = HashMap::new();

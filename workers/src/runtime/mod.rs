@@ -30,6 +30,7 @@ pub mod postgres;
 pub mod process;
 pub mod publish;
 mod run;
+mod saga_trace;
 pub mod sqlite;
 pub mod trace;
 

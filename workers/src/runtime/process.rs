@@ -16,6 +16,7 @@ use super::handler::{HandleError, Worker};
 use super::metrics::Metrics;
 use super::perform::Handoff;
 use super::publish::Publisher;
+use super::saga_trace;
 use super::trace::Tracer;
 use ridesaga_schemas::TraceContext;
 use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
@@ -75,12 +76,12 @@ impl<W: Worker> Shared<W> {
             .transaction(async |conn| {
                 let outputs = self.worker.tick(conn, now).await?;
                 let mut rows = to_rows(&outputs)?;
-                // A timer's step for a ride belongs to the ride's trace, under the ride itself.
-                for (row, output) in rows.iter_mut().zip(&outputs) {
-                    let ride = TraceContext::continued(None, output.saga_id.as_ref());
-                    let created = ride.child();
-                    self.record_created(&created, Some(&ride), output, "tick");
-                    row.trace = Some(created);
+                // A timer's step for a ride belongs to the ride's trace.
+                let parents = saga_trace::place_timer_outputs(conn, &outputs, &mut rows).await?;
+                for ((row, output), parent) in rows.iter().zip(&outputs).zip(&parents) {
+                    if let Some(created) = &row.trace {
+                        self.record_created(created, Some(parent), output, "tick");
+                    }
                 }
                 if !rows.is_empty() {
                     db::outbox_insert(conn, None, &rows, now).await?;

@@ -24,6 +24,7 @@ use super::metrics::Metrics;
 use super::perform::{EffectSettings, Handoff};
 use super::process::Shared;
 use super::publish::Publisher;
+use super::saga_trace;
 use super::trace::Tracer;
 use crate::config::RuntimeConfig;
 
@@ -486,6 +487,9 @@ async fn prune_inbox(database: &Database, now_ms: i64, before_ms: i64) -> Result
             .await?;
         forgotten += step;
         if step < RETENTION_CHUNK as u64 {
+            database
+                .transaction(async |conn| saga_trace::prune(conn, before_ms).await)
+                .await?;
             return Ok(forgotten);
         }
     }

@@ -2,8 +2,8 @@
 //! path through an effect's outcome) carries the trace context of the ride in its headers,
 //! with exporting off and on. With exporting on, a local OTLP/HTTP receiver records what the
 //! workers export and the test walks each message's span up to the message that caused it. An
-//! exporter whose collector never answers neither stops nor slows the saga. On SQLite and
-//! PostgreSQL.
+//! exporter whose collector never answers neither stops nor slows the saga. A deadline's steps
+//! stay in the ride's trace. On SQLite and PostgreSQL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -484,6 +484,34 @@ async fn a_compensated_ride_is_its_own_trace(sys: System, receiver: Option<&Rece
     sys.shutdown().await;
 }
 
+/// A ride no driver takes, in a caller's trace: the deadline's steps (a timer's, which no
+/// message causes) are in the caller's trace too.
+async fn a_timed_out_ride_stays_in_the_callers_trace(sys: System, receiver: Option<&Receiver>) {
+    let caller = TraceContext::new_root();
+    let ride = RideId::generate();
+    send(
+        &sys,
+        request("u_alone", "tok_visa"),
+        Some(&ride),
+        &caller.child(),
+    )
+    .await;
+    sys.wait_for(&ride, MessageKind::RideCancelled, Duration::from_secs(20))
+        .await;
+    let saga = completed(&sys, &ride, MessageKind::DriverUnavailable).await;
+    let kinds: Vec<MessageKind> = saga.iter().map(|(e, _)| e.kind()).collect();
+    assert!(
+        kinds.contains(&MessageKind::DriverUnavailable),
+        "{}",
+        show(&saga)
+    );
+    assert_one_trace(&saga, caller.trace_id);
+    if let Some(receiver) = receiver {
+        assert_caused_by_parents(receiver, &saga, caller.trace_id).await;
+    }
+    sys.shutdown().await;
+}
+
 /// A collector that accepts connections and never answers.
 async fn silent_collector() -> (String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -531,6 +559,15 @@ fn exporting(url: &str) -> [(&'static str, &str); 1] {
 async fn traces_on_sqlite_without_exporting() {
     a_completed_ride_is_one_trace(System::start().await, None).await;
     a_compensated_ride_is_its_own_trace(System::start().await, None).await;
+}
+
+#[tokio::test]
+async fn a_deadline_on_sqlite_exported_and_on_postgres() {
+    let receiver = Receiver::start().await;
+    let sys = System::start_with(&exporting(&receiver.url)).await;
+    a_timed_out_ride_stays_in_the_callers_trace(sys, Some(&receiver)).await;
+    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
+    a_timed_out_ride_stays_in_the_callers_trace(System::start_on(server, &[]).await, None).await;
 }
 
 #[tokio::test]
