@@ -346,7 +346,6 @@ async fn consume<W: Worker>(
         // message is decoded).
         let span = tracing::info_span!(
             "message",
-            subject = %message.subject,
             trace_id = tracing::field::Empty,
             saga_id = tracing::field::Empty,
             message_id = tracing::field::Empty,
