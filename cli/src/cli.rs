@@ -86,6 +86,13 @@ pub struct GlobalArgs {
     /// How long to try to reach the server.
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// W3C trace context a command continues (00-<trace id>-<parent id>-<flags>); without
+    /// one, a ride's commands go in the ride's own trace.
+    #[arg(long, global = true, env = "TRACEPARENT", value_name = "TRACEPARENT")]
+    pub traceparent: Option<String>,
+    /// W3C trace state carried with --traceparent.
+    #[arg(long, global = true, env = "TRACESTATE", value_name = "TRACESTATE")]
+    pub tracestate: Option<String>,
 }
 
 /// How results are printed on stdout.

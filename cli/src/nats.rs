@@ -13,7 +13,8 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use ridesaga_schemas::{Envelope, streams::SAGA_STREAM};
+use ridesaga_schemas::trace::{self, Span, SpanKind, attr};
+use ridesaga_schemas::{Envelope, MessageKind, TraceContext, streams::SAGA_STREAM};
 use time::OffsetDateTime;
 
 use crate::cli::GlobalArgs;
@@ -29,6 +30,10 @@ const READ_STALL: Duration = Duration::from_secs(10);
 pub struct Nats {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// The trace commands continue (`--traceparent`), if one was given.
+    pub trace: Option<TraceContext>,
+    /// Where ridectl's own spans go (`OTEL_EXPORTER_OTLP_ENDPOINT`), if anywhere.
+    pub otlp: Option<trace::Endpoint>,
 }
 
 /// Connects with `--server` and `--nkey`, `--user/--password` or `--creds` (and `--tls-ca`),
@@ -84,7 +89,34 @@ pub async fn connect(global: &GlobalArgs) -> anyhow::Result<Nats> {
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("could not connect to {}", global.server))?;
     let js = jetstream::new(client.clone());
-    Ok(Nats { client, js })
+    let (trace, otlp) = trace_options(global)?;
+    Ok(Nats {
+        client,
+        js,
+        trace,
+        otlp,
+    })
+}
+
+/// The trace given with `--traceparent` (and `--tracestate`), and where spans go.
+fn trace_options(
+    global: &GlobalArgs,
+) -> anyhow::Result<(Option<TraceContext>, Option<trace::Endpoint>)> {
+    let given = match &global.traceparent {
+        Some(parent) => Some(
+            TraceContext::parse(parent, global.tracestate.as_deref())
+                .context("--traceparent (TRACEPARENT)")
+                .hint("a W3C traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>")?,
+        ),
+        None => None,
+    };
+    let var = |name: &str| std::env::var(name).ok();
+    let otlp = trace::traces_endpoint(
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref(),
+        var("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+    )
+    .map_err(|e| anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+    Ok((given, otlp))
 }
 
 impl Nats {
@@ -105,13 +137,75 @@ impl Nats {
     /// Publishes an envelope on its subject with its id as `Nats-Msg-Id` and waits for the
     /// stream's acknowledgement. An envelope the contract refuses (the checks every receiver
     /// makes, and the size limit) is not published.
+    ///
+    /// The command carries a trace context: a span of the trace given with `--traceparent`,
+    /// else of its ride's own trace (under the ride's root span, so every command about a ride
+    /// is in one trace), else of a new trace. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the
+    /// span is exported (and, for a ride's request in its own trace, the ride's root span).
     pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<PublishAck> {
         let subject = envelope.subject();
         let payload = envelope
             .encode_checked()
             .with_context(|| format!("refusing to publish {subject}"))?;
-        self.publish_raw(subject, Bytes::from(payload), envelope.id.as_str())
-            .await
+        let parent = match &self.trace {
+            Some(given) => given.clone(),
+            None => TraceContext::continued(None, envelope.saga_id.as_ref()),
+        };
+        let context = parent.child();
+        let started = trace::now_unix_nanos();
+        let ack = self
+            .publish_traced(
+                subject.clone(),
+                Bytes::from(payload),
+                envelope.id.as_str(),
+                Some(&context),
+            )
+            .await;
+        if let Some(endpoint) = &self.otlp {
+            let mut spans = Vec::new();
+            let destination = subject
+                .rsplit_once('.')
+                .map_or(subject.as_str(), |(h, _)| h);
+            let mut send = Span::ended_now(
+                &context,
+                Some(parent.span_id),
+                format!("send {destination}"),
+                SpanKind::Producer,
+                started,
+            )
+            .attribute(attr::SYSTEM, attr::NATS)
+            .attribute(attr::OPERATION_TYPE, "send")
+            .attribute(attr::OPERATION_NAME, "publish")
+            .attribute(attr::DESTINATION, subject.as_str())
+            .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
+            .attribute(attr::MESSAGE_ID, envelope.id.as_str());
+            if let Some(saga) = &envelope.saga_id {
+                send = send.attribute(attr::SAGA_ID, saga.as_str());
+            }
+            if let Err(e) = &ack {
+                send.error = Some(e.to_string());
+            }
+            spans.push(send);
+            if let (None, Some(saga), MessageKind::RequestRide) =
+                (&self.trace, &envelope.saga_id, envelope.kind())
+            {
+                spans.push(
+                    Span::ended_now(
+                        &parent,
+                        None,
+                        format!("ride {saga}"),
+                        SpanKind::Internal,
+                        started,
+                    )
+                    .attribute(attr::SAGA_ID, saga.as_str()),
+                );
+            }
+            let body = trace::encode_spans("ridectl", "ridectl", &spans);
+            if let Err(e) = trace::post(endpoint, &body, Duration::from_secs(2)).await {
+                tracing::debug!("spans not exported: {e}");
+            }
+        }
+        ack
     }
 
     /// Publishes bytes with a message id and waits for the stream's acknowledgement.
@@ -121,9 +215,27 @@ impl Nats {
         payload: Bytes,
         message_id: &str,
     ) -> anyhow::Result<PublishAck> {
-        let message = PublishMessage::build()
+        self.publish_traced(subject, payload, message_id, None)
+            .await
+    }
+
+    /// [`Nats::publish_raw`] with a trace context in the headers.
+    async fn publish_traced(
+        &self,
+        subject: String,
+        payload: Bytes,
+        message_id: &str,
+        context: Option<&TraceContext>,
+    ) -> anyhow::Result<PublishAck> {
+        let mut message = PublishMessage::build()
             .payload(payload)
             .message_id(message_id);
+        if let Some(context) = context {
+            message = message.header(trace::TRACEPARENT, context.traceparent().as_str());
+            if let Some(state) = &context.state {
+                message = message.header(trace::TRACESTATE, state.as_str());
+            }
+        }
         let ack = self
             .js
             .send_publish(subject.clone(), message)
@@ -152,6 +264,8 @@ pub struct Record {
     pub time: OffsetDateTime,
     pub subject: String,
     pub payload: Bytes,
+    /// The trace context in its headers, if it has one.
+    pub trace: Option<TraceContext>,
 }
 
 impl Record {
@@ -162,6 +276,7 @@ impl Record {
                 seq: self.seq,
                 time: self.time,
                 envelope,
+                trace: self.trace.clone(),
             }),
             Err(e) => {
                 warn(format!(
@@ -246,6 +361,7 @@ async fn read_to(
             time,
             subject: message.subject.to_string(),
             payload: message.payload.clone(),
+            trace: TraceContext::from_headers(message.headers.as_ref()),
         });
         if pending == 0 || seq >= last {
             break;
@@ -301,6 +417,7 @@ impl Feed {
                 time: info.published,
                 subject: message.subject.to_string(),
                 payload: message.payload.clone(),
+                trace: TraceContext::from_headers(message.headers.as_ref()),
             }));
         }
     }

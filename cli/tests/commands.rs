@@ -151,6 +151,66 @@ async fn a_request_prints_its_ride_id_and_the_same_id_twice_is_one_command() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_carry_a_trace_context_and_saga_trace_prints_the_trace() {
+    let h = Harness::provisioned().await;
+    let request = |ride: &'static str| {
+        [
+            "ride",
+            "request",
+            "--rider",
+            "u_1",
+            "--from",
+            "52.52,13.40",
+            "--to",
+            "52.50,13.45",
+            "--card",
+            "tok_visa",
+            "--id",
+            ride,
+        ]
+    };
+    // Continuing a trace given to it.
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut continued = request("r_traced").to_vec();
+    continued.extend(["--traceparent", given, "--tracestate", "vendor=1"]);
+    assert_code(&h.ridectl(&continued).await, 0);
+    let out = h.ridectl(&["saga", "trace", "r_traced"]).await;
+    assert_code(&out, 0);
+    let trace = json(&out);
+    assert_eq!(trace["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let step = trace["steps"][0]["traceparent"].as_str().unwrap();
+    assert!(
+        step.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{step}"
+    );
+    assert!(
+        !step.contains("00f067aa0ba902b7"),
+        "a span of its own under the given one"
+    );
+    // Without one, a ride's commands are in the ride's own trace.
+    assert_code(&h.ridectl(&request("r_own")).await, 0);
+    assert_code(&h.ridectl(&["ride", "cancel", "r_own"]).await, 0);
+    let trace = json(&h.ridectl(&["saga", "trace", "r_own"]).await);
+    let own = ridesaga_schemas::TraceContext::for_saga(&RideId::parse("r_own").unwrap());
+    assert_eq!(trace["trace_id"], own.trace_id.to_hex());
+    assert_eq!(trace["trace_ids"].as_array().unwrap().len(), 1, "{trace}");
+    let out = h.ridectl(&["saga", "trace", "r_own", "-o", "table"]).await;
+    assert!(
+        stdout(&out).contains(&format!("trace: {}", own.trace_id)),
+        "{}",
+        stdout(&out)
+    );
+    // A malformed one is refused before anything is published.
+    let before = h.saga_messages().await;
+    let mut bad = request("r_bad").to_vec();
+    bad.extend(["--traceparent", "00-nothex-00f067aa0ba902b7-01"]);
+    let out = h.ridectl(&bad).await;
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("--traceparent"), "{}", stderr(&out));
+    assert_eq!(h.saga_messages().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_for_an_unknown_ride_is_refused_before_anything_is_published() {
     let h = Harness::provisioned().await;
     for command in ["cancel", "arrive", "start", "complete", "show"] {

@@ -168,7 +168,7 @@ impl MessageId {
 
 /// FNV-1a, 128-bit: stable across builds and platforms (unlike std's hasher), fast, and good
 /// enough to tell message ids apart (not a security boundary).
-fn fnv1a_128(parts: &[&[u8]]) -> u128 {
+pub(crate) fn fnv1a_128(parts: &[&[u8]]) -> u128 {
     const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
     const PRIME: u128 = 0x0000000001000000000000000000013B;
     let mut hash = OFFSET;

@@ -11,6 +11,7 @@
 //! - [`subject`]: subject builders and parsers.
 //! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
 //! - [`streams`]: stream and consumer definitions, and provisioning.
+//! - [`trace`]: W3C trace context in the headers, and spans as OTLP/HTTP JSON.
 //! - [`json_schema`]: the JSON Schema of every message, as committed under `schemas/json/`.
 
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod position;
 pub mod schedule;
 pub mod streams;
 pub mod subject;
+pub mod trace;
 
 pub use dead_letter::DeadLetter;
 pub use envelope::{
@@ -40,3 +42,4 @@ pub use position::{POSITION_PREFIX, Position, PositionError};
 pub use schedule::{DriverSchedule, OneOffShift, ScheduleError, Shifts, Weekday, WeeklyWindow};
 pub use streams::Service;
 pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};
+pub use trace::TraceContext;

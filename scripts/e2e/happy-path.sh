@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Happy path: a ride is requested, confirmed, started and completed; the captured amount equals
-# the fare. Uses ridectl only; needs NATS_URL and ridectl (or RIDECTL). City: Berlin.
+# the fare; every message of the ride carries a trace context, all of them the ride's one
+# trace. Uses ridectl only; needs NATS_URL and ridectl (or RIDECTL). City: Berlin.
 set -euo pipefail
 USAGE="scripts/e2e/happy-path.sh"
 source "$(dirname "$0")/lib.bash"
@@ -20,4 +21,10 @@ expect_eq "driver" "$(json_field "$done" .driver_id)" "$driver"
 fare="$(json_field "$done" .fare_cents)"
 [[ "$fare" =~ ^[0-9]+$ && "$fare" -gt 0 ]] || fail "no fare on the completed ride: $fare"
 expect_eq "captured cents" "$(json_field "$done" .captured_cents)" "$fare"
+
+trace="$(rc saga trace "$ride")"
+expect_eq "traces of the ride" "$(json_field "$trace" '.trace_ids | length')" 1
+expect_eq "steps without a traceparent" \
+  "$(json_field "$trace" '[.steps[] | select(.traceparent == null)] | length')" 0
+log "ride $ride is trace $(json_field "$trace" .trace_id)"
 finish

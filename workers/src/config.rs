@@ -310,6 +310,11 @@ pub struct RuntimeConfig {
     /// `RIDESAGA_EFFECT_DEADLINE`: how long after it was recorded an effect that fails
     /// transiently is retried before it settles as given up. Default 2m.
     pub effect_deadline: Duration,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`:
+    /// where spans are exported (OTLP/HTTP JSON, `http://`); none when neither is set.
+    pub otlp_endpoint: Option<ridesaga_schemas::trace::Endpoint>,
+    /// `OTEL_SERVICE_NAME`: the spans' `service.name` (default `<service>-worker`).
+    pub otel_service_name: String,
 }
 
 /// The default of `RIDESAGA_BATCH` and `RIDESAGA_MAX_IN_FLIGHT` on SQLite.
@@ -358,6 +363,20 @@ impl RuntimeConfig {
         let database_url: String =
             s.get("DATABASE_URL", format!("sqlite://.run/data/{service}.db"))?;
         let window = Kind::of_url(&database_url).map_or(SQLITE_WINDOW, default_window);
+        let traces = s.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let base = s.raw("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let otlp_endpoint =
+            ridesaga_schemas::trace::traces_endpoint(traces.as_deref(), base.as_deref()).map_err(
+                |problem| ConfigError {
+                    name: if traces.is_some() {
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into()
+                    } else {
+                        "OTEL_EXPORTER_OTLP_ENDPOINT".into()
+                    },
+                    value: traces.clone().or(base.clone()).unwrap_or_default(),
+                    problem,
+                },
+            )?;
         Ok(RuntimeConfig {
             nats: NatsConfig::load(service, s)?,
             database_url,
@@ -387,6 +406,8 @@ impl RuntimeConfig {
                 "RIDESAGA_EFFECT_DEADLINE",
                 s.duration("RIDESAGA_EFFECT_DEADLINE", Duration::from_secs(120))?,
             )?,
+            otlp_endpoint,
+            otel_service_name: s.get("OTEL_SERVICE_NAME", format!("{service}-worker"))?,
         })
     }
 }

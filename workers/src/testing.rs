@@ -189,6 +189,7 @@ pub(crate) async fn apply_batch_in_tx<'c, W: Worker>(
         .map(|(envelope, now)| Input {
             envelope,
             now: *now,
+            trace: None,
         })
         .collect();
     in_tx!(

@@ -1132,6 +1132,7 @@ impl Worker for Caller {
                     kind: "test.check".into(),
                     saga_id: Some(ride.clone()),
                     request: serde_json::json!({ "rider": requested.rider_id }).to_string(),
+                    trace: input.trace.cloned(),
                 });
             }
         }

@@ -11,6 +11,7 @@ mod fakerides;
 mod replicas;
 mod schedules;
 mod support;
+mod traces;
 mod tracking;
 
 use std::time::Duration;

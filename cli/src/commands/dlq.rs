@@ -163,6 +163,7 @@ async fn load(nats: &Nats, seq: u64) -> anyhow::Result<(Letter, String, Bytes)> 
         time: raw.time,
         subject: raw.subject.to_string(),
         payload: raw.payload,
+        trace: None,
     };
     let mut letter = letter(&record)?;
     if let (Some(subject), Some(payload)) = (&letter.subject, &letter.payload) {

@@ -42,6 +42,9 @@ struct TimelineStep<'a> {
     message_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     causation_id: Option<&'a str>,
+    /// The `traceparent` it was published with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
     compensation: bool,
     summary: String,
     data: &'a ridesaga_schemas::Message,
@@ -58,6 +61,7 @@ fn trace(
         *previous = Some(step.time);
         Some(delta)
     });
+    let trace_ids = trace_ids(steps);
     // The ride's state before each step decides whether the step compensates.
     let compensations: Vec<bool> = steps
         .iter()
@@ -81,6 +85,7 @@ fn trace(
                 producer: &step.envelope.producer,
                 message_id: step.envelope.id.as_str(),
                 causation_id: step.envelope.causation_id.as_ref().map(|c| c.as_str()),
+                traceparent: step.trace.as_ref().map(|t| t.traceparent()),
                 compensation: *compensation,
                 summary: summary(&step.envelope.message),
                 data: &step.envelope.message,
@@ -88,6 +93,8 @@ fn trace(
             .collect();
         let value = serde_json::json!({
             "ride_id": saga.ride_id,
+            "trace_id": trace_ids.first(),
+            "trace_ids": trace_ids,
             "state": saga.state,
             "reason": saga.reason,
             "steps": timeline,
@@ -130,6 +137,11 @@ fn trace(
         saga.steps,
         format_duration(total)
     ));
+    match trace_ids.as_slice() {
+        [] => out.line("trace: none (its messages carry no trace context)"),
+        [one] => out.line(format!("trace: {one}")),
+        many => out.line(format!("traces: {}", many.join(", "))),
+    }
     for effect in &effects.pending {
         out.line(format!(
             "pending: {}",
@@ -137,6 +149,18 @@ fn trace(
         ));
     }
     Ok(())
+}
+
+/// The trace ids the steps were published in, in order of first appearance.
+fn trace_ids(steps: &[Step]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for id in steps.iter().filter_map(|s| s.trace.as_ref()) {
+        let id = id.trace_id.to_hex();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// Which class a saga is in for `--state`: stuck as `audit` decides it ([`Saga::is_stuck`]),

@@ -32,6 +32,7 @@ impl Log {
             seq: n as u64 + 1,
             time: self.start + time::Duration::seconds(n),
             envelope,
+            trace: None,
         });
         self
     }

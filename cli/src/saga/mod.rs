@@ -34,6 +34,8 @@ pub struct Step {
     /// When the stream stored it.
     pub time: OffsetDateTime,
     pub envelope: Envelope,
+    /// The trace context it was published with, if any.
+    pub trace: Option<ridesaga_schemas::TraceContext>,
 }
 
 impl Step {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use ridesaga_schemas::{Envelope, Timestamp};
+use ridesaga_schemas::{Envelope, Timestamp, TraceContext};
 use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -12,12 +12,15 @@ use tokio_util::sync::CancellationToken;
 use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
 use super::process::{Applied, Shared};
+use super::saga_trace;
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
 pub struct WriteRequest {
     input: Envelope,
     now: Timestamp,
+    /// The span that processes the input: its outputs are created under it.
+    trace: TraceContext,
     reply: oneshot::Sender<Result<Applied, HandleError>>,
 }
 
@@ -38,9 +41,19 @@ enum Attempt {
 impl<W: Worker> Shared<W> {
     /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
     /// commits several inputs together when they arrive together.
-    pub async fn apply(&self, input: Envelope, now: Timestamp) -> Result<Applied, HandleError> {
+    pub async fn apply(
+        &self,
+        input: Envelope,
+        now: Timestamp,
+        trace: TraceContext,
+    ) -> Result<Applied, HandleError> {
         let (reply, answer) = oneshot::channel();
-        let request = WriteRequest { input, now, reply };
+        let request = WriteRequest {
+            input,
+            now,
+            trace,
+            reply,
+        };
         if self.writes.send(request).await.is_err() {
             return Err(HandleError::Transient("the writer has stopped".into()));
         }
@@ -197,6 +210,7 @@ impl<W: Worker> Shared<W> {
                 .map(|&i| Input {
                     envelope: &batch[i].input,
                     now: batch[i].now,
+                    trace: Some(&batch[i].trace),
                 })
                 .collect()
         };
@@ -238,7 +252,7 @@ impl<W: Worker> Shared<W> {
         } else {
             self.worker.apply_batch(conn, &inputs).await
         };
-        let done = match applied_batch {
+        let mut done = match applied_batch {
             Ok(done) if done.outputs.len() == work.len() => done,
             Ok(done) => {
                 db::abort_batch(conn).await;
@@ -263,7 +277,10 @@ impl<W: Worker> Shared<W> {
         let mut rows_of: HashMap<usize, Vec<OutboxRow>> = HashMap::with_capacity(work.len());
         for (&i, outputs) in work.iter().zip(&done.outputs) {
             match to_rows(outputs) {
-                Ok(rows) => {
+                Ok(mut rows) => {
+                    for row in &mut rows {
+                        row.trace = Some(batch[i].trace.child());
+                    }
                     rows_of.insert(i, rows);
                 }
                 Err(error) => {
@@ -279,6 +296,32 @@ impl<W: Worker> Shared<W> {
                 rows_of[&i].iter().map(move |row| (Some(cause), row))
             })
             .collect();
+        // A ride in a caller's trace: its timers' steps go under the span of its last input.
+        let handled = work.iter().map(|&i| (&batch[i].input, &batch[i].trace));
+        match saga_trace::remember(conn.kind(), handled, Timestamp::now()) {
+            Ok(Some(write)) => done.writes.push(write),
+            Ok(None) => {}
+            Err(error) => {
+                db::abort_batch(conn).await;
+                return Ok(Attempt::AllFailed(error));
+            }
+        }
+        // An effect's attempts are spans under the input that made it due (the one of its saga).
+        if done.effects.iter().any(|e| e.trace.is_none()) {
+            let mut by_saga: HashMap<&str, usize> = HashMap::new();
+            for &i in &work {
+                if let Some(saga) = &batch[i].input.saga_id {
+                    by_saga.entry(saga.as_str()).or_insert(i);
+                }
+            }
+            for effect in done.effects.iter_mut().filter(|e| e.trace.is_none()) {
+                let cause = effect
+                    .saga_id
+                    .as_ref()
+                    .and_then(|s| by_saga.get(s.as_str()));
+                effect.trace = cause.map(|&i| batch[i].trace.clone());
+            }
+        }
         // The effects of the inputs this attempt applied: an attempt that failed rolled back
         // its own with everything else.
         let effects = self.effects.record(&done.effects);

@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ridesaga_schemas::{Envelope, MessageId, RideId, Timestamp};
+use ridesaga_schemas::{Envelope, MessageId, RideId, Timestamp, TraceContext};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -126,6 +126,8 @@ pub struct OutboxRow {
     pub message_id: String,
     pub subject: String,
     pub payload: Vec<u8>,
+    /// The trace context it is published with (its `traceparent` and `tracestate`).
+    pub trace: Option<TraceContext>,
 }
 
 impl OutboxRow {
@@ -134,7 +136,26 @@ impl OutboxRow {
             message_id: envelope.id.to_string(),
             subject: envelope.subject(),
             payload: envelope.encode(),
+            trace: None,
         }
+    }
+
+    /// The row's `traceparent`, as stored.
+    pub fn traceparent(&self) -> Option<String> {
+        self.trace.as_ref().map(TraceContext::traceparent)
+    }
+
+    /// The row's `tracestate`, as stored.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.trace.as_ref().and_then(|t| t.state.as_deref())
+    }
+
+    /// The trace context stored as `traceparent` and `tracestate` (none if it does not parse).
+    pub fn trace_of(
+        traceparent: Option<String>,
+        tracestate: Option<String>,
+    ) -> Option<TraceContext> {
+        TraceContext::parse(&traceparent?, tracestate.as_deref()).ok()
     }
 }
 
@@ -231,7 +252,8 @@ fn effect_status(row: &Row) -> Result<EffectStatus, sqlx::Error> {
 }
 
 /// A row of a backend's `effects_claim` (`effect_id`, `kind`, `saga_id`, `request`,
-/// `attempts`, `recorded_at`, `deadline_at`) as the executor performs it.
+/// `attempts`, `recorded_at`, `deadline_at`, `traceparent`, `tracestate`) as the executor
+/// performs it.
 fn pending_effect(row: &Row) -> Result<PendingEffect, sqlx::Error> {
     Ok(PendingEffect {
         effect: Effect {
@@ -241,6 +263,7 @@ fn pending_effect(row: &Row) -> Result<PendingEffect, sqlx::Error> {
                 .get::<Option<String>>("saga_id")?
                 .and_then(|saga| RideId::parse(saga).ok()),
             request: row.get("request")?,
+            trace: OutboxRow::trace_of(row.get("traceparent")?, row.get("tracestate")?),
         },
         attempts: u32::try_from(row.get::<i64>("attempts")?).unwrap_or(0),
         recorded_at: Timestamp::from_unix_millis(row.get("recorded_at")?),

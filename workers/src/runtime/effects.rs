@@ -16,7 +16,7 @@
 //! [`Worker::perform`]: super::Worker::perform
 //! [`Worker::settle`]: super::Worker::settle
 
-use ridesaga_schemas::{Envelope, MessageId, RideId, Timestamp};
+use ridesaga_schemas::{Envelope, MessageId, RideId, Timestamp, TraceContext};
 
 /// A call to the outside world a service asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,21 @@ pub struct Effect {
     pub saga_id: Option<RideId>,
     /// What the call needs, as the service serialised it (JSON).
     pub request: String,
+    /// The span that made it due (the runtime sets it: the span processing the input, or
+    /// performing the effect, whose outcome made it due); its attempts are spans under it.
+    pub trace: Option<TraceContext>,
+}
+
+impl Effect {
+    /// The `traceparent` it is stored with.
+    pub fn traceparent(&self) -> Option<String> {
+        self.trace.as_ref().map(TraceContext::traceparent)
+    }
+
+    /// The `tracestate` it is stored with.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.trace.as_ref().and_then(|t| t.state.as_deref())
+    }
 }
 
 /// An effect as the runtime hands it back to the service to perform and to settle.

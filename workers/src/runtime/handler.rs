@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use ridesaga_schemas::{Envelope, RideId, Service, Timestamp};
+use ridesaga_schemas::{Envelope, RideId, Service, Timestamp, TraceContext};
 use sqlx::migrate::Migrator;
 
 use super::db::{self, Conn, Kind, Row};
@@ -213,6 +213,10 @@ pub trait Worker: Send + Sync + 'static {
 pub struct Input<'a> {
     pub envelope: &'a Envelope,
     pub now: Timestamp,
+    /// The span processing it, when the runtime has one: an effect the input makes due
+    /// carries it ([`Effect::trace`]), so that the call and its outcome stay in the input's
+    /// trace. (An effect without one gets the span of an input of its saga.)
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// Applies `inputs` one after another with [`Worker::apply`]. Boxed: a service whose `apply`
@@ -317,6 +321,7 @@ pub async fn apply_as_batch<W: Worker>(
     let inputs = [Input {
         envelope: input,
         now,
+        trace: None,
     }];
     let done = worker
         .apply_batch(conn, &inputs)

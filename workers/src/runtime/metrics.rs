@@ -154,6 +154,8 @@ pub struct Metrics {
     pub effects_settled: AtomicU64,
     /// Outcomes the service could not settle (the effect is performed again later).
     pub effects_settle_failed: AtomicU64,
+    /// Spans not exported: the exporter's queue was full, or the collector did not take them.
+    pub spans_dropped: AtomicU64,
     /// Effects recorded and not settled, as last read from the database.
     pub effects_pending: AtomicI64,
     /// How long the oldest pending effect has been recorded, in milliseconds, when last read.
@@ -228,6 +230,7 @@ impl Metrics {
             effects_failed: AtomicU64::new(0),
             effects_settled: AtomicU64::new(0),
             effects_settle_failed: AtomicU64::new(0),
+            spans_dropped: AtomicU64::new(0),
             effects_pending: AtomicI64::new(0),
             effects_oldest_ms: AtomicI64::new(0),
             outbox_rows: AtomicI64::new(0),
@@ -384,6 +387,11 @@ impl Metrics {
                 "ridesaga_effects_settle_failed_total",
                 "Effect outcomes the service could not settle (performed again later)",
                 &self.effects_settle_failed,
+            ),
+            (
+                "ridesaga_trace_spans_dropped_total",
+                "Spans not exported (queue full or collector unreachable)",
+                &self.spans_dropped,
             ),
         ];
         for (name, help, value) in counters {

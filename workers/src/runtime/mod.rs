@@ -17,6 +17,7 @@
 //! - `publish`: outbox rows to JetStream with `Nats-Msg-Id`, bounded retries.
 //! - `run`: the consumer loop with bounded concurrency, relay, timers, drain on shutdown.
 //! - `metrics`, `http`: counters, `/metrics` and `/healthz`.
+//! - [`trace`]: spans of the message path and their export over OTLP, off unless configured.
 
 mod batch;
 pub mod db;
@@ -29,7 +30,9 @@ pub mod postgres;
 pub mod process;
 pub mod publish;
 mod run;
+mod saga_trace;
 pub mod sqlite;
+pub mod trace;
 
 pub use db::{Conn, Database, EffectStatus, Kind, Row};
 pub use effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect, Settled};

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use ridesaga_schemas::Timestamp;
+use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
+use ridesaga_schemas::{RideId, Timestamp, TraceContext};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -311,7 +312,36 @@ impl<W: Worker> Shared<W> {
         let (shared, done, timeout) = (self.clone(), ex.done.clone(), ex.settings.timeout);
         ex.tasks.spawn(async move {
             let _permit = permit;
+            let mut effect = effect;
+            // The attempt is a span under the one that made the effect due (else under the
+            // ride); what its outcome produces is created under the attempt.
+            let made_due =
+                TraceContext::continued(effect.effect.trace.take(), effect.effect.saga_id.as_ref());
+            let attempt = made_due.child();
+            let started = now_unix_nanos();
             let result = shared.attempt(&effect, timeout).await;
+            if shared.tracer.enabled() {
+                let mut span = Span::ended_now(
+                    &attempt,
+                    Some(made_due.span_id),
+                    format!("perform {}", effect.effect.kind),
+                    SpanKind::Client,
+                    started,
+                )
+                .attribute(attr::EFFECT_ID, effect.effect.id.as_str())
+                .attribute(attr::EFFECT_KIND, effect.effect.kind.as_str())
+                .attribute("ridesaga.effect.attempt", i64::from(effect.attempts) + 1);
+                if let Some(saga) = &effect.effect.saga_id {
+                    span = span.attribute(attr::SAGA_ID, saga.as_str());
+                }
+                if let Err(e) = &result {
+                    span.error = Some(e.to_string());
+                }
+                shared.tracer.record(span);
+            }
+            // A retry keeps the context it was recorded with (the table's); a settled outcome
+            // carries the attempt's.
+            effect.effect.trace = Some(attempt);
             let _ = done.send(Attempt { effect, result });
         });
     }
@@ -549,7 +579,27 @@ impl<W: Worker> Shared<W> {
                     BatchError::Batch(error) => SettleError::Group(error),
                 })?
         };
-        let rows = to_rows(&done.outputs).map_err(SettleError::Group)?;
+        let mut done = done;
+        let mut rows = to_rows(&done.outputs).map_err(SettleError::Group)?;
+        // Outputs and further effects go under the attempt that settled their saga's effect.
+        let attempt_of = |saga: Option<&RideId>| {
+            group
+                .iter()
+                .find(|f| f.effect.effect.saga_id.as_ref() == saga)
+                .and_then(|f| f.effect.effect.trace.clone())
+        };
+        for (row, output) in rows.iter_mut().zip(&done.outputs) {
+            let parent = TraceContext::continued(
+                attempt_of(output.saga_id.as_ref()),
+                output.saga_id.as_ref(),
+            );
+            let created = parent.child();
+            self.record_created(&created, Some(&parent), output, "effect");
+            row.trace = Some(created);
+        }
+        for effect in done.effects.iter_mut().filter(|e| e.trace.is_none()) {
+            effect.trace = attempt_of(effect.saga_id.as_ref());
+        }
         db::store_outputs(
             conn,
             &rows,
@@ -585,6 +635,7 @@ mod tests {
                 kind: "payment.hold".into(),
                 saga_id: None,
                 request: "{}".into(),
+                trace: None,
             },
             attempts,
             recorded_at: Timestamp::from_unix_millis(0),
@@ -658,6 +709,7 @@ mod tests {
             kind: "test.call".into(),
             saga_id: Some(RideId::parse(saga).unwrap()),
             request: request.into(),
+            trace: None,
         }
     }
 
@@ -809,6 +861,7 @@ mod tests {
             message_id: id.into(),
             subject: format!("evt.test.done.{id}"),
             payload: b"{}".to_vec(),
+            trace: None,
         };
         // A batch three seconds ago left two outputs and two effects; one output a second ago.
         let (first, second, third) = (row("m_1"), row("m_2"), row("m_3"));

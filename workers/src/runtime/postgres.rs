@@ -28,6 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 
 use super::db::{EffectRetry, InboxEntry, NewEffects, OpenError, Opened, OutboxRow, Row as AnyRow};
+use super::effects::Effect;
 use super::handler::BatchWrite;
 
 static RUNTIME_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/runtime");
@@ -241,21 +242,24 @@ pub async fn store_all(
         next += count;
         first
     };
-    let o = parameters(5);
-    let e = (!effects.is_empty()).then(|| parameters(7));
+    let o = parameters(7);
+    let e = (!effects.is_empty()).then(|| parameters(9));
     if let Some(e) = e {
         clauses.push(format!(
             "effects_recorded AS (INSERT INTO effects (effect_id, kind, saga_id, request, \
-             attempts, recorded_at, next_at, deadline_at, claimed_until) \
-             SELECT id, kind, saga, request, 0, ${t}, ${t}, ${d}, ${c} \
-             FROM unnest(${e}::text[], ${k}::text[], ${s}::text[], ${r}::text[]) \
-             AS t (id, kind, saga, request) ON CONFLICT (effect_id) DO NOTHING)",
+             attempts, recorded_at, next_at, deadline_at, claimed_until, traceparent, \
+             tracestate) SELECT id, kind, saga, request, 0, ${t}, ${t}, ${d}, ${c}, tp, ts \
+             FROM unnest(${e}::text[], ${k}::text[], ${s}::text[], ${r}::text[], \
+             ${tp}::text[], ${ts}::text[]) AS t (id, kind, saga, request, tp, ts) \
+             ON CONFLICT (effect_id) DO NOTHING)",
             k = e + 1,
             s = e + 2,
             r = e + 3,
             t = e + 4,
             d = e + 5,
             c = e + 6,
+            tp = e + 7,
+            ts = e + 8,
         ));
     }
     let r = (!retries.is_empty()).then(|| parameters(4));
@@ -276,14 +280,17 @@ pub async fn store_all(
         format!("WITH {} ", clauses.join(", "))
     };
     let sql = format!(
-        "{with}INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-         SELECT id, cause, subject, payload, ${t} \
-         FROM unnest(${o}::text[], ${c}::text[], ${s}::text[], ${p}::bytea[]) \
-         AS t (id, cause, subject, payload) ON CONFLICT (message_id) DO NOTHING",
+        "{with}INSERT INTO outbox (message_id, cause_id, subject, payload, created_at, \
+         traceparent, tracestate) SELECT id, cause, subject, payload, ${t}, tp, ts \
+         FROM unnest(${o}::text[], ${c}::text[], ${s}::text[], ${p}::bytea[], ${tp}::text[], \
+         ${ts}::text[]) AS t (id, cause, subject, payload, tp, ts) \
+         ON CONFLICT (message_id) DO NOTHING",
         c = o + 1,
         s = o + 2,
         p = o + 3,
         t = o + 4,
+        tp = o + 5,
+        ts = o + 6,
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for write in writes {
@@ -293,12 +300,15 @@ pub async fn store_all(
     let causes: Vec<Option<&str>> = outputs.iter().map(|(cause, _)| *cause).collect();
     let subjects: Vec<&str> = outputs.iter().map(|(_, r)| r.subject.as_str()).collect();
     let payloads: Vec<&[u8]> = outputs.iter().map(|(_, r)| r.payload.as_slice()).collect();
+    let (parents, states) = trace_columns(outputs);
     query = query
         .bind(ids)
         .bind(causes)
         .bind(subjects)
         .bind(payloads)
-        .bind(now.unix_millis());
+        .bind(now.unix_millis())
+        .bind(parents)
+        .bind(states);
     if e.is_some() {
         let list = effects.effects;
         query = query
@@ -312,7 +322,9 @@ pub async fn store_all(
             .bind(list.iter().map(|e| e.request.as_str()).collect::<Vec<_>>())
             .bind(now.unix_millis())
             .bind(effects.deadline_ms(now))
-            .bind(effects.claimed_until_ms(now));
+            .bind(effects.claimed_until_ms(now))
+            .bind(list.iter().map(Effect::traceparent).collect::<Vec<_>>())
+            .bind(list.iter().map(Effect::tracestate).collect::<Vec<_>>());
     }
     if r.is_some() {
         query = query
@@ -373,11 +385,12 @@ async fn outbox_insert_many(
     let causes: Vec<Option<&str>> = entries.iter().map(|(cause, _)| *cause).collect();
     let subjects: Vec<&str> = entries.iter().map(|(_, r)| r.subject.as_str()).collect();
     let payloads: Vec<&[u8]> = entries.iter().map(|(_, r)| r.payload.as_slice()).collect();
+    let (parents, states) = trace_columns(entries);
     sqlx::query(
-        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at) \
-         SELECT id, cause, subject, payload, $5 \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
-         AS t (id, cause, subject, payload) \
+        "INSERT INTO outbox (message_id, cause_id, subject, payload, created_at, traceparent, \
+         tracestate) SELECT id, cause, subject, payload, $5, tp, ts \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $6::text[], $7::text[]) \
+         AS t (id, cause, subject, payload, tp, ts) \
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(ids)
@@ -385,6 +398,8 @@ async fn outbox_insert_many(
     .bind(subjects)
     .bind(payloads)
     .bind(now.unix_millis())
+    .bind(parents)
+    .bind(states)
     .execute(conn)
     .await?;
     Ok(())
@@ -395,7 +410,7 @@ pub async fn outbox_for_cause(
     conn: &mut PgConnection,
     cause: &MessageId,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT message_id, subject, payload FROM outbox WHERE cause_id = $1")
+    let rows = sqlx::query("SELECT message_id, subject, payload, traceparent, tracestate FROM outbox WHERE cause_id = $1")
         .bind(cause.as_str())
         .fetch_all(conn)
         .await?;
@@ -409,7 +424,7 @@ pub async fn outbox_stale(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT message_id, subject, payload FROM outbox WHERE created_at < $1 \
+        "SELECT message_id, subject, payload, traceparent, tracestate FROM outbox WHERE created_at < $1 \
          ORDER BY created_at LIMIT $2",
     )
     .bind(before_ms)
@@ -419,11 +434,21 @@ pub async fn outbox_stale(
     rows.iter().map(outbox_row).collect()
 }
 
+/// The `traceparent` and `tracestate` columns of outbox rows.
+fn trace_columns(
+    rows: &[(Option<&str>, &OutboxRow)],
+) -> (Vec<Option<String>>, Vec<Option<String>>) {
+    rows.iter()
+        .map(|(_, r)| (r.traceparent(), r.tracestate().map(str::to_owned)))
+        .unzip()
+}
+
 fn outbox_row(row: &sqlx::postgres::PgRow) -> Result<OutboxRow, sqlx::Error> {
     Ok(OutboxRow {
         message_id: row.try_get("message_id")?,
         subject: row.try_get("subject")?,
         payload: row.try_get("payload")?,
+        trace: OutboxRow::trace_of(row.try_get("traceparent")?, row.try_get("tracestate")?),
     })
 }
 
@@ -456,10 +481,10 @@ pub async fn effects_insert(
     let requests: Vec<&str> = effects.effects.iter().map(|e| e.request.as_str()).collect();
     sqlx::query(
         "INSERT INTO effects (effect_id, kind, saga_id, request, attempts, recorded_at, \
-         next_at, deadline_at, claimed_until) \
-         SELECT id, kind, saga, request, 0, $5, $5, $6, $7 \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t (id, kind, saga, request) \
-         ON CONFLICT (effect_id) DO NOTHING",
+         next_at, deadline_at, claimed_until, traceparent, tracestate) \
+         SELECT id, kind, saga, request, 0, $5, $5, $6, $7, tp, ts \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $8::text[], $9::text[]) \
+         AS t (id, kind, saga, request, tp, ts) ON CONFLICT (effect_id) DO NOTHING",
     )
     .bind(ids)
     .bind(kinds)
@@ -468,6 +493,20 @@ pub async fn effects_insert(
     .bind(now.unix_millis())
     .bind(effects.deadline_ms(now))
     .bind(effects.claimed_until_ms(now))
+    .bind(
+        effects
+            .effects
+            .iter()
+            .map(Effect::traceparent)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        effects
+            .effects
+            .iter()
+            .map(Effect::tracestate)
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await
     .map(|_| ())
@@ -507,7 +546,8 @@ pub async fn effects_claim(
     let rows = sqlx::query(
         "UPDATE effects SET claimed_until = $1 WHERE effect_id IN (SELECT effect_id FROM \
          effects WHERE next_at <= $2 AND claimed_until <= $2 ORDER BY next_at LIMIT $3) \
-         RETURNING effect_id, kind, saga_id, request, attempts::bigint AS attempts, recorded_at, deadline_at",
+         RETURNING effect_id, kind, saga_id, request, attempts::bigint AS attempts, recorded_at, deadline_at, \
+         traceparent, tracestate",
     )
     .bind(until_ms)
     .bind(now_ms)

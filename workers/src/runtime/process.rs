@@ -16,6 +16,10 @@ use super::handler::{HandleError, Worker};
 use super::metrics::{DeadLetterCause, Metrics, Outcome};
 use super::perform::Handoff;
 use super::publish::Publisher;
+use super::saga_trace;
+use super::trace::Tracer;
+use ridesaga_schemas::TraceContext;
+use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
 
 /// Everything the handling of one message needs; shared by all in-flight tasks.
 #[derive(Debug)]
@@ -32,6 +36,8 @@ pub struct Shared<W> {
     pub database: Database,
     /// The effects this replica records, on their way to its executor.
     pub effects: Handoff,
+    /// Spans, when they are exported.
+    pub tracer: Tracer,
 }
 
 /// What happens to a delivered message.
@@ -72,7 +78,14 @@ impl<W: Worker> Shared<W> {
         self.database
             .transaction(async |conn| {
                 let outputs = self.worker.tick(conn, now).await?;
-                let rows = to_rows(&outputs)?;
+                let mut rows = to_rows(&outputs)?;
+                // A timer's step for a ride belongs to the ride's trace.
+                let parents = saga_trace::place_timer_outputs(conn, &outputs, &mut rows).await?;
+                for ((row, output), parent) in rows.iter().zip(&outputs).zip(&parents) {
+                    if let Some(created) = &row.trace {
+                        self.record_created(created, Some(parent), output, "tick");
+                    }
+                }
                 if !rows.is_empty() {
                     db::outbox_insert(conn, None, &rows, now).await?;
                 }
@@ -107,11 +120,21 @@ impl<W: Worker> Shared<W> {
         payload: &[u8],
         delivered: i64,
     ) -> Verdict {
+        let received_at = if self.tracer.enabled() {
+            now_unix_nanos()
+        } else {
+            0
+        };
+        let carried = TraceContext::from_headers(headers);
         let decoded =
             Envelope::check_headers(headers).and_then(|()| Envelope::decode(subject, payload));
         let input = match decoded {
             Ok(input) => input,
             Err(e) => {
+                if let Some(trace) = &carried {
+                    tracing::Span::current()
+                        .record("trace_id", tracing::field::display(trace.trace_id));
+                }
                 return Verdict::DeadLetter {
                     cause: DeadLetterCause::Undecodable,
                     reason: format!("undecodable message: {e}"),
@@ -120,16 +143,47 @@ impl<W: Worker> Shared<W> {
         };
         let started = Instant::now();
         let id = input.id.clone();
-        let (outcome, verdict) = match self.apply(input, Timestamp::now()).await {
+        // The message continues the trace it carries (else its ride's); its outputs are
+        // created under the span that processes it.
+        let context = TraceContext::continued(carried, input.saga_id.as_ref());
+        let log = tracing::Span::current();
+        log.record("trace_id", tracing::field::display(context.trace_id));
+        if let Some(saga) = &input.saga_id {
+            log.record("saga_id", saga.as_str());
+        }
+        log.record("message_id", id.as_str());
+        let spans = self.tracer.enabled().then(|| MessageSpans {
+            receive: context.child(),
+            received_at,
+            decoded_at: now_unix_nanos(),
+            saga: input.saga_id.as_ref().map(|s| s.as_str().to_owned()),
+            correlation: input.correlation_id.clone(),
+        });
+        let process = match &spans {
+            Some(spans) => spans.receive.child(),
+            None => context.clone(),
+        };
+        let (outcome, verdict) = match self.apply(input, Timestamp::now(), process.clone()).await {
             Ok(Applied::New(rows)) => {
                 Metrics::inc(&self.metrics.handled);
                 self.count_saga_outcomes(&rows);
-                (Outcome::Applied, self.publish_then_ack(&rows).await)
+                if self.tracer.enabled() {
+                    for row in &rows {
+                        self.record_created_row(row, &process);
+                    }
+                }
+                (
+                    Outcome::Applied,
+                    self.publish_then_ack(&rows, &process).await,
+                )
             }
             Ok(Applied::Duplicate(rows)) => {
                 Metrics::inc(&self.metrics.duplicates);
                 tracing::debug!(%subject, %id, "already applied; acknowledged without effect");
-                (Outcome::Duplicate, self.publish_then_ack(&rows).await)
+                (
+                    Outcome::Duplicate,
+                    self.publish_then_ack(&rows, &process).await,
+                )
             }
             Err(HandleError::Permanent(reason)) => (
                 Outcome::DeadLetter,
@@ -162,11 +216,157 @@ impl<W: Worker> Shared<W> {
         };
         self.metrics.observe(outcome, started.elapsed());
         tracing::debug!(%subject, %id, delivered, ?verdict, "handled");
+        if let Some(spans) = spans {
+            self.record_message_spans(subject, &id, delivered, &context, spans, &process, &verdict);
+        }
         verdict
     }
 
-    async fn publish_then_ack(&self, rows: &[OutboxRow]) -> Verdict {
-        match self.publisher.publish(rows).await {
+    /// The receive and process spans of a message handled with `verdict` (when exporting).
+    #[allow(clippy::too_many_arguments)]
+    fn record_message_spans(
+        &self,
+        subject: &str,
+        id: &ridesaga_schemas::MessageId,
+        delivered: i64,
+        context: &TraceContext,
+        spans: MessageSpans,
+        process: &TraceContext,
+        verdict: &Verdict,
+    ) {
+        let destination = destination_template(subject);
+        let consumer = self.service.consumer_name();
+        let common = |span: Span, operation: &'static str| {
+            let mut span = span
+                .attribute(attr::SYSTEM, attr::NATS)
+                .attribute(attr::OPERATION_TYPE, operation)
+                .attribute(attr::OPERATION_NAME, operation)
+                .attribute(attr::DESTINATION, subject)
+                .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
+                .attribute(attr::CONSUMER_GROUP, consumer.as_str())
+                .attribute(attr::MESSAGE_ID, id.as_str())
+                .attribute(attr::CONVERSATION_ID, spans.correlation.as_str())
+                .attribute(attr::DELIVERY_COUNT, delivered);
+            if let Some(saga) = &spans.saga {
+                span = span.attribute(attr::SAGA_ID, saga.as_str());
+            }
+            span
+        };
+        let mut receive = common(
+            Span::ended_now(
+                &spans.receive,
+                Some(context.span_id),
+                format!("receive {destination}"),
+                SpanKind::Consumer,
+                spans.received_at,
+            ),
+            "receive",
+        );
+        receive.end_unix_nanos = spans.decoded_at;
+        let mut processed = common(
+            Span::ended_now(
+                process,
+                Some(spans.receive.span_id),
+                format!("process {destination}"),
+                SpanKind::Consumer,
+                spans.decoded_at,
+            ),
+            "process",
+        );
+        match verdict {
+            Verdict::Ack => {}
+            Verdict::Retry { reason, .. } => processed.error = Some(format!("retry: {reason}")),
+            Verdict::DeadLetter { reason, .. } => {
+                processed.error = Some(format!("dead letter: {reason}"))
+            }
+        }
+        self.tracer.record(receive);
+        self.tracer.record(processed);
+    }
+
+    /// The create span of an outbox row, under `parent` (when exporting).
+    fn record_created_row(&self, row: &OutboxRow, parent: &TraceContext) {
+        let Some(created) = &row.trace else { return };
+        let destination = destination_template(&row.subject);
+        let span = Span::ended_now(
+            created,
+            Some(parent.span_id),
+            format!("create {destination}"),
+            SpanKind::Producer,
+            now_unix_nanos(),
+        )
+        .attribute(attr::SYSTEM, attr::NATS)
+        .attribute(attr::OPERATION_TYPE, "create")
+        .attribute(attr::OPERATION_NAME, "create")
+        .attribute(attr::DESTINATION, row.subject.as_str())
+        .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
+        .attribute(attr::MESSAGE_ID, row.message_id.as_str());
+        self.tracer.record(span);
+    }
+
+    /// The create span of `output`, made by `by` (a timer, an effect's outcome) under `parent`
+    /// (when exporting).
+    pub(super) fn record_created(
+        &self,
+        created: &TraceContext,
+        parent: Option<&TraceContext>,
+        output: &Envelope,
+        by: &'static str,
+    ) {
+        if !self.tracer.enabled() {
+            return;
+        }
+        let subject = output.subject();
+        let destination = destination_template(&subject);
+        let mut span = Span::ended_now(
+            created,
+            parent.map(|p| p.span_id),
+            format!("create {destination}"),
+            SpanKind::Producer,
+            now_unix_nanos(),
+        )
+        .attribute(attr::SYSTEM, attr::NATS)
+        .attribute(attr::OPERATION_TYPE, "create")
+        .attribute(attr::OPERATION_NAME, "create")
+        .attribute(attr::DESTINATION, subject.as_str())
+        .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
+        .attribute(attr::MESSAGE_ID, output.id.as_str())
+        .attribute("ridesaga.created_by", by);
+        if let Some(saga) = &output.saga_id {
+            span = span.attribute(attr::SAGA_ID, saga.as_str());
+        }
+        self.tracer.record(span);
+    }
+
+    async fn publish_then_ack(&self, rows: &[OutboxRow], process: &TraceContext) -> Verdict {
+        let sending = (self.tracer.enabled() && !rows.is_empty())
+            .then(|| (process.child(), now_unix_nanos()));
+        let published = self.publisher.publish(rows).await;
+        if let Some((send, started)) = sending {
+            let mut span = Span::ended_now(
+                &send,
+                Some(process.span_id),
+                "send",
+                SpanKind::Producer,
+                started,
+            )
+            .attribute(attr::SYSTEM, attr::NATS)
+            .attribute(attr::OPERATION_TYPE, "send")
+            .attribute(attr::OPERATION_NAME, "publish")
+            .attribute(attr::BATCH_COUNT, rows.len() as i64);
+            if let [row] = rows {
+                span.name = format!("send {}", destination_template(&row.subject));
+                span = span
+                    .attribute(attr::DESTINATION, row.subject.as_str())
+                    .attribute(attr::MESSAGE_ID, row.message_id.as_str());
+            }
+            span.links = rows.iter().filter_map(|r| r.trace.clone()).collect();
+            if let Err(e) = &published {
+                span.error = Some(e.to_string());
+            }
+            self.tracer.record(span);
+        }
+        match published {
             Ok(()) => Verdict::Ack,
             // The outputs are safe in the outbox; retrying the input republishes them.
             Err(e) => Verdict::Retry {
@@ -240,6 +440,22 @@ impl<W: Worker> Shared<W> {
         ack.await.map_err(|e| e.to_string())?;
         Ok(())
     }
+}
+
+/// What the spans of one message need beside its context (made only when exporting).
+#[derive(Debug)]
+struct MessageSpans {
+    receive: TraceContext,
+    received_at: u64,
+    decoded_at: u64,
+    saga: Option<String>,
+    correlation: String,
+}
+
+/// A subject without its last token (the id): `evt.ride.requested` for
+/// `evt.ride.requested.r_1`, a name of few values for spans.
+fn destination_template(subject: &str) -> &str {
+    subject.rsplit_once('.').map_or(subject, |(head, _)| head)
 }
 
 /// The envelope id of a payload that may not decode, for the dead-letter record.

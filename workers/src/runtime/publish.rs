@@ -1,6 +1,7 @@
 //! Publishing outbox rows to JetStream with their `Nats-Msg-Id`, awaiting the server's acks,
 //! with bounded retries for the moments a stream has no leader (publishes then answer "no
-//! responders"). Retrying is safe: the same ids are dropped by the duplicate window.
+//! responders"). Retrying is safe: the same ids are dropped by the duplicate window. Each row
+//! goes with the trace context it was stored with (`traceparent`, `tracestate` headers).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use super::db::{self, Database, OutboxRow};
 use super::metrics::Metrics;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
+use ridesaga_schemas::trace::{TRACEPARENT, TRACESTATE};
 
 /// Attempts per batch before giving up (the input is then nak'ed and the relay tries again).
 const ATTEMPTS: u32 = 4;
@@ -115,9 +117,15 @@ impl Publisher {
     async fn publish_once(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
         let mut acks = Vec::with_capacity(rows.len());
         for row in rows {
-            let message = PublishMessage::build()
+            let mut message = PublishMessage::build()
                 .payload(Bytes::from(row.payload.clone()))
                 .message_id(&row.message_id);
+            if let Some(trace) = &row.trace {
+                message = message.header(TRACEPARENT, trace.traceparent().as_str());
+                if let Some(state) = &trace.state {
+                    message = message.header(TRACESTATE, state.as_str());
+                }
+            }
             let ack = self
                 .js
                 .send_publish(row.subject.clone(), message)

@@ -24,6 +24,8 @@ use super::metrics::Metrics;
 use super::perform::{EffectSettings, Handoff};
 use super::process::Shared;
 use super::publish::Publisher;
+use super::saga_trace;
+use super::trace::Tracer;
 use crate::config::RuntimeConfig;
 
 /// Why a worker stopped with an error.
@@ -147,7 +149,26 @@ async fn serve<W: Worker>(
     let metrics = Arc::new(Metrics::with_saga_outcomes(worker.saga_outcomes()));
     let publisher = Publisher::new(js.clone(), database.clone(), metrics.clone());
     let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
+    // Background tasks stop on `background`, which is cancelled only after in-flight work
+    // drained, so their last outputs still go out.
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let tracer = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let (tracer, exporter) = Tracer::exporting(
+                endpoint.clone(),
+                config.otel_service_name.clone(),
+                config.instance.clone(),
+                metrics.clone(),
+                background.clone(),
+            );
+            tasks.spawn(exporter);
+            tracer
+        }
+        None => Tracer::off(metrics.clone()),
+    };
     let shared = Arc::new(Shared {
+        tracer,
         worker,
         service,
         instance: config.instance.clone(),
@@ -159,9 +180,6 @@ async fn serve<W: Worker>(
         effects: Handoff::new(config.effect_deadline, config.effect_timeout),
     });
 
-    // Background tasks stop on `background`, which is cancelled only after in-flight work
-    // drained, so their last outputs still go out.
-    let background = CancellationToken::new();
     if let Some(addr) = config.http_addr {
         let state = HttpState {
             service: service.name(),
@@ -182,7 +200,6 @@ async fn serve<W: Worker>(
         database.clone(),
     )
     .await?;
-    let tasks = TaskTracker::new();
     tasks.spawn({
         let (shared, stop, max) = (shared.clone(), background.clone(), config.max_in_flight);
         async move { shared.write_loop(write_requests, max, stop).await }
@@ -326,23 +343,34 @@ async fn consume<W: Worker>(
             None => return Err(RunError::Pull("message stream ended".into())),
         };
         let shared = shared.clone();
-        in_flight.spawn(async move {
-            let _permit = permit;
-            shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-            if delivered > 1 {
-                Metrics::inc(&shared.metrics.redelivered);
-            }
-            let handling = shared.handle(
-                &message.subject,
-                message.headers.as_ref(),
-                &message.payload,
-                delivered,
-            );
-            let verdict = with_progress(&message, handling).await;
-            shared.settle(&message, verdict).await;
-            shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
+        // The handling's log lines carry the message's trace, saga and id (recorded once the
+        // message is decoded).
+        let span = tracing::info_span!(
+            "message",
+            trace_id = tracing::field::Empty,
+            saga_id = tracing::field::Empty,
+            message_id = tracing::field::Empty,
+        );
+        in_flight.spawn(tracing::Instrument::instrument(
+            async move {
+                let _permit = permit;
+                shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+                let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                if delivered > 1 {
+                    Metrics::inc(&shared.metrics.redelivered);
+                }
+                let handling = shared.handle(
+                    &message.subject,
+                    message.headers.as_ref(),
+                    &message.payload,
+                    delivered,
+                );
+                let verdict = with_progress(&message, handling).await;
+                shared.settle(&message, verdict).await;
+                shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+            },
+            span,
+        ));
     }
     // Stop pulling: messages buffered but not started are not acked and will be redelivered
     // to another replica after ack_wait.
@@ -459,6 +487,9 @@ async fn prune_inbox(database: &Database, now_ms: i64, before_ms: i64) -> Result
             .await?;
         forgotten += step;
         if step < RETENTION_CHUNK as u64 {
+            database
+                .transaction(async |conn| saga_trace::prune(conn, before_ms).await)
+                .await?;
             return Ok(forgotten);
         }
     }

@@ -9,9 +9,9 @@ use ridesaga_schemas::RideId;
 /// Effects `[id, kind, saga, request, recorded_ms, deadline_ms, claimed_until_ms]` (the one
 /// parameter), due at once; an id already recorded keeps its first record.
 pub(super) const EFFECTS_INSERT_SQL: &str = "INSERT INTO effects (effect_id, kind, saga_id, \
-     request, attempts, recorded_at, next_at, deadline_at, claimed_until) SELECT value ->> 0, \
-     value ->> 1, value ->> 2, value ->> 3, 0, value ->> 4, value ->> 4, value ->> 5, \
-     value ->> 6 \
+     request, attempts, recorded_at, next_at, deadline_at, claimed_until, traceparent, \
+     tracestate) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 0, value ->> 4, \
+     value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8 \
      FROM jsonb_each(?) WHERE true ON CONFLICT (effect_id) DO NOTHING";
 
 /// The rows [`EFFECTS_INSERT_SQL`] expands, for a transaction at `now`.
@@ -31,6 +31,8 @@ pub(super) fn effects_json(effects: NewEffects<'_>, now: Timestamp) -> Result<St
                 recorded,
                 deadline,
                 claimed,
+                e.traceparent(),
+                e.tracestate(),
             ])
         })
         .collect();
@@ -72,7 +74,8 @@ pub async fn effects_claim(
     let rows = sqlx::query(
         "UPDATE effects SET claimed_until = ?1 WHERE effect_id IN (SELECT effect_id FROM \
          effects WHERE next_at <= ?2 AND claimed_until <= ?2 ORDER BY next_at LIMIT ?3) \
-         RETURNING effect_id, kind, saga_id, request, attempts, recorded_at, deadline_at",
+         RETURNING effect_id, kind, saga_id, request, attempts, recorded_at, deadline_at, \
+         traceparent, tracestate",
     )
     .bind(until_ms)
     .bind(now_ms)

@@ -177,15 +177,16 @@ macro_rules! inbox_insert_sql {
     };
 }
 
-/// Outbox rows `[id, cause, subject, start, length]` (the third parameter), created at the
+/// Outbox rows `[id, cause, subject, start, length, traceparent, tracestate]` (the third parameter), created at the
 /// second, with their payloads in the first: one blob of every payload back to back, each row
 /// naming its slice (1-based, in bytes). Payloads are JSON themselves; inside the rows' JSON
 /// they were escaped by the runtime, parsed by SQLite and unescaped again for every row. The
 /// parameters are positional, so the statement can follow a service's writes in the query
 /// that closes a batch.
 const OUTBOX_INSERT_SQL: &str = "INSERT INTO outbox (message_id, cause_id, subject, payload, \
-     created_at) SELECT value ->> 0, value ->> 1, value ->> 2, substr(?, value ->> 3, \
-     value ->> 4), ? FROM jsonb_each(?) WHERE true ON CONFLICT (message_id) DO NOTHING";
+     created_at, traceparent, tracestate) SELECT value ->> 0, value ->> 1, value ->> 2, \
+     substr(?, value ->> 3, value ->> 4), ?, value ->> 5, value ->> 6 FROM jsonb_each(?) \
+     WHERE true ON CONFLICT (message_id) DO NOTHING";
 
 /// Deletes the outbox rows whose ids are in the parameter (positional, so that the statement
 /// can open the query that opens a batch).

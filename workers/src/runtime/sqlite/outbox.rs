@@ -54,6 +54,8 @@ pub(super) fn outbox_rows(
             row.subject.as_str(),
             start,
             row.payload.len(),
+            row.traceparent(),
+            row.tracestate(),
         ));
     }
     Ok((payloads, json_array(&rows)?))
@@ -64,7 +66,7 @@ pub async fn outbox_for_cause(
     conn: &mut SqliteConnection,
     cause: &MessageId,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT message_id, subject, payload FROM outbox WHERE cause_id = ?")
+    let rows = sqlx::query("SELECT message_id, subject, payload, traceparent, tracestate FROM outbox WHERE cause_id = ?")
         .bind(cause.as_str())
         .fetch_all(conn)
         .await?;
@@ -78,7 +80,7 @@ pub async fn outbox_stale(
     limit: i64,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT message_id, subject, payload FROM outbox WHERE created_at <= ? \
+        "SELECT message_id, subject, payload, traceparent, tracestate FROM outbox WHERE created_at <= ? \
          ORDER BY created_at LIMIT ?",
     )
     .bind(older_than_ms)
@@ -93,6 +95,7 @@ fn row_to_outbox(row: &SqliteRow) -> OutboxRow {
         message_id: row.get("message_id"),
         subject: row.get("subject"),
         payload: row.get("payload"),
+        trace: OutboxRow::trace_of(row.get("traceparent"), row.get("tracestate")),
     }
 }
 

@@ -8,6 +8,7 @@ fn row(id: &str, payload: &[u8]) -> OutboxRow {
         message_id: id.into(),
         subject: format!("evt.test.{id}"),
         payload: payload.to_vec(),
+        trace: None,
     }
 }
 

@@ -203,7 +203,7 @@ impl<C: Channel> NotificationService<C> {
     /// before as due, with the effect that delivers it, and notes the ride's changes for the
     /// batch to save.
     fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<(), HandleError> {
-        let Input { envelope, now } = *input;
+        let Input { envelope, now, .. } = *input;
         let registered = match &envelope.message {
             Message::RegisterRider(m) => {
                 Some((Recipient::Rider, m.rider_id.as_str(), &m.email, &m.phone))
@@ -248,7 +248,9 @@ impl<C: Channel> NotificationService<C> {
                 &message_id,
                 now,
             ));
-            batch.effects.push(effect.effect);
+            let mut effect = effect.effect;
+            effect.trace = input.trace.cloned();
+            batch.effects.push(effect);
         }
         let changed =
             audience.driver_id != before.driver_id || audience.cancelled != before.cancelled;
@@ -472,6 +474,7 @@ impl Request {
             kind: format!("notification.{kind}"),
             saga_id: Some(self.ride_id.clone()),
             request,
+            trace: None,
         })
     }
 

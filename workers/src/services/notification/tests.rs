@@ -122,6 +122,7 @@ async fn apply<W: Worker>(worker: &W, conn: &mut Conn<'_>, inputs: &[Envelope]) 
         .map(|envelope| Input {
             envelope,
             now: epoch(),
+            trace: None,
         })
         .collect();
     let done = worker.apply_batch(conn, &batch).await.unwrap();

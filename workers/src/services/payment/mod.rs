@@ -145,13 +145,14 @@ impl<G: Gateway> PaymentService<G> {
     /// Applies one input: records its fact, and makes due the gateway operation the facts call
     /// for, if any. Emits nothing itself: the operation's outcome is announced when it settles.
     fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<Vec<Envelope>, HandleError> {
-        let Input { envelope, now } = *input;
+        let Input { envelope, now, .. } = *input;
         let (ride_id, slot) = batch.payments.of(envelope)?;
         if slot.correlation_id.is_none() {
             slot.correlation_id = Some(envelope.correlation_id.clone());
         }
         if let Message::RefundRide(command) = &envelope.message {
-            return self.refund(batch, &ride_id, envelope, command, now);
+            let trace = input.trace.cloned();
+            return self.refund(batch, &ride_id, envelope, command, now, trace);
         }
         if let Message::RideFlagged(_) | Message::RideReviewed(_) = &envelope.message {
             if !review::handle(&mut slot.review, &envelope.message) {
@@ -173,7 +174,8 @@ impl<G: Gateway> PaymentService<G> {
             slot.payment = payment;
             batch.payments.changed_at(ride_id.clone(), now);
         }
-        if let Some((effect, journaled)) = due {
+        if let Some((mut effect, journaled)) = due {
+            effect.trace = input.trace.cloned();
             batch.effects.push(effect);
             batch.journal.push(journaled);
         }
@@ -192,6 +194,7 @@ impl<G: Gateway> PaymentService<G> {
         envelope: &Envelope,
         command: &RefundRide,
         now: Timestamp,
+        trace: Option<ridesaga_schemas::TraceContext>,
     ) -> Result<Vec<Envelope>, HandleError> {
         let (_, slot) = batch.payments.of(envelope)?;
         let (payment, decision) = domain::request_refund(slot.payment.clone(), command);
@@ -221,6 +224,7 @@ impl<G: Gateway> PaymentService<G> {
                     kind: effect_kind(&operation).to_owned(),
                     saga_id: Some(ride_id.clone()),
                     request,
+                    trace,
                 });
                 Vec::new()
             }
@@ -262,6 +266,7 @@ impl<G: Gateway> PaymentService<G> {
             kind: effect_kind(&operation).to_owned(),
             saga_id: Some(ride_id.clone()),
             request,
+            trace: None,
         };
         Ok((
             domain::begin(payment, &operation),

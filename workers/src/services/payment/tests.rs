@@ -145,6 +145,7 @@ async fn apply_all<G: Gateway>(
         .map(|envelope| Input {
             envelope,
             now: epoch(),
+            trace: None,
         })
         .collect();
     let done = service.apply_batch(conn, &batch).await?;
@@ -252,6 +253,7 @@ async fn an_assignment_makes_the_hold_due_without_calling_the_gateway(kind: Kind
             kind: "payment.hold".into(),
             saga_id: Some(ride_id()),
             request: serde_json::to_string(&hold).unwrap(),
+            trace: None,
         }]
     );
     assert_eq!(service.gateway().calls("r_1/hold"), 0, "no call in apply");

@@ -131,7 +131,7 @@ impl RideService {
         rides: &mut Rides<Slot>,
         input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let Input { envelope, now } = *input;
+        let Input { envelope, now, .. } = *input;
         let (ride_id, slot) = rides.of(envelope)?;
         let (ride, messages) =
             domain::handle(slot.ride.clone(), &envelope.message, now, &self.config);

@@ -260,6 +260,7 @@ async fn a_failing_input_fails_alone_with_its_index(kind: Kind) {
         .map(|envelope| Input {
             envelope,
             now: at(0),
+            trace: None,
         })
         .collect();
     let err = service().apply_batch(&mut conn, &batch).await.unwrap_err();
