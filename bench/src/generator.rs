@@ -28,6 +28,7 @@ use ridesaga_schemas::{
 
 use crate::city::{self, Rng};
 use crate::consumers;
+use crate::results::{Phase, Summary};
 use crate::stats::{self, millis};
 
 /// The `producer` of every message the generator publishes.
@@ -102,6 +103,29 @@ impl Outcome {
 
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
+    }
+
+    /// The phase's figures, its latencies summarised; the server's and the processes' figures
+    /// are the caller's to add.
+    pub fn into_phase(self, offered_per_s: Option<f64>) -> Phase {
+        Phase {
+            offered_per_s,
+            started: self.started,
+            completed: self.captured,
+            unfinished: self.unfinished,
+            publish_errors: self.publish_errors,
+            skipped_starts: self.skipped_starts,
+            quiet: self.quiet,
+            seconds: self.elapsed.as_secs_f64(),
+            per_second: self.per_second(),
+            steady_per_second: self.steady_per_second,
+            confirm_ms: Summary::of(&self.confirm_ms),
+            capture_ms: Summary::of(&self.capture_ms),
+            saga_ms: Summary::of(&self.saga_ms),
+            notifications: self.notifications,
+            failures: self.failures,
+            ..Phase::default()
+        }
     }
 }
 
