@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`cli`]: options and the durations and sizes they resolve to.
-//! - [`run`]: the phases of a run, in order, and the processes they need.
+//! - [`run`]: the phases of a run, in order, and the processes they need; the A/B rounds
+//!   against a baseline build and the backlog drain.
 //! - [`server`]: the run's own nats-server with the repository's `nats.conf`.
 //! - [`fleet`]: the worker processes, one or more replicas of each service.
 //! - [`database`]: the PostgreSQL cluster of a `--db postgres` run.

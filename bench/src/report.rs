@@ -369,9 +369,6 @@ fn phases_table(results: &Results, phases: &[Named<'_>]) -> Table {
         ("unfinished", &|(_, p)| p.unfinished.to_string()),
         ("seconds", &|(_, p)| format!("{:.2}", p.seconds)),
         ("sagas per second", &|(_, p)| format!("{:.1}", p.per_second)),
-        ("steady sagas per second", &|(_, p)| {
-            num(p.steady_per_second, 1)
-        }),
         ("D", &|(_, p)| num(p.deliveries_per_saga(), 2)),
         ("inputs per transaction", &|(_, p)| {
             num(p.inputs_per_batch(None), 1)

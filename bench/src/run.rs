@@ -6,10 +6,10 @@
 //! 3. latency at half that rate (open loop);
 //! 4. relay ceiling (second run), so R brackets the system phases;
 //! 5. a second replica of every worker: warm-up, maximum rate again;
-//! 6. with a baseline build, the A/B rounds ([`crate::ab`]): both builds in turn, each on a
+//! 6. with a baseline build, the A/B rounds (`run/ab_rounds.rs`): both builds in turn, each on a
 //!    fresh fleet and a clean saga stream, at the maximum rate and at a common latency rate.
 //!
-//! With `--backlog`, the backlog drain ([`crate::backlog`]) runs instead of all of these.
+//! With `--backlog`, the backlog drain (`run/backlog.rs`) runs instead of all of these.
 //!
 //! The workers' databases are SQLite files in the run's directory, or, with `--db postgres`,
 //! databases on a PostgreSQL cluster started for the run ([`crate::database`]), whose

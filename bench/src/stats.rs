@@ -17,38 +17,9 @@ pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     }
 }
 
-/// The completion rate in the middle of a run: completions between the 10th and the 90th
-/// percentile completion time, divided by that interval. Unlike the whole-run rate, it leaves
-/// out the ramp-up and the drain. `None` with fewer than 20 completions.
-pub fn steady_rate(mut completions: Vec<Instant>) -> Option<f64> {
-    if completions.len() < 20 {
-        return None;
-    }
-    completions.sort();
-    let n = completions.len();
-    let (low, high) = (n / 10, n - 1 - n / 10);
-    let seconds = completions[high]
-        .saturating_duration_since(completions[low])
-        .as_secs_f64();
-    (seconds > 0.0).then(|| (high - low) as f64 / seconds)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_steady_rate_leaves_out_ramp_up_and_drain() {
-        let start = Instant::now();
-        // 100 completions 10 ms apart, then a straggler 5 s later.
-        let mut times: Vec<Instant> = (0..100)
-            .map(|i| start + Duration::from_millis(10 * i))
-            .collect();
-        times.push(start + Duration::from_secs(6));
-        let rate = steady_rate(times).unwrap();
-        assert!((rate - 100.0).abs() < 1.0, "{rate}");
-        assert_eq!(steady_rate(vec![start; 5]), None);
-    }
 
     #[test]
     fn rates_of_empty_intervals_are_zero() {

@@ -71,9 +71,9 @@ fn cpu_per_saga_is_set_side_by_side_for_every_phase() {
     results.light_load = Some(light);
     let text = render(&results);
     for line in [
-        "| max rate, 1 replica | n/a | 1000 | 1000 | 0 | 0 | 2.00 | 500.0 | n/a | 15.00 | n/a |  | 250% | 4.000 | 6.000 | 10.000 |",
-        "| half rate, 1 replica | 250.0 | 500 | 500 | 0 | 0 | 2.00 | 250.0 | n/a | 15.00 | n/a |  | 250% | 8.000 | 12.000 | 20.000 |",
-        "| light load, 1 replica | 20.0 | 100 | 100 | 0 | 0 | 5.00 | 20.0 | n/a | 15.00 | n/a | 3: 100 | 100% | 40.000 | 60.000 | 100.000 |",
+        "| max rate, 1 replica | n/a | 1000 | 1000 | 0 | 0 | 2.00 | 500.0 | 15.00 | n/a |  | 250% | 4.000 | 6.000 | 10.000 |",
+        "| half rate, 1 replica | 250.0 | 500 | 500 | 0 | 0 | 2.00 | 250.0 | 15.00 | n/a |  | 250% | 8.000 | 12.000 | 20.000 |",
+        "| light load, 1 replica | 20.0 | 100 | 100 | 0 | 0 | 5.00 | 20.0 | 15.00 | n/a | 3: 100 | 100% | 40.000 | 60.000 | 100.000 |",
         "| max rate, 2 replicas | n/a | 1100 |",
     ] {
         assert!(text.contains(line), "{line}\n{text}");

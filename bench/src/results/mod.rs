@@ -203,8 +203,6 @@ pub struct Phase {
     pub seconds: f64,
     /// Completed sagas per second over the whole phase.
     pub per_second: f64,
-    /// Completions per second between the 10th and the 90th percentile completion.
-    pub steady_per_second: Option<f64>,
     /// `cmd.ride.request` published -> `evt.ride.confirmed` received.
     pub confirm_ms: Option<Summary>,
     /// `cmd.ride.complete` published -> `evt.payment.captured` received.
