@@ -1,6 +1,6 @@
 //! What a run measured, as the tree written to `<date>.json`, and the figures derived from it:
 //! the ratios, the A/B medians, the backlog's verdict and the summary line. Nothing here
-//! measures or renders; [`crate::run`] fills it in and [`crate::report`] renders it.
+//! measures or renders: the run fills it in, the report renders it.
 
 use std::collections::BTreeMap;
 
