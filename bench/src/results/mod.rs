@@ -167,7 +167,7 @@ impl Summary {
 
 /// The nearest-rank `q` quantile (0 < q <= 1) of non-empty, sorted samples: the smallest sample
 /// that at least a `q` share of the samples does not exceed.
-pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
