@@ -21,7 +21,7 @@ use crate::fleet::Databases;
 use crate::procfs::{self, ProcSample};
 
 /// What the report calls the cluster's processes together.
-pub const PROCESS_NAME: &str = "postgres";
+pub const PROCESS_NAME: &str = crate::results::DATABASE_PROCESS;
 
 /// The run's PostgreSQL server.
 #[derive(Debug)]

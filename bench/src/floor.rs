@@ -28,29 +28,12 @@ use ridesaga_workers::runtime::{self, HandleError, Worker};
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
+use crate::results::FloorRun;
+
 const FLOOR_CONSUMER: &str = "bench-floor";
 const INPUTS: &str = "evt.driver.released.*";
 const OUTPUTS: &str = "evt.payment.voided.*";
 const PRODUCER: &str = "ridesaga-bench";
-
-/// What one floor run measured.
-#[derive(Debug, Clone, Copy)]
-pub struct FloorRun {
-    pub messages: u64,
-    pub max_in_flight: usize,
-    pub elapsed: Duration,
-    pub per_second: f64,
-}
-
-impl FloorRun {
-    /// Milliseconds per message: with one message in flight, the least a hop can take.
-    pub fn ms_per_message(&self) -> f64 {
-        if self.messages == 0 {
-            return 0.0;
-        }
-        self.elapsed.as_secs_f64() * 1000.0 / self.messages as f64
-    }
-}
 
 /// The service of the floor: one output per input, no table read or written.
 #[derive(Debug)]
@@ -203,8 +186,9 @@ pub async fn run<T>(
     let run = FloorRun {
         messages,
         max_in_flight,
-        elapsed,
+        seconds: elapsed.as_secs_f64(),
         per_second: crate::stats::per_second(messages, elapsed),
+        usage: Default::default(),
     };
     Ok((run, before, after))
 }

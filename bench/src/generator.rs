@@ -28,6 +28,7 @@ use ridesaga_schemas::{
 
 use crate::city::{self, Rng};
 use crate::consumers;
+use crate::results::{Phase, Summary};
 use crate::stats::{self, millis};
 
 /// The `producer` of every message the generator publishes.
@@ -77,8 +78,6 @@ pub struct Outcome {
     pub unfinished: u64,
     /// From the first command to the last event of the phase's sagas (notifications too).
     pub elapsed: Duration,
-    /// Completions per second between the 10th and the 90th percentile completion.
-    pub steady_per_second: Option<f64>,
     /// `cmd.ride.request` published -> `evt.ride.confirmed` received, in ms.
     pub confirm_ms: Vec<f64>,
     /// `cmd.ride.complete` published -> `evt.payment.captured` received, in ms.
@@ -102,6 +101,28 @@ impl Outcome {
 
     pub fn failed(&self) -> u64 {
         self.failures.values().sum()
+    }
+
+    /// The phase's figures, its latencies summarised; the server's and the processes' figures
+    /// are the caller's to add.
+    pub fn into_phase(self, offered_per_s: Option<f64>) -> Phase {
+        Phase {
+            offered_per_s,
+            started: self.started,
+            completed: self.captured,
+            unfinished: self.unfinished,
+            publish_errors: self.publish_errors,
+            skipped_starts: self.skipped_starts,
+            quiet: self.quiet,
+            seconds: self.elapsed.as_secs_f64(),
+            per_second: self.per_second(),
+            confirm_ms: Summary::of(&self.confirm_ms),
+            capture_ms: Summary::of(&self.capture_ms),
+            saga_ms: Summary::of(&self.saga_ms),
+            notifications: self.notifications,
+            failures: self.failures,
+            ..Phase::default()
+        }
     }
 }
 
@@ -354,7 +375,6 @@ impl Generator {
             ..Outcome::default()
         };
         let mut open = sagas.len();
-        let mut completions = Vec::new();
         let start = Instant::now();
         let stop_starting = start + plan.duration;
         let drain_deadline = stop_starting + plan.drain_timeout;
@@ -408,7 +428,6 @@ impl Generator {
                             saga.captured = Some(now);
                             open -= 1;
                             out.captured += 1;
-                            completions.push(now);
                             if let Some(sent) = saga.complete_sent {
                                 out.capture_ms.push(millis(sent, now));
                             }
@@ -466,7 +485,6 @@ impl Generator {
 
         let first = sagas.values().map(|s| s.requested).min().unwrap_or(start);
         out.elapsed = last_event.saturating_duration_since(first);
-        out.steady_per_second = stats::steady_rate(completions);
         for saga in sagas.values().filter(|s| s.captured.is_some()) {
             *out.notifications.entry(saga.notifications).or_default() += 1;
         }

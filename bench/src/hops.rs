@@ -12,21 +12,10 @@ use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
 use ridesaga_schemas::{Envelope, streams};
 
-use crate::stats::Summary;
+use crate::results::{Hop, Summary};
 
 /// How long reading the stream may stall before the scan gives up.
 const READ_STALL: Duration = Duration::from_secs(10);
-
-/// The latency of one kind of hop.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hop {
-    /// The service that published the effect.
-    pub producer: String,
-    /// The effect's message type, e.g. `evt.fraud.cleared`.
-    pub effect: String,
-    /// Store-time differences, in milliseconds.
-    pub summary: Summary,
-}
 
 /// One stored message, as far as hops are concerned.
 #[derive(Debug, Clone)]
@@ -118,24 +107,6 @@ pub fn hops(stored: &[Stored]) -> Vec<Hop> {
         .collect()
 }
 
-/// The hops as a markdown table, slowest p50 first.
-pub fn table(hops: &[Hop]) -> String {
-    let mut sorted: Vec<&Hop> = hops.iter().collect();
-    sorted.sort_by(|a, b| b.summary.p50.total_cmp(&a.summary.p50));
-    let mut out = String::from(
-        "| service | effect | samples | p50 ms | p99 ms | max ms |\n\
-         | --- | --- | --- | --- | --- | --- |\n",
-    );
-    for hop in sorted {
-        let s = &hop.summary;
-        out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
-            hop.producer, hop.effect, s.count, s.p50, s.p99, s.max
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,9 +141,5 @@ mod tests {
         let ride = hops.iter().find(|h| h.producer == "ride").unwrap();
         assert_eq!(ride.summary.count, 2);
         assert!((ride.summary.max - 1.5).abs() < 1e-9);
-        let table = table(&hops);
-        let fraud_line = table.find("| fraud |").unwrap();
-        let ride_line = table.find("| ride |").unwrap();
-        assert!(fraud_line < ride_line, "slowest first:\n{table}");
     }
 }

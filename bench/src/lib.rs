@@ -5,9 +5,8 @@
 //!
 //! # Layout
 //! - [`cli`]: options and the durations and sizes they resolve to.
-//! - [`run`]: the phases of a run, in order, and the processes they need.
-//! - [`ab`]: the comparison with a baseline build: rounds, ratios and medians, and its section.
-//! - [`backlog`]: the backlog drain (`--backlog`): its figures, the audit, its section.
+//! - [`run`]: the phases of a run, in order, and the processes they need; the A/B rounds
+//!   against a baseline build and the backlog drain.
 //! - [`server`]: the run's own nats-server with the repository's `nats.conf`.
 //! - [`fleet`]: the worker processes, one or more replicas of each service.
 //! - [`database`]: the PostgreSQL cluster of a `--db postgres` run.
@@ -19,13 +18,14 @@
 //! - [`procfs`]: CPU time and memory from `/proc`.
 //! - [`profile`]: an optional `perf` profile of the maximum-rate phase.
 //! - [`hops`]: latency hop by hop, from the saga stream's store times.
-//! - [`stats`]: percentiles and rates.
-//! - [`report`]: the results, the figures derived from them, the summary line.
-//! - [`markdown`]: the full report and the latest-figures block of `BENCHMARKS.md`.
-//! - [`notes`]: the run's conditions and problems, as the report states them.
+//! - [`stats`]: rates and times.
+//! - [`results`]: what a run measured (written as JSON), the figures derived from it, the
+//!   summary line.
+//! - [`report`]: the Markdown report rendered from the results, and the latest-figures block
+//!   of `BENCHMARKS.md`.
+//! - [`table`]: the Markdown table writer.
+//! - [`notes`]: the run's conditions and problems.
 
-pub mod ab;
-pub mod backlog;
 pub mod city;
 pub mod cli;
 pub mod consumers;
@@ -34,13 +34,14 @@ pub mod fleet;
 pub mod floor;
 pub mod generator;
 pub mod hops;
-pub mod markdown;
 pub mod notes;
 pub mod process;
 pub mod procfs;
 pub mod profile;
 pub mod relay;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod server;
 pub mod stats;
+pub mod table;

@@ -1,5 +1,6 @@
-//! `ridesaga-bench`: runs the benchmark, writes the report (and the latest figures into
-//! `BENCHMARKS.md`), and prints the summary line last on stdout. Progress goes to stderr.
+//! `ridesaga-bench`: runs the benchmark, writes its results as JSON, renders the report (and
+//! the latest figures of `BENCHMARKS.md`) from that file, and prints the summary line last on
+//! stdout. Progress goes to stderr.
 //!
 //! Exit codes: 0 measured, every saga completed; 1 the run failed (the error chain is
 //! printed); 2 bad usage; 3 measured, but some sagas failed or did not finish, or the
@@ -12,8 +13,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use ridesaga_bench::cli::Cli;
-use ridesaga_bench::markdown;
-use ridesaga_bench::report::Report;
+use ridesaga_bench::report;
+use ridesaga_bench::results::Results;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,9 +28,9 @@ async fn main() -> ExitCode {
         }
     };
     match outcome {
-        Ok(report) => {
-            println!("{}", report.summary_line());
-            if report.broken() {
+        Ok(results) => {
+            println!("{}", results.summary_line());
+            if results.broken() {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
@@ -42,8 +43,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn bench(cli: &Cli) -> anyhow::Result<Report> {
-    let mut report = Box::pin(ridesaga_bench::run::run(cli)).await?;
+async fn bench(cli: &Cli) -> anyhow::Result<Results> {
+    let mut results = Box::pin(ridesaga_bench::run::run(cli)).await?;
     let results_dir = if cli.no_record {
         unrecorded_dir(&cli.results_dir)?
     } else {
@@ -51,10 +52,23 @@ async fn bench(cli: &Cli) -> anyhow::Result<Report> {
     };
     std::fs::create_dir_all(&results_dir)
         .with_context(|| format!("creating {}", results_dir.display()))?;
-    let path = results_dir.join(format!("{}{}.md", report.date, cli.report_suffix()));
-    report.report_path = path.display().to_string();
-    write(&path, &markdown::render(&report))?;
-    eprintln!("bench: report written to {}", path.display());
+    let name = format!("{}{}", results.run.date, cli.report_suffix());
+    let path = results_dir.join(format!("{name}.md"));
+    results.run.report = path.display().to_string();
+    let json = results_dir.join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(&results).context("encoding the results")?;
+    write(&json, &format!("{text}\n"))?;
+    // The report is rendered from what the file holds.
+    let written =
+        std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
+    let results: Results =
+        serde_json::from_str(&written).with_context(|| format!("decoding {}", json.display()))?;
+    write(&path, &report::render(&results))?;
+    eprintln!(
+        "bench: results written to {}, report to {}",
+        json.display(),
+        path.display()
+    );
     if cli.ab_only && !cli.no_record {
         // Its report has none of the latest figures: the block keeps the last full set.
         eprintln!("bench: --ab-only: BENCHMARKS.md left alone");
@@ -62,14 +76,14 @@ async fn bench(cli: &Cli) -> anyhow::Result<Report> {
         eprintln!("bench: --backlog: BENCHMARKS.md left alone");
     } else if !cli.no_record {
         let document = std::fs::read_to_string(&cli.benchmarks_file).unwrap_or_default();
-        let updated = markdown::replace_block(&document, &markdown::latest_block(&report));
+        let updated = report::replace_block(&document, &report::latest_block(&results));
         write(&cli.benchmarks_file, &updated)?;
         eprintln!(
             "bench: latest figures written to {}",
             cli.benchmarks_file.display()
         );
     }
-    Ok(report)
+    Ok(results)
 }
 
 /// Where the reports of runs that are not recorded go: `<results>/unrecorded/`, which git
@@ -87,7 +101,9 @@ fn unrecorded_dir(results_dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Writes through a temporary file in the same directory, so a reader never sees half a file.
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("md.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,32 +1,30 @@
-//! What a report says besides the figures: the conditions of the run (settings, server
-//! configuration, revision) and its problems (failed sagas, redeliveries, worker log warnings).
+//! What the results say besides the figures: the run's conditions (server configuration,
+//! revision) and its problems (failed sagas, redeliveries, worker log warnings).
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::Settings;
 use crate::process::count_problems;
-use crate::report::{Phase, Report};
+use crate::results::{Phase, Results};
 
-/// Adds what went wrong in a phase to the report's problems, prefixed with the phase's name.
-pub fn note_phase_problems(report: &mut Report, name: &str, phase: &Phase) {
-    let o = &phase.outcome;
-    let mut note = |text: String| report.problems.push(format!("{name}: {text}"));
-    for (why, count) in &o.failures {
+/// Adds what went wrong in a phase to the problems, prefixed with the phase's name.
+pub fn note_phase_problems(results: &mut Results, name: &str, phase: &Phase) {
+    let mut note = |text: String| results.problems.push(format!("{name}: {text}"));
+    for (why, count) in &phase.failures {
         note(format!("{count} sagas failed: {why}"));
     }
-    if o.unfinished > 0 {
+    if phase.unfinished > 0 {
         note(format!(
             "{} sagas did not finish within the drain timeout",
-            o.unfinished
+            phase.unfinished
         ));
     }
-    if o.publish_errors > 0 {
+    if phase.publish_errors > 0 {
         note(format!(
             "{} commands were not stored by the server",
-            o.publish_errors
+            phase.publish_errors
         ));
     }
-    if !o.quiet && o.unfinished == 0 {
+    if !phase.quiet && phase.unfinished == 0 {
         note("the consumers were not empty at the end".into());
     }
     let redelivered = phase.worker_total("redelivered");
@@ -46,20 +44,20 @@ pub fn note_phase_problems(report: &mut Report, name: &str, phase: &Phase) {
 
 /// Adds a line per worker log with warnings or errors, with its most frequent kinds: the logs
 /// of the usual phases' fleet, then those of each A/B fleet (`ab/<round>-<build>/logs`).
-pub fn add_log_problems(report: &mut Report, dir: &Path) {
-    add_logs_in(report, &dir.join("workers/logs"), "");
+pub fn add_log_problems(results: &mut Results, dir: &Path) {
+    add_logs_in(results, &dir.join("workers/logs"), "");
     for fleet in sorted_entries(&dir.join("ab")) {
         let name = fleet.file_name().unwrap_or_default().to_string_lossy();
-        add_logs_in(report, &fleet.join("logs"), &format!("A/B {name}: "));
+        add_logs_in(results, &fleet.join("logs"), &format!("A/B {name}: "));
     }
 }
 
-fn add_logs_in(report: &mut Report, logs: &Path, prefix: &str) {
+fn add_logs_in(results: &mut Results, logs: &Path, prefix: &str) {
     for log in sorted_entries(logs) {
         let found = count_problems(&log);
         if found.warnings + found.errors > 0 {
             let name = log.file_stem().unwrap_or_default().to_string_lossy();
-            report.problems.push(format!(
+            results.problems.push(format!(
                 "{prefix}worker {name} logged {} warnings and {} errors; most often: {}",
                 found.warnings,
                 found.errors,
@@ -79,9 +77,9 @@ fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-/// The settings as report lines.
-pub fn describe(s: &Settings, nats_conf: &Path) -> Vec<(String, String)> {
-    let sync = std::fs::read_to_string(nats_conf)
+/// The `sync_interval` line of the server's configuration.
+pub fn sync_interval(nats_conf: &Path) -> String {
+    std::fs::read_to_string(nats_conf)
         .ok()
         .and_then(|text| {
             text.lines()
@@ -89,42 +87,7 @@ pub fn describe(s: &Settings, nats_conf: &Path) -> Vec<(String, String)> {
                 .find(|l| l.starts_with("sync_interval"))
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| "sync_interval: server default".into());
-    vec![
-        ("nats.conf".into(), format!("`{sync}`")),
-        (
-            "worker pull settings".into(),
-            format!(
-                "RIDESAGA_BATCH={} RIDESAGA_MAX_IN_FLIGHT={} (the relay uses the same)",
-                s.batch, s.max_in_flight
-            ),
-        ),
-        (
-            "payment gateway".into(),
-            match &s.gateway_latency {
-                Some(latency) => format!(
-                    "simulated, `RIDESAGA_GATEWAY_LATENCY={}ms` per call",
-                    latency.as_millis()
-                ),
-                None => "simulated, no added latency".into(),
-            },
-        ),
-        (
-            "load".into(),
-            format!(
-                "{} sagas in flight at the maximum rate, {} drivers online, {} s warm-up, {} s per maximum-rate phase, {} s at half rate",
-                s.window,
-                s.drivers,
-                s.warmup.as_secs(),
-                s.phase.as_secs(),
-                s.latency.as_secs()
-            ),
-        ),
-        (
-            "relay".into(),
-            format!("{} messages per run", s.relay_messages),
-        ),
-    ]
+        .unwrap_or_else(|| "sync_interval: server default".into())
 }
 
 /// The checked-out commit, marked when the work tree has changes.

@@ -6,6 +6,8 @@ use std::fs;
 use std::io;
 use std::process::Command;
 
+use crate::results::Usage;
+
 /// One reading of a process's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcSample {
@@ -24,29 +26,17 @@ pub struct ProcSample {
     pub disk_write_bytes: u64,
 }
 
-/// What a process did between two samples.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
-    pub cpu_seconds: f64,
-    pub context_switches: u64,
-    pub read_calls: u64,
-    pub write_calls: u64,
-    pub disk_write_bytes: u64,
-}
-
-impl Usage {
-    /// From `before` to `after`; a process with no `before` started in between and counts
-    /// from zero. Context switches of threads that ended in between are lost, so that
-    /// difference saturates at zero.
-    pub fn between(before: Option<&ProcSample>, after: &ProcSample) -> Usage {
-        let b = before.copied().unwrap_or_default();
-        Usage {
-            cpu_seconds: (after.cpu_seconds - b.cpu_seconds).max(0.0),
-            context_switches: after.context_switches.saturating_sub(b.context_switches),
-            read_calls: after.read_calls.saturating_sub(b.read_calls),
-            write_calls: after.write_calls.saturating_sub(b.write_calls),
-            disk_write_bytes: after.disk_write_bytes.saturating_sub(b.disk_write_bytes),
-        }
+/// What a process did from `before` to `after`; a process with no `before` started in between
+/// and counts from zero. Context switches of threads that ended in between are lost, so that
+/// difference saturates at zero.
+pub fn usage(before: Option<&ProcSample>, after: &ProcSample) -> Usage {
+    let b = before.copied().unwrap_or_default();
+    Usage {
+        cpu_seconds: (after.cpu_seconds - b.cpu_seconds).max(0.0),
+        context_switches: after.context_switches.saturating_sub(b.context_switches),
+        read_calls: after.read_calls.saturating_sub(b.read_calls),
+        write_calls: after.write_calls.saturating_sub(b.write_calls),
+        disk_write_bytes: after.disk_write_bytes.saturating_sub(b.disk_write_bytes),
     }
 }
 

@@ -19,6 +19,8 @@ use ridesaga_schemas::{Envelope, GeoPoint, RequestRide, RideId, RiderId, Service
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::results::RelayRun;
+
 /// The relay's stream, consumer and subjects, apart from the saga's.
 pub const RELAY_STREAM: &str = "BENCH_RELAY";
 const RELAY_CONSUMER: &str = "bench-relay";
@@ -29,17 +31,6 @@ const OUT_PREFIX: &str = "bench.relay.out";
 /// plus a millisecond per message.
 fn timeout_for(messages: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(messages)
-}
-
-/// What one relay run measured.
-#[derive(Debug, Clone, Copy)]
-pub struct RelayRun {
-    pub messages: u64,
-    pub payload_bytes: usize,
-    pub elapsed: Duration,
-    pub per_second: f64,
-    /// Times no message arrived for [`STALL`] and the pull was started again.
-    pub stalls: u64,
 }
 
 /// How long the relay waits for the next message before it starts pulling again.
@@ -171,9 +162,10 @@ pub async fn run<T>(
     let run = RelayRun {
         messages: relayed,
         payload_bytes: payload.len(),
-        elapsed,
+        seconds: elapsed.as_secs_f64(),
         per_second: crate::stats::per_second(relayed, elapsed),
         stalls,
+        usage: Default::default(),
     };
     Ok((run, before, after))
 }

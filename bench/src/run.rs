@@ -6,10 +6,10 @@
 //! 3. latency at half that rate (open loop);
 //! 4. relay ceiling (second run), so R brackets the system phases;
 //! 5. a second replica of every worker: warm-up, maximum rate again;
-//! 6. with a baseline build, the A/B rounds ([`crate::ab`]): both builds in turn, each on a
+//! 6. with a baseline build, the A/B rounds (`run/ab_rounds.rs`): both builds in turn, each on a
 //!    fresh fleet and a clean saga stream, at the maximum rate and at a common latency rate.
 //!
-//! With `--backlog`, the backlog drain ([`crate::backlog`]) runs instead of all of these.
+//! With `--backlog`, the backlog drain (`run/backlog.rs`) runs instead of all of these.
 //!
 //! The workers' databases are SQLite files in the run's directory, or, with `--db postgres`,
 //! databases on a PostgreSQL cluster started for the run ([`crate::database`]), whose
@@ -39,12 +39,14 @@ use crate::fleet::{self, Databases, Fleet, FleetConfig};
 use crate::floor;
 use crate::generator::{Generator, Pace, Plan};
 use crate::hops;
-use crate::notes::{add_log_problems, describe, note_phase_problems, revision};
+use crate::notes::{add_log_problems, note_phase_problems, revision, sync_interval};
 use crate::process::PidLog;
-use crate::procfs::{self, ProcSample, Usage};
+use crate::procfs::{self, ProcSample};
 use crate::profile;
 use crate::relay;
-use crate::report::{Phase, ProcessCost, Report, SELF_NAME};
+use crate::results::{
+    Environment, FloorRun, Phase, ProcessCost, RelayRun, Results, SELF_NAME, Usage,
+};
 use crate::server::Server;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,8 +69,8 @@ struct Run {
     cluster_peak_kib: AtomicU64,
 }
 
-/// Runs every phase and returns the report (not yet written anywhere).
-pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
+/// Runs every phase and returns the results (not yet written anywhere).
+pub async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let settings = cli.settings();
     let now = OffsetDateTime::now_utc();
     let mut builder = tempfile::Builder::new();
@@ -112,36 +114,33 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
             listed(&missing)
         );
     }
-    let mut report = Report {
-        date: now.date().to_string(),
-        started_at: now.format(&Rfc3339).unwrap_or_default(),
-        command: cli.command_line(),
-        quick: cli.quick,
-        machine: procfs::machine_description(),
-        load: (procfs::load_average(), String::new()),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        revision: revision(),
-        settings: describe(&settings, &cli.nats_conf),
-        db: cli.db,
-        ..Report::default()
+    let mut results = Results {
+        run: Environment {
+            date: now.date().to_string(),
+            started_at: now.format(&Rfc3339).unwrap_or_default(),
+            command: cli.command_line(),
+            quick: cli.quick,
+            machine: procfs::machine_description(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_before: procfs::load_average(),
+            nats_sync: sync_interval(&cli.nats_conf),
+            revision: revision(),
+            db: cli.db.name().to_owned(),
+            window: settings.window,
+            drivers: settings.drivers,
+            batch: settings.batch,
+            max_in_flight: settings.max_in_flight,
+            warmup_s: settings.warmup.as_secs(),
+            phase_s: settings.phase.as_secs(),
+            latency_s: settings.latency.as_secs(),
+            relay_messages: settings.relay_messages,
+            gateway_latency_ms: settings
+                .gateway_latency
+                .map(|latency| u64::try_from(latency.as_millis()).unwrap_or(u64::MAX)),
+            ..Environment::default()
+        },
+        ..Results::default()
     };
-    if cli.ab_only {
-        report.settings.retain(|(name, _)| name != "relay");
-    }
-    if let Some(queued) = cli.backlog {
-        report
-            .settings
-            .retain(|(name, _)| name != "relay" && name != "load");
-        report.settings.push((
-            "backlog".into(),
-            format!(
-                "{queued} ride requests stored while no worker runs, then {} replicas of every \
-                 worker; {} drivers online",
-                cli.replicas,
-                backlog_drivers(&settings, queued)
-            ),
-        ));
-    }
 
     // The server's and the workers' logs are what explains a failed run: keep them then.
     let keep_for_inspection = |dir: &mut tempfile::TempDir| {
@@ -158,33 +157,32 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
             return Err(e);
         }
     };
-    report.nats_version = run.server.version.clone();
+    results.run.nats_version = run.server.version.clone();
     if !cli.relay_only {
-        let database = match &run.cluster {
+        results.run.database = match &run.cluster {
             Some(cluster) => cluster.describe(),
             None => database::SQLITE_DESCRIPTION.to_owned(),
         };
-        report.settings.push(("database".into(), database));
     }
-    let result = run.measure(cli, &mut report).await;
+    let result = run.measure(cli, &mut results).await;
     run.stop().await;
     if result.is_err() {
         keep_for_inspection(&mut dir);
     }
     result?;
-    report.load.1 = procfs::load_average();
-    add_log_problems(&mut report, dir.path());
-    Ok(report)
+    results.run.load_after = procfs::load_average();
+    add_log_problems(&mut results, dir.path());
+    Ok(results)
 }
 
 impl Run {
     /// Hop latencies of the saga stream from sequence `first` on; a failure is a problem in
-    /// the report, not the end of the run.
-    async fn hops_from(&self, first: u64, report: &mut Report) -> Vec<hops::Hop> {
+    /// the results, not the end of the run.
+    async fn hops_from(&self, first: u64, results: &mut Results) -> Vec<crate::results::Hop> {
         match hops::measure(&self.js, first).await {
             Ok(hops) => hops,
             Err(e) => {
-                report
+                results
                     .problems
                     .push(format!("hop latencies not measured: {e:#}"));
                 Vec::new()
@@ -274,34 +272,34 @@ impl Run {
         }
     }
 
-    async fn measure(&mut self, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    async fn measure(&mut self, cli: &Cli, results: &mut Results) -> anyhow::Result<()> {
         if let Some(queued) = cli.backlog {
-            self.backlog(queued, cli.replicas, &cli.ridectl_path(), report)
+            self.backlog(queued, cli.replicas, &cli.ridectl_path(), results)
                 .await?;
-            report.costs = self.costs()?;
+            results.processes = self.costs()?;
         } else if !cli.ab_only {
-            self.usual_phases(cli, report).await?;
+            self.usual_phases(cli, results).await?;
             // Before the A/B rounds replace the fleet: these are the costs of the phases above.
-            report.costs = self.costs()?;
+            results.processes = self.costs()?;
         }
         if let Some(baseline) = &cli.baseline_bin_dir {
-            self.ab_rounds(cli, baseline, report).await?;
+            self.ab_rounds(cli, baseline, results).await?;
         }
         if !cli.relay_only {
-            self.check_dead_letters(report).await;
+            self.check_dead_letters(results).await;
         }
         Ok(())
     }
 
     /// The relay and, unless only the relay is measured, the usual saga phases.
-    async fn usual_phases(&mut self, cli: &Cli, report: &mut Report) -> anyhow::Result<()> {
+    async fn usual_phases(&mut self, cli: &Cli, results: &mut Results) -> anyhow::Result<()> {
         let s = self.settings;
-        let run = self.relay(report).await?;
-        report.relay.push(run);
+        let run = self.relay(results).await?;
+        results.relay.push(run);
         if cli.relay_only {
             return Ok(());
         }
-        self.floor(report).await?;
+        self.floor(results).await?;
 
         eprintln!("bench: starting one replica of every worker");
         self.fleet.start_replica(1, &self.pids)?;
@@ -315,7 +313,7 @@ impl Run {
             .bring_drivers_online(s.drivers, READY_TIMEOUT)
             .await?;
 
-        self.warm_up(&mut generator, report).await?;
+        self.warm_up(&mut generator, results).await?;
         eprintln!(
             "bench: maximum rate, 1 replica: {} sagas in flight for {:?}",
             s.window, s.phase
@@ -326,12 +324,12 @@ impl Run {
                 &mut generator,
                 s.window_plan(),
                 cli.perf,
-                report,
+                results,
             )
             .await?;
-        let rate = max1.outcome.per_second();
+        let rate = max1.per_second;
         eprintln!("bench: {rate:.1} sagas per second");
-        report.max1 = Some(max1);
+        results.max_rate = Some(max1);
 
         if rate > 0.0 {
             let half = rate / 2.0;
@@ -341,34 +339,34 @@ impl Run {
             );
             let plan = s.rate_plan(half);
             let first = self.saga_stream_end().await? + 1;
-            let latency = self
-                .phase("half rate, 1 replica", &mut generator, plan, false, report)
+            let mut latency = self
+                .phase("half rate, 1 replica", &mut generator, plan, false, results)
                 .await?;
-            report.latency = Some((half, latency));
-            report.latency_hops = self.hops_from(first, report).await;
+            latency.hops = self.hops_from(first, results).await;
+            results.half_rate = Some(latency);
             if let Some(light) = cli.light_rate {
                 eprintln!("bench: latency at {light:.1} sagas per second (light load)");
                 let first = self.saga_stream_end().await? + 1;
-                let phase = self
+                let mut phase = self
                     .phase(
                         "light load, 1 replica",
                         &mut generator,
                         s.rate_plan(light),
                         false,
-                        report,
+                        results,
                     )
                     .await?;
-                report.light = Some((light, phase));
-                report.light_hops = self.hops_from(first, report).await;
+                phase.hops = self.hops_from(first, results).await;
+                results.light_load = Some(phase);
             }
         } else {
-            report
+            results
                 .problems
                 .push("no saga completed at the maximum rate: latency not measured".into());
         }
 
-        let run = self.relay(report).await?;
-        report.relay.push(run);
+        let run = self.relay(results).await?;
+        results.relay.push(run);
 
         if !cli.no_scaling {
             eprintln!("bench: starting a second replica of every worker");
@@ -376,7 +374,7 @@ impl Run {
             self.fleet
                 .wait_ready(&self.client, 2, READY_TIMEOUT, self.ticks)
                 .await?;
-            self.warm_up(&mut generator, report).await?;
+            self.warm_up(&mut generator, results).await?;
             eprintln!("bench: maximum rate, 2 replicas");
             let max2 = self
                 .phase(
@@ -384,27 +382,27 @@ impl Run {
                     &mut generator,
                     s.window_plan(),
                     false,
-                    report,
+                    results,
                 )
                 .await?;
-            eprintln!("bench: {:.1} sagas per second", max2.outcome.per_second());
-            report.max2 = Some(max2);
+            eprintln!("bench: {:.1} sagas per second", max2.per_second);
+            results.max_rate_2x = Some(max2);
         }
         Ok(())
     }
 
-    async fn relay(&mut self, report: &mut Report) -> anyhow::Result<relay::RelayRun> {
+    async fn relay(&mut self, results: &mut Results) -> anyhow::Result<RelayRun> {
         let s = self.settings;
         eprintln!("bench: relay ceiling, {} messages", s.relay_messages);
-        let (run, before, after) =
+        let (mut run, before, after) =
             relay::run(&self.js, s.relay_messages, s.batch, s.max_in_flight, || {
                 self.sample_all()
             })
             .await?;
-        report.relay_usage.push(usage_between(&before?, &after?));
+        run.usage = usage_between(&before?, &after?);
         eprintln!("bench: relay {:.0} messages per second", run.per_second);
         if run.stalls > 0 {
-            report.problems.push(format!(
+            results.problems.push(format!(
                 "relay: the pull went quiet {} times and was started again (the rate includes \
                  the {} s waits)",
                 run.stalls,
@@ -416,7 +414,7 @@ impl Run {
 
     /// The runtime's floor, before any worker starts: with the workers' settings, then with one
     /// message in flight.
-    async fn floor(&mut self, report: &mut Report) -> anyhow::Result<()> {
+    async fn floor(&mut self, results: &mut Results) -> anyhow::Result<()> {
         let s = self.settings;
         let pipelined = ((s.relay_messages / 4).max(1), (s.batch, s.max_in_flight));
         let serial = ((s.relay_messages / 50).clamp(1, 2000), (1, 1));
@@ -434,18 +432,18 @@ impl Run {
                     self.dir.join(format!("floor-{}.db", settings.1)).display()
                 ),
             };
-            let (run, before, after) =
+            let (mut run, before, after): (FloorRun, _, _) =
                 floor::run(&self.js, &nats, &database_url, messages, settings, || {
                     self.sample_all()
                 })
                 .await?;
-            report.floor_usage.push(usage_between(&before?, &after?));
+            run.usage = usage_between(&before?, &after?);
             eprintln!(
                 "bench: floor {:.0} messages per second, {:.3} ms each",
                 run.per_second,
                 run.ms_per_message()
             );
-            report.floor.push(run);
+            results.floor.push(run);
         }
         Ok(())
     }
@@ -453,7 +451,7 @@ impl Run {
     async fn warm_up(
         &mut self,
         generator: &mut Generator,
-        report: &mut Report,
+        results: &mut Results,
     ) -> anyhow::Result<()> {
         let s = self.settings;
         if s.warmup.is_zero() {
@@ -473,7 +471,7 @@ impl Run {
         let warm = generator.run(plan, &mut health).await?;
         let broken = warm.failed() + warm.unfinished;
         if broken > 0 {
-            report.problems.push(format!(
+            results.problems.push(format!(
                 "warm-up: {broken} of {} sagas failed or did not finish: {:?}",
                 warm.started, warm.failures
             ));
@@ -488,7 +486,7 @@ impl Run {
         generator: &mut Generator,
         plan: Plan,
         perf: bool,
-        report: &mut Report,
+        results: &mut Results,
     ) -> anyhow::Result<Phase> {
         let before = consumers::snapshot(&self.js).await?;
         let counts_before = fleet::worker_counts(&self.client).await?;
@@ -499,7 +497,9 @@ impl Run {
             match profile::start(&pids, &self.dir, &self.pids) {
                 Ok(recording) => Some(recording),
                 Err(e) => {
-                    report.problems.push(format!("perf could not start: {e:#}"));
+                    results
+                        .problems
+                        .push(format!("perf could not start: {e:#}"));
                     None
                 }
             }
@@ -513,22 +513,26 @@ impl Run {
             fleet.check_running()
         };
         let outcome = generator.run(plan, &mut health).await?;
+        let offered = match plan.pace {
+            Pace::Rate { per_second, .. } => Some(per_second),
+            Pace::Window(_) => None,
+        };
         if let Some(recording) = recording {
             match recording.finish().await {
-                Ok(profile) => report.profile = Some(profile),
-                Err(e) => report.problems.push(format!("perf failed: {e:#}")),
+                Ok(profile) => results.profile = Some(profile),
+                Err(e) => results.problems.push(format!("perf failed: {e:#}")),
             }
         }
         let cpu_after = self.sample_all()?;
         let after = consumers::snapshot(&self.js).await?;
         let counts_after = fleet::worker_counts(&self.client).await?;
         let phase = Phase {
-            deliveries: consumers::deliveries_between(&before, &after),
-            worker_counts: fleet::counts_between(&counts_before, &counts_after),
+            deliveries: by_name(consumers::deliveries_between(&before, &after)),
+            worker_counts: by_name(fleet::counts_between(&counts_before, &counts_after)),
             usage: usage_between(&cpu_before, &cpu_after),
-            outcome,
+            ..outcome.into_phase(offered)
         };
-        note_phase_problems(report, name, &phase);
+        note_phase_problems(results, name, &phase);
         Ok(phase)
     }
 
@@ -585,12 +589,12 @@ impl Run {
         Ok(out)
     }
 
-    async fn check_dead_letters(&self, report: &mut Report) {
+    async fn check_dead_letters(&self, results: &mut Results) {
         if let Ok(mut stream) = self.js.get_stream(DEAD_LETTER_STREAM).await
             && let Ok(info) = stream.info().await
             && info.state.messages > 0
         {
-            report.problems.push(format!(
+            results.problems.push(format!(
                 "{} records in the dead-letter stream {DEAD_LETTER_STREAM}",
                 info.state.messages
             ));
@@ -646,7 +650,15 @@ pub fn usage_between(
 ) -> BTreeMap<String, Usage> {
     after
         .iter()
-        .map(|(name, a)| (name.clone(), Usage::between(before.get(name), a)))
+        .map(|(name, a)| (name.clone(), procfs::usage(before.get(name), a)))
+        .collect()
+}
+
+/// A map by service with the services' names as keys, as the results keep it.
+pub fn by_name<T>(by_service: BTreeMap<ridesaga_schemas::Service, T>) -> BTreeMap<String, T> {
+    by_service
+        .into_iter()
+        .map(|(service, value)| (service.name().to_owned(), value))
         .collect()
 }
 

@@ -1,6 +1,8 @@
-//! The A/B rounds of a run ([`crate::ab`]): in each round, each build in the round's order gets
-//! a clean saga stream and a fresh fleet, then runs the maximum rate and the latency phase at
-//! the comparison's common rate.
+//! The A/B rounds of a run: the current workers against a baseline build, measured in the same
+//! run on the same nats-server and reported as ratios, because on a shared machine separate
+//! runs are not comparable. In each round, each build in the round's order gets a clean saga
+//! stream and a fresh fleet, then runs the maximum rate and the latency phase at the
+//! comparison's common rate; the rounds alternate which build goes first.
 
 use std::path::Path;
 
@@ -8,21 +10,31 @@ use anyhow::Context as _;
 use ridesaga_schemas::streams::{self, ProvisionOptions, SAGA_STREAM};
 
 use super::{READY_TIMEOUT, Run};
-use crate::ab::{self, Build, Comparison, Round, Side};
 use crate::cli::Cli;
 use crate::consumers;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::generator::Generator;
-use crate::report::Report;
+use crate::results::{Build, Comparison, Results, Round, Side};
+
+/// The builds in the order round `round` (1, 2, ...) runs them: the baseline first in odd
+/// rounds and last in even ones, so that neither build always runs first, on the fresher
+/// server, or last, after the longer stretch of load.
+pub fn order(round: u32) -> [Build; 2] {
+    if round % 2 == 1 {
+        [Build::Baseline, Build::Current]
+    } else {
+        [Build::Current, Build::Baseline]
+    }
+}
 
 impl Run {
     /// Runs `cli.ab_rounds` rounds of the workers in `cli.bin_dir` against those in `baseline`
-    /// and puts the comparison in the report.
+    /// and puts the comparison in the results.
     pub(super) async fn ab_rounds(
         &mut self,
         cli: &Cli,
         baseline: &Path,
-        report: &mut Report,
+        results: &mut Results,
     ) -> anyhow::Result<()> {
         let mut comparison = Comparison {
             baseline: cli
@@ -36,15 +48,16 @@ impl Run {
         for number in 1..=cli.ab_rounds.max(1) {
             let mut round = Round {
                 number,
+                first: order(number)[0],
                 ..Round::default()
             };
-            for build in ab::order(number) {
+            for build in order(number) {
                 let bin_dir = match build {
                     Build::Baseline => baseline,
                     Build::Current => &cli.bin_dir,
                 };
                 let side = self
-                    .ab_turn(number, build, bin_dir, &mut comparison.rate, report)
+                    .ab_turn(number, build, bin_dir, &mut comparison.rate, results)
                     .await?;
                 *round.side_mut(build) = side;
             }
@@ -53,7 +66,7 @@ impl Run {
             }
             comparison.rounds.push(round);
         }
-        report.ab = Some(comparison);
+        results.ab = Some(comparison);
         Ok(())
     }
 
@@ -66,7 +79,7 @@ impl Run {
         build: Build,
         bin_dir: &Path,
         rate: &mut Option<f64>,
-        report: &mut Report,
+        results: &mut Results,
     ) -> anyhow::Result<Side> {
         let s = self.settings;
         let name = format!("A/B round {number}, {}", build.name());
@@ -76,7 +89,7 @@ impl Run {
         );
         let fleet_dir = format!("round-{number}-{}", build.name());
         let mut generator = self.fresh_fleet(bin_dir, &fleet_dir).await?;
-        self.warm_up(&mut generator, report).await?;
+        self.warm_up(&mut generator, results).await?;
         eprintln!(
             "bench: {name}: maximum rate, {} sagas in flight for {:?}",
             s.window, s.phase
@@ -87,16 +100,16 @@ impl Run {
                 &mut generator,
                 s.window_plan(),
                 false,
-                report,
+                results,
             )
             .await?;
-        let measured = max.outcome.per_second();
+        let measured = max.per_second;
         eprintln!("bench: {name}: {measured:.1} sagas per second");
         if number == 1 && build == Build::Baseline {
             if measured > 0.0 {
                 *rate = Some(measured / 2.0);
             } else {
-                report.problems.push(
+                results.problems.push(
                     "A/B: the baseline completed no saga at the maximum rate in round 1: latency \
                      not compared"
                         .into(),
@@ -116,7 +129,7 @@ impl Run {
                         &mut generator,
                         plan,
                         false,
-                        report,
+                        results,
                     )
                     .await?;
                 Some(latency)
@@ -174,5 +187,18 @@ impl Run {
             "the service consumers are not empty after purging {SAGA_STREAM}: {snapshot:?}"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_alternate_which_build_goes_first() {
+        assert_eq!(order(1), [Build::Baseline, Build::Current]);
+        assert_eq!(order(2), [Build::Current, Build::Baseline]);
+        assert_eq!(order(3), order(1));
+        assert_eq!(order(4), order(2));
     }
 }

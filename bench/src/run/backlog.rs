@@ -1,7 +1,9 @@
-//! The backlog drain of a run (`--backlog`, [`crate::backlog`]): drivers online through one
-//! replica of every worker, which then stops; ride requests stored while no worker runs; then
-//! every replica started at once, the drain followed to its last event, and `ridectl audit`
-//! over the log it left.
+//! The backlog drain of a run (`--backlog`): drivers online through one replica of every
+//! worker, which then stops; ride requests stored while no worker runs; then every replica
+//! started at once, the drain followed to its last event, and `ridectl audit` over the log it
+//! left. The drain passes when every saga completed, the consumers are empty, and
+//! `ridectl audit --settle 0s` (every saga judged as finished, liveness invariants included)
+//! finds every saga of the log ended and no invariant broken.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,26 +13,25 @@ use tokio::process::Command;
 
 use ridesaga_schemas::auth::Identity;
 
-use super::{READY_TIMEOUT, Run, backlog_drivers, usage_between};
-use crate::backlog::{Audit, BacklogRun};
+use super::{READY_TIMEOUT, Run, backlog_drivers, by_name, usage_between};
 use crate::consumers;
 use crate::fleet::{self, Fleet};
 use crate::generator::Generator;
 use crate::notes::note_phase_problems;
-use crate::report::{Phase, Report};
+use crate::results::{Audit, Backlog, Phase, Results};
 
 /// How long `ridectl audit` may take.
 const AUDIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Run {
     /// Queues `queued` ride requests, drains them with `replicas` replicas of every worker and
-    /// audits the log with `ridectl`; puts the drain in the report.
+    /// audits the log with `ridectl`; puts the drain in the results.
     pub(super) async fn backlog(
         &mut self,
         queued: u64,
         replicas: u32,
         ridectl: &Path,
-        report: &mut Report,
+        results: &mut Results,
     ) -> anyhow::Result<()> {
         let drivers = backlog_drivers(&self.settings, queued);
         eprintln!("bench: backlog: one replica of every worker brings {drivers} drivers online");
@@ -80,16 +81,19 @@ impl Run {
             outcome.per_second()
         );
         let phase = Phase {
-            deliveries: consumers::deliveries_between(&deliveries_before, &deliveries_after),
-            worker_counts: fleet::worker_counts(&self.client).await?,
+            deliveries: by_name(consumers::deliveries_between(
+                &deliveries_before,
+                &deliveries_after,
+            )),
+            worker_counts: by_name(fleet::worker_counts(&self.client).await?),
             usage: usage_between(&cpu_before, &cpu_after),
-            outcome,
+            ..outcome.into_phase(None)
         };
-        note_phase_problems(report, "backlog drain", &phase);
+        note_phase_problems(results, "backlog drain", &phase);
         let handled_per_replica = fleet::handled_per_replica(&self.client).await?;
         for (service, handled) in &handled_per_replica {
             if handled.len() != replicas as usize {
-                report.problems.push(format!(
+                results.problems.push(format!(
                     "backlog: {} of {replicas} {service} replicas answered at the end",
                     handled.len()
                 ));
@@ -101,24 +105,24 @@ impl Run {
             .iter()
             .map(|(service, after)| {
                 let before = bytes_before.get(service).copied().unwrap_or(0);
-                (*service, after.saturating_sub(before))
+                (service.name().to_owned(), after.saturating_sub(before))
             })
             .collect();
         eprintln!("bench: backlog: ridectl audit");
         let audit = self.audit(ridectl).await?;
         eprintln!("bench: backlog: audit {}", audit.verdict());
-        let run = BacklogRun {
+        let run = Backlog {
             queued,
             waiting,
             replicas,
             drivers,
-            phase,
-            handled_per_replica,
+            drain: phase,
+            handled_per_replica: by_name(handled_per_replica),
             stored_bytes,
             audit,
         };
-        report.problems.extend(run.problems());
-        report.backlog = Some(run);
+        results.problems.extend(run.problems());
+        results.backlog = Some(run);
         Ok(())
     }
 
@@ -158,11 +162,91 @@ impl Run {
             .await
             .with_context(|| format!("ridectl audit took longer than {AUDIT_TIMEOUT:?}"))?
             .with_context(|| format!("running {}", ridectl.display()))?;
-        Ok(Audit::parse(
+        Ok(parse_audit(
             format!("ridectl {}", args.join(" ")),
             output.status.success(),
             &String::from_utf8_lossy(&output.stdout),
             &String::from_utf8_lossy(&output.stderr),
         ))
+    }
+}
+
+/// Reads the JSON report `ridectl --output json audit` prints (`sagas`, `terminal`,
+/// `in_flight`, `violations`), and its exit status.
+pub fn parse_audit(command: String, success: bool, stdout: &str, stderr: &str) -> Audit {
+    let mut audit = Audit {
+        command,
+        success,
+        ..Audit::default()
+    };
+    let value = match serde_json::from_str::<serde_json::Value>(stdout.trim()) {
+        Ok(value) if value.is_object() => value,
+        _ => {
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            audit.error = Some(format!(
+                "no JSON report on stdout; stderr: {}",
+                if tail.is_empty() {
+                    "(empty)".to_owned()
+                } else {
+                    tail.join(" / ")
+                }
+            ));
+            return audit;
+        }
+    };
+    let count = |key: &str| value[key].as_u64().unwrap_or(0);
+    audit.sagas = count("sagas");
+    audit.terminal = count("terminal");
+    audit.in_flight = count("in_flight");
+    audit.violations = value["violations"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|v| {
+                    format!(
+                        "{}: invariant {}: {}",
+                        v["ride_id"].as_str().unwrap_or("?"),
+                        v["invariant"],
+                        v["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    audit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit(success: bool, stdout: &str) -> Audit {
+        parse_audit("ridectl audit".into(), success, stdout, "error: boom\n")
+    }
+
+    #[test]
+    fn the_audit_is_read_from_ridectl_s_json_report() {
+        let clean = audit(
+            true,
+            r#"{"sagas":2000,"terminal":2000,"in_flight":0,"violations":[]}"#,
+        );
+        assert!(clean.clean(), "{clean:?}");
+        let broken = audit(
+            false,
+            r#"{"sagas":3,"terminal":3,"in_flight":0,"violations":[
+                {"ride_id":"r_1","invariant":2,"message":"driver d_1 assigned twice"}]}"#,
+        );
+        assert_eq!(
+            broken.violations,
+            ["r_1: invariant 2: driver d_1 assigned twice"]
+        );
+        let unreadable = audit(false, "");
+        assert!(!unreadable.clean());
+        assert!(
+            unreadable.verdict().contains("stderr: error: boom"),
+            "{}",
+            unreadable.verdict()
+        );
     }
 }
