@@ -28,10 +28,13 @@ awk -v km="$to_pickup" 'BEGIN { exit !(km > 0.1 && km < 2) }' ||
 [[ "$(json_field "$track" .eta_min)" != null ]] || fail "no ETA before the pickup: $track"
 
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
-# The trip: a batch of positions from stdin, pickup to drop-off.
+# The trip: a batch of positions from stdin, pickup to drop-off, each with the time the phone
+# took it (two minutes apart, the last now), as a phone sends what it kept while offline.
 points=("$from" "$(near 48.2030 16.3780)" "$(near 48.1960 16.3840)" "$to")
-for at in "${points[@]}"; do echo "$driver $at"; done |
-  rc driver position --file - >/dev/null
+now_ms=$(($(date +%s) * 1000))
+for i in "${!points[@]}"; do
+  echo "$driver ${points[$i]} $((now_ms - (${#points[@]} - 1 - i) * 120000))"
+done | rc driver position --file - >/dev/null
 track="$(rc ride track "$ride" --once)"
 expect_eq "tracked state" "$(json_field "$track" .state)" "started"
 travelled="$(json_field "$track" .travelled_km)"
@@ -56,4 +59,9 @@ expect_eq "fare parts add up" \
 
 track="$(rc ride track "$ride")"
 expect_eq "tracked after the end" "$(json_field "$track" .distance_source)" "route"
+
+# A plausible route at town speeds: fraud judges the completion and does not flag it.
+sleep 2
+flagged="$(rc fraud review --all | jq --arg ride "$ride" '[.[] | select(.ride_id == $ride)] | length')"
+expect_eq "rides flagged for review" "$flagged" "0"
 finish
