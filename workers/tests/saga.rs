@@ -5,9 +5,9 @@
 
 mod cluster;
 mod earnings;
-mod refunds;
-mod notify;
 mod fakerides;
+mod notify;
+mod refunds;
 mod replicas;
 mod schedules;
 mod support;
