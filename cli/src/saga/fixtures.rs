@@ -242,7 +242,7 @@ impl Log {
                 kind: NotificationKind::Refund,
                 channel: "log".into(),
                 text: "refunded".into(),
-                refund_id: Some(ridesaga_schemas::RefundId::parse(refund_id).unwrap()),
+                refund_id: Some(RefundId::parse(refund_id).unwrap()),
             },
             "notification",
         )
