@@ -736,6 +736,9 @@ payload!(
         channel: String,
         #[schemars(length(max = MAX_NOTIFICATION_CHARS), pattern(TEXT_PATTERN))]
         text: String,
+        /// The refund a `refund` notification tells of: each refund of a ride is told once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refund_id: Option<RefundId>,
     }
 );
 

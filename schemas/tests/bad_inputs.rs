@@ -861,6 +861,7 @@ fn the_largest_valid_messages_fit_the_size_limit() {
             kind: NotificationKind::Receipt,
             channel: text.clone(),
             text: "\u{1F600}".repeat(limits::MAX_NOTIFICATION_CHARS),
+            refund_id: Some(RefundId::parse(format!("rf_{}", "x".repeat(61))).unwrap()),
         }),
     ] {
         let envelope = envelope(message);

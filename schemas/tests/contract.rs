@@ -305,6 +305,7 @@ fn example(kind: MessageKind) -> Envelope {
             kind: NotificationKind::Receipt,
             channel: "log".into(),
             text: "You paid 13.00".into(),
+            refund_id: None,
         }
         .into(),
     };

@@ -277,24 +277,33 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
         }
     }
 
-    // 4. each notification at most once; every terminal ride told its rider.
-    let mut seen: HashMap<(NotificationKind, Recipient), u32> = HashMap::new();
+    // 4. each notification (each refund's for a refund) at most once; every terminal ride
+    // told its rider, and every refund made.
+    let mut seen: HashMap<(NotificationKind, Recipient, Option<&str>), u32> = HashMap::new();
     for notice in &saga.notifications {
-        *seen.entry((notice.kind, notice.recipient)).or_default() += 1;
+        let key = (notice.kind, notice.recipient, notice.refund_id.as_deref());
+        *seen.entry(key).or_default() += 1;
     }
     let mut duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    duplicates.sort_by_key(|((kind, _), _)| kind.as_str());
-    for ((kind, recipient), n) in duplicates {
+    duplicates.sort_by_key(|((kind, _, refund), _)| (kind.as_str(), *refund));
+    for ((kind, recipient, refund), n) in duplicates {
+        let refund = refund.map(|r| format!(" of {r}")).unwrap_or_default();
+        let recipient = match recipient {
+            Recipient::Rider => "rider",
+            Recipient::Driver => "driver",
+        };
         violate(
             4,
             format!(
-                "notification {} sent to the {recipient:?} {n} times",
+                "notification {}{refund} sent to the {recipient} {n} times",
                 kind.as_str()
-            )
-            .to_lowercase(),
+            ),
         );
     }
-    let told = |kind| seen.contains_key(&(kind, Recipient::Rider));
+    let told = |kind| {
+        seen.keys()
+            .any(|(k, recipient, _)| *k == kind && *recipient == Recipient::Rider)
+    };
     let owed = match saga.state {
         RideState::Completed if saga.holds.iter().any(|h| h.captures > 0) => {
             Some(NotificationKind::Receipt)
@@ -319,14 +328,27 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
         );
     }
 
-    if settled && saga.refunded_cents > 0 && !told(NotificationKind::Refund) {
-        violate(
-            4,
-            format!(
-                "the rider was never told of the refund of {}",
-                crate::output::money(saga.refunded_cents)
-            ),
-        );
+    // A refund notice that does not name its refund (from a producer that did not say) tells
+    // of the ride's first refund.
+    let mut made: Vec<&super::RefundNote> = Vec::new();
+    for refund in saga.refunds.iter().filter(|r| r.outcome == "refunded") {
+        if !made.iter().any(|m| m.refund_id == refund.refund_id) {
+            made.push(refund);
+        }
+    }
+    for (index, refund) in made.into_iter().enumerate() {
+        let told_of =
+            |id: Option<&str>| seen.contains_key(&(NotificationKind::Refund, Recipient::Rider, id));
+        if settled && !told_of(Some(&refund.refund_id)) && !(index == 0 && told_of(None)) {
+            violate(
+                4,
+                format!(
+                    "the rider was never told of refund {} of {}",
+                    refund.refund_id,
+                    crate::output::money(refund.amount_cents.unwrap_or_default())
+                ),
+            );
+        }
     }
 
     // 5. a flagged ride never gets a driver or a hold.
@@ -576,8 +598,18 @@ mod tests {
         refunded(&mut log, "rf_1", 300, 240, 60);
         refunded(&mut log, "rf_2", 700, 560, 140);
         let untold = audit(&log.steps, far_later(&log), SETTLE);
-        assert_eq!(invariants(&untold), vec![4]);
-        log.notified(NotificationKind::Refund, Recipient::Rider);
+        assert_eq!(invariants(&untold), vec![4, 4]);
+        log.notified_refund("rf_1");
+        let one_told = audit(&log.steps, far_later(&log), SETTLE);
+        assert_eq!(
+            one_told
+                .violations
+                .iter()
+                .map(|v| v.message.as_str())
+                .collect::<Vec<_>>(),
+            ["the rider was never told of refund rf_2 of 7.00"]
+        );
+        log.notified_refund("rf_2");
         log.push(
             PaymentRefundRefused {
                 refund_id: RefundId::parse("rf_3").unwrap(),
@@ -590,6 +622,26 @@ mod tests {
         );
         let report = audit(&log.steps, far_later(&log), SETTLE);
         assert_eq!(report.violations, vec![], "{report:?}");
+    }
+
+    #[test]
+    fn a_refund_told_twice_is_reported_and_an_unnamed_notice_tells_of_the_first_refund() {
+        let mut log = captured_ride();
+        refunded(&mut log, "rf_1", 300, 240, 60);
+        refunded(&mut log, "rf_2", 700, 560, 140);
+        log.notified_refund("rf_2").notified_refund("rf_2");
+        log.notified(NotificationKind::Refund, Recipient::Rider);
+        let report = audit(&log.steps, far_later(&log), SETTLE);
+        let messages: Vec<&str> = report
+            .violations
+            .iter()
+            .map(|v| v.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            ["notification refund of rf_2 sent to the rider 2 times"]
+        );
+        assert_eq!(invariants(&report), vec![4]);
     }
 
     #[test]

@@ -227,6 +227,22 @@ impl Log {
                 kind,
                 channel: "log".into(),
                 text: "hello".into(),
+                refund_id: None,
+            },
+            "notification",
+        )
+    }
+
+    /// The rider told of the refund `refund_id`.
+    pub fn notified_refund(&mut self, refund_id: &str) -> &mut Log {
+        self.push(
+            NotificationSent {
+                recipient: Recipient::Rider,
+                recipient_id: "u_1".into(),
+                kind: NotificationKind::Refund,
+                channel: "log".into(),
+                text: "refunded".into(),
+                refund_id: Some(RefundId::parse(refund_id).unwrap()),
             },
             "notification",
         )

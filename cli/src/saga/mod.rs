@@ -153,6 +153,9 @@ pub struct RefundNote {
 pub struct Notice {
     pub kind: NotificationKind,
     pub recipient: Recipient,
+    /// The refund a refund notice tells of (none from producers that did not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
 }
 
 /// Everything known about one ride, folded from its messages in stream order.
@@ -469,6 +472,7 @@ impl Saga {
             Message::NotificationSent(m) => self.notifications.push(Notice {
                 kind: m.kind,
                 recipient: m.recipient,
+                refund_id: m.refund_id.as_ref().map(ToString::to_string),
             }),
             _ => {}
         }

@@ -1,7 +1,8 @@
 //! Refunds through the real workers: `cmd.payment.refund` redelivered and retried under its
 //! refund id refunds once through the gateway, appends one reversal to the ledger and tells the
-//! rider once; a partial refund then the rest reverse the whole capture; a third is refused, as
-//! is one above what is left. On SQLite and PostgreSQL.
+//! rider once; a partial refund then the rest reverse the whole capture, and the rider hears of
+//! each, once however often its announcement is redelivered; a third is refused, as is one above
+//! what is left. On SQLite and PostgreSQL.
 
 use std::time::Duration;
 
@@ -32,6 +33,37 @@ async fn wait_for_n(sys: &System, ride: &RideId, kind: MessageKind, n: usize) ->
         assert!(
             tokio::time::Instant::now() < deadline,
             "{ride}: fewer than {n} {kind}:\n{}",
+            describe(&saga)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The refunds the rider was told of, in stream order, one entry per `evt.notification.sent`.
+fn told_of_refunds(saga: &[Envelope]) -> Vec<String> {
+    saga.iter()
+        .filter_map(|e| match &e.message {
+            Message::NotificationSent(n) if n.kind == NotificationKind::Refund => Some(
+                n.refund_id
+                    .as_ref()
+                    .map_or_else(|| "?".to_owned(), ToString::to_string),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits until the rider was told of `n` refunds; the whole saga.
+async fn wait_for_refunds_told(sys: &System, ride: &RideId, n: usize) -> Vec<Envelope> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let saga = sys.saga(ride).await;
+        if told_of_refunds(&saga).len() >= n {
+            return saga;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ride}: the rider was told of fewer than {n} refunds:\n{}",
             describe(&saga)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -118,6 +150,17 @@ async fn a_refund_is_made_reversed_and_told_once(sys: &System) {
     wait_for_n(sys, &ride, MessageKind::PaymentRefunded, 2).await;
     sys.command(refund("rf_third", Some(1)), Some(&ride)).await;
     wait_for_n(sys, &ride, MessageKind::PaymentRefundRefused, 2).await;
+    // Both refunds' announcements redelivered to notification once the rider heard of both
+    // (four copies each: the first two of rf_part's were stored above).
+    let saga = wait_for_refunds_told(sys, &ride, 2).await;
+    let mut redelivered = std::collections::HashSet::new();
+    for announced in saga
+        .iter()
+        .filter(|e| e.kind() == MessageKind::PaymentRefunded)
+        .filter(|e| redelivered.insert(e.id.clone()))
+    {
+        sys.send_copies(announced, 4).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let saga = sys.saga(&ride).await;
     assert_eq!(
@@ -177,15 +220,17 @@ async fn a_refund_is_made_reversed_and_told_once(sys: &System) {
     );
     let told =
         format!("SELECT COUNT(*) FROM notifications WHERE ride_id = '{ride}' AND kind = 'refund'");
-    assert_eq!(sys.scalar(Service::Notification, &told).await, 1);
-    let sent = saga
-        .iter()
-        .filter(|e| {
-            matches!(&e.message,
-                Message::NotificationSent(n) if n.kind == NotificationKind::Refund)
-        })
-        .count();
-    assert_eq!(sent, 1, "the rider told once");
+    assert_eq!(
+        sys.scalar(Service::Notification, &told).await,
+        2,
+        "one notification per refund"
+    );
+    assert_eq!(
+        told_of_refunds(&saga),
+        ["rf_part", "rf_rest"],
+        "the rider told of each refund once:\n{}",
+        describe(&saga)
+    );
 }
 
 #[tokio::test]

@@ -240,6 +240,7 @@ mod tests {
             recipient: Recipient::Rider,
             recipient_id: "u_ada".into(),
             text: "Receipt: 12.00 charged.".into(),
+            refund_id: None,
         };
         let delivery = Delivery {
             id: &MessageId::parse(id).unwrap(),

@@ -1,5 +1,7 @@
-//! Which notifications a ride's events call for, pure: each (kind, recipient) at most once per
-//! ride, and the same set whatever order the events arrive in.
+//! Which notifications a ride's events call for, pure: each (kind, recipient, occurrence) at
+//! most once per ride, and the same set whatever order the events arrive in. The occurrence is
+//! empty for every kind but a refund, whose occurrence is its refund id: a ride refunded in
+//! several parts tells its rider of each part once.
 //!
 //! - driver assigned: the rider (who is coming) and the driver (whom to pick up);
 //! - ride confirmed: the rider;
@@ -7,7 +9,7 @@
 //! - ride rejected: the rider, with the rule the request broke when it was invalid;
 //! - payment captured: the rider, a receipt with the amount;
 //! - payment capture failed: the rider, that the fare could not be charged;
-//! - payment refunded: the rider, the amount given back (once per ride: the first refund).
+//! - payment refunded: the rider, the amount given back (once per refund).
 //!
 //! A cancellation may overtake the assignment it cancels. The driver's cancellation notice
 //! therefore follows from two facts, "cancelled" and "a driver is known", and is sent when the
@@ -18,7 +20,7 @@
 use std::collections::HashSet;
 
 use ridesaga_schemas::{
-    CancelReason, DriverId, Message, NotificationKind, Recipient, RideId, RiderId,
+    CancelReason, DriverId, Message, NotificationKind, Recipient, RefundId, RideId, RiderId,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -30,6 +32,16 @@ pub struct Notice {
     pub recipient: Recipient,
     pub recipient_id: String,
     pub text: String,
+    /// The refund a refund notice tells of; none for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<RefundId>,
+}
+
+impl Notice {
+    /// Which occurrence of its kind it tells of: the refund id of a refund, empty otherwise.
+    pub fn occurrence(&self) -> &str {
+        self.refund_id.as_ref().map_or("", RefundId::as_str)
+    }
 }
 
 /// What notification remembers about a ride.
@@ -40,7 +52,8 @@ pub struct Audience {
     /// Why the ride was cancelled, once it was.
     pub cancelled: Option<CancelReason>,
     /// Notifications already called for, delivered or not: none is called for twice.
-    pub sent: HashSet<(NotificationKind, Recipient)>,
+    /// Each is its kind, its recipient and its occurrence ([`Notice::occurrence`]).
+    pub sent: HashSet<(NotificationKind, Recipient, String)>,
 }
 
 /// The notifications `input` calls for that were not sent before, and the updated state.
@@ -55,6 +68,7 @@ pub fn handle(
         recipient: Recipient::Rider,
         recipient_id: rider_id.to_string(),
         text,
+        refund_id: None,
     };
     match input {
         Message::DriverAssigned(a) => {
@@ -71,6 +85,7 @@ pub fn handle(
                 recipient: Recipient::Driver,
                 recipient_id: a.driver_id.to_string(),
                 text: format!("New ride {ride_id}: pick up rider {}.", a.rider_id),
+                refund_id: None,
             });
         }
         Message::RideConfirmed(c) => {
@@ -140,7 +155,10 @@ pub fn handle(
                 money(p.refunded_cents),
                 money(p.captured_cents)
             );
-            notices.push(rider(NotificationKind::Refund, text, &p.rider_id));
+            notices.push(Notice {
+                refund_id: Some(p.refund_id.clone()),
+                ..rider(NotificationKind::Refund, text, &p.rider_id)
+            });
         }
         other => warn!(kind = %other.kind(), "message notification does not use; ignored"),
     }
@@ -153,9 +171,14 @@ pub fn handle(
                 "Ride {ride_id} was cancelled ({}); you are free for other rides.",
                 reason.as_str()
             ),
+            refund_id: None,
         });
     }
-    notices.retain(|n| audience.sent.insert((n.kind, n.recipient)));
+    notices.retain(|n| {
+        audience
+            .sent
+            .insert((n.kind, n.recipient, n.occurrence().to_owned()))
+    });
     (audience, notices)
 }
 
@@ -353,19 +376,23 @@ mod tests {
         assert!(notices[0].text.contains("could not charge 15.34"));
     }
 
-    #[test]
-    fn a_refund_tells_the_rider_the_amount_once() {
-        let refunded = Message::PaymentRefunded(ridesaga_schemas::PaymentRefunded {
+    fn refunded(refund_id: &str, amount_cents: u64, refunded_cents: u64) -> Message {
+        Message::PaymentRefunded(ridesaga_schemas::PaymentRefunded {
             rider_id: rider(),
-            refund_id: ridesaga_schemas::RefundId::parse("rf_1").unwrap(),
+            refund_id: RefundId::parse(refund_id).unwrap(),
             hold_id: "hold_1".into(),
-            amount_cents: 500,
-            refunded_cents: 500,
+            amount_cents,
+            refunded_cents,
             captured_cents: 1534,
             reason: None,
             reversal: None,
-        });
-        let (_, notices) = run(&[captured(1534), refunded.clone(), refunded]);
+        })
+    }
+
+    #[test]
+    fn a_refund_tells_the_rider_the_amount_once() {
+        let refund = refunded("rf_1", 500, 500);
+        let (_, notices) = run(&[captured(1534), refund.clone(), refund]);
         assert_eq!(
             keys(&notices),
             [
@@ -373,12 +400,52 @@ mod tests {
                 (NotificationKind::Refund, Recipient::Rider, "u_ada")
             ]
         );
+        assert_eq!(notices[1].occurrence(), "rf_1");
         assert!(
             notices[1]
                 .text
                 .starts_with("5.00 of your payment for ride r_1 is refunded"),
             "{}",
             notices[1].text
+        );
+    }
+
+    #[test]
+    fn each_refund_of_a_ride_refunded_in_parts_tells_the_rider_once() {
+        let first = refunded("rf_1", 500, 500);
+        let second = refunded("rf_2", 300, 800);
+        let (audience, notices) =
+            run(&[captured(1534), first.clone(), second.clone(), second, first]);
+        let refunds: Vec<(&str, &str)> = notices
+            .iter()
+            .filter(|n| n.kind == NotificationKind::Refund)
+            .map(|n| (n.occurrence(), n.text.as_str()))
+            .collect();
+        assert_eq!(
+            refunds,
+            [
+                (
+                    "rf_1",
+                    "5.00 of your payment for ride r_1 is refunded to your card \
+                     (5.00 refunded of 15.34)."
+                ),
+                (
+                    "rf_2",
+                    "3.00 of your payment for ride r_1 is refunded to your card \
+                     (8.00 refunded of 15.34)."
+                ),
+            ]
+        );
+        assert!(audience.sent.contains(&(
+            NotificationKind::Refund,
+            Recipient::Rider,
+            "rf_2".to_owned()
+        )));
+        // Every other kind keeps an empty occurrence, so it is still told once per ride.
+        assert!(
+            notices
+                .iter()
+                .all(|n| n.kind == NotificationKind::Refund || n.occurrence().is_empty())
         );
     }
 
@@ -466,6 +533,11 @@ mod tests {
                 cancelled(CancelReason::PaymentDeclined, Some(driver())),
             ],
             4 => vec![cancelled(CancelReason::NoDriver, None)],
+            5 => vec![
+                captured(1534),
+                refunded("rf_1", 500, 500),
+                refunded("rf_2", 300, 800),
+            ],
             _ => vec![rejected()],
         }
     }
@@ -491,7 +563,7 @@ mod tests {
 
         #[test]
         fn any_interleaving_with_redeliveries_sends_what_in_order_delivery_sends(
-            number in 0usize..6,
+            number in 0usize..7,
             picks in proptest::collection::vec(any::<Index>(), 3),
             redeliveries in proptest::collection::vec((any::<Index>(), any::<Index>()), 0..5),
         ) {

@@ -1,10 +1,12 @@
 //! The notification service: tells riders and drivers what matters about their ride, each
-//! (ride, kind, recipient) exactly once, and announces every notification delivered with
+//! (ride, kind, recipient, occurrence) exactly once (the occurrence is a refund's id, empty
+//! for every other kind: see [`domain`]), and announces every notification delivered with
 //! `evt.notification.sent` so the event log can audit it.
 //!
 //! Each notification the domain calls for that the ride's record does not show is recorded
 //! as due, in the input's transaction (the batch's: the records load and save once per batch,
-//! under the one writer's lock, and UNIQUE (ride, kind, recipient) backs them), together with
+//! under the one writer's lock, and UNIQUE (ride, kind, recipient, occurrence) backs them),
+//! together with
 //! an [`Effect`] the runtime records beside it. No channel is called there. After the commit
 //! the runtime performs the effect ([`Worker::perform`]: the channel delivers it) and settles
 //! its outcome ([`Worker::settle`]): a delivery marks the record delivered and emits the
@@ -462,20 +464,30 @@ struct Request {
 }
 
 impl Request {
-    /// The effect that delivers it: its id, `<ride>/<kind>/<recipient>`, is the notification's
-    /// key, so one notification is one effect however often it is asked for.
+    /// The effect that delivers it: its id is the notification's key, so one notification is
+    /// one effect however often it is asked for: `<ride>/<kind>/<recipient>`, followed by
+    /// `/<occurrence>` when there is one (a refund's id).
     fn effect(&self) -> Result<Effect, HandleError> {
-        let kind = self.notice.kind.as_str();
-        let recipient = store::recipient_str(&self.notice.recipient);
         let request = serde_json::to_string(self)
             .map_err(|e| HandleError::Permanent(format!("notification request: {e}")))?;
         Ok(Effect {
-            id: format!("{}/{kind}/{recipient}", self.ride_id),
-            kind: format!("notification.{kind}"),
+            id: self.effect_id(),
+            kind: format!("notification.{}", self.notice.kind.as_str()),
             saga_id: Some(self.ride_id.clone()),
             request,
             trace: None,
         })
+    }
+
+    /// The id of [`Request::effect`]; the kinds without an occurrence keep
+    /// `<ride>/<kind>/<recipient>`.
+    fn effect_id(&self) -> String {
+        let kind = self.notice.kind.as_str();
+        let recipient = store::recipient_str(&self.notice.recipient);
+        match self.notice.occurrence() {
+            "" => format!("{}/{kind}/{recipient}", self.ride_id),
+            occurrence => format!("{}/{kind}/{recipient}/{occurrence}", self.ride_id),
+        }
     }
 
     /// The request `effect` carries.
@@ -489,6 +501,7 @@ impl Request {
             ride_id: &self.ride_id,
             kind: self.notice.kind,
             recipient: self.notice.recipient,
+            occurrence: self.notice.occurrence(),
         }
     }
 }
@@ -518,6 +531,7 @@ fn announcement(
         kind: notice.kind,
         channel: channel.to_owned(),
         text: notice.text.clone(),
+        refund_id: notice.refund_id.clone(),
     };
     let producer = Service::Notification.name();
     let mut event = effect.event(sent, &request.correlation_id, producer, now);
@@ -567,6 +581,7 @@ impl<C: Channel> Worker for NotificationService<C> {
                 Message::RideRejected(m) => (Some(&m.rider_id), None),
                 Message::PaymentCaptured(m) => (Some(&m.rider_id), None),
                 Message::PaymentCaptureFailed(m) => (Some(&m.rider_id), None),
+                Message::PaymentRefunded(m) => (Some(&m.rider_id), None),
                 _ => (None, None),
             };
             wanted.riders.extend(rider.map(|r| r.as_str()));

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ridesaga_schemas::{
-    CancelReason, DriverAssigned, DriverId, Message, NotificationKind, Recipient, RideCancelled,
-    RideId, RiderId,
+    CancelReason, DriverAssigned, DriverId, Message, NotificationKind, PaymentRefunded, Recipient,
+    RefundId, RideCancelled, RideId, RiderId,
 };
 use sqlx::Connection;
 
@@ -599,6 +599,7 @@ async fn registrations_give_the_address_and_number_each_route_needs(kind: Kind) 
         ride_id: &ride_id(),
         kind: NotificationKind::RideCancelled,
         recipient: Recipient::Driver,
+        occurrence: "",
     };
     let (channel, provider_id) = store::delivery(&mut conn, key).await.unwrap().unwrap();
     assert_eq!((channel.as_str(), provider_id), ("sms", None));
@@ -633,7 +634,81 @@ async fn a_route_whose_channel_is_not_configured_here_is_delivered_to_the_log(ki
     assert_eq!(log_ids(&service).len(), 2);
 }
 
+fn refunded(refund_id: &str, amount_cents: u64, refunded_cents: u64) -> Envelope {
+    let message = PaymentRefunded {
+        rider_id: RiderId::parse("u_ada").unwrap(),
+        refund_id: RefundId::parse(refund_id).unwrap(),
+        hold_id: "hold_1".into(),
+        amount_cents,
+        refunded_cents,
+        captured_cents: 1500,
+        reason: None,
+        reversal: None,
+    };
+    Envelope::new(message, Some(ride_id()), "payment")
+}
+
+async fn each_refund_is_its_own_notification_told_once(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = database(kind).await;
+    let mut conn = db.conn();
+    let service = logging(&dir);
+    let (first, second) = (refunded("rf_1", 500, 500), refunded("rf_2", 300, 800));
+    let done = apply(&service, &mut conn, &[first.clone(), second.clone()]).await;
+    let ids: Vec<&str> = done.effects.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["r_1/refund/rider/rf_1", "r_1/refund/rider/rf_2"]);
+    assert_eq!(with_status(&mut conn, Status::Due).await, 2);
+
+    // Each refund redelivered (without the inbox), alone and in a batch, calls for nothing.
+    assert!(
+        apply(&service, &mut conn, &[second])
+            .await
+            .effects
+            .is_empty()
+    );
+    let again = apply(&service, &mut conn, &[first.clone(), first]).await;
+    assert!(again.effects.is_empty());
+    assert_eq!(store::count(&mut conn, &ride_id()).await.unwrap(), 2);
+
+    // Each delivery settles its own record and announces its refund, once.
+    let events = deliver(&service, &mut conn, &done.effects).await;
+    let told: Vec<(NotificationKind, Option<&str>)> = events
+        .iter()
+        .map(|e| match &e.message {
+            Message::NotificationSent(m) => (m.kind, m.refund_id.as_ref().map(RefundId::as_str)),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (NotificationKind::Refund, Some("rf_1")),
+            (NotificationKind::Refund, Some("rf_2"))
+        ]
+    );
+    assert_ne!(events[0].id, events[1].id);
+    assert_eq!(with_status(&mut conn, Status::Delivered).await, 2);
+    assert!(deliver(&service, &mut conn, &done.effects).await.is_empty());
+    assert_eq!(log_ids(&service).len(), 2);
+    let key = store::Key {
+        ride_id: &ride_id(),
+        kind: NotificationKind::Refund,
+        recipient: Recipient::Rider,
+        occurrence: "rf_2",
+    };
+    let (channel, _) = store::delivery(&mut conn, key).await.unwrap().unwrap();
+    assert_eq!(channel, "log");
+    let audience = store::load(&mut conn, &ride_id()).await.unwrap();
+    assert_eq!(audience.sent.len(), 2);
+
+    // A third refund is told too.
+    let third = apply(&service, &mut conn, &[refunded("rf_3", 100, 900)]).await;
+    assert_eq!(third.effects.len(), 1);
+    assert_eq!(third.effects[0].id, "r_1/refund/rider/rf_3");
+}
+
 each_backend!(
+    each_refund_is_its_own_notification_told_once,
     registrations_give_the_address_and_number_each_route_needs,
     a_route_whose_channel_is_not_configured_here_is_delivered_to_the_log,
     applying_an_input_records_due_deliveries_and_calls_no_channel,

@@ -1,6 +1,8 @@
 //! The notification service's tables: what it remembers per ride, the record of every
-//! notification called for, at most one per (ride, kind, recipient), with its delivery's
-//! [`Status`], and how to reach each rider and driver (`notification_contacts`). Runs inside the runtime's transactions, on either backend: this module reads
+//! notification called for, at most one per (ride, kind, recipient, occurrence: see
+//! [`Notice::occurrence`]), with its delivery's [`Status`], and how to reach each rider and
+//! driver (`notification_contacts`). Runs inside the runtime's transactions, on either
+//! backend: this module reads
 //! and writes the rows, `sqlite` and `postgres` hold each backend's statements. A batch loads
 //! its rides in one statement and saves them, and its records, with one statement each; ride
 //! ids travel as one JSON array and rows to save as another, whatever their number. A
@@ -109,8 +111,8 @@ pub async fn load_many(conn: &mut Conn<'_>, wanted: &Wanted<'_>) -> Result<Loade
 /// The statement that reads what [`Wanted`] asks for (its JSON object is the only parameter,
 /// for the runtime's preload): [`loaded`] reads the rows. Each row has `what` it is, an `id`
 /// and three texts `a`, `b`, `c`: a ride's row (`ride`, its id) has its driver and its cancel
-/// reason, a notification's (`sent`, its ride's id, whatever its status) its kind and its
-/// recipient, a contact's (`contact`, the recipient's id) the email address, the phone number
+/// reason, a notification's (`sent`, its ride's id, whatever its status) its kind, its
+/// recipient and its occurrence, a contact's (`contact`, the recipient's id) the email address, the phone number
 /// and `rider` or `driver`.
 pub fn load_sql(kind: Kind) -> &'static str {
     match kind {
@@ -167,7 +169,10 @@ fn add_row(audience: &mut Audience, row: &Row) -> Result<(), HandleError> {
         b.as_deref().unwrap_or_default(),
         recipient_str,
     )?;
-    audience.sent.insert((kind, recipient));
+    let occurrence: Option<String> = row.get("c")?;
+    audience
+        .sent
+        .insert((kind, recipient, occurrence.unwrap_or_default()));
     Ok(())
 }
 
@@ -241,6 +246,8 @@ pub struct Due {
     pub ride_id: String,
     pub kind: &'static str,
     pub recipient: &'static str,
+    /// [`Notice::occurrence`].
+    pub occurrence: String,
     pub recipient_id: String,
     pub channel: &'static str,
     pub text: String,
@@ -261,6 +268,7 @@ impl Due {
             ride_id: ride_id.to_string(),
             kind: notice.kind.as_str(),
             recipient: recipient_str(&notice.recipient),
+            occurrence: notice.occurrence().to_owned(),
             recipient_id: notice.recipient_id.clone(),
             channel,
             text: notice.text.clone(),
@@ -272,7 +280,8 @@ impl Due {
 
 /// Records the notifications that became due, in one statement on `kind`. The batch decided
 /// they were new from what it loaded inside its transaction, which no other writer shares;
-/// should one be there anyway, UNIQUE (ride, kind, recipient) keeps the first record.
+/// should one be there anyway, UNIQUE (ride, kind, recipient, occurrence) keeps the first
+/// record.
 pub fn record_many(kind: Kind, due: &[Due]) -> Result<BatchWrite, HandleError> {
     let sql = match kind {
         Kind::Sqlite => sqlite::RECORD,
@@ -302,12 +311,13 @@ impl Status {
     }
 }
 
-/// Which notification: its ride, kind and recipient.
+/// Which notification: its ride, kind, recipient and occurrence ([`Notice::occurrence`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Key<'a> {
     pub ride_id: &'a RideId,
     pub kind: NotificationKind,
     pub recipient: Recipient,
+    pub occurrence: &'a str,
 }
 
 /// How a delivery settled: by which channel, the id the channel's outside party gave it,
@@ -344,6 +354,7 @@ pub async fn settle(
             ride_id: s.key.ride_id.as_str(),
             kind: s.key.kind.as_str(),
             recipient: recipient_str(&s.key.recipient),
+            occurrence: s.key.occurrence,
             status: s.outcome.status.as_str(),
             channel: s.outcome.channel,
             provider_id: s.outcome.provider_id,
@@ -353,17 +364,17 @@ pub async fn settle(
     let json = serde_json::to_string(&rows)
         .map_err(|e| HandleError::Permanent(format!("deliveries to settle: {e}")))?;
     let at = now.unix_millis();
-    let settled: Vec<(String, String, String)> = match conn {
+    let settled: Vec<(String, String, String, String)> = match conn {
         Conn::Sqlite(conn) => sqlite::settle(conn, json, at).await?,
         Conn::Postgres(conn) => postgres::settle(conn, json, at).await?,
     };
-    let settled: HashSet<(&str, &str, &str)> = settled
+    let settled: HashSet<(&str, &str, &str, &str)> = settled
         .iter()
-        .map(|(r, k, p)| (r.as_str(), k.as_str(), p.as_str()))
+        .map(|(r, k, p, o)| (r.as_str(), k.as_str(), p.as_str(), o.as_str()))
         .collect();
     Ok(rows
         .iter()
-        .map(|r| settled.contains(&(r.ride_id, r.kind, r.recipient)))
+        .map(|r| settled.contains(&(r.ride_id, r.kind, r.recipient, r.occurrence)))
         .collect())
 }
 
@@ -373,6 +384,7 @@ struct SettleRow<'a> {
     ride_id: &'a str,
     kind: &'static str,
     recipient: &'static str,
+    occurrence: &'a str,
     status: &'static str,
     channel: &'a str,
     provider_id: Option<&'a str>,
@@ -392,19 +404,20 @@ pub async fn count_with_status(
     })
 }
 
-/// The channel and the outside party's id of the ride's notification `kind` to `recipient`.
+/// The channel and the outside party's id of the notification `key`.
 pub async fn delivery(
     conn: &mut Conn<'_>,
     key: Key<'_>,
 ) -> Result<Option<(String, Option<String>)>, HandleError> {
-    let (ride_id, kind, recipient) = (
+    let key = [
         key.ride_id.as_str(),
         key.kind.as_str(),
         recipient_str(&key.recipient),
-    );
+        key.occurrence,
+    ];
     Ok(match conn {
-        Conn::Sqlite(conn) => sqlite::delivery(conn, ride_id, kind, recipient).await?,
-        Conn::Postgres(conn) => postgres::delivery(conn, ride_id, kind, recipient).await?,
+        Conn::Sqlite(conn) => sqlite::delivery(conn, key).await?,
+        Conn::Postgres(conn) => postgres::delivery(conn, key).await?,
     })
 }
 

@@ -15,7 +15,7 @@ pub const LOAD: &str = "WITH ids AS (SELECT jsonb_array_elements_text($1::jsonb 
      WHERE ride_id IN (SELECT id FROM ids) AND driver_id IS NOT NULL) \
      SELECT 'ride' AS what, ride_id AS id, driver_id AS a, cancel_reason AS b, NULL::text AS c \
      FROM notification_rides WHERE ride_id IN (SELECT id FROM ids) \
-     UNION ALL SELECT 'sent', ride_id, kind, recipient, NULL FROM notifications \
+     UNION ALL SELECT 'sent', ride_id, kind, recipient, occurrence FROM notifications \
      WHERE ride_id IN (SELECT id FROM ids) \
      UNION ALL SELECT 'contact', recipient_id, email, phone, recipient \
      FROM notification_contacts WHERE (recipient, recipient_id) IN (SELECT recipient, id FROM wanted)";
@@ -42,12 +42,14 @@ pub const SAVE: &str = "INSERT INTO notification_rides (ride_id, driver_id, canc
 
 /// [`super::record_many`]: records the notifications of the JSON array `$1` (objects of
 /// `Due`'s fields) as due, keeping a record already there.
-pub const RECORD: &str = "INSERT INTO notifications (ride_id, kind, recipient, recipient_id, \
-     channel, text, message_id, due_at_ms, status) \
-     SELECT ride_id, kind, recipient, recipient_id, channel, text, message_id, due_at_ms, 'due' \
+pub const RECORD: &str = "INSERT INTO notifications (ride_id, kind, recipient, occurrence, \
+     recipient_id, channel, text, message_id, due_at_ms, status) \
+     SELECT ride_id, kind, recipient, occurrence, recipient_id, channel, text, message_id, \
+     due_at_ms, 'due' \
      FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, kind TEXT, recipient TEXT, \
-     recipient_id TEXT, channel TEXT, text TEXT, message_id TEXT, due_at_ms BIGINT) \
-     ON CONFLICT (ride_id, kind, recipient) DO NOTHING";
+     occurrence TEXT, recipient_id TEXT, channel TEXT, text TEXT, message_id TEXT, \
+     due_at_ms BIGINT) \
+     ON CONFLICT (ride_id, kind, recipient, occurrence) DO NOTHING";
 
 /// [`super::count`]: how many notifications were recorded for the ride.
 pub async fn count(conn: &mut PgConnection, ride_id: &str) -> Result<i64, sqlx::Error> {
@@ -58,19 +60,21 @@ pub async fn count(conn: &mut PgConnection, ride_id: &str) -> Result<i64, sqlx::
 }
 
 /// [`super::settle`]: settles the deliveries of the JSON array `rows` (objects of
-/// `SettleRow`'s fields) that are still due; the keys `(ride_id, kind, recipient)` it changed.
+/// `SettleRow`'s fields) that are still due; the keys `(ride_id, kind, recipient, occurrence)`
+/// it changed.
 pub async fn settle(
     conn: &mut PgConnection,
     rows: String,
     at_ms: i64,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE notifications n SET status = r.status, channel = r.channel, \
          provider_id = r.provider_id, error = r.error, settled_at_ms = $2 \
          FROM jsonb_to_recordset($1::jsonb) AS r (ride_id TEXT, kind TEXT, recipient TEXT, \
-         status TEXT, channel TEXT, provider_id TEXT, error TEXT) \
+         occurrence TEXT, status TEXT, channel TEXT, provider_id TEXT, error TEXT) \
          WHERE n.ride_id = r.ride_id AND n.kind = r.kind AND n.recipient = r.recipient \
-         AND n.status = 'due' RETURNING n.ride_id, n.kind, n.recipient",
+         AND n.occurrence = r.occurrence \
+         AND n.status = 'due' RETURNING n.ride_id, n.kind, n.recipient, n.occurrence",
     )
     .bind(rows)
     .bind(at_ms)
@@ -78,20 +82,20 @@ pub async fn settle(
     .await
 }
 
-/// [`super::delivery`]: the channel and the provider's id of one notification.
+/// [`super::delivery`]: the channel and the provider's id of the notification whose key is
+/// `[ride_id, kind, recipient, occurrence]`.
 pub async fn delivery(
     conn: &mut PgConnection,
-    ride_id: &str,
-    kind: &str,
-    recipient: &str,
+    [ride_id, kind, recipient, occurrence]: [&str; 4],
 ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT channel, provider_id FROM notifications \
-         WHERE ride_id = $1 AND kind = $2 AND recipient = $3",
+         WHERE ride_id = $1 AND kind = $2 AND recipient = $3 AND occurrence = $4",
     )
     .bind(ride_id)
     .bind(kind)
     .bind(recipient)
+    .bind(occurrence)
     .fetch_optional(conn)
     .await
 }

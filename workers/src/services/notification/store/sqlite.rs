@@ -16,7 +16,7 @@ pub const LOAD: &str = "WITH p AS (SELECT ? AS j), \
      WHERE ride_id IN (SELECT id FROM ids) AND driver_id IS NOT NULL) \
      SELECT 'ride' AS what, ride_id AS id, driver_id AS a, cancel_reason AS b, NULL AS c \
      FROM notification_rides WHERE ride_id IN (SELECT id FROM ids) \
-     UNION ALL SELECT 'sent', ride_id, kind, recipient, NULL FROM notifications \
+     UNION ALL SELECT 'sent', ride_id, kind, recipient, occurrence FROM notifications \
      WHERE ride_id IN (SELECT id FROM ids) \
      UNION ALL SELECT 'contact', recipient_id, email, phone, recipient \
      FROM notification_contacts WHERE (recipient, recipient_id) IN (SELECT recipient, id FROM wanted)";
@@ -42,12 +42,12 @@ pub const SAVE: &str = "INSERT INTO notification_rides (ride_id, driver_id, canc
 
 /// [`super::record_many`]: records the notifications of the JSON array `?` (objects of
 /// `Due`'s fields) as due, keeping a record already there.
-pub const RECORD: &str = "INSERT INTO notifications (ride_id, kind, recipient, recipient_id, \
-     channel, text, message_id, due_at_ms, status) \
+pub const RECORD: &str = "INSERT INTO notifications (ride_id, kind, recipient, occurrence, \
+     recipient_id, channel, text, message_id, due_at_ms, status) \
      SELECT value ->> 'ride_id', value ->> 'kind', value ->> 'recipient', \
-     value ->> 'recipient_id', value ->> 'channel', value ->> 'text', \
+     value ->> 'occurrence', value ->> 'recipient_id', value ->> 'channel', value ->> 'text', \
      value ->> 'message_id', value ->> 'due_at_ms', 'due' FROM jsonb_each(?) \
-     WHERE true ON CONFLICT (ride_id, kind, recipient) DO NOTHING";
+     WHERE true ON CONFLICT (ride_id, kind, recipient, occurrence) DO NOTHING";
 
 /// [`super::count`]: how many notifications were recorded for the ride.
 pub async fn count(conn: &mut SqliteConnection, ride_id: &str) -> Result<i64, sqlx::Error> {
@@ -58,19 +58,21 @@ pub async fn count(conn: &mut SqliteConnection, ride_id: &str) -> Result<i64, sq
 }
 
 /// [`super::settle`]: settles the deliveries of the JSON array `rows` (objects of
-/// `SettleRow`'s fields) that are still due; the keys `(ride_id, kind, recipient)` it changed.
+/// `SettleRow`'s fields) that are still due; the keys `(ride_id, kind, recipient, occurrence)`
+/// it changed.
 pub async fn settle(
     conn: &mut SqliteConnection,
     rows: String,
     at_ms: i64,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE notifications SET status = r.value ->> 'status', \
          channel = r.value ->> 'channel', provider_id = r.value ->> 'provider_id', \
          error = r.value ->> 'error', settled_at_ms = ?2 \
          FROM jsonb_each(?1) AS r WHERE ride_id = r.value ->> 'ride_id' \
          AND kind = r.value ->> 'kind' AND recipient = r.value ->> 'recipient' \
-         AND status = 'due' RETURNING ride_id, kind, recipient",
+         AND occurrence = r.value ->> 'occurrence' \
+         AND status = 'due' RETURNING ride_id, kind, recipient, occurrence",
     )
     .bind(rows)
     .bind(at_ms)
@@ -78,20 +80,20 @@ pub async fn settle(
     .await
 }
 
-/// [`super::delivery`]: the channel and the provider's id of one notification.
+/// [`super::delivery`]: the channel and the provider's id of the notification whose key is
+/// `[ride_id, kind, recipient, occurrence]`.
 pub async fn delivery(
     conn: &mut SqliteConnection,
-    ride_id: &str,
-    kind: &str,
-    recipient: &str,
+    [ride_id, kind, recipient, occurrence]: [&str; 4],
 ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT channel, provider_id FROM notifications \
-         WHERE ride_id = ? AND kind = ? AND recipient = ?",
+         WHERE ride_id = ? AND kind = ? AND recipient = ? AND occurrence = ?",
     )
     .bind(ride_id)
     .bind(kind)
     .bind(recipient)
+    .bind(occurrence)
     .fetch_optional(conn)
     .await
 }
