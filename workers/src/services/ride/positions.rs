@@ -2,7 +2,9 @@
 //! `ride-positions` consumer beside its saga consumer, and adds each position of a driver who
 //! has a ride in progress to that ride's route. A batch of positions is recorded in one
 //! transaction in the writer's turn and acknowledged after it commits; a position delivered
-//! again carries a stream sequence the route has already passed, so it adds nothing.
+//! again carries a stream sequence the route has already passed, so it adds nothing. A position
+//! the stream stored before the ride started belongs to the way to the pickup, however late
+//! it is read: only positions stored from the start on make the route.
 
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ const RETRY: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Reported {
     pub seq: u64,
+    /// When the positions stream stored it (the server's clock, Unix ms).
+    pub stored_at_ms: i64,
     pub driver_id: DriverId,
     pub position: Position,
 }
@@ -82,11 +86,14 @@ async fn consume(
         let mut reported = Vec::with_capacity(messages.len());
         let mut keep = Vec::with_capacity(messages.len());
         for message in messages {
-            let seq = message.info().map(|i| i.stream_sequence);
+            let seq = message
+                .info()
+                .map(|i| (i.stream_sequence, unix_ms(i.published)));
             match (seq, Position::decode(&message.subject, &message.payload)) {
-                (Ok(seq), Ok((driver_id, position))) => {
+                (Ok((seq, stored_at_ms)), Ok((driver_id, position))) => {
                     reported.push(Reported {
                         seq,
+                        stored_at_ms,
                         driver_id,
                         position,
                     });
@@ -114,6 +121,11 @@ async fn consume(
     Ok(())
 }
 
+/// `at` in Unix milliseconds.
+fn unix_ms(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 async fn ack(message: &jetstream::Message, kind: AckKind) {
     if let Err(e) = message.ack_with(kind).await {
         // Redelivered after the ack wait; the route's sequence drops it then.
@@ -126,9 +138,17 @@ async fn ack(message: &jetstream::Message, kind: AckKind) {
 pub async fn record_all(conn: &mut Conn<'_>, reported: &[Reported]) -> Result<usize, HandleError> {
     let mut recorded = 0;
     for item in reported {
-        let Some((ride_id, route)) = store::started_ride_of(conn, &item.driver_id).await? else {
+        let Some(store::StartedRide {
+            ride_id,
+            started_at_ms,
+            route,
+        }) = store::started_ride_of(conn, &item.driver_id).await?
+        else {
             continue;
         };
+        if item.stored_at_ms < started_at_ms {
+            continue;
+        }
         let point = item
             .position
             .point()

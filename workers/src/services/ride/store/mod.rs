@@ -320,14 +320,27 @@ fn route_of(row: &Row) -> Result<Route, HandleError> {
 pub async fn started_ride_of(
     conn: &mut Conn<'_>,
     driver_id: &DriverId,
-) -> Result<Option<(RideId, Route)>, HandleError> {
+) -> Result<Option<StartedRide>, HandleError> {
     let row = match conn {
         Conn::Sqlite(conn) => sqlite::started_ride_of(conn, driver_id.as_str()).await?,
         Conn::Postgres(conn) => postgres::started_ride_of(conn, driver_id.as_str()).await?,
     };
     let Some(row) = row else { return Ok(None) };
     let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(corrupt)?;
-    Ok(Some((ride_id, route_of(&row)?)))
+    Ok(Some(StartedRide {
+        ride_id,
+        started_at_ms: row.get::<Option<i64>>("started_at_ms")?.unwrap_or(0),
+        route: route_of(&row)?,
+    }))
+}
+
+/// A driver's ride in progress: when it started (the ride service's clock, Unix ms) and its
+/// route so far.
+#[derive(Debug, Clone)]
+pub struct StartedRide {
+    pub ride_id: RideId,
+    pub started_at_ms: i64,
+    pub route: Route,
 }
 
 /// One position recorded on a ride's route: the running total on the ride, the position in

@@ -82,7 +82,7 @@ pub async fn started_ride_of(
     conn: &mut SqliteConnection,
     driver_id: &str,
 ) -> Result<Option<Row>, sqlx::Error> {
-    let sql = "SELECT ride_id, route_km, route_points, route_seq, route_lat, route_lng, \
+    let sql = "SELECT ride_id, started_at_ms, route_km, route_points, route_seq, route_lat, route_lng, \
                route_first_lat, route_first_lng, route_first_at_ms, route_last_at_ms, \
                route_max_kmh, route_spread_km FROM rides WHERE driver_id = ? AND status = 'started' LIMIT 1";
     let row = sqlx::query(sql)
