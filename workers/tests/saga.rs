@@ -62,17 +62,7 @@ async fn happy_path_completes_and_captures_the_fare() {
     let sys = System::start().await;
     let driver = sys.driver("d_ann", "Ann", NEARBY).await;
     let ride = confirmed_ride(&sys, "u_happy").await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(5.0),
-            duration_min: Some(12.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 5.0, 12.0).await;
     let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
     sys.wait_for(&ride, MessageKind::DriverReleased, Duration::from_secs(10))
         .await;
@@ -398,17 +388,7 @@ async fn every_notification_is_sent_exactly_once() {
     let sys = System::start().await;
     sys.driver("d_jo", "Jo", NEARBY).await;
     let ride = confirmed_ride(&sys, "u_told").await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(3.0),
-            duration_min: Some(9.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 3.0, 9.0).await;
     sys.wait_for(&ride, MessageKind::PaymentCaptured, Duration::from_secs(10))
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -501,17 +481,7 @@ async fn a_capture_that_fails_for_good_is_told_to_the_rider_once() {
         .await;
     sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
         .await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(4.0),
-            duration_min: Some(10.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 4.0, 10.0).await;
     sys.wait_for(
         &ride,
         MessageKind::PaymentCaptureFailed,
@@ -724,17 +694,7 @@ async fn a_slow_gateway_still_confirms_and_completes_the_ride_once() {
     let sys = System::start_with(&[("RIDESAGA_GATEWAY_LATENCY", "300ms")]).await;
     sys.driver("d_pat", "Pat", NEARBY).await;
     let ride = confirmed_ride(&sys, "u_slow").await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(4.0),
-            duration_min: Some(10.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 4.0, 10.0).await;
     let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
     for kind in [
         MessageKind::PaymentAuthorized,

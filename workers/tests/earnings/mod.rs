@@ -20,17 +20,7 @@ async fn a_captured_fare_is_split_into_balanced_ledger_entries(sys: System) {
     let ride = sys.request("u_earn", PICKUP, DROPOFF, "tok_visa").await;
     sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
         .await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(5.0),
-            duration_min: Some(12.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 5.0, 12.0).await;
     let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
     let Message::PaymentCaptured(captured) = find(&saga, MessageKind::PaymentCaptured) else {
         unreachable!()

@@ -114,17 +114,7 @@ async fn ride_to_the_end(sys: &System, rider: &str) -> (RideId, Vec<Envelope>) {
     let ride = sys.request(rider, PICKUP, DROPOFF, "tok_visa").await;
     sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(20))
         .await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(5.0),
-            duration_min: Some(12.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 5.0, 12.0).await;
     let saga = sys
         .wait_for(&ride, MessageKind::PaymentCaptured, Duration::from_secs(20))
         .await;

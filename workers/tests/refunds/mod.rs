@@ -105,17 +105,7 @@ async fn a_refund_is_made_reversed_and_told_once(sys: &System) {
     let ride = sys.request("u_refund", PICKUP, DROPOFF, "tok_visa").await;
     sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
         .await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(5.0),
-            duration_min: Some(12.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 5.0, 12.0).await;
     sys.wait_for(&ride, MessageKind::PaymentCaptured, Duration::from_secs(15))
         .await;
     let fare: u64 = 250 + 5 * 120 + 12 * 30;

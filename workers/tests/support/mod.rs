@@ -365,6 +365,22 @@ impl System {
         self.command(request, Some(ride)).await
     }
 
+    /// Starts the confirmed `ride`, waits until it has started, then completes it with the
+    /// distance and duration the driver reports.
+    pub async fn start_and_complete(&self, ride: &RideId, distance_km: f64, duration_min: f64) {
+        self.command(StartRide {}, Some(ride)).await;
+        self.wait_for(ride, MessageKind::RideStarted, Duration::from_secs(10))
+            .await;
+        self.command(
+            CompleteRide {
+                distance_km: Some(distance_km),
+                duration_min: Some(duration_min),
+            },
+            Some(ride),
+        )
+        .await;
+    }
+
     /// Every message stored for one ride, in stream order.
     pub async fn saga(&self, ride: &RideId) -> Vec<Envelope> {
         self.read(&saga_filter(ride.as_str())).await

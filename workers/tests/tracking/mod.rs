@@ -112,17 +112,7 @@ async fn an_untracked_ride_falls_back_to_the_reported_distance(sys: System) {
     let ride = sys.request("u_untrk", PICKUP, DROPOFF, "tok_visa").await;
     sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
         .await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(5.0),
-            duration_min: Some(12.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 5.0, 12.0).await;
     let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
     let Message::RideCompleted(done) = find(&saga, MessageKind::RideCompleted) else {
         unreachable!()
@@ -138,17 +128,7 @@ async fn a_surge_is_a_part_of_the_fare_and_of_the_capture(sys: System) {
     let ride = sys.request("u_surge", PICKUP, DROPOFF, "tok_visa").await;
     sys.wait_for(&ride, MessageKind::RideConfirmed, Duration::from_secs(15))
         .await;
-    sys.command(StartRide {}, Some(&ride)).await;
-    sys.wait_for(&ride, MessageKind::RideStarted, Duration::from_secs(10))
-        .await;
-    sys.command(
-        CompleteRide {
-            distance_km: Some(10.0),
-            duration_min: Some(20.0),
-        },
-        Some(&ride),
-    )
-    .await;
+    sys.start_and_complete(&ride, 10.0, 20.0).await;
     let saga = sys.settle(&ride, MessageKind::PaymentCaptured).await;
     let Message::RideCompleted(done) = find(&saga, MessageKind::RideCompleted) else {
         unreachable!()
