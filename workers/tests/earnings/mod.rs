@@ -97,9 +97,8 @@ async fn earnings_on_sqlite() {
 
 #[tokio::test]
 async fn earnings_on_postgres() {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
     a_captured_fare_is_split_into_balanced_ledger_entries(
-        System::start_on(server, &COMMISSION).await,
+        System::start_on_postgres(&COMMISSION).await,
     )
     .await;
 }

@@ -201,11 +201,6 @@ async fn an_ordinary_route_is_not_flagged(sys: System) {
     sys.shutdown().await;
 }
 
-async fn on_postgres() -> System {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    System::start_on(server, &[]).await
-}
-
 #[tokio::test]
 async fn teleporting_driver_on_sqlite() {
     a_teleporting_driver_is_flagged_held_approved_and_released(System::start().await).await;
@@ -213,7 +208,10 @@ async fn teleporting_driver_on_sqlite() {
 
 #[tokio::test]
 async fn teleporting_driver_on_postgres() {
-    a_teleporting_driver_is_flagged_held_approved_and_released(on_postgres().await).await;
+    a_teleporting_driver_is_flagged_held_approved_and_released(
+        System::start_on_postgres(&[]).await,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -223,5 +221,5 @@ async fn ordinary_route_on_sqlite() {
 
 #[tokio::test]
 async fn ordinary_route_on_postgres() {
-    an_ordinary_route_is_not_flagged(on_postgres().await).await;
+    an_ordinary_route_is_not_flagged(System::start_on_postgres(&[]).await).await;
 }

@@ -67,8 +67,7 @@ async fn start(outside: &Outside, postgres: bool) -> System {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     if postgres {
-        let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-        System::start_on(server, &extra).await
+        System::start_on_postgres(&extra).await
     } else {
         System::start_with(&extra).await
     }

@@ -250,8 +250,7 @@ async fn refunds_on_sqlite() {
 
 #[tokio::test]
 async fn refunds_on_postgres() {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    let sys = System::start_on(server, &[]).await;
+    let sys = System::start_on_postgres(&[]).await;
     a_refund_is_made_reversed_and_told_once(&sys).await;
     sys.shutdown().await;
 }

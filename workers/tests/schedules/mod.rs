@@ -261,11 +261,6 @@ async fn a_shift_too_short_for_the_trip_is_not_matched_and_a_redelivered_schedul
 /// Long enough for a waiting ride to outlast a schedule change.
 const PATIENT: [(&str, &str); 1] = [("RIDESAGA_MATCH_DEADLINE", "30s")];
 
-async fn on_postgres(extra: &[(&str, &str)]) -> System {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    System::start_on(server, extra).await
-}
-
 #[tokio::test]
 async fn schedules_steer_matching_on_sqlite() {
     drivers_off_shift_are_passed_over_and_shift_ends_release_no_one(System::start().await).await;
@@ -273,7 +268,10 @@ async fn schedules_steer_matching_on_sqlite() {
 
 #[tokio::test]
 async fn schedules_steer_matching_on_postgres() {
-    drivers_off_shift_are_passed_over_and_shift_ends_release_no_one(on_postgres(&[]).await).await;
+    drivers_off_shift_are_passed_over_and_shift_ends_release_no_one(
+        System::start_on_postgres(&[]).await,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -287,7 +285,7 @@ async fn short_shifts_and_redelivery_on_sqlite() {
 #[tokio::test]
 async fn short_shifts_and_redelivery_on_postgres() {
     a_shift_too_short_for_the_trip_is_not_matched_and_a_redelivered_schedule_applies_once(
-        on_postgres(&PATIENT).await,
+        System::start_on_postgres(&PATIENT).await,
     )
     .await;
 }

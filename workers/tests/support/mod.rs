@@ -60,6 +60,12 @@ impl System {
         Self::start_databases(extra, Some(databases)).await
     }
 
+    /// Starts everything with each service's database on the tests' shared PostgreSQL server.
+    pub async fn start_on_postgres(extra: &[(&str, &str)]) -> System {
+        let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
+        Self::start_on(server, extra).await
+    }
+
     pub async fn start_with(extra: &[(&str, &str)]) -> System {
         Self::start_databases(extra, None).await
     }

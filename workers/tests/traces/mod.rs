@@ -568,8 +568,7 @@ async fn a_deadline_on_sqlite_exported_and_on_postgres() {
     let receiver = Receiver::start().await;
     let sys = System::start_with(&exporting(&receiver.url)).await;
     a_timed_out_ride_stays_in_the_callers_trace(sys, Some(&receiver)).await;
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    a_timed_out_ride_stays_in_the_callers_trace(System::start_on(server, &[]).await, None).await;
+    a_timed_out_ride_stays_in_the_callers_trace(System::start_on_postgres(&[]).await, None).await;
 }
 
 #[tokio::test]
@@ -584,13 +583,12 @@ async fn traces_on_sqlite_exported() {
 
 #[tokio::test]
 async fn traces_on_postgres_exported_and_not() {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    a_completed_ride_is_one_trace(System::start_on(server, &[]).await, None).await;
+    a_completed_ride_is_one_trace(System::start_on_postgres(&[]).await, None).await;
     let receiver = Receiver::start().await;
-    let sys = System::start_on(server, &exporting(&receiver.url)).await;
+    let sys = System::start_on_postgres(&exporting(&receiver.url)).await;
     a_completed_ride_is_one_trace(sys, Some(&receiver)).await;
     let receiver = Receiver::start().await;
-    let sys = System::start_on(server, &exporting(&receiver.url)).await;
+    let sys = System::start_on_postgres(&exporting(&receiver.url)).await;
     a_compensated_ride_is_its_own_trace(sys, Some(&receiver)).await;
 }
 

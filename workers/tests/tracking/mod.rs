@@ -167,13 +167,7 @@ async fn surge_on_sqlite() {
 
 #[tokio::test]
 async fn surge_on_postgres() {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    a_surge_is_a_part_of_the_fare_and_of_the_capture(System::start_on(server, &SURGE).await).await;
-}
-
-async fn on_postgres() -> System {
-    let server = ridesaga_testkit::Postgres::shared().expect("PostgreSQL starts");
-    System::start_on(server, &[]).await
+    a_surge_is_a_part_of_the_fare_and_of_the_capture(System::start_on_postgres(&SURGE).await).await;
 }
 
 #[tokio::test]
@@ -183,7 +177,7 @@ async fn tracked_ride_on_sqlite() {
 
 #[tokio::test]
 async fn tracked_ride_on_postgres() {
-    a_tracked_ride_is_charged_for_its_recorded_route(on_postgres().await).await;
+    a_tracked_ride_is_charged_for_its_recorded_route(System::start_on_postgres(&[]).await).await;
 }
 
 #[tokio::test]
@@ -193,5 +187,6 @@ async fn untracked_ride_on_sqlite() {
 
 #[tokio::test]
 async fn untracked_ride_on_postgres() {
-    an_untracked_ride_falls_back_to_the_reported_distance(on_postgres().await).await;
+    an_untracked_ride_falls_back_to_the_reported_distance(System::start_on_postgres(&[]).await)
+        .await;
 }
