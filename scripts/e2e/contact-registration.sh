@@ -27,24 +27,16 @@ refused "phone not in E.164" "not a phone number in E.164" \
 
 published="$(rc rider register "$rider" --email "ada.$RUN_ID@example.com" --phone "+4915112345678")"
 expect_eq "rider registration's subject" "$(json_field "$published" .subject)" "cmd.rider.register.$rider"
-rc driver register "$driver" --name "Contact $RUN_ID" --at "$at" --email "driver.$RUN_ID@example.com" \
-  --phone "+34600000001" --wait --timeout "$E2E_TIMEOUT" >/dev/null
-rc driver online "$driver" --wait --timeout "$E2E_TIMEOUT" >/dev/null
-DRIVERS+=("$driver")
+driver_online "$driver" "Contact $RUN_ID" "$at" --email "driver.$RUN_ID@example.com" \
+  --phone "+34600000001"
 
-ride="$(rc ride request --rider "$rider" --from "$at" --to "$(near 40.4000 -3.6900)" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "$rider" "$at" "$(near 40.4000 -3.6900)")"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 rc ride complete "$ride" --expect completed --timeout "$E2E_TIMEOUT" >/dev/null
 
 # Driver assigned (rider and driver), confirmed, receipt: four notifications, each once.
-deadline=$((SECONDS + 30))
-while :; do
-  sent="$(rc events tail "evt.notification.sent.$ride" --since 10m --no-follow)"
-  n="$(jq -s 'length' <<<"$sent")"
-  ((n >= 4 || SECONDS > deadline)) && break
-  sleep 0.5
-done
+sent="$(sent_notifications "$ride" 4 30)"
+n="$(jq -s 'length' <<<"$sent")"
 expect_eq "notifications sent" "$n" "4"
 expect_eq "distinct notifications" \
   "$(jq -s '[.[] | .envelope.data | "\(.kind)/\(.recipient)"] | unique | length' <<<"$sent")" "4"

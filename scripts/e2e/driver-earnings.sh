@@ -11,8 +11,7 @@ at="$(near 38.7223 -9.1393)"
 driver="d_ea_$RUN_ID"
 driver_online "$driver" "Earner $RUN_ID" "$at"
 
-ride="$(rc ride request --rider "u_ea_$RUN_ID" --from "$at" --to "$(near 38.7100 -9.1500)" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "u_ea_$RUN_ID" "$at" "$(near 38.7100 -9.1500)")"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 done="$(rc ride complete "$ride" --distance-km 4 --duration-min 10 --expect completed \
   --timeout "$E2E_TIMEOUT")"

@@ -56,8 +56,7 @@ expect_eq "on-shift driver is on shift" "$(json_field "$shown" '.next_shifts[0].
 "$RIDECTL" --output table driver schedule show "$off" | grep -q "$later 08:00" ||
   fail "the table does not show the coming shift"
 
-ride="$(rc ride request --rider "u_sc_$RUN_ID" --from "$pickup" --to "$dropoff" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "u_sc_$RUN_ID" "$pickup" "$dropoff")"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 expect_eq "driver of the ride" "$(json_field "$(rc ride show "$ride")" .driver_id)" "$on"
 shown="$(rc driver show "$on")"

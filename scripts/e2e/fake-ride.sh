@@ -18,8 +18,7 @@ driver_online "$driver" "Faker $RUN_ID" "$(near 47.0750 15.4350)"
 # A confirmed, started ride of this run's rider RIDER; prints its id.
 started_ride() {
   local ride
-  ride="$(rc ride request --rider "$1" --from "$from" --to "$to" \
-    --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+  ride="$(confirmed_ride "$1" "$from" "$to")"
   rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
   echo "$ride"
 }

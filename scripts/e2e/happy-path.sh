@@ -11,8 +11,7 @@ at="$(near 52.5200 13.4050)"
 driver="d_hp_$RUN_ID"
 driver_online "$driver" "Happy $RUN_ID" "$at"
 
-ride="$(rc ride request --rider "u_hp_$RUN_ID" --from "$at" --to "$(near 52.5100 13.4300)" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "u_hp_$RUN_ID" "$at" "$(near 52.5100 13.4300)")"
 log "ride $ride confirmed"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 done="$(rc ride complete "$ride" --expect completed --timeout "$E2E_TIMEOUT")"

@@ -35,13 +35,34 @@ near() {
     'BEGIN { printf "%.5f,%.5f", lat + n * 0.0005, lng + n * 0.0005 }'
 }
 
-# Registers a driver at a point and puts it online, waiting until the driver service has both.
+# Registers a driver at a point (with any further registration arguments, e.g. --email) and
+# puts it online, waiting until the driver service has both: driver_online ID NAME AT [ARGS...].
 driver_online() {
   local id="$1" name="$2" at="$3"
-  rc driver register "$id" --name "$name" --at "$at" --wait --timeout "$E2E_TIMEOUT" >/dev/null
+  rc driver register "$id" --name "$name" --at "$at" "${@:4}" --wait --timeout "$E2E_TIMEOUT" \
+    >/dev/null
   rc driver online "$id" --wait --timeout "$E2E_TIMEOUT" >/dev/null
   DRIVERS+=("$id")
   log "driver $id online at $at"
+}
+
+# A ride of RIDER from FROM to TO with a card that pays, once confirmed; prints its id:
+# confirmed_ride RIDER FROM TO.
+confirmed_ride() {
+  rc ride request --rider "$1" --from "$2" --to "$3" --card tok_visa --expect confirmed \
+    --timeout "$E2E_TIMEOUT" | jq -r .ride_id
+}
+
+# Waits up to SECONDS until COUNT notifications of RIDE were sent, then prints those sent (one
+# JSON object a line): sent_notifications RIDE COUNT SECONDS.
+sent_notifications() {
+  local ride="$1" count="$2" deadline=$((SECONDS + $3)) sent
+  while :; do
+    sent="$(rc events tail "evt.notification.sent.$ride" --since 10m --no-follow)"
+    (($(jq -s 'length' <<<"$sent") >= count || SECONDS > deadline)) && break
+    sleep 0.5
+  done
+  printf '%s\n' "$sent"
 }
 
 # Takes this run's drivers offline again so later runs do not match them.

@@ -18,24 +18,15 @@ phone="+4366000$((RUN_ID % 100000))"
 at="$(near 48.2082 16.3738)"
 
 rc rider register "$rider" --email "$email" >/dev/null
-rc driver register "$driver" --name "Notify $RUN_ID" --at "$at" --phone "$phone" \
-  --wait --timeout "$E2E_TIMEOUT" >/dev/null
-rc driver online "$driver" --wait --timeout "$E2E_TIMEOUT" >/dev/null
-DRIVERS+=("$driver")
+driver_online "$driver" "Notify $RUN_ID" "$at" --phone "$phone"
 
-ride="$(rc ride request --rider "$rider" --from "$at" --to "$(near 48.1900 16.3600)" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "$rider" "$at" "$(near 48.1900 16.3600)")"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 rc ride complete "$ride" --expect completed --timeout "$E2E_TIMEOUT" >/dev/null
 
 # The rider: driver assigned, confirmed, receipt by email; the driver: driver assigned by SMS.
-deadline=$((SECONDS + 40))
-while :; do
-  sent="$(rc events tail "evt.notification.sent.$ride" --since 10m --no-follow)"
-  n="$(jq -s 'length' <<<"$sent")"
-  ((n >= 4 || SECONDS > deadline)) && break
-  sleep 0.5
-done
+sent="$(sent_notifications "$ride" 4 40)"
+n="$(jq -s 'length' <<<"$sent")"
 expect_eq "notifications sent" "$n" "4"
 expect_eq "riders' channel" \
   "$(jq -s -r '[.[] | .envelope.data | select(.recipient == "rider") | .channel] | unique | join(",")' <<<"$sent")" "email"

@@ -12,8 +12,7 @@ at="$(near 41.1579 -8.6291)"
 driver="d_rf_$RUN_ID"
 driver_online "$driver" "Refunder $RUN_ID" "$at"
 
-ride="$(rc ride request --rider "u_rf_$RUN_ID" --from "$at" --to "$(near 41.1450 -8.6100)" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "u_rf_$RUN_ID" "$at" "$(near 41.1450 -8.6100)")"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 done="$(rc ride complete "$ride" --distance-km 4 --duration-min 10 --expect completed \
   --timeout "$E2E_TIMEOUT")"

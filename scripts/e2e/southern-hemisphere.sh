@@ -18,8 +18,7 @@ rc driver move "$driver" --at "$at" --wait --timeout "$E2E_TIMEOUT" >/dev/null
 DRIVERS+=("$driver")
 log "driver $driver online at $at"
 
-ride="$(rc ride request --rider "u_sp_$RUN_ID" --from "$at" --to "$(near -23.5870 -46.6580)" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "u_sp_$RUN_ID" "$at" "$(near -23.5870 -46.6580)")"
 log "ride $ride confirmed"
 rc ride start "$ride" --expect started --timeout "$E2E_TIMEOUT" >/dev/null
 done="$(rc ride complete "$ride" --expect completed --timeout "$E2E_TIMEOUT")"

@@ -13,8 +13,7 @@ to="$(near 48.1900 16.3900)"
 driver="d_tr_$RUN_ID"
 driver_online "$driver" "Tracked $RUN_ID" "$(near 48.2150 16.3700)"
 
-ride="$(rc ride request --rider "u_tr_$RUN_ID" --from "$from" --to "$to" \
-  --card tok_visa --expect confirmed --timeout "$E2E_TIMEOUT" | jq -r .ride_id)"
+ride="$(confirmed_ride "u_tr_$RUN_ID" "$from" "$to")"
 log "ride $ride confirmed"
 
 # On the way to the pickup: one position, as a phone sends it.
