@@ -230,14 +230,36 @@ ridectl_has() {
   grep -qE "^ +$1( |$)" <<<"$help"
 }
 
-# free_ports N: N distinct free loopback ports, one a line.
+# free_ports N: N distinct free loopback ports, one a line. They lie below the kernel's
+# ephemeral range, where no outgoing connection takes them, so a server stopped on purpose
+# (scripts/chaos) finds its port free when it restarts.
 free_ports() {
   python3 -c '
-import socket, sys
-sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in sockets:
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    ephemeral = 0
+held = []
+candidates = list(range(10000, ephemeral))
+random.shuffle(candidates)
+for port in candidates if len(candidates) >= 1000 else []:
+    if len(held) == n:
+        break
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        held.append(s)
+    except OSError:
+        s.close()
+while len(held) < n:
+    s = socket.socket()
     s.bind(("127.0.0.1", 0))
-for s in sockets:
+    held.append(s)
+for s in held:
     print(s.getsockname()[1])
 ' "$1"
 }

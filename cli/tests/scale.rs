@@ -72,11 +72,7 @@ fn start_worker(h: &Harness, data: &TempDir, service: Service, extra: &[(&str, S
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ridesaga_testkit::ports::free_one().expect("a free port")
 }
 
 async fn request_rides(env: &[(String, String)], n: u64) {

@@ -2,12 +2,12 @@
 //! by one test.
 //!
 //! Each node is a [`NatsServer`] with fixed loopback ports (client, route, monitoring) chosen
-//! free up front, a `server_name` of `n0`, `n1`, `n2`, a store of its own and a `cluster {}`
+//! free up front ([`crate::ports`]), a `server_name` of `n0`, `n1`, `n2`, a store of its own and a `cluster {}`
 //! block with routes to all three. A node killed with [`NatsCluster::stop`] comes back with
 //! [`NatsCluster::restart`] on the same ports with the same store. Dropping the cluster kills
 //! every node and deletes the stores.
 
-use std::{net::TcpListener, sync::Arc};
+use std::sync::Arc;
 
 use async_nats::jetstream;
 use tokio::time::{Instant, sleep};
@@ -16,7 +16,7 @@ use crate::{
     Error, NatsServer,
     auth::{self, Credentials, Identity},
     config::{self, ClusterBlock, Ports},
-    probe,
+    ports, probe,
     server::{Builder, account_of},
 };
 
@@ -24,8 +24,6 @@ use crate::{
 pub const CLUSTER_NAME: &str = "ridesaga_testkit";
 /// How long the cluster may take to report itself healthy after a start or a node's restart.
 pub const DEFAULT_HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Starts retried with new ports when another process took one of the chosen ports first.
-const START_ATTEMPTS: usize = 3;
 const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Three `nats-server` nodes with JetStream in one cluster, on free loopback ports.
@@ -48,7 +46,9 @@ impl NatsCluster {
         loop {
             match Self::launch(&binary, &credentials).await {
                 Ok(cluster) => return Ok(cluster),
-                Err(error) if attempt < START_ATTEMPTS && address_in_use(&error) => attempt += 1,
+                Err(error) if attempt < ports::START_ATTEMPTS && ports::taken(&error) => {
+                    attempt += 1
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -58,7 +58,7 @@ impl NatsCluster {
         binary: &std::path::Path,
         credentials: &Arc<Credentials>,
     ) -> Result<NatsCluster, Error> {
-        let ports = free_ports(3 * Self::SIZE)?;
+        let ports = ports::free(3 * Self::SIZE)?;
         let (client, rest) = ports.split_at(Self::SIZE);
         let (route, monitor) = rest.split_at(Self::SIZE);
         let builder = |i: usize| {
@@ -68,8 +68,8 @@ impl NatsCluster {
                 .node(
                     format!("n{i}"),
                     Ports {
-                        client: Some(client[i]),
-                        monitor: Some(monitor[i]),
+                        client: client[i],
+                        monitor: monitor[i],
                     },
                     ClusterBlock {
                         name: CLUSTER_NAME.to_string(),
@@ -242,28 +242,5 @@ impl NatsCluster {
             .iter()
             .map(|n| format!("=== {} ===\n{}", n.name(), n.log_tail(lines)))
             .collect()
-    }
-}
-
-/// `n` distinct ports free on the loopback interface right now (held together while chosen).
-fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::io("find free loopback ports"))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::io("read a listener's port"))
-}
-
-/// A node failed because another process took one of its ports between choice and start.
-fn address_in_use(error: &Error) -> bool {
-    match error {
-        Error::Exited { log_tail, .. } | Error::NotReady { log_tail, .. } => {
-            log_tail.contains("address already in use")
-        }
-        _ => false,
     }
 }

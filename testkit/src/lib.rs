@@ -31,12 +31,15 @@
 //!   stoppable and restartable.
 //! - [`sms`]: [`SmsReceiver`], an HTTP server that answers like an SMS provider and records
 //!   what it was sent; it fails on demand.
+//! - [`ports`]: loopback ports below the ephemeral range, so a stopped server's port is still
+//!   free when it restarts.
 
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod mail;
+pub mod ports;
 pub mod postgres;
 pub mod probe;
 pub mod server;

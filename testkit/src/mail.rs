@@ -1,14 +1,15 @@
 //! [`SmtpServer`]: a real SMTP server for tests, aiosmtpd (Debian's `python3-aiosmtpd`) on a
 //! free loopback port, storing every message it accepts in a temporary maildir. It can be
-//! stopped (killed, like an outage) and restarted on the same port and maildir.
+//! stopped (killed, like an outage) and restarted on the same port and maildir; the port lies
+//! where no outgoing connection takes it meanwhile ([`crate::ports`]).
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::{error::Error, ports};
 
 /// How long the server may take to greet its first client.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -39,23 +40,24 @@ fn python() -> PathBuf {
 impl SmtpServer {
     /// Starts aiosmtpd on a free port with an empty maildir, and waits for its greeting.
     pub async fn start() -> Result<SmtpServer, Error> {
-        let port = {
-            let listener =
-                TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("find a free port"))?;
-            listener
-                .local_addr()
-                .map_err(Error::io("find a free port"))?
-                .port()
-        };
         let dir = tempfile::tempdir().map_err(Error::io("create the maildir's directory"))?;
         let mut server = SmtpServer {
             python: python(),
-            port,
+            port: ports::free_one()?,
             dir,
             child: None,
         };
-        server.restart().await?;
-        Ok(server)
+        let mut attempt = 1;
+        loop {
+            match server.restart().await {
+                Ok(()) => return Ok(server),
+                Err(error) if attempt < ports::START_ATTEMPTS && ports::taken(&error) => {
+                    attempt += 1;
+                    server.port = ports::free_one()?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The port it listens on, at 127.0.0.1.

@@ -13,14 +13,14 @@
 //! `postgres` system user (created by Debian's package) and its programs run as that user.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Error;
+use crate::{Error, ports};
 
 /// Where to look for PostgreSQL's programs besides `RIDESAGA_PG_BIN` and `pg_config`.
 const DEBIAN_BIN_DIRS: &str = "/usr/lib/postgresql";
@@ -68,15 +68,25 @@ impl Postgres {
             Vec::new()
         };
         let password = random_hex(16)?;
-        let server = Postgres {
+        let mut server = Postgres {
             bin,
             dir,
-            port: free_port()?,
+            port: ports::free_one()?,
             password,
             run_as,
         };
         server.initdb()?;
-        server.pg_ctl_start()?;
+        let mut attempt = 1;
+        loop {
+            match server.pg_ctl_start() {
+                Ok(()) => break,
+                Err(error) if attempt < ports::START_ATTEMPTS && ports::taken(&error) => {
+                    attempt += 1;
+                    server.port = ports::free_one()?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         server.watch()?;
         server.wait_ready()?;
         Ok(server)
@@ -189,8 +199,25 @@ impl Postgres {
             dir = self.dir.display(),
         );
         let log = self.dir.join("postgres.log");
-        let log = log.display().to_string();
-        self.pg_ctl(&["start", "-w", "-l", &log, "-o", &options], "start")
+        let started = self.pg_ctl(
+            &[
+                "start",
+                "-w",
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &options,
+            ],
+            "start",
+        );
+        started.map_err(|error| match error {
+            // pg_ctl only says the server did not start; its log says why.
+            Error::Postgres { step, reason } => Error::Postgres {
+                step,
+                reason: format!("{reason}\n{}", fs::read_to_string(&log).unwrap_or_default()),
+            },
+            other => other,
+        })
     }
 
     fn pg_ctl(&self, args: &[&str], what: &str) -> Result<(), Error> {
@@ -345,15 +372,6 @@ fn chown_to_postgres(path: &Path) -> Result<(), Error> {
             reason: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
-}
-
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("find a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(Error::io("find a free port"))?
-        .port();
-    Ok(port)
 }
 
 fn random_hex(bytes: usize) -> Result<String, Error> {

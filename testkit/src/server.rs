@@ -1,10 +1,10 @@
 //! [`NatsServer`]: one real `nats-server` process with JetStream, owned by one test.
 //!
-//! The first start lets the server choose free loopback ports (`-1`) and reads them back from
-//! its ports file, so parallel tests never race for a port; the configuration is then rewritten
-//! with those ports so [`NatsServer::restart`] comes back on the same address with the same store.
-//! A [`crate::NatsCluster`]'s nodes are started with ports chosen up front instead, since each
-//! node's routes must name the others'.
+//! Its client and monitoring ports are chosen free up front, below the kernel's ephemeral range
+//! ([`crate::ports`]), so [`NatsServer::restart`] comes back on the same address with the same
+//! store even after the server was down a while. A start that finds a port taken by another
+//! process meanwhile is tried again with new ports. A [`crate::NatsCluster`]'s nodes get their
+//! ports from the cluster, since each node's routes must name the others'.
 
 use std::{
     fs::{self, File},
@@ -22,7 +22,7 @@ use crate::{
     Error,
     auth::{self, Credentials, Identity, Tls},
     config::{self, ClusterBlock, Layout, Ports},
-    probe,
+    ports, probe,
 };
 
 /// How long a start or restart may take before it is reported as failed.
@@ -39,7 +39,7 @@ pub struct Builder {
     extra_config: String,
     startup_timeout: Duration,
     name: String,
-    ports: Ports,
+    ports: Option<Ports>,
     cluster: Option<ClusterBlock>,
     dir_prefix: &'static str,
     auth: AuthChoice,
@@ -64,7 +64,7 @@ impl Default for Builder {
             extra_config: String::new(),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             name: DEFAULT_NAME.to_string(),
-            ports: Ports::default(),
+            ports: None,
             cluster: None,
             dir_prefix: "ridesaga-nats-",
             auth: AuthChoice::Generate,
@@ -119,7 +119,7 @@ impl Builder {
     /// `cluster {}` block.
     pub(crate) fn node(mut self, name: String, ports: Ports, cluster: ClusterBlock) -> Self {
         self.name = name;
-        self.ports = ports;
+        self.ports = Some(ports);
         self.cluster = Some(cluster);
         self.dir_prefix = "ridesaga-nats-node-";
         self
@@ -136,7 +136,6 @@ impl Builder {
             .tempdir()
             .map_err(Error::io("create the server's temporary directory"))?;
         let layout = Layout::new(dir.path());
-        fs::create_dir_all(&layout.ports).map_err(Error::io("create the ports directory"))?;
         let credentials = match self.auth {
             AuthChoice::Generate => Some(Credentials::generate()?),
             AuthChoice::Given(credentials) => Some(credentials),
@@ -156,12 +155,29 @@ impl Builder {
             name: self.name,
             cluster: self.cluster,
             layout,
-            ports: self.ports,
+            ports: match self.ports {
+                Some(ports) => ports,
+                None => Ports::free()?,
+            },
             child: None,
             dir,
         };
-        server.launch().await?;
-        Ok(server)
+        let mut attempt = 1;
+        loop {
+            match server.launch().await {
+                Ok(()) => return Ok(server),
+                // A cluster's node keeps its ports: the cluster starts again with new ones.
+                Err(error)
+                    if self.ports.is_none()
+                        && attempt < ports::START_ATTEMPTS
+                        && ports::taken(&error) =>
+                {
+                    attempt += 1;
+                    server.ports = Ports::free()?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 
@@ -206,9 +222,7 @@ impl NatsServer {
 
     /// The client port; the same across restarts.
     pub fn port(&self) -> u16 {
-        self.ports
-            .client
-            .expect("a started server knows its client port")
+        self.ports.client
     }
 
     /// `http://127.0.0.1:<monitoring port>` (`/varz`, `/jsz`, `/healthz`, ...).
@@ -218,9 +232,7 @@ impl NatsServer {
 
     /// The HTTP monitoring port; the same across restarts.
     pub fn monitor_port(&self) -> u16 {
-        self.ports
-            .monitor
-            .expect("a started server knows its monitoring port")
+        self.ports.monitor
     }
 
     /// The server's temporary directory (configuration, logs, store).
@@ -354,13 +366,11 @@ impl NatsServer {
             .spawn()
             .map_err(Error::io(format!("start {}", self.binary.display())))?;
         self.child = Some(child);
-        if let Err(error) = self.wait_until_ready().await {
+        let ready = self.wait_until_ready().await;
+        if ready.is_err() {
             self.stop();
-            return Err(error);
         }
-        // Pin the chosen ports so a restart comes back on the same address.
-        let text = self.render();
-        fs::write(&self.layout.config, text).map_err(Error::io("write the server configuration"))
+        ready
     }
 
     fn render(&self) -> String {
@@ -384,8 +394,6 @@ impl NatsServer {
 
     async fn wait_until_ready(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + self.startup_timeout;
-        let pid = self.pid().ok_or(Error::NotRunning)?;
-        let mut waiting_for = "the ports file";
         loop {
             if let Some(child) = self.child.as_mut() {
                 let status = child
@@ -400,24 +408,11 @@ impl NatsServer {
                     });
                 }
             }
-            let ports_unknown = self.ports.client.is_none() || self.ports.monitor.is_none();
-            if ports_unknown && let Some(found) = probe::read_ports_file(&self.layout.ports, pid)? {
-                self.ports = Ports {
-                    client: Some(found.client),
-                    monitor: Some(found.monitor),
-                };
-            }
-            if let Ports {
-                client: Some(client),
-                monitor: Some(monitor),
-            } = self.ports
-            {
-                waiting_for = "the client port to greet with INFO";
-                if probe::client_port_ready(client).await {
-                    waiting_for = "/healthz to answer 200";
-                    if probe::healthy(monitor).await {
-                        return Ok(());
-                    }
+            let mut waiting_for = "the client port to greet with INFO";
+            if probe::client_port_ready(self.ports.client).await {
+                waiting_for = "/healthz to answer 200";
+                if probe::healthy(self.ports.monitor).await {
+                    return Ok(());
                 }
             }
             if Instant::now() >= deadline {

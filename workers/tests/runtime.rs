@@ -790,11 +790,7 @@ async fn a_replayed_message_with_changed_content_under_an_old_id_changes_nothing
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ridesaga_testkit::ports::free_one().expect("a free port")
 }
 
 async fn http_get(port: u16, path: &str) -> String {
