@@ -2,9 +2,7 @@
 //! are measured as one (a new connection's backend among them), every service gets a database
 //! of its own, and the runtime's floor runs on it.
 
-mod common;
-
-use common::BenchServer;
+use crate::common::BenchServer;
 
 use std::collections::BTreeSet;
 

@@ -2,9 +2,7 @@
 //! runtime once (one output each, checked by the run itself), the runs leave the saga stream
 //! as they found it, and a run can follow another on the same server.
 
-mod common;
-
-use common::BenchServer;
+use crate::common::BenchServer;
 
 use ridesaga_bench::floor;
 use ridesaga_schemas::streams::{self, ProvisionOptions};

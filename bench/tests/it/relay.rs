@@ -1,9 +1,7 @@
 //! The relay ceiling against a real nats-server: every message is relayed once, the rate is
 //! positive, and the relay can run again on the same server.
 
-mod common;
-
-use common::BenchServer;
+use crate::common::BenchServer;
 
 use ridesaga_bench::relay::{self, RELAY_STREAM};
 

@@ -2,11 +2,9 @@
 //! system: an anonymous client is refused, a worker's identity may publish only its own
 //! events, and the bench's own user may do what its measurements need.
 
-mod common;
-
 use std::time::Duration;
 
-use common::BenchServer;
+use crate::common::BenchServer;
 use ridesaga_schemas::Service;
 use ridesaga_schemas::auth::{Identity, read_seed};
 use ridesaga_schemas::streams::{ProvisionOptions, SAGA_STREAM, provision};

@@ -2,9 +2,7 @@
 //! each with the exact reason printed, exit code 2, and an empty saga stream at the end (against
 //! a real nats-server with the streams provisioned, so a publish would have been stored).
 
-mod common;
-
-use common::{Harness, assert_code, stderr, stdout};
+use crate::common::{Harness, assert_code, stderr, stdout};
 
 /// `args` is refused with `error: <reason>` on stderr, then a blank line (clap's hint).
 struct Row {

@@ -2,13 +2,13 @@
 //! provisioning, inspection, input validation, publishing, dead letters, service discovery, the
 //! audit, leader step-down, and the exit codes that need no saga (1 error, 2 usage, 4 timeout).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{
+    Harness, assert_code, json, json_lines, run_ridectl, stderr, stdout, url_only,
+};
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
-use common::{Harness, assert_code, json, json_lines, run_ridectl, stderr, stdout, url_only};
 use ridesaga_schemas::streams::SAGA_STREAM;
 use ridesaga_schemas::{DeadLetter, Envelope, RideId, Service, StartRide, Timestamp};
 use ridesaga_testkit::Identity;

@@ -4,11 +4,9 @@
 //! refusal on stderr); the provisioning identity provisions and does nothing else; the
 //! viewer's seed without its inbox prefix cannot receive replies.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Harness, assert_code, json, run_ridectl, stderr, url_only};
+use crate::common::{Harness, assert_code, json, run_ridectl, stderr, url_only};
 use ridesaga_testkit::Identity;
 
 const REQUEST: [&str; 11] = [

@@ -2,11 +2,9 @@
 //! short deadlines, a temporary SQLite file per service) and `ridectl` driving them: the exit
 //! codes 0 and 3 on real outcomes, JSON parsed by the test, and a clean audit afterwards.
 
-mod common;
-
 use ridesaga_testkit::Identity;
 
-use common::{Harness, assert_code, json, stderr};
+use crate::common::{Harness, assert_code, json, stderr};
 use ridesaga_schemas::Service;
 use ridesaga_workers::config::Settings;
 use tempfile::TempDir;

@@ -4,12 +4,10 @@
 //! worker and behind a running worker that cannot acknowledge; missing things are named; and on
 //! a three-node cluster the consumer leader's node is the one read.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Harness, assert_code, json, run_ridectl, stderr, stdout};
 use async_nats::jetstream::consumer::pull;
-use common::{Harness, assert_code, json, run_ridectl, stderr, stdout};
 use futures_util::StreamExt;
 use ridectl::monitor::{self, MonitorUrl};
 use ridesaga_schemas::Service;

@@ -4,14 +4,12 @@
 //! would produce, so these tests pin down ridectl's side of the contract (following, resting
 //! states, exit code 3) independently of the real workers (see `sagas.rs` for those).
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::common::{Harness, assert_code, json, stderr, stdout};
 use async_nats::jetstream;
 use bytes::Bytes;
-use common::{Harness, assert_code, json, stderr, stdout};
 use futures_util::StreamExt;
 use ridesaga_schemas::*;
 

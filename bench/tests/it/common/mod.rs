@@ -1,8 +1,6 @@
 //! The bench's own nats-server (`ridesaga_bench::server`: the repository's `nats.conf` with an
 //! installation's identities and the bench's user), as a run starts it.
 
-#![allow(dead_code)] // each test file uses a different part of this module
-
 use std::path::Path;
 
 use async_nats::jetstream;

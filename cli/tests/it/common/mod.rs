@@ -1,8 +1,6 @@
 //! Shared by the integration tests: a real nats-server per test (from the testkit) with the
 //! streams and consumers provisioned, and the `ridectl` binary run against it.
 
-#![allow(dead_code)] // each test file uses a different part of this module
-
 use std::process::Output;
 
 use assert_cmd::Command;

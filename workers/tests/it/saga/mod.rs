@@ -10,15 +10,14 @@ mod notify;
 mod refunds;
 mod replicas;
 mod schedules;
-mod support;
 mod traces;
 mod tracking;
 
 use std::time::Duration;
 
+use crate::support::{System, count, describe, find};
 use ridesaga_schemas::*;
 use ridesaga_testkit::Identity;
-use support::{System, count, describe, find};
 
 const PICKUP: (f64, f64) = (52.5200, 13.4050);
 const DROPOFF: (f64, f64) = (52.5000, 13.4500);

@@ -6,8 +6,6 @@
 //! fresh database of its own on a PostgreSQL server the test process shares (see
 //! `ridesaga_testkit::Postgres`).
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -24,10 +22,9 @@ use tokio_util::sync::CancellationToken;
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
 pub struct System {
-    /// The server the system runs on; `None` on a cluster, which the test owns.
-    pub server: Option<NatsServer>,
-    /// The workers' `NATS_URL`: the server's URL, or the cluster's three.
-    pub nats_url: String,
+    /// The server the system runs on, kept running as long as the system; `None` on a
+    /// cluster, which the test owns.
+    _server: Option<NatsServer>,
     /// How each identity connects: `NATS_URL`, its seed file and inbox prefix.
     pub nats_env: HashMap<Identity, Vec<(String, String)>>,
     pub js: jetstream::Context,
@@ -77,7 +74,7 @@ impl System {
             .into_iter()
             .map(|i| (i, cluster.env(i)))
             .collect();
-        Self::start_nats(None, cluster.urls(), env, js, 3, extra, None).await
+        Self::start_nats(None, env, js, 3, extra, None).await
     }
 
     async fn start_databases(
@@ -86,17 +83,15 @@ impl System {
     ) -> System {
         let server = NatsServer::start().await.expect("nats-server starts");
         let js = jetstream::new(server.client().await.expect("connects"));
-        let url = server.url();
         let env = Identity::ALL
             .into_iter()
             .map(|i| (i, server.env(i)))
             .collect();
-        Self::start_nats(Some(server), url, env, js, 1, extra, databases).await
+        Self::start_nats(Some(server), env, js, 1, extra, databases).await
     }
 
     async fn start_nats(
         server: Option<NatsServer>,
-        nats_url: String,
         nats_env: HashMap<Identity, Vec<(String, String)>>,
         js: jetstream::Context,
         replicas: usize,
@@ -124,8 +119,7 @@ impl System {
                 .collect()
         });
         let mut system = System {
-            server,
-            nats_url,
+            _server: server,
             nats_env,
             js,
             dir,
@@ -171,11 +165,6 @@ impl System {
     /// The service's `DATABASE_URL`.
     pub fn database_url(&self, service: Service) -> String {
         self.databases[&service].clone()
-    }
-
-    /// Whether the services run on PostgreSQL.
-    pub fn on_postgres(&self) -> bool {
-        self.database_url(Service::Ride).starts_with("postgres")
     }
 
     /// The one number `sql` selects from the service's database, on either backend.

@@ -13,7 +13,7 @@ use base64::Engine;
 use ridesaga_schemas::*;
 use ridesaga_testkit::{SmsReceiver, SmtpServer, mail};
 
-use super::support::{System, count, find};
+use crate::support::{System, count, find};
 
 const PICKUP: (f64, f64) = (52.5200, 13.4050);
 const DROPOFF: (f64, f64) = (52.5000, 13.4500);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ridesaga_schemas::*;
 use time::OffsetDateTime;
 
-use super::support::{System, find};
+use crate::support::{System, find};
 
 // Berlin.
 const PICKUP: (f64, f64) = (52.5200, 13.4050);

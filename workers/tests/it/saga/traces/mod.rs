@@ -16,7 +16,7 @@ use ridesaga_schemas::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::support::{System, describe};
+use crate::support::{System, describe};
 
 const PICKUP: (f64, f64) = (52.5200, 13.4050);
 const DROPOFF: (f64, f64) = (52.5000, 13.4500);
