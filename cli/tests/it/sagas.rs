@@ -1,80 +1,35 @@
-//! Whole sagas with the five real workers running in-process (`ridesaga_workers::app::run`,
+//! Whole sagas with the five real workers running in-process (`ridesaga_testkit::system`,
 //! short deadlines, a temporary SQLite file per service) and `ridectl` driving them: the exit
 //! codes 0 and 3 on real outcomes, JSON parsed by the test, and a clean audit afterwards.
 
 use ridesaga_testkit::Identity;
+use ridesaga_testkit::system::System;
 
-use crate::common::{Harness, assert_code, json, stderr};
-use ridesaga_schemas::Service;
-use ridesaga_workers::config::Settings;
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
+use crate::common::{assert_code, json, run_ridectl, stderr};
 
-/// A server, the streams, and one replica of each service; stopped when dropped.
-struct System {
-    h: Harness,
-    shutdown: CancellationToken,
-    _data: TempDir,
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
+/// The five workers on a server of their own, a ride's match deadline `match_deadline`.
 async fn system(match_deadline: &str) -> System {
     system_with(match_deadline, &[]).await
 }
 
 /// [`system`] with more settings for every worker.
 async fn system_with(match_deadline: &str, extra: &[(&str, &str)]) -> System {
-    let h = Harness::provisioned().await;
-    let data = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    for service in Service::ALL {
-        let database = format!("sqlite://{}/{}.db", data.path().display(), service.name());
-        let settings = Settings::from_pairs(
-            h.server
-                .env(Identity::Worker(service))
-                .into_iter()
-                .chain([("DATABASE_URL".to_owned(), database)]),
-        );
-        let settings = [
-            ("RIDESAGA_MATCH_DEADLINE", match_deadline.to_owned()),
-            ("RIDESAGA_HTTP_ADDR", "off".to_owned()),
-            ("RIDESAGA_TICK", "100ms".to_owned()),
-            ("RIDESAGA_RELAY_INTERVAL", "200ms".to_owned()),
-            ("RIDESAGA_INSTANCE", format!("{}-test", service.name())),
-            (
-                "RIDESAGA_NOTIFY_LOG",
-                format!("{}/notifications.jsonl", data.path().display()),
-            ),
-        ]
+    let settings: Vec<(&str, &str)> = [("RIDESAGA_MATCH_DEADLINE", match_deadline)]
         .into_iter()
-        .fold(settings, |settings, (name, value)| {
-            settings.with(name, value)
-        });
-        let settings = extra.iter().fold(settings, |settings, (name, value)| {
-            settings.with(name, *value)
-        });
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = ridesaga_workers::app::run(service, settings, token).await {
-                panic!("{service} worker failed: {e}");
-            }
-        });
-    }
-    System {
-        h,
-        shutdown,
-        _data: data,
-    }
+        .chain(extra.iter().copied())
+        .collect();
+    System::start_with(&settings).await
 }
 
-impl System {
+/// `ridectl` as `ridectl-admin` against a system.
+trait Ridectl {
+    async fn ridectl(&self, args: &[&str]) -> std::process::Output;
+    async fn driver_online(&self, id: &str, at: &str);
+}
+
+impl Ridectl for System {
     async fn ridectl(&self, args: &[&str]) -> std::process::Output {
-        self.h.ridectl(args).await
+        run_ridectl(&self.env(Identity::Admin), args).await
     }
 
     async fn driver_online(&self, id: &str, at: &str) {

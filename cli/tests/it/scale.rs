@@ -12,62 +12,16 @@ use futures_util::StreamExt;
 use ridectl::monitor::{self, MonitorUrl};
 use ridesaga_schemas::Service;
 use ridesaga_schemas::streams::{ProvisionOptions, SAGA_STREAM, provision};
+use ridesaga_testkit::system::System;
 use ridesaga_testkit::{Identity, NatsCluster};
-use ridesaga_workers::config::Settings;
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Ride requests queued for the ride service.
 const RIDES: u64 = 5;
 
-/// One running worker of a service.
-struct Worker {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Worker {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.expect("the worker stops cleanly");
-    }
-}
-
-fn start_worker(h: &Harness, data: &TempDir, service: Service, extra: &[(&str, String)]) -> Worker {
-    let mut settings = Settings::from_pairs(h.server.env(Identity::Worker(service)));
-    for (name, value) in [
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/{}.db", data.path().display(), service.name()),
-        ),
-        ("RIDESAGA_MATCH_DEADLINE", "1s".to_owned()),
-        ("RIDESAGA_HTTP_ADDR", "off".to_owned()),
-        ("RIDESAGA_TICK", "100ms".to_owned()),
-        ("RIDESAGA_RELAY_INTERVAL", "200ms".to_owned()),
-        ("RIDESAGA_INSTANCE", format!("{}-scale", service.name())),
-        (
-            "RIDESAGA_NOTIFY_LOG",
-            format!("{}/notifications.jsonl", data.path().display()),
-        ),
-    ] {
-        settings = settings.with(name, value);
-    }
-    for (name, value) in extra {
-        settings = settings.with(name, value.clone());
-    }
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            if let Err(e) = ridesaga_workers::app::run(service, settings, stop).await {
-                panic!("{service} worker failed: {e}");
-            }
-        }
-    });
-    Worker { stop, task }
-}
+/// The workers' settings in these tests: a short match deadline.
+const SETTINGS: &[(&str, &str)] = &[("RIDESAGA_MATCH_DEADLINE", "1s")];
 
 fn free_port() -> u16 {
     ridesaga_testkit::ports::free_one().expect("a free port")
@@ -228,46 +182,49 @@ impl Drop for WriterLockHeld {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_worker_report_it() {
-    let h = Harness::provisioned().await;
-    let data = tempfile::tempdir().unwrap();
-    let monitors = vec![h.server.monitor_url()];
-    let others: Vec<Worker> = [
+    let mut sys = System::without_workers(SETTINGS).await;
+    let server = sys.server.as_ref().expect("a server of its own");
+    let (admin, monitors, node) = (
+        sys.env(Identity::Admin),
+        vec![server.monitor_url()],
+        server.name().to_owned(),
+    );
+    for service in [
         Service::Driver,
         Service::Fraud,
         Service::Payment,
         Service::Notification,
-    ]
-    .into_iter()
-    .map(|service| start_worker(&h, &data, service, &[]))
-    .collect();
+    ] {
+        sys.start_worker(service);
+    }
 
     // Behind a stopped ride worker: the requests wait, one of them fetched and not acked.
-    request_rides(&h.env(), RIDES).await;
-    fetch_without_ack(&h.js, "ride-worker", 1).await;
-    let out = plan(&h.env(), &monitors, &["--lag-threshold", "2"]).await;
+    request_rides(&admin, RIDES).await;
+    fetch_without_ack(&sys.js, "ride-worker", 1).await;
+    let out = plan(&admin, &monitors, &["--lag-threshold", "2"]).await;
     assert_code(&out, 0);
     let keda = json(&out);
     assert_eq!(figures(&keda, "ride"), (RIDES, RIDES - 1, 1));
     assert_eq!(
-        figures(&consumers(&h.env()).await, "ride"),
+        figures(&consumers(&admin).await, "ride"),
         (RIDES, RIDES - 1, 1)
     );
     let ride = service(&keda, "ride");
     assert_eq!(ride["replicas"], 3, "ceil(5 / 2): {ride}");
-    assert_eq!(ride["node"], h.server.name());
+    assert_eq!(ride["node"], node);
     for other in ["driver", "fraud", "payment", "notification"] {
         assert_eq!(figures(&keda, other).0, 0, "{other}");
         assert_eq!(service(&keda, other)["replicas"], 1, "{other}: the minimum");
     }
     assert_eq!(keda["lag_threshold"], 2);
-    let out = plan(&h.env(), &monitors, &["--lag-threshold", "2", "--max", "2"]).await;
+    let out = plan(&admin, &monitors, &["--lag-threshold", "2", "--max", "2"]).await;
     assert_eq!(
         service(&json(&out), "ride")["replicas"],
         2,
         "clamped to --max"
     );
     let out = run_ridectl(
-        &h.env(),
+        &admin,
         &["scale", "plan", "-o", "table", "--monitor", &monitors[0]],
     )
     .await;
@@ -286,13 +243,11 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
 
     // The ride worker starts on a paused consumer, its writer lock is taken, and the consumer
     // resumes: the worker pulls everything and acknowledges nothing.
-    let stream = h.js.get_stream(SAGA_STREAM).await.unwrap();
+    let stream = sys.js.get_stream(SAGA_STREAM).await.unwrap();
     let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     stream.pause_consumer("ride-worker", later).await.unwrap();
     let port = free_port();
-    let ride = start_worker(
-        &h,
-        &data,
+    sys.start_worker_with(
         Service::Ride,
         &[("RIDESAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))],
     );
@@ -308,13 +263,13 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
         },
     )
     .await;
-    let held = WriterLockHeld::take(&data, Service::Ride).await;
+    let held = WriterLockHeld::take(&sys.dir, Service::Ride).await;
     stream.resume_consumer("ride-worker").await.unwrap();
     eventually(
         Duration::from_secs(30),
         "the worker to pull the backlog",
         async || {
-            let keda = json(&plan(&h.env(), &monitors, &[]).await);
+            let keda = json(&plan(&admin, &monitors, &[]).await);
             figures(&keda, "ride") == (RIDES, 0, RIDES)
         },
     )
@@ -322,12 +277,9 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
     // The gauge refreshes every 5 s: after that, it has read the consumer in this state, in
     // which a gauge of pending messages alone would read 0.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let keda = json(&plan(&h.env(), &monitors, &[]).await);
+    let keda = json(&plan(&admin, &monitors, &[]).await);
     assert_eq!(figures(&keda, "ride"), (RIDES, 0, RIDES), "{keda}");
-    assert_eq!(
-        figures(&consumers(&h.env()).await, "ride"),
-        (RIDES, 0, RIDES)
-    );
+    assert_eq!(figures(&consumers(&admin).await, "ride"), (RIDES, 0, RIDES));
     assert_eq!(metric_lag(port).await, RIDES as i64);
 
     // Once the worker can write, it works the backlog off and all three readings reach 0.
@@ -336,17 +288,15 @@ async fn the_lag_keda_reads_is_pending_plus_ack_pending_as_consumers_and_the_wor
         Duration::from_secs(60),
         "all readings of the ride lag to reach 0",
         async || {
-            let keda = figures(&json(&plan(&h.env(), &monitors, &[]).await), "ride").0;
-            let listed = figures(&consumers(&h.env()).await, "ride").0;
+            let keda = figures(&json(&plan(&admin, &monitors, &[]).await), "ride").0;
+            let listed = figures(&consumers(&admin).await, "ride").0;
             keda == 0 && listed == 0 && metric_lag(port).await == 0
         },
     )
     .await;
 
-    ride.stop().await;
-    for worker in others {
-        worker.stop().await;
-    }
+    sys.stop_worker(Service::Ride).await;
+    sys.shutdown().await;
 }
 
 #[tokio::test]

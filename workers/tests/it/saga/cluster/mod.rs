@@ -285,7 +285,7 @@ async fn check_every_saga_finished_once(sys: &System, steps: Vec<Step>) {
         report.violations
     );
 
-    sys.assert_each_effect_once(&steps, RIDES as i64).await;
+    crate::support::assert_each_effect_once(sys, &steps, RIDES as i64).await;
 }
 
 /// Waits until every service's consumer has delivered everything and had it acknowledged.

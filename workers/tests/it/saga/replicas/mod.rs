@@ -436,7 +436,7 @@ async fn check_every_saga_finished_once(sys: &System, steps: Vec<Step>, n: usize
         "{SERVICE}'s inbox: one entry per message it consumes"
     );
 
-    sys.assert_each_effect_once(&steps, n as i64).await;
+    crate::support::assert_each_effect_once(sys, &steps, n as i64).await;
 }
 
 async fn all_steps(sys: &System) -> Vec<Step> {
