@@ -17,7 +17,7 @@
 #     the rest are requested; every ride completes as above, one payment replica is left,
 #     nothing is dead-lettered, and the audit is clean.
 # The default backlog is smaller than the 2,000 sagas of the saga test (`cargo test -p
-# ridesaga-workers --test saga a_backlog_drains`) and of `scripts/bench --backlog 2000
+# ridesaga-workers --test it saga::replicas::a_backlog_drains`) and of `scripts/bench --backlog 2000
 # --replicas 3`, since ridectl runs as a process per command here; E2E_BACKLOG=2000
 # E2E_SCALE_DOWN=500 E2E_TIMEOUT=120s runs it at that size (about two minutes on 2 cores).
 # Needs a system of its own started by scripts/up (it stops and starts workers through the

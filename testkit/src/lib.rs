@@ -33,6 +33,8 @@
 //!   what it was sent; it fails on demand.
 //! - [`ports`]: loopback ports below the ephemeral range, so a stopped server's port is still
 //!   free when it restarts.
+//! - `system` (feature `system`): `System`, the five workers in-process on a server of their
+//!   own (or a cluster), each service stoppable, restartable and scalable.
 
 pub mod auth;
 pub mod cluster;
@@ -44,6 +46,8 @@ pub mod postgres;
 pub mod probe;
 pub mod server;
 pub mod sms;
+#[cfg(feature = "system")]
+pub mod system;
 
 pub use auth::{Credentials, Identity, Tls};
 pub use cluster::NatsCluster;

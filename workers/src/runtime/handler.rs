@@ -40,6 +40,13 @@ pub trait Worker: Send + Sync + 'static {
     /// Which service this is (consumer name, producer field, metrics label).
     fn service(&self) -> Service;
 
+    /// The kinds of message the service reacts to: exactly what its consumer's filter
+    /// (`Service::filter_subjects`) must deliver (a test holds the five services to it). None
+    /// for a worker on a stream of its own (tests, benchmarks).
+    fn handles(&self) -> &'static [ridesaga_schemas::MessageKind] {
+        &[]
+    }
+
     /// The service's own tables on `kind`. Versions start at 100: lower versions belong to the
     /// runtime's tables (inbox, outbox), which share the database and the migrations table.
     fn migrator(&self, kind: Kind) -> &'static Migrator;

@@ -158,6 +158,23 @@ impl Worker for DriverService {
         Service::Driver
     }
 
+    fn handles(&self) -> &'static [ridesaga_schemas::MessageKind] {
+        use ridesaga_schemas::MessageKind;
+        &[
+            MessageKind::RegisterDriver,
+            MessageKind::DriverOnline,
+            MessageKind::DriverOffline,
+            MessageKind::MoveDriver,
+            MessageKind::SetDriverSchedule,
+            MessageKind::RideRequested,
+            MessageKind::FraudCleared,
+            MessageKind::RideCancelled,
+            MessageKind::RideRejected,
+            MessageKind::RideCompleted,
+            MessageKind::PaymentDeclined,
+        ]
+    }
+
     fn migrator(&self, kind: Kind) -> &'static Migrator {
         match kind {
             Kind::Sqlite => &MIGRATOR,

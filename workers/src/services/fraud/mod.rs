@@ -210,6 +210,18 @@ impl Worker for FraudService {
         Service::Fraud
     }
 
+    fn handles(&self) -> &'static [ridesaga_schemas::MessageKind] {
+        use ridesaga_schemas::MessageKind;
+        &[
+            MessageKind::BlockRider,
+            MessageKind::UnblockRider,
+            MessageKind::ReviewRide,
+            MessageKind::RideRequested,
+            MessageKind::RideCompleted,
+            MessageKind::PaymentDeclined,
+        ]
+    }
+
     fn migrator(&self, kind: Kind) -> &'static Migrator {
         match kind {
             Kind::Sqlite => &MIGRATOR,

@@ -544,6 +544,21 @@ impl<C: Channel> Worker for NotificationService<C> {
         Service::Notification
     }
 
+    fn handles(&self) -> &'static [ridesaga_schemas::MessageKind] {
+        use ridesaga_schemas::MessageKind;
+        &[
+            MessageKind::RegisterRider,
+            MessageKind::RegisterDriver,
+            MessageKind::DriverAssigned,
+            MessageKind::RideConfirmed,
+            MessageKind::RideCancelled,
+            MessageKind::RideRejected,
+            MessageKind::PaymentCaptured,
+            MessageKind::PaymentCaptureFailed,
+            MessageKind::PaymentRefunded,
+        ]
+    }
+
     fn migrator(&self, kind: Kind) -> &'static Migrator {
         match kind {
             Kind::Sqlite => &MIGRATOR,

@@ -701,6 +701,20 @@ impl<G: Gateway> Worker for PaymentService<G> {
         Service::Payment
     }
 
+    fn handles(&self) -> &'static [ridesaga_schemas::MessageKind] {
+        use ridesaga_schemas::MessageKind;
+        &[
+            MessageKind::RefundRide,
+            MessageKind::RideRequested,
+            MessageKind::DriverAssigned,
+            MessageKind::RideCompleted,
+            MessageKind::RideCancelled,
+            MessageKind::RideRejected,
+            MessageKind::RideFlagged,
+            MessageKind::RideReviewed,
+        ]
+    }
+
     fn migrator(&self, kind: Kind) -> &'static Migrator {
         match kind {
             Kind::Sqlite => &MIGRATOR,

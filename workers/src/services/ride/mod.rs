@@ -231,6 +231,22 @@ impl Worker for RideService {
         Service::Ride
     }
 
+    fn handles(&self) -> &'static [ridesaga_schemas::MessageKind] {
+        use ridesaga_schemas::MessageKind;
+        &[
+            MessageKind::RequestRide,
+            MessageKind::CancelRide,
+            MessageKind::ArriveRide,
+            MessageKind::StartRide,
+            MessageKind::CompleteRide,
+            MessageKind::FraudFlagged,
+            MessageKind::DriverAssigned,
+            MessageKind::DriverUnavailable,
+            MessageKind::PaymentAuthorized,
+            MessageKind::PaymentDeclined,
+        ]
+    }
+
     fn migrator(&self, kind: Kind) -> &'static Migrator {
         match kind {
             Kind::Sqlite => &MIGRATOR,
