@@ -353,7 +353,7 @@ fn committed_json_schemas_match_the_types() {
     assert!(
         stale.is_empty(),
         "schemas/json is out of date for {stale:?}; regenerate with \
-         RIDESAGA_BLESS=1 cargo test -p ridesaga-schemas --test contract"
+         RIDESAGA_BLESS=1 cargo test -p ridesaga-schemas --test it contract::"
     );
 }
 
