@@ -9,10 +9,21 @@ use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
+use super::db::{self, Conn, Database, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
-use super::process::{Applied, Shared};
+use super::handoff::Handoff;
+use super::metrics::Metrics;
+use super::publish::Publisher;
 use super::saga_trace;
+
+/// The outcome of the transactional part.
+#[derive(Debug)]
+pub enum Applied {
+    /// First time: these outputs were committed to the outbox.
+    New(Vec<OutboxRow>),
+    /// Already applied before; these outputs of it are still waiting in the outbox.
+    Duplicate(Vec<OutboxRow>),
+}
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
@@ -22,6 +33,55 @@ pub struct WriteRequest {
     /// The span that processes the input: its outputs are created under it.
     trace: TraceContext,
     reply: oneshot::Sender<Result<Applied, HandleError>>,
+}
+
+/// The way to the batch writer, which every input of the replica takes.
+#[derive(Debug, Clone)]
+pub struct BatchWriter {
+    requests: mpsc::Sender<WriteRequest>,
+}
+
+impl BatchWriter {
+    /// The writer's handle and the queue its loop ([`WriterTask::run`]) takes inputs from, at
+    /// most `capacity` waiting.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<WriteRequest>) {
+        let (requests, queue) = mpsc::channel(capacity);
+        (BatchWriter { requests }, queue)
+    }
+
+    /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
+    /// commits several inputs together when they arrive together.
+    pub async fn apply(
+        &self,
+        input: Envelope,
+        now: Timestamp,
+        trace: TraceContext,
+    ) -> Result<Applied, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            input,
+            now,
+            trace,
+            reply,
+        };
+        if self.requests.send(request).await.is_err() {
+            return Err(HandleError::Transient("the writer has stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(HandleError::Transient("the writer has stopped".into())))
+    }
+}
+
+/// The batch writer's loop, with what it writes with: the service, its database, the
+/// publisher whose published rows it deletes, the effects it hands over, the metrics.
+#[derive(Debug)]
+pub struct WriterTask<'a, W> {
+    pub worker: &'a W,
+    pub database: &'a Database,
+    pub publisher: &'a Publisher,
+    pub effects: &'a Handoff,
+    pub metrics: &'a Metrics,
 }
 
 /// Published outbox rows a batch deletes along with its inputs once at least this many have
@@ -38,35 +98,12 @@ enum Attempt {
     AllFailed(HandleError),
 }
 
-impl<W: Worker> Shared<W> {
-    /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
-    /// commits several inputs together when they arrive together.
-    pub async fn apply(
-        &self,
-        input: Envelope,
-        now: Timestamp,
-        trace: TraceContext,
-    ) -> Result<Applied, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        let request = WriteRequest {
-            input,
-            now,
-            trace,
-            reply,
-        };
-        if self.writes.send(request).await.is_err() {
-            return Err(HandleError::Transient("the writer has stopped".into()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(HandleError::Transient("the writer has stopped".into())))
-    }
-
+impl<W: Worker> WriterTask<'_, W> {
     /// The batch writer: takes every input waiting (up to `max`), applies them in one
     /// transaction with the deletes of the outbox rows published since the last batch, commits
     /// once, and answers each input. Group commit: one WAL commit for the batch instead of two
     /// per input.
-    pub async fn write_loop(
+    pub async fn run(
         &self,
         mut requests: mpsc::Receiver<WriteRequest>,
         max: usize,
@@ -186,7 +223,7 @@ impl<W: Worker> Shared<W> {
     }
 
     /// One attempt at committing the inputs `pending` (indexes into `batch`) on `conn`, in the
-    /// writer's turn that [`Shared::write_loop`] holds. Apart from the service's own statements it
+    /// writer's turn that [`WriterTask::run`] holds. Apart from the service's own statements it
     /// takes two round trips to the database thread: one opens the transaction, deletes the
     /// rows published since the last batch and records every input in the inbox; the other
     /// stores all the outputs and commits. Every exit before the commit rolls the transaction

@@ -11,6 +11,7 @@
 //!   host): opening, migrations, inbox, outbox, the writer, the checkpointer.
 //! - [`effects`]: calls to the outside world, recorded with the input that made them due,
 //!   performed after commit, settled in a transaction of their own.
+//! - `handoff`: the effects a replica records, on their way to its executor once committed.
 //! - `perform`: the effect executor, which claims, performs and settles them.
 //! - `process`: one input from delivery to ack; every ack decision is made there.
 //! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
@@ -23,6 +24,7 @@ mod batch;
 pub mod db;
 pub mod effects;
 mod handler;
+mod handoff;
 pub mod http;
 pub mod metrics;
 mod perform;

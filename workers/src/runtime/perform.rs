@@ -3,7 +3,7 @@
 //!
 //! One task per replica ([`Shared::effect_loop`]). The effects a replica's transactions record
 //! are recorded claimed by it (for an attempt's timeout and a margin) and reach its executor
-//! in memory once they commit ([`Handoff`]), so the common path costs no claim. The executor
+//! in memory once they commit ([`Handoff`](super::handoff::Handoff)), so the common path costs no claim. The executor
 //! also claims, on every tick, due effects nobody holds: the retries it scheduled, and the
 //! effects of a replica that stopped or crashed before performing them (their claims expired).
 //! A claim is a short write transaction, so replicas never perform one effect at the same
@@ -19,21 +19,22 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
 use ridesaga_schemas::{RideId, Timestamp, TraceContext};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::to_rows;
-use super::db::{self, Conn, EffectRetry, NewEffects, OutboxRow};
+use super::db::{self, Conn, EffectRetry, OutboxRow};
 use super::effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect};
 use super::handler::{BatchError, HandleError, Worker};
+use super::handoff::CLAIM_MARGIN;
 use super::metrics::Metrics;
 use super::process::Shared;
 
@@ -48,69 +49,12 @@ pub struct EffectSettings {
     pub tick: Duration,
 }
 
-/// How much longer than an attempt's timeout a claim lasts: the time to settle the attempt.
-const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// The delay after the first transient failure; it doubles with every attempt after that.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 /// The longest delay between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// The most effects one claim takes.
 const CLAIM_MAX: usize = 256;
-
-/// The effects this replica's transactions recorded, on their way to its executor.
-#[derive(Debug)]
-pub struct Handoff {
-    handed: Mutex<Vec<PendingEffect>>,
-    due: Notify,
-    /// `RIDESAGA_EFFECT_DEADLINE`: how long after it is recorded an effect may be retried.
-    deadline: Duration,
-    /// How long a recorded effect stays claimed by the replica that recorded it: an attempt's
-    /// timeout and the margin.
-    claim: Duration,
-}
-
-impl Handoff {
-    pub fn new(deadline: Duration, attempt_timeout: Duration) -> Self {
-        Handoff {
-            handed: Mutex::new(Vec::new()),
-            due: Notify::new(),
-            deadline,
-            claim: attempt_timeout + CLAIM_MARGIN,
-        }
-    }
-
-    /// `effects` as a transaction records them: claimed by this replica.
-    pub fn record<'a>(&self, effects: &'a [Effect]) -> NewEffects<'a> {
-        NewEffects {
-            effects,
-            deadline: self.deadline,
-            claim: self.claim,
-        }
-    }
-
-    /// Hands what a transaction at `now` recorded with [`Handoff::record`] to the executor,
-    /// once it committed.
-    pub fn hand(&self, recorded: NewEffects<'_>, now: Timestamp) {
-        if recorded.is_empty() {
-            return;
-        }
-        let pending = recorded.pending(now);
-        self.handed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(pending);
-        self.due.notify_one();
-    }
-
-    fn take(&self) -> Vec<PendingEffect> {
-        std::mem::take(
-            &mut *self
-                .handed
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
-    }
-}
 
 /// The delay before the next attempt at an effect that had `attempts` attempts before the one
 /// that just failed: 200 ms, 400 ms, 800 ms ... capped at 10 s.
@@ -620,7 +564,7 @@ impl<W: Worker> Shared<W> {
 mod tests {
     use super::*;
     use crate::runtime::Kind;
-    use crate::runtime::db::InboxEntry;
+    use crate::runtime::db::{InboxEntry, NewEffects};
     use crate::runtime::sqlite;
     use crate::testing::{TestDb, each_backend};
     use ridesaga_schemas::RideId;

@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use tokio::sync::mpsc;
 
-use super::batch::{WriteRequest, to_rows};
+use super::batch::{Applied, BatchWriter, WriterTask, to_rows};
 use super::db::{self, Database, OutboxRow};
 use super::handler::{HandleError, Worker};
+use super::handoff::Handoff;
 use super::metrics::{DeadLetterCause, Metrics, Outcome};
-use super::perform::Handoff;
 use super::publish::Publisher;
 use super::saga_trace;
 use super::trace::Tracer;
@@ -30,8 +29,8 @@ pub struct Shared<W> {
     pub js: jetstream::Context,
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
-    /// Inputs on their way to the batch writer.
-    pub writes: mpsc::Sender<WriteRequest>,
+    /// Where every input goes to be applied.
+    pub writer: BatchWriter,
     /// The service's database: every write goes through its writer, one turn at a time.
     pub database: Database,
     /// The effects this replica records, on their way to its executor.
@@ -54,15 +53,6 @@ pub enum Verdict {
     },
 }
 
-/// The outcome of the transactional part.
-#[derive(Debug)]
-pub enum Applied {
-    /// First time: these outputs were committed to the outbox.
-    New(Vec<OutboxRow>),
-    /// Already applied before; these outputs of it are still waiting in the outbox.
-    Duplicate(Vec<OutboxRow>),
-}
-
 /// Delay before the next attempt after a transient failure: 1 s, 2 s, 4 s ... capped at 30 s.
 pub fn retry_delay(delivered: i64) -> Duration {
     let exp = delivered.clamp(1, 6) as u32 - 1;
@@ -70,6 +60,17 @@ pub fn retry_delay(delivered: i64) -> Duration {
 }
 
 impl<W: Worker> Shared<W> {
+    /// The batch writer's loop on this replica's service, database, publisher and effects.
+    pub fn writer_task(&self) -> WriterTask<'_, W> {
+        WriterTask {
+            worker: &self.worker,
+            database: &self.database,
+            publisher: &self.publisher,
+            effects: &self.effects,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Runs the service's timers in one transaction and returns what they produced.
     /// Committed even when the timers emit nothing: what they wrote (a retention prune, a
     /// state change without an event) is kept. A commit that changed nothing writes nothing to
@@ -163,7 +164,11 @@ impl<W: Worker> Shared<W> {
             Some(spans) => spans.receive.child(),
             None => context.clone(),
         };
-        let (outcome, verdict) = match self.apply(input, Timestamp::now(), process.clone()).await {
+        let (outcome, verdict) = match self
+            .writer
+            .apply(input, Timestamp::now(), process.clone())
+            .await
+        {
             Ok(Applied::New(rows)) => {
                 Metrics::inc(&self.metrics.handled);
                 self.count_saga_outcomes(&rows);

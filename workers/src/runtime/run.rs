@@ -17,11 +17,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::batch::BatchWriter;
 use super::db::{self, Database};
 use super::handler::Worker;
+use super::handoff::Handoff;
 use super::http::{self, HttpState};
 use super::metrics::Metrics;
-use super::perform::{EffectSettings, Handoff};
+use super::perform::EffectSettings;
 use super::process::Shared;
 use super::publish::Publisher;
 use super::saga_trace;
@@ -148,7 +150,7 @@ async fn serve<W: Worker>(
 
     let metrics = Arc::new(Metrics::with_saga_outcomes(worker.saga_outcomes()));
     let publisher = Publisher::new(js.clone(), database.clone(), metrics.clone());
-    let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
+    let (writer, write_requests) = BatchWriter::channel(config.max_in_flight);
     // Background tasks stop on `background`, which is cancelled only after in-flight work
     // drained, so their last outputs still go out.
     let background = CancellationToken::new();
@@ -175,7 +177,7 @@ async fn serve<W: Worker>(
         js: js.clone(),
         publisher,
         metrics: metrics.clone(),
-        writes,
+        writer,
         database: database.clone(),
         effects: Handoff::new(config.effect_deadline, config.effect_timeout),
     });
@@ -202,7 +204,7 @@ async fn serve<W: Worker>(
     .await?;
     tasks.spawn({
         let (shared, stop, max) = (shared.clone(), background.clone(), config.max_in_flight);
-        async move { shared.write_loop(write_requests, max, stop).await }
+        async move { shared.writer_task().run(write_requests, max, stop).await }
     });
     tasks.spawn(relay_loop(
         shared.clone(),
