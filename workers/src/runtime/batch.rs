@@ -18,7 +18,7 @@ use super::saga_trace;
 
 /// The outcome of the transactional part.
 #[derive(Debug)]
-pub enum Applied {
+pub(super) enum Applied {
     /// First time: these outputs were committed to the outbox.
     New(Vec<OutboxRow>),
     /// Already applied before; these outputs of it are still waiting in the outbox.
@@ -27,7 +27,7 @@ pub enum Applied {
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
-pub struct WriteRequest {
+pub(super) struct WriteRequest {
     input: Envelope,
     now: Timestamp,
     /// The span that processes the input: its outputs are created under it.
@@ -37,21 +37,21 @@ pub struct WriteRequest {
 
 /// The way to the batch writer, which every input of the replica takes.
 #[derive(Debug, Clone)]
-pub struct BatchWriter {
+pub(super) struct BatchWriter {
     requests: mpsc::Sender<WriteRequest>,
 }
 
 impl BatchWriter {
     /// The writer's handle and the queue its loop ([`WriterTask::run`]) takes inputs from, at
     /// most `capacity` waiting.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<WriteRequest>) {
+    pub(super) fn channel(capacity: usize) -> (Self, mpsc::Receiver<WriteRequest>) {
         let (requests, queue) = mpsc::channel(capacity);
         (BatchWriter { requests }, queue)
     }
 
     /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
     /// commits several inputs together when they arrive together.
-    pub async fn apply(
+    pub(super) async fn apply(
         &self,
         input: Envelope,
         now: Timestamp,
@@ -76,7 +76,7 @@ impl BatchWriter {
 /// The batch writer's loop, with what it writes with: the service, its database, the
 /// publisher whose published rows it deletes, the effects it hands over, the metrics.
 #[derive(Debug)]
-pub struct WriterTask<'a, W> {
+pub(super) struct WriterTask<'a, W> {
     pub worker: &'a W,
     pub database: &'a Database,
     pub publisher: &'a Publisher,
@@ -103,7 +103,7 @@ impl<W: Worker> WriterTask<'_, W> {
     /// transaction with the deletes of the outbox rows published since the last batch, commits
     /// once, and answers each input. Group commit: one WAL commit for the batch instead of two
     /// per input.
-    pub async fn run(
+    pub(super) async fn run(
         &self,
         mut requests: mpsc::Receiver<WriteRequest>,
         max: usize,

@@ -15,7 +15,7 @@ pub(super) const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
 /// The effects this replica's transactions recorded, on their way to its executor.
 #[derive(Debug)]
-pub struct Handoff {
+pub(super) struct Handoff {
     handed: Mutex<Vec<PendingEffect>>,
     /// Notified when effects are handed.
     pub(super) due: Notify,
@@ -27,7 +27,7 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    pub fn new(deadline: Duration, attempt_timeout: Duration) -> Self {
+    pub(super) fn new(deadline: Duration, attempt_timeout: Duration) -> Self {
         Handoff {
             handed: Mutex::new(Vec::new()),
             due: Notify::new(),
@@ -37,7 +37,7 @@ impl Handoff {
     }
 
     /// `effects` as a transaction records them: claimed by this replica.
-    pub fn record<'a>(&self, effects: &'a [Effect]) -> NewEffects<'a> {
+    pub(super) fn record<'a>(&self, effects: &'a [Effect]) -> NewEffects<'a> {
         NewEffects {
             effects,
             deadline: self.deadline,
@@ -47,7 +47,7 @@ impl Handoff {
 
     /// Hands what a transaction at `now` recorded with [`Handoff::record`] to the executor,
     /// once it committed.
-    pub fn hand(&self, recorded: NewEffects<'_>, now: Timestamp) {
+    pub(super) fn hand(&self, recorded: NewEffects<'_>, now: Timestamp) {
         if recorded.is_empty() {
             return;
         }

@@ -40,7 +40,7 @@ use super::process::Shared;
 
 /// How the executor runs.
 #[derive(Debug, Clone, Copy)]
-pub struct EffectSettings {
+pub(super) struct EffectSettings {
     /// `RIDESAGA_EFFECT_CONCURRENCY`: attempts in flight at once.
     pub concurrency: usize,
     /// `RIDESAGA_EFFECT_TIMEOUT`: how long one attempt may take.
@@ -58,7 +58,7 @@ const CLAIM_MAX: usize = 256;
 
 /// The delay before the next attempt at an effect that had `attempts` attempts before the one
 /// that just failed: 200 ms, 400 ms, 800 ms ... capped at 10 s.
-pub fn backoff(attempts: u32) -> Duration {
+pub(super) fn backoff(attempts: u32) -> Duration {
     BACKOFF_FIRST
         .saturating_mul(1u32 << attempts.min(16))
         .min(BACKOFF_CAP)
@@ -157,7 +157,11 @@ impl<W: Worker> Shared<W> {
     /// The executor, until `stop`: then it starts nothing more, hands back the claims of the
     /// effects it had not started, lets the attempts in flight finish (each within its
     /// timeout), settles them and waits for their outputs' publishing.
-    pub async fn effect_loop(self: Arc<Self>, settings: EffectSettings, stop: CancellationToken) {
+    pub(super) async fn effect_loop(
+        self: Arc<Self>,
+        settings: EffectSettings,
+        stop: CancellationToken,
+    ) {
         let (done, mut results) = mpsc::unbounded_channel::<Attempt>();
         let (settled, mut settles) = mpsc::unbounded_channel::<()>();
         let mut ex = Executor {

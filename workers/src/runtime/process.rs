@@ -22,7 +22,7 @@ use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
 
 /// Everything the handling of one message needs; shared by all in-flight tasks.
 #[derive(Debug)]
-pub struct Shared<W> {
+pub(super) struct Shared<W> {
     pub worker: W,
     pub service: Service,
     pub instance: String,
@@ -41,7 +41,7 @@ pub struct Shared<W> {
 
 /// What happens to a delivered message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Applied (or already applied) and its outputs are stored by the server.
     Ack,
     /// Try again after the delay.
@@ -54,14 +54,14 @@ pub enum Verdict {
 }
 
 /// Delay before the next attempt after a transient failure: 1 s, 2 s, 4 s ... capped at 30 s.
-pub fn retry_delay(delivered: i64) -> Duration {
+pub(super) fn retry_delay(delivered: i64) -> Duration {
     let exp = delivered.clamp(1, 6) as u32 - 1;
     Duration::from_secs((1u64 << exp).min(30))
 }
 
 impl<W: Worker> Shared<W> {
     /// The batch writer's loop on this replica's service, database, publisher and effects.
-    pub fn writer_task(&self) -> WriterTask<'_, W> {
+    pub(super) fn writer_task(&self) -> WriterTask<'_, W> {
         WriterTask {
             worker: &self.worker,
             database: &self.database,
@@ -75,7 +75,7 @@ impl<W: Worker> Shared<W> {
     /// Committed even when the timers emit nothing: what they wrote (a retention prune, a
     /// state change without an event) is kept. A commit that changed nothing writes nothing to
     /// the log.
-    pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
+    pub(super) async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
         self.database
             .transaction(async |conn| {
                 let outputs = self.worker.tick(conn, now).await?;
@@ -98,7 +98,7 @@ impl<W: Worker> Shared<W> {
 
     /// Counts the sagas that `rows`, outputs just committed, end (see
     /// [`Worker::saga_outcome`]).
-    pub fn count_saga_outcomes(&self, rows: &[OutboxRow]) {
+    pub(super) fn count_saga_outcomes(&self, rows: &[OutboxRow]) {
         for row in rows {
             if let Some(index) = self.worker.saga_outcome(&row.subject, &row.payload) {
                 self.metrics.saga_finished(index);
@@ -114,7 +114,7 @@ impl<W: Worker> Shared<W> {
     /// A message already applied (the inbox knows its `occurred_at` and id) is acknowledged
     /// without effect, whatever its content: the first copy applied stands. A copy published
     /// under the same `Nats-Msg-Id` within the stream's duplicate window is never delivered.
-    pub async fn handle(
+    pub(super) async fn handle(
         &self,
         subject: &str,
         headers: Option<&HeaderMap>,
@@ -382,7 +382,7 @@ impl<W: Worker> Shared<W> {
     }
 
     /// Carries out a verdict on a JetStream message.
-    pub async fn settle(&self, message: &jetstream::Message, verdict: Verdict) {
+    pub(super) async fn settle(&self, message: &jetstream::Message, verdict: Verdict) {
         let info = message.info().ok();
         let (sequence, delivered) = info
             .map(|i| (i.stream_sequence, i.delivered))

@@ -18,7 +18,7 @@ const ATTEMPTS: u32 = 4;
 /// Publishes outbox rows and remembers which ones the server stored, so the next write
 /// transaction deletes them (one delete per batch instead of a transaction per message).
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub(super) struct Publisher {
     js: jetstream::Context,
     database: Database,
     metrics: Arc<Metrics>,
@@ -28,13 +28,13 @@ pub struct Publisher {
 /// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
 #[error("publishing {subject} failed after {ATTEMPTS} attempts: {error}")]
-pub struct PublishFailed {
+pub(super) struct PublishFailed {
     pub subject: String,
     pub error: String,
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, database: Database, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(js: jetstream::Context, database: Database, metrics: Arc<Metrics>) -> Self {
         Publisher {
             js,
             database,
@@ -47,7 +47,7 @@ impl Publisher {
     /// then deleted from the outbox by the next write transaction or the relay's next round; a
     /// crash before that only means the relay publishes them again, which the duplicate window
     /// and the consumers' inboxes absorb.
-    pub async fn publish(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
+    pub(super) async fn publish(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -73,12 +73,12 @@ impl Publisher {
     }
 
     /// Takes the ids stored since the last call, for deletion from the outbox.
-    pub fn take_stored(&self) -> Vec<String> {
+    pub(super) fn take_stored(&self) -> Vec<String> {
         self.take_stored_if(0)
     }
 
     /// Takes the ids stored since the last call if there are at least `min` of them.
-    pub fn take_stored_if(&self, min: usize) -> Vec<String> {
+    pub(super) fn take_stored_if(&self, min: usize) -> Vec<String> {
         self.stored
             .lock()
             .map(|mut ids| {
@@ -92,14 +92,14 @@ impl Publisher {
     }
 
     /// Gives ids back after a failed delete, so a later one retries them.
-    pub fn restore_stored(&self, ids: Vec<String>) {
+    pub(super) fn restore_stored(&self, ids: Vec<String>) {
         if let Ok(mut stored) = self.stored.lock() {
             stored.extend(ids);
         }
     }
 
     /// Deletes the stored rows in a transaction of their own (when no batch is coming).
-    pub async fn forget_stored(&self) -> Result<(), sqlx::Error> {
+    pub(super) async fn forget_stored(&self) -> Result<(), sqlx::Error> {
         let ids = self.take_stored();
         if ids.is_empty() {
             return Ok(());
