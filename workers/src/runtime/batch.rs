@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, Timestamp, TraceContext};
-use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -138,88 +137,84 @@ impl<W: Worker> WriterTask<'_, W> {
             // Published rows are deleted by a batch once enough have gathered; until then
             // the relay's next round deletes them (before it looks for rows left behind).
             let stored = self.publisher.take_stored_if(DELETE_WITH_BATCH);
-            match self.write_batch(&mut turn, &batch, &stored).await {
-                Ok(outcomes) => {
-                    for (request, outcome) in batch.drain(..).zip(outcomes) {
-                        let _ = request.reply.send(outcome);
-                    }
-                }
-                Err(e) => {
-                    self.publisher.restore_stored(stored);
-                    if batch.len() == 1 {
-                        for request in batch.drain(..) {
-                            let _ = request.reply.send(Err(database_failure(&e)));
-                        }
-                        continue;
-                    }
-                    // The transaction failed (a write that breaks a constraint fails the
-                    // commit of the whole batch): each input alone, so that one input's fault
-                    // is its own and the others go through.
-                    tracing::warn!(error = %e, inputs = batch.len(), "a batch failed; applying its inputs one by one");
-                    for request in batch.drain(..) {
-                        let outcome = match self
-                            .write_batch(&mut turn, std::slice::from_ref(&request), &[])
-                            .await
-                        {
-                            Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
-                                Err(HandleError::Transient("not applied".into()))
-                            }),
-                            Err(e) => Err(database_failure(&e)),
-                        };
-                        let _ = request.reply.send(outcome);
-                    }
-                }
+            let outcomes = self.write_batch(&mut turn, &batch, &stored).await;
+            for (request, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = request.reply.send(outcome);
             }
         }
     }
 
     /// Applies the batch in one transaction and returns each input's outcome. An input whose
     /// handler fails is answered with its error and the batch is redone without it (failures
-    /// are rare, and this keeps the common path free of a savepoint per input). An error of the
-    /// transaction itself fails the whole batch.
+    /// are rare, and this keeps the common path free of a savepoint per input). A batch whose
+    /// transaction fails (a write that breaks a constraint fails the commit of the whole
+    /// batch), or that the service cannot apply for a reason that will not pass, is redone one
+    /// input at a time, so that one input's fault is its own and the others go through.
     async fn write_batch(
         &self,
         turn: &mut Turn,
         batch: &[WriteRequest],
         stored: &[String],
-    ) -> Result<Vec<Result<Applied, HandleError>>, sqlx::Error> {
+    ) -> Vec<Result<Applied, HandleError>> {
         let mut outcomes: Vec<Option<Result<Applied, HandleError>>> =
             batch.iter().map(|_| None).collect();
+        let mut one_at_a_time = false;
+        // The published rows to delete, until a commit deleted them.
+        let mut stored = stored;
         loop {
-            let pending: Vec<usize> = (0..batch.len())
+            let mut pending: Vec<usize> = (0..batch.len())
                 .filter(|&i| outcomes[i].is_none())
                 .collect();
             if pending.is_empty() {
-                // Every input failed: nothing committed, the delete of published rows included.
-                self.publisher.restore_stored(stored.to_vec());
                 break;
+            }
+            if one_at_a_time {
+                pending.truncate(1);
             }
             let attempt = match turn.conn().await {
                 Ok(mut conn) => self.try_batch(&mut conn, batch, &pending, stored).await,
                 Err(e) => Err(e),
             };
-            let attempt = attempt.inspect_err(|_| turn.give_back())?;
+            let attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    turn.give_back();
+                    if let [only] = pending[..] {
+                        outcomes[only] = Some(Err(e.into()));
+                    } else {
+                        tracing::warn!(error = %e, inputs = pending.len(), "a batch failed; applying its inputs one by one");
+                        one_at_a_time = true;
+                    }
+                    continue;
+                }
+            };
             match attempt {
                 Attempt::Committed(applied) => {
                     for (i, applied) in applied {
                         outcomes[i] = Some(Ok(applied));
                     }
-                    break;
+                    stored = &[];
                 }
                 Attempt::Failed { index, error } => outcomes[index] = Some(Err(error)),
+                Attempt::AllFailed(error) if pending.len() > 1 && !error.is_transient() => {
+                    tracing::warn!(%error, inputs = pending.len(), "a batch failed; applying its inputs one by one");
+                    one_at_a_time = true;
+                }
                 Attempt::AllFailed(error) => {
-                    self.publisher.restore_stored(stored.to_vec());
                     for i in pending {
                         outcomes[i] = Some(Err(error.clone()));
                     }
-                    break;
                 }
             }
         }
-        Ok(outcomes
+        // Nothing committed: the published rows are still to delete.
+        if !stored.is_empty() {
+            self.publisher.restore_stored(stored.to_vec());
+        }
+        outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(HandleError::Transient("not applied".into()))))
-            .collect())
+            .collect()
     }
 
     /// One attempt at committing the inputs `pending` (indexes into `batch`) on `conn`, in the
@@ -371,25 +366,6 @@ impl<W: Worker> WriterTask<'_, W> {
         applied.extend(rows_of.into_iter().map(|(i, rows)| (i, Applied::New(rows))));
         self.metrics.batch(pending.len());
         Ok(Attempt::Committed(applied))
-    }
-}
-
-/// What a failed transaction means for its input: a constraint the input's writes break will
-/// break again (it goes to the dead letters at once); anything else (busy, I/O) may pass later.
-fn database_failure(e: &sqlx::Error) -> HandleError {
-    let broken = e.as_database_error().is_some_and(|db| {
-        matches!(
-            db.kind(),
-            ErrorKind::UniqueViolation
-                | ErrorKind::ForeignKeyViolation
-                | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation
-        )
-    });
-    if broken {
-        HandleError::Permanent(format!("database: {e}"))
-    } else {
-        HandleError::Transient(format!("database: {e}"))
     }
 }
 

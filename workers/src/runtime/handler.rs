@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use ridesaga_schemas::{Envelope, RideId, Service, Timestamp, TraceContext};
 use sqlx::migrate::Migrator;
 
 use super::db::{self, Conn, Kind, Row};
 use super::effects::{Effect, EffectError, Finished, PendingEffect, Settled};
+use super::errors;
 use super::metrics::{SagaDeadlines, SagaOutcome};
 
 /// What a handler failure means for the input message.
@@ -22,13 +24,34 @@ pub enum HandleError {
     /// dead-letter path with this reason and is terminated.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The database failed: transient or permanent as [`HandleError::is_transient`] tells
+    /// from the error itself (a busy database passes later, a broken constraint never does).
+    #[error("database: {0}")]
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+impl HandleError {
+    /// Whether the input may pass if tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandleError::Transient(_) => true,
+            HandleError::Permanent(_) => false,
+            HandleError::Database(e) => errors::is_transient(e),
+        }
+    }
+
+    /// What went wrong, without the verdict: the reason a dead letter or a retry gives.
+    pub fn reason(&self) -> String {
+        match self {
+            HandleError::Transient(reason) | HandleError::Permanent(reason) => reason.clone(),
+            HandleError::Database(_) => self.to_string(),
+        }
+    }
 }
 
 impl From<sqlx::Error> for HandleError {
     fn from(e: sqlx::Error) -> Self {
-        // A database error is assumed transient (locked, busy, I/O); a poison message that
-        // breaks a constraint every time ends up in dead letters after max_deliver anyway.
-        HandleError::Transient(format!("database: {e}"))
+        HandleError::Database(Arc::new(e))
     }
 }
 

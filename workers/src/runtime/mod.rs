@@ -19,6 +19,7 @@
 //!   host): opening, migrations, inbox, outbox, the writer, the checkpointer.
 //! - `effects`: calls to the outside world, recorded with the input that made them due,
 //!   performed after commit, settled in a transaction of their own.
+//! - `errors`: whether a database error may pass later, decided in one place.
 //! - `handoff`: the effects a replica records, on their way to its executor once committed.
 //! - `perform`: the effect executor, which claims, performs and settles them.
 //! - `batch`: the batch writer, which applies the inputs waiting together in one transaction.
@@ -33,6 +34,7 @@
 mod batch;
 pub mod db;
 pub(crate) mod effects;
+mod errors;
 mod handler;
 mod handoff;
 mod http;

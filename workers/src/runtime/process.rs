@@ -190,14 +190,15 @@ impl<W: Worker> Shared<W> {
                     self.publish_then_ack(&rows, &process).await,
                 )
             }
-            Err(HandleError::Permanent(reason)) => (
+            Err(error) if !error.is_transient() => (
                 Outcome::DeadLetter,
                 Verdict::DeadLetter {
                     cause: DeadLetterCause::Rejected,
-                    reason,
+                    reason: error.reason(),
                 },
             ),
-            Err(HandleError::Transient(reason)) => {
+            Err(error) => {
+                let reason = error.reason();
                 Metrics::inc(&self.metrics.failed);
                 if delivered >= streams::MAX_DELIVER {
                     let verdict = Verdict::DeadLetter {
