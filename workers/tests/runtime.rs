@@ -43,7 +43,7 @@ impl Worker for Blocklist {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         conn: &mut Conn<'_>,
         input: &Envelope,
@@ -96,16 +96,16 @@ impl Worker for Ledger {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         conn: &mut Conn<'_>,
         input: &Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        runtime::apply_as_batch(self, conn, input, now).await
+        runtime::handle_as_batch(self, conn, input, now).await
     }
 
-    async fn apply_batch(
+    async fn handle_batch(
         &self,
         conn: &mut Conn<'_>,
         inputs: &[Input<'_>],
@@ -968,7 +968,7 @@ impl Worker for Janitor {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         _conn: &mut Conn<'_>,
         _input: &Envelope,
@@ -1147,16 +1147,16 @@ impl Worker for Caller {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         conn: &mut Conn<'_>,
         input: &Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        runtime::apply_as_batch(self, conn, input, now).await
+        runtime::handle_as_batch(self, conn, input, now).await
     }
 
-    async fn apply_batch(
+    async fn handle_batch(
         &self,
         _conn: &mut Conn<'_>,
         inputs: &[Input<'_>],

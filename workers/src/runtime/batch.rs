@@ -50,7 +50,7 @@ impl BatchWriter {
 
     /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
     /// commits several inputs together when they arrive together.
-    pub(super) async fn apply(
+    pub(super) async fn write(
         &self,
         input: Envelope,
         now: Timestamp,
@@ -136,8 +136,8 @@ impl<W: Worker> WriterTask<'_, W> {
             }
             // Published rows are deleted by a batch once enough have gathered; until then
             // the relay's next round deletes them (before it looks for rows left behind).
-            let stored = self.publisher.take_stored_if(DELETE_WITH_BATCH);
-            let outcomes = self.write_batch(&mut turn, &batch, &stored).await;
+            let acked = self.publisher.take_acked_if(DELETE_WITH_BATCH);
+            let outcomes = self.write_batch(&mut turn, &batch, &acked).await;
             for (request, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = request.reply.send(outcome);
             }
@@ -154,13 +154,13 @@ impl<W: Worker> WriterTask<'_, W> {
         &self,
         turn: &mut Turn,
         batch: &[WriteRequest],
-        stored: &[String],
+        acked: &[String],
     ) -> Vec<Result<Applied, HandleError>> {
         let mut outcomes: Vec<Option<Result<Applied, HandleError>>> =
             batch.iter().map(|_| None).collect();
         let mut one_at_a_time = false;
         // The published rows to delete, until a commit deleted them.
-        let mut stored = stored;
+        let mut acked = acked;
         loop {
             let mut pending: Vec<usize> = (0..batch.len())
                 .filter(|&i| outcomes[i].is_none())
@@ -172,7 +172,7 @@ impl<W: Worker> WriterTask<'_, W> {
                 pending.truncate(1);
             }
             let attempt = match turn.conn().await {
-                Ok(mut conn) => self.try_batch(&mut conn, batch, &pending, stored).await,
+                Ok(mut conn) => self.try_batch(&mut conn, batch, &pending, acked).await,
                 Err(e) => Err(e),
             };
             let attempt = match attempt {
@@ -193,7 +193,7 @@ impl<W: Worker> WriterTask<'_, W> {
                     for (i, applied) in applied {
                         outcomes[i] = Some(Ok(applied));
                     }
-                    stored = &[];
+                    acked = &[];
                 }
                 Attempt::Failed { index, error } => outcomes[index] = Some(Err(error)),
                 Attempt::AllFailed(error) if pending.len() > 1 && !error.is_transient() => {
@@ -208,8 +208,8 @@ impl<W: Worker> WriterTask<'_, W> {
             }
         }
         // Nothing committed: the published rows are still to delete.
-        if !stored.is_empty() {
-            self.publisher.restore_stored(stored.to_vec());
+        if !acked.is_empty() {
+            self.publisher.restore_acked(acked.to_vec());
         }
         outcomes
             .into_iter()
@@ -228,7 +228,7 @@ impl<W: Worker> WriterTask<'_, W> {
         conn: &mut Conn<'_>,
         batch: &[WriteRequest],
         pending: &[usize],
-        stored: &[String],
+        acked: &[String],
     ) -> Result<Attempt, sqlx::Error> {
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
         let entries: Vec<InboxEntry<'_>> = pending
@@ -253,7 +253,7 @@ impl<W: Worker> WriterTask<'_, W> {
             .map(|sql| (sql, self.worker.preload_parameter(&inputs_at(pending))));
         let preloading = preload.is_some();
         let db::Opened { fresh, preloaded } =
-            db::open_batch(conn, stored, &entries, preload).await?;
+            db::open_batch(conn, acked, &entries, preload).await?;
         // Each input is new (applied by this batch), a second delivery of one that is, or one
         // applied by an earlier batch (answered with its outputs still in the outbox).
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -280,9 +280,9 @@ impl<W: Worker> WriterTask<'_, W> {
         }
         let inputs = inputs_at(&work);
         let applied_batch = if preloading {
-            self.worker.apply_preloaded(conn, &inputs, preloaded).await
+            self.worker.handle_preloaded(conn, &inputs, preloaded).await
         } else {
-            self.worker.apply_batch(conn, &inputs).await
+            self.worker.handle_batch(conn, &inputs).await
         };
         let mut done = match applied_batch {
             Ok(done) if done.outputs.len() == work.len() => done,

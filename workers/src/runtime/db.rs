@@ -701,7 +701,7 @@ pub(crate) async fn inbox_prune(
     }
 }
 
-/// Runs a service's preload statement on its own: what `apply_batch` does when the runtime did
+/// Runs a service's preload statement on its own: what `handle_batch` does when the runtime did
 /// not run it with the statements that open the batch.
 pub(crate) async fn preload_rows(
     conn: &mut Conn<'_>,

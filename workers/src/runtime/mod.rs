@@ -15,7 +15,7 @@
 //!   whichever backend holds it.
 //! - `postgres`: the backend for replicas on many hosts (a database per service, writers
 //!   taking turns through an advisory lock).
-//! - [`sqlite`]: the embedded backend (a WAL file per service, shared by the replicas on one
+//! - [`sqlite`]: the embedded backend (a WAL file per service, context by the replicas on one
 //!   host): opening, migrations, inbox, outbox, the writer, the checkpointer.
 //! - `effects`: calls to the outside world, recorded with the input that made them due,
 //!   performed after commit, settled in a transaction of their own.
@@ -51,7 +51,7 @@ mod trace;
 pub use db::{Conn, Database, Kind, Row};
 pub use effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect, Settled};
 pub use handler::{
-    BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, apply_as_batch, saga_ids,
+    BatchError, BatchOutput, BatchWrite, HandleError, Input, Worker, handle_as_batch, saga_ids,
 };
 pub use metrics::{SagaDeadlines, SagaOutcome};
 pub use run::{RunError, run, run_on};

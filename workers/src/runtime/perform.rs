@@ -1,7 +1,7 @@
 //! The effect executor: performs the effects the service's transactions recorded, outside any
 //! transaction, and settles their outcomes (see [`super::effects`]).
 //!
-//! One task per replica ([`Shared::effect_loop`]). The effects a replica's transactions record
+//! One task per replica ([`WorkerContext::effect_loop`]). The effects a replica's transactions record
 //! are recorded claimed by it (for an attempt's timeout and a margin) and reach its executor
 //! in memory once they commit ([`Handoff`](super::handoff::Handoff)), so the common path costs no claim. The executor
 //! also claims, on every tick, due effects nobody holds: the retries it scheduled, and the
@@ -36,7 +36,7 @@ use super::effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect
 use super::handler::{BatchError, HandleError, Worker};
 use super::handoff::CLAIM_MARGIN;
 use super::metrics::Metrics;
-use super::process::Shared;
+use super::process::WorkerContext;
 
 /// How the executor runs.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +153,7 @@ struct Executor {
     queue: VecDeque<PendingEffect>,
 }
 
-impl<W: Worker> Shared<W> {
+impl<W: Worker> WorkerContext<W> {
     /// The executor, until `stop`: then it starts nothing more, hands back the claims of the
     /// effects it had not started, lets the attempts in flight finish (each within its
     /// timeout), settles them and waits for their outputs' publishing.
@@ -196,11 +196,11 @@ impl<W: Worker> Shared<W> {
                 // One settle transaction at a time, beside the loop: attempts keep starting
                 // while it commits, and those that end meanwhile form the next group.
                 settling = true;
-                let (shared, tasks, group) =
+                let (context, tasks, group) =
                     (self.clone(), ex.tasks.clone(), std::mem::take(&mut ended));
                 let settled = settled.clone();
                 ex.tasks.spawn(async move {
-                    shared.settle_attempts(group, &tasks).await;
+                    context.settle_attempts(group, &tasks).await;
                     let _ = settled.send(());
                 });
             }
@@ -257,7 +257,7 @@ impl<W: Worker> Shared<W> {
     }
 
     fn start(self: &Arc<Self>, ex: &Executor, effect: PendingEffect, permit: OwnedSemaphorePermit) {
-        let (shared, done, timeout) = (self.clone(), ex.done.clone(), ex.settings.timeout);
+        let (context, done, timeout) = (self.clone(), ex.done.clone(), ex.settings.timeout);
         ex.tasks.spawn(async move {
             let _permit = permit;
             let mut effect = effect;
@@ -267,8 +267,8 @@ impl<W: Worker> Shared<W> {
                 TraceContext::continued(effect.effect.trace.take(), effect.effect.saga_id.as_ref());
             let attempt = made_due.child();
             let started = now_unix_nanos();
-            let result = shared.attempt(&effect, timeout).await;
-            if shared.tracer.enabled() {
+            let result = context.attempt(&effect, timeout).await;
+            if context.tracer.enabled() {
                 let mut span = Span::ended_now(
                     &attempt,
                     Some(made_due.span_id),
@@ -285,7 +285,7 @@ impl<W: Worker> Shared<W> {
                 if let Err(e) = &result {
                     span.error = Some(e.to_string());
                 }
-                shared.tracer.record(span);
+                context.tracer.record(span);
             }
             // A retry keeps the context it was recorded with (the table's); a settled outcome
             // carries the attempt's.
@@ -465,9 +465,9 @@ impl<W: Worker> Shared<W> {
                     self.effects
                         .hand(self.effects.record(&committed.effects), now);
                     if !committed.rows.is_empty() {
-                        let shared = self.clone();
+                        let context = self.clone();
                         tasks.spawn(async move {
-                            if let Err(e) = shared.publisher.publish(&committed.rows).await {
+                            if let Err(e) = context.publisher.publish(&committed.rows).await {
                                 tracing::warn!(error = %e, "effect outputs left to the relay");
                             }
                         });

@@ -20,9 +20,11 @@ use super::trace::Tracer;
 use ridesaga_schemas::TraceContext;
 use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
 
-/// Everything the handling of one message needs; shared by all in-flight tasks.
+/// A worker's context: the service, its database, the batch writer, the publisher, the
+/// effects handoff, metrics and spans; what the handling of every message, the timers, the
+/// relay and the effect executor share.
 #[derive(Debug)]
-pub(super) struct Shared<W> {
+pub(super) struct WorkerContext<W> {
     pub worker: W,
     pub service: Service,
     pub instance: String,
@@ -59,7 +61,7 @@ pub(super) fn retry_delay(delivered: i64) -> Duration {
     Duration::from_secs((1u64 << exp).min(30))
 }
 
-impl<W: Worker> Shared<W> {
+impl<W: Worker> WorkerContext<W> {
     /// The batch writer's loop on this replica's service, database, publisher and effects.
     pub(super) fn writer_task(&self) -> WriterTask<'_, W> {
         WriterTask {
@@ -114,7 +116,7 @@ impl<W: Worker> Shared<W> {
     /// A message already applied (the inbox knows its `occurred_at` and id) is acknowledged
     /// without effect, whatever its content: the first copy applied stands. A copy published
     /// under the same `Nats-Msg-Id` within the stream's duplicate window is never delivered.
-    pub(super) async fn handle(
+    pub(super) async fn decide(
         &self,
         subject: &str,
         headers: Option<&HeaderMap>,
@@ -166,7 +168,7 @@ impl<W: Worker> Shared<W> {
         };
         let (outcome, verdict) = match self
             .writer
-            .apply(input, Timestamp::now(), process.clone())
+            .write(input, Timestamp::now(), process.clone())
             .await
         {
             Ok(Applied::New(rows)) => {
