@@ -49,6 +49,7 @@ impl HandleError {
     }
 }
 
+/// A database error as it is: whether it is transient is decided when its input is answered.
 impl From<sqlx::Error> for HandleError {
     fn from(e: sqlx::Error) -> Self {
         HandleError::Database(Arc::new(e))
@@ -294,7 +295,8 @@ pub enum BatchError {
     #[error("input {index}: {error}")]
     Input { index: usize, error: HandleError },
     /// Nothing in the batch can be applied now (the database failed): every input is answered
-    /// with `0`.
+    /// with `0` if it may pass later; if not, the batch is redone one input at a time, so that
+    /// the input at fault is the only one refused.
     #[error("batch: {0}")]
     Batch(HandleError),
 }
