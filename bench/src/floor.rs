@@ -54,7 +54,7 @@ impl Worker for Floor {
         &NO_TABLES
     }
 
-    async fn apply<'a>(
+    async fn handle<'a>(
         &'a self,
         _conn: &'a mut runtime::Conn<'_>,
         input: &'a Envelope,

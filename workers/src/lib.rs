@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod config;
+#[warn(unreachable_pub)]
 pub mod runtime;
 pub mod services;
 pub mod telemetry;

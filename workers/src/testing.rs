@@ -174,7 +174,11 @@ pub(crate) async fn apply_in_tx<'c, W: Worker>(
     input: &Envelope,
     now: Timestamp,
 ) -> Result<Vec<Envelope>, HandleError> {
-    in_tx!(conn, |tx| worker.apply(tx, input, now).await, Result::is_ok)
+    in_tx!(
+        conn,
+        |tx| worker.handle(tx, input, now).await,
+        Result::is_ok
+    )
 }
 
 /// Inputs applied as one batch, as the runtime applies them (without the inbox): in one
@@ -195,7 +199,7 @@ pub(crate) async fn apply_batch_in_tx<'c, W: Worker>(
     in_tx!(
         conn,
         |tx| {
-            match worker.apply_batch(tx, &batch).await {
+            match worker.handle_batch(tx, &batch).await {
                 Ok(done) => {
                     for write in &done.writes {
                         write.execute(tx).await.unwrap();

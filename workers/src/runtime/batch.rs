@@ -5,23 +5,82 @@
 use std::collections::HashMap;
 
 use ridesaga_schemas::{Envelope, Timestamp, TraceContext};
-use sqlx::error::ErrorKind;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::db::{self, Conn, InboxEntry, OutboxRow, Turn};
+use super::db::{self, Conn, Database, InboxEntry, OutboxRow, Turn};
 use super::handler::{BatchError, HandleError, Input, Worker};
-use super::process::{Applied, Shared};
+use super::handoff::Handoff;
+use super::metrics::Metrics;
+use super::publish::Publisher;
 use super::saga_trace;
+
+/// The outcome of the transactional part.
+#[derive(Debug)]
+pub(super) enum Applied {
+    /// First time: these outputs were committed to the outbox.
+    New(Vec<OutboxRow>),
+    /// Already applied before; these outputs of it are still waiting in the outbox.
+    Duplicate(Vec<OutboxRow>),
+}
 
 /// One input for the batch writer, and where to send its outcome.
 #[derive(Debug)]
-pub struct WriteRequest {
+pub(super) struct WriteRequest {
     input: Envelope,
     now: Timestamp,
     /// The span that processes the input: its outputs are created under it.
     trace: TraceContext,
     reply: oneshot::Sender<Result<Applied, HandleError>>,
+}
+
+/// The way to the batch writer, which every input of the replica takes.
+#[derive(Debug, Clone)]
+pub(super) struct BatchWriter {
+    requests: mpsc::Sender<WriteRequest>,
+}
+
+impl BatchWriter {
+    /// The writer's handle and the queue its loop ([`WriterTask::run`]) takes inputs from, at
+    /// most `capacity` waiting.
+    pub(super) fn channel(capacity: usize) -> (Self, mpsc::Receiver<WriteRequest>) {
+        let (requests, queue) = mpsc::channel(capacity);
+        (BatchWriter { requests }, queue)
+    }
+
+    /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
+    /// commits several inputs together when they arrive together.
+    pub(super) async fn write(
+        &self,
+        input: Envelope,
+        now: Timestamp,
+        trace: TraceContext,
+    ) -> Result<Applied, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            input,
+            now,
+            trace,
+            reply,
+        };
+        if self.requests.send(request).await.is_err() {
+            return Err(HandleError::Transient("the writer has stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(HandleError::Transient("the writer has stopped".into())))
+    }
+}
+
+/// The batch writer's loop, with what it writes with: the service, its database, the
+/// publisher whose published rows it deletes, the effects it hands over, the metrics.
+#[derive(Debug)]
+pub(super) struct WriterTask<'a, W> {
+    pub worker: &'a W,
+    pub database: &'a Database,
+    pub publisher: &'a Publisher,
+    pub effects: &'a Handoff,
+    pub metrics: &'a Metrics,
 }
 
 /// Published outbox rows a batch deletes along with its inputs once at least this many have
@@ -38,35 +97,12 @@ enum Attempt {
     AllFailed(HandleError),
 }
 
-impl<W: Worker> Shared<W> {
-    /// Inbox check, state change and outbox rows, in one transaction: the batch writer's, which
-    /// commits several inputs together when they arrive together.
-    pub async fn apply(
-        &self,
-        input: Envelope,
-        now: Timestamp,
-        trace: TraceContext,
-    ) -> Result<Applied, HandleError> {
-        let (reply, answer) = oneshot::channel();
-        let request = WriteRequest {
-            input,
-            now,
-            trace,
-            reply,
-        };
-        if self.writes.send(request).await.is_err() {
-            return Err(HandleError::Transient("the writer has stopped".into()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(HandleError::Transient("the writer has stopped".into())))
-    }
-
+impl<W: Worker> WriterTask<'_, W> {
     /// The batch writer: takes every input waiting (up to `max`), applies them in one
     /// transaction with the deletes of the outbox rows published since the last batch, commits
     /// once, and answers each input. Group commit: one WAL commit for the batch instead of two
     /// per input.
-    pub async fn write_loop(
+    pub(super) async fn run(
         &self,
         mut requests: mpsc::Receiver<WriteRequest>,
         max: usize,
@@ -100,93 +136,89 @@ impl<W: Worker> Shared<W> {
             }
             // Published rows are deleted by a batch once enough have gathered; until then
             // the relay's next round deletes them (before it looks for rows left behind).
-            let stored = self.publisher.take_stored_if(DELETE_WITH_BATCH);
-            match self.write_batch(&mut turn, &batch, &stored).await {
-                Ok(outcomes) => {
-                    for (request, outcome) in batch.drain(..).zip(outcomes) {
-                        let _ = request.reply.send(outcome);
-                    }
-                }
-                Err(e) => {
-                    self.publisher.restore_stored(stored);
-                    if batch.len() == 1 {
-                        for request in batch.drain(..) {
-                            let _ = request.reply.send(Err(database_failure(&e)));
-                        }
-                        continue;
-                    }
-                    // The transaction failed (a write that breaks a constraint fails the
-                    // commit of the whole batch): each input alone, so that one input's fault
-                    // is its own and the others go through.
-                    tracing::warn!(error = %e, inputs = batch.len(), "a batch failed; applying its inputs one by one");
-                    for request in batch.drain(..) {
-                        let outcome = match self
-                            .write_batch(&mut turn, std::slice::from_ref(&request), &[])
-                            .await
-                        {
-                            Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
-                                Err(HandleError::Transient("not applied".into()))
-                            }),
-                            Err(e) => Err(database_failure(&e)),
-                        };
-                        let _ = request.reply.send(outcome);
-                    }
-                }
+            let acked = self.publisher.take_acked_if(DELETE_WITH_BATCH);
+            let outcomes = self.write_batch(&mut turn, &batch, &acked).await;
+            for (request, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = request.reply.send(outcome);
             }
         }
     }
 
     /// Applies the batch in one transaction and returns each input's outcome. An input whose
     /// handler fails is answered with its error and the batch is redone without it (failures
-    /// are rare, and this keeps the common path free of a savepoint per input). An error of the
-    /// transaction itself fails the whole batch.
+    /// are rare, and this keeps the common path free of a savepoint per input). A batch whose
+    /// transaction fails (a write that breaks a constraint fails the commit of the whole
+    /// batch), or that the service cannot apply for a reason that will not pass, is redone one
+    /// input at a time, so that one input's fault is its own and the others go through.
     async fn write_batch(
         &self,
         turn: &mut Turn,
         batch: &[WriteRequest],
-        stored: &[String],
-    ) -> Result<Vec<Result<Applied, HandleError>>, sqlx::Error> {
+        acked: &[String],
+    ) -> Vec<Result<Applied, HandleError>> {
         let mut outcomes: Vec<Option<Result<Applied, HandleError>>> =
             batch.iter().map(|_| None).collect();
+        let mut one_at_a_time = false;
+        // The published rows to delete, until a commit deleted them.
+        let mut acked = acked;
         loop {
-            let pending: Vec<usize> = (0..batch.len())
+            let mut pending: Vec<usize> = (0..batch.len())
                 .filter(|&i| outcomes[i].is_none())
                 .collect();
             if pending.is_empty() {
-                // Every input failed: nothing committed, the delete of published rows included.
-                self.publisher.restore_stored(stored.to_vec());
                 break;
             }
+            if one_at_a_time {
+                pending.truncate(1);
+            }
             let attempt = match turn.conn().await {
-                Ok(mut conn) => self.try_batch(&mut conn, batch, &pending, stored).await,
+                Ok(mut conn) => self.try_batch(&mut conn, batch, &pending, acked).await,
                 Err(e) => Err(e),
             };
-            let attempt = attempt.inspect_err(|_| turn.give_back())?;
+            let attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    turn.give_back();
+                    if let [only] = pending[..] {
+                        outcomes[only] = Some(Err(e.into()));
+                    } else {
+                        tracing::warn!(error = %e, inputs = pending.len(), "a batch failed; applying its inputs one by one");
+                        one_at_a_time = true;
+                    }
+                    continue;
+                }
+            };
             match attempt {
                 Attempt::Committed(applied) => {
                     for (i, applied) in applied {
                         outcomes[i] = Some(Ok(applied));
                     }
-                    break;
+                    acked = &[];
                 }
                 Attempt::Failed { index, error } => outcomes[index] = Some(Err(error)),
+                Attempt::AllFailed(error) if pending.len() > 1 && !error.is_transient() => {
+                    tracing::warn!(%error, inputs = pending.len(), "a batch failed; applying its inputs one by one");
+                    one_at_a_time = true;
+                }
                 Attempt::AllFailed(error) => {
-                    self.publisher.restore_stored(stored.to_vec());
                     for i in pending {
                         outcomes[i] = Some(Err(error.clone()));
                     }
-                    break;
                 }
             }
         }
-        Ok(outcomes
+        // Nothing committed: the published rows are still to delete.
+        if !acked.is_empty() {
+            self.publisher.restore_acked(acked.to_vec());
+        }
+        outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(HandleError::Transient("not applied".into()))))
-            .collect())
+            .collect()
     }
 
     /// One attempt at committing the inputs `pending` (indexes into `batch`) on `conn`, in the
-    /// writer's turn that [`Shared::write_loop`] holds. Apart from the service's own statements it
+    /// writer's turn that [`WriterTask::run`] holds. Apart from the service's own statements it
     /// takes two round trips to the database thread: one opens the transaction, deletes the
     /// rows published since the last batch and records every input in the inbox; the other
     /// stores all the outputs and commits. Every exit before the commit rolls the transaction
@@ -196,7 +228,7 @@ impl<W: Worker> Shared<W> {
         conn: &mut Conn<'_>,
         batch: &[WriteRequest],
         pending: &[usize],
-        stored: &[String],
+        acked: &[String],
     ) -> Result<Attempt, sqlx::Error> {
         let subjects: Vec<String> = pending.iter().map(|&i| batch[i].input.subject()).collect();
         let entries: Vec<InboxEntry<'_>> = pending
@@ -221,7 +253,7 @@ impl<W: Worker> Shared<W> {
             .map(|sql| (sql, self.worker.preload_parameter(&inputs_at(pending))));
         let preloading = preload.is_some();
         let db::Opened { fresh, preloaded } =
-            db::open_batch(conn, stored, &entries, preload).await?;
+            db::open_batch(conn, acked, &entries, preload).await?;
         // Each input is new (applied by this batch), a second delivery of one that is, or one
         // applied by an earlier batch (answered with its outputs still in the outbox).
         let mut first_of: HashMap<&str, usize> = HashMap::new();
@@ -248,9 +280,9 @@ impl<W: Worker> Shared<W> {
         }
         let inputs = inputs_at(&work);
         let applied_batch = if preloading {
-            self.worker.apply_preloaded(conn, &inputs, preloaded).await
+            self.worker.handle_preloaded(conn, &inputs, preloaded).await
         } else {
-            self.worker.apply_batch(conn, &inputs).await
+            self.worker.handle_batch(conn, &inputs).await
         };
         let mut done = match applied_batch {
             Ok(done) if done.outputs.len() == work.len() => done,
@@ -334,25 +366,6 @@ impl<W: Worker> Shared<W> {
         applied.extend(rows_of.into_iter().map(|(i, rows)| (i, Applied::New(rows))));
         self.metrics.batch(pending.len());
         Ok(Attempt::Committed(applied))
-    }
-}
-
-/// What a failed transaction means for its input: a constraint the input's writes break will
-/// break again (it goes to the dead letters at once); anything else (busy, I/O) may pass later.
-fn database_failure(e: &sqlx::Error) -> HandleError {
-    let broken = e.as_database_error().is_some_and(|db| {
-        matches!(
-            db.kind(),
-            ErrorKind::UniqueViolation
-                | ErrorKind::ForeignKeyViolation
-                | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation
-        )
-    });
-    if broken {
-        HandleError::Permanent(format!("database: {e}"))
-    } else {
-        HandleError::Transient(format!("database: {e}"))
     }
 }
 

@@ -164,7 +164,7 @@ impl OutboxRow {
 /// the replica that records them, whose executor gets them in memory once the transaction
 /// commits ([`NewEffects::pending`]); without one, any replica's executor claims them.
 #[derive(Debug, Clone, Copy)]
-pub struct NewEffects<'a> {
+pub(crate) struct NewEffects<'a> {
     pub effects: &'a [Effect],
     pub deadline: Duration,
     pub claim: Duration,
@@ -172,18 +172,19 @@ pub struct NewEffects<'a> {
 
 impl NewEffects<'_> {
     /// No effects.
-    pub const NONE: NewEffects<'static> = NewEffects {
+    #[cfg(test)]
+    pub(crate) const NONE: NewEffects<'static> = NewEffects {
         effects: &[],
         deadline: Duration::ZERO,
         claim: Duration::ZERO,
     };
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.effects.is_empty()
     }
 
     /// The effects as recorded by a transaction at `now`.
-    pub fn pending(&self, now: Timestamp) -> Vec<PendingEffect> {
+    pub(crate) fn pending(&self, now: Timestamp) -> Vec<PendingEffect> {
         let deadline = Timestamp::from_unix_millis(self.deadline_ms(now));
         self.effects
             .iter()
@@ -215,7 +216,7 @@ impl NewEffects<'_> {
 
 /// An effect to try again: its claim is cleared and it is due at `next_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EffectRetry {
+pub(crate) struct EffectRetry {
     pub id: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -225,7 +226,7 @@ pub struct EffectRetry {
 
 /// A pending effect as the control plane shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct EffectStatus {
+pub(crate) struct EffectStatus {
     pub kind: String,
     pub id: String,
     /// Attempts made so far.
@@ -274,7 +275,7 @@ fn pending_effect(row: &Row) -> Result<PendingEffect, sqlx::Error> {
 /// One input for the inbox: the message (its id and occurrence time, which together identify
 /// it), its subject, and when it was received.
 #[derive(Debug, Clone, Copy)]
-pub struct InboxEntry<'a> {
+pub(crate) struct InboxEntry<'a> {
     pub id: &'a str,
     pub subject: &'a str,
     pub occurred: Timestamp,
@@ -283,7 +284,7 @@ pub struct InboxEntry<'a> {
 
 impl<'a> InboxEntry<'a> {
     /// The entry for `input` (whose subject is `subject`), received at `received`.
-    pub fn of(input: &'a Envelope, subject: &'a str, received: Timestamp) -> Self {
+    pub(crate) fn of(input: &'a Envelope, subject: &'a str, received: Timestamp) -> Self {
         InboxEntry {
             id: input.id.as_str(),
             subject,
@@ -295,7 +296,7 @@ impl<'a> InboxEntry<'a> {
 
 /// What the statements that open a batch returned.
 #[derive(Debug, Default)]
-pub struct Opened {
+pub(crate) struct Opened {
     /// The inbox entries that were new.
     pub fresh: HashSet<String>,
     /// The rows of the service's preload statement, if it was given one.
@@ -347,7 +348,7 @@ impl Database {
 
     /// Waits for the writer's turn: the one connection writes go through, to its holder alone
     /// until the turn drops.
-    pub async fn turn(&self) -> Result<Turn, sqlx::Error> {
+    pub(crate) async fn turn(&self) -> Result<Turn, sqlx::Error> {
         match self {
             Database::Sqlite(db) => Ok(Turn::Sqlite(
                 db.writer.turn().await.map_err(sqlx::Error::Io)?,
@@ -395,7 +396,7 @@ impl Database {
 
     /// Up to `limit` outbox rows created before `before_ms`: left behind by a crash or a failed
     /// publish. Read outside the writer's turn.
-    pub async fn outbox_stale(
+    pub(crate) async fn outbox_stale(
         &self,
         before_ms: i64,
         limit: i64,
@@ -409,7 +410,7 @@ impl Database {
     /// How many effects are pending, and whether one of them is due and unclaimed at
     /// `now_ms`: a read outside the writer's turn, so that a replica with nothing to perform
     /// takes no turn to find out.
-    pub async fn effects_pending(&self, now_ms: i64) -> Result<(i64, bool), sqlx::Error> {
+    pub(crate) async fn effects_pending(&self, now_ms: i64) -> Result<(i64, bool), sqlx::Error> {
         match self {
             Database::Sqlite(db) => sqlite::effects_pending(&db.pool, now_ms).await,
             Database::Postgres(db) => postgres::effects_pending(&db.pool, now_ms).await,
@@ -418,7 +419,7 @@ impl Database {
 
     /// The outbox's and the effects' figures for the metrics at `now_ms`: one read outside the
     /// writer's turn.
-    pub async fn sample(&self, now_ms: i64) -> Result<Sample, sqlx::Error> {
+    pub(crate) async fn sample(&self, now_ms: i64) -> Result<Sample, sqlx::Error> {
         let (outbox_rows, outbox_oldest, effects_pending, effects_oldest) = match self {
             Database::Sqlite(db) => sqlite::sample(&db.pool).await?,
             Database::Postgres(db) => postgres::sample(&db.pool).await?,
@@ -451,7 +452,10 @@ impl Database {
     }
 
     /// The pending effects of `saga`, oldest first. Read outside the writer's turn.
-    pub async fn effects_of_saga(&self, saga: &RideId) -> Result<Vec<EffectStatus>, sqlx::Error> {
+    pub(crate) async fn effects_of_saga(
+        &self,
+        saga: &RideId,
+    ) -> Result<Vec<EffectStatus>, sqlx::Error> {
         match self {
             Database::Sqlite(db) => sqlite::effects_of_saga(&db.pool, saga).await,
             Database::Postgres(db) => postgres::effects_of_saga(&db.pool, saga).await,
@@ -462,7 +466,7 @@ impl Database {
     }
 
     /// What the backend runs beside the worker until `stop` (SQLite's checkpointer).
-    pub async fn maintain(&self, stop: CancellationToken) {
+    pub(crate) async fn maintain(&self, stop: CancellationToken) {
         match self {
             Database::Sqlite(db) => {
                 sqlite::checkpoint::checkpoint_loop(db.checkpoints.clone(), db.writer.clone(), stop)
@@ -474,7 +478,7 @@ impl Database {
     }
 
     /// Closes every connection (when the replica stops).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         match self {
             Database::Sqlite(db) => {
                 db.writer.close().await;
@@ -488,14 +492,14 @@ impl Database {
 
 /// The writer's turn (see [`Database::turn`]).
 #[derive(Debug)]
-pub enum Turn {
+pub(crate) enum Turn {
     Sqlite(sqlite::writer::Turn),
     Postgres(postgres::Turn),
 }
 
 impl Turn {
     /// The writer's connection.
-    pub async fn conn(&mut self) -> Result<Conn<'_>, sqlx::Error> {
+    pub(crate) async fn conn(&mut self) -> Result<Conn<'_>, sqlx::Error> {
         match self {
             Turn::Sqlite(turn) => Ok(Conn::Sqlite(turn.conn().await?)),
             Turn::Postgres(turn) => Ok(Conn::Postgres(turn.conn().await?)),
@@ -504,7 +508,7 @@ impl Turn {
 
     /// Gives the connection back to its pool, which tests it (and replaces it if it is broken)
     /// before the next turn: for after a failure, which may have been the connection's.
-    pub fn give_back(&mut self) {
+    pub(crate) fn give_back(&mut self) {
         match self {
             Turn::Sqlite(turn) => turn.give_back(),
             Turn::Postgres(turn) => turn.give_back(),
@@ -516,7 +520,7 @@ impl Turn {
 /// every entry in the inbox (returning the ids that were new) and runs the service's preload
 /// statement with its parameter, if given. The caller ends the transaction with
 /// [`close_batch`] or [`abort_batch`].
-pub async fn open_batch(
+pub(crate) async fn open_batch(
     conn: &mut Conn<'_>,
     published: &[String],
     entries: &[InboxEntry<'_>],
@@ -530,7 +534,7 @@ pub async fn open_batch(
 
 /// Runs the service's `writes`, stores the batch's outputs (each with the id of the input
 /// that caused it) and its effects, and commits. On failure the transaction is rolled back.
-pub async fn close_batch(
+pub(crate) async fn close_batch(
     conn: &mut Conn<'_>,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
@@ -544,7 +548,7 @@ pub async fn close_batch(
 }
 
 /// Rolls back a batch's transaction, if one is open.
-pub async fn abort_batch(conn: &mut Conn<'_>) {
+pub(crate) async fn abort_batch(conn: &mut Conn<'_>) {
     match conn {
         Conn::Sqlite(c) => sqlite::abort_batch(c).await,
         Conn::Postgres(c) => postgres::abort_batch(c).await,
@@ -552,7 +556,7 @@ pub async fn abort_batch(conn: &mut Conn<'_>) {
 }
 
 /// The outputs of an input applied before that are still waiting in the outbox.
-pub async fn outbox_for_cause(
+pub(crate) async fn outbox_for_cause(
     conn: &mut Conn<'_>,
     cause: &MessageId,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
@@ -563,7 +567,7 @@ pub async fn outbox_for_cause(
 }
 
 /// Stores `rows` in the outbox, caused by `cause` (none for a timer's outputs).
-pub async fn outbox_insert(
+pub(crate) async fn outbox_insert(
     conn: &mut Conn<'_>,
     cause: Option<&MessageId>,
     rows: &[OutboxRow],
@@ -576,7 +580,7 @@ pub async fn outbox_insert(
 }
 
 /// Deletes the outbox rows whose ids are given (the server stored them).
-pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
+pub(crate) async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::outbox_delete(c, ids).await,
         Conn::Postgres(c) => postgres::outbox_delete(c, ids).await,
@@ -586,7 +590,7 @@ pub async fn outbox_delete(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sq
 /// Stores what a transaction beside the batches produced at `now`: `rows` (caused by no
 /// input), the `effects` it made due and the `retries` it scheduled; one statement on
 /// PostgreSQL.
-pub async fn store_outputs(
+pub(crate) async fn store_outputs(
     conn: &mut Conn<'_>,
     rows: &[OutboxRow],
     effects: NewEffects<'_>,
@@ -608,7 +612,7 @@ pub async fn store_outputs(
 }
 
 /// Records effects made due at `now`; an id already recorded keeps its first record.
-pub async fn effects_insert(
+pub(crate) async fn effects_insert(
     conn: &mut Conn<'_>,
     effects: NewEffects<'_>,
     now: Timestamp,
@@ -624,7 +628,7 @@ pub async fn effects_insert(
 
 /// Claims up to `limit` effects due and unclaimed at `now_ms`, earliest due first, until
 /// `until_ms`, and returns them.
-pub async fn effects_claim(
+pub(crate) async fn effects_claim(
     conn: &mut Conn<'_>,
     now_ms: i64,
     until_ms: i64,
@@ -639,7 +643,7 @@ pub async fn effects_claim(
 
 /// Forgets the effects whose ids are given; returns the ids that were still recorded (the
 /// others were settled already, by another replica).
-pub async fn effects_delete(
+pub(crate) async fn effects_delete(
     conn: &mut Conn<'_>,
     ids: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
@@ -653,7 +657,10 @@ pub async fn effects_delete(
 }
 
 /// Clears the claims of the effects whose ids are given, so any replica claims them next.
-pub async fn effects_release(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), sqlx::Error> {
+pub(crate) async fn effects_release(
+    conn: &mut Conn<'_>,
+    ids: &[String],
+) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -665,7 +672,7 @@ pub async fn effects_release(conn: &mut Conn<'_>, ids: &[String]) -> Result<(), 
 
 /// Sets effects up for another attempt: their attempts, when, the last error; clears their
 /// claims.
-pub async fn effects_retry(
+pub(crate) async fn effects_retry(
     conn: &mut Conn<'_>,
     retries: &[EffectRetry],
 ) -> Result<(), sqlx::Error> {
@@ -682,7 +689,7 @@ pub async fn effects_retry(
 /// days) of messages that occurred and were received before `before_ms`; returns how many
 /// entries went. `now_ms` lets a backend prepare for what comes (PostgreSQL's partitions of
 /// the days ahead).
-pub async fn inbox_prune(
+pub(crate) async fn inbox_prune(
     conn: &mut Conn<'_>,
     now_ms: i64,
     before_ms: i64,
@@ -694,9 +701,9 @@ pub async fn inbox_prune(
     }
 }
 
-/// Runs a service's preload statement on its own: what `apply_batch` does when the runtime did
+/// Runs a service's preload statement on its own: what `handle_batch` does when the runtime did
 /// not run it with the statements that open the batch.
-pub async fn preload_rows(
+pub(crate) async fn preload_rows(
     conn: &mut Conn<'_>,
     sql: &str,
     parameter: String,
@@ -708,7 +715,7 @@ pub async fn preload_rows(
 }
 
 /// Runs one of a service's writes on its own (in a timer, or for a batch of one).
-pub async fn execute(conn: &mut Conn<'_>, write: &BatchWrite) -> Result<(), sqlx::Error> {
+pub(crate) async fn execute(conn: &mut Conn<'_>, write: &BatchWrite) -> Result<(), sqlx::Error> {
     match conn {
         Conn::Sqlite(c) => sqlite::execute(c, write).await,
         Conn::Postgres(c) => postgres::execute(c, write).await,

@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use ridesaga_schemas::{Envelope, RideId, Service, Timestamp, TraceContext};
 use sqlx::migrate::Migrator;
 
 use super::db::{self, Conn, Kind, Row};
 use super::effects::{Effect, EffectError, Finished, PendingEffect, Settled};
+use super::errors;
 use super::metrics::{SagaDeadlines, SagaOutcome};
 
 /// What a handler failure means for the input message.
@@ -22,13 +24,35 @@ pub enum HandleError {
     /// dead-letter path with this reason and is terminated.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The database failed: transient or permanent as [`HandleError::is_transient`] tells
+    /// from the error itself (a busy database passes later, a broken constraint never does).
+    #[error("database: {0}")]
+    Database(#[source] Arc<sqlx::Error>),
 }
 
+impl HandleError {
+    /// Whether the input may pass if tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandleError::Transient(_) => true,
+            HandleError::Permanent(_) => false,
+            HandleError::Database(e) => errors::is_transient(e),
+        }
+    }
+
+    /// What went wrong, without the verdict: the reason a dead letter or a retry gives.
+    pub fn reason(&self) -> String {
+        match self {
+            HandleError::Transient(reason) | HandleError::Permanent(reason) => reason.clone(),
+            HandleError::Database(_) => self.to_string(),
+        }
+    }
+}
+
+/// A database error as it is: whether it is transient is decided when its input is answered.
 impl From<sqlx::Error> for HandleError {
     fn from(e: sqlx::Error) -> Self {
-        // A database error is assumed transient (locked, busy, I/O); a poison message that
-        // breaks a constraint every time ends up in dead letters after max_deliver anyway.
-        HandleError::Transient(format!("database: {e}"))
+        HandleError::Database(Arc::new(e))
     }
 }
 
@@ -53,7 +77,7 @@ pub trait Worker: Send + Sync + 'static {
 
     /// Applies one input and returns the messages to publish. Called at most once per message
     /// id that commits (the runtime's inbox check runs first in the same transaction).
-    fn apply<'a>(
+    fn handle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         input: &'a Envelope,
@@ -66,12 +90,12 @@ pub trait Worker: Send + Sync + 'static {
     /// before it.
     ///
     /// The default runs the service's [`Worker::preload`] statement, if it has one, and
-    /// hands its rows to [`Worker::apply_preloaded`]; without one, it applies one input after
-    /// another with [`Worker::apply`]. A service that applies a batch whole loads the state of
+    /// hands its rows to [`Worker::handle_preloaded`]; without one, it applies one input after
+    /// another with [`Worker::handle`]. A service that applies a batch whole loads the state of
     /// the whole batch in one statement and saves it with [`BatchWrite`]s, so a batch costs
-    /// the same few round trips to the database whatever its size; its `apply` is then
-    /// [`apply_as_batch`].
-    fn apply_batch<'a>(
+    /// the same few round trips to the database whatever its size; its `handle` is then
+    /// [`handle_as_batch`].
+    fn handle_batch<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],
@@ -82,9 +106,9 @@ pub trait Worker: Send + Sync + 'static {
                     let rows = db::preload_rows(conn, sql, self.preload_parameter(inputs))
                         .await
                         .map_err(|e| BatchError::Batch(e.into()))?;
-                    self.apply_preloaded(conn, inputs, rows).await
+                    self.handle_preloaded(conn, inputs, rows).await
                 }
-                None => apply_one_by_one(self, conn, inputs).await,
+                None => handle_one_by_one(self, conn, inputs).await,
             }
         }
     }
@@ -93,8 +117,8 @@ pub trait Worker: Send + Sync + 'static {
     /// one: its only parameter (SQLite's positional `?`) is [`Worker::preload_parameter`] of the batch's
     /// inputs (by default the JSON array of their saga ids). The runtime runs it in the round
     /// trip that opens the batch's transaction and hands its rows to
-    /// [`Worker::apply_preloaded`], so the batch costs one round trip to the database fewer. A
-    /// service that has one implements `apply_preloaded`. The text must be the same from one
+    /// [`Worker::handle_preloaded`], so the batch costs one round trip to the database fewer. A
+    /// service that has one implements `handle_preloaded`. The text must be the same from one
     /// batch to the next (it is prepared once).
     fn preload(&self, kind: Kind) -> Option<&str> {
         let _ = kind;
@@ -109,16 +133,16 @@ pub trait Worker: Send + Sync + 'static {
         saga_ids(inputs)
     }
 
-    /// [`Worker::apply_batch`] with the rows of [`Worker::preload`] already read, in the same
+    /// [`Worker::handle_batch`] with the rows of [`Worker::preload`] already read, in the same
     /// transaction. The default ignores them and applies one input after another.
-    fn apply_preloaded<'a>(
+    fn handle_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],
         rows: Vec<Row>,
     ) -> impl Future<Output = Result<BatchOutput, BatchError>> + Send + 'a {
         let _ = rows;
-        apply_one_by_one(self, conn, inputs)
+        handle_one_by_one(self, conn, inputs)
     }
 
     /// Performs an effect this service declared: the call to the outside world, with the
@@ -226,10 +250,10 @@ pub struct Input<'a> {
     pub trace: Option<&'a TraceContext>,
 }
 
-/// Applies `inputs` one after another with [`Worker::apply`]. Boxed: a service whose `apply`
-/// is [`apply_as_batch`] and whose `apply_batch` is the default would otherwise make a future
+/// Applies `inputs` one after another with [`Worker::handle`]. Boxed: a service whose `handle`
+/// is [`handle_as_batch`] and whose `handle_batch` is the default would otherwise make a future
 /// that contains itself.
-fn apply_one_by_one<'a, W: Worker + ?Sized>(
+fn handle_one_by_one<'a, W: Worker + ?Sized>(
     worker: &'a W,
     conn: &'a mut Conn<'_>,
     inputs: &'a [Input<'a>],
@@ -237,7 +261,7 @@ fn apply_one_by_one<'a, W: Worker + ?Sized>(
     Box::pin(async move {
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
-            let applied = worker.apply(conn, input.envelope, input.now).await;
+            let applied = worker.handle(conn, input.envelope, input.now).await;
             outputs.push(applied.map_err(|error| BatchError::Input { index, error })?);
         }
         Ok(BatchOutput {
@@ -258,7 +282,7 @@ pub fn saga_ids(inputs: &[Input<'_>]) -> String {
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// What [`Worker::apply_batch`] did.
+/// What [`Worker::handle_batch`] did.
 #[derive(Debug, Default)]
 pub struct BatchOutput {
     /// Each input's outputs, in the order of the inputs.
@@ -278,7 +302,8 @@ pub enum BatchError {
     #[error("input {index}: {error}")]
     Input { index: usize, error: HandleError },
     /// Nothing in the batch can be applied now (the database failed): every input is answered
-    /// with `0`.
+    /// with `0` if it may pass later; if not, the batch is redone one input at a time, so that
+    /// the input at fault is the only one refused.
     #[error("batch: {0}")]
     Batch(HandleError),
 }
@@ -316,10 +341,10 @@ impl BatchWrite {
     }
 }
 
-/// [`Worker::apply`] for a service that implements [`Worker::apply_batch`]: applies `input` as
+/// [`Worker::handle`] for a service that implements [`Worker::handle_batch`]: applies `input` as
 /// a batch of one and runs its writes at once. An input that makes effects due is refused
 /// (nothing here would record them).
-pub async fn apply_as_batch<W: Worker>(
+pub async fn handle_as_batch<W: Worker>(
     worker: &W,
     conn: &mut Conn<'_>,
     input: &Envelope,
@@ -331,13 +356,13 @@ pub async fn apply_as_batch<W: Worker>(
         trace: None,
     }];
     let done = worker
-        .apply_batch(conn, &inputs)
+        .handle_batch(conn, &inputs)
         .await
         .map_err(|e| match e {
             BatchError::Input { error, .. } | BatchError::Batch(error) => error,
         })?;
-    // `apply` has nowhere to record effects: a service whose batches make calls to the outside
-    // world is applied through `apply_batch`, which the runtime uses.
+    // `handle` has nowhere to record effects: a service whose batches make calls to the outside
+    // world is applied through `handle_batch`, which the runtime uses.
     if !done.effects.is_empty() {
         return Err(HandleError::Permanent(format!(
             "applying {} alone made {} effects due; apply it in a batch",

@@ -13,7 +13,7 @@ use super::metrics::Metrics;
 
 /// What the HTTP endpoints read.
 #[derive(Debug, Clone)]
-pub struct HttpState {
+pub(super) struct HttpState {
     pub service: &'static str,
     pub instance: String,
     pub metrics: Arc<Metrics>,
@@ -21,7 +21,7 @@ pub struct HttpState {
 }
 
 /// Binds the listener (so the caller learns the port) and serves until `shutdown`.
-pub async fn serve(
+pub(super) async fn serve(
     addr: SocketAddr,
     state: HttpState,
     shutdown: CancellationToken,

@@ -21,7 +21,7 @@ const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.
 
 /// How the handling of one input ended (the label `outcome` of the latency histogram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Applied for the first time (its outputs published).
     Applied,
     /// Applied before (an inbox hit): acknowledged without effect.
@@ -40,7 +40,7 @@ impl Outcome {
         Outcome::DeadLetter,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
             Outcome::Duplicate => "duplicate",
@@ -53,7 +53,7 @@ impl Outcome {
 /// Why an input was dead-lettered (the label `reason` of the dead-letter counter); the record
 /// on `dlq.<service>.<seq>` has the full text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadLetterCause {
+pub(crate) enum DeadLetterCause {
     /// It did not decode (oversize, malformed, invalid, disagreeing with its subject, ...).
     Undecodable,
     /// The service refused it for good (a permanent handler error, a broken constraint).
@@ -69,7 +69,7 @@ impl DeadLetterCause {
         DeadLetterCause::MaxDeliveries,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeadLetterCause::Undecodable => "undecodable",
             DeadLetterCause::Rejected => "rejected",
@@ -85,7 +85,7 @@ pub type SagaOutcome = (&'static str, &'static str);
 /// A histogram over fixed bounds: one counter per bucket (not cumulative, so an observation
 /// adds to one bucket only) and the sum in units of `1 / scale`.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds: &'static [f64],
     scale: f64,
     /// `bounds.len() + 1` counters, the last for values above every bound.
@@ -103,7 +103,7 @@ impl Histogram {
         }
     }
 
-    pub fn observe(&self, value: f64) {
+    pub(crate) fn observe(&self, value: f64) {
         let bucket = self.bounds.partition_point(|bound| *bound < value);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum
@@ -132,7 +132,7 @@ impl Histogram {
 
 /// One replica's figures. Shared by reference (`Arc`) between the tasks that update it.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub handled: AtomicU64,
     pub duplicates: AtomicU64,
     pub failed: AtomicU64,
@@ -189,7 +189,7 @@ impl Default for Metrics {
 
 /// What the database said when last sampled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub outbox_rows: i64,
     /// Age of the oldest outbox row, in milliseconds (0 when there is none).
     pub outbox_oldest_ms: i64,
@@ -210,12 +210,12 @@ pub struct SagaDeadlines {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Metrics::with_saga_outcomes(&[])
     }
 
     /// A replica whose service counts the sagas that end in one of `outcomes`.
-    pub fn with_saga_outcomes(outcomes: &'static [SagaOutcome]) -> Self {
+    pub(crate) fn with_saga_outcomes(outcomes: &'static [SagaOutcome]) -> Self {
         Metrics {
             handled: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -248,22 +248,22 @@ impl Metrics {
         }
     }
 
-    pub fn inc(counter: &AtomicU64) {
+    pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long handling one input took, and how it ended.
-    pub fn observe(&self, outcome: Outcome, elapsed: Duration) {
+    pub(crate) fn observe(&self, outcome: Outcome, elapsed: Duration) {
         self.latency[outcome as usize].observe(elapsed.as_secs_f64());
     }
 
     /// Records a dead letter.
-    pub fn dead_lettered(&self, cause: DeadLetterCause) {
+    pub(crate) fn dead_lettered(&self, cause: DeadLetterCause) {
         Metrics::inc(&self.dead_lettered[cause as usize]);
     }
 
     /// Dead letters recorded, whatever their cause.
-    pub fn dead_letters(&self) -> u64 {
+    pub(crate) fn dead_letters(&self) -> u64 {
         self.dead_lettered
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
@@ -271,20 +271,20 @@ impl Metrics {
     }
 
     /// Records a committed batch of `inputs` inputs.
-    pub fn batch(&self, inputs: usize) {
+    pub(crate) fn batch(&self, inputs: usize) {
         Metrics::inc(&self.batches);
         self.batch_inputs.observe(inputs as f64);
     }
 
     /// Records a saga that ended in `saga_outcomes()[index]`.
-    pub fn saga_finished(&self, index: usize) {
+    pub(crate) fn saga_finished(&self, index: usize) {
         if let Some(counter) = self.sagas_finished.get(index) {
             Metrics::inc(counter);
         }
     }
 
     /// Stores what the database said.
-    pub fn sampled(&self, sample: Sample) {
+    pub(crate) fn sampled(&self, sample: Sample) {
         self.outbox_rows
             .store(sample.outbox_rows, Ordering::Relaxed);
         self.outbox_oldest_ms
@@ -297,7 +297,7 @@ impl Metrics {
     }
 
     /// Stores what the service's deadlines said.
-    pub fn saga_deadlines(&self, deadlines: SagaDeadlines) {
+    pub(crate) fn saga_deadlines(&self, deadlines: SagaDeadlines) {
         self.sagas_waiting
             .store(deadlines.waiting, Ordering::Relaxed);
         self.sagas_overdue
@@ -308,7 +308,7 @@ impl Metrics {
     }
 
     /// The stats the NATS service API reports for this replica.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "handled": self.handled.load(Ordering::Relaxed),
             "duplicates": self.duplicates.load(Ordering::Relaxed),
@@ -329,7 +329,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format (0.0.4).
-    pub fn render(&self, service: &str, instance: &str) -> String {
+    pub(crate) fn render(&self, service: &str, instance: &str) -> String {
         let labels = format!("service=\"{service}\",replica=\"{instance}\"");
         let mut out = String::with_capacity(8192);
         let counters = [

@@ -1,9 +1,9 @@
 //! The effect executor: performs the effects the service's transactions recorded, outside any
 //! transaction, and settles their outcomes (see [`super::effects`]).
 //!
-//! One task per replica ([`Shared::effect_loop`]). The effects a replica's transactions record
+//! One task per replica ([`WorkerContext::effect_loop`]). The effects a replica's transactions record
 //! are recorded claimed by it (for an attempt's timeout and a margin) and reach its executor
-//! in memory once they commit ([`Handoff`]), so the common path costs no claim. The executor
+//! in memory once they commit ([`Handoff`](super::handoff::Handoff)), so the common path costs no claim. The executor
 //! also claims, on every tick, due effects nobody holds: the retries it scheduled, and the
 //! effects of a replica that stopped or crashed before performing them (their claims expired).
 //! A claim is a short write transaction, so replicas never perform one effect at the same
@@ -19,27 +19,28 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
 use ridesaga_schemas::{RideId, Timestamp, TraceContext};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::to_rows;
-use super::db::{self, Conn, EffectRetry, NewEffects, OutboxRow};
+use super::db::{self, Conn, EffectRetry, OutboxRow};
 use super::effects::{Effect, EffectError, EffectOutcome, Finished, PendingEffect};
 use super::handler::{BatchError, HandleError, Worker};
+use super::handoff::CLAIM_MARGIN;
 use super::metrics::Metrics;
-use super::process::Shared;
+use super::process::WorkerContext;
 
 /// How the executor runs.
 #[derive(Debug, Clone, Copy)]
-pub struct EffectSettings {
+pub(super) struct EffectSettings {
     /// `RIDESAGA_EFFECT_CONCURRENCY`: attempts in flight at once.
     pub concurrency: usize,
     /// `RIDESAGA_EFFECT_TIMEOUT`: how long one attempt may take.
@@ -48,8 +49,6 @@ pub struct EffectSettings {
     pub tick: Duration,
 }
 
-/// How much longer than an attempt's timeout a claim lasts: the time to settle the attempt.
-const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// The delay after the first transient failure; it doubles with every attempt after that.
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 /// The longest delay between two attempts.
@@ -57,64 +56,9 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// The most effects one claim takes.
 const CLAIM_MAX: usize = 256;
 
-/// The effects this replica's transactions recorded, on their way to its executor.
-#[derive(Debug)]
-pub struct Handoff {
-    handed: Mutex<Vec<PendingEffect>>,
-    due: Notify,
-    /// `RIDESAGA_EFFECT_DEADLINE`: how long after it is recorded an effect may be retried.
-    deadline: Duration,
-    /// How long a recorded effect stays claimed by the replica that recorded it: an attempt's
-    /// timeout and the margin.
-    claim: Duration,
-}
-
-impl Handoff {
-    pub fn new(deadline: Duration, attempt_timeout: Duration) -> Self {
-        Handoff {
-            handed: Mutex::new(Vec::new()),
-            due: Notify::new(),
-            deadline,
-            claim: attempt_timeout + CLAIM_MARGIN,
-        }
-    }
-
-    /// `effects` as a transaction records them: claimed by this replica.
-    pub fn record<'a>(&self, effects: &'a [Effect]) -> NewEffects<'a> {
-        NewEffects {
-            effects,
-            deadline: self.deadline,
-            claim: self.claim,
-        }
-    }
-
-    /// Hands what a transaction at `now` recorded with [`Handoff::record`] to the executor,
-    /// once it committed.
-    pub fn hand(&self, recorded: NewEffects<'_>, now: Timestamp) {
-        if recorded.is_empty() {
-            return;
-        }
-        let pending = recorded.pending(now);
-        self.handed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend(pending);
-        self.due.notify_one();
-    }
-
-    fn take(&self) -> Vec<PendingEffect> {
-        std::mem::take(
-            &mut *self
-                .handed
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
-    }
-}
-
 /// The delay before the next attempt at an effect that had `attempts` attempts before the one
 /// that just failed: 200 ms, 400 ms, 800 ms ... capped at 10 s.
-pub fn backoff(attempts: u32) -> Duration {
+pub(super) fn backoff(attempts: u32) -> Duration {
     BACKOFF_FIRST
         .saturating_mul(1u32 << attempts.min(16))
         .min(BACKOFF_CAP)
@@ -209,11 +153,15 @@ struct Executor {
     queue: VecDeque<PendingEffect>,
 }
 
-impl<W: Worker> Shared<W> {
+impl<W: Worker> WorkerContext<W> {
     /// The executor, until `stop`: then it starts nothing more, hands back the claims of the
     /// effects it had not started, lets the attempts in flight finish (each within its
     /// timeout), settles them and waits for their outputs' publishing.
-    pub async fn effect_loop(self: Arc<Self>, settings: EffectSettings, stop: CancellationToken) {
+    pub(super) async fn effect_loop(
+        self: Arc<Self>,
+        settings: EffectSettings,
+        stop: CancellationToken,
+    ) {
         let (done, mut results) = mpsc::unbounded_channel::<Attempt>();
         let (settled, mut settles) = mpsc::unbounded_channel::<()>();
         let mut ex = Executor {
@@ -248,11 +196,11 @@ impl<W: Worker> Shared<W> {
                 // One settle transaction at a time, beside the loop: attempts keep starting
                 // while it commits, and those that end meanwhile form the next group.
                 settling = true;
-                let (shared, tasks, group) =
+                let (context, tasks, group) =
                     (self.clone(), ex.tasks.clone(), std::mem::take(&mut ended));
                 let settled = settled.clone();
                 ex.tasks.spawn(async move {
-                    shared.settle_attempts(group, &tasks).await;
+                    context.settle_attempts(group, &tasks).await;
                     let _ = settled.send(());
                 });
             }
@@ -309,7 +257,7 @@ impl<W: Worker> Shared<W> {
     }
 
     fn start(self: &Arc<Self>, ex: &Executor, effect: PendingEffect, permit: OwnedSemaphorePermit) {
-        let (shared, done, timeout) = (self.clone(), ex.done.clone(), ex.settings.timeout);
+        let (context, done, timeout) = (self.clone(), ex.done.clone(), ex.settings.timeout);
         ex.tasks.spawn(async move {
             let _permit = permit;
             let mut effect = effect;
@@ -319,8 +267,8 @@ impl<W: Worker> Shared<W> {
                 TraceContext::continued(effect.effect.trace.take(), effect.effect.saga_id.as_ref());
             let attempt = made_due.child();
             let started = now_unix_nanos();
-            let result = shared.attempt(&effect, timeout).await;
-            if shared.tracer.enabled() {
+            let result = context.attempt(&effect, timeout).await;
+            if context.tracer.enabled() {
                 let mut span = Span::ended_now(
                     &attempt,
                     Some(made_due.span_id),
@@ -337,7 +285,7 @@ impl<W: Worker> Shared<W> {
                 if let Err(e) = &result {
                     span.error = Some(e.to_string());
                 }
-                shared.tracer.record(span);
+                context.tracer.record(span);
             }
             // A retry keeps the context it was recorded with (the table's); a settled outcome
             // carries the attempt's.
@@ -517,9 +465,9 @@ impl<W: Worker> Shared<W> {
                     self.effects
                         .hand(self.effects.record(&committed.effects), now);
                     if !committed.rows.is_empty() {
-                        let shared = self.clone();
+                        let context = self.clone();
                         tasks.spawn(async move {
-                            if let Err(e) = shared.publisher.publish(&committed.rows).await {
+                            if let Err(e) = context.publisher.publish(&committed.rows).await {
                                 tracing::warn!(error = %e, "effect outputs left to the relay");
                             }
                         });
@@ -620,7 +568,7 @@ impl<W: Worker> Shared<W> {
 mod tests {
     use super::*;
     use crate::runtime::Kind;
-    use crate::runtime::db::InboxEntry;
+    use crate::runtime::db::{InboxEntry, NewEffects};
     use crate::runtime::sqlite;
     use crate::testing::{TestDb, each_backend};
     use ridesaga_schemas::RideId;

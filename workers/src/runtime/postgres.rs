@@ -84,7 +84,10 @@ impl Database {
 /// Migrations applied by a newer release and unknown to this one are left alone, so that a
 /// release rolled back runs on the database its successor migrated (migrations only add:
 /// tables, and columns with defaults).
-pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+pub(crate) async fn migrate(
+    pool: &PgPool,
+    service: &Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
     let all = RUNTIME_MIGRATOR
         .iter()
         .chain(service.iter())
@@ -124,7 +127,7 @@ impl Turn {
 }
 
 /// Opens a write transaction and takes the writer lock, in one round trip.
-pub async fn begin(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+pub(crate) async fn begin(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let sql = format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
     );
@@ -134,12 +137,12 @@ pub async fn begin(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .map(|_| ())
 }
 
-pub async fn commit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+pub(crate) async fn commit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::raw_sql("COMMIT").execute(conn).await.map(|_| ())
 }
 
 /// Opens a batch's transaction (see the module's documentation for its round trips).
-pub async fn open_batch(
+pub(crate) async fn open_batch(
     conn: &mut PgConnection,
     published: &[String],
     entries: &[InboxEntry<'_>],
@@ -197,7 +200,7 @@ async fn inbox_insert_many(
 
 /// Runs the service's `writes`, stores the batch's outputs and effects, and commits. On
 /// failure the transaction is rolled back.
-pub async fn close_batch(
+pub(crate) async fn close_batch(
     conn: &mut PgConnection,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
@@ -220,7 +223,7 @@ pub async fn close_batch(
 /// `outputs` (`(cause, row)`) in the `INSERT` the clauses belong to. The clauses see the
 /// transaction as it was before the statement and must touch different rows, which they do:
 /// each service write saves one table's rows, and the effects recorded are not those retried.
-pub async fn store_all(
+pub(crate) async fn store_all(
     conn: &mut PgConnection,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
@@ -352,14 +355,14 @@ pub async fn store_all(
 }
 
 /// Rolls back a batch's transaction, if one is open.
-pub async fn abort_batch(conn: &mut PgConnection) {
+pub(crate) async fn abort_batch(conn: &mut PgConnection) {
     if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(conn).await {
         tracing::debug!(error = %e, "rollback failed");
     }
 }
 
 /// Stores outputs caused by `cause`; an output already stored (same id) is kept once.
-pub async fn outbox_insert(
+pub(crate) async fn outbox_insert(
     conn: &mut PgConnection,
     cause: Option<&MessageId>,
     rows: &[OutboxRow],
@@ -406,7 +409,7 @@ async fn outbox_insert_many(
 }
 
 /// The outputs of `cause` still waiting in the outbox.
-pub async fn outbox_for_cause(
+pub(crate) async fn outbox_for_cause(
     conn: &mut PgConnection,
     cause: &MessageId,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
@@ -418,7 +421,7 @@ pub async fn outbox_for_cause(
 }
 
 /// Up to `limit` outbox rows created before `before_ms`, oldest first.
-pub async fn outbox_stale(
+pub(crate) async fn outbox_stale(
     pool: &PgPool,
     before_ms: i64,
     limit: i64,
@@ -453,7 +456,10 @@ fn outbox_row(row: &sqlx::postgres::PgRow) -> Result<OutboxRow, sqlx::Error> {
 }
 
 /// Forgets rows the server has stored, in one statement whatever their number.
-pub async fn outbox_delete(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+pub(crate) async fn outbox_delete(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -466,7 +472,7 @@ pub async fn outbox_delete(conn: &mut PgConnection, ids: &[String]) -> Result<()
 
 /// Records effects made due at `now`, in one statement; an id already recorded keeps its
 /// first record.
-pub async fn effects_insert(
+pub(crate) async fn effects_insert(
     conn: &mut PgConnection,
     effects: NewEffects<'_>,
     now: Timestamp,
@@ -513,7 +519,10 @@ pub async fn effects_insert(
 }
 
 /// How many effects are pending, and whether one is due and unclaimed at `now_ms`.
-pub async fn effects_pending(pool: &PgPool, now_ms: i64) -> Result<(i64, bool), sqlx::Error> {
+pub(crate) async fn effects_pending(
+    pool: &PgPool,
+    now_ms: i64,
+) -> Result<(i64, bool), sqlx::Error> {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM effects), EXISTS (SELECT 1 FROM effects \
          WHERE next_at <= $1 AND claimed_until <= $1)",
@@ -525,7 +534,9 @@ pub async fn effects_pending(pool: &PgPool, now_ms: i64) -> Result<(i64, bool), 
 
 /// Outbox rows and the oldest's `created_at`, pending effects and the oldest's `recorded_at`:
 /// the metrics' sample, in one statement (the outbox's index on `created_at` finds its oldest).
-pub async fn sample(pool: &PgPool) -> Result<(i64, Option<i64>, i64, Option<i64>), sqlx::Error> {
+pub(crate) async fn sample(
+    pool: &PgPool,
+) -> Result<(i64, Option<i64>, i64, Option<i64>), sqlx::Error> {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM outbox), (SELECT min(created_at) FROM outbox), \
          (SELECT count(*) FROM effects), (SELECT min(recorded_at) FROM effects)",
@@ -537,7 +548,7 @@ pub async fn sample(pool: &PgPool) -> Result<(i64, Option<i64>, i64, Option<i64>
 /// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first; their
 /// rows, decoded by the runtime's `db`. Runs in the writer's turn, so no other replica claims
 /// meanwhile.
-pub async fn effects_claim(
+pub(crate) async fn effects_claim(
     conn: &mut PgConnection,
     now_ms: i64,
     until_ms: i64,
@@ -558,7 +569,7 @@ pub async fn effects_claim(
 }
 
 /// Forgets the effects whose ids are given; returns the ids that were recorded.
-pub async fn effects_delete(
+pub(crate) async fn effects_delete(
     conn: &mut PgConnection,
     ids: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
@@ -571,7 +582,7 @@ pub async fn effects_delete(
 }
 
 /// Sets effects up for another attempt and clears their claims.
-pub async fn effects_retry(
+pub(crate) async fn effects_retry(
     conn: &mut PgConnection,
     retries: &[EffectRetry],
 ) -> Result<(), sqlx::Error> {
@@ -598,7 +609,10 @@ pub async fn effects_retry(
 }
 
 /// Clears the claims of the effects whose ids are given.
-pub async fn effects_release(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+pub(crate) async fn effects_release(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE effects SET claimed_until = 0 WHERE effect_id = ANY($1)")
         .bind(ids)
         .execute(conn)
@@ -607,7 +621,10 @@ pub async fn effects_release(conn: &mut PgConnection, ids: &[String]) -> Result<
 }
 
 /// The rows of the pending effects of `saga`, oldest first (decoded by the runtime's `db`).
-pub async fn effects_of_saga(pool: &PgPool, saga: &RideId) -> Result<Vec<AnyRow>, sqlx::Error> {
+pub(crate) async fn effects_of_saga(
+    pool: &PgPool,
+    saga: &RideId,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT effect_id, kind, attempts::bigint AS attempts, last_error, next_at, deadline_at FROM effects \
          WHERE saga_id = $1 ORDER BY recorded_at, effect_id",
@@ -629,7 +646,7 @@ const DAYS_AHEAD: i64 = 2;
 /// a catalog change, however many rows it holds), and deletes up to `limit` entries older than
 /// that from the default partition, where a message lands whose day had no partition. Runs in
 /// the writer's turn, so replicas do this one at a time.
-pub async fn inbox_prune(
+pub(crate) async fn inbox_prune(
     conn: &mut PgConnection,
     now_ms: i64,
     before_ms: i64,
@@ -697,7 +714,7 @@ async fn create_partition(conn: &mut PgConnection, day: i64) -> Result<(), sqlx:
 }
 
 /// Runs a service's preload statement: its only parameter, `$1`, is the JSON text given.
-pub async fn preload_rows(
+pub(crate) async fn preload_rows(
     conn: &mut PgConnection,
     sql: &str,
     parameter: String,
@@ -710,7 +727,10 @@ pub async fn preload_rows(
 }
 
 /// Runs one of a service's writes: its only parameter, `$1`, is the JSON array of its rows.
-pub async fn execute(conn: &mut PgConnection, write: &BatchWrite) -> Result<(), sqlx::Error> {
+pub(crate) async fn execute(
+    conn: &mut PgConnection,
+    write: &BatchWrite,
+) -> Result<(), sqlx::Error> {
     sqlx::query(AssertSqlSafe(write.sql()))
         .bind(write.rows())
         .execute(conn)

@@ -8,30 +8,31 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use ridesaga_schemas::{DeadLetter, Envelope, Service, Timestamp, streams};
-use tokio::sync::mpsc;
 
-use super::batch::{WriteRequest, to_rows};
+use super::batch::{Applied, BatchWriter, WriterTask, to_rows};
 use super::db::{self, Database, OutboxRow};
 use super::handler::{HandleError, Worker};
+use super::handoff::Handoff;
 use super::metrics::{DeadLetterCause, Metrics, Outcome};
-use super::perform::Handoff;
 use super::publish::Publisher;
 use super::saga_trace;
 use super::trace::Tracer;
 use ridesaga_schemas::TraceContext;
 use ridesaga_schemas::trace::{Span, SpanKind, attr, now_unix_nanos};
 
-/// Everything the handling of one message needs; shared by all in-flight tasks.
+/// A worker's context: the service, its database, the batch writer, the publisher, the
+/// effects handoff, metrics and spans; what the handling of every message, the timers, the
+/// relay and the effect executor share.
 #[derive(Debug)]
-pub struct Shared<W> {
+pub(super) struct WorkerContext<W> {
     pub worker: W,
     pub service: Service,
     pub instance: String,
     pub js: jetstream::Context,
     pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
-    /// Inputs on their way to the batch writer.
-    pub writes: mpsc::Sender<WriteRequest>,
+    /// Where every input goes to be applied.
+    pub writer: BatchWriter,
     /// The service's database: every write goes through its writer, one turn at a time.
     pub database: Database,
     /// The effects this replica records, on their way to its executor.
@@ -42,7 +43,7 @@ pub struct Shared<W> {
 
 /// What happens to a delivered message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Applied (or already applied) and its outputs are stored by the server.
     Ack,
     /// Try again after the delay.
@@ -54,27 +55,29 @@ pub enum Verdict {
     },
 }
 
-/// The outcome of the transactional part.
-#[derive(Debug)]
-pub enum Applied {
-    /// First time: these outputs were committed to the outbox.
-    New(Vec<OutboxRow>),
-    /// Already applied before; these outputs of it are still waiting in the outbox.
-    Duplicate(Vec<OutboxRow>),
-}
-
 /// Delay before the next attempt after a transient failure: 1 s, 2 s, 4 s ... capped at 30 s.
-pub fn retry_delay(delivered: i64) -> Duration {
+pub(super) fn retry_delay(delivered: i64) -> Duration {
     let exp = delivered.clamp(1, 6) as u32 - 1;
     Duration::from_secs((1u64 << exp).min(30))
 }
 
-impl<W: Worker> Shared<W> {
+impl<W: Worker> WorkerContext<W> {
+    /// The batch writer's loop on this replica's service, database, publisher and effects.
+    pub(super) fn writer_task(&self) -> WriterTask<'_, W> {
+        WriterTask {
+            worker: &self.worker,
+            database: &self.database,
+            publisher: &self.publisher,
+            effects: &self.effects,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Runs the service's timers in one transaction and returns what they produced.
     /// Committed even when the timers emit nothing: what they wrote (a retention prune, a
     /// state change without an event) is kept. A commit that changed nothing writes nothing to
     /// the log.
-    pub async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
+    pub(super) async fn tick(&self, now: Timestamp) -> Result<Vec<OutboxRow>, HandleError> {
         self.database
             .transaction(async |conn| {
                 let outputs = self.worker.tick(conn, now).await?;
@@ -97,7 +100,7 @@ impl<W: Worker> Shared<W> {
 
     /// Counts the sagas that `rows`, outputs just committed, end (see
     /// [`Worker::saga_outcome`]).
-    pub fn count_saga_outcomes(&self, rows: &[OutboxRow]) {
+    pub(super) fn count_saga_outcomes(&self, rows: &[OutboxRow]) {
         for row in rows {
             if let Some(index) = self.worker.saga_outcome(&row.subject, &row.payload) {
                 self.metrics.saga_finished(index);
@@ -113,7 +116,7 @@ impl<W: Worker> Shared<W> {
     /// A message already applied (the inbox knows its `occurred_at` and id) is acknowledged
     /// without effect, whatever its content: the first copy applied stands. A copy published
     /// under the same `Nats-Msg-Id` within the stream's duplicate window is never delivered.
-    pub async fn handle(
+    pub(super) async fn decide(
         &self,
         subject: &str,
         headers: Option<&HeaderMap>,
@@ -163,7 +166,11 @@ impl<W: Worker> Shared<W> {
             Some(spans) => spans.receive.child(),
             None => context.clone(),
         };
-        let (outcome, verdict) = match self.apply(input, Timestamp::now(), process.clone()).await {
+        let (outcome, verdict) = match self
+            .writer
+            .write(input, Timestamp::now(), process.clone())
+            .await
+        {
             Ok(Applied::New(rows)) => {
                 Metrics::inc(&self.metrics.handled);
                 self.count_saga_outcomes(&rows);
@@ -185,14 +192,15 @@ impl<W: Worker> Shared<W> {
                     self.publish_then_ack(&rows, &process).await,
                 )
             }
-            Err(HandleError::Permanent(reason)) => (
+            Err(error) if !error.is_transient() => (
                 Outcome::DeadLetter,
                 Verdict::DeadLetter {
                     cause: DeadLetterCause::Rejected,
-                    reason,
+                    reason: error.reason(),
                 },
             ),
-            Err(HandleError::Transient(reason)) => {
+            Err(error) => {
+                let reason = error.reason();
                 Metrics::inc(&self.metrics.failed);
                 if delivered >= streams::MAX_DELIVER {
                     let verdict = Verdict::DeadLetter {
@@ -377,7 +385,7 @@ impl<W: Worker> Shared<W> {
     }
 
     /// Carries out a verdict on a JetStream message.
-    pub async fn settle(&self, message: &jetstream::Message, verdict: Verdict) {
+    pub(super) async fn settle(&self, message: &jetstream::Message, verdict: Verdict) {
         let info = message.info().ok();
         let (sequence, delivered) = info
             .map(|i| (i.stream_sequence, i.delivered))

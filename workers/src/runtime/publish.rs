@@ -15,31 +15,32 @@ use ridesaga_schemas::trace::{TRACEPARENT, TRACESTATE};
 /// Attempts per batch before giving up (the input is then nak'ed and the relay tries again).
 const ATTEMPTS: u32 = 4;
 
-/// Publishes outbox rows and remembers which ones the server stored, so the next write
-/// transaction deletes them (one delete per batch instead of a transaction per message).
+/// Publishes outbox rows and remembers the ids of those JetStream acknowledged (`acked`), whose
+/// outbox rows may now be deleted: the next write transaction deletes them (one delete per
+/// batch instead of a transaction per message).
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub(super) struct Publisher {
     js: jetstream::Context,
     database: Database,
     metrics: Arc<Metrics>,
-    stored: Arc<Mutex<Vec<String>>>,
+    acked: Arc<Mutex<Vec<String>>>,
 }
 
 /// Why a batch was not stored.
 #[derive(Debug, thiserror::Error)]
 #[error("publishing {subject} failed after {ATTEMPTS} attempts: {error}")]
-pub struct PublishFailed {
+pub(super) struct PublishFailed {
     pub subject: String,
     pub error: String,
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, database: Database, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(js: jetstream::Context, database: Database, metrics: Arc<Metrics>) -> Self {
         Publisher {
             js,
             database,
             metrics,
-            stored: Arc::default(),
+            acked: Arc::default(),
         }
     }
 
@@ -47,7 +48,7 @@ impl Publisher {
     /// then deleted from the outbox by the next write transaction or the relay's next round; a
     /// crash before that only means the relay publishes them again, which the duplicate window
     /// and the consumers' inboxes absorb.
-    pub async fn publish(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
+    pub(super) async fn publish(&self, rows: &[OutboxRow]) -> Result<(), PublishFailed> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -66,20 +67,20 @@ impl Publisher {
         self.metrics
             .published
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut stored) = self.stored.lock() {
-            stored.extend(rows.iter().map(|r| r.message_id.clone()));
+        if let Ok(mut acked) = self.acked.lock() {
+            acked.extend(rows.iter().map(|r| r.message_id.clone()));
         }
         Ok(())
     }
 
-    /// Takes the ids stored since the last call, for deletion from the outbox.
-    pub fn take_stored(&self) -> Vec<String> {
-        self.take_stored_if(0)
+    /// Takes the ids acknowledged since the last call, for deletion from the outbox.
+    pub(super) fn take_acked(&self) -> Vec<String> {
+        self.take_acked_if(0)
     }
 
-    /// Takes the ids stored since the last call if there are at least `min` of them.
-    pub fn take_stored_if(&self, min: usize) -> Vec<String> {
-        self.stored
+    /// Takes the ids acknowledged since the last call if there are at least `min` of them.
+    pub(super) fn take_acked_if(&self, min: usize) -> Vec<String> {
+        self.acked
             .lock()
             .map(|mut ids| {
                 if ids.len() >= min {
@@ -92,15 +93,15 @@ impl Publisher {
     }
 
     /// Gives ids back after a failed delete, so a later one retries them.
-    pub fn restore_stored(&self, ids: Vec<String>) {
-        if let Ok(mut stored) = self.stored.lock() {
-            stored.extend(ids);
+    pub(super) fn restore_acked(&self, ids: Vec<String>) {
+        if let Ok(mut acked) = self.acked.lock() {
+            acked.extend(ids);
         }
     }
 
-    /// Deletes the stored rows in a transaction of their own (when no batch is coming).
-    pub async fn forget_stored(&self) -> Result<(), sqlx::Error> {
-        let ids = self.take_stored();
+    /// Deletes the acknowledged rows in a transaction of their own (when no batch is coming).
+    pub(super) async fn delete_acked(&self) -> Result<(), sqlx::Error> {
+        let ids = self.take_acked();
         if ids.is_empty() {
             return Ok(());
         }
@@ -109,7 +110,7 @@ impl Publisher {
             .transaction(async |conn| db::outbox_delete(conn, &ids).await)
             .await;
         if deleted.is_err() {
-            self.restore_stored(ids);
+            self.restore_acked(ids);
         }
         deleted
     }

@@ -17,12 +17,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::batch::BatchWriter;
 use super::db::{self, Database};
 use super::handler::Worker;
+use super::handoff::Handoff;
 use super::http::{self, HttpState};
 use super::metrics::Metrics;
-use super::perform::{EffectSettings, Handoff};
-use super::process::Shared;
+use super::perform::EffectSettings;
+use super::process::WorkerContext;
 use super::publish::Publisher;
 use super::saga_trace;
 use super::trace::Tracer;
@@ -148,7 +150,7 @@ async fn serve<W: Worker>(
 
     let metrics = Arc::new(Metrics::with_saga_outcomes(worker.saga_outcomes()));
     let publisher = Publisher::new(js.clone(), database.clone(), metrics.clone());
-    let (writes, write_requests) = tokio::sync::mpsc::channel(config.max_in_flight);
+    let (writer, write_requests) = BatchWriter::channel(config.max_in_flight);
     // Background tasks stop on `background`, which is cancelled only after in-flight work
     // drained, so their last outputs still go out.
     let background = CancellationToken::new();
@@ -167,7 +169,7 @@ async fn serve<W: Worker>(
         }
         None => Tracer::off(metrics.clone()),
     };
-    let shared = Arc::new(Shared {
+    let context = Arc::new(WorkerContext {
         tracer,
         worker,
         service,
@@ -175,7 +177,7 @@ async fn serve<W: Worker>(
         js: js.clone(),
         publisher,
         metrics: metrics.clone(),
-        writes,
+        writer,
         database: database.clone(),
         effects: Handoff::new(config.effect_deadline, config.effect_timeout),
     });
@@ -201,16 +203,16 @@ async fn serve<W: Worker>(
     )
     .await?;
     tasks.spawn({
-        let (shared, stop, max) = (shared.clone(), background.clone(), config.max_in_flight);
-        async move { shared.write_loop(write_requests, max, stop).await }
+        let (context, stop, max) = (context.clone(), background.clone(), config.max_in_flight);
+        async move { context.writer_task().run(write_requests, max, stop).await }
     });
     tasks.spawn(relay_loop(
-        shared.clone(),
+        context.clone(),
         config.relay_interval,
         background.clone(),
     ));
-    tasks.spawn(tick_loop(shared.clone(), config.tick, background.clone()));
-    tasks.spawn(shared.clone().effect_loop(
+    tasks.spawn(tick_loop(context.clone(), config.tick, background.clone()));
+    tasks.spawn(context.clone().effect_loop(
         EffectSettings {
             concurrency: config.effect_concurrency,
             timeout: config.effect_timeout,
@@ -222,7 +224,7 @@ async fn serve<W: Worker>(
         let (database, stop) = (database.clone(), background.clone());
         async move { database.maintain(stop).await }
     });
-    if let Some(side) = shared
+    if let Some(side) = context
         .worker
         .side_loop(js.clone(), database.clone(), background.clone())
     {
@@ -233,10 +235,10 @@ async fn serve<W: Worker>(
         metrics.clone(),
         background.clone(),
     ));
-    tasks.spawn(sample_loop(shared.clone(), background.clone()));
+    tasks.spawn(sample_loop(context.clone(), background.clone()));
 
     tracing::info!(service = %service, instance = %config.instance, "worker started");
-    let result = consume(shared.clone(), consumer, &config, &shutdown).await;
+    let result = consume(context.clone(), consumer, &config, &shutdown).await;
 
     tracing::info!("draining");
     // Bounded: with the server gone these would wait for a reconnect forever.
@@ -306,7 +308,7 @@ async fn bind_consumer(
 
 /// Pulls messages and handles each in its own task, at most `max_in_flight` at a time.
 async fn consume<W: Worker>(
-    shared: Arc<Shared<W>>,
+    context: Arc<WorkerContext<W>>,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     config: &RuntimeConfig,
     shutdown: &CancellationToken,
@@ -342,7 +344,7 @@ async fn consume<W: Worker>(
             }
             None => return Err(RunError::Pull("message stream ended".into())),
         };
-        let shared = shared.clone();
+        let context = context.clone();
         // The handling's log lines carry the message's trace, saga and id (recorded once the
         // message is decoded).
         let span = tracing::info_span!(
@@ -354,20 +356,20 @@ async fn consume<W: Worker>(
         in_flight.spawn(tracing::Instrument::instrument(
             async move {
                 let _permit = permit;
-                shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+                context.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
                 let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
                 if delivered > 1 {
-                    Metrics::inc(&shared.metrics.redelivered);
+                    Metrics::inc(&context.metrics.redelivered);
                 }
-                let handling = shared.handle(
+                let deciding = context.decide(
                     &message.subject,
                     message.headers.as_ref(),
                     &message.payload,
                     delivered,
                 );
-                let verdict = with_progress(&message, handling).await;
-                shared.settle(&message, verdict).await;
-                shared.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let verdict = with_progress(&message, deciding).await;
+                context.settle(&message, verdict).await;
+                context.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
             },
             span,
         ));
@@ -404,7 +406,11 @@ async fn with_progress<F: Future>(message: &jetstream::Message, work: F) -> F::O
 }
 
 /// Publishes outbox rows left behind (a crash between commit and publish, a failed publish).
-async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: CancellationToken) {
+async fn relay_loop<W: Worker>(
+    context: Arc<WorkerContext<W>>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention: Option<tokio::time::Instant> = None;
@@ -413,15 +419,15 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Err(e) = shared.publisher.forget_stored().await {
+        if let Err(e) = context.publisher.delete_acked().await {
             tracing::warn!(error = %e, "could not clear published outbox rows");
         }
         // Rows younger than this are still being published by the task that wrote them.
         let settled = Timestamp::now().unix_millis() - 2 * every.as_millis() as i64;
-        match shared.database.outbox_stale(settled, 500).await {
-            Ok(rows) if !rows.is_empty() => match shared.publisher.publish(&rows).await {
+        match context.database.outbox_stale(settled, 500).await {
+            Ok(rows) if !rows.is_empty() => match context.publisher.publish(&rows).await {
                 Ok(()) => {
-                    shared
+                    context
                         .metrics
                         .relayed
                         .fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -435,8 +441,8 @@ async fn relay_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Ca
         if last_retention.is_none_or(|at| at.elapsed() > RETENTION_EVERY) {
             last_retention = Some(tokio::time::Instant::now());
             let now = Timestamp::now().unix_millis();
-            let horizon = inbox_horizon(&shared.js, now).await;
-            match prune_inbox(&shared.database, now, horizon).await {
+            let horizon = inbox_horizon(&context.js, now).await;
+            match prune_inbox(&context.database, now, horizon).await {
                 Ok(0) => {}
                 Ok(forgotten) => tracing::info!(forgotten, horizon, "inbox retention"),
                 Err(e) => tracing::warn!(error = %e, "could not prune the inbox"),
@@ -496,7 +502,11 @@ async fn prune_inbox(database: &Database, now_ms: i64, before_ms: i64) -> Result
 }
 
 /// Runs the service's timers.
-async fn tick_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: CancellationToken) {
+async fn tick_loop<W: Worker>(
+    context: Arc<WorkerContext<W>>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -504,9 +514,9 @@ async fn tick_loop<W: Worker>(shared: Arc<Shared<W>>, every: Duration, stop: Can
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match shared.tick(Timestamp::now()).await {
+        match context.tick(Timestamp::now()).await {
             Ok(rows) if !rows.is_empty() => {
-                if let Err(e) = shared.publisher.publish(&rows).await {
+                if let Err(e) = context.publisher.publish(&rows).await {
                     tracing::warn!(error = %e, "timer outputs left to the relay");
                 }
             }
@@ -542,7 +552,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Keeps the gauges read from the database fresh: the outbox's depth and the age of its
 /// oldest row, the pending effects and the age of the oldest, and the service's sagas waiting
 /// on deadlines (the ride service's). Reads only, on the read pool, never in the writer's turn.
-async fn sample_loop<W: Worker>(shared: Arc<Shared<W>>, stop: CancellationToken) {
+async fn sample_loop<W: Worker>(context: Arc<WorkerContext<W>>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(SAMPLE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -551,16 +561,16 @@ async fn sample_loop<W: Worker>(shared: Arc<Shared<W>>, stop: CancellationToken)
             _ = ticker.tick() => {}
         }
         let now = Timestamp::now();
-        match shared.database.sample(now.unix_millis()).await {
-            Ok(sample) => shared.metrics.sampled(sample),
+        match context.database.sample(now.unix_millis()).await {
+            Ok(sample) => context.metrics.sampled(sample),
             Err(e) => tracing::debug!(error = %e, "could not sample the outbox and effects"),
         }
-        let deadlines = shared
+        let deadlines = context
             .database
-            .read(async |conn| shared.worker.saga_deadlines(conn, now).await)
+            .read(async |conn| context.worker.saga_deadlines(conn, now).await)
             .await;
         match deadlines {
-            Ok(Some(deadlines)) => shared.metrics.saga_deadlines(deadlines),
+            Ok(Some(deadlines)) => context.metrics.saga_deadlines(deadlines),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "could not sample the saga deadlines"),
         }

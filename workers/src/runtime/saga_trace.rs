@@ -39,7 +39,7 @@ fn foreign(saga: &RideId, context: &TraceContext) -> bool {
 /// The write that remembers, for each ride of `handled` (inputs and the spans that processed
 /// them) in a trace other than its own, the span of its last input; none when there is no such
 /// ride.
-pub fn remember<'a>(
+pub(super) fn remember<'a>(
     kind: Kind,
     handled: impl IntoIterator<Item = (&'a Envelope, &'a TraceContext)>,
     now: Timestamp,
@@ -69,7 +69,7 @@ pub fn remember<'a>(
 /// Gives each of a timer's `outputs` (as `rows`) its context: a new span under the span its
 /// ride's service last handled, for a ride in a caller's trace, else under the ride's own root.
 /// Returns, for each row, the context it was created under.
-pub async fn place_timer_outputs(
+pub(super) async fn place_timer_outputs(
     conn: &mut Conn<'_>,
     outputs: &[Envelope],
     rows: &mut [OutboxRow],
@@ -109,7 +109,7 @@ pub async fn place_timer_outputs(
 }
 
 /// Forgets the rides last handled before `before_ms` (with the inbox's retention).
-pub async fn prune(conn: &mut Conn<'_>, before_ms: i64) -> Result<(), sqlx::Error> {
+pub(super) async fn prune(conn: &mut Conn<'_>, before_ms: i64) -> Result<(), sqlx::Error> {
     let sql = match conn.kind() {
         Kind::Sqlite => PRUNE_SQLITE,
         Kind::Postgres => PRUNE_POSTGRES,

@@ -25,24 +25,24 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Metrics;
 
 /// Spans waiting for export, at most.
-pub const QUEUE: usize = 4096;
+pub(super) const QUEUE: usize = 4096;
 /// Spans in one export request, at most.
-pub const BATCH: usize = 512;
+pub(super) const BATCH: usize = 512;
 /// How long spans wait for an export, at most.
-pub const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one export may take.
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Hands spans to the exporter, or nothing when exporting is off. Clones share the queue.
 #[derive(Debug, Clone)]
-pub struct Tracer {
+pub(super) struct Tracer {
     queue: Option<mpsc::Sender<Span>>,
     metrics: Arc<Metrics>,
 }
 
 impl Tracer {
     /// A tracer that exports nothing.
-    pub fn off(metrics: Arc<Metrics>) -> Tracer {
+    pub(super) fn off(metrics: Arc<Metrics>) -> Tracer {
         Tracer {
             queue: None,
             metrics,
@@ -52,7 +52,7 @@ impl Tracer {
     /// A tracer that exports to `endpoint` as `service` / `instance`, and its exporter task,
     /// which sends what is queued once `stop` is cancelled and the tracer's clones are gone
     /// (or `stop` plus one more interval), then ends.
-    pub fn exporting(
+    pub(super) fn exporting(
         endpoint: Endpoint,
         service: String,
         instance: String,
@@ -71,12 +71,12 @@ impl Tracer {
     }
 
     /// Whether spans are wanted: the message path makes none when they are not.
-    pub fn enabled(&self) -> bool {
+    pub(super) fn enabled(&self) -> bool {
         self.queue.is_some()
     }
 
     /// Queues a finished span for export; drops it (counted) when the queue is full.
-    pub fn record(&self, span: Span) {
+    pub(super) fn record(&self, span: Span) {
         if let Some(queue) = &self.queue
             && queue.try_send(span).is_err()
         {

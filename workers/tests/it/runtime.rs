@@ -43,7 +43,7 @@ impl Worker for Blocklist {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         conn: &mut Conn<'_>,
         input: &Envelope,
@@ -82,7 +82,8 @@ impl Worker for Blocklist {
 
 /// Applies whole batches: records each `cmd.fraud.block` rider in its database with one write
 /// that runs when the batch commits. The row of a rider named `u_badwrite*` breaks the table's
-/// CHECK, failing the commit.
+/// CHECK, failing the commit; for a rider named `u_badinsert*` a row without a rider is
+/// inserted at once, failing the whole batch with the database's error.
 #[derive(Clone, Default)]
 struct Ledger;
 
@@ -95,16 +96,16 @@ impl Worker for Ledger {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         conn: &mut Conn<'_>,
         input: &Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        runtime::apply_as_batch(self, conn, input, now).await
+        runtime::handle_as_batch(self, conn, input, now).await
     }
 
-    async fn apply_batch(
+    async fn handle_batch(
         &self,
         conn: &mut Conn<'_>,
         inputs: &[Input<'_>],
@@ -127,6 +128,12 @@ impl Worker for Ledger {
                 outputs.push(Vec::new());
                 continue;
             };
+            if block.rider_id.as_str().starts_with("u_badinsert") {
+                sqlx::query("INSERT INTO applied (rider) VALUES (NULL)")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| BatchError::Batch(e.into()))?;
+            }
             riders.push(block.rider_id.to_string());
             let out = RiderBlockChanged {
                 rider_id: block.rider_id.clone(),
@@ -912,6 +919,42 @@ async fn a_write_that_fails_a_batch_commit_fails_only_its_own_input() {
     assert_eq!(h.applied("u_badwrite1").await, 0);
 }
 
+#[tokio::test]
+async fn a_database_error_that_fails_a_whole_batch_fails_only_its_own_input() {
+    let h = Harness::start().await;
+    // Published before the worker starts, so they arrive together and share batches.
+    for n in 0..10 {
+        h.publish(&block(&format!("u_good{n}")), &format!("g{n}"))
+            .await;
+    }
+    h.publish(&block("u_badinsert1"), "b1").await;
+    for n in 10..20 {
+        h.publish(&block(&format!("u_good{n}")), &format!("g{n}"))
+            .await;
+    }
+    let (stop, task) = h.spawn_with(Ledger, &[]);
+    let out = h.stored("evt.fraud.blocklist.*", 20).await;
+    let letters = h.dead_letters(1).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(out.len(), 20);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].subject.ends_with("u_badinsert1"), "{letters:?}");
+    assert!(
+        letters[0].reason.contains("NOT NULL constraint failed"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        letters[0].deliveries, 1,
+        "a broken constraint is not retried"
+    );
+    for n in 0..20 {
+        assert_eq!(h.applied(&format!("u_good{n}")).await, 1, "u_good{n}");
+    }
+    assert_eq!(h.applied("u_badinsert1").await, 0);
+}
+
 /// Writes a row on every timer run and emits nothing: what a retention prune does.
 #[derive(Clone, Default)]
 struct Janitor;
@@ -925,7 +968,7 @@ impl Worker for Janitor {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         _conn: &mut Conn<'_>,
         _input: &Envelope,
@@ -1104,16 +1147,16 @@ impl Worker for Caller {
         &NO_MIGRATIONS
     }
 
-    async fn apply(
+    async fn handle(
         &self,
         conn: &mut Conn<'_>,
         input: &Envelope,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        runtime::apply_as_batch(self, conn, input, now).await
+        runtime::handle_as_batch(self, conn, input, now).await
     }
 
-    async fn apply_batch(
+    async fn handle_batch(
         &self,
         _conn: &mut Conn<'_>,
         inputs: &[Input<'_>],

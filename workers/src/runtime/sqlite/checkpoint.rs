@@ -23,7 +23,7 @@ use super::writer::Writer;
 /// 4 KiB pages, about 20 s of writing at the benchmark's maximum rate. The turn pauses the
 /// batches for the second pass, whose two fsyncs took up to 132 ms on a busy machine (usually
 /// under 20 ms); a larger log pauses them less often.
-pub const RESTART_FRAMES: i64 = 16_384;
+pub(crate) const RESTART_FRAMES: i64 = 16_384;
 
 /// How often the log is checkpointed.
 const EVERY: Duration = Duration::from_secs(1);
@@ -31,7 +31,7 @@ const EVERY: Duration = Duration::from_secs(1);
 /// What a checkpoint left: the frames (pages) in the log, and how many of them are copied into
 /// the database file. Both are -1 for a database that has no log (in memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogState {
+pub(crate) struct LogState {
     pub frames: i64,
     pub copied: i64,
 }

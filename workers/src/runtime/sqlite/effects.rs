@@ -40,7 +40,7 @@ pub(super) fn effects_json(effects: NewEffects<'_>, now: Timestamp) -> Result<St
 }
 
 /// Records effects made due at `now`.
-pub async fn effects_insert(
+pub(crate) async fn effects_insert(
     conn: &mut SqliteConnection,
     effects: NewEffects<'_>,
     now: Timestamp,
@@ -53,7 +53,10 @@ pub async fn effects_insert(
 }
 
 /// How many effects are pending, and whether one is due and unclaimed at `now_ms`.
-pub async fn effects_pending(pool: &SqlitePool, now_ms: i64) -> Result<(i64, bool), sqlx::Error> {
+pub(crate) async fn effects_pending(
+    pool: &SqlitePool,
+    now_ms: i64,
+) -> Result<(i64, bool), sqlx::Error> {
     sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM effects), EXISTS (SELECT 1 FROM effects \
          WHERE next_at <= ?1 AND claimed_until <= ?1)",
@@ -65,7 +68,7 @@ pub async fn effects_pending(pool: &SqlitePool, now_ms: i64) -> Result<(i64, boo
 
 /// Claims up to `limit` due and unclaimed effects until `until_ms`, earliest due first; their
 /// rows, decoded by the runtime's `db`.
-pub async fn effects_claim(
+pub(crate) async fn effects_claim(
     conn: &mut SqliteConnection,
     now_ms: i64,
     until_ms: i64,
@@ -86,7 +89,7 @@ pub async fn effects_claim(
 }
 
 /// Forgets the effects whose ids are given; returns the ids that were recorded.
-pub async fn effects_delete(
+pub(crate) async fn effects_delete(
     conn: &mut SqliteConnection,
     ids: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
@@ -101,7 +104,7 @@ pub async fn effects_delete(
 }
 
 /// Sets effects up for another attempt and clears their claims.
-pub async fn effects_retry(
+pub(crate) async fn effects_retry(
     conn: &mut SqliteConnection,
     retries: &[EffectRetry],
 ) -> Result<(), sqlx::Error> {
@@ -128,7 +131,7 @@ pub async fn effects_retry(
 }
 
 /// Clears the claims of the effects whose ids are given.
-pub async fn effects_release(
+pub(crate) async fn effects_release(
     conn: &mut SqliteConnection,
     ids: &[String],
 ) -> Result<(), sqlx::Error> {
@@ -140,7 +143,10 @@ pub async fn effects_release(
 }
 
 /// The rows of the pending effects of `saga`, oldest first (decoded by the runtime's `db`).
-pub async fn effects_of_saga(pool: &SqlitePool, saga: &RideId) -> Result<Vec<AnyRow>, sqlx::Error> {
+pub(crate) async fn effects_of_saga(
+    pool: &SqlitePool,
+    saga: &RideId,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT effect_id, kind, attempts, last_error, next_at, deadline_at FROM effects \
          WHERE saga_id = ? ORDER BY recorded_at, effect_id",

@@ -10,7 +10,7 @@
 //! - [`checkpoint`]: moving the write-ahead log into the database file, and starting it over.
 
 pub(crate) mod checkpoint;
-pub mod writer;
+pub(crate) mod writer;
 pub mod writer_lock;
 
 use std::collections::HashSet;
@@ -90,7 +90,7 @@ pub enum Checkpoints {
 }
 
 /// [`open`], choosing who checkpoints.
-pub async fn open_with(
+pub(crate) async fn open_with(
     url: &str,
     max_connections: u32,
     checkpoints: Checkpoints,
@@ -132,7 +132,7 @@ pub async fn open_with(
 }
 
 /// The file a database URL names (`:memory:` for an in-memory database).
-pub fn database_path(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
+pub(crate) fn database_path(url: &str) -> Result<std::path::PathBuf, sqlx::Error> {
     Ok(SqliteConnectOptions::from_str(url)?
         .get_filename()
         .to_path_buf())
@@ -213,7 +213,7 @@ pub async fn inbox_insert(
 /// The rows travel as one JSON array expanded by `jsonb_each`, so the statement text is the
 /// same for any number of rows: one prepared statement, one round trip to the database
 /// thread, however large the batch.
-pub async fn inbox_insert_many(
+pub(crate) async fn inbox_insert_many(
     conn: &mut SqliteConnection,
     entries: &[InboxEntry<'_>],
 ) -> Result<HashSet<String>, sqlx::Error> {
@@ -233,7 +233,7 @@ pub async fn inbox_insert_many(
 /// statement with its parameter. The transaction is managed with statements rather than
 /// sqlx's `Transaction`, so that opening and closing it share round trips with work; the
 /// caller ends it with [`close_batch`] or [`abort_batch`].
-pub async fn open_batch(
+pub(crate) async fn open_batch(
     conn: &mut SqliteConnection,
     published: &[String],
     entries: &[InboxEntry<'_>],
@@ -292,10 +292,10 @@ pub async fn open_batch(
     }
 }
 
-/// Runs the service's `writes`, stores the batch's outputs (see [`outbox_insert_many`]) and
+/// Runs the service's `writes`, stores the batch's outputs (see [`outbox::outbox_insert_many`]) and
 /// its effects (when it has some), and commits, in one round trip. On failure the transaction
 /// is rolled back.
-pub async fn close_batch(
+pub(crate) async fn close_batch(
     conn: &mut SqliteConnection,
     writes: &[BatchWrite],
     outputs: &[(Option<&str>, &OutboxRow)],
@@ -334,7 +334,7 @@ pub async fn close_batch(
 }
 
 /// Rolls back a batch's transaction, if one is open (an error only means there was none).
-pub async fn abort_batch(conn: &mut SqliteConnection) {
+pub(crate) async fn abort_batch(conn: &mut SqliteConnection) {
     if let Err(e) = sqlx::query("ROLLBACK").execute(conn).await {
         tracing::debug!(error = %e, "rollback found no open transaction");
     }
@@ -364,7 +364,7 @@ fn json_array<T: serde::Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
 /// runtime's retention calls it until it drops fewer, each time in a short write turn). The
 /// entries are found by their occurrence (the key's first column; a message is received after
 /// it occurs), and one that occurred that long ago but was received since is kept.
-pub async fn inbox_prune(
+pub(crate) async fn inbox_prune(
     conn: &mut SqliteConnection,
     before_ms: i64,
     limit: i64,
@@ -384,7 +384,7 @@ pub async fn inbox_prune(
 
 /// Outbox rows and the oldest's `created_at`, pending effects and the oldest's `recorded_at`:
 /// the metrics' sample, in one statement (the outbox's index on `created_at` finds its oldest).
-pub async fn sample(
+pub(crate) async fn sample(
     pool: &SqlitePool,
 ) -> Result<(i64, Option<i64>, i64, Option<i64>), sqlx::Error> {
     sqlx::query_as(
@@ -397,18 +397,17 @@ pub async fn sample(
 
 mod effects;
 use effects::{EFFECTS_INSERT_SQL, effects_json};
-pub use effects::{
+pub(crate) use effects::{
     effects_claim, effects_delete, effects_insert, effects_of_saga, effects_pending,
     effects_release, effects_retry,
 };
 mod outbox;
+pub use outbox::outbox_insert;
 use outbox::outbox_rows;
-pub use outbox::{
-    outbox_delete, outbox_for_cause, outbox_insert, outbox_insert_many, outbox_stale,
-};
+pub(crate) use outbox::{outbox_delete, outbox_for_cause, outbox_stale};
 
 /// Runs a service's preload statement `sql` with `parameter` on its own.
-pub async fn preload_rows(
+pub(crate) async fn preload_rows(
     conn: &mut SqliteConnection,
     sql: &str,
     parameter: String,
@@ -421,7 +420,10 @@ pub async fn preload_rows(
 }
 
 /// Runs one of a service's writes on its own.
-pub async fn execute(conn: &mut SqliteConnection, write: &BatchWrite) -> Result<(), sqlx::Error> {
+pub(crate) async fn execute(
+    conn: &mut SqliteConnection,
+    write: &BatchWrite,
+) -> Result<(), sqlx::Error> {
     sqlx::query(AssertSqlSafe(write.sql()))
         .bind(write.rows())
         .execute(conn)

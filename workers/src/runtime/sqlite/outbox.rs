@@ -20,7 +20,7 @@ pub async fn outbox_insert(
 
 /// Stores the outputs of several inputs (`(cause, row)`), in one statement (see
 /// [`inbox_insert_many`]); an output already stored (same id) is kept once.
-pub async fn outbox_insert_many(
+pub(crate) async fn outbox_insert_many(
     conn: &mut SqliteConnection,
     entries: &[(Option<&str>, &OutboxRow)],
     now: Timestamp,
@@ -62,7 +62,7 @@ pub(super) fn outbox_rows(
 }
 
 /// Outputs of `cause` still waiting to be published (after a crash between commit and publish).
-pub async fn outbox_for_cause(
+pub(crate) async fn outbox_for_cause(
     conn: &mut SqliteConnection,
     cause: &MessageId,
 ) -> Result<Vec<OutboxRow>, sqlx::Error> {
@@ -74,7 +74,7 @@ pub async fn outbox_for_cause(
 }
 
 /// Rows older than `older_than_ms`, oldest first: what the relay publishes.
-pub async fn outbox_stale(
+pub(crate) async fn outbox_stale(
     pool: &SqlitePool,
     older_than_ms: i64,
     limit: i64,
@@ -100,7 +100,10 @@ fn row_to_outbox(row: &SqliteRow) -> OutboxRow {
 }
 
 /// Forgets rows the server has stored, in one statement whatever their number.
-pub async fn outbox_delete(conn: &mut SqliteConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+pub(crate) async fn outbox_delete(
+    conn: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }

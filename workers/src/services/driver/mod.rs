@@ -182,7 +182,7 @@ impl Worker for DriverService {
         }
     }
 
-    async fn apply<'a>(
+    async fn handle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         input: &'a Envelope,
@@ -203,9 +203,9 @@ impl Worker for DriverService {
 
     /// Applies the inputs one by one, each seeing what the ones before it changed
     /// (`BatchView`), with the rides they name read ahead (`rows`), and saves what they
-    /// changed in one round trip at the end: what [`Worker::apply`] input by input would
+    /// changed in one round trip at the end: what [`Worker::handle`] input by input would
     /// decide and store.
-    async fn apply_preloaded<'a>(
+    async fn handle_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [runtime::Input<'a>],

@@ -35,7 +35,7 @@ use sqlx::migrate::Migrator;
 use tracing::{debug, info, warn};
 
 use crate::config::{ConfigError, Settings};
-use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, apply_as_batch};
+use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, handle_as_batch};
 use domain::{Effect, FraudRules, Input};
 use rides::{Completion, Review, RideRules};
 use store::rides::FraudRide;
@@ -229,13 +229,13 @@ impl Worker for FraudService {
         }
     }
 
-    fn apply<'a>(
+    fn handle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        apply_as_batch(self, conn, input, now)
+        handle_as_batch(self, conn, input, now)
     }
 
     /// Every input's slice of the tables, read in the round trip that opens the batch.
@@ -247,7 +247,7 @@ impl Worker for FraudService {
     }
 
     fn preload_parameter(&self, inputs: &[runtime::Input<'_>]) -> String {
-        // An input that cannot be read is answered by `apply_preloaded`, with its error.
+        // An input that cannot be read is answered by `handle_preloaded`, with its error.
         let read: Vec<_> = inputs
             .iter()
             .filter_map(|input| Some((&input.envelope.id, input_of(input.envelope).ok()?)))
@@ -258,7 +258,7 @@ impl Worker for FraudService {
     /// Applies the inputs one by one, each reading its slice as the inputs before it left it:
     /// the preloaded rows, under what the batch added (`Pending`). What they added is written
     /// by the round trip that commits the batch.
-    async fn apply_preloaded<'a>(
+    async fn handle_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [runtime::Input<'a>],

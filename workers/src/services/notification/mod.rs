@@ -55,7 +55,7 @@ use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
     BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, Finished, HandleError,
-    Input, Kind, PendingEffect, Row, Settled, Worker, apply_as_batch,
+    Input, Kind, PendingEffect, Row, Settled, Worker, handle_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/notification");
@@ -566,13 +566,13 @@ impl<C: Channel> Worker for NotificationService<C> {
         }
     }
 
-    fn apply<'a>(
+    fn handle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        apply_as_batch(self, conn, input, now)
+        handle_as_batch(self, conn, input, now)
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
@@ -606,7 +606,7 @@ impl<C: Channel> Worker for NotificationService<C> {
         wanted.json().unwrap_or_default()
     }
 
-    fn apply_preloaded<'a>(
+    fn handle_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],

@@ -125,7 +125,7 @@ async fn apply<W: Worker>(worker: &W, conn: &mut Conn<'_>, inputs: &[Envelope]) 
             trace: None,
         })
         .collect();
-    let done = worker.apply_batch(conn, &batch).await.unwrap();
+    let done = worker.handle_batch(conn, &batch).await.unwrap();
     for write in &done.writes {
         write.execute(conn).await.unwrap();
     }

@@ -63,7 +63,7 @@ use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
     BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome, Finished,
-    HandleError, Input, Kind, PendingEffect, Row, Settled, Worker, apply_as_batch,
+    HandleError, Input, Kind, PendingEffect, Row, Settled, Worker, handle_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/payment");
@@ -722,20 +722,20 @@ impl<G: Gateway> Worker for PaymentService<G> {
         }
     }
 
-    fn apply<'a>(
+    fn handle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        apply_as_batch(self, conn, input, now)
+        handle_as_batch(self, conn, input, now)
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
         Some(store::load_sql(kind))
     }
 
-    fn apply_preloaded<'a>(
+    fn handle_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],

@@ -148,7 +148,7 @@ async fn apply_all<G: Gateway>(
             trace: None,
         })
         .collect();
-    let done = service.apply_batch(conn, &batch).await?;
+    let done = service.handle_batch(conn, &batch).await?;
     for write in &done.writes {
         write.execute(conn).await.unwrap();
     }

@@ -28,7 +28,7 @@ use super::rides::Rides;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::metrics::{SagaDeadlines, SagaOutcome};
 use crate::runtime::{
-    BatchError, BatchOutput, Conn, Database, HandleError, Input, Kind, Row, Worker, apply_as_batch,
+    BatchError, BatchOutput, Conn, Database, HandleError, Input, Kind, Row, Worker, handle_as_batch,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/ride");
@@ -254,20 +254,20 @@ impl Worker for RideService {
         }
     }
 
-    fn apply<'a>(
+    fn handle<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         input: &'a Envelope,
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Envelope>, HandleError>> + Send + 'a {
-        apply_as_batch(self, conn, input, now)
+        handle_as_batch(self, conn, input, now)
     }
 
     fn preload(&self, kind: Kind) -> Option<&str> {
         Some(store::load_sql(kind))
     }
 
-    fn apply_preloaded<'a>(
+    fn handle_preloaded<'a>(
         &'a self,
         conn: &'a mut Conn<'_>,
         inputs: &'a [Input<'a>],

@@ -263,7 +263,7 @@ async fn a_failing_input_fails_alone_with_its_index(kind: Kind) {
             trace: None,
         })
         .collect();
-    let err = service().apply_batch(&mut conn, &batch).await.unwrap_err();
+    let err = service().handle_batch(&mut conn, &batch).await.unwrap_err();
     assert!(
         matches!(&err, BatchError::Input { index: 1, error: HandleError::Permanent(m) } if m.contains("saga id")),
         "{err:?}"

@@ -1110,7 +1110,7 @@ fn scripted(choice: (u8, usize, f64, f64), t: i64) -> Envelope {
     }
 }
 
-/// Runs `script` through `Worker::apply` on a real SQLite file (input `t` at `clock(t)`) and
+/// Runs `script` through `Worker::handle` on a real SQLite file (input `t` at `clock(t)`) and
 /// through [`domain::handle`] over a full in-memory state: same outputs, and the same state at
 /// the end (after a timer past every deadline).
 fn check_tables_against_domain(
@@ -1150,7 +1150,7 @@ fn check_tables_against_domain(
     });
 }
 
-/// Runs `script` through `Worker::apply_batch` in batches of the given sizes (taken in turn),
+/// Runs `script` through `Worker::handle_batch` in batches of the given sizes (taken in turn),
 /// as the runtime does (an input that fails is answered alone and its batch redone without
 /// it), and through [`domain::handle`] one input at a time over a full in-memory state: same
 /// outputs for every input, and the same state at the end.

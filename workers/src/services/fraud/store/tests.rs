@@ -439,7 +439,7 @@ fn decided(inputs: &[Envelope]) -> (Vec<Vec<Message>>, State) {
 
 /// The store loads only a rider's recent history for a request; the domain over the whole
 /// state in memory must decide the same. The script's requests, declines, blocks and unblocks
-/// go through `Worker::apply` on a real database and through [`domain::handle`]: same
+/// go through `Worker::handle` on a real database and through [`domain::handle`]: same
 /// outputs, same state at the end.
 fn the_tables_hold_what_the_domain_decides(kind: Kind, script: Vec<(u8, usize, i64)>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -557,7 +557,7 @@ async fn replicas_scoring_one_rider_at_once_count_each_others_requests(kind: Kin
             let service = &service;
             async move {
                 replica
-                    .transaction(async |conn| service.apply(conn, input, at(0)).await)
+                    .transaction(async |conn| service.handle(conn, input, at(0)).await)
                     .await
             }
         }))
