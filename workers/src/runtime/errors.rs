@@ -17,22 +17,22 @@ const SQLITE_PERMANENT: [i64; 4] = [19, 20, 18, 25];
 const POSTGRES_PERMANENT: [&str; 2] = ["22", "23"];
 
 /// Whether `e` may pass later: busy or locked, I/O, a pool timeout, a lost connection, a
-/// serialization failure or deadlock on PostgreSQL, and any error it cannot tell apart from
-/// those. Not so a constraint violation, a value the column cannot hold, or a row that does
-/// not decode: the same work fails the same way every time.
+/// serialization failure or deadlock on PostgreSQL, a conflict with another transaction's row
+/// (a unique, foreign-key or exclusion violation: a replica may have committed the same key
+/// first, and the work tried again reads that row and decides anew), a row not found (another
+/// step may write it), and any error it cannot tell apart from those. Not so a NULL or CHECK
+/// violation, a value the column cannot hold, or a row that does not decode: the same work
+/// fails the same way every time. Work that keeps failing on a transient error still ends in
+/// dead letters after the consumer's `max_deliver`.
 pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
-            let broken = matches!(
-                db.kind(),
+            match db.kind() {
                 ErrorKind::UniqueViolation
-                    | ErrorKind::ForeignKeyViolation
-                    | ErrorKind::NotNullViolation
-                    | ErrorKind::CheckViolation
-                    | ErrorKind::ExclusionViolation
-            );
-            if broken {
-                return false;
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::ExclusionViolation => return true,
+                ErrorKind::NotNullViolation | ErrorKind::CheckViolation => return false,
+                _ => {}
             }
             if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
                 return !POSTGRES_PERMANENT.contains(&pg.code().get(..2).unwrap_or(""));
@@ -46,8 +46,7 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
             }
             true
         }
-        sqlx::Error::RowNotFound
-        | sqlx::Error::TypeNotFound { .. }
+        sqlx::Error::TypeNotFound { .. }
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::ColumnNotFound(_)
         | sqlx::Error::ColumnDecode { .. }
@@ -85,7 +84,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sqlite_constraints_and_mismatches_are_permanent() {
+    async fn sqlite_key_conflicts_pass_later_and_broken_values_never() {
         let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
         sqlx::query(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE \
@@ -101,6 +100,14 @@ mod tests {
         for sql in [
             "INSERT INTO t (id, name) VALUES (2, 'a')",
             "INSERT INTO t (id, name) VALUES (1, 'b')",
+        ] {
+            let e = sqlite_error(&mut conn, sql).await;
+            assert!(
+                is_transient(&e),
+                "another row's key may be a race: {sql}: {e}"
+            );
+        }
+        for sql in [
             "INSERT INTO t (id, name) VALUES (3, NULL)",
             "INSERT INTO t (id, name) VALUES (4, 'bad')",
             "INSERT INTO t (id, name, n) VALUES (5, 'c', 'not a number')",
@@ -140,7 +147,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn postgres_constraints_and_bad_values_are_permanent() {
+    async fn postgres_key_conflicts_pass_later_and_broken_values_never() {
         let (_url, mut conn) = pg_connection().await;
         sqlx::query(
             "CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE \
@@ -153,8 +160,9 @@ mod tests {
             .execute(&mut conn)
             .await
             .unwrap();
+        let e = pg_error(&mut conn, "INSERT INTO t VALUES (2, 'a')").await;
+        assert!(is_transient(&e), "another row's key may be a race: {e}");
         for sql in [
-            "INSERT INTO t VALUES (2, 'a')",
             "INSERT INTO t VALUES (3, NULL)",
             "INSERT INTO t VALUES (4, 'bad')",
             "SELECT 'x'::BIGINT",
@@ -223,5 +231,6 @@ mod tests {
         let e = pg_error(&mut other, "SELECT pg_terminate_backend(pg_backend_pid())").await;
         assert!(is_transient(&e), "{e}");
         assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::RowNotFound));
     }
 }
