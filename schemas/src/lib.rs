@@ -7,6 +7,7 @@
 //! - [`messages`]: every command and event payload, and the table of their subjects.
 //! - [`envelope`]: the common envelope, JSON encoding, and decoding that checks everything.
 //! - [`limits`]: bounds on amounts, distances, durations, scores, text and deadlines.
+//! - [`money`]: amounts in cents written for people.
 //! - [`schedule`]: drivers' weekly windows and one-off shifts, in their time zone.
 //! - [`subject`]: subject builders and parsers.
 //! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
@@ -23,6 +24,7 @@ pub mod ids;
 pub mod json_schema;
 pub mod limits;
 pub mod messages;
+pub mod money;
 mod object;
 pub mod position;
 pub mod schedule;

@@ -5,6 +5,7 @@
 use anyhow::bail;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::Stream as JsStream;
+use ridesaga_schemas::money;
 use ridesaga_schemas::{
     ArriveRide, CancelRide, CompleteRide, Envelope, Message, MessageId, MessageKind, RequestRide,
     RideId, StartRide, saga_filter, subject_for,
@@ -16,7 +17,7 @@ use super::follow::{follow_ride, saga_json};
 use crate::cli::{RideCommand, ShowArgs, WaitArgs};
 use crate::exit::{HintExt, UnexpectedState};
 use crate::nats::{Nats, has_subject, scan_steps};
-use crate::output::{Paint, Table, format_time, money};
+use crate::output::{Paint, Table, format_time};
 use crate::saga::{Goal, Rest, RideState, Saga};
 
 pub async fn run(ctx: &Ctx, command: RideCommand) -> anyhow::Result<()> {
@@ -198,7 +199,7 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
         driver
     };
     table.row(["driver".to_string(), driver]);
-    let cents = |c: Option<u64>| c.map_or_else(dash, money);
+    let cents = |c: Option<u64>| c.map_or_else(dash, money::format);
     table.row([
         "estimated fare".to_string(),
         cents(saga.estimated_fare_cents),
@@ -207,12 +208,12 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
     if let Some(fare) = &saga.fare {
         let mut parts = format!(
             "base {} + distance {} + time {}",
-            money(fare.base_cents),
-            money(fare.distance_cents),
-            money(fare.time_cents)
+            money::format(fare.base_cents),
+            money::format(fare.distance_cents),
+            money::format(fare.time_cents)
         );
         if fare.surge_cents > 0 {
-            parts.push_str(&format!(" + surge {}", money(fare.surge_cents)));
+            parts.push_str(&format!(" + surge {}", money::format(fare.surge_cents)));
         }
         table.row(["fare breakdown".to_string(), parts]);
     }
@@ -221,15 +222,15 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
             "earnings".to_string(),
             format!(
                 "{driver} {} + commission {}",
-                money(saga.driver_earned_cents),
-                money(saga.commission_cents)
+                money::format(saga.driver_earned_cents),
+                money::format(saga.commission_cents)
             ),
         ]);
     }
     for refund in &saga.refunds {
         let amount = refund
             .amount_cents
-            .map_or_else(|| "the rest".to_string(), money);
+            .map_or_else(|| "the rest".to_string(), money::format);
         let value = match (refund.outcome.as_str(), &refund.reason) {
             ("refunded", _) => format!("{} {amount} refunded", refund.refund_id),
             (code, Some(reason)) => {
@@ -246,11 +247,11 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
             format!("{km:.2} km ({source}, {points} positions)"),
         ]);
     }
-    table.row(["held".to_string(), money(saga.held_cents)]);
-    table.row(["captured".to_string(), money(saga.captured_cents)]);
-    table.row(["voided".to_string(), money(saga.voided_cents)]);
+    table.row(["held".to_string(), money::format(saga.held_cents)]);
+    table.row(["captured".to_string(), money::format(saga.captured_cents)]);
+    table.row(["voided".to_string(), money::format(saga.voided_cents)]);
     if saga.refunded_cents > 0 {
-        table.row(["refunded".to_string(), money(saga.refunded_cents)]);
+        table.row(["refunded".to_string(), money::format(saga.refunded_cents)]);
     }
     if let Some(error) = &saga.capture_failed {
         table.row(["capture failed".to_string(), out.paint(Paint::Red, error)]);

@@ -1,6 +1,7 @@
 //! `ridectl saga trace` (one ride's timeline) and `ridectl saga list` (every saga with its
 //! state), both rebuilt from the stream, not from any service's database.
 
+use ridesaga_schemas::money;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use super::Ctx;
 use super::ride::{load_saga, state_paint};
 use crate::cli::{ListArgs, SagaCommand, StateClass};
 use crate::nats::scan_steps;
-use crate::output::{Paint, Table, format_clock, format_time, money, rfc3339};
+use crate::output::{Paint, Table, format_clock, format_time, rfc3339};
 use crate::saga::describe::{is_compensation, summary};
 use crate::saga::{Saga, Step};
 use ridesaga_schemas::duration::format_duration;
@@ -249,7 +250,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
             saga.reason.clone().unwrap_or_default(),
             saga.rider_id.clone().unwrap_or_default(),
             saga.driver_id.clone().unwrap_or_default(),
-            fare.map(money).unwrap_or_default(),
+            fare.map(money::format).unwrap_or_default(),
             saga.last_at.map(format_time).unwrap_or_default(),
             format_duration(saga.idle(now)),
         ]);

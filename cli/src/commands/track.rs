@@ -6,6 +6,7 @@
 use anyhow::Context;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream as JsStream};
+use ridesaga_schemas::money;
 use ridesaga_schemas::streams::POSITION_STREAM;
 use ridesaga_schemas::{DriverId, GeoPoint, Position};
 use serde::Serialize;
@@ -132,7 +133,7 @@ impl Progress {
             parts.push(format!("distance {km:.2} km ({source})"));
         }
         if let Some(fare) = self.fare_cents {
-            parts.push(format!("fare {}", crate::output::money(fare)));
+            parts.push(format!("fare {}", money::format(fare)));
         }
         parts.join(", ")
     }

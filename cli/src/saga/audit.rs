@@ -6,6 +6,7 @@
 //! [`Saga::overdue`]; where no deadline applies, idle that long), so an audit during traffic
 //! does not report rides that are simply still running or waiting for their driver.
 
+use ridesaga_schemas::money;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -147,9 +148,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
                 2,
                 format!(
                     "no-show fee {} exceeds hold {} of {}",
-                    crate::output::money(hold.captured_cents),
+                    money::format(hold.captured_cents),
                     hold.hold_id,
-                    crate::output::money(hold.authorized_cents)
+                    money::format(hold.authorized_cents)
                 ),
             );
         }
@@ -161,8 +162,8 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "captured {} but the fare is {}",
-                crate::output::money(saga.captured_cents),
-                crate::output::money(fare)
+                money::format(saga.captured_cents),
+                money::format(fare)
             ),
         );
     }
@@ -188,8 +189,8 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "refunded {} but only {} was captured",
-                crate::output::money(saga.refunded_cents),
-                crate::output::money(saga.captured_cents)
+                money::format(saga.refunded_cents),
+                money::format(saga.captured_cents)
             ),
         );
     }
@@ -218,9 +219,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "ledger reversals (driver {} + commission {}) do not balance the refunds {}",
-                crate::output::money(saga.driver_reversed_cents),
-                crate::output::money(saga.commission_reversed_cents),
-                crate::output::money(saga.refunded_cents)
+                money::format(saga.driver_reversed_cents),
+                money::format(saga.commission_reversed_cents),
+                money::format(saga.refunded_cents)
             ),
         );
     }
@@ -233,10 +234,10 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             format!(
                 "ledger reversals (driver {} + commission {}) exceed the entries they reverse \
                  (driver {} + commission {})",
-                crate::output::money(saga.driver_reversed_cents),
-                crate::output::money(saga.commission_reversed_cents),
-                crate::output::money(saga.driver_earned_cents),
-                crate::output::money(saga.commission_cents)
+                money::format(saga.driver_reversed_cents),
+                money::format(saga.commission_reversed_cents),
+                money::format(saga.driver_earned_cents),
+                money::format(saga.commission_cents)
             ),
         );
     }
@@ -245,9 +246,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "ledger entries (driver {} + commission {}) do not balance the capture {}",
-                crate::output::money(saga.driver_earned_cents),
-                crate::output::money(saga.commission_cents),
-                crate::output::money(saga.captured_cents)
+                money::format(saga.driver_earned_cents),
+                money::format(saga.commission_cents),
+                money::format(saga.captured_cents)
             ),
         );
     }
@@ -345,7 +346,7 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
                 format!(
                     "the rider was never told of refund {} of {}",
                     refund.refund_id,
-                    crate::output::money(refund.amount_cents.unwrap_or_default())
+                    money::format(refund.amount_cents.unwrap_or_default())
                 ),
             );
         }
@@ -364,7 +365,7 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
                 5,
                 format!(
                     "flagged by fraud but {} was held",
-                    crate::output::money(saga.held_cents)
+                    money::format(saga.held_cents)
                 ),
             );
         }

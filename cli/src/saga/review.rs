@@ -3,6 +3,7 @@
 //! (`evt.payment.earnings_hold`). `ridectl fraud review` lists them; the audit checks them
 //! (invariant 6).
 
+use ridesaga_schemas::money;
 use std::collections::BTreeMap;
 
 use ridesaga_schemas::{EarningsHoldStatus, Message, ReviewDecision};
@@ -10,7 +11,6 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::Step;
-use crate::output::money;
 
 /// One ride's review, as far as the stream tells.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -86,8 +86,8 @@ impl Flagged {
         {
             out.push(format!(
                 "held {} but the driver's share of the capture is {}",
-                money(held),
-                money(share)
+                money::format(held),
+                money::format(share)
             ));
         }
         for (status, decision) in [
@@ -109,8 +109,8 @@ impl Flagged {
                 Some(h) if h != cents => out.push(format!(
                     "{} {} of a hold of {}: unbalanced",
                     status.as_str(),
-                    money(cents),
-                    money(h)
+                    money::format(cents),
+                    money::format(h)
                 )),
                 Some(_) => {}
             }

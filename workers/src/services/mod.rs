@@ -9,3 +9,4 @@ pub mod notification;
 pub mod payment;
 pub mod ride;
 mod rides;
+mod rows;

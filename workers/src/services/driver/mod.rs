@@ -338,7 +338,7 @@ fn store_failed(e: StoreError) -> HandleError {
     match e {
         StoreError::Database(e) => HandleError::from(e),
         StoreError::Conflict { .. } => HandleError::Transient(e.to_string()),
-        StoreError::Corrupt { .. } => HandleError::Permanent(e.to_string()),
+        StoreError::Corrupt(e) => e.into(),
     }
 }
 

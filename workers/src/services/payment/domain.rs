@@ -23,6 +23,7 @@
 //! gateway operation of its own, any number of them per ride. A refund made reverses its
 //! amount in the ledger in proportion to the capture's split ([`reversal`]).
 
+use ridesaga_schemas::money;
 use ridesaga_schemas::{
     CancelReason, DriverId, Earnings, FareBreakdown, Message, PaymentAuthorized,
     PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefundRefused, PaymentRefunded,
@@ -279,15 +280,18 @@ pub fn request_refund(mut payment: Payment, command: &RefundRide) -> (Payment, R
         )),
         Some(_) if left == 0 => Some((
             REFUND_EXCEEDS_CAPTURE,
-            format!("the capture of {} is refunded already", money(captured)),
+            format!(
+                "the capture of {} is refunded already",
+                money::format(captured)
+            ),
         )),
         Some(_) if amount > left => Some((
             REFUND_EXCEEDS_CAPTURE,
             format!(
                 "{} asked for, but only {} of the capture of {} is left to refund",
-                money(amount),
-                money(left),
-                money(captured)
+                money::format(amount),
+                money::format(left),
+                money::format(captured)
             ),
         )),
         Some(_) => None,
@@ -351,10 +355,6 @@ pub fn reversal(
         .saturating_sub(taken(refunded_before_cents))
         .min(amount_cents);
     (amount_cents - commission, commission)
-}
-
-fn money(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 /// A gateway call the payment needs (as JSON, the request of its effect).
