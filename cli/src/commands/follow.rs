@@ -20,7 +20,7 @@ use crate::nats::follow;
 use crate::output::{Out, Paint, format_clock};
 use crate::saga::describe::{is_compensation, summary};
 use crate::saga::rest::{at_rest, outcome_label};
-use crate::saga::{Goal, Rest, RideState, Saga, Step};
+use crate::saga::{Goal, Rest, Saga, SagaState, Step};
 use ridesaga_schemas::duration::format_duration;
 
 pub async fn follow_ride(
@@ -102,7 +102,7 @@ pub fn saga_json(saga: &Saga, rest: &Rest) -> serde_json::Value {
 }
 
 /// One step as it happens: on stdout for tables, on stderr when stdout carries JSON.
-fn print_live(out: &Out, step: &Step, previous: Option<OffsetDateTime>, before: RideState) {
+fn print_live(out: &Out, step: &Step, previous: Option<OffsetDateTime>, before: SagaState) {
     let line = step_line(out, step, previous, before);
     if out.is_json() {
         crate::output::note(line);
@@ -116,7 +116,7 @@ pub fn step_line(
     out: &Out,
     step: &Step,
     previous: Option<OffsetDateTime>,
-    before: RideState,
+    before: SagaState,
 ) -> String {
     let delta = previous
         .and_then(|p| std::time::Duration::try_from(step.time - p).ok())

@@ -8,7 +8,7 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use ridesaga_schemas::money;
 use ridesaga_schemas::{
     ArriveRide, CancelRide, CompleteRide, Envelope, Message, MessageId, MessageKind, RequestRide,
-    RideId, StartRide, saga_filter, subject_for,
+    RideId, RideState, StartRide, saga_filter, subject_for,
 };
 
 use super::Ctx;
@@ -18,7 +18,7 @@ use crate::cli::{RideCommand, ShowArgs, WaitArgs};
 use crate::exit::{HintExt, UnexpectedState};
 use crate::nats::{Nats, has_subject, scan_steps};
 use crate::output::{Paint, Table, format_time};
-use crate::saga::{Goal, Rest, RideState, Saga};
+use crate::saga::{Goal, Rest, Saga, SagaState};
 
 pub async fn run(ctx: &Ctx, command: RideCommand) -> anyhow::Result<()> {
     match command {
@@ -275,10 +275,14 @@ pub fn print_saga(ctx: &Ctx, saga: &Saga, effects: &super::effects::Effects) {
 }
 
 /// Green when it ended well, red when it ended otherwise, yellow while running.
-pub fn state_paint(state: RideState) -> Paint {
+pub fn state_paint(state: SagaState) -> Paint {
     match state {
-        RideState::Completed | RideState::Confirmed | RideState::Started => Paint::Green,
-        RideState::Cancelled | RideState::Rejected | RideState::Expired => Paint::Red,
+        SagaState::Ride(RideState::Completed | RideState::Confirmed | RideState::Started) => {
+            Paint::Green
+        }
+        SagaState::Ride(RideState::Cancelled | RideState::Rejected) | SagaState::Expired => {
+            Paint::Red
+        }
         _ => Paint::Yellow,
     }
 }

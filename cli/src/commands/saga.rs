@@ -276,7 +276,7 @@ pub fn fold_all(steps: &[Step]) -> BTreeMap<(u64, String), Saga> {
     }
     by_ride
         .into_values()
-        .filter(|saga| saga.state != crate::saga::RideState::Unknown)
+        .filter(|saga| saga.state != crate::saga::SagaState::Unknown)
         .map(|saga| ((saga.first_seq, saga.ride_id.clone()), saga))
         .collect()
 }

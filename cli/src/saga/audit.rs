@@ -10,11 +10,11 @@ use ridesaga_schemas::money;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use ridesaga_schemas::{Message, NotificationKind, Recipient};
+use ridesaga_schemas::{Message, NotificationKind, Recipient, RideState};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{RideState, Saga, Step};
+use super::{Saga, SagaState, Step};
 use ridesaga_schemas::duration::format_duration;
 
 /// One broken invariant.
@@ -59,7 +59,7 @@ pub fn audit(steps: &[Step], now: OffsetDateTime, settle: Duration) -> Report {
     let reviews = super::review::collect(steps);
     for saga in sagas.values() {
         // Messages about a ride that was never requested (e.g. a refused command) are no saga.
-        if saga.state == RideState::Unknown {
+        if saga.state == SagaState::Unknown {
             continue;
         }
         report.sagas += 1;
@@ -130,9 +130,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
         violate(2, format!("captured {captures} times"));
     }
     // A rider no-show may be charged a fee: at most the hold.
-    let no_show =
-        saga.state == RideState::Cancelled && saga.reason.as_deref() == Some("rider_no_show");
-    if captures > 0 && saga.state != RideState::Completed && !no_show {
+    let no_show = saga.state == SagaState::Ride(RideState::Cancelled)
+        && saga.reason.as_deref() == Some("rider_no_show");
+    if captures > 0 && saga.state != SagaState::Ride(RideState::Completed) && !no_show {
         violate(
             2,
             format!("payment captured but the ride is {}", saga.label()),
@@ -260,13 +260,13 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             format!("earnings credited to {earning} but the ride's driver is {driver}"),
         );
     }
-    if settled && saga.state == RideState::Completed && captures == 0 {
+    if settled && saga.state == SagaState::Ride(RideState::Completed) && captures == 0 {
         match &saga.capture_failed {
             Some(error) => violate(2, format!("completed but the capture failed: {error}")),
             None => violate(2, "completed but never captured".into()),
         }
     }
-    if settled && saga.state != RideState::Completed {
+    if settled && saga.state != SagaState::Ride(RideState::Completed) {
         for hold in saga.holds.iter().filter(|h| !h.voided && h.captures == 0) {
             violate(
                 2,
@@ -306,14 +306,16 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             .any(|(k, recipient, _)| *k == kind && *recipient == Recipient::Rider)
     };
     let owed = match saga.state {
-        RideState::Completed if saga.holds.iter().any(|h| h.captures > 0) => {
+        SagaState::Ride(RideState::Completed) if saga.holds.iter().any(|h| h.captures > 0) => {
             Some(NotificationKind::Receipt)
         }
-        RideState::Completed if saga.capture_failed.is_some() => {
+        SagaState::Ride(RideState::Completed) if saga.capture_failed.is_some() => {
             Some(NotificationKind::PaymentFailed)
         }
-        RideState::Cancelled | RideState::Expired => Some(NotificationKind::RideCancelled),
-        RideState::Rejected => Some(NotificationKind::RideRejected),
+        SagaState::Ride(RideState::Cancelled) | SagaState::Expired => {
+            Some(NotificationKind::RideCancelled)
+        }
+        SagaState::Ride(RideState::Rejected) => Some(NotificationKind::RideRejected),
         _ => None,
     };
     if let (true, Some(kind)) = (settled, owed)

@@ -1,16 +1,16 @@
 //! One-line summaries of each command and event, for timelines and `--wait`.
 
 use ridesaga_schemas::money;
-use ridesaga_schemas::{Message, MessageKind, Recipient};
+use ridesaga_schemas::{Message, MessageKind, Recipient, RideState};
 
-use super::RideState;
+use super::SagaState;
 use crate::output::format_clock;
 
 /// Whether a message undoes or ends a saga on its unhappy path (marked in timelines), given the
 /// ride's state just before it: a driver released after a completed ride is the happy path.
-pub fn is_compensation(kind: MessageKind, state_before: RideState) -> bool {
+pub fn is_compensation(kind: MessageKind, state_before: SagaState) -> bool {
     match kind {
-        MessageKind::DriverReleased => state_before != RideState::Completed,
+        MessageKind::DriverReleased => state_before != SagaState::Ride(RideState::Completed),
         MessageKind::PaymentVoided
         | MessageKind::RideCancelled
         | MessageKind::RideRejected
@@ -238,10 +238,22 @@ mod tests {
             driver_id: None,
         });
         assert_eq!(summary(&cancelled), "reason no_driver");
-        assert!(is_compensation(cancelled.kind(), RideState::Confirmed));
-        assert!(!is_compensation(captured.kind(), RideState::Completed));
+        assert!(is_compensation(
+            cancelled.kind(),
+            SagaState::Ride(RideState::Confirmed)
+        ));
+        assert!(!is_compensation(
+            captured.kind(),
+            SagaState::Ride(RideState::Completed)
+        ));
         let released = MessageKind::DriverReleased;
-        assert!(is_compensation(released, RideState::Requested));
-        assert!(!is_compensation(released, RideState::Completed));
+        assert!(is_compensation(
+            released,
+            SagaState::Ride(RideState::Requested)
+        ));
+        assert!(!is_compensation(
+            released,
+            SagaState::Ride(RideState::Completed)
+        ));
     }
 }

@@ -17,7 +17,9 @@ pub mod positions;
 pub mod route;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, INVALID_REQUEST, Message, MessageId, RideId, Service, Timestamp};
+use ridesaga_schemas::{
+    Envelope, INVALID_REQUEST, Message, MessageId, RideId, RideState, Service, Timestamp,
+};
 use sqlx::migrate::Migrator;
 use tracing::debug;
 
@@ -41,28 +43,31 @@ const EXPIRIES_PER_TICK: i64 = 256;
 /// reason (a cancel reason; for a rejection, the fraud service's flag or the ride service's own
 /// refusal of an invalid request).
 const SAGA_OUTCOMES: &[SagaOutcome] = &[
-    ("completed", ""),
-    ("cancelled", "rider"),
-    ("cancelled", "no_driver"),
-    ("cancelled", "payment_declined"),
-    ("cancelled", "expired"),
-    ("cancelled", "driver_no_show"),
-    ("cancelled", "rider_no_show"),
-    ("rejected", "fraud_flagged"),
-    ("rejected", INVALID_REQUEST),
+    (COMPLETED, ""),
+    (CANCELLED, "rider"),
+    (CANCELLED, "no_driver"),
+    (CANCELLED, "payment_declined"),
+    (CANCELLED, "expired"),
+    (CANCELLED, "driver_no_show"),
+    (CANCELLED, "rider_no_show"),
+    (REJECTED, "fraud_flagged"),
+    (REJECTED, INVALID_REQUEST),
 ];
+const COMPLETED: &str = RideState::Completed.as_str();
+const CANCELLED: &str = RideState::Cancelled.as_str();
+const REJECTED: &str = RideState::Rejected.as_str();
 
 /// The outcome a ride event announces, if it ends the saga.
 fn saga_outcome(message: &Message) -> Option<SagaOutcome> {
     match message {
-        Message::RideCompleted(_) => Some(("completed", "")),
-        Message::RideCancelled(cancelled) => Some(("cancelled", cancelled.reason.as_str())),
+        Message::RideCompleted(_) => Some((COMPLETED, "")),
+        Message::RideCancelled(cancelled) => Some((CANCELLED, cancelled.reason.as_str())),
         Message::RideRejected(rejected)
             if rejected.reasons.iter().any(|r| r == INVALID_REQUEST) =>
         {
-            Some(("rejected", INVALID_REQUEST))
+            Some((REJECTED, INVALID_REQUEST))
         }
-        Message::RideRejected(_) => Some(("rejected", "fraud_flagged")),
+        Message::RideRejected(_) => Some((REJECTED, "fraud_flagged")),
         _ => None,
     }
 }

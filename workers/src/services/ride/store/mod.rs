@@ -10,7 +10,8 @@ mod sqlite;
 use std::collections::HashMap;
 
 use ridesaga_schemas::{
-    CancelReason, DriverId, FareBreakdown, GeoPoint, MessageId, RideId, RiderId, Timestamp,
+    CancelReason, DriverId, FareBreakdown, GeoPoint, MessageId, RideId, RideState, RiderId,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -389,13 +390,13 @@ pub async fn route_points(
 }
 
 fn status_from(status: &str, reason: Option<String>) -> Result<Status, HandleError> {
-    Ok(match (status, reason.as_deref()) {
-        ("requested", _) => Status::Requested,
-        ("confirmed", _) => Status::Confirmed,
-        ("started", _) => Status::Started,
-        ("completed", _) => Status::Completed,
-        ("rejected", _) => Status::Rejected,
-        ("cancelled", Some(reason)) => Status::Cancelled(reason_from(reason)?),
+    Ok(match (RideState::parse(status), reason.as_deref()) {
+        (Some(RideState::Requested), _) => Status::Requested,
+        (Some(RideState::Confirmed), _) => Status::Confirmed,
+        (Some(RideState::Started), _) => Status::Started,
+        (Some(RideState::Completed), _) => Status::Completed,
+        (Some(RideState::Rejected), _) => Status::Rejected,
+        (Some(RideState::Cancelled), Some(reason)) => Status::Cancelled(reason_from(reason)?),
         _ => {
             return Err(corrupt(TABLE, format!("status {status:?} with reason {reason:?}")).into());
         }
