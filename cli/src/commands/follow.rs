@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
 use super::Ctx;
-use super::ride::{print_saga, state_paint};
+use super::render::{print_saga, saga_json, state_paint};
 use crate::cli::WaitArgs;
 use crate::exit::{HintExt, TimedOut, UnexpectedState};
 use crate::nats::follow;
@@ -88,17 +88,6 @@ pub async fn follow_ride(
         );
     }
     Ok(())
-}
-
-/// The saga as JSON, with how the wait ended.
-pub fn saga_json(saga: &Saga, rest: &Rest) -> serde_json::Value {
-    let mut value = serde_json::to_value(saga).unwrap_or_default();
-    value["outcome"] = match rest {
-        Rest::State => saga.state.as_str().into(),
-        Rest::Refused(_) => "refused".into(),
-    };
-    value["label"] = outcome_label(saga, rest).into();
-    value
 }
 
 /// One step as it happens: on stdout for tables, on stderr when stdout carries JSON.

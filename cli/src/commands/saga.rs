@@ -10,7 +10,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::Ctx;
-use super::ride::{load_saga, state_paint};
+use super::render::state_paint;
+use super::ride::load_saga;
 use crate::cli::{ListArgs, SagaCommand, StateClass};
 use crate::nats::scan_steps;
 use crate::output::{Paint, Table, format_clock, format_time, rfc3339};
