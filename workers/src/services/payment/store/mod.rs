@@ -18,8 +18,8 @@ use serde::Serialize;
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
 use super::review::{self, ReviewState, Verdict};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::json_ids;
 use crate::services::rows::{cents_from_column, cents_to_column, corrupt};
+use crate::services::saga_states::json_ids;
 
 /// The table an unreadable row is reported in.
 const TABLE: &str = "payments";

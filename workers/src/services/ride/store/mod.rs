@@ -19,8 +19,8 @@ use super::domain::{Hold, Ride, Status};
 use super::route::Route;
 use crate::runtime::metrics::SagaDeadlines;
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::json_ids;
 use crate::services::rows::{cents_from_column, cents_to_column, corrupt};
+use crate::services::saga_states::json_ids;
 
 /// The table an unreadable row is reported in.
 const TABLE: &str = "rides";
