@@ -5,11 +5,10 @@
 //! (what came off each). A share payment holds for a fake-ride review
 //! (`evt.payment.earnings_hold`) is shown held until it is released, and forfeited once rejected.
 
-use ridesaga_schemas::money;
 use std::collections::{BTreeMap, HashMap};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ridesaga_schemas::{DriverId, EarningsHoldStatus, Message, MessageKind};
+use ridesaga_schemas::{DriverId, EarningsHoldStatus, Message, MessageKind, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 

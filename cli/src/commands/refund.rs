@@ -5,10 +5,9 @@
 //! the answer it got the first time.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ridesaga_schemas::money;
 use ridesaga_schemas::{
     Envelope, Message, MessageKind, PaymentRefundRefused, PaymentRefunded, RefundId, RefundRide,
-    subject_for,
+    money, subject_for,
 };
 use serde::Serialize;
 use tokio::time::timeout;

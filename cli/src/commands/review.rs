@@ -4,8 +4,7 @@
 //! the ride flagged and not yet decided.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ridesaga_schemas::money;
-use ridesaga_schemas::{Envelope, MessageKind, ReviewDecision, ReviewRide, RideId};
+use ridesaga_schemas::{Envelope, MessageKind, ReviewDecision, ReviewRide, RideId, money};
 
 use super::Ctx;
 use crate::cli::DriverWaitArgs;

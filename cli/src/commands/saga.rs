@@ -1,11 +1,11 @@
 //! `ridectl saga trace` (one ride's timeline) and `ridectl saga list` (every saga with its
 //! state), both rebuilt from the stream, not from any service's database.
 
-use ridesaga_schemas::money;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
+use ridesaga_schemas::money;
 use serde::Serialize;
 use time::OffsetDateTime;
 

@@ -6,9 +6,8 @@
 use anyhow::Context;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream as JsStream};
-use ridesaga_schemas::money;
 use ridesaga_schemas::streams::POSITION_STREAM;
-use ridesaga_schemas::{DriverId, GeoPoint, Position, RideState};
+use ridesaga_schemas::{DriverId, GeoPoint, Position, RideState, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 

@@ -6,11 +6,10 @@
 //! [`Saga::overdue`]; where no deadline applies, idle that long), so an audit during traffic
 //! does not report rides that are simply still running or waiting for their driver.
 
-use ridesaga_schemas::money;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use ridesaga_schemas::{Message, NotificationKind, Recipient, RideState};
+use ridesaga_schemas::{Message, NotificationKind, Recipient, RideState, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 

@@ -1,7 +1,6 @@
 //! One-line summaries of each command and event, for timelines and `--wait`.
 
-use ridesaga_schemas::money;
-use ridesaga_schemas::{Message, MessageKind, Recipient, RideState};
+use ridesaga_schemas::{Message, MessageKind, Recipient, RideState, money};
 
 use super::SagaState;
 use crate::output::format_clock;

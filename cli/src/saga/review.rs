@@ -3,10 +3,9 @@
 //! (`evt.payment.earnings_hold`). `ridectl fraud review` lists them; the audit checks them
 //! (invariant 6).
 
-use ridesaga_schemas::money;
 use std::collections::BTreeMap;
 
-use ridesaga_schemas::{EarningsHoldStatus, Message, ReviewDecision};
+use ridesaga_schemas::{EarningsHoldStatus, Message, ReviewDecision, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 

@@ -17,11 +17,10 @@
 //! notices are sent even after a cancellation: that order is possible, and the set must not
 //! depend on it.
 
-use ridesaga_schemas::money;
 use std::collections::HashSet;
 
 use ridesaga_schemas::{
-    CancelReason, DriverId, Message, NotificationKind, Recipient, RefundId, RideId, RiderId,
+    CancelReason, DriverId, Message, NotificationKind, Recipient, RefundId, RideId, RiderId, money,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;

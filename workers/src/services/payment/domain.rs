@@ -23,11 +23,11 @@
 //! gateway operation of its own, any number of them per ride. A refund made reverses its
 //! amount in the ledger in proportion to the capture's split ([`reversal`]).
 
-use ridesaga_schemas::money;
 use ridesaga_schemas::{
     CancelReason, DriverId, Earnings, FareBreakdown, Message, PaymentAuthorized,
     PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefundRefused, PaymentRefunded,
     PaymentVoided, REFUND_EXCEEDS_CAPTURE, REFUND_NOTHING_CAPTURED, RefundId, RefundRide, RiderId,
+    money,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
