@@ -11,7 +11,8 @@ mod sqlite;
 use std::collections::{HashMap, HashSet};
 
 use ridesaga_schemas::{
-    DriverId, Earnings, EarningsHoldStatus, FareBreakdown, RefundId, RideId, RiderId, Timestamp,
+    DriverId, Earnings, EarningsHoldStatus, FareBreakdown, RefundId, RideId, RideState, RiderId,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -23,6 +24,9 @@ use crate::services::saga_states::json_ids;
 
 /// The table an unreadable row is reported in.
 const TABLE: &str = "payments";
+/// The `ending` of a ride cancelled because the rider did not show; the other endings are
+/// named as the ride's [`RideState`].
+const RIDER_NO_SHOW: &str = "rider_no_show";
 
 /// The ride's payment, or the empty state if payment has not heard of the ride.
 pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Payment, HandleError> {
@@ -253,10 +257,13 @@ fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError>
     let trip = payment.trip.as_ref();
     let (ending, fare_cents) = match payment.ending {
         None => (None, None),
-        Some(Ending::Completed { fare_cents }) => (Some("completed"), Some(cents(fare_cents)?)),
-        Some(Ending::Cancelled) => (Some("cancelled"), None),
+        Some(Ending::Completed { fare_cents }) => (
+            Some(RideState::Completed.as_str()),
+            Some(cents(fare_cents)?),
+        ),
+        Some(Ending::Cancelled) => (Some(RideState::Cancelled.as_str()), None),
         // A value the first migration's comment does not list: the column takes any text.
-        Some(Ending::RiderNoShow) => (Some("rider_no_show"), None),
+        Some(Ending::RiderNoShow) => (Some(RIDER_NO_SHOW), None),
     };
     let mut row = PaymentRow {
         ride_id: ride_id.as_str(),
@@ -443,12 +450,17 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
         }),
         _ => None,
     };
-    let ending = match (text("ending")?.as_deref(), amount("fare_cents")?) {
+    let ending = text("ending")?;
+    let ending = match (ending.as_deref(), amount("fare_cents")?) {
         (None, _) => None,
-        (Some("completed"), Some(fare_cents)) => Some(Ending::Completed { fare_cents }),
-        (Some("cancelled"), _) => Some(Ending::Cancelled),
-        (Some("rider_no_show"), _) => Some(Ending::RiderNoShow),
-        (other, _) => return Err(corrupt(TABLE, format!("ending {other:?}")).into()),
+        (Some(RIDER_NO_SHOW), _) => Some(Ending::RiderNoShow),
+        (Some(name), fare_cents) => match (RideState::parse(name), fare_cents) {
+            (Some(RideState::Completed), Some(fare_cents)) => {
+                Some(Ending::Completed { fare_cents })
+            }
+            (Some(RideState::Cancelled), _) => Some(Ending::Cancelled),
+            _ => return Err(corrupt(TABLE, format!("ending {ending:?}")).into()),
+        },
     };
     let hold = match (text("hold")?.as_deref(), text("hold_id")?) {
         (Some("none"), _) => Hold::None,
