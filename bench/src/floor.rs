@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
 use ridesaga_schemas::{
-    DriverId, DriverReleased, Envelope, Message, PaymentVoided, RideId, RiderId, Service,
-    Timestamp, streams,
+    DriverId, DriverReleased, Envelope, Message, PaymentVoided, RideId, RideState, RiderId,
+    Service, Timestamp, streams,
 };
 use ridesaga_workers::config::{RuntimeConfig, Settings};
 use ridesaga_workers::runtime::{self, HandleError, Worker};
@@ -239,7 +239,7 @@ async fn preload(js: &jetstream::Context, messages: u64) -> anyhow::Result<()> {
         for _ in next..end {
             let released = DriverReleased {
                 driver_id: driver.clone(),
-                reason: "completed".into(),
+                reason: RideState::Completed.to_string(),
             };
             let envelope = Envelope::new(released, Some(RideId::generate()), PRODUCER);
             let publish = PublishMessage::build()

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use ridesaga_schemas::{
     CompleteRide, DriverId, DriverOnline, Envelope, Message, MessageKind, RegisterDriver,
-    RequestRide, RideId, RiderId, Service, StartRide, parse_subject,
+    RequestRide, RideId, RideState, RiderId, Service, StartRide, parse_subject,
 };
 
 use crate::city::{self, Rng};
@@ -497,8 +497,12 @@ impl Generator {
 /// `rejected (...)` or `refused cmd.ride.start: ...`.
 fn failure(subject: &str, payload: &[u8]) -> String {
     match Envelope::decode(subject, payload).map(|e| e.message) {
-        Ok(Message::RideCancelled(c)) => format!("cancelled ({})", c.reason.as_str()),
-        Ok(Message::RideRejected(r)) => format!("rejected ({})", r.reasons.join(", ")),
+        Ok(Message::RideCancelled(c)) => {
+            format!("{} ({})", RideState::Cancelled, c.reason.as_str())
+        }
+        Ok(Message::RideRejected(r)) => {
+            format!("{} ({})", RideState::Rejected, r.reasons.join(", "))
+        }
         Ok(Message::RideCommandRefused(r)) => format!("refused {}: {}", r.command, r.reason),
         Ok(other) => format!("ended with {}", other.kind()),
         Err(e) => format!("undecodable event on {subject}: {e}"),

@@ -211,11 +211,6 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-/// Cents as `12.34`.
-pub fn money(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
-}
-
 /// Bytes as `1.5 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -250,8 +245,6 @@ mod tests {
 
     #[test]
     fn amounts_and_sizes_read_naturally() {
-        assert_eq!(money(1234), "12.34");
-        assert_eq!(money(5), "0.05");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
     }

@@ -7,6 +7,8 @@
 //! - [`messages`]: every command and event payload, and the table of their subjects.
 //! - [`envelope`]: the common envelope, JSON encoding, and decoding that checks everything.
 //! - [`limits`]: bounds on amounts, distances, durations, scores, text and deadlines.
+//! - [`money`]: amounts in cents written for people.
+//! - [`ride_state`]: a ride's states, their names and which of them end it.
 //! - [`schedule`]: drivers' weekly windows and one-off shifts, in their time zone.
 //! - [`subject`]: subject builders and parsers.
 //! - [`dead_letter`]: the record a worker publishes when it gives up on a message.
@@ -23,8 +25,10 @@ pub mod ids;
 pub mod json_schema;
 pub mod limits;
 pub mod messages;
+pub mod money;
 mod object;
 pub mod position;
+pub mod ride_state;
 pub mod schedule;
 pub mod streams;
 pub mod subject;
@@ -39,6 +43,7 @@ pub use ids::{DriverId, IdError, MessageId, RefundId, RideId, RiderId};
 pub use limits::ValueError;
 pub use messages::*;
 pub use position::{POSITION_PREFIX, Position, PositionError};
+pub use ride_state::RideState;
 pub use schedule::{DriverSchedule, OneOffShift, ScheduleError, Shifts, Weekday, WeeklyWindow};
 pub use streams::Service;
 pub use subject::{SubjectError, parse_subject, saga_filter, subject_for};

@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ridesaga_schemas::{DriverId, EarningsHoldStatus, Message, MessageKind};
+use ridesaga_schemas::{DriverId, EarningsHoldStatus, Message, MessageKind, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::Ctx;
 use crate::nats::scan_steps;
-use crate::output::{Table, format_time, money};
+use crate::output::{Table, format_time};
 use crate::saga::Step;
 
 /// One ledger movement of the driver: a captured fare's split, or a refund's reversal (its
@@ -57,12 +57,6 @@ pub struct Statement {
 
 fn signed(cents: u64) -> i64 {
     i64::try_from(cents).unwrap_or(i64::MAX)
-}
-
-/// Cents that may be negative, e.g. `-5.00`.
-pub fn signed_money(cents: i64) -> String {
-    let text = money(cents.unsigned_abs());
-    if cents < 0 { format!("-{text}") } else { text }
 }
 
 /// The ledger movement `step` makes for `driver`, if any.
@@ -280,25 +274,29 @@ pub async fn run(
             format_time(entry.at),
             entry.ride_id.clone(),
             kind,
-            signed_money(entry.captured_cents),
-            signed_money(entry.driver_cents),
-            signed_money(entry.commission_cents),
+            money::format_signed(entry.captured_cents),
+            money::format_signed(entry.driver_cents),
+            money::format_signed(entry.commission_cents),
             entry.review.map_or("", |r| r.as_str()).to_owned(),
         ]);
     }
     let review = match (statement.held_cents, statement.forfeited_cents) {
         (0, 0) => String::new(),
-        (held, 0) => format!("{} held", money(held)),
-        (0, lost) => format!("{} forfeited", money(lost)),
-        (held, lost) => format!("{} held, {} forfeited", money(held), money(lost)),
+        (held, 0) => format!("{} held", money::format(held)),
+        (0, lost) => format!("{} forfeited", money::format(lost)),
+        (held, lost) => format!(
+            "{} held, {} forfeited",
+            money::format(held),
+            money::format(lost)
+        ),
     };
     table.row([
         "total".to_string(),
         format!("{} rides", statement.rides),
-        format!("refunded {}", money(statement.refunded_cents)),
-        money(statement.captured_cents),
-        signed_money(statement.driver_cents),
-        signed_money(statement.commission_cents),
+        format!("refunded {}", money::format(statement.refunded_cents)),
+        money::format(statement.captured_cents),
+        money::format_signed(statement.driver_cents),
+        money::format_signed(statement.commission_cents),
         review,
     ]);
     ctx.out.table(&table);
@@ -327,20 +325,20 @@ pub async fn run_daily(
         let refunded = if line.refunded_cents > 0 {
             format!(
                 "{} (share -{}, commission -{})",
-                money(line.refunded_cents),
-                money(line.driver_reversed_cents),
-                money(line.commission_reversed_cents)
+                money::format(line.refunded_cents),
+                money::format(line.driver_reversed_cents),
+                money::format(line.commission_reversed_cents)
             )
         } else {
-            money(0)
+            money::format(0)
         };
         [
             line.ride_id.clone(),
-            money(line.fare_cents),
-            money(line.driver_cents),
-            money(line.commission_cents),
+            money::format(line.fare_cents),
+            money::format(line.driver_cents),
+            money::format(line.commission_cents),
             refunded,
-            signed_money(line.net_driver_cents),
+            money::format_signed(line.net_driver_cents),
         ]
     };
     for line in &daily.rides {
@@ -352,8 +350,8 @@ pub async fn run_daily(
     ctx.out.table(&table);
     ctx.out.line(format!(
         "net: driver {}, commission {}",
-        signed_money(daily.total.net_driver_cents),
-        signed_money(daily.net_commission_cents)
+        money::format_signed(daily.total.net_driver_cents),
+        money::format_signed(daily.net_commission_cents)
     ));
     Ok(())
 }
@@ -424,7 +422,6 @@ mod tests {
             (1, 1000, 500)
         );
         assert_eq!((s.driver_cents, s.commission_cents), (400, 100));
-        assert_eq!(signed_money(-1234), "-12.34");
     }
 
     #[test]

@@ -13,14 +13,14 @@ use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
 use super::Ctx;
-use super::ride::{print_saga, state_paint};
+use super::render::{print_saga, saga_json, state_paint};
 use crate::cli::WaitArgs;
 use crate::exit::{HintExt, TimedOut, UnexpectedState};
 use crate::nats::follow;
 use crate::output::{Out, Paint, format_clock};
 use crate::saga::describe::{is_compensation, summary};
 use crate::saga::rest::{at_rest, outcome_label};
-use crate::saga::{Goal, Rest, RideState, Saga, Step};
+use crate::saga::{Goal, Rest, Saga, SagaState, Step};
 use ridesaga_schemas::duration::format_duration;
 
 pub async fn follow_ride(
@@ -90,19 +90,8 @@ pub async fn follow_ride(
     Ok(())
 }
 
-/// The saga as JSON, with how the wait ended.
-pub fn saga_json(saga: &Saga, rest: &Rest) -> serde_json::Value {
-    let mut value = serde_json::to_value(saga).unwrap_or_default();
-    value["outcome"] = match rest {
-        Rest::State => saga.state.as_str().into(),
-        Rest::Refused(_) => "refused".into(),
-    };
-    value["label"] = outcome_label(saga, rest).into();
-    value
-}
-
 /// One step as it happens: on stdout for tables, on stderr when stdout carries JSON.
-fn print_live(out: &Out, step: &Step, previous: Option<OffsetDateTime>, before: RideState) {
+fn print_live(out: &Out, step: &Step, previous: Option<OffsetDateTime>, before: SagaState) {
     let line = step_line(out, step, previous, before);
     if out.is_json() {
         crate::output::note(line);
@@ -116,7 +105,7 @@ pub fn step_line(
     out: &Out,
     step: &Step,
     previous: Option<OffsetDateTime>,
-    before: RideState,
+    before: SagaState,
 ) -> String {
     let delta = previous
         .and_then(|p| std::time::Duration::try_from(step.time - p).ok())

@@ -11,6 +11,7 @@ mod follow;
 mod leader;
 mod position;
 mod refund;
+mod render;
 mod review;
 mod ride;
 mod saga;

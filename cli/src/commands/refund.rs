@@ -7,7 +7,7 @@
 use async_nats::jetstream::consumer::DeliverPolicy;
 use ridesaga_schemas::{
     Envelope, Message, MessageKind, PaymentRefundRefused, PaymentRefunded, RefundId, RefundRide,
-    subject_for,
+    money, subject_for,
 };
 use serde::Serialize;
 use tokio::time::timeout;
@@ -18,7 +18,6 @@ use super::ride::ensure_ride_exists;
 use crate::cli::RefundArgs;
 use crate::exit::{HintExt, TimedOut};
 use crate::nats::follow;
-use crate::output::money;
 
 /// The payment service's answer to a refund.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,15 +145,15 @@ pub async fn run(ctx: &Ctx, args: RefundArgs) -> anyhow::Result<()> {
             format!(
                 "; ledger: driver {} -{}, commission -{}",
                 r.driver_id,
-                money(r.driver_cents),
-                money(r.commission_cents)
+                money::format(r.driver_cents),
+                money::format(r.commission_cents)
             )
         });
         ctx.out.line(format!(
             "refund {refund_id} of ride {ride}: {} refunded ({} of {} captured refunded){reversal}",
-            money(m.amount_cents),
-            money(m.refunded_cents),
-            money(m.captured_cents)
+            money::format(m.amount_cents),
+            money::format(m.refunded_cents),
+            money::format(m.captured_cents)
         ));
     }
     match found {

@@ -4,12 +4,12 @@
 //! the ride flagged and not yet decided.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use ridesaga_schemas::{Envelope, MessageKind, ReviewDecision, ReviewRide, RideId};
+use ridesaga_schemas::{Envelope, MessageKind, ReviewDecision, ReviewRide, RideId, money};
 
 use super::Ctx;
 use crate::cli::DriverWaitArgs;
 use crate::nats::scan_steps;
-use crate::output::{Table, format_time, money};
+use crate::output::{Table, format_time};
 use crate::saga::review::{Flagged, collect};
 
 /// The subjects a review's facts are on.
@@ -79,7 +79,7 @@ fn list(ctx: &Ctx, rides: &[&Flagged]) -> anyhow::Result<()> {
             f.driver_id.clone().unwrap_or_default(),
             f.rider_id.clone().unwrap_or_default(),
             f.driver_share_cents
-                .map(money)
+                .map(money::format)
                 .unwrap_or_else(|| "-".into()),
             f.status()
                 .map_or("not captured yet", |s| s.as_str())

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
+use ridesaga_schemas::money;
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::Ctx;
-use super::ride::{load_saga, state_paint};
+use super::render::state_paint;
+use super::ride::load_saga;
 use crate::cli::{ListArgs, SagaCommand, StateClass};
 use crate::nats::scan_steps;
-use crate::output::{Paint, Table, format_clock, format_time, money, rfc3339};
+use crate::output::{Paint, Table, format_clock, format_time, rfc3339};
 use crate::saga::describe::{is_compensation, summary};
 use crate::saga::{Saga, Step};
 use ridesaga_schemas::duration::format_duration;
@@ -249,7 +251,7 @@ async fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
             saga.reason.clone().unwrap_or_default(),
             saga.rider_id.clone().unwrap_or_default(),
             saga.driver_id.clone().unwrap_or_default(),
-            fare.map(money).unwrap_or_default(),
+            fare.map(money::format).unwrap_or_default(),
             saga.last_at.map(format_time).unwrap_or_default(),
             format_duration(saga.idle(now)),
         ]);
@@ -275,7 +277,7 @@ pub fn fold_all(steps: &[Step]) -> BTreeMap<(u64, String), Saga> {
     }
     by_ride
         .into_values()
-        .filter(|saga| saga.state != crate::saga::RideState::Unknown)
+        .filter(|saga| saga.state != crate::saga::SagaState::Unknown)
         .map(|saga| ((saga.first_seq, saga.ride_id.clone()), saga))
         .collect()
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream as JsStream};
 use ridesaga_schemas::streams::POSITION_STREAM;
-use ridesaga_schemas::{DriverId, GeoPoint, Position};
+use ridesaga_schemas::{DriverId, GeoPoint, Position, RideState, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -16,13 +16,13 @@ use super::ride::load_saga;
 use crate::cli::TrackArgs;
 use crate::exit::TimedOut;
 use crate::nats::scan;
-use crate::saga::{RideState, Saga};
+use crate::saga::{Saga, SagaState};
 
 /// Where a ride stands, as `ride track` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Progress {
     pub ride_id: String,
-    pub state: RideState,
+    pub state: SagaState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub driver_id: Option<String>,
     /// The driver's last reported position and when it was taken (Unix ms).
@@ -77,14 +77,14 @@ pub fn progress(
         fare_cents: saga.fare_cents,
     };
     match saga.state {
-        RideState::Confirmed => {
+        SagaState::Ride(RideState::Confirmed) => {
             if let (Some(at), Some(pickup)) = (position, saga.pickup) {
                 let km = at.distance_km(&pickup);
                 progress.to_pickup_km = Some(km);
                 progress.eta_min = Some(eta(km));
             }
         }
-        RideState::Started => {
+        SagaState::Ride(RideState::Started) => {
             progress.travelled_km = Some(path_km(since_start));
             if let (Some(at), Some(dropoff)) = (position, saga.dropoff) {
                 let km = at.distance_km(&dropoff);
@@ -111,7 +111,11 @@ impl Progress {
         }
         match self.position {
             Some(at) => parts.push(format!("at {at}")),
-            None if matches!(self.state, RideState::Confirmed | RideState::Started) => {
+            None if matches!(
+                self.state,
+                SagaState::Ride(RideState::Confirmed | RideState::Started)
+            ) =>
+            {
                 parts.push("no position reported".into())
             }
             None => {}
@@ -132,7 +136,7 @@ impl Progress {
             parts.push(format!("distance {km:.2} km ({source})"));
         }
         if let Some(fare) = self.fare_cents {
-            parts.push(format!("fare {}", crate::output::money(fare)));
+            parts.push(format!("fare {}", money::format(fare)));
         }
         parts.join(", ")
     }
@@ -183,7 +187,7 @@ async fn look(positions: &JsStream, saga: &Saga, speed_kmh: f64) -> anyhow::Resu
     let subject = Position::subject(&driver);
     let last = last_position(positions, &subject).await?;
     let since_start = match (saga.state, saga.started_at) {
-        (RideState::Started, Some(started)) => {
+        (SagaState::Ride(RideState::Started), Some(started)) => {
             positions_since(positions, &subject, started).await?
         }
         _ => Vec::new(),
@@ -230,7 +234,7 @@ mod tests {
         GeoPoint::new(lat, lng).unwrap()
     }
 
-    fn saga(state: RideState) -> Saga {
+    fn saga(state: SagaState) -> Saga {
         let mut saga = Saga::new("r_1");
         saga.state = state;
         saga.driver_id = Some("d_1".into());
@@ -250,7 +254,12 @@ mod tests {
     #[test]
     fn before_the_start_the_driver_is_measured_to_the_pickup() {
         let here = p(52.45, 13.40);
-        let got = progress(&saga(RideState::Confirmed), Some(at(here)), &[], 30.0);
+        let got = progress(
+            &saga(SagaState::Ride(RideState::Confirmed)),
+            Some(at(here)),
+            &[],
+            30.0,
+        );
         let km = here.distance_km(&p(52.50, 13.40));
         assert_eq!(got.to_pickup_km, Some(km));
         assert_eq!(got.eta_min, Some((km / 30.0 * 600.0).round() / 10.0));
@@ -260,7 +269,12 @@ mod tests {
     #[test]
     fn after_the_start_the_route_so_far_and_the_way_to_the_dropoff() {
         let route = [p(52.50, 13.40), p(52.52, 13.40), p(52.54, 13.41)];
-        let got = progress(&saga(RideState::Started), Some(at(route[2])), &route, 60.0);
+        let got = progress(
+            &saga(SagaState::Ride(RideState::Started)),
+            Some(at(route[2])),
+            &route,
+            60.0,
+        );
         let travelled = route[0].distance_km(&route[1]) + route[1].distance_km(&route[2]);
         assert!((got.travelled_km.unwrap() - travelled).abs() < 1e-9);
         let left = route[2].distance_km(&p(52.60, 13.40));
@@ -271,7 +285,12 @@ mod tests {
 
     #[test]
     fn without_a_position_there_is_no_eta() {
-        let got = progress(&saga(RideState::Confirmed), None, &[], 30.0);
+        let got = progress(
+            &saga(SagaState::Ride(RideState::Confirmed)),
+            None,
+            &[],
+            30.0,
+        );
         assert_eq!(got.eta_min, None);
         assert!(
             got.line().contains("no position reported"),

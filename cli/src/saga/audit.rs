@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use ridesaga_schemas::{Message, NotificationKind, Recipient};
+use ridesaga_schemas::{Message, NotificationKind, Recipient, RideState, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{RideState, Saga, Step};
+use super::{Saga, SagaState, Step};
 use ridesaga_schemas::duration::format_duration;
 
 /// One broken invariant.
@@ -58,7 +58,7 @@ pub fn audit(steps: &[Step], now: OffsetDateTime, settle: Duration) -> Report {
     let reviews = super::review::collect(steps);
     for saga in sagas.values() {
         // Messages about a ride that was never requested (e.g. a refused command) are no saga.
-        if saga.state == RideState::Unknown {
+        if saga.state == SagaState::Unknown {
             continue;
         }
         report.sagas += 1;
@@ -129,9 +129,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
         violate(2, format!("captured {captures} times"));
     }
     // A rider no-show may be charged a fee: at most the hold.
-    let no_show =
-        saga.state == RideState::Cancelled && saga.reason.as_deref() == Some("rider_no_show");
-    if captures > 0 && saga.state != RideState::Completed && !no_show {
+    let no_show = saga.state == SagaState::Ride(RideState::Cancelled)
+        && saga.reason.as_deref() == Some("rider_no_show");
+    if captures > 0 && saga.state != SagaState::Ride(RideState::Completed) && !no_show {
         violate(
             2,
             format!("payment captured but the ride is {}", saga.label()),
@@ -147,9 +147,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
                 2,
                 format!(
                     "no-show fee {} exceeds hold {} of {}",
-                    crate::output::money(hold.captured_cents),
+                    money::format(hold.captured_cents),
                     hold.hold_id,
-                    crate::output::money(hold.authorized_cents)
+                    money::format(hold.authorized_cents)
                 ),
             );
         }
@@ -161,8 +161,8 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "captured {} but the fare is {}",
-                crate::output::money(saga.captured_cents),
-                crate::output::money(fare)
+                money::format(saga.captured_cents),
+                money::format(fare)
             ),
         );
     }
@@ -188,8 +188,8 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "refunded {} but only {} was captured",
-                crate::output::money(saga.refunded_cents),
-                crate::output::money(saga.captured_cents)
+                money::format(saga.refunded_cents),
+                money::format(saga.captured_cents)
             ),
         );
     }
@@ -218,9 +218,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "ledger reversals (driver {} + commission {}) do not balance the refunds {}",
-                crate::output::money(saga.driver_reversed_cents),
-                crate::output::money(saga.commission_reversed_cents),
-                crate::output::money(saga.refunded_cents)
+                money::format(saga.driver_reversed_cents),
+                money::format(saga.commission_reversed_cents),
+                money::format(saga.refunded_cents)
             ),
         );
     }
@@ -233,10 +233,10 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             format!(
                 "ledger reversals (driver {} + commission {}) exceed the entries they reverse \
                  (driver {} + commission {})",
-                crate::output::money(saga.driver_reversed_cents),
-                crate::output::money(saga.commission_reversed_cents),
-                crate::output::money(saga.driver_earned_cents),
-                crate::output::money(saga.commission_cents)
+                money::format(saga.driver_reversed_cents),
+                money::format(saga.commission_reversed_cents),
+                money::format(saga.driver_earned_cents),
+                money::format(saga.commission_cents)
             ),
         );
     }
@@ -245,9 +245,9 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             2,
             format!(
                 "ledger entries (driver {} + commission {}) do not balance the capture {}",
-                crate::output::money(saga.driver_earned_cents),
-                crate::output::money(saga.commission_cents),
-                crate::output::money(saga.captured_cents)
+                money::format(saga.driver_earned_cents),
+                money::format(saga.commission_cents),
+                money::format(saga.captured_cents)
             ),
         );
     }
@@ -259,13 +259,13 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             format!("earnings credited to {earning} but the ride's driver is {driver}"),
         );
     }
-    if settled && saga.state == RideState::Completed && captures == 0 {
+    if settled && saga.state == SagaState::Ride(RideState::Completed) && captures == 0 {
         match &saga.capture_failed {
             Some(error) => violate(2, format!("completed but the capture failed: {error}")),
             None => violate(2, "completed but never captured".into()),
         }
     }
-    if settled && saga.state != RideState::Completed {
+    if settled && saga.state != SagaState::Ride(RideState::Completed) {
         for hold in saga.holds.iter().filter(|h| !h.voided && h.captures == 0) {
             violate(
                 2,
@@ -305,14 +305,16 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
             .any(|(k, recipient, _)| *k == kind && *recipient == Recipient::Rider)
     };
     let owed = match saga.state {
-        RideState::Completed if saga.holds.iter().any(|h| h.captures > 0) => {
+        SagaState::Ride(RideState::Completed) if saga.holds.iter().any(|h| h.captures > 0) => {
             Some(NotificationKind::Receipt)
         }
-        RideState::Completed if saga.capture_failed.is_some() => {
+        SagaState::Ride(RideState::Completed) if saga.capture_failed.is_some() => {
             Some(NotificationKind::PaymentFailed)
         }
-        RideState::Cancelled | RideState::Expired => Some(NotificationKind::RideCancelled),
-        RideState::Rejected => Some(NotificationKind::RideRejected),
+        SagaState::Ride(RideState::Cancelled) | SagaState::Expired => {
+            Some(NotificationKind::RideCancelled)
+        }
+        SagaState::Ride(RideState::Rejected) => Some(NotificationKind::RideRejected),
         _ => None,
     };
     if let (true, Some(kind)) = (settled, owed)
@@ -345,7 +347,7 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
                 format!(
                     "the rider was never told of refund {} of {}",
                     refund.refund_id,
-                    crate::output::money(refund.amount_cents.unwrap_or_default())
+                    money::format(refund.amount_cents.unwrap_or_default())
                 ),
             );
         }
@@ -364,7 +366,7 @@ fn check_saga(saga: &Saga, settled: bool, now: OffsetDateTime, out: &mut Vec<Vio
                 5,
                 format!(
                     "flagged by fraud but {} was held",
-                    crate::output::money(saga.held_cents)
+                    money::format(saga.held_cents)
                 ),
             );
         }

@@ -1,15 +1,15 @@
 //! One-line summaries of each command and event, for timelines and `--wait`.
 
-use ridesaga_schemas::{Message, MessageKind, Recipient};
+use ridesaga_schemas::{Message, MessageKind, Recipient, RideState, money};
 
-use super::RideState;
-use crate::output::{format_clock, money};
+use super::SagaState;
+use crate::output::format_clock;
 
 /// Whether a message undoes or ends a saga on its unhappy path (marked in timelines), given the
 /// ride's state just before it: a driver released after a completed ride is the happy path.
-pub fn is_compensation(kind: MessageKind, state_before: RideState) -> bool {
+pub fn is_compensation(kind: MessageKind, state_before: SagaState) -> bool {
     match kind {
-        MessageKind::DriverReleased => state_before != RideState::Completed,
+        MessageKind::DriverReleased => state_before != SagaState::Ride(RideState::Completed),
         MessageKind::PaymentVoided
         | MessageKind::RideCancelled
         | MessageKind::RideRejected
@@ -103,25 +103,25 @@ pub fn summary(message: &Message) -> String {
         Message::EarningsHold(m) => format!(
             "driver {}'s share {} {}",
             m.driver_id,
-            money(m.amount_cents),
+            money::format(m.amount_cents),
             m.status.as_str()
         ),
         Message::RideRequested(m) => format!(
             "{:.1} km, estimated fare {}",
             m.estimated_distance_km,
-            money(m.estimated_fare_cents)
+            money::format(m.estimated_fare_cents)
         ),
         Message::RideConfirmed(m) => match m.pickup_deadline {
             Some(deadline) => format!(
                 "driver {}, estimated fare {}, pickup by {}",
                 m.driver_id,
-                money(m.estimated_fare_cents),
+                money::format(m.estimated_fare_cents),
                 format_clock(deadline.0)
             ),
             None => format!(
                 "driver {}, estimated fare {}",
                 m.driver_id,
-                money(m.estimated_fare_cents)
+                money::format(m.estimated_fare_cents)
             ),
         },
         Message::DriverArrived(m) => format!(
@@ -134,7 +134,7 @@ pub fn summary(message: &Message) -> String {
             "{:.1} km, {:.1} min, fare {}",
             m.distance_km,
             m.duration_min,
-            money(m.fare_cents)
+            money::format(m.fare_cents)
         ),
         Message::RideCancelled(m) => format!("reason {}", m.reason.as_str()),
         Message::RideRejected(m) => match &m.detail {
@@ -162,28 +162,40 @@ pub fn summary(message: &Message) -> String {
             m.location
         ),
         Message::PaymentAuthorized(m) => {
-            format!("hold {} for {}", m.hold_id, money(m.amount_cents))
+            format!("hold {} for {}", m.hold_id, money::format(m.amount_cents))
         }
         Message::PaymentDeclined(m) => format!("{}: {}", m.code, m.message),
         Message::PaymentCaptured(m) => {
-            format!("captured {} on hold {}", money(m.amount_cents), m.hold_id)
+            format!(
+                "captured {} on hold {}",
+                money::format(m.amount_cents),
+                m.hold_id
+            )
         }
         Message::PaymentVoided(m) => {
-            format!("voided hold {} ({})", m.hold_id, money(m.amount_cents))
+            format!(
+                "voided hold {} ({})",
+                m.hold_id,
+                money::format(m.amount_cents)
+            )
         }
         Message::PaymentCaptureFailed(m) => {
-            format!("capture of {} failed: {}", money(m.amount_cents), m.error)
+            format!(
+                "capture of {} failed: {}",
+                money::format(m.amount_cents),
+                m.error
+            )
         }
         Message::RefundRide(m) => match m.amount_cents {
-            Some(amount) => format!("refund {} of {}", m.refund_id, money(amount)),
+            Some(amount) => format!("refund {} of {}", m.refund_id, money::format(amount)),
             None => format!("refund {} of the rest of the capture", m.refund_id),
         },
         Message::PaymentRefunded(m) => format!(
             "refund {}: {} given back ({} of {} refunded)",
             m.refund_id,
-            money(m.amount_cents),
-            money(m.refunded_cents),
-            money(m.captured_cents)
+            money::format(m.amount_cents),
+            money::format(m.refunded_cents),
+            money::format(m.captured_cents)
         ),
         Message::PaymentRefundRefused(m) => {
             format!("refund {} refused ({}): {}", m.refund_id, m.code, m.reason)
@@ -225,10 +237,22 @@ mod tests {
             driver_id: None,
         });
         assert_eq!(summary(&cancelled), "reason no_driver");
-        assert!(is_compensation(cancelled.kind(), RideState::Confirmed));
-        assert!(!is_compensation(captured.kind(), RideState::Completed));
+        assert!(is_compensation(
+            cancelled.kind(),
+            SagaState::Ride(RideState::Confirmed)
+        ));
+        assert!(!is_compensation(
+            captured.kind(),
+            SagaState::Ride(RideState::Completed)
+        ));
         let released = MessageKind::DriverReleased;
-        assert!(is_compensation(released, RideState::Requested));
-        assert!(!is_compensation(released, RideState::Completed));
+        assert!(is_compensation(
+            released,
+            SagaState::Ride(RideState::Requested)
+        ));
+        assert!(!is_compensation(
+            released,
+            SagaState::Ride(RideState::Completed)
+        ));
     }
 }

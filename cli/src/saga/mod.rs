@@ -3,7 +3,7 @@
 //! here, so they agree on what a saga's state is.
 //!
 //! # Layout
-//! - this file: [`Step`] (one stored message), [`RideState`] and the fold into [`Saga`].
+//! - this file: [`Step`] (one stored message), [`SagaState`] and the fold into [`Saga`].
 //! - [`rest`]: when a saga comes to rest after a command, and `--expect` expectations.
 //! - [`describe`]: one-line summaries of each message for timelines.
 //! - [`audit`]: the invariants of docs/design.md, checked over an event log.
@@ -15,7 +15,7 @@ pub mod review;
 
 use ridesaga_schemas::{
     CancelReason, Envelope, FareBreakdown, GeoPoint, Message, MessageKind, NotificationKind,
-    Recipient,
+    Recipient, RideState,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -49,67 +49,67 @@ impl Step {
     }
 }
 
-/// Where a ride is, as far as the stream tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RideState {
+/// Where a ride is, as far as the stream tells: before the ride service has a state for it, its
+/// [`RideState`], or expired (cancelled because it waited too long, told apart from the other
+/// cancellations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SagaState {
     /// Nothing of this ride is stored.
     #[default]
     Unknown,
     /// The request command is stored; the ride service has not accepted it yet.
     Pending,
-    Requested,
-    Confirmed,
-    Started,
-    Completed,
-    Cancelled,
-    Rejected,
+    /// The state the ride service announced.
+    Ride(RideState),
     /// Cancelled because it waited too long.
     Expired,
 }
 
-impl RideState {
+impl SagaState {
+    /// The states `--expect` and `saga list` name, in the order of a ride's life.
+    pub const NAMED: [SagaState; 8] = [
+        SagaState::Pending,
+        SagaState::Ride(RideState::Requested),
+        SagaState::Ride(RideState::Confirmed),
+        SagaState::Ride(RideState::Started),
+        SagaState::Ride(RideState::Completed),
+        SagaState::Ride(RideState::Cancelled),
+        SagaState::Ride(RideState::Rejected),
+        SagaState::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            RideState::Unknown => "unknown",
-            RideState::Pending => "pending",
-            RideState::Requested => "requested",
-            RideState::Confirmed => "confirmed",
-            RideState::Started => "started",
-            RideState::Completed => "completed",
-            RideState::Cancelled => "cancelled",
-            RideState::Rejected => "rejected",
-            RideState::Expired => "expired",
+            SagaState::Unknown => "unknown",
+            SagaState::Pending => "pending",
+            SagaState::Ride(state) => state.as_str(),
+            SagaState::Expired => "expired",
         }
     }
 
-    pub fn parse(text: &str) -> Option<RideState> {
-        [
-            RideState::Pending,
-            RideState::Requested,
-            RideState::Confirmed,
-            RideState::Started,
-            RideState::Completed,
-            RideState::Cancelled,
-            RideState::Rejected,
-            RideState::Expired,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+    pub fn parse(text: &str) -> Option<SagaState> {
+        SagaState::NAMED.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// Completed, cancelled, rejected or expired: nothing more will happen.
+    /// A terminal [`RideState`], or expired: nothing more will happen.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RideState::Completed | RideState::Cancelled | RideState::Rejected | RideState::Expired
-        )
+        match self {
+            SagaState::Ride(state) => state.is_terminal(),
+            SagaState::Expired => true,
+            SagaState::Unknown | SagaState::Pending => false,
+        }
     }
 }
 
-impl std::fmt::Display for RideState {
+impl std::fmt::Display for SagaState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SagaState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -162,7 +162,7 @@ pub struct Notice {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Saga {
     pub ride_id: String,
-    pub state: RideState,
+    pub state: SagaState,
     /// Why it was cancelled or rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -281,7 +281,9 @@ impl Saga {
     /// `cancelled (payment_declined)`, `completed`.
     pub fn label(&self) -> String {
         match (&self.reason, self.state) {
-            (Some(reason), RideState::Cancelled) => format!("{} ({reason})", self.state),
+            (Some(reason), SagaState::Ride(RideState::Cancelled)) => {
+                format!("{} ({reason})", self.state)
+            }
             _ => self.state.to_string(),
         }
     }
@@ -311,11 +313,11 @@ impl Saga {
     /// `payment`; none once confirmed (the driver and the rider act next) or ended.
     pub fn waiting_on(&self) -> Option<&'static str> {
         match self.state {
-            RideState::Pending => Some("ride"),
-            RideState::Requested if !self.fraud_cleared => Some("fraud"),
-            RideState::Requested if self.driver_id.is_none() => Some("driver"),
-            RideState::Requested if self.holds.is_empty() => Some("payment"),
-            RideState::Requested => Some("ride"),
+            SagaState::Pending => Some("ride"),
+            SagaState::Ride(RideState::Requested) if !self.fraud_cleared => Some("fraud"),
+            SagaState::Ride(RideState::Requested) if self.driver_id.is_none() => Some("driver"),
+            SagaState::Ride(RideState::Requested) if self.holds.is_empty() => Some("payment"),
+            SagaState::Ride(RideState::Requested) => Some("ride"),
             _ => None,
         }
     }
@@ -350,8 +352,8 @@ impl Saga {
         match &step.envelope.message {
             Message::RequestRide(m) => {
                 self.rider_id.get_or_insert_with(|| m.rider_id.to_string());
-                if self.state == RideState::Unknown {
-                    self.state = RideState::Pending;
+                if self.state == SagaState::Unknown {
+                    self.state = SagaState::Pending;
                 }
             }
             Message::RideRequested(m) => {
@@ -359,8 +361,8 @@ impl Saga {
                 self.estimated_fare_cents = Some(m.estimated_fare_cents);
                 self.pickup = Some(m.pickup);
                 self.dropoff = Some(m.dropoff);
-                if matches!(self.state, RideState::Unknown | RideState::Pending) {
-                    self.state = RideState::Requested;
+                if matches!(self.state, SagaState::Unknown | SagaState::Pending) {
+                    self.state = SagaState::Ride(RideState::Requested);
                     self.deadline = Some(m.expires_at.unwrap_or(m.match_deadline).0);
                 }
             }
@@ -427,21 +429,21 @@ impl Saga {
             Message::RideConfirmed(m) => {
                 self.driver_id = Some(m.driver_id.to_string());
                 self.estimated_fare_cents = Some(m.estimated_fare_cents);
-                self.advance(RideState::Confirmed, step);
-                if self.state == RideState::Confirmed {
+                self.advance(SagaState::Ride(RideState::Confirmed), step);
+                if self.state == SagaState::Ride(RideState::Confirmed) {
                     self.deadline = m.pickup_deadline.map(|t| t.0);
                 }
             }
             Message::DriverArrived(m) => {
                 self.driver_arrived = true;
-                if self.state == RideState::Confirmed {
+                if self.state == SagaState::Ride(RideState::Confirmed) {
                     self.deadline = Some(m.rider_wait_deadline.0);
                 }
             }
             Message::RideStarted(_) => {
                 self.started_at.get_or_insert(step.time);
-                self.advance(RideState::Started, step);
-                if self.state == RideState::Started {
+                self.advance(SagaState::Ride(RideState::Started), step);
+                if self.state == SagaState::Ride(RideState::Started) {
                     self.deadline = step.time.checked_add(LONGEST_RIDE);
                 }
             }
@@ -451,18 +453,21 @@ impl Saga {
                 self.distance_source = Some(m.distance_source.as_str().to_owned());
                 self.route_points = Some(m.route_points);
                 self.fare = m.fare;
-                self.finish(RideState::Completed, None);
+                self.finish(SagaState::Ride(RideState::Completed), None);
             }
             Message::RideCancelled(m) => {
                 let state = if m.reason == CancelReason::Expired {
-                    RideState::Expired
+                    SagaState::Expired
                 } else {
-                    RideState::Cancelled
+                    SagaState::Ride(RideState::Cancelled)
                 };
                 self.finish(state, Some(m.reason.as_str().to_owned()));
             }
             Message::RideRejected(m) => {
-                self.finish(RideState::Rejected, Some(m.reasons.join(", ")));
+                self.finish(
+                    SagaState::Ride(RideState::Rejected),
+                    Some(m.reasons.join(", ")),
+                );
             }
             Message::RideCommandRefused(m) => self.refusals.push(Refusal {
                 command: m.command.clone(),
@@ -496,7 +501,7 @@ impl Saga {
         &mut self.holds[index]
     }
 
-    fn advance(&mut self, state: RideState, step: &Step) {
+    fn advance(&mut self, state: SagaState, step: &Step) {
         if self.state.is_terminal() {
             self.late_transitions
                 .push(format!("{} after {}", step.kind(), self.state));
@@ -505,16 +510,18 @@ impl Saga {
         }
     }
 
-    fn finish(&mut self, state: RideState, reason: Option<String>) {
+    fn finish(&mut self, state: SagaState, reason: Option<String>) {
         let label = match &reason {
-            Some(reason) if state != RideState::Rejected => format!("{state} ({reason})"),
+            Some(reason) if state != SagaState::Ride(RideState::Rejected) => {
+                format!("{state} ({reason})")
+            }
             _ => state.to_string(),
         };
         self.terminal_events.push(label);
         if !self.state.is_terminal() {
             self.state = state;
             self.deadline = None;
-            if state == RideState::Completed {
+            if state == SagaState::Ride(RideState::Completed) {
                 self.reason = None;
             } else if reason.is_some() {
                 self.reason = reason;
@@ -533,6 +540,26 @@ mod tests {
     use ridesaga_schemas::*;
 
     #[test]
+    fn saga_states_are_named_as_the_ride_service_names_them() {
+        for state in SagaState::NAMED {
+            assert_eq!(SagaState::parse(state.as_str()), Some(state));
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, serde_json::json!(state.as_str()));
+        }
+        for state in RideState::ALL {
+            assert_eq!(SagaState::Ride(state).as_str(), state.as_str());
+        }
+        assert_eq!(SagaState::parse("unknown"), None);
+        let terminal: Vec<&str> = SagaState::NAMED
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(SagaState::as_str)
+            .collect();
+        assert_eq!(terminal, ["completed", "cancelled", "rejected", "expired"]);
+        assert!(!SagaState::Unknown.is_terminal());
+    }
+
+    #[test]
     fn a_happy_ride_folds_to_completed_with_its_capture() {
         let mut log = Log::new("r_1");
         log.requested()
@@ -540,10 +567,10 @@ mod tests {
             .assigned("d_1")
             .authorized(1200)
             .confirmed("d_1");
-        assert_eq!(log.saga().state, RideState::Confirmed);
+        assert_eq!(log.saga().state, SagaState::Ride(RideState::Confirmed));
         log.completed("d_1", 1100).captured(1100);
         let saga = log.saga();
-        assert_eq!(saga.state, RideState::Completed);
+        assert_eq!(saga.state, SagaState::Ride(RideState::Completed));
         assert_eq!(saga.driver_id.as_deref(), Some("d_1"));
         assert_eq!((saga.held_cents, saga.captured_cents), (1200, 1100));
         assert_eq!(saga.fare_cents, Some(1100));
@@ -628,7 +655,7 @@ mod tests {
         log.requested();
         log.steps.truncate(1);
         let saga = log.saga();
-        assert_eq!((saga.state, saga.deadline), (RideState::Pending, None));
+        assert_eq!((saga.state, saga.deadline), (SagaState::Pending, None));
         let at = saga.last_at.unwrap();
         assert!(!saga.is_stuck(at + time::Duration::seconds(29), SETTLE));
         assert!(saga.is_stuck(at + time::Duration::seconds(30), SETTLE));
@@ -639,7 +666,7 @@ mod tests {
         let mut log = Log::new("r_1");
         log.requested();
         log.steps.truncate(1);
-        assert_eq!(log.saga().state, RideState::Pending);
+        assert_eq!(log.saga().state, SagaState::Pending);
     }
 
     #[test]
@@ -667,7 +694,7 @@ mod tests {
         let mut log = Log::new("r_3");
         log.requested().cancelled(CancelReason::Expired, None);
         let saga = log.saga();
-        assert_eq!(saga.state, RideState::Expired);
+        assert_eq!(saga.state, SagaState::Expired);
         assert_eq!(saga.reason.as_deref(), Some("expired"));
     }
 
@@ -682,7 +709,7 @@ mod tests {
         log.cancelled(CancelReason::Rider, Some("d_1"));
         log.completed("d_1", 1200);
         let saga = log.saga();
-        assert_eq!(saga.state, RideState::Cancelled);
+        assert_eq!(saga.state, SagaState::Ride(RideState::Cancelled));
         assert_eq!(saga.terminal_events.len(), 2);
         assert_eq!(
             saga.late_transitions,
@@ -713,7 +740,7 @@ mod tests {
         );
         let saga = log.saga();
         assert!(saga.flagged);
-        assert_eq!(saga.state, RideState::Rejected);
+        assert_eq!(saga.state, SagaState::Ride(RideState::Rejected));
         assert_eq!(saga.reason.as_deref(), Some("blocked"));
         assert!(saga.compensated());
     }

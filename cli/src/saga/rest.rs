@@ -2,9 +2,9 @@
 
 use std::str::FromStr;
 
-use ridesaga_schemas::{INVALID_REQUEST, MessageId, MessageKind};
+use ridesaga_schemas::{INVALID_REQUEST, MessageId, MessageKind, RideState};
 
-use super::{Refusal, RideState, Saga};
+use super::{Refusal, Saga, SagaState};
 
 /// What a ride command waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +55,23 @@ pub fn at_rest(saga: &Saga, goal: Goal, command_id: &MessageId) -> Option<Rest> 
     // A request that broke the ride service's rules ends rejected, and the refusal that says
     // why follows in the same batch: the request is answered by the refusal.
     if goal == Goal::Request
-        && saga.state == RideState::Rejected
+        && saga.state == SagaState::Ride(RideState::Rejected)
         && saga.reason.as_deref() == Some(INVALID_REQUEST)
     {
         return None;
     }
     let ended = match saga.state {
-        RideState::Completed => saga.payment_settled(),
-        RideState::Cancelled | RideState::Expired => saga.compensated(),
-        RideState::Rejected => true,
+        SagaState::Ride(RideState::Completed) => saga.payment_settled(),
+        SagaState::Ride(RideState::Cancelled) | SagaState::Expired => saga.compensated(),
+        SagaState::Ride(RideState::Rejected) => true,
         _ => false,
     };
     let reached = match goal {
-        Goal::Request => matches!(saga.state, RideState::Confirmed | RideState::Started),
-        Goal::Start => saga.state == RideState::Started,
+        Goal::Request => matches!(
+            saga.state,
+            SagaState::Ride(RideState::Confirmed | RideState::Started)
+        ),
+        Goal::Start => saga.state == SagaState::Ride(RideState::Started),
         Goal::Arrive => saga.driver_arrived,
         Goal::Cancel | Goal::Complete => false,
     };
@@ -79,7 +82,7 @@ pub fn at_rest(saga: &Saga, goal: Goal, command_id: &MessageId) -> Option<Rest> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectation {
     /// A ride state, or `None` for `refused`.
-    pub state: Option<RideState>,
+    pub state: Option<SagaState>,
     pub reason: Option<String>,
 }
 
@@ -98,15 +101,20 @@ impl FromStr for Expectation {
                 reason,
             });
         }
-        match RideState::parse(name) {
+        match SagaState::parse(name) {
             Some(state) => Ok(Expectation {
                 state: Some(state),
                 reason,
             }),
             None => Err(format!(
-                "unknown state {name:?}; expected one of requested, confirmed, started, \
-                 completed, cancelled, rejected, expired, refused (optionally :REASON, e.g. \
-                 cancelled:no_driver)"
+                "unknown state {name:?}; expected one of {}, refused (optionally :REASON, e.g. \
+                 cancelled:no_driver)",
+                SagaState::NAMED
+                    .iter()
+                    .filter(|s| **s != SagaState::Pending)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }
@@ -114,7 +122,7 @@ impl FromStr for Expectation {
 
 impl std::fmt::Display for Expectation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self.state.map_or("refused", RideState::as_str);
+        let name = self.state.map_or("refused", SagaState::as_str);
         match &self.reason {
             Some(reason) => write!(f, "{name}:{reason}"),
             None => f.write_str(name),
@@ -309,7 +317,7 @@ mod tests {
     #[test]
     fn expectations_parse_states_and_reasons() {
         let e: Expectation = "cancelled:no_driver".parse().unwrap();
-        assert_eq!(e.state, Some(RideState::Cancelled));
+        assert_eq!(e.state, Some(SagaState::Ride(RideState::Cancelled)));
         assert_eq!(e.reason.as_deref(), Some("no_driver"));
         assert_eq!(e.to_string(), "cancelled:no_driver");
         assert!(

@@ -5,12 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use ridesaga_schemas::{EarningsHoldStatus, Message, ReviewDecision};
+use ridesaga_schemas::{EarningsHoldStatus, Message, ReviewDecision, money};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::Step;
-use crate::output::money;
 
 /// One ride's review, as far as the stream tells.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -86,8 +85,8 @@ impl Flagged {
         {
             out.push(format!(
                 "held {} but the driver's share of the capture is {}",
-                money(held),
-                money(share)
+                money::format(held),
+                money::format(share)
             ));
         }
         for (status, decision) in [
@@ -109,8 +108,8 @@ impl Flagged {
                 Some(h) if h != cents => out.push(format!(
                     "{} {} of a hold of {}: unbalanced",
                     status.as_str(),
-                    money(cents),
-                    money(h)
+                    money::format(cents),
+                    money::format(h)
                 )),
                 Some(_) => {}
             }

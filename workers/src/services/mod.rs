@@ -8,4 +8,5 @@ pub mod fraud;
 pub mod notification;
 pub mod payment;
 pub mod ride;
-mod rides;
+mod rows;
+mod saga_states;

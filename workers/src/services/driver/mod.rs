@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::runtime::{Conn, Kind, Row};
 use ridesaga_schemas::{
     CancelReason, DriverAssigned, DriverReleased, DriverScheduleChanged, DriverUnavailable,
-    DriverUpdated, Envelope, Message, MessageId, RideId, Service, Timestamp,
+    DriverUpdated, Envelope, Message, MessageId, RideId, RideState, Service, Timestamp,
 };
 use sqlx::migrate::Migrator;
 use tracing::{debug, warn};
@@ -339,10 +339,10 @@ fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
         // same whichever arrives first.
         Message::RideCancelled(m) => match m.reason {
             CancelReason::PaymentDeclined => ended("payment_declined".to_owned()),
-            reason => ended(format!("cancelled:{}", reason.as_str())),
+            reason => ended(format!("{}:{}", RideState::Cancelled, reason.as_str())),
         },
-        Message::RideRejected(_) => ended("rejected".to_owned()),
-        Message::RideCompleted(_) => ended("completed".to_owned()),
+        Message::RideRejected(_) => ended(RideState::Rejected.to_string()),
+        Message::RideCompleted(_) => ended(RideState::Completed.to_string()),
         Message::PaymentDeclined(_) => ended("payment_declined".to_owned()),
         other => Err(HandleError::Permanent(format!(
             "the driver service does not handle {}",
@@ -355,7 +355,7 @@ fn store_failed(e: StoreError) -> HandleError {
     match e {
         StoreError::Database(e) => HandleError::from(e),
         StoreError::Conflict { .. } => HandleError::Transient(e.to_string()),
-        StoreError::Corrupt { .. } => HandleError::Permanent(e.to_string()),
+        StoreError::Corrupt(e) => e.into(),
     }
 }
 

@@ -39,7 +39,7 @@ use crate::runtime::{self, BatchError, BatchOutput, HandleError, Worker, handle_
 use domain::{Effect, FraudRules, Input};
 use rides::{Completion, Review, RideRules};
 use store::rides::FraudRide;
-use store::{Pending, Preloaded, StoreError};
+use store::{Pending, Preloaded};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/fraud");
 static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/fraud");
@@ -265,7 +265,7 @@ impl Worker for FraudService {
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
         let rules = &self.config.rules;
-        let preloaded = Preloaded::new(rows).map_err(|e| BatchError::Batch(store_failed(e)))?;
+        let preloaded = Preloaded::new(rows).map_err(BatchError::Batch)?;
         let mut pending = Pending::default();
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
@@ -286,8 +286,8 @@ impl Worker for FraudService {
             }
             let event = input_of(input.envelope).map_err(failed)?;
             let slice = preloaded.of(&input.envelope.id);
-            let mut state = store::load_for_input(&event, rules, &pending, slice)
-                .map_err(|e| failed(store_failed(e)))?;
+            let mut state =
+                store::load_for_input(&event, rules, &pending, slice).map_err(failed)?;
             let before = state.clone();
             let effects = domain::handle(&mut state, &event, rules);
             pending.keep(&before, &state, input.now);
@@ -311,14 +311,10 @@ impl Worker for FraudService {
         conn: &'a mut Conn<'_>,
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let pruned = store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH)
-            .await
-            .map_err(store_failed)?;
+        let pruned =
+            store::prune(conn, age_before(now, self.config.retention), PRUNE_BATCH).await?;
         let before = age_before(now, self.config.retention).unix_millis();
-        let pruned = pruned
-            + store::rides::prune(conn, before, PRUNE_BATCH)
-                .await
-                .map_err(store_failed)?;
+        let pruned = pruned + store::rides::prune(conn, before, PRUNE_BATCH).await?;
         if pruned > 0 {
             debug!(pruned, "fraud rows past retention deleted");
         }
@@ -335,20 +331,15 @@ impl FraudService {
         m: &RideCompleted,
     ) -> Result<Vec<Envelope>, HandleError> {
         let ride_id = saga_of(envelope)?;
-        if store::rides::ride(conn, &ride_id)
-            .await
-            .map_err(store_failed)?
-            .is_some()
-        {
+        if store::rides::ride(conn, &ride_id).await?.is_some() {
             debug!(%ride_id, "completion judged before");
             return Ok(Vec::new());
         }
         let rules = &self.config.rides;
         let at = envelope.occurred_at.unix_millis();
         let window = (at.saturating_sub(rules.pair_window_ms), at);
-        let earlier = store::rides::pair_rides(conn, &m.driver_id, &m.rider_id, window, &ride_id)
-            .await
-            .map_err(store_failed)?;
+        let earlier =
+            store::rides::pair_rides(conn, &m.driver_id, &m.rider_id, window, &ride_id).await?;
         let completion = Completion {
             distance_km: m.distance_km,
             route: m.route.as_ref(),
@@ -364,9 +355,7 @@ impl FraudService {
                 decision: None,
             },
         };
-        store::rides::insert(conn, &ride_id, &ride)
-            .await
-            .map_err(store_failed)?;
+        store::rides::insert(conn, &ride_id, &ride).await?;
         if reasons.is_empty() {
             debug!(%ride_id, "completed ride passed the fake-ride rules");
             return Ok(Vec::new());
@@ -389,9 +378,7 @@ impl FraudService {
         now: Timestamp,
     ) -> Result<Vec<Envelope>, HandleError> {
         let ride_id = saga_of(envelope)?;
-        let ride = store::rides::ride(conn, &ride_id)
-            .await
-            .map_err(store_failed)?;
+        let ride = store::rides::ride(conn, &ride_id).await?;
         match rides::review(ride.as_ref().map(|r| &r.judged), m.decision) {
             Review::NotFlagged => {
                 warn!(%ride_id, "review of a ride fraud did not flag; ignored");
@@ -412,8 +399,7 @@ impl FraudService {
                     m.note.as_deref(),
                     now.unix_millis(),
                 )
-                .await
-                .map_err(store_failed)?;
+                .await?;
                 info!(%ride_id, decision = decision.as_str(), "flagged ride reviewed");
                 let message = RideReviewed {
                     rider_id: ride.rider_id,
@@ -483,13 +469,6 @@ fn input_of(envelope: &Envelope) -> Result<Input, HandleError> {
             "the fraud service does not handle {}",
             other.kind()
         ))),
-    }
-}
-
-fn store_failed(e: StoreError) -> HandleError {
-    match e {
-        StoreError::Database(e) => HandleError::from(e),
-        StoreError::Corrupt { .. } => HandleError::Permanent(e.to_string()),
     }
 }
 

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 
 use ridesaga_schemas::{
-    CancelReason, DriverId, Message, NotificationKind, Recipient, RefundId, RideId, RiderId,
+    CancelReason, DriverId, Message, NotificationKind, Recipient, RefundId, RideId, RiderId, money,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -94,7 +94,7 @@ pub fn handle(
                 .get_or_insert_with(|| c.driver_id.clone());
             let text = format!(
                 "Your ride {ride_id} is confirmed; estimated fare {}.",
-                money(c.estimated_fare_cents)
+                money::format(c.estimated_fare_cents)
             );
             notices.push(rider(NotificationKind::RideConfirmed, text, &c.rider_id));
         }
@@ -120,22 +120,22 @@ pub fn handle(
             let parts = match &p.fare {
                 Some(f) if f.surge_cents > 0 => format!(
                     " (base {} + distance {} + time {} + surge {})",
-                    money(f.base_cents),
-                    money(f.distance_cents),
-                    money(f.time_cents),
-                    money(f.surge_cents)
+                    money::format(f.base_cents),
+                    money::format(f.distance_cents),
+                    money::format(f.time_cents),
+                    money::format(f.surge_cents)
                 ),
                 Some(f) => format!(
                     " (base {} + distance {} + time {})",
-                    money(f.base_cents),
-                    money(f.distance_cents),
-                    money(f.time_cents)
+                    money::format(f.base_cents),
+                    money::format(f.distance_cents),
+                    money::format(f.time_cents)
                 ),
                 None => String::new(),
             };
             let text = format!(
                 "Receipt for ride {ride_id}: {} charged{parts}.",
-                money(p.amount_cents)
+                money::format(p.amount_cents)
             );
             notices.push(rider(NotificationKind::Receipt, text, &p.rider_id));
         }
@@ -143,7 +143,7 @@ pub fn handle(
             let text = format!(
                 "Your ride {ride_id} is complete, but we could not charge {} to your card; \
                  we will contact you about the payment.",
-                money(p.amount_cents)
+                money::format(p.amount_cents)
             );
             notices.push(rider(NotificationKind::PaymentFailed, text, &p.rider_id));
         }
@@ -151,9 +151,9 @@ pub fn handle(
             let text = format!(
                 "{} of your payment for ride {ride_id} is refunded to your card \
                  ({} refunded of {}).",
-                money(p.amount_cents),
-                money(p.refunded_cents),
-                money(p.captured_cents)
+                money::format(p.amount_cents),
+                money::format(p.refunded_cents),
+                money::format(p.captured_cents)
             );
             notices.push(Notice {
                 refund_id: Some(p.refund_id.clone()),
@@ -192,11 +192,6 @@ fn explain(reason: CancelReason) -> &'static str {
         CancelReason::DriverNoShow => "your driver did not reach the pickup in time",
         CancelReason::RiderNoShow => "your driver waited at the pickup but you did not show up",
     }
-}
-
-/// Cents as a decimal amount, e.g. `12.05`.
-pub fn money(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 #[cfg(test)]
@@ -509,12 +504,6 @@ mod tests {
         let (_, notices) = run(&[cancelled(CancelReason::RiderNoShow, Some(driver()))]);
         assert!(notices[0].text.contains("you did not show up"));
         assert_eq!(notices[1].recipient_id, "d_bob");
-    }
-
-    #[test]
-    fn money_prints_cents_with_two_digits() {
-        assert_eq!(money(5), "0.05");
-        assert_eq!(money(120_000), "1200.00");
     }
 
     /// One saga's events that notification consumes. All of them may arrive in any order

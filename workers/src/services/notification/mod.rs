@@ -51,7 +51,7 @@ use self::email::{EmailChannel, EmailConfig};
 use self::routes::{Contact, Route, Routes, Via};
 use self::sms::{SmsChannel, SmsConfig};
 use self::store::Status;
-use super::rides::Rides;
+use super::saga_states::SagaStates;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
     BatchError, BatchOutput, Conn, Effect, EffectError, EffectOutcome, Finished, HandleError,
@@ -165,7 +165,7 @@ impl<C: Channel> NotificationService<C> {
     ) -> Result<BatchOutput, BatchError> {
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
         let mut batch = Batch {
-            rides: Rides::loaded(loaded.rides),
+            rides: SagaStates::loaded(loaded.rides),
             contacts: loaded.contacts,
             contacts_changed: HashMap::new(),
             due: Vec::new(),
@@ -415,7 +415,7 @@ impl<C: Channel> NotificationService<C> {
 /// them.
 #[derive(Debug)]
 struct Batch {
-    rides: Rides<Audience>,
+    rides: SagaStates<Audience>,
     contacts: HashMap<(Recipient, String), Contact>,
     /// The riders and drivers whose details changed, and when they last did.
     contacts_changed: HashMap<(Recipient, String), Timestamp>,

@@ -27,6 +27,7 @@ use ridesaga_schemas::{
     CancelReason, DriverId, Earnings, FareBreakdown, Message, PaymentAuthorized,
     PaymentCaptureFailed, PaymentCaptured, PaymentDeclined, PaymentRefundRefused, PaymentRefunded,
     PaymentVoided, REFUND_EXCEEDS_CAPTURE, REFUND_NOTHING_CAPTURED, RefundId, RefundRide, RiderId,
+    money,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, warn};
@@ -279,15 +280,18 @@ pub fn request_refund(mut payment: Payment, command: &RefundRide) -> (Payment, R
         )),
         Some(_) if left == 0 => Some((
             REFUND_EXCEEDS_CAPTURE,
-            format!("the capture of {} is refunded already", money(captured)),
+            format!(
+                "the capture of {} is refunded already",
+                money::format(captured)
+            ),
         )),
         Some(_) if amount > left => Some((
             REFUND_EXCEEDS_CAPTURE,
             format!(
                 "{} asked for, but only {} of the capture of {} is left to refund",
-                money(amount),
-                money(left),
-                money(captured)
+                money::format(amount),
+                money::format(left),
+                money::format(captured)
             ),
         )),
         Some(_) => None,
@@ -351,10 +355,6 @@ pub fn reversal(
         .saturating_sub(taken(refunded_before_cents))
         .min(amount_cents);
     (amount_cents - commission, commission)
-}
-
-fn money(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 /// A gateway call the payment needs (as JSON, the request of its effect).

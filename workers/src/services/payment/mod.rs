@@ -59,7 +59,7 @@ use self::gateway::{
     SimulatedGateway,
 };
 use self::store::Changed;
-use super::rides::Rides;
+use super::saga_states::SagaStates;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::{
     BatchError, BatchOutput, BatchWrite, Conn, Effect, EffectError, EffectOutcome, Finished,
@@ -146,21 +146,21 @@ impl<G: Gateway> PaymentService<G> {
     /// for, if any. Emits nothing itself: the operation's outcome is announced when it settles.
     fn apply_to(&self, batch: &mut Batch, input: &Input<'_>) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now, .. } = *input;
-        let (ride_id, slot) = batch.payments.of(envelope)?;
-        if slot.correlation_id.is_none() {
-            slot.correlation_id = Some(envelope.correlation_id.clone());
+        let (ride_id, batched) = batch.payments.of(envelope)?;
+        if batched.correlation_id.is_none() {
+            batched.correlation_id = Some(envelope.correlation_id.clone());
         }
         if let Message::RefundRide(command) = &envelope.message {
             let trace = input.trace.cloned();
             return self.refund(batch, &ride_id, envelope, command, now, trace);
         }
         if let Message::RideFlagged(_) | Message::RideReviewed(_) = &envelope.message {
-            if !review::handle(&mut slot.review, &envelope.message) {
+            if !review::handle(&mut batched.review, &envelope.message) {
                 debug!(%ride_id, input = %envelope.kind(), "review known; nothing changes");
                 return Ok(Vec::new());
             }
-            slot.review_changed = true;
-            let steps = hold_steps(&ride_id, slot, &mut batch.ledger, now)?;
+            batched.review_changed = true;
+            let steps = hold_steps(&ride_id, batched, &mut batch.ledger, now)?;
             batch.payments.changed_at(ride_id.clone(), now);
             let producer = Service::Payment.name();
             return Ok(steps
@@ -168,10 +168,11 @@ impl<G: Gateway> PaymentService<G> {
                 .map(|m| once_per_step(&ride_id, Envelope::caused_by(envelope, m, "", producer)))
                 .collect());
         }
-        let payment = domain::handle(slot.payment.clone(), &envelope.message);
-        let (payment, due) = self.make_due(&ride_id, payment, slot, envelope.id.as_str(), now)?;
-        if payment != slot.payment {
-            slot.payment = payment;
+        let payment = domain::handle(batched.payment.clone(), &envelope.message);
+        let (payment, due) =
+            self.make_due(&ride_id, payment, batched, envelope.id.as_str(), now)?;
+        if payment != batched.payment {
+            batched.payment = payment;
             batch.payments.changed_at(ride_id.clone(), now);
         }
         if let Some((mut effect, journaled)) = due {
@@ -196,8 +197,8 @@ impl<G: Gateway> PaymentService<G> {
         now: Timestamp,
         trace: Option<ridesaga_schemas::TraceContext>,
     ) -> Result<Vec<Envelope>, HandleError> {
-        let (_, slot) = batch.payments.of(envelope)?;
-        let (payment, decision) = domain::request_refund(slot.payment.clone(), command);
+        let (_, batched) = batch.payments.of(envelope)?;
+        let (payment, decision) = domain::request_refund(batched.payment.clone(), command);
         let outputs = match decision {
             RefundDecision::Repeated => return Ok(Vec::new()),
             RefundDecision::Refused(refused) => {
@@ -217,7 +218,7 @@ impl<G: Gateway> PaymentService<G> {
                     envelope.id.as_str(),
                     now,
                 )?;
-                slot.journaled.push(operation.name().to_owned());
+                batched.journaled.push(operation.name().to_owned());
                 batch.journal.push(journaled);
                 batch.effects.push(Effect {
                     id: key,
@@ -229,19 +230,19 @@ impl<G: Gateway> PaymentService<G> {
                 Vec::new()
             }
         };
-        slot.payment = payment;
+        batched.payment = payment;
         batch.payments.changed_at(ride_id.clone(), now);
         Ok(outputs)
     }
 
     /// The operation `payment` calls for now, if any: the payment with it pending, and its
     /// effect and journal entry (`cause`: the input's id, or the key of the operation whose
-    /// outcome made it due). Notes it in `slot`'s journaled operations.
+    /// outcome made it due). Notes it in `batched`'s journaled operations.
     fn make_due(
         &self,
         ride_id: &RideId,
         payment: Payment,
-        slot: &mut Slot,
+        batched: &mut BatchPayment,
         cause: &str,
         now: Timestamp,
     ) -> Result<(Payment, Option<(Effect, store::Journaled)>), HandleError> {
@@ -251,7 +252,11 @@ impl<G: Gateway> PaymentService<G> {
         let key = format!("{ride_id}/{}", operation.name());
         // State and journal commit together, so an operation due again means they disagree:
         // a bug that retrying cannot fix, and no reason to call the gateway again.
-        if slot.journaled.iter().any(|done| done == operation.name()) {
+        if batched
+            .journaled
+            .iter()
+            .any(|done| done == operation.name())
+        {
             return Err(HandleError::Permanent(format!(
                 "gateway operation {key} was already journaled"
             )));
@@ -259,7 +264,7 @@ impl<G: Gateway> PaymentService<G> {
         let request = serde_json::to_string(&operation)
             .map_err(|e| HandleError::Permanent(format!("request of {key}: {e}")))?;
         let journaled = store::Journaled::pending(key.clone(), ride_id, &operation, cause, now)?;
-        slot.journaled.push(operation.name().to_owned());
+        batched.journaled.push(operation.name().to_owned());
         debug!(%key, "gateway operation due");
         let effect = Effect {
             id: key,
@@ -424,12 +429,12 @@ impl<G: Gateway> PaymentService<G> {
             label,
             ..
         } = settlement;
-        let slot = batch.payments.stored(ride_id).ok_or_else(|| {
+        let batched = batch.payments.stored(ride_id).ok_or_else(|| {
             HandleError::Permanent(format!(
                 "{key} is journaled but ride {ride_id} has no payment"
             ))
         })??;
-        let (payment, message) = domain::record(slot.payment.clone(), &operation, outcome);
+        let (payment, message) = domain::record(batched.payment.clone(), &operation, outcome);
         let message = message.map(|m| domain::with_earnings(m, &payment, &self.fees));
         let mut payment = payment;
         let mut steps = Vec::new();
@@ -443,8 +448,8 @@ impl<G: Gateway> PaymentService<G> {
                     .ledger
                     .extend(store::LedgerEntry::of_capture(ride_id, earnings, now)?);
                 // A ride flagged before its capture settled has its share held now.
-                slot.driver_share = Some(earnings.driver_cents);
-                steps = hold_steps(ride_id, slot, &mut batch.ledger, now)?;
+                batched.driver_share = Some(earnings.driver_cents);
+                steps = hold_steps(ride_id, batched, &mut batch.ledger, now)?;
             }
             Some(Message::PaymentRefunded(PaymentRefunded {
                 refund_id,
@@ -457,13 +462,13 @@ impl<G: Gateway> PaymentService<G> {
             }
             _ => {}
         }
-        let (payment, due) = self.make_due(ride_id, payment, slot, key, now)?;
-        let correlation_id = slot
+        let (payment, due) = self.make_due(ride_id, payment, batched, key, now)?;
+        let correlation_id = batched
             .correlation_id
             .clone()
             .unwrap_or_else(|| ride_id.to_string());
-        if payment != slot.payment {
-            slot.payment = payment;
+        if payment != batched.payment {
+            batched.payment = payment;
             batch.payments.changed_at(ride_id.clone(), now);
         }
         if let Some((effect, journaled)) = due {
@@ -535,7 +540,7 @@ impl<'a> Settlement<'a> {
 /// effects.
 #[derive(Debug)]
 struct Batch {
-    payments: Rides<Slot>,
+    payments: SagaStates<BatchPayment>,
     journal: Vec<store::Journaled>,
     effects: Vec<Effect>,
     /// Earnings ledger entries of the captures settled in the batch.
@@ -546,10 +551,10 @@ impl Batch {
     /// A batch on the payments loaded for it.
     fn loaded(loaded: HashMap<RideId, Result<store::Stored, HandleError>>) -> Self {
         Batch {
-            payments: Rides::loaded(
+            payments: SagaStates::loaded(
                 loaded
                     .into_iter()
-                    .map(|(id, stored)| (id, stored.map(Slot::stored))),
+                    .map(|(id, stored)| (id, stored.map(BatchPayment::stored))),
             ),
             journal: Vec::new(),
             effects: Vec::new(),
@@ -567,10 +572,10 @@ impl Batch {
         let changed: Vec<Changed<'_>> = self
             .payments
             .changed()
-            .map(|(ride_id, slot, at)| Changed {
+            .map(|(ride_id, batched, at)| Changed {
                 ride_id,
-                payment: &slot.payment,
-                correlation_id: slot.correlation_id.as_deref(),
+                payment: &batched.payment,
+                correlation_id: batched.correlation_id.as_deref(),
                 at,
             })
             .collect();
@@ -580,8 +585,8 @@ impl Batch {
         let reviews: Vec<(&RideId, &review::ReviewState, Timestamp)> = self
             .payments
             .changed()
-            .filter(|(_, slot, _)| slot.review_changed)
-            .map(|(ride_id, slot, at)| (ride_id, &slot.review, at))
+            .filter(|(_, batched, _)| batched.review_changed)
+            .map(|(ride_id, batched, at)| (ride_id, &batched.review, at))
             .collect();
         if !reviews.is_empty() {
             writes.push(store::save_reviews(kind, &reviews)?);
@@ -596,7 +601,7 @@ impl Batch {
 /// A payment as a batch sees it, with the operations journaled for it and the saga's
 /// correlation id.
 #[derive(Debug, Default)]
-struct Slot {
+struct BatchPayment {
     payment: Payment,
     journaled: Vec<String>,
     correlation_id: Option<String>,
@@ -608,9 +613,9 @@ struct Slot {
     driver_share: Option<u64>,
 }
 
-impl Slot {
+impl BatchPayment {
     fn stored(stored: store::Stored) -> Self {
-        Slot {
+        BatchPayment {
             payment: stored.payment,
             journaled: stored.journaled,
             correlation_id: stored.correlation_id,
@@ -622,24 +627,24 @@ impl Slot {
 }
 
 /// Takes every step the ride's review calls for with the driver's share: appends each step's
-/// entries to `ledger`, records it on the slot and returns the events that announce them.
+/// entries to `ledger`, records it on `batched` and returns the events that announce them.
 fn hold_steps(
     ride_id: &RideId,
-    slot: &mut Slot,
+    batched: &mut BatchPayment,
     ledger: &mut Vec<store::LedgerEntry>,
     now: Timestamp,
 ) -> Result<Vec<Message>, HandleError> {
     let mut announced = Vec::new();
-    while let Some(step) = review::next_step(&slot.review, slot.driver_share) {
-        let Some(driver_id) = slot.payment.driver_id.clone() else {
+    while let Some(step) = review::next_step(&batched.review, batched.driver_share) {
+        let Some(driver_id) = batched.payment.driver_id.clone() else {
             warn!(%ride_id, "a captured share without a driver; nothing to hold");
             break;
         };
         ledger.extend(store::LedgerEntry::of_hold_step(
             ride_id, &driver_id, step, now,
         )?);
-        slot.review.hold = Some(step);
-        slot.review_changed = true;
+        batched.review.hold = Some(step);
+        batched.review_changed = true;
         let (status, amount_cents) = step;
         debug!(%ride_id, status = status.as_str(), amount_cents, "driver's share moved");
         announced.push(Message::EarningsHold(EarningsHold {

@@ -15,7 +15,7 @@ use ridesaga_schemas::{
     CancelReason, CompleteRide, DistanceSource, DriverArrived, DriverAssigned, DriverId,
     FareBreakdown, FraudFlagged, GeoPoint, INVALID_REQUEST, Message, MessageKind, RequestRide,
     RideCancelled, RideCommandRefused, RideCompleted, RideConfirmed, RideRejected, RideRequested,
-    RideStarted, RiderId, Timestamp,
+    RideStarted, RideState, RiderId, Timestamp,
 };
 use tracing::{debug, warn};
 
@@ -39,24 +39,26 @@ pub enum Status {
 }
 
 impl Status {
-    /// Completed, cancelled and rejected rides never change again.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Completed | Status::Cancelled(_) | Status::Rejected
-        )
+    /// Its [`RideState`]: a cancelled ride's reason is not part of it.
+    pub fn state(self) -> RideState {
+        match self {
+            Status::Requested => RideState::Requested,
+            Status::Confirmed => RideState::Confirmed,
+            Status::Started => RideState::Started,
+            Status::Completed => RideState::Completed,
+            Status::Cancelled(_) => RideState::Cancelled,
+            Status::Rejected => RideState::Rejected,
+        }
     }
 
-    /// The status as stored and shown: `requested`, ..., `cancelled`, `rejected`.
+    /// Completed, cancelled and rejected rides never change again.
+    pub fn is_terminal(self) -> bool {
+        self.state().is_terminal()
+    }
+
+    /// The status as stored and shown: its state's name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Requested => "requested",
-            Status::Confirmed => "confirmed",
-            Status::Started => "started",
-            Status::Completed => "completed",
-            Status::Cancelled(_) => "cancelled",
-            Status::Rejected => "rejected",
-        }
+        self.state().as_str()
     }
 }
 
@@ -476,7 +478,7 @@ fn refuse(command: MessageKind, reason: String) -> Message {
 
 fn describe(status: Status) -> String {
     match status {
-        Status::Cancelled(reason) => format!("cancelled ({})", reason.as_str()),
+        Status::Cancelled(reason) => format!("{} ({})", status.as_str(), reason.as_str()),
         other => other.as_str().to_owned(),
     }
 }

@@ -17,14 +17,16 @@ pub mod positions;
 pub mod route;
 pub mod store;
 
-use ridesaga_schemas::{Envelope, INVALID_REQUEST, Message, MessageId, RideId, Service, Timestamp};
+use ridesaga_schemas::{
+    Envelope, INVALID_REQUEST, Message, MessageId, RideId, RideState, Service, Timestamp,
+};
 use sqlx::migrate::Migrator;
 use tracing::debug;
 
 use self::config::RideConfig;
 use self::domain::Ride;
 use self::store::{Changed, Origin};
-use super::rides::Rides;
+use super::saga_states::SagaStates;
 use crate::config::{ConfigError, Settings};
 use crate::runtime::metrics::{SagaDeadlines, SagaOutcome};
 use crate::runtime::{
@@ -41,28 +43,31 @@ const EXPIRIES_PER_TICK: i64 = 256;
 /// reason (a cancel reason; for a rejection, the fraud service's flag or the ride service's own
 /// refusal of an invalid request).
 const SAGA_OUTCOMES: &[SagaOutcome] = &[
-    ("completed", ""),
-    ("cancelled", "rider"),
-    ("cancelled", "no_driver"),
-    ("cancelled", "payment_declined"),
-    ("cancelled", "expired"),
-    ("cancelled", "driver_no_show"),
-    ("cancelled", "rider_no_show"),
-    ("rejected", "fraud_flagged"),
-    ("rejected", INVALID_REQUEST),
+    (COMPLETED, ""),
+    (CANCELLED, "rider"),
+    (CANCELLED, "no_driver"),
+    (CANCELLED, "payment_declined"),
+    (CANCELLED, "expired"),
+    (CANCELLED, "driver_no_show"),
+    (CANCELLED, "rider_no_show"),
+    (REJECTED, "fraud_flagged"),
+    (REJECTED, INVALID_REQUEST),
 ];
+const COMPLETED: &str = RideState::Completed.as_str();
+const CANCELLED: &str = RideState::Cancelled.as_str();
+const REJECTED: &str = RideState::Rejected.as_str();
 
 /// The outcome a ride event announces, if it ends the saga.
 fn saga_outcome(message: &Message) -> Option<SagaOutcome> {
     match message {
-        Message::RideCompleted(_) => Some(("completed", "")),
-        Message::RideCancelled(cancelled) => Some(("cancelled", cancelled.reason.as_str())),
+        Message::RideCompleted(_) => Some((COMPLETED, "")),
+        Message::RideCancelled(cancelled) => Some((CANCELLED, cancelled.reason.as_str())),
         Message::RideRejected(rejected)
             if rejected.reasons.iter().any(|r| r == INVALID_REQUEST) =>
         {
-            Some(("rejected", INVALID_REQUEST))
+            Some((REJECTED, INVALID_REQUEST))
         }
-        Message::RideRejected(_) => Some(("rejected", "fraud_flagged")),
+        Message::RideRejected(_) => Some((REJECTED, "fraud_flagged")),
         _ => None,
     }
 }
@@ -93,10 +98,10 @@ impl RideService {
         rows: Vec<Row>,
     ) -> Result<BatchOutput, BatchError> {
         let loaded = store::loaded(&rows).map_err(BatchError::Batch)?;
-        let mut rides = Rides::loaded(
+        let mut rides = SagaStates::loaded(
             loaded
                 .into_iter()
-                .map(|(id, stored)| (id, stored.map(Slot::stored))),
+                .map(|(id, stored)| (id, stored.map(BatchRide::stored))),
         );
         let mut outputs = Vec::with_capacity(inputs.len());
         for (index, input) in inputs.iter().enumerate() {
@@ -105,11 +110,11 @@ impl RideService {
         }
         let rows: Vec<Changed<'_>> = rides
             .changed()
-            .filter_map(|(ride_id, slot, at)| {
+            .filter_map(|(ride_id, batched, at)| {
                 Some(Changed {
                     ride_id,
-                    ride: slot.ride.as_ref()?,
-                    origin: slot.origin.as_ref()?,
+                    ride: batched.ride.as_ref()?,
+                    origin: batched.origin.as_ref()?,
                     at,
                 })
             })
@@ -125,23 +130,23 @@ impl RideService {
         })
     }
 
-    /// Applies one input to its ride's slot (empty if the ride is new).
+    /// Applies one input to its ride's [`BatchRide`] (empty if the ride is new).
     fn apply_to(
         &self,
-        rides: &mut Rides<Slot>,
+        rides: &mut SagaStates<BatchRide>,
         input: &Input<'_>,
     ) -> Result<Vec<Envelope>, HandleError> {
         let Input { envelope, now, .. } = *input;
-        let (ride_id, slot) = rides.of(envelope)?;
+        let (ride_id, batched) = rides.of(envelope)?;
         let (ride, messages) =
-            domain::handle(slot.ride.clone(), &envelope.message, now, &self.config);
+            domain::handle(batched.ride.clone(), &envelope.message, now, &self.config);
         let outputs: Vec<Envelope> = messages
             .into_iter()
             .map(|m| Envelope::caused_by(envelope, m, "", Service::Ride.name()))
             .collect();
         // A command refused for an unknown ride stores nothing.
         if let Some(ride) = ride {
-            if slot.origin.is_none() {
+            if batched.origin.is_none() {
                 // A new ride opens with its acceptance, or with its rejection when the
                 // request broke the service's rules.
                 let requested = outputs
@@ -153,12 +158,12 @@ impl RideService {
                         )
                     })
                     .ok_or_else(|| HandleError::Permanent("new ride without a request".into()))?;
-                slot.origin = Some(Origin {
+                batched.origin = Some(Origin {
                     correlation_id: envelope.correlation_id.clone(),
                     requested_event_id: requested.id.clone(),
                 });
             }
-            slot.ride = Some(ride);
+            batched.ride = Some(ride);
             rides.changed_at(ride_id.clone(), now);
         }
         debug!(%ride_id, input = %envelope.kind(), outputs = outputs.len(), "ride input applied");
@@ -201,14 +206,14 @@ impl RideService {
 
 /// A ride as a batch sees it: its state and origin, both `None` while the ride is unknown.
 #[derive(Debug, Default)]
-struct Slot {
+struct BatchRide {
     ride: Option<Ride>,
     origin: Option<Origin>,
 }
 
-impl Slot {
+impl BatchRide {
     fn stored((ride, origin): (Ride, Origin)) -> Self {
-        Slot {
+        BatchRide {
             ride: Some(ride),
             origin: Some(origin),
         }

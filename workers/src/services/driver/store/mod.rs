@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ridesaga_schemas::{DriverId, GeoPoint, RideId, RiderId, Timestamp};
 
 use crate::runtime::{Conn, Kind, Row};
+use crate::services::rows::{Corrupt, corrupt};
 
 use super::domain::{
     self, BoundingBox, Driver, Input, MatchRules, Ride, RideRequest, Stage, State,
@@ -32,11 +33,8 @@ pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A row this code cannot read back.
-    #[error("unreadable row in {table}: {problem}")]
-    Corrupt {
-        table: &'static str,
-        problem: String,
-    },
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// A reservation guard found a driver's row in another state than the one loaded: one of
     /// `drivers` (the guarded writes of one save, `reserve d_1, release d_2`).
     #[error("a driver changed underneath this transaction ({drivers})")]

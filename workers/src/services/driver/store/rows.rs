@@ -10,13 +10,6 @@ pub(super) trait Decodes<DB: Database>: Type<DB> + for<'r> Decode<'r, DB> {}
 
 impl<DB: Database, T: Type<DB> + for<'r> Decode<'r, DB>> Decodes<DB> for T {}
 
-pub(super) fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        problem: problem.to_string(),
-    }
-}
-
 /// The driver in the [`driver_columns!`] of `row` from column `first` on.
 pub(super) fn driver_at<R>(row: &R, first: usize) -> Result<Driver, StoreError>
 where
@@ -27,7 +20,7 @@ where
     i64: Decodes<R::Database>,
     bool: Decodes<R::Database>,
 {
-    let bad = |e: &dyn ToString| corrupt("drivers", e.to_string());
+    let bad = |e: &dyn ToString| StoreError::from(corrupt("drivers", e.to_string()));
     let location =
         GeoPoint::new(row.try_get(first + 2)?, row.try_get(first + 3)?).map_err(|e| bad(&e))?;
     let current_ride: Option<String> = row.try_get(first + 5)?;
@@ -62,7 +55,7 @@ where
     i64: Decodes<R::Database>,
     bool: Decodes<R::Database>,
 {
-    let bad = |e: &dyn ToString| corrupt("driver_rides", e.to_string());
+    let bad = |e: &dyn ToString| StoreError::from(corrupt("driver_rides", e.to_string()));
     let id = RideId::parse(row.try_get::<String, _>(first)?).map_err(|e| bad(&e))?;
     let rider: Option<String> = row.try_get(first + 1)?;
     let lat: Option<f64> = row.try_get(first + 2)?;

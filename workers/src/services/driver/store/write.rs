@@ -106,10 +106,11 @@ pub async fn save(
     let changed = save_rows(conn, &rows).await?;
     if changed != expected as u64 {
         if guarded.is_empty() {
-            return Err(StoreError::Corrupt {
-                table: "driver_rides",
-                problem: "a write changed no row, and none of them has a guard".into(),
-            });
+            return Err(corrupt(
+                "driver_rides",
+                "a write changed no row, and none of them has a guard",
+            )
+            .into());
         }
         return Err(StoreError::Conflict {
             drivers: guarded.join(", "),

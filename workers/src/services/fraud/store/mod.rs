@@ -22,27 +22,8 @@ use serde::Serialize;
 
 use super::domain::{Assessment, Block, Decline, FraudRules, Input, Scored, State};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row};
+use crate::services::rows::corrupt;
 pub use pending::Pending;
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// A row this code cannot read back.
-    #[error("unreadable row in {table}: {problem}")]
-    Corrupt {
-        table: &'static str,
-        problem: String,
-    },
-}
-
-fn corrupt(table: &'static str, problem: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        problem: problem.to_string(),
-    }
-}
 
 /// The statement that reads the slice of every input of a batch on `kind`, in the round trip
 /// that opens it. Its parameter is [`preload_parameter`]'s; its rows are tagged with the
@@ -129,7 +110,7 @@ pub fn preload_parameter(inputs: &[(&MessageId, Input)], rules: &FraudRules) -> 
 pub struct Preloaded(HashMap<String, Vec<Row>>);
 
 impl Preloaded {
-    pub fn new(rows: Vec<Row>) -> Result<Self, StoreError> {
+    pub fn new(rows: Vec<Row>) -> Result<Self, HandleError> {
         let mut by_input: HashMap<String, Vec<Row>> = HashMap::new();
         for row in rows {
             let id = row.get::<String>("input_id")?;
@@ -156,7 +137,7 @@ pub fn load_for_input(
     rules: &FraudRules,
     pending: &Pending,
     preloaded: &[Row],
-) -> Result<State, StoreError> {
+) -> Result<State, HandleError> {
     let mut state = State::default();
     let added = &pending.added;
     match input {
@@ -197,7 +178,7 @@ pub fn load_for_input(
 
 /// An input's slice from its rows: a request's decision if there is one (then nothing else),
 /// else every row, each into its table.
-fn read_slice(state: &mut State, rows: &[Row]) -> Result<(), StoreError> {
+fn read_slice(state: &mut State, rows: &[Row]) -> Result<(), HandleError> {
     let mut tagged = Vec::with_capacity(rows.len());
     for row in rows {
         tagged.push((row.get::<String>("what")?, row));
@@ -219,7 +200,7 @@ fn read_slice(state: &mut State, rows: &[Row]) -> Result<(), StoreError> {
                 let (id, decline) = decline_from_row(row)?;
                 state.declines.insert(id, decline);
             }
-            other => return Err(corrupt("preload", format!("unknown row kind {other:?}"))),
+            other => return Err(corrupt("preload", format!("unknown row kind {other:?}")).into()),
         }
     }
     Ok(())
@@ -227,7 +208,7 @@ fn read_slice(state: &mut State, rows: &[Row]) -> Result<(), StoreError> {
 
 /// Deletes up to `limit` requests scored, and up to `limit` declines that happened, before
 /// `before`; returns how many.
-pub async fn prune(conn: &mut Conn<'_>, before: Timestamp, limit: i64) -> Result<u64, StoreError> {
+pub async fn prune(conn: &mut Conn<'_>, before: Timestamp, limit: i64) -> Result<u64, HandleError> {
     let before = before.unix_millis();
     let deleted = match conn {
         Conn::Sqlite(c) => sqlite::prune(c, before, limit).await?,
@@ -297,8 +278,8 @@ fn writes(
 
 /// A request from its columns `ride_id`, `rider_id`, `requested_at_ms`, `score`, `flagged`,
 /// `reasons`.
-fn scored_from_row(row: &Row) -> Result<(RideId, Scored), StoreError> {
-    let bad = |e: &dyn ToString| corrupt("fraud_requests", e.to_string());
+fn scored_from_row(row: &Row) -> Result<(RideId, Scored), HandleError> {
+    let bad = |e: &dyn ToString| HandleError::from(corrupt("fraud_requests", e.to_string()));
     let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(|e| bad(&e))?;
     let rider_id = RiderId::parse(row.get::<String>("rider_id")?).map_err(|e| bad(&e))?;
     let reasons = row.get::<String>("reasons")?;
@@ -316,8 +297,8 @@ fn scored_from_row(row: &Row) -> Result<(RideId, Scored), StoreError> {
 }
 
 /// A decline from its columns `ride_id`, `rider_id`, `declined_at_ms`.
-fn decline_from_row(row: &Row) -> Result<(RideId, Decline), StoreError> {
-    let bad = |e: &dyn ToString| corrupt("fraud_declines", e.to_string());
+fn decline_from_row(row: &Row) -> Result<(RideId, Decline), HandleError> {
+    let bad = |e: &dyn ToString| HandleError::from(corrupt("fraud_declines", e.to_string()));
     let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(|e| bad(&e))?;
     let rider_id = RiderId::parse(row.get::<String>("rider_id")?).map_err(|e| bad(&e))?;
     let decline = Decline {
@@ -328,7 +309,7 @@ fn decline_from_row(row: &Row) -> Result<(RideId, Decline), StoreError> {
 }
 
 /// A blocklist entry from its columns `rider_id`, `blocked`, `reason`, `changed_at_ms`.
-fn block_from_row(row: &Row) -> Result<(RiderId, Block), StoreError> {
+fn block_from_row(row: &Row) -> Result<(RiderId, Block), HandleError> {
     let rider_id = RiderId::parse(row.get::<String>("rider_id")?)
         .map_err(|e| corrupt("fraud_blocklist", e))?;
     let block = Block {

@@ -6,8 +6,8 @@
 use ridesaga_schemas::{DriverId, ReviewDecision, RideId, RiderId};
 
 use super::super::rides::Judged;
-use super::{StoreError, corrupt};
-use crate::runtime::{Conn, Row};
+use super::corrupt;
+use crate::runtime::{Conn, HandleError, Row};
 
 /// Runs `$query` (a `sqlx::query(..)` with its binds) with `$method` on whichever backend
 /// `$conn` is, giving rows as [`Row`]s where it reads any.
@@ -36,7 +36,7 @@ pub struct FraudRide {
 }
 
 /// The ride, if fraud judged its completion.
-pub async fn ride(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Option<FraudRide>, StoreError> {
+pub async fn ride(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Option<FraudRide>, HandleError> {
     let sql = "SELECT driver_id, rider_id, completed_at_ms, reasons, decision \
                FROM fraud_rides WHERE ride_id = $1";
     let row = on_both!(
@@ -45,7 +45,7 @@ pub async fn ride(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Option<FraudR
         fetch_optional
     );
     let Some(row) = row else { return Ok(None) };
-    let bad = |e: &dyn ToString| corrupt("fraud_rides", e.to_string());
+    let bad = |e: &dyn ToString| HandleError::from(corrupt("fraud_rides", e.to_string()));
     let reasons: Option<String> = row.get("reasons")?;
     let reasons = match reasons {
         Some(text) => serde_json::from_str(&text).map_err(|e| bad(&e))?,
@@ -73,7 +73,7 @@ pub async fn pair_rides(
     rider_id: &RiderId,
     (since_ms, until_ms): (i64, i64),
     except: &RideId,
-) -> Result<u32, StoreError> {
+) -> Result<u32, HandleError> {
     let sql = "SELECT COUNT(*) AS n FROM fraud_rides WHERE driver_id = $1 AND rider_id = $2 \
                AND completed_at_ms > $3 AND completed_at_ms <= $4 AND ride_id <> $5";
     let row = on_both!(
@@ -98,7 +98,7 @@ pub async fn insert(
     conn: &mut Conn<'_>,
     ride_id: &RideId,
     ride: &FraudRide,
-) -> Result<bool, StoreError> {
+) -> Result<bool, HandleError> {
     let reasons = if ride.judged.reasons.is_empty() {
         None
     } else {
@@ -125,7 +125,7 @@ pub async fn decide(
     decision: ReviewDecision,
     note: Option<&str>,
     at_ms: i64,
-) -> Result<bool, StoreError> {
+) -> Result<bool, HandleError> {
     let sql = "UPDATE fraud_rides SET decision = $1, note = $2, decided_at_ms = $3 \
                WHERE ride_id = $4 AND reasons IS NOT NULL AND decision IS NULL";
     Ok(on_both!(
@@ -141,7 +141,7 @@ pub async fn decide(
 
 /// Deletes up to `limit` rides completed before `before_ms`, except flagged rides still
 /// waiting for their review.
-pub async fn prune(conn: &mut Conn<'_>, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+pub async fn prune(conn: &mut Conn<'_>, before_ms: i64, limit: i64) -> Result<u64, HandleError> {
     let sql = "DELETE FROM fraud_rides WHERE ride_id IN (SELECT ride_id FROM fraud_rides \
                WHERE completed_at_ms < $1 AND (reasons IS NULL OR decision IS NOT NULL) \
                ORDER BY completed_at_ms LIMIT $2)";

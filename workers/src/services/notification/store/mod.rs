@@ -21,6 +21,7 @@ use serde::Serialize;
 use super::domain::{Audience, Notice};
 use super::routes::Contact;
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
+use crate::services::rows::corrupt;
 
 const KINDS: [NotificationKind; 7] = [
     NotificationKind::DriverAssigned,
@@ -31,6 +32,9 @@ const KINDS: [NotificationKind; 7] = [
     NotificationKind::PaymentFailed,
     NotificationKind::Refund,
 ];
+
+/// The table an unreadable row is reported in.
+const TABLE: &str = "notifications";
 
 const REASONS: [CancelReason; 6] = [
     CancelReason::Rider,
@@ -140,7 +144,7 @@ pub fn loaded(rows: &[Row]) -> Result<Loaded, HandleError> {
             loaded.contacts.insert((recipient, id), contact);
             continue;
         }
-        let ride_id = RideId::parse(id).map_err(corrupt)?;
+        let ride_id = RideId::parse(id).map_err(|e| corrupt(TABLE, e))?;
         let audience = loaded
             .rides
             .entry(ride_id)
@@ -159,7 +163,10 @@ fn add_row(audience: &mut Audience, row: &Row) -> Result<(), HandleError> {
     let a: Option<String> = row.get("a")?;
     let b: Option<String> = row.get("b")?;
     if row.get::<String>("what")? == "ride" {
-        audience.driver_id = a.map(DriverId::parse).transpose().map_err(corrupt)?;
+        audience.driver_id = a
+            .map(DriverId::parse)
+            .transpose()
+            .map_err(|e| corrupt(TABLE, e))?;
         audience.cancelled = b.map(|r| parse(&REASONS, &r, |x| x.as_str())).transpose()?;
         return Ok(());
     }
@@ -446,9 +453,5 @@ fn parse<T: Copy>(
     all.iter()
         .find(|x| name(x) == text)
         .copied()
-        .ok_or_else(|| corrupt(format!("unknown value {text:?}")))
-}
-
-fn corrupt(what: impl std::fmt::Display) -> HandleError {
-    HandleError::Permanent(format!("unreadable row in notifications: {what}"))
+        .ok_or_else(|| corrupt(TABLE, format!("unknown value {text:?}")).into())
 }

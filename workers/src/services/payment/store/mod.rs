@@ -11,14 +11,22 @@ mod sqlite;
 use std::collections::{HashMap, HashSet};
 
 use ridesaga_schemas::{
-    DriverId, Earnings, EarningsHoldStatus, FareBreakdown, RefundId, RideId, RiderId, Timestamp,
+    DriverId, Earnings, EarningsHoldStatus, FareBreakdown, RefundId, RideId, RideState, RiderId,
+    Timestamp,
 };
 use serde::Serialize;
 
 use super::domain::{Ending, Hold, Operation, Payment, Settlement, Trip};
 use super::review::{self, ReviewState, Verdict};
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::json_ids;
+use crate::services::rows::{cents_from_column, cents_to_column, corrupt};
+use crate::services::saga_states::json_ids;
+
+/// The table an unreadable row is reported in.
+const TABLE: &str = "payments";
+/// The `ending` of a ride cancelled because the rider did not show; the other endings are
+/// named as the ride's [`RideState`].
+const RIDER_NO_SHOW: &str = "rider_no_show";
 
 /// The ride's payment, or the empty state if payment has not heard of the ride.
 pub async fn load(conn: &mut Conn<'_>, ride_id: &RideId) -> Result<Payment, HandleError> {
@@ -86,7 +94,7 @@ use review_columns;
 fn review_of(row: &Row) -> Result<ReviewState, HandleError> {
     let verdict = match row.get::<Option<String>>("verdict")? {
         Some(text) => {
-            Some(Verdict::parse(&text).ok_or_else(|| corrupt(format!("verdict {text:?}")))?)
+            Some(Verdict::parse(&text).ok_or_else(|| corrupt(TABLE, format!("verdict {text:?}")))?)
         }
         None => None,
     };
@@ -95,11 +103,11 @@ fn review_of(row: &Row) -> Result<ReviewState, HandleError> {
         Some("held") => Some(EarningsHoldStatus::Held),
         Some("released") => Some(EarningsHoldStatus::Released),
         Some("forfeited") => Some(EarningsHoldStatus::Forfeited),
-        Some(other) => return Err(corrupt(format!("earnings hold {other:?}"))),
+        Some(other) => return Err(corrupt(TABLE, format!("earnings hold {other:?}")).into()),
     };
     let cents = row
         .get::<Option<i64>>("hold_cents")?
-        .map(from_cents)
+        .map(|c| cents_from_column(TABLE, c))
         .transpose()?;
     Ok(ReviewState {
         verdict,
@@ -130,7 +138,7 @@ pub fn save_reviews(
             Some(
                 state
                     .hold
-                    .map(|(_, amount)| cents(amount))
+                    .map(|(_, amount)| cents_to_column(TABLE, amount))
                     .transpose()
                     .map(|hold_cents| ReviewRow {
                         ride_id: ride_id.as_str(),
@@ -165,10 +173,10 @@ pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Stored, HandleError
     let mut payments = HashMap::with_capacity(rows.len());
     for row in rows {
         let ride_id: String = row.get("ride_id")?;
-        let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
+        let ride_id = RideId::parse(ride_id).map_err(|e| corrupt(TABLE, e))?;
         let stored = decode(row).and_then(|payment| {
             let journaled: String = row.get("journaled")?;
-            let journaled = serde_json::from_str(&journaled).map_err(corrupt)?;
+            let journaled = serde_json::from_str(&journaled).map_err(|e| corrupt(TABLE, e))?;
             Ok(Stored {
                 payment,
                 journaled,
@@ -176,7 +184,7 @@ pub fn loaded(rows: &[Row]) -> Result<HashMap<RideId, Result<Stored, HandleError
                 review: review_of(row)?,
                 driver_share: row
                     .get::<Option<i64>>("driver_share_cents")?
-                    .map(from_cents)
+                    .map(|c| cents_from_column(TABLE, c))
                     .transpose()?,
             })
         });
@@ -239,6 +247,7 @@ struct PaymentRow<'a> {
 }
 
 fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError> {
+    let cents = |amount: u64| cents_to_column(TABLE, amount);
     let &Changed {
         ride_id,
         payment,
@@ -248,10 +257,13 @@ fn payment_row<'a>(changed: &Changed<'a>) -> Result<PaymentRow<'a>, HandleError>
     let trip = payment.trip.as_ref();
     let (ending, fare_cents) = match payment.ending {
         None => (None, None),
-        Some(Ending::Completed { fare_cents }) => (Some("completed"), Some(cents(fare_cents)?)),
-        Some(Ending::Cancelled) => (Some("cancelled"), None),
+        Some(Ending::Completed { fare_cents }) => (
+            Some(RideState::Completed.as_str()),
+            Some(cents(fare_cents)?),
+        ),
+        Some(Ending::Cancelled) => (Some(RideState::Cancelled.as_str()), None),
         // A value the first migration's comment does not list: the column takes any text.
-        Some(Ending::RiderNoShow) => (Some("rider_no_show"), None),
+        Some(Ending::RiderNoShow) => (Some(RIDER_NO_SHOW), None),
     };
     let mut row = PaymentRow {
         ride_id: ride_id.as_str(),
@@ -355,7 +367,7 @@ impl Journaled {
             idempotency_key,
             ride_id: ride_id.to_string(),
             operation: operation.name(),
-            amount_cents: cents(operation.amount_cents())?,
+            amount_cents: cents_to_column(TABLE, operation.amount_cents())?,
             outcome: PENDING,
             input_message_id: cause.to_owned(),
             recorded_at_ms: now.unix_millis(),
@@ -423,7 +435,8 @@ pub async fn operations(
 fn decode(row: &Row) -> Result<Payment, HandleError> {
     let text = |name: &str| row.get::<Option<String>>(name);
     let amount = |name: &str| -> Result<Option<u64>, HandleError> {
-        row.get::<Option<i64>>(name)?.map(from_cents).transpose()
+        let cents = row.get::<Option<i64>>(name)?;
+        Ok(cents.map(|c| cents_from_column(TABLE, c)).transpose()?)
     };
     let trip = match (
         text("rider_id")?,
@@ -431,18 +444,23 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
         amount("estimated_fare_cents")?,
     ) {
         (Some(rider), Some(payment_token), Some(estimated_fare_cents)) => Some(Trip {
-            rider_id: RiderId::parse(rider).map_err(corrupt)?,
+            rider_id: RiderId::parse(rider).map_err(|e| corrupt(TABLE, e))?,
             payment_token,
             estimated_fare_cents,
         }),
         _ => None,
     };
-    let ending = match (text("ending")?.as_deref(), amount("fare_cents")?) {
+    let ending = text("ending")?;
+    let ending = match (ending.as_deref(), amount("fare_cents")?) {
         (None, _) => None,
-        (Some("completed"), Some(fare_cents)) => Some(Ending::Completed { fare_cents }),
-        (Some("cancelled"), _) => Some(Ending::Cancelled),
-        (Some("rider_no_show"), _) => Some(Ending::RiderNoShow),
-        (other, _) => return Err(corrupt(format!("ending {other:?}"))),
+        (Some(RIDER_NO_SHOW), _) => Some(Ending::RiderNoShow),
+        (Some(name), fare_cents) => match (RideState::parse(name), fare_cents) {
+            (Some(RideState::Completed), Some(fare_cents)) => {
+                Some(Ending::Completed { fare_cents })
+            }
+            (Some(RideState::Cancelled), _) => Some(Ending::Cancelled),
+            _ => return Err(corrupt(TABLE, format!("ending {ending:?}")).into()),
+        },
     };
     let hold = match (text("hold")?.as_deref(), text("hold_id")?) {
         (Some("none"), _) => Hold::None,
@@ -455,7 +473,7 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
             code: text("decline_code")?.unwrap_or_default(),
             message: text("decline_message")?.unwrap_or_default(),
         },
-        (other, _) => return Err(corrupt(format!("hold {other:?}"))),
+        (other, _) => return Err(corrupt(TABLE, format!("hold {other:?}")).into()),
     };
     let settlement = match text("settlement")?.as_deref() {
         Some("open") => Settlement::Open,
@@ -470,7 +488,7 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
         Some("void_failed") => Settlement::VoidFailed {
             error: text("void_error")?.unwrap_or_default(),
         },
-        other => return Err(corrupt(format!("settlement {other:?}"))),
+        other => return Err(corrupt(TABLE, format!("settlement {other:?}")).into()),
     };
     Ok(Payment {
         trip,
@@ -478,7 +496,7 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
         driver_id: text("driver_id")?
             .map(DriverId::parse)
             .transpose()
-            .map_err(corrupt)?,
+            .map_err(|e| corrupt(TABLE, e))?,
         fare: match (
             amount("fare_base_cents")?,
             amount("fare_distance_cents")?,
@@ -506,7 +524,7 @@ fn decode(row: &Row) -> Result<Payment, HandleError> {
         settlement,
         commission_cents: amount("commission_cents")?,
         refunds: match text("refunds")? {
-            Some(refunds) => serde_json::from_str(&refunds).map_err(corrupt)?,
+            Some(refunds) => serde_json::from_str(&refunds).map_err(|e| corrupt(TABLE, e))?,
             None => Vec::new(),
         },
     })
@@ -538,7 +556,7 @@ impl LedgerEntry {
                 ride_id: ride_id.to_string(),
                 driver_id: earnings.driver_id.to_string(),
                 account,
-                amount_cents: cents(amount)?,
+                amount_cents: cents_to_column(TABLE, amount)?,
                 operation: "capture",
                 at_ms: at.unix_millis(),
             })
@@ -563,7 +581,7 @@ impl LedgerEntry {
                 ride_id: ride_id.to_string(),
                 driver_id: reversal.driver_id.to_string(),
                 account,
-                amount_cents: -cents(amount)?,
+                amount_cents: -cents_to_column(TABLE, amount)?,
                 operation: "refund",
                 at_ms: at.unix_millis(),
             })
@@ -618,7 +636,7 @@ impl LedgerEntry {
             operation,
             at_ms: at.unix_millis(),
         };
-        let [a, b] = review::entries(status, cents(amount)?);
+        let [a, b] = review::entries(status, cents_to_column(TABLE, amount)?);
         Ok([entry(a), entry(b)])
     }
 }
@@ -630,16 +648,4 @@ pub fn ledger_many(kind: Kind, entries: &[LedgerEntry]) -> Result<BatchWrite, Ha
         Kind::Postgres => postgres::LEDGER,
     };
     BatchWrite::new(sql, entries)
-}
-
-fn cents(amount: u64) -> Result<i64, HandleError> {
-    i64::try_from(amount).map_err(|_| corrupt(format!("amount {amount} does not fit BIGINT")))
-}
-
-fn from_cents(amount: i64) -> Result<u64, HandleError> {
-    u64::try_from(amount).map_err(|_| corrupt(format!("negative amount {amount}")))
-}
-
-fn corrupt(what: impl std::fmt::Display) -> HandleError {
-    HandleError::Permanent(format!("unreadable row in payments: {what}"))
 }

@@ -10,7 +10,8 @@ mod sqlite;
 use std::collections::HashMap;
 
 use ridesaga_schemas::{
-    CancelReason, DriverId, FareBreakdown, GeoPoint, MessageId, RideId, RiderId, Timestamp,
+    CancelReason, DriverId, FareBreakdown, GeoPoint, MessageId, RideId, RideState, RiderId,
+    Timestamp,
 };
 use serde::Serialize;
 
@@ -18,7 +19,11 @@ use super::domain::{Hold, Ride, Status};
 use super::route::Route;
 use crate::runtime::metrics::SagaDeadlines;
 use crate::runtime::{BatchWrite, Conn, HandleError, Kind, Row, db};
-use crate::services::rides::json_ids;
+use crate::services::rows::{cents_from_column, cents_to_column, corrupt};
+use crate::services::saga_states::json_ids;
+
+/// The table an unreadable row is reported in.
+const TABLE: &str = "rides";
 
 /// Where a ride's saga came from: what timer outputs need for their causation and correlation.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +81,7 @@ pub fn loaded(rows: &[Row]) -> Result<Loaded, HandleError> {
     let mut rides = HashMap::with_capacity(rows.len());
     for row in rows {
         let ride_id: String = row.get("ride_id")?;
-        let ride_id = RideId::parse(ride_id).map_err(corrupt)?;
+        let ride_id = RideId::parse(ride_id).map_err(|e| corrupt(TABLE, e))?;
         let decoded = decode(row).map(|(_, ride, origin)| (ride, origin));
         rides.insert(ride_id, decoded);
     }
@@ -168,6 +173,7 @@ struct RideRow<'a> {
 }
 
 fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
+    let cents = |amount: u64| cents_to_column(TABLE, amount);
     let Changed {
         ride_id,
         ride,
@@ -213,7 +219,7 @@ fn row_of<'a>(changed: &Changed<'a>) -> Result<RideRow<'a>, HandleError> {
 fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
     let text = |name: &str| row.get::<String>(name);
     let point = |lat: &str, lng: &str| -> Result<GeoPoint, HandleError> {
-        GeoPoint::new(row.get(lat)?, row.get(lng)?).map_err(corrupt)
+        Ok(GeoPoint::new(row.get(lat)?, row.get(lng)?).map_err(|e| corrupt(TABLE, e))?)
     };
     let instant = |name: &str| -> Result<Option<Timestamp>, sqlx::Error> {
         Ok(row
@@ -224,12 +230,12 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
     let expires_at: Option<i64> = row.get("expires_at_ms")?;
     let status = status_from(&text("status")?, row.get("cancel_reason")?)?;
     let ride = Ride {
-        rider_id: RiderId::parse(text("rider_id")?).map_err(corrupt)?,
+        rider_id: RiderId::parse(text("rider_id")?).map_err(|e| corrupt(TABLE, e))?,
         pickup: point("pickup_lat", "pickup_lng")?,
         dropoff: point("dropoff_lat", "dropoff_lng")?,
         payment_token: text("payment_token")?,
         distance_km: row.get("distance_km")?,
-        estimated_fare_cents: from_cents(row.get("estimated_fare_cents")?)?,
+        estimated_fare_cents: cents_from_column(TABLE, row.get("estimated_fare_cents")?)?,
         match_deadline,
         // Only requested rides keep their expiry there; the others never look at it.
         expires_at: match (status, expires_at) {
@@ -241,12 +247,12 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
             .get::<Option<String>>("driver_id")?
             .map(DriverId::parse)
             .transpose()
-            .map_err(corrupt)?,
+            .map_err(|e| corrupt(TABLE, e))?,
         hold: hold_from(&text("hold")?)?,
         started_at: instant("started_at_ms")?,
         fare_cents: row
             .get::<Option<i64>>("fare_cents")?
-            .map(from_cents)
+            .map(|c| cents_from_column(TABLE, c))
             .transpose()?,
         pickup_deadline: instant("pickup_deadline_ms")?,
         rider_wait_deadline: instant("rider_wait_deadline_ms")?,
@@ -255,16 +261,18 @@ fn decode(row: &Row) -> Result<(RideId, Ride, Origin), HandleError> {
     };
     let origin = Origin {
         correlation_id: text("correlation_id")?,
-        requested_event_id: MessageId::parse(text("requested_event_id")?).map_err(corrupt)?,
+        requested_event_id: MessageId::parse(text("requested_event_id")?)
+            .map_err(|e| corrupt(TABLE, e))?,
     };
-    let ride_id = RideId::parse(text("ride_id")?).map_err(corrupt)?;
+    let ride_id = RideId::parse(text("ride_id")?).map_err(|e| corrupt(TABLE, e))?;
     Ok((ride_id, ride, origin))
 }
 
 /// The fare breakdown columns of a ride's row: all set (a completed ride) or none.
 fn fare_of(row: &Row) -> Result<Option<FareBreakdown>, HandleError> {
     let part = |name: &str| -> Result<Option<u64>, HandleError> {
-        row.get::<Option<i64>>(name)?.map(from_cents).transpose()
+        let cents = row.get::<Option<i64>>(name)?;
+        Ok(cents.map(|c| cents_from_column(TABLE, c)).transpose()?)
     };
     let parts = (
         part("fare_base_cents")?,
@@ -293,20 +301,20 @@ fn route_of(row: &Row) -> Result<Route, HandleError> {
         row.get::<Option<f64>>("route_lat")?,
         row.get::<Option<f64>>("route_lng")?,
     ) {
-        (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(corrupt)?),
+        (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(|e| corrupt(TABLE, e))?),
         _ => None,
     };
     let first = match (
         row.get::<Option<f64>>("route_first_lat")?,
         row.get::<Option<f64>>("route_first_lng")?,
     ) {
-        (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(corrupt)?),
+        (Some(lat), Some(lng)) => Some(GeoPoint::new(lat, lng).map_err(|e| corrupt(TABLE, e))?),
         _ => None,
     };
     Ok(Route {
         km: row.get("route_km")?,
-        points: u32::try_from(row.get::<i64>("route_points")?).map_err(corrupt)?,
-        seq: u64::try_from(row.get::<i64>("route_seq")?).map_err(corrupt)?,
+        points: u32::try_from(row.get::<i64>("route_points")?).map_err(|e| corrupt(TABLE, e))?,
+        seq: u64::try_from(row.get::<i64>("route_seq")?).map_err(|e| corrupt(TABLE, e))?,
         last,
         first,
         first_at_ms: row.get("route_first_at_ms")?,
@@ -326,7 +334,7 @@ pub async fn started_ride_of(
         Conn::Postgres(conn) => postgres::started_ride_of(conn, driver_id.as_str()).await?,
     };
     let Some(row) = row else { return Ok(None) };
-    let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(corrupt)?;
+    let ride_id = RideId::parse(row.get::<String>("ride_id")?).map_err(|e| corrupt(TABLE, e))?;
     Ok(Some(StartedRide {
         ride_id,
         started_at_ms: row.get::<Option<i64>>("started_at_ms")?.unwrap_or(0),
@@ -355,7 +363,7 @@ pub struct RoutePoint<'a> {
 
 /// Stores a position recorded on a ride's route.
 pub async fn record_point(conn: &mut Conn<'_>, point: RoutePoint<'_>) -> Result<(), HandleError> {
-    let seq = i64::try_from(point.route.seq).map_err(corrupt)?;
+    let seq = i64::try_from(point.route.seq).map_err(|e| corrupt(TABLE, e))?;
     match conn {
         Conn::Sqlite(conn) => sqlite::record_point(conn, &point, seq).await?,
         Conn::Postgres(conn) => postgres::record_point(conn, &point, seq).await?,
@@ -374,21 +382,24 @@ pub async fn route_points(
     };
     rows.iter()
         .map(|row| {
-            let point = GeoPoint::new(row.get("lat")?, row.get("lng")?).map_err(corrupt)?;
+            let point =
+                GeoPoint::new(row.get("lat")?, row.get("lng")?).map_err(|e| corrupt(TABLE, e))?;
             Ok((point, row.get("at_ms")?))
         })
         .collect()
 }
 
 fn status_from(status: &str, reason: Option<String>) -> Result<Status, HandleError> {
-    Ok(match (status, reason.as_deref()) {
-        ("requested", _) => Status::Requested,
-        ("confirmed", _) => Status::Confirmed,
-        ("started", _) => Status::Started,
-        ("completed", _) => Status::Completed,
-        ("rejected", _) => Status::Rejected,
-        ("cancelled", Some(reason)) => Status::Cancelled(reason_from(reason)?),
-        _ => return Err(corrupt(format!("status {status:?} with reason {reason:?}"))),
+    Ok(match (RideState::parse(status), reason.as_deref()) {
+        (Some(RideState::Requested), _) => Status::Requested,
+        (Some(RideState::Confirmed), _) => Status::Confirmed,
+        (Some(RideState::Started), _) => Status::Started,
+        (Some(RideState::Completed), _) => Status::Completed,
+        (Some(RideState::Rejected), _) => Status::Rejected,
+        (Some(RideState::Cancelled), Some(reason)) => Status::Cancelled(reason_from(reason)?),
+        _ => {
+            return Err(corrupt(TABLE, format!("status {status:?} with reason {reason:?}")).into());
+        }
     })
 }
 
@@ -403,7 +414,7 @@ fn reason_from(reason: &str) -> Result<CancelReason, HandleError> {
     ]
     .into_iter()
     .find(|r| r.as_str() == reason)
-    .ok_or_else(|| corrupt(format!("cancel reason {reason:?}")))
+    .ok_or_else(|| corrupt(TABLE, format!("cancel reason {reason:?}")).into())
 }
 
 fn hold_str(hold: Hold) -> &'static str {
@@ -419,19 +430,6 @@ fn hold_from(hold: &str) -> Result<Hold, HandleError> {
         "pending" => Ok(Hold::Pending),
         "authorized" => Ok(Hold::Authorized),
         "declined" => Ok(Hold::Declined),
-        other => Err(corrupt(format!("hold {other:?}"))),
+        other => Err(corrupt(TABLE, format!("hold {other:?}")).into()),
     }
-}
-
-fn cents(amount: u64) -> Result<i64, HandleError> {
-    i64::try_from(amount).map_err(|_| corrupt(format!("amount {amount} does not fit BIGINT")))
-}
-
-fn from_cents(amount: i64) -> Result<u64, HandleError> {
-    u64::try_from(amount).map_err(|_| corrupt(format!("negative amount {amount}")))
-}
-
-/// A row this code cannot read: retrying will not help.
-fn corrupt(what: impl std::fmt::Display) -> HandleError {
-    HandleError::Permanent(format!("unreadable row in rides: {what}"))
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use clap::Parser;
-use ridectl::saga::{RideState, Saga, Step};
+use ridectl::saga::{Saga, SagaState, Step};
 use ridesaga_schemas::streams::SAGA_STREAM;
 use ridesaga_schemas::*;
 use ridesaga_testkit::NatsCluster;
@@ -188,10 +188,10 @@ async fn run_load(
                 continue;
             };
             match saga.state {
-                RideState::Confirmed if started.insert(ride.clone()) => {
+                SagaState::Ride(RideState::Confirmed) if started.insert(ride.clone()) => {
                     sys.command(StartRide {}, Some(ride)).await;
                 }
-                RideState::Started if completed.insert(ride.clone()) => {
+                SagaState::Ride(RideState::Started) if completed.insert(ride.clone()) => {
                     let complete = CompleteRide {
                         distance_km: Some(3.0),
                         duration_min: Some(10.0),
@@ -227,7 +227,7 @@ async fn run_load(
 
 /// Completed, captured once, the driver released and the receipt sent.
 fn is_finished(saga: &Saga) -> bool {
-    saga.state == RideState::Completed
+    saga.state == SagaState::Ride(RideState::Completed)
         && saga.holds.iter().map(|h| h.captures).sum::<u32>() == 1
         && saga.driver_released
         && saga

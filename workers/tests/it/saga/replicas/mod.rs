@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures_util::StreamExt;
-use ridectl::saga::{RideState, Saga, Step};
+use ridectl::saga::{Saga, SagaState, Step};
 use ridesaga_schemas::streams::SAGA_STREAM;
 use ridesaga_schemas::*;
 use tokio::sync::watch;
@@ -363,7 +363,7 @@ async fn wait_until_finished(sys: &System, n: usize) -> Vec<Step> {
 
 /// Completed, captured once, the driver released and the receipt sent.
 fn is_finished(saga: &Saga) -> bool {
-    saga.state == RideState::Completed
+    saga.state == SagaState::Ride(RideState::Completed)
         && saga.holds.iter().map(|h| h.captures).sum::<u32>() == 1
         && saga.driver_released
         && saga

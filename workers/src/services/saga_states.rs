@@ -1,7 +1,7 @@
 //! What ride, payment and notification share when they apply a batch whole: each keeps one
-//! state per ride, keyed by the saga id; a batch loads the states of all its rides in one
-//! statement, applies its inputs in order in memory, and saves the rides that changed. Their
-//! stores read rows of either backend with [`column`].
+//! state per saga, keyed by the saga id (the ride id); a batch loads the states of all its
+//! sagas in one statement ([`json_ids`] is that statement's parameter), applies its inputs in
+//! order in memory to [`SagaStates`], and saves the states that changed.
 
 use std::collections::HashMap;
 
@@ -15,9 +15,10 @@ pub(crate) fn json_ids(ride_ids: &[&str]) -> Result<String, HandleError> {
     serde_json::to_string(ride_ids).map_err(|e| HandleError::Permanent(format!("ride ids: {e}")))
 }
 
-/// The states of the rides one batch touches, as loaded and then as its inputs change them.
+/// A service's state of each saga one batch touches, as loaded and then as its inputs change
+/// them.
 #[derive(Debug)]
-pub(crate) struct Rides<S> {
+pub(crate) struct SagaStates<S> {
     /// A row that could not be read is kept as its error, for the input that touches it.
     states: HashMap<RideId, Result<S, HandleError>>,
     /// The rides the batch changed, in the order they first changed, and when they last did.
@@ -25,11 +26,11 @@ pub(crate) struct Rides<S> {
     changed_at: HashMap<RideId, Timestamp>,
 }
 
-impl<S: Default> Rides<S> {
+impl<S: Default> SagaStates<S> {
     /// The states loaded for the batch; a ride missing here is one the service has not heard
     /// of, and starts from the default state.
     pub fn loaded(states: impl IntoIterator<Item = (RideId, Result<S, HandleError>)>) -> Self {
-        Rides {
+        SagaStates {
             states: states.into_iter().collect(),
             changed: Vec::new(),
             changed_at: HashMap::new(),
