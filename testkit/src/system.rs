@@ -345,28 +345,28 @@ impl System {
         envelope
     }
 
+    /// Registers driver `id` called `name` at `at`, without contact details, and puts them
+    /// online.
     pub async fn driver(&self, id: &str, name: &str, at: (f64, f64)) -> DriverId {
-        let driver_id = DriverId::parse(id).unwrap();
-        let location = GeoPoint::new(at.0, at.1).unwrap();
-        self.command(
-            RegisterDriver {
-                driver_id: driver_id.clone(),
-                name: name.into(),
-                location,
-                email: None,
-                phone: None,
-            },
-            None,
-        )
-        .await;
-        self.command(
-            DriverOnline {
-                driver_id: driver_id.clone(),
-                location: None,
-            },
-            None,
-        )
-        .await;
+        self.driver_registered(RegisterDriver {
+            driver_id: DriverId::parse(id).unwrap(),
+            name: name.into(),
+            location: GeoPoint::new(at.0, at.1).unwrap(),
+            email: None,
+            phone: None,
+        })
+        .await
+    }
+
+    /// Registers a driver as `registration` says and puts them online.
+    pub async fn driver_registered(&self, registration: RegisterDriver) -> DriverId {
+        let driver_id = registration.driver_id.clone();
+        self.command(registration, None).await;
+        let online = DriverOnline {
+            driver_id: driver_id.clone(),
+            location: None,
+        };
+        self.command(online, None).await;
         driver_id
     }
 

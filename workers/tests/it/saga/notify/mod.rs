@@ -85,27 +85,14 @@ async fn register(sys: &System, rider: &str, driver: &str) -> DriverId {
         None,
     )
     .await;
-    let driver_id = DriverId::parse(driver).unwrap();
-    sys.command(
-        RegisterDriver {
-            driver_id: driver_id.clone(),
-            name: "Sam".into(),
-            location: GeoPoint::new(NEARBY.0, NEARBY.1).unwrap(),
-            email: None,
-            phone: Some(DRIVER_PHONE.into()),
-        },
-        None,
-    )
-    .await;
-    sys.command(
-        DriverOnline {
-            driver_id: driver_id.clone(),
-            location: None,
-        },
-        None,
-    )
-    .await;
-    driver_id
+    sys.driver_registered(RegisterDriver {
+        driver_id: DriverId::parse(driver).unwrap(),
+        name: "Sam".into(),
+        location: GeoPoint::new(NEARBY.0, NEARBY.1).unwrap(),
+        email: None,
+        phone: Some(DRIVER_PHONE.into()),
+    })
+    .await
 }
 
 /// Requests, starts and completes a ride for `rider`; returns once its fare is captured.
