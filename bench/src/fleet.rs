@@ -274,24 +274,26 @@ pub async fn worker_counts(client: &async_nats::Client) -> anyhow::Result<Worker
     Ok(out)
 }
 
-/// The whole-number fields of the `data` of every endpoint in a service API `STATS` reply.
+/// The endpoint whose `STATS` data the bench reads. A worker reports its figures, worker-wide,
+/// in the data of each of its endpoints (`status`, `effects`): one of them counts each once.
+const STATS_ENDPOINT: &str = "status";
+
+/// The whole-number fields of the `status` endpoint's `data` in a service API `STATS` reply.
 pub fn stats_counters(reply: &[u8]) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(reply) else {
-        return out;
+        return BTreeMap::new();
     };
     let endpoints = value["endpoints"].as_array().cloned().unwrap_or_default();
-    for endpoint in endpoints {
-        let Some(data) = endpoint["data"].as_object() else {
-            continue;
-        };
-        for (name, value) in data {
-            if let Some(n) = value.as_u64() {
-                *out.entry(name.clone()).or_default() += n;
-            }
-        }
-    }
-    out
+    let Some(data) = endpoints
+        .iter()
+        .find(|endpoint| endpoint["name"] == STATS_ENDPOINT)
+        .and_then(|endpoint| endpoint["data"].as_object())
+    else {
+        return BTreeMap::new();
+    };
+    data.iter()
+        .filter_map(|(name, value)| Some((name.clone(), value.as_u64()?)))
+        .collect()
 }
 
 /// The `handled` counter of each replica that answers the NATS service API's `STATS`, per
@@ -370,10 +372,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stats_replies_are_summed_over_endpoints_and_replicas() {
+    fn stats_are_read_once_from_the_status_endpoint() {
         let reply = br#"{"type":"io.nats.micro.v1.stats_response","name":"ridesaga-ride",
             "endpoints":[{"name":"status","data":{"handled":10,"redelivered":2,"in_flight":-1,
-            "note":"x"}}]}"#;
+            "note":"x"}},{"name":"effects","data":{"handled":10,"redelivered":2}}]}"#;
         let counters = stats_counters(reply);
         assert_eq!(counters["handled"], 10);
         assert_eq!(counters["redelivered"], 2);
