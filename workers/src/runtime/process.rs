@@ -295,20 +295,7 @@ impl<W: Worker> WorkerContext<W> {
     /// The create span of an outbox row, under `parent` (when exporting).
     fn record_created_row(&self, row: &OutboxRow, parent: &TraceContext) {
         let Some(created) = &row.trace else { return };
-        let destination = destination_template(&row.subject);
-        let span = Span::ended_now(
-            created,
-            Some(parent.span_id),
-            format!("create {destination}"),
-            SpanKind::Producer,
-            now_unix_nanos(),
-        )
-        .attribute(attr::SYSTEM, attr::NATS)
-        .attribute(attr::OPERATION_TYPE, "create")
-        .attribute(attr::OPERATION_NAME, "create")
-        .attribute(attr::DESTINATION, row.subject.as_str())
-        .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
-        .attribute(attr::MESSAGE_ID, row.message_id.as_str());
+        let span = create_span(created, Some(parent), &row.subject, row.message_id.as_str());
         self.tracer.record(span);
     }
 
@@ -324,22 +311,8 @@ impl<W: Worker> WorkerContext<W> {
         if !self.tracer.enabled() {
             return;
         }
-        let subject = output.subject();
-        let destination = destination_template(&subject);
-        let mut span = Span::ended_now(
-            created,
-            parent.map(|p| p.span_id),
-            format!("create {destination}"),
-            SpanKind::Producer,
-            now_unix_nanos(),
-        )
-        .attribute(attr::SYSTEM, attr::NATS)
-        .attribute(attr::OPERATION_TYPE, "create")
-        .attribute(attr::OPERATION_NAME, "create")
-        .attribute(attr::DESTINATION, subject.as_str())
-        .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
-        .attribute(attr::MESSAGE_ID, output.id.as_str())
-        .attribute("ridesaga.created_by", by);
+        let mut span = create_span(created, parent, &output.subject(), output.id.as_str())
+            .attribute("ridesaga.created_by", by);
         if let Some(saga) = &output.saga_id {
             span = span.attribute(attr::SAGA_ID, saga.as_str());
         }
@@ -470,6 +443,30 @@ fn destination_template(subject: &str) -> &str {
 fn message_id_of(payload: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
     value.get("id")?.as_str().map(str::to_owned)
+}
+
+/// The span of a message created on `subject` with `message_id`, under `parent`: OpenTelemetry's
+/// messaging "create" operation.
+fn create_span(
+    created: &TraceContext,
+    parent: Option<&TraceContext>,
+    subject: &str,
+    message_id: &str,
+) -> Span {
+    let destination = destination_template(subject);
+    Span::ended_now(
+        created,
+        parent.map(|p| p.span_id),
+        format!("create {destination}"),
+        SpanKind::Producer,
+        now_unix_nanos(),
+    )
+    .attribute(attr::SYSTEM, attr::NATS)
+    .attribute(attr::OPERATION_TYPE, "create")
+    .attribute(attr::OPERATION_NAME, "create")
+    .attribute(attr::DESTINATION, subject)
+    .attribute(attr::DESTINATION_TEMPLATE, format!("{destination}.*"))
+    .attribute(attr::MESSAGE_ID, message_id)
 }
 
 #[cfg(test)]
