@@ -166,9 +166,9 @@ macro_rules! in_tx {
     };
 }
 
-/// One input as the runtime applies it (without the inbox): in its own transaction, committed
+/// One input as the runtime handles it (without the inbox): in its own transaction, committed
 /// on success and rolled back on error.
-pub(crate) async fn apply_in_tx<'c, W: Worker>(
+pub(crate) async fn handle_in_tx<'c, W: Worker>(
     worker: &W,
     conn: impl Into<Conn<'c>>,
     input: &Envelope,
@@ -181,9 +181,9 @@ pub(crate) async fn apply_in_tx<'c, W: Worker>(
     )
 }
 
-/// Inputs applied as one batch, as the runtime applies them (without the inbox): in one
+/// Inputs handled as one batch, as the runtime handles them (without the inbox): in one
 /// transaction, with the service's writes run before the commit; rolled back on error.
-pub(crate) async fn apply_batch_in_tx<'c, W: Worker>(
+pub(crate) async fn handle_batch_in_tx<'c, W: Worker>(
     worker: &W,
     conn: impl Into<Conn<'c>>,
     inputs: &[(Envelope, Timestamp)],
@@ -213,8 +213,8 @@ pub(crate) async fn apply_batch_in_tx<'c, W: Worker>(
     )
 }
 
-/// The same inputs applied one by one, each in its own transaction.
-pub(crate) async fn apply_each_in_tx<'c, W: Worker>(
+/// The same inputs handled one by one, each in its own transaction.
+pub(crate) async fn handle_each_in_tx<'c, W: Worker>(
     worker: &W,
     conn: impl Into<Conn<'c>>,
     inputs: &[(Envelope, Timestamp)],
@@ -222,7 +222,7 @@ pub(crate) async fn apply_each_in_tx<'c, W: Worker>(
     let mut conn = conn.into();
     let mut outputs = Vec::with_capacity(inputs.len());
     for (input, now) in inputs {
-        outputs.push(apply_in_tx(worker, &mut conn, input, *now).await.unwrap());
+        outputs.push(handle_in_tx(worker, &mut conn, input, *now).await.unwrap());
     }
     outputs
 }

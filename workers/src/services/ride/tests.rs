@@ -11,7 +11,7 @@ use super::*;
 use crate::runtime::db;
 use crate::testing::each_backend;
 use crate::testing::{
-    TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, tick_in_tx, timeless,
+    TestDb, handle_batch_in_tx, handle_each_in_tx, handle_in_tx, tick_in_tx, timeless,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -31,7 +31,7 @@ async fn database(kind: Kind) -> TestDb {
 
 /// One transaction, as the runtime runs it (without the inbox).
 async fn apply(conn: &mut Conn<'_>, input: &Envelope, now: Timestamp) -> Vec<Envelope> {
-    apply_in_tx(&service(), conn, input, now).await.unwrap()
+    handle_in_tx(&service(), conn, input, now).await.unwrap()
 }
 
 async fn tick(conn: &mut Conn<'_>, now: Timestamp) -> Vec<Envelope> {
@@ -137,10 +137,10 @@ async fn a_batch_gives_the_outputs_and_state_of_its_inputs_applied_one_by_one(ki
     .collect();
     let mut one_db = database(kind).await;
     let mut one = one_db.conn();
-    let one_by_one = apply_each_in_tx(&service(), &mut one, &inputs).await;
+    let one_by_one = handle_each_in_tx(&service(), &mut one, &inputs).await;
     let mut db = database(kind).await;
     let mut conn = db.conn();
-    let batch = apply_batch_in_tx(&service(), &mut conn, &inputs)
+    let batch = handle_batch_in_tx(&service(), &mut conn, &inputs)
         .await
         .unwrap();
 

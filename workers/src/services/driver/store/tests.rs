@@ -13,7 +13,7 @@ use super::super::{DriverConfig, DriverService, domain, input_of};
 use super::*;
 use crate::runtime::{BatchError, HandleError, Worker};
 use crate::testing::{
-    KINDS, TestDb, apply_batch_in_tx, apply_each_in_tx, apply_in_tx, tick_in_tx, timeless,
+    KINDS, TestDb, handle_batch_in_tx, handle_each_in_tx, handle_in_tx, tick_in_tx, timeless,
 };
 
 /// A fresh database on `kind` with the driver tables.
@@ -37,7 +37,7 @@ async fn apply(
     input: &Envelope,
     now: Timestamp,
 ) -> Result<Vec<Envelope>, HandleError> {
-    apply_in_tx(&service(), db.conn(), input, now).await
+    handle_in_tx(&service(), db.conn(), input, now).await
 }
 
 async fn tick(db: &mut TestDb, now: Timestamp) -> Vec<Envelope> {
@@ -553,7 +553,7 @@ async fn a_batch_sees_what_its_earlier_inputs_wrote(kind: Kind) {
         (cleared(2), at(0)),
         (completed(1), at(0)),
     ];
-    let out = apply_batch_in_tx(&service, db.conn(), &batch)
+    let out = handle_batch_in_tx(&service, db.conn(), &batch)
         .await
         .unwrap();
     let kinds_of: Vec<Vec<MessageKind>> = out
@@ -592,7 +592,7 @@ async fn a_driver_reserved_earlier_in_the_batch_does_not_stop_the_wider_search(k
         (requested(2, near(0.0, 0.0), at(60)), at(0)),
         (cleared(2), at(0)),
     ];
-    apply_batch_in_tx(&service, db.conn(), &batch)
+    handle_batch_in_tx(&service, db.conn(), &batch)
         .await
         .unwrap();
     let reserved: Vec<(String, Option<String>)> = select(
@@ -631,7 +631,7 @@ async fn a_batch_that_reserved_more_drivers_than_a_search_reads_still_finds_the_
             ]
         })
         .collect();
-    apply_batch_in_tx(&service, db.conn(), &batch)
+    handle_batch_in_tx(&service, db.conn(), &batch)
         .await
         .unwrap();
     let mut reserved = reserved_drivers(&mut db).await;
@@ -650,7 +650,7 @@ async fn an_ending_sees_its_driver_as_an_earlier_input_of_the_batch_moved_them(k
         (requested(1, near(0.0, 0.0), at(60)), at(0)),
         (cleared(1), at(0)),
     ];
-    apply_batch_in_tx(&service, db.conn(), &first)
+    handle_batch_in_tx(&service, db.conn(), &first)
         .await
         .unwrap();
     // The ride's driver moves, then the ride completes, in one batch: the rides read ahead
@@ -664,7 +664,7 @@ async fn an_ending_sees_its_driver_as_an_earlier_input_of_the_batch_moved_them(k
         30,
     );
     let second = [(moved, at(30)), (completed(1), at(31))];
-    apply_batch_in_tx(&service, db.conn(), &second)
+    handle_batch_in_tx(&service, db.conn(), &second)
         .await
         .unwrap();
     let stored: Vec<(f64, Option<String>)> =
@@ -952,9 +952,9 @@ async fn a_batch_applies_as_its_inputs_one_by_one(kind: Kind) {
     .collect();
     let service = service();
     let mut each = db(kind).await;
-    let one_by_one = apply_each_in_tx(&service, each.conn(), &inputs).await;
+    let one_by_one = handle_each_in_tx(&service, each.conn(), &inputs).await;
     let mut whole = db(kind).await;
-    let batch = apply_batch_in_tx(&service, whole.conn(), &inputs)
+    let batch = handle_batch_in_tx(&service, whole.conn(), &inputs)
         .await
         .unwrap();
     let assigned = one_by_one
@@ -1194,7 +1194,7 @@ fn check_batches_against_domain(
             while !pending.is_empty() {
                 let batch: Vec<(Envelope, Timestamp)> =
                     pending.iter().map(|&i| inputs[i].clone()).collect();
-                match apply_batch_in_tx(&service, db.conn(), &batch).await {
+                match handle_batch_in_tx(&service, db.conn(), &batch).await {
                     Ok(outputs) => {
                         for (&i, out) in pending.iter().zip(&outputs) {
                             assert_eq!(Some(kinds(out)), expected[i], "{kind:?}: input {i}");

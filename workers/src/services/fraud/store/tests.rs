@@ -11,7 +11,7 @@ use super::super::rides::RideRules;
 use super::super::{FraudConfig, FraudService, PRUNE_BATCH, domain, input_of};
 use super::*;
 use crate::runtime::Worker;
-use crate::testing::{TestDb, apply_batch_in_tx, apply_in_tx, tick_in_tx};
+use crate::testing::{TestDb, handle_batch_in_tx, handle_in_tx, tick_in_tx};
 
 crate::testing::each_backend!(
     a_redelivered_request_is_scored_once,
@@ -45,7 +45,7 @@ fn service() -> FraudService {
 
 /// One input as the runtime applies it: in its own transaction, committed.
 async fn apply(db: &mut TestDb, input: &Envelope) -> Vec<Envelope> {
-    let out = apply_in_tx(&service(), db.conn(), input, at(0))
+    let out = handle_in_tx(&service(), db.conn(), input, at(0))
         .await
         .unwrap();
     for e in &out {
@@ -241,7 +241,7 @@ async fn the_windows_hold_what_is_after_their_start_and_up_to_the_request(kind: 
     let mut batch: Vec<Envelope> = stored.clone();
     batch.extend([first, second, two, three]);
     let inputs: Vec<(Envelope, Timestamp)> = batch.iter().map(|i| (i.clone(), at(0))).collect();
-    let outputs = apply_batch_in_tx(&service(), fresh.conn(), &inputs)
+    let outputs = handle_batch_in_tx(&service(), fresh.conn(), &inputs)
         .await
         .unwrap();
     let kinds: Vec<MessageKind> = outputs[stored.len()..]
@@ -489,7 +489,7 @@ fn batches_decide_what_the_domain_decides_input_by_input(
                 .iter()
                 .map(|i| (i.clone(), at(0)))
                 .collect();
-            let outputs = apply_batch_in_tx(&service(), db.conn(), &batch)
+            let outputs = handle_batch_in_tx(&service(), db.conn(), &batch)
                 .await
                 .unwrap();
             for (i, out) in (start..end).zip(outputs) {
@@ -690,7 +690,7 @@ async fn the_fifth_ride_of_a_pair_is_flagged_even_within_one_batch(kind: Kind) {
         (completed(4, 7, 7, None, 360), at(0)),
         (completed(5, 7, 7, None, 60 + window), at(0)),
     ];
-    let out = apply_batch_in_tx(&service(), db.conn(), &batch)
+    let out = handle_batch_in_tx(&service(), db.conn(), &batch)
         .await
         .unwrap();
     assert!(out[0].is_empty(), "the fourth: {:?}", out[0]);
