@@ -436,32 +436,11 @@ impl System {
     }
 
     async fn try_read(&self, filter: &str) -> Result<Vec<Envelope>, String> {
-        let stream = self
-            .js
-            .get_stream(streams::SAGA_STREAM)
-            .await
-            .map_err(|e| format!("stream: {e}"))?;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                filter_subject: filter.to_string(),
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("consumer: {e}"))?;
-        let mut out = Vec::new();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(10_000)
-            .messages()
-            .await
-            .map_err(|e| format!("fetch: {e}"))?;
-        while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| format!("fetch: {e}"))?;
-            out.push(Envelope::decode(&m.subject, &m.payload).expect("decodes"));
-        }
-        Ok(out)
+        let messages = stored(&self.js, streams::SAGA_STREAM, filter).await?;
+        Ok(messages
+            .iter()
+            .map(|m| Envelope::decode(&m.subject, &m.payload).expect("decodes"))
+            .collect())
     }
 
     /// Waits until the ride's saga has a message of `kind`, then returns the whole saga.
@@ -553,4 +532,37 @@ fn database_url(dir: &tempfile::TempDir, service: Service) -> String {
         }
         Ok(other) => panic!("RIDESAGA_TEST_DB={other}: expected sqlite or postgres"),
     }
+}
+
+/// Every message `stream` holds on `filter`, in stream order, read through a consumer of its
+/// own that acknowledges nothing (and goes away 5 s after its last read).
+pub async fn stored(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<Vec<jetstream::Message>, String> {
+    let stream = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: filter.to_string(),
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("consumer: {e}"))?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10_000)
+        .messages()
+        .await
+        .map_err(|e| format!("fetch: {e}"))?;
+    let mut out = Vec::new();
+    while let Some(m) = batch.next().await {
+        out.push(m.map_err(|e| format!("fetch: {e}"))?);
+    }
+    Ok(out)
 }

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
-use futures_util::StreamExt;
+use async_nats::jetstream;
 use ridesaga_schemas::*;
 use ridesaga_testkit::{Identity, NatsServer};
 use ridesaga_workers::config::{RuntimeConfig, Settings};
@@ -277,29 +276,18 @@ impl Harness {
     /// The messages stored on `subject`, once there are at least `expected` (or after 20 s),
     /// plus a short grace so that an unwanted extra copy would show up too.
     async fn stored(&self, subject: &str, expected: usize) -> Vec<jetstream::Message> {
-        let stream = self.js.get_stream(streams::SAGA_STREAM).await.unwrap();
-        self.poll(&stream, subject, expected).await
+        self.poll(streams::SAGA_STREAM, subject, expected).await
     }
 
     async fn dead_letters(&self, expected: usize) -> Vec<DeadLetter> {
-        let stream = self
-            .js
-            .get_stream(streams::DEAD_LETTER_STREAM)
-            .await
-            .unwrap();
-        self.poll(&stream, "dlq.>", expected)
+        self.poll(streams::DEAD_LETTER_STREAM, "dlq.>", expected)
             .await
             .iter()
             .map(|m| serde_json::from_slice(&m.payload).unwrap())
             .collect()
     }
 
-    async fn poll(
-        &self,
-        stream: &jetstream::stream::Stream,
-        subject: &str,
-        expected: usize,
-    ) -> Vec<jetstream::Message> {
+    async fn poll(&self, stream: &str, subject: &str, expected: usize) -> Vec<jetstream::Message> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let found = self.read(stream, subject).await;
@@ -311,30 +299,10 @@ impl Harness {
         }
     }
 
-    async fn read(
-        &self,
-        stream: &jetstream::stream::Stream,
-        subject: &str,
-    ) -> Vec<jetstream::Message> {
-        let consumer = stream
-            .create_consumer(pull::Config {
-                filter_subject: subject.to_string(),
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                ..Default::default()
-            })
+    async fn read(&self, stream: &str, subject: &str) -> Vec<jetstream::Message> {
+        ridesaga_testkit::system::stored(&self.js, stream, subject)
             .await
-            .unwrap();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .messages()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        while let Some(Ok(m)) = batch.next().await {
-            out.push(m);
-        }
-        out
+            .unwrap()
     }
 }
 

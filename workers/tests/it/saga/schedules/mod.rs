@@ -77,30 +77,13 @@ async fn schedules(sys: &System, driver: &DriverId, n: usize) -> Vec<Envelope> {
 
 /// The first dead letter whose reason mentions `reason`, within 20 s.
 async fn dead_letter(sys: &System, reason: &str) -> DeadLetter {
-    use futures_util::StreamExt;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let stream = sys
-            .js
-            .get_stream(streams::DEAD_LETTER_STREAM)
-            .await
-            .expect("the dead-letter stream");
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config {
-                filter_subject: "dlq.>".into(),
-                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await
-            .expect("a reading consumer");
-        let mut batch = consumer
-            .fetch()
-            .max_messages(1000)
-            .messages()
-            .await
-            .expect("fetches");
-        while let Some(Ok(m)) = batch.next().await {
+        let letters =
+            ridesaga_testkit::system::stored(&sys.js, streams::DEAD_LETTER_STREAM, "dlq.>")
+                .await
+                .expect("reads the dead letters");
+        for m in letters {
             let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("a dead letter");
             if letter.reason.contains(reason) {
                 return letter;

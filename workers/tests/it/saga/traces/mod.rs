@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull};
-use futures_util::StreamExt;
+use async_nats::jetstream;
 use ridesaga_schemas::trace::TraceId;
 use ridesaga_schemas::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,29 +147,17 @@ type Traced = (Envelope, Option<TraceContext>);
 
 /// Every stored message of `ride` with its headers' trace context, in stream order.
 async fn traced_saga(js: &jetstream::Context, ride: &RideId) -> Vec<Traced> {
-    let stream = js.get_stream(streams::SAGA_STREAM).await.unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            filter_subject: saga_filter(ride.as_str()),
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(5),
-            ..Default::default()
+    let filter = saga_filter(ride.as_str());
+    let messages = ridesaga_testkit::system::stored(js, streams::SAGA_STREAM, &filter)
+        .await
+        .unwrap();
+    messages
+        .iter()
+        .map(|m| {
+            let envelope = Envelope::decode(&m.subject, &m.payload).unwrap();
+            (envelope, TraceContext::from_headers(m.headers.as_ref()))
         })
-        .await
-        .unwrap();
-    let mut messages = consumer
-        .fetch()
-        .max_messages(1000)
-        .messages()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Some(m) = messages.next().await {
-        let m = m.unwrap();
-        let envelope = Envelope::decode(&m.subject, &m.payload).unwrap();
-        out.push((envelope, TraceContext::from_headers(m.headers.as_ref())));
-    }
-    out
+        .collect()
 }
 
 /// Publishes a command with `context` in its headers, as `ridectl` does.
